@@ -1,0 +1,34 @@
+"""`make bench`: run every benchmark module (benchmarks/bench_*.py) and print its tables.
+
+Each module defines ``main(argv: list[str] | None = None) -> None`` that prints markdown tables to stdout.
+``python -m benchmarks.run render fit`` runs only the named ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    here = Path(__file__).parent
+    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    chosen = [a for a in argv if not a.startswith("-")] or names
+    for name in chosen:
+        if name not in names:
+            print(f"unknown benchmark {name!r}; have: {', '.join(names)}", file=sys.stderr)
+            return 2
+    for name in chosen:
+        t0 = time.perf_counter()
+        print(f"\n## {name}\n", flush=True)
+        importlib.import_module(f"benchmarks.bench_{name}").main([a for a in argv if a.startswith("-")])
+        print(f"\n_({name}: {time.perf_counter() - t0:.0f} s)_", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

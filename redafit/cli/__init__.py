@@ -1,0 +1,104 @@
+"""Command line: a Click group whose commands only parse options into configs and call the library.
+
+Logs and progress go to stderr, results to stdout. A :class:`~redafit.errors.RedafitError` becomes one line
+``redafit: error: …`` on stderr and its exit code; anything else unexpected becomes exit code 1 with one line
+(``-v`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from redafit import __version__
+from redafit.errors import RedafitError
+
+log = logging.getLogger("redafit")
+
+# Sub-command modules, each defining one or more Click commands registered below. Importing them is cheap:
+# heavy imports (torch, cv2, dlib) happen inside the command functions.
+_COMMAND_MODULES = ["redafit.cli.models", "redafit.cli.fit", "redafit.cli.eval", "redafit.cli.rig"]
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RedafitError as e:
+            _fail(ctx, str(e), e.exit_code, e)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130, None)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # noqa: BLE001 - last-resort guard: one line, never a bare traceback
+            _fail(ctx, f"unexpected {type(e).__name__}: {e} (run with -v for details)", 1, e)
+
+
+def _fail(ctx, message: str, code: int, exc):
+    verbose = (ctx.obj or {}).get("verbosity", 0) > 0
+    if verbose and exc is not None:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    click.echo(f"redafit: error: {message}", err=True)
+    ctx.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="redafit")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
+@click.pass_context
+def main(ctx, verbose: int, quiet: bool):
+    """redafit: 3D face reconstruction from photographs (ReDA soft rasterization, riggable rigs).
+
+    \b
+    Examples:
+      redafit fit photo.jpg -o face.obj
+      redafit fit imgs/*.jpg -o out/ --json
+      redafit rig imgs/*.jpg -o rig/
+      redafit eval --dataset synthetic --n 20
+      redafit models install ict --from ../shared/data/models
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbosity"] = -1 if quiet else verbose
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="redafit: %(levelname)s: %(message)s", stream=sys.stderr)
+    log.setLevel(level)
+
+
+def device_option(f):
+    """``--device auto|cpu|cuda`` (auto = CUDA when available)."""
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                        help="Where to compute.")(f)
+
+
+def resolve_device(name: str):
+    import torch
+
+    from redafit.errors import DependencyError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DependencyError("--device cuda: no CUDA device is available to this PyTorch build")
+    return torch.device(name)
+
+
+def show_progress(ctx) -> bool:
+    """Progress bars only on an interactive stderr and unless -q."""
+    return (ctx.obj or {}).get("verbosity", 0) >= 0 and sys.stderr.isatty()
+
+
+for _name in _COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as _e:  # a command module not written yet
+        if _e.name != _name:
+            raise
+        continue
+    for _cmd in getattr(_mod, "COMMANDS", []):
+        main.add_command(_cmd)

@@ -1,0 +1,228 @@
+"""The in-memory 3D morphable face model.
+
+A :class:`FaceModel` is a ``torch.nn.Module`` holding buffers only (``.to(device)`` just works); its forward
+is the pure function :func:`blend`. Every loader in :mod:`redafit.model.formats` returns one, with geometry
+converted to **millimetres**, y up, the face looking along +z (the model frame).
+
+Shapes: V vertices, F triangles, T UV coordinates, Ki identity modes, Ke expression modes, Ka albedo modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from redafit.errors import ModelError
+
+N_LANDMARKS = 68
+
+
+def blend(mean: torch.Tensor, basis: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Linear blend ``mean + sum_k coeffs[:, k] * basis[k]``.
+
+    mean [V, 3], basis [K, V, 3], coeffs [B, K] -> [B, V, 3]. K may be 0.
+    """
+    B = coeffs.shape[0]
+    if basis.shape[0] == 0:
+        return mean.unsqueeze(0).expand(B, -1, -1)
+    flat = basis.reshape(basis.shape[0], -1)  # [K, V*3]
+    return mean.unsqueeze(0) + (coeffs @ flat).reshape(B, *mean.shape)
+
+
+@dataclass
+class ModelInfo:
+    """Descriptive metadata of a model (not used by the math)."""
+
+    name: str
+    source: str = ""
+    licence: str = ""
+    units_in_file: str = "mm"
+    expression_prior: str = "gaussian"  # "gaussian" (N(0,1) weights) or "unit" (blendshape weights in [0, 1])
+    extra: dict = field(default_factory=dict)
+
+
+class FaceModel(torch.nn.Module):
+    """A linear face model: ``vertices = mean + B_id @ alpha + B_exp @ beta`` (millimetres).
+
+    Buffers:
+        mean            [V, 3]      float, mm
+        id_basis        [Ki, V, 3]  float, mm per unit coefficient (coefficients ~ N(0, 1))
+        exp_basis       [Ke, V, 3]  float, mm per unit coefficient
+        triangles       [F, 3]      long, 0-based, counter-clockwise seen from the front (outward normals)
+        uv              [T, 2]      float in [0, 1], v up (OBJ convention)
+        uv_triangles    [F, 3]      long, per-corner ids into ``uv``
+        landmark_ids    [68]        long, vertex id of each iBUG-68 point, -1 where the model has none fixed
+                                    (e.g. jaw points that slide along the contour)
+        contour_right   [Nr]        long, jaw contour candidates for points 0-7 (subject's right = image left)
+        contour_left    [Nl]        long, jaw contour candidates for points 9-16
+        albedo_mean     [V, 3]      float in [0, 1] (optional: zero-size when the model has none)
+        albedo_basis    [Ka, V, 3]  float (optional)
+    """
+
+    def __init__(
+        self,
+        mean,
+        id_basis,
+        exp_basis,
+        triangles,
+        uv=None,
+        uv_triangles=None,
+        landmark_ids=None,
+        contour_right=None,
+        contour_left=None,
+        expression_names=None,
+        albedo_mean=None,
+        albedo_basis=None,
+        info: ModelInfo | None = None,
+    ):
+        super().__init__()
+        f = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        i = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
+        mean = f(mean)
+        V = mean.shape[0]
+        if mean.ndim != 2 or mean.shape[1] != 3:
+            raise ModelError(f"model mean: expected shape [V, 3], got {list(mean.shape)}")
+        id_basis = f(id_basis).reshape(-1, V, 3) if id_basis is not None else torch.zeros(0, V, 3)
+        exp_basis = f(exp_basis).reshape(-1, V, 3) if exp_basis is not None else torch.zeros(0, V, 3)
+        triangles = i(triangles)
+        if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.numel() == 0:
+            raise ModelError(f"model triangles: expected shape [F, 3], got {list(triangles.shape)}")
+        if int(triangles.min()) < 0 or int(triangles.max()) >= V:
+            raise ModelError(f"model triangles index outside 0..{V - 1}")
+        if uv is None:
+            uv, uv_triangles = torch.zeros(0, 2), triangles.clone()
+        uv = f(uv)
+        uv_triangles = i(uv_triangles) if uv_triangles is not None else triangles.clone()
+        if landmark_ids is None:
+            landmark_ids = -torch.ones(N_LANDMARKS, dtype=torch.long)
+        landmark_ids = i(landmark_ids)
+        if landmark_ids.shape != (N_LANDMARKS,):
+            raise ModelError(f"model landmark ids: expected 68, got {list(landmark_ids.shape)}")
+        self.register_buffer("mean", mean)
+        self.register_buffer("id_basis", id_basis)
+        self.register_buffer("exp_basis", exp_basis)
+        self.register_buffer("triangles", triangles)
+        self.register_buffer("uv", uv)
+        self.register_buffer("uv_triangles", uv_triangles)
+        self.register_buffer("landmark_ids", landmark_ids)
+        self.register_buffer("contour_right", i(contour_right if contour_right is not None else []))
+        self.register_buffer("contour_left", i(contour_left if contour_left is not None else []))
+        self.register_buffer("albedo_mean", f(albedo_mean) if albedo_mean is not None else torch.zeros(0, 3))
+        self.register_buffer(
+            "albedo_basis", f(albedo_basis).reshape(-1, V, 3) if albedo_basis is not None else torch.zeros(0, V, 3)
+        )
+        self.expression_names = list(expression_names) if expression_names is not None else [
+            f"exp{k:03d}" for k in range(exp_basis.shape[0])
+        ]
+        if len(self.expression_names) != exp_basis.shape[0]:
+            raise ModelError("model: number of expression names differs from the expression basis")
+        self.info = info or ModelInfo(name="custom")
+
+    # -- sizes -------------------------------------------------------------------------------------------------
+    @property
+    def n_vertices(self) -> int:
+        return self.mean.shape[0]
+
+    @property
+    def n_triangles(self) -> int:
+        return self.triangles.shape[0]
+
+    @property
+    def n_id(self) -> int:
+        return self.id_basis.shape[0]
+
+    @property
+    def n_exp(self) -> int:
+        return self.exp_basis.shape[0]
+
+    @property
+    def n_albedo(self) -> int:
+        return self.albedo_basis.shape[0]
+
+    @property
+    def has_albedo(self) -> bool:
+        return self.albedo_mean.shape[0] == self.n_vertices
+
+    @property
+    def has_uv(self) -> bool:
+        return self.uv.shape[0] > 0
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    # -- math ----------------------------------------------------------------------------------------------------
+    def forward(self, id_coeffs: torch.Tensor | None = None, exp_coeffs: torch.Tensor | None = None,
+                batch_size: int | None = None) -> torch.Tensor:
+        """Vertices [B, V, 3] in mm (model frame) from id_coeffs [B, Ki'] and exp_coeffs [B, Ke'].
+
+        Either may be None (zeros); fewer columns than the model has use the leading modes only.
+        """
+        B = batch_size or (id_coeffs.shape[0] if id_coeffs is not None else
+                           exp_coeffs.shape[0] if exp_coeffs is not None else 1)
+        v = self.mean.unsqueeze(0).expand(B, -1, -1)
+        if id_coeffs is not None and id_coeffs.shape[1] > 0:
+            v = v + blend(torch.zeros_like(self.mean), self.id_basis[: id_coeffs.shape[1]], id_coeffs)
+        if exp_coeffs is not None and exp_coeffs.shape[1] > 0:
+            v = v + blend(torch.zeros_like(self.mean), self.exp_basis[: exp_coeffs.shape[1]], exp_coeffs)
+        return v
+
+    def albedo(self, albedo_coeffs: torch.Tensor | None = None, batch_size: int = 1) -> torch.Tensor:
+        """Per-vertex albedo [B, V, 3] in [0, 1] from the model's albedo basis (requires ``has_albedo``)."""
+        if not self.has_albedo:
+            raise ModelError(f"model '{self.name}' has no albedo basis")
+        if albedo_coeffs is None:
+            return self.albedo_mean.unsqueeze(0).expand(batch_size, -1, -1)
+        return blend(self.albedo_mean, self.albedo_basis[: albedo_coeffs.shape[1]], albedo_coeffs)
+
+    def fixed_landmark_mask(self) -> torch.Tensor:
+        """[68] bool: landmarks with a fixed vertex (``landmark_ids >= 0``)."""
+        return self.landmark_ids >= 0
+
+    def summary(self) -> dict:
+        """Counts, units and licence as a plain dict (what ``redafit models info`` prints)."""
+        return {
+            "name": self.name,
+            "vertices": self.n_vertices,
+            "triangles": self.n_triangles,
+            "identity_modes": self.n_id,
+            "expression_modes": self.n_exp,
+            "albedo_modes": self.n_albedo if self.has_albedo else 0,
+            "uv_coordinates": int(self.uv.shape[0]),
+            "landmarks_fixed": int(self.fixed_landmark_mask().sum()),
+            "contour_candidates": [int(self.contour_right.numel()), int(self.contour_left.numel())],
+            "units": "mm",
+            "units_in_file": self.info.units_in_file,
+            "expression_prior": self.info.expression_prior,
+            "source": self.info.source,
+            "licence": self.info.licence,
+        }
+
+    # -- canonical storage ----------------------------------------------------------------------------------------
+    def to_npz_dict(self) -> dict:
+        """Arrays of redafit's own canonical ``.npz`` format (see :mod:`redafit.model.formats.native`)."""
+        c = lambda t: t.detach().cpu().numpy()  # noqa: E731
+        d = {
+            "format": np.array("redafit-face-model-1"),
+            "name": np.array(self.info.name),
+            "source": np.array(self.info.source),
+            "licence": np.array(self.info.licence),
+            "units_in_file": np.array(self.info.units_in_file),
+            "expression_prior": np.array(self.info.expression_prior),
+            "mean": c(self.mean),
+            "id_basis": c(self.id_basis),
+            "exp_basis": c(self.exp_basis),
+            "expression_names": np.array(self.expression_names, dtype=str),
+            "triangles": c(self.triangles).astype(np.int32),
+            "uv": c(self.uv),
+            "uv_triangles": c(self.uv_triangles).astype(np.int32),
+            "landmark_ids": c(self.landmark_ids).astype(np.int32),
+            "contour_right": c(self.contour_right).astype(np.int32),
+            "contour_left": c(self.contour_left).astype(np.int32),
+        }
+        if self.has_albedo:
+            d["albedo_mean"] = c(self.albedo_mean)
+            d["albedo_basis"] = c(self.albedo_basis)
+        return d

@@ -1,0 +1,66 @@
+"""Shared fixtures: the shared data folder, real models, seeding, and the --device option."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("REDAFIT_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", help="torch device for tests (cpu or cuda)")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    import torch
+
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("CUDA not available")
+    return torch.device(name)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def faces_dir(shared_data) -> Path:
+    return shared_data / "faces"
+
+
+@pytest.fixture(scope="session")
+def models_src(shared_data) -> Path:
+    return shared_data / "models"
+
+
+@pytest.fixture(scope="session")
+def ict_model(models_src):
+    """The real ICT face model (face area), loaded straight from the shared npz (mm)."""
+    from redafit.model.store import load_model
+
+    return load_model(str(models_src / "ict-face" / "ict_face.npz"))
+
+
+@pytest.fixture(scope="session")
+def sfm_model(models_src):
+    from redafit.model.store import load_model
+
+    return load_model(str(models_src / "sfm"))
