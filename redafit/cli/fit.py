@@ -1,0 +1,268 @@
+"""``redafit fit``: fit the face model to one or more photos."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from redafit.cli import device_option, resolve_device, show_progress
+from redafit.errors import RedafitError, UsageError
+
+log = logging.getLogger("redafit")
+
+MESH_FORMATS = ("obj", "ply", "npz", "glb")
+
+
+def model_option(f):
+    return click.option("--model", "model_name", default="ict", show_default=True,
+                        help="Installed model name (see `redafit models list`) or a model file/folder path.")(f)
+
+
+def input_options(f):
+    f = click.option("--detector", type=click.Choice(["dlib", "dlib-cnn", "fan"]), default="dlib",
+                     show_default=True, help="Landmark detector used when no --landmarks are given.")(f)
+    f = click.option("--face-index", type=int, default=None,
+                     help="Which detected face to fit, counted left to right from 0 (default: the largest).")(f)
+    f = click.option("--max-side", type=click.IntRange(64, 16384), default=4096, show_default=True,
+                     help="Downscale larger images to this many pixels on their longer side first.")(f)
+    return f
+
+
+def fit_options(f):
+    """Options shared by `fit`, `rig` and `track` that shape the FitConfig."""
+    opts = [
+        click.option("--preset", type=click.Choice(["full", "landmarks"]), default="full", show_default=True,
+                     help="full: the ReDA four-stage fit; landmarks: rigid + landmark identity/expression only."),
+        click.option("--attributes", default=None, metavar="LIST",
+                     help="ReDA attributes, any of color,mask,depth (default color,mask; depth needs --depth)."),
+        click.option("--raster", type=click.Choice(["reda", "zbuffer"]), default=None,
+                     help="Soft ReDA rasterization (default) or the plain z-buffer baseline."),
+        click.option("--raster-backend", type=click.Choice(["auto", "torch", "nvdiffrast"]), default="auto",
+                     show_default=True, help="Rasterizer implementation (nvdiffrast needs CUDA and the package)."),
+        click.option("--pyramid-levels", type=click.IntRange(1, 10), default=None, help="ReDA pyramid levels (6)."),
+        click.option("--slices", type=click.IntRange(1, 32), default=None, help="ReDA depth slices K (5)."),
+        click.option("--no-freeform", is_flag=True, help="Skip the free-form (ARAP) deformation stage."),
+        click.option("--focal", type=float, default=None,
+                     help="Focal length in pixels (default 1.6 x the larger image side)."),
+        click.option("--fit-size", type=click.IntRange(64, 2048), default=None,
+                     help="Render size (longer side, px) of the attribute stages (256)."),
+        click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
+                     help="Multiply every stage's iteration count (speed/quality trade-off)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
+                 no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False):
+    """Options -> FitConfig (library call; no click types here)."""
+    from dataclasses import replace
+
+    from redafit.fit.config import FitConfig
+
+    try:
+        config = FitConfig.preset(preset)
+    except UsageError:
+        if preset != "full":
+            raise
+        log.warning("the full ReDA fit is not available in this build; using the landmark preset")
+        config = FitConfig.preset("landmarks")
+    attrs = None
+    if attributes is not None:
+        attrs = tuple(a.strip() for a in attributes.split(",") if a.strip())
+        bad = [a for a in attrs if a not in ("color", "mask", "depth")]
+        if bad or not attrs:
+            raise UsageError(f"--attributes: expected a list of color, mask, depth; got {attributes!r}")
+        if "depth" in attrs and not has_depth:
+            raise UsageError("--attributes depth needs a depth map (--depth FILE)")
+    elif has_depth:
+        attrs = tuple(config.attributes) + ("depth",)
+    if preset == "full":
+        try:
+            from redafit.fit.attribute_stages import configure
+        except ImportError:
+            configure = None
+        if configure is not None:
+            config = configure(config, attributes=attrs, raster=raster, raster_backend=raster_backend,
+                               pyramid_levels=pyramid_levels, slices=slices,
+                               freeform=False if no_freeform else None, fit_size=fit_size)
+    if focal is not None:
+        config = replace(config, focal=focal)
+    if iters_scale != 1.0:
+        config = replace(config, stages=tuple(replace(s, iters=max(1, round(s.iters * iters_scale)))
+                                              for s in config.stages))
+    return config
+
+
+class _Progress:
+    """Rich progress on stderr (stage and current loss as task fields), or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.task = None
+        self.label = ""
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.fields[label]}"), TextColumn("[cyan]{task.fields[stage]}"),
+                                BarColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def start(self, label: str):
+        self.label = label
+        if self.bar is not None:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task("", total=1, label=label, stage="", loss="")
+
+    def __call__(self, stage: str, it: int, total: int, loss: float):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=it, total=total, stage=stage, loss=f"{loss:.4g}")
+
+    def log(self, msg: str):
+        if self.bar is not None:
+            self.bar.console.print(msg)
+        else:
+            click.echo(msg, err=True)
+
+
+def _resolve_outputs(images, output, fmt, params, overlay):
+    """Map every image to (mesh, params, overlay) paths; a folder output for several images."""
+    many = len(images) > 1
+    out = Path(output) if output else None
+    as_dir = out is not None and (many or str(output).endswith(("/", "\\")) or out.is_dir() or out.suffix == "")
+    if out is not None and not as_dir and out.suffix.lower().lstrip(".") not in MESH_FORMATS:
+        raise UsageError(f"-o {output}: unsupported mesh extension (use .obj, .ply, .npz or .glb, or a folder)")
+    stems = [Path(p).stem for p in images]
+    dup = {s for s in stems if stems.count(s) > 1}
+    jobs = []
+    for p, stem in zip(images, stems):
+        name = stem if stem not in dup else f"{Path(p).parent.name}_{stem}"
+        if as_dir:
+            mesh = out / f"{name}.{fmt}"
+            par = (Path(params) / f"{name}.json") if params else None
+            ov = (Path(overlay) / f"{name}_overlay.png") if overlay else None
+        else:
+            mesh = out if out is not None else Path(f"{name}.{fmt}")
+            par = Path(params) if params else None
+            ov = Path(overlay) if overlay else None
+        jobs.append((Path(p), mesh, par, ov))
+    if as_dir:
+        out.mkdir(parents=True, exist_ok=True)
+        for d in (params, overlay):
+            if d:
+                Path(d).mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
+@click.command("fit")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", default=None,
+              help="Mesh file (.obj/.ply/.npz/.glb) for one image, or a folder for several.  [default: <stem>.obj]")
+@click.option("--format", "fmt", type=click.Choice(MESH_FORMATS), default="obj", show_default=True,
+              help="Mesh format when -o is a folder.")
+@click.option("--landmarks", "landmarks", default=None, type=click.Path(exists=False, path_type=Path),
+              help="Landmark file (.pts, .txt, .npy, .json; 68 or 5 points) instead of detecting; "
+                   "for several images, a folder of <stem>.<ext> files.")
+@click.option("--params", default=None, type=click.Path(path_type=Path),
+              help="Write all coefficients, camera, pose and errors as JSON (a folder for several images).")
+@click.option("--overlay", default=None, type=click.Path(path_type=Path),
+              help="Write the photo with the fitted mesh drawn over it (PNG; a folder for several images).")
+@click.option("--save-stages", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Write each stage's render, mask and error image into this folder.")
+@click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Depth map for RGB-D input (16-bit PNG in mm, or float .npy/.exr in metres).")
+@click.option("--texture-size", type=click.IntRange(64, 8192), default=1024, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
+@model_option
+@input_options
+@fit_options
+@device_option
+@click.pass_context
+def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, texture_size, as_json,
+            model_name, detector, face_index, max_side, device, **fit_kw):
+    """Fit the face model to photos and write textured meshes.
+
+    \b
+    Examples:
+      redafit fit photo.jpg -o face.obj
+      redafit fit photo.jpg --landmarks photo.pts -o face.obj --params face.json --overlay check.png
+      redafit fit imgs/*.jpg -o meshes/ --json > results.jsonl
+      redafit fit photo.jpg --preset landmarks -o quick.ply
+    """
+    import torch
+
+    from redafit.fit.pipeline import InputOptions, fit_loaded, load_input, write_outputs
+    from redafit.model.store import load_model
+
+    if len(images) > 1 and landmarks is not None and not landmarks.is_dir():
+        raise UsageError("--landmarks: with several images, give a folder of <stem>.<ext> landmark files")
+    if len(images) > 1 and depth is not None:
+        raise UsageError("--depth goes with a single image")
+    jobs = _resolve_outputs(images, output, fmt, params, overlay)
+    dev = resolve_device(device)
+    torch.set_grad_enabled(True)
+    config = build_config(has_depth=depth is not None, **fit_kw)
+    if save_stages is not None:
+        from dataclasses import replace
+
+        config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
+    model = load_model(model_name, device=dev)
+    opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side)
+    depth_map = None
+    if depth is not None:
+        from redafit.io.depth import load_depth
+
+        depth_map = load_depth(depth)
+    failures = []
+    with _Progress(show_progress(ctx)) as prog:
+        for i, (img, mesh, par, ov) in enumerate(jobs):
+            label = f"[{i + 1}/{len(jobs)}] {img.name}" if len(jobs) > 1 else img.name
+            prog.start(label)
+            t0 = time.perf_counter()
+            try:
+                inp = load_input(img, landmarks, opts)
+                result = fit_loaded(inp, model, config, progress=prog, depth=depth_map)
+                written = write_outputs(inp, result, model, mesh, par, ov, texture_size)
+            except RedafitError as e:
+                if len(jobs) == 1:
+                    raise
+                failures.append((img, e))
+                prog.log(f"redafit: error: {img}: {e}")
+                if as_json:
+                    click.echo(json.dumps({"image": str(img), "ok": False, "error": str(e),
+                                           "exit_code": e.exit_code}))
+                continue
+            secs = time.perf_counter() - t0
+            if as_json:
+                line = {"image": str(img), "ok": True, "mesh": str(mesh), "outputs": [str(p) for p in written],
+                        "seconds": round(secs, 3), "landmark_error_px": round(result.landmark_error_px, 3),
+                        "landmark_error_iod": round(result.landmark_error_iod, 5),
+                        "pose_deg": [round(float(a), 2) for a in result.euler_deg], "failure": result.failure}
+                click.echo(json.dumps(line))
+            elif (ctx.obj or {}).get("verbosity", 0) >= 0:
+                prog.log(f"{img.name}: wrote {', '.join(str(p) for p in written)} "
+                         f"(landmark error {result.landmark_error_px:.2f} px, {secs:.1f} s)")
+    if failures:
+        codes = {e.exit_code for _, e in failures}
+        click.echo(f"redafit: {len(failures)} of {len(jobs)} images failed", err=True)
+        sys.exit(codes.pop() if len(failures) == len(jobs) and len(codes) == 1 else 1)
+
+
+COMMANDS = [fit_cmd]

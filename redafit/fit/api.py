@@ -1,0 +1,195 @@
+"""Library entry points: :func:`fit_image` (one photo) and :func:`fit_batch` (several, optionally one identity)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from redafit.errors import InputError
+from redafit.fit.config import FitConfig
+from redafit.fit.correspondence import build_targets, gather_points
+from redafit.fit.fitter import FitContext, StageReport, landmark_error_px, landmark_subset, run_stage
+from redafit.fit.params import FitParams, camera_tensor, project_batch
+from redafit.model.face_model import FaceModel
+from redafit.render.camera import R_FLIP, Intrinsics, matrix_to_axis_angle, rotation_to_euler
+
+ATTRIBUTE_LOSSES = {"color", "mask", "depth", "arap", "albedo_smooth", "albedo_sym", "albedo_skin", "sh_prior"}
+
+
+@dataclass
+class FitResult:
+    """The outcome of fitting one image (numpy arrays, CPU)."""
+
+    vertices_model: np.ndarray  # [V, 3] mm, model frame (identity + expression + free-form), no pose
+    vertices_camera: np.ndarray  # [V, 3] mm, camera frame
+    triangles: np.ndarray  # [F, 3]
+    intrinsics: Intrinsics
+    rot: np.ndarray  # [3] pose axis-angle (on top of the frontal flip)
+    rotation: np.ndarray  # [3, 3] model-to-camera rotation
+    trans: np.ndarray  # [3] mm
+    id_coeffs: np.ndarray  # [Ki]
+    exp_coeffs: np.ndarray  # [Ke]
+    sh: np.ndarray  # [9, 3]
+    landmarks_target: np.ndarray  # [N, 2] px (NaN = unknown)
+    landmarks_fit: np.ndarray  # [N, 2] px, projected model landmarks
+    landmark_error_px: float
+    landmark_error_iod: float  # fraction of the inter-ocular distance
+    stages: list[StageReport] = field(default_factory=list)
+    seconds: float = 0.0
+    model_name: str = ""
+    expression_names: list = field(default_factory=list)
+    albedo: np.ndarray | None = None  # [Ha, Wa, 3] UV albedo when the colour attribute was fitted
+    quality: dict = field(default_factory=dict)  # per-stage quality report (attribute fits)
+    failure: str | None = None  # reason, when the fit looks implausible
+
+    @property
+    def euler_deg(self) -> np.ndarray:
+        return rotation_to_euler(torch.tensor(self.rotation)[None])[0].numpy()
+
+    def to_json(self) -> dict:
+        """Everything but the meshes, as JSON-ready plain types."""
+        f = lambda a: np.round(np.asarray(a, dtype=np.float64), 6).tolist()  # noqa: E731
+        yaw, pitch, roll = (float(x) for x in self.euler_deg)
+        lt = np.where(np.isfinite(self.landmarks_target), self.landmarks_target, np.nan)
+        return {
+            "model": self.model_name,
+            "camera": self.intrinsics.to_dict(),
+            "pose": {"rotation": f(self.rotation), "axis_angle": f(self.rot), "translation_mm": f(self.trans),
+                     "yaw_deg": yaw, "pitch_deg": pitch, "roll_deg": roll},
+            "identity": f(self.id_coeffs),
+            "expression": dict(zip(self.expression_names, f(self.exp_coeffs))),
+            "lighting_sh": f(self.sh),
+            "landmarks": {"target": [[None if not np.isfinite(v) else float(v) for v in p] for p in lt],
+                          "fit": f(self.landmarks_fit)},
+            "landmark_error_px": float(self.landmark_error_px),
+            "landmark_error_iod": float(self.landmark_error_iod),
+            "stages": [{"name": s.name, "iters": s.iters, "seconds": round(s.seconds, 3), "loss": s.loss,
+                        "terms": s.terms} for s in self.stages],
+            "quality": self.quality,
+            "failure": self.failure,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid initialisation from 2-D landmarks: PnP on the mean face's fixed landmark vertices.
+
+    Returns (axis-angle r [3], translation t [3] mm). Falls back to a frontal pose at the distance implied by
+    the inter-ocular distance when PnP fails or lands behind the camera.
+    """
+    import cv2
+
+    from redafit.fit.correspondence import FIVE_POINT_GROUPS, inter_ocular
+
+    mean = model.mean.detach().cpu().numpy().astype(np.float64)
+    lid = model.landmark_ids.cpu().numpy()
+    lm = np.asarray(landmarks, np.float64)
+    if len(lm) == 68:
+        obj = np.array([mean[lid[i]] if lid[i] >= 0 else [np.nan] * 3 for i in range(68)])
+        use = np.isfinite(lm).all(1) & (lid >= 0)
+        use[:17] = False  # the jaw outline moves with the pose: leave it to the contour sliding
+    else:
+        obj = np.array([mean[[lid[i] for i in g if lid[i] >= 0]].mean(0) if (lid[g] >= 0).any() else [np.nan] * 3
+                        for g in FIVE_POINT_GROUPS])
+        use = np.isfinite(lm).all(1) & np.isfinite(obj).all(1)
+    Kmat = np.array([[K.fx, 0, K.cx], [0, K.fy, K.cy], [0, 0, 1]], np.float64)
+    # frontal fallback / initial guess
+    if len(lm) == 68 and lid[36] >= 0 and lid[45] >= 0:
+        iod_mm = float(np.linalg.norm(mean[lid[36]] - mean[lid[45]]))
+    else:
+        iod_mm = 90.0
+    iod_px = inter_ocular(lm)
+    c = np.nanmean(lm[use], 0) if use.any() else np.array([K.cx, K.cy])
+    z = K.fx * iod_mm / max(iod_px, 1e-3)
+    objc = np.nanmean(obj[use], 0) if use.any() else np.zeros(3)
+    objc_cam = R_FLIP.numpy().astype(np.float64) @ objc
+    t0 = np.array([(c[0] - K.cx) * z / K.fx, (c[1] - K.cy) * z / K.fy, z]) - objc_cam
+    r_cv0 = cv2.Rodrigues(R_FLIP.numpy().astype(np.float64))[0]
+    r, t = np.zeros(3), t0
+    if use.sum() >= 4:
+        ok, rv, tv = cv2.solvePnP(obj[use], lm[use], Kmat, None, rvec=r_cv0.copy(), tvec=t0.reshape(3, 1).copy(),
+                                  useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+        if ok and np.isfinite(tv).all() and tv[2, 0] > 0:
+            R_cv = cv2.Rodrigues(rv)[0]
+            Rm = R_cv @ R_FLIP.numpy().astype(np.float64).T
+            r = matrix_to_axis_angle(torch.tensor(Rm)).numpy()
+            t = tv.reshape(3)
+    return r.astype(np.float32), t.astype(np.float32)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        raise InputError(f"image: expected an array [H, W, 3], got {getattr(image, 'shape', type(image))}")
+
+
+def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: FaceModel,
+              config: FitConfig | None = None, intrinsics: list[Intrinsics] | None = None,
+              shared_id: bool = False, progress=None, depths: list | None = None) -> list[FitResult]:
+    """Fit B images jointly (one identity when ``shared_id``) and return one :class:`FitResult` each."""
+    config = config or FitConfig.preset("landmarks")
+    t_start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    for im in images:
+        _check_image(im)
+    if len(images) != len(landmarks) or not images:
+        raise InputError("fit: need one landmark set per image")
+    dev = model.mean.device
+    Ks = intrinsics or [Intrinsics.default(im.shape[1], im.shape[0], config.focal) for im in images]
+    targets = build_targets(list(landmarks), model).to(dev)
+    params = FitParams(model, len(images), config.n_id, config.n_exp, shared_id=shared_id,
+                       albedo_size=config.albedo_size)
+    with torch.no_grad():
+        for b, (lm, K) in enumerate(zip(landmarks, Ks)):
+            r, t = init_pose(lm, model, K)
+            params.rot[b] = torch.from_numpy(r).to(dev)
+            params.trans[b] = torch.from_numpy(t).to(dev)
+    fit_scale = torch.tensor([config.fit_size / max(im.shape[:2]) for im in images], device=dev)
+    ctx = FitContext(model, params, targets, camera_tensor(Ks, dev), Ks, fit_scale)
+    ctx.extras["subset"] = landmark_subset(model, targets)
+    needs_attributes = any(k in ATTRIBUTE_LOSSES for s in config.stages for k in s.losses)
+    hooks = {}
+    if needs_attributes:
+        from redafit.fit import attribute_stages
+
+        hooks = attribute_stages.prepare(ctx, images, config, depths=depths)
+    reports = []
+    for stage in config.stages:
+        reports.append(run_stage(ctx, stage, progress, hooks))
+        if needs_attributes:
+            attribute_stages.after_stage(ctx, stage, config)
+    err = landmark_error_px(ctx).cpu().numpy()
+    with torch.no_grad():
+        ctx.cache.clear()
+        ctx.extras["disp_frozen"] = any("disp" in s.params for s in config.stages)
+        vm = ctx.verts_model()
+        vc = ctx.verts_camera()
+        lm_fit = project_batch(gather_points(vc, targets.ids, targets.w), ctx.cam).cpu().numpy()
+        R = params.rotation().cpu().numpy()
+    seconds = time.perf_counter() - t_start
+    results = []
+    for b in range(len(images)):
+        bi = 0 if shared_id else b
+        res = FitResult(
+            vertices_model=vm[b].cpu().numpy(), vertices_camera=vc[b].cpu().numpy(),
+            triangles=model.triangles.cpu().numpy(), intrinsics=Ks[b],
+            rot=params.rot[b].detach().cpu().numpy(), rotation=R[b], trans=params.trans[b].detach().cpu().numpy(),
+            id_coeffs=params.id[bi].detach().cpu().numpy(), exp_coeffs=params.exp[b].detach().cpu().numpy(),
+            sh=params.sh[b].detach().cpu().numpy(), landmarks_target=np.asarray(landmarks[b], np.float32),
+            landmarks_fit=lm_fit[b], landmark_error_px=float(err[b]),
+            landmark_error_iod=float(err[b] / float(targets.scale[b])), stages=reports, seconds=seconds,
+            model_name=model.name, expression_names=model.expression_names[: params.exp.shape[1]],
+        )
+        if needs_attributes:
+            attribute_stages.finish(ctx, res, b, config)
+        results.append(res)
+    return results
+
+
+def fit_image(image: np.ndarray, landmarks: np.ndarray, model: FaceModel, config: FitConfig | None = None,
+              intrinsics: Intrinsics | None = None, progress=None, depth=None) -> FitResult:
+    """Fit the model to one image [H, W, 3] (float RGB in [0, 1]) given its landmarks [68|5, 2] (pixels)."""
+    return fit_batch([image], [landmarks], model, config, [intrinsics] if intrinsics else None,
+                     progress=progress, depths=[depth] if depth is not None else None)[0]

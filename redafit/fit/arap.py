@@ -1,0 +1,116 @@
+"""As-rigid-as-possible regularisation of the free-form displacement (ReDA Sec. 5.2).
+
+Energy, with rest shape p (the morphable-model shape) and deformed shape p' = p + d:
+
+    E(d, R) = sum_(i,j) w_ij || (p'_i - p'_j) - R_i (p_i - p_j) ||^2  +  lambda sum_(i,j) || R_i - R_j ||_F^2
+
+with cotangent weights w_ij. The per-vertex rotations R_i are solved in closed form (the SVD polar factor of
+S_i = sum_j w_ij e'_ij e_ij^T + lambda sum_j R_j, with the neighbours' current rotations: the smooth-rotation
+local step), alternating with Adam updates of d (the global step done by gradient descent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+ROTATION_SMOOTHNESS = 1e-3  # lambda, the paper's value
+
+
+@dataclass
+class ArapState:
+    edges: torch.Tensor  # [E, 2] long, each undirected edge once
+    weights: torch.Tensor  # [E] cotangent weights (clamped positive), normalised to mean 1
+    rotations: torch.Tensor  # [B, V, 3, 3]
+    lam: float = ROTATION_SMOOTHNESS
+
+
+def cotangent_edges(verts: torch.Tensor, tris: torch.Tensor, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique edges [E, 2] and their cotangent weights [E] of a mesh verts [V, 3], tris [F, 3]."""
+    v = verts.detach().double()
+    i, j, k = tris[:, 0], tris[:, 1], tris[:, 2]
+    out_e, out_w = [], []
+    for a, b, c in ((i, j, k), (j, k, i), (k, i, j)):  # the angle at c is opposite edge (a, b)
+        u, w = v[a] - v[c], v[b] - v[c]
+        cot = (u * w).sum(-1) / torch.linalg.cross(u, w).norm(dim=-1).clamp_min(1e-12)
+        out_e.append(torch.stack([torch.minimum(a, b), torch.maximum(a, b)], -1))
+        out_w.append(0.5 * cot)
+    e = torch.cat(out_e)
+    wts = torch.cat(out_w)
+    uniq, inv = torch.unique(e, dim=0, return_inverse=True)
+    W = torch.zeros(len(uniq), dtype=wts.dtype, device=wts.device).index_add_(0, inv, wts)
+    W = W.clamp_min(eps)
+    return uniq, (W / W.mean()).float()
+
+
+def init_state(rest: torch.Tensor, tris: torch.Tensor, batch: int, lam: float = ROTATION_SMOOTHNESS) -> ArapState:
+    edges, w = cotangent_edges(rest, tris)
+    V = rest.shape[0]
+    R = torch.eye(3, device=rest.device).expand(batch, V, 3, 3).clone()
+    return ArapState(edges.to(rest.device), w.to(rest.device), R, lam)
+
+
+@torch.no_grad()
+def solve_rotations(state: ArapState, rest: torch.Tensor, deformed: torch.Tensor) -> None:
+    """Local step: R_i = polar(S_i + lambda sum_j R_j) for rest/deformed [B, V, 3] (in place on ``state``)."""
+    e0, e1 = state.edges[:, 0], state.edges[:, 1]
+    er = rest[:, e0] - rest[:, e1]  # [B, E, 3]
+    ed = deformed[:, e0] - deformed[:, e1]
+    outer = state.weights[None, :, None, None] * ed[..., :, None] * er[..., None, :]  # [B, E, 3, 3]
+    B, V = rest.shape[:2]
+    S = torch.zeros(B, V, 3, 3, dtype=rest.dtype, device=rest.device)
+    S.index_add_(1, e0, outer)
+    S.index_add_(1, e1, outer)
+    if state.lam > 0:
+        # neighbours' rotations, scaled like the data term (per-vertex weight sums ~ valence * |e|^2)
+        scale = (state.weights[None, :] * (er * er).sum(-1)).mean()
+        nb = torch.zeros_like(S)
+        nb.index_add_(1, e0, state.rotations[:, e1])
+        nb.index_add_(1, e1, state.rotations[:, e0])
+        S = S + state.lam * scale * nb
+    state.rotations = nearest_rotation(S)
+
+
+def _cofactor(X: torch.Tensor) -> torch.Tensor:
+    """Cofactor matrices [..., 3, 3] (= det(X) inv(X)^T), elementwise: fast for many small matrices."""
+    a, b, c = X[..., 0, :], X[..., 1, :], X[..., 2, :]
+    return torch.stack([torch.linalg.cross(b, c), torch.linalg.cross(c, a), torch.linalg.cross(a, b)], -2)
+
+
+def nearest_rotation(S: torch.Tensor, iters: int = 8) -> torch.Tensor:
+    """argmax_R tr(R^T S) over rotations, for S [..., 3, 3]: the polar factor by scaled Newton iterations
+    (X <- (g X + X^-T / g) / 2), with an SVD fallback for the few matrices whose polar factor is a reflection
+    or that are near-singular."""
+    X = S / S.flatten(-2).norm(dim=-1).clamp_min(1e-12)[..., None, None]
+    for _ in range(iters):
+        C = _cofactor(X)
+        det = (X[..., 0, :] * C[..., 0, :]).sum(-1)
+        ok = det.abs() > 1e-9
+        detc = torch.where(ok, det, torch.ones_like(det))
+        Xinv_t = C / detc[..., None, None]
+        g = (Xinv_t.flatten(-2).norm(dim=-1) / X.flatten(-2).norm(dim=-1).clamp_min(1e-12)).sqrt()
+        Xn = 0.5 * (g[..., None, None] * X + Xinv_t / g[..., None, None])
+        X = torch.where(ok[..., None, None], Xn, X)
+    det = torch.linalg.det(X)
+    bad = (det < 0.5) | ~torch.isfinite(det)
+    if bool(bad.any()):
+        U, _, Vh = torch.linalg.svd(S[bad])
+        fix = torch.ones_like(U[..., 0, :])
+        fix[..., 2] = torch.where(torch.linalg.det(U @ Vh) < 0, -1.0, 1.0)
+        X[bad] = (U * fix[..., None, :]) @ Vh
+    return X
+
+
+def arap_energy(state: ArapState, rest: torch.Tensor, deformed: torch.Tensor) -> torch.Tensor:
+    """Mean over edges of the ARAP term (both directions, each with its own rotation) plus the rotation
+    smoothness term, for rest/deformed [B, V, 3]; differentiable w.r.t. ``deformed``."""
+    e0, e1 = state.edges[:, 0], state.edges[:, 1]
+    er = rest[:, e0] - rest[:, e1]
+    ed = deformed[:, e0] - deformed[:, e1]
+    R0, R1 = state.rotations[:, e0], state.rotations[:, e1]
+    r0 = ed - (R0 @ er[..., None])[..., 0]
+    r1 = ed - (R1 @ er[..., None])[..., 0]
+    data = (state.weights[None] * ((r0 * r0).sum(-1) + (r1 * r1).sum(-1))).mean() * 0.5
+    smooth = ((R0 - R1) ** 2).sum((-1, -2)).mean()
+    return data + state.lam * smooth

@@ -1,0 +1,479 @@
+"""The ReDA attribute stages (paper Sec. 6.2): colour, face-parsing mask and depth through the soft rasterizer,
+and the free-form ARAP stage.
+
+* :func:`full_preset` / :func:`configure` build the four-stage :class:`~redafit.fit.config.FitConfig`:
+  (1) rigid pose from landmarks, (2) identity + expression from landmarks, (3) attributes + landmarks on pose,
+  identity, expression, lighting and albedo, (4) everything plus the per-vertex displacement regularised by
+  ARAP, with the landmark loss dropped for landmarks already within ``landmark_drop_px``.
+* :func:`prepare` turns the photos into the observed attribute pyramids (resampled to ``fit_size``), parses the
+  faces, and sets up the model-side labels, albedo and ARAP state on the fit context; the registered loss
+  terms read them.
+* :func:`finish` writes the per-stage quality report (landmark error, parsing IoU per region, photometric
+  L2,1 error and PSNR over the face region) and a failure flag into the :class:`~redafit.fit.FitResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from redafit.config import RenderConfig
+from redafit.errors import InputError
+from redafit.fit import arap
+from redafit.fit.config import _LR, LANDMARKS, RIGID, FitConfig, StageConfig
+from redafit.fit.losses import register
+
+log = logging.getLogger("redafit")
+
+ATTRIBUTES = ("color", "mask", "depth")
+DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
+
+ATTR_WEIGHTS = {"color": 1.0, "mask": 0.5, "depth": 0.5}
+LANDMARK_WEIGHT = 50.0
+PRIORS = {"id_prior": 1e-3, "exp_prior": 2e-4, "sh_prior": 1e-3, "albedo_smooth": 0.1, "albedo_sym": 0.5,
+          "albedo_skin": 0.05}
+
+
+def _attribute_stage(attributes) -> StageConfig:
+    losses = {"landmarks": LANDMARK_WEIGHT, **{a: ATTR_WEIGHTS[a] for a in attributes}}
+    losses.update({k: v for k, v in PRIORS.items() if "color" in attributes or not k.startswith(("albedo", "sh"))})
+    params = ("rot", "trans", "id", "exp") + (("sh", "albedo") if "color" in attributes else ())
+    return StageConfig(name="attributes", params=params, losses=losses, iters=60, lr=_LR, contour_every=10)
+
+
+def _freeform_stage(attributes) -> StageConfig:
+    base = _attribute_stage(attributes)
+    losses = dict(base.losses, arap=2e-3, disp_l2=1e-5)
+    return replace(base, name="freeform", params=base.params + ("disp",), losses=losses, iters=30,
+                   landmark_drop_px=1.0, arap_every=5)
+
+
+def full_preset(attributes=("color", "mask"), freeform: bool = True, render: RenderConfig | None = None,
+                fit_size: int = 256) -> FitConfig:
+    """The ReDA four-stage fit (three without ``freeform``)."""
+    stages = [RIGID, LANDMARKS, _attribute_stage(attributes)]
+    if freeform:
+        stages.append(_freeform_stage(attributes))
+    return FitConfig(stages=tuple(stages), attributes=tuple(attributes), freeform=freeform,
+                     render=render or RenderConfig(), fit_size=fit_size)
+
+
+def configure(config: FitConfig, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None,
+              slices=None, freeform=None, fit_size=None) -> FitConfig:
+    """Rebuild a full-preset config with ablation options (None keeps the config's value)."""
+    attributes = tuple(attributes) if attributes else tuple(config.attributes) or ("color", "mask")
+    freeform = config.freeform if freeform is None else freeform
+    render = config.render or RenderConfig()
+    if raster == "zbuffer":
+        render = RenderConfig.zbuffer(backend=raster_backend)
+    elif raster == "reda" and render.mode != "reda":
+        render = RenderConfig(backend=raster_backend)
+    kw = {"backend": raster_backend}
+    if render.mode == "reda":
+        if pyramid_levels is not None:
+            kw["pyramid_levels"] = pyramid_levels
+        if slices is not None:
+            kw["slices"] = slices
+    render = replace(render, **kw)
+    new = full_preset(attributes, freeform, render, fit_size or config.fit_size)
+    return replace(new, n_id=config.n_id, n_exp=config.n_exp, focal=config.focal, seed=config.seed,
+                   albedo_size=config.albedo_size, texture_size=config.texture_size)
+
+
+# ------------------------------------------------------------------------------------------------- preparation
+def _resize(img: np.ndarray, w: int, h: int, nearest=False) -> np.ndarray:
+    import cv2
+
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    out = cv2.resize(img.astype(np.float32), (w, h), interpolation=interp)
+    return out if out.ndim == img.ndim else out[..., None]
+
+
+def face_crop(landmarks: np.ndarray, margin: float = 1.9) -> tuple[float, float, float]:
+    """Square crop (x0, y0, side) in pixels around the face: the landmarks' box, grown to take in the forehead
+    and some background (``margin`` x its larger side), centred a little above the box centre."""
+    p = landmarks[np.isfinite(landmarks).all(1)]
+    lo, hi = p.min(0), p.max(0)
+    side = float(max(hi - lo) * margin)
+    cx, cy = (lo + hi) / 2
+    cy -= 0.12 * (hi[1] - lo[1])
+    return float(cx - side / 2), float(cy - side / 2), max(side, 8.0)
+
+
+def crop_resize(img: np.ndarray, x0: float, y0: float, side: float, size: int, nearest: bool = False):
+    """The square (x0, y0, side) of img resampled to size x size (zeros outside the image) and the [size, size]
+    bool map of canvas pixels that lie inside the image."""
+    import cv2
+
+    s = size / side
+    h, w = img.shape[:2]
+    out = np.zeros((size, size, img.shape[2]), np.float32)
+    inside = np.zeros((size, size), bool)
+    # canvas pixels covered by the image
+    cx0, cy0 = max(0, math.ceil(-x0 * s)), max(0, math.ceil(-y0 * s))
+    cx1, cy1 = min(size, math.floor((w - x0) * s)), min(size, math.floor((h - y0) * s))
+    if cx1 <= cx0 or cy1 <= cy0:
+        return out, inside
+    ix0, iy0 = x0 + cx0 / s, y0 + cy0 / s
+    ix1, iy1 = x0 + cx1 / s, y0 + cy1 / s
+    src = img[max(0, int(iy0)):min(h, math.ceil(iy1)), max(0, int(ix0)):min(w, math.ceil(ix1))]
+    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    res = cv2.resize(src.astype(np.float32), (cx1 - cx0, cy1 - cy0), interpolation=interp)
+    out[cy0:cy1, cx0:cx1] = res.reshape(cy1 - cy0, cx1 - cx0, -1)
+    inside[cy0:cy1, cx0:cx1] = True
+    return out, inside
+
+
+def _vertex_uv(model) -> torch.Tensor:
+    """One UV coordinate per vertex [V, 2] (the first corner that uses it)."""
+    tris = model.triangles.reshape(-1)
+    uvt = model.uv_triangles.reshape(-1)
+    vid = torch.zeros(model.n_vertices, dtype=torch.long, device=tris.device)
+    vid[tris.flip(0)] = uvt.flip(0)
+    return model.uv[vid] if model.has_uv else torch.zeros(model.n_vertices, 2, device=tris.device)
+
+
+def _mirror_index(model) -> torch.Tensor:
+    """For each vertex, the nearest vertex of the mirrored mean shape (x -> -x): a symmetry map [V]."""
+    from scipy.spatial import cKDTree
+
+    m = model.mean.detach().cpu().numpy()
+    _, idx = cKDTree(m).query(m * np.array([-1.0, 1.0, 1.0]))
+    return torch.as_tensor(idx, dtype=torch.long, device=model.mean.device)
+
+
+def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> dict:
+    """Observed attributes at the fit resolution and the model-side data; returns the fitter hooks."""
+    from redafit.parsing.image import parse_image
+    from redafit.parsing.model_labels import vertex_face_area, vertex_labels
+    from redafit.render.reda import pyramid
+
+    model, dev = ctx.model, ctx.model.mean.device
+    cfg = config.render or RenderConfig()
+    B = len(images)
+    S = int(config.fit_size)
+    Hc = Wc = S
+    colour = np.zeros((B, S, S, 3), np.float32)
+    labels = np.zeros((B, S, S, 7), np.float32)
+    valid = np.zeros((B, S, S, 1), np.float32)
+    face = np.zeros((B, S, S, 1), np.float32)
+    depth_obs = np.zeros((B, S, S, 1), np.float32)
+    depth_ok = np.zeros((B, S, S, 1), np.float32)
+    cam = ctx.cam.clone()
+    z_ref = torch.zeros(B, device=dev)
+    crops = []
+    if ctx.targets.kind != "68":
+        raise InputError("the attribute stages need 68 landmarks; with 5-point landmarks use --preset landmarks")
+    for b, im in enumerate(images):
+        lm_full = ctx.targets.points[b].cpu().numpy().copy()
+        lm_full[ctx.targets.weight[b].cpu().numpy() == 0] = np.nan
+        x0, y0, side = face_crop(lm_full)
+        sc = S / side
+        crops.append((x0, y0, sc))
+        cam[b] = cam[b] * sc - torch.tensor([0, 0, x0 * sc, y0 * sc], device=dev, dtype=cam.dtype)
+        small, inside = crop_resize(im, x0, y0, side, S)
+        lm = (lm_full - np.array([x0, y0], np.float32)) * sc
+        par = parse_image(small, lm)
+        colour[b] = small
+        labels[b] = par.labels * inside[..., None]
+        valid[b, ..., 0] = par.valid & inside
+        face[b, ..., 0] = par.face_mask & inside
+        if depths is not None and depths[b] is not None:
+            dd, _ = crop_resize(np.asarray(depths[b], np.float32)[..., None], x0, y0, side, S, nearest=True)
+            dd = dd[..., 0]
+            ok = (dd > 0) & np.isfinite(dd) & inside
+            fm = ok & par.face_mask
+            zr = float(np.median(dd[fm])) if fm.any() else float(ctx.params.trans[b, 2].detach())
+            z_ref[b] = zr
+            depth_ok[b, ..., 0] = fm
+            depth_obs[b, ..., 0] = np.where(ok, (dd - zr) / DEPTH_UNIT_MM, 0)
+        else:
+            z_ref[b] = float(ctx.params.trans[b, 2].detach())
+    sizes = [(S, S)] * B
+    t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+    colour_t, labels_t, valid_t, face_t = t(colour), t(labels), t(valid), t(face)
+    obs_colour = colour_t * face_t
+    ex = ctx.extras
+    ex.update(render_cfg=cfg, canvas=(Hc, Wc), cam_fit=cam, image_fit=colour_t, labels_obs=labels_t, valid=valid_t,
+              face_obs=face_t, z_ref=z_ref, sizes=sizes, attributes=tuple(config.attributes))
+    ex["pyr_colour"] = pyramid(obs_colour * valid_t, cfg)
+    ex["pyr_labels"] = pyramid(labels_t * valid_t, cfg)
+    ex["pyr_valid"] = pyramid(valid_t, cfg) if cfg.mode == "reda" else [valid_t]
+    if depths is not None:
+        ex["pyr_depth"] = pyramid(t(depth_obs) * t(depth_ok), cfg)
+        ex["pyr_depth_ok"] = pyramid(t(depth_ok), cfg) if cfg.mode == "reda" else [t(depth_ok)]
+    # model side
+    face_v = vertex_face_area(model)
+    tris = model.triangles
+    ex["tris_face"] = tris[face_v[tris].all(1)]
+    ex["vlabels"] = vertex_labels(model)
+    ex["vuv"] = _vertex_uv(model)
+    ex["mirror"] = _mirror_index(model)
+    ex["skin_v"] = (ex["vlabels"][:, 0] > 0.5) & face_v
+    # albedo initialisation: the mean observed skin colour under the initial lighting
+    skin_px = labels_t[..., 0:1] * valid_t
+    mean_skin = (colour_t * skin_px).sum((0, 1, 2)) / skin_px.sum().clamp_min(1)
+    with torch.no_grad():
+        ctx.params.albedo[:] = (mean_skin / 1.0).clamp(0.05, 0.95)
+    ex["mean_skin"] = mean_skin
+    ex["quality"] = {}
+    ex["save_stages"] = getattr(config, "save_stages", None)
+    hooks = {"before_step": [_arap_hook]}
+    return hooks
+
+
+# ---------------------------------------------------------------------------------------------------- rendering
+def _clip_batch(points_cam: torch.Tensor, cam: torch.Tensor, H: int, W: int, near=10.0, far=10000.0):
+    """Camera-frame [B, V, 3] -> clip [B, V, 4] with per-image intrinsics cam [B, 4] on an H x W canvas."""
+    x, y, z = points_cam.unbind(-1)
+    fx, fy, cx, cy = (cam[:, i:i + 1] for i in range(4))
+    xc = (2 * fx / W) * x + (2 * cx / W - 1) * z
+    yc = (2 * fy / H) * y + (2 * cy / H - 1) * z
+    zc = z * (far + near) / (far - near) - 2 * far * near / (far - near)
+    return torch.stack([xc, yc, zc, z], -1)
+
+
+def vertex_albedo(ctx) -> torch.Tensor:
+    """Per-vertex albedo [B, V, 3] sampled from the UV albedo map."""
+    p = ctx.params
+    alb = p._expand(p.albedo)  # [B, A, A, 3]
+    uv = ctx.extras["vuv"]
+    grid = torch.stack([uv[:, 0] * 2 - 1, 1 - 2 * uv[:, 1]], -1)[None, None].expand(alb.shape[0], 1, -1, 2)
+    out = F.grid_sample(alb.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)
+    return out[:, :, 0].permute(0, 2, 1)
+
+
+def render_attributes(ctx):
+    """The soft (or z-buffer) render of [colour(3), labels(7), depth(1)] channels as needed; cached per iteration."""
+    if "soft" in ctx.cache:
+        return ctx.cache["soft"]
+    from redafit.render.reda import soft_render
+    from redafit.render.shading import shade, vertex_normals
+
+    ex = ctx.extras
+    vc = ctx.verts_camera()
+    H, W = ex["canvas"]
+    clip = _clip_batch(vc, ex["cam_fit"], H, W)
+    attrs, layout = [], {}
+    n = 0
+    need = set(k for k in ctx.stage.losses if k in ATTRIBUTES) if ctx.stage is not None else set(ex["attributes"])
+    need |= {"color", "mask"} if ctx.cache.get("_all_channels") else set()
+    if "color" in need:
+        normals = vertex_normals(vc, ctx.model.triangles)
+        attrs.append(shade(vertex_albedo(ctx), normals, ctx.params.sh))
+        layout["color"] = (n, n + 3)
+        n += 3
+    if "mask" in need:
+        attrs.append(ex["vlabels"][None].expand(vc.shape[0], -1, -1))
+        layout["mask"] = (n, n + 7)
+        n += 7
+    if "depth" in need:
+        attrs.append(((vc[..., 2] - ex["z_ref"][:, None]) / DEPTH_UNIT_MM)[..., None])
+        layout["depth"] = (n, n + 1)
+        n += 1
+    soft = soft_render(clip, ex["tris_face"], torch.cat(attrs, -1), (H, W), ex["render_cfg"])
+    ctx.cache["soft"] = (soft, layout)
+    return ctx.cache["soft"]
+
+
+def _channels_pyramid(ctx, name):
+    from redafit.render.reda import render_pyramid
+
+    key = "pyr_render"
+    if key not in ctx.cache:
+        soft, layout = render_attributes(ctx)
+        ctx.cache[key] = (render_pyramid(soft, ctx.extras["render_cfg"]), layout)
+    pyr, layout = ctx.cache[key]
+    a, b = layout[name]
+    return [lv[..., a:b] for lv in pyr]
+
+
+def _masked_pyramid(levels, weights):
+    return [lv * w for lv, w in zip(levels, weights)]
+
+
+@register("color")
+def color_loss(ctx, stage):
+    from redafit.render.reda import reda_loss
+
+    ex = ctx.extras
+    pyr = _masked_pyramid(_channels_pyramid(ctx, "color"), ex["pyr_valid"])
+    return reda_loss(pyr, ex["pyr_colour"])
+
+
+@register("mask")
+def mask_loss(ctx, stage):
+    from redafit.render.reda import reda_loss
+
+    ex = ctx.extras
+    pyr = _masked_pyramid(_channels_pyramid(ctx, "mask"), ex["pyr_valid"])
+    return reda_loss(pyr, ex["pyr_labels"])
+
+
+@register("depth")
+def depth_loss(ctx, stage):
+    from redafit.render.reda import reda_loss
+
+    ex = ctx.extras
+    if "pyr_depth" not in ex:
+        raise InputError("the depth attribute needs a depth map (--depth FILE)")
+    pyr = _masked_pyramid(_channels_pyramid(ctx, "depth"), ex["pyr_depth_ok"])
+    return reda_loss(pyr, ex["pyr_depth"])
+
+
+@register("albedo_smooth")
+def albedo_smooth(ctx, stage):
+    a = ctx.params.albedo
+    return ((a[:, 1:] - a[:, :-1]) ** 2).mean() + ((a[:, :, 1:] - a[:, :, :-1]) ** 2).mean()
+
+
+@register("albedo_sym")
+def albedo_sym(ctx, stage):
+    alb = vertex_albedo(ctx)
+    return ((alb - alb[:, ctx.extras["mirror"]]) ** 2).mean()
+
+
+@register("albedo_skin")
+def albedo_skin(ctx, stage):
+    """Skin vertices stay near one skin tone (chroma), so lighting explains the shading."""
+    alb = vertex_albedo(ctx)[:, ctx.extras["skin_v"]]
+    mean = alb.mean(1, keepdim=True)
+    chroma = alb / alb.sum(-1, keepdim=True).clamp_min(1e-3)
+    return ((alb - mean) ** 2).mean() + 10 * ((chroma - chroma.mean(1, keepdim=True)) ** 2).mean()
+
+
+@register("arap")
+def arap_loss(ctx, stage):
+    st = ctx.extras.get("arap")
+    if st is None:
+        return ctx.params.disp.sum() * 0
+    rest = ctx.extras["arap_rest"]
+    return arap.arap_energy(st, rest, rest + ctx.params._expand(ctx.params.disp))
+
+
+@register("disp_l2")
+def disp_l2(ctx, stage):
+    return (ctx.params.disp ** 2).sum(-1).mean()
+
+
+def _arap_hook(ctx, stage, it):
+    """Alternate: re-solve the per-vertex rotations every ``arap_every`` iterations of a stage training disp."""
+    if "disp" not in stage.params or "arap" not in stage.losses:
+        return
+    ex = ctx.extras
+    if it == 0 or "arap" not in ex:
+        with torch.no_grad():
+            rest = ctx.params.shape_model(ctx.model, with_disp=False).detach()
+        ex["arap_rest"] = rest
+        ex["arap"] = arap.init_state(rest[0], ctx.model.triangles, rest.shape[0])
+    if it % max(1, stage.arap_every) == 0:
+        with torch.no_grad():
+            rest = ex["arap_rest"]
+            arap.solve_rotations(ex["arap"], rest, rest + ctx.params._expand(ctx.params.disp))
+
+
+# ------------------------------------------------------------------------------------------------ quality report
+@torch.no_grad()
+def stage_quality(ctx) -> list[dict]:
+    """Per image: landmark error, parsing IoU per region, photometric L2,1 and PSNR over the face region."""
+    from redafit.fit.fitter import landmark_error_px
+    from redafit.parsing.regions import REGION_NAMES
+
+    ex = ctx.extras
+    ctx.cache.clear()
+    stage, ctx.stage = ctx.stage, None
+    ctx.cache["_all_channels"] = True
+    cfg = ex["render_cfg"]
+    ex["render_cfg"] = RenderConfig.zbuffer(backend=cfg.backend)
+    try:
+        soft, layout = render_attributes(ctx)
+    finally:
+        ex["render_cfg"] = cfg
+    err = landmark_error_px(ctx)
+    ctx.cache.clear()
+    ctx.stage = stage
+    img = soft.image
+    a, b = layout["color"]
+    rend = img[..., a:b]
+    a, b = layout["mask"]
+    lab = img[..., a:b]
+    valid = ex["valid"][..., 0] > 0.5
+    obs = ex["labels_obs"]
+    out = []
+    for i in range(img.shape[0]):
+        ious = {}
+        for r, name in enumerate(REGION_NAMES):
+            pr = (lab[i, ..., r] > 0.5) & valid[i]
+            ob = (obs[i, ..., r] > 0.5) & valid[i]
+            union = (pr | ob).sum()
+            if union > 0:
+                ious[name] = round(float((pr & ob).sum() / union), 4)
+        facepx = (ex["face_obs"][i, ..., 0] > 0.5) & valid[i] & (soft.alpha[i, ..., 0] > 0.5)
+        diff = (rend[i] - ex["image_fit"][i])[facepx]
+        l21 = float(diff.norm(dim=-1).mean()) if len(diff) else float("nan")
+        mse = float((diff ** 2).mean()) if len(diff) else float("nan")
+        psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+        out.append({"landmark_error_px": round(float(err[i]), 3),
+                    "landmark_error_iod": round(float(err[i] / ctx.targets.scale[i]), 5),
+                    "parsing_iou": ious, "photometric_l21": round(l21, 5),
+                    "psnr_db": round(psnr, 3) if math.isfinite(psnr) else None})
+    ex["_last_render"] = (soft, layout)
+    return out
+
+
+def after_stage(ctx, stage, config) -> None:
+    q = stage_quality(ctx)
+    ctx.extras["quality"][stage.name] = q
+    if ctx.extras.get("save_stages"):
+        _save_stage_images(ctx, stage.name, Path(ctx.extras["save_stages"]))
+
+
+def _save_stage_images(ctx, name: str, folder: Path) -> None:
+    from redafit.io.images import save_image
+    from redafit.parsing.image import REGION_COLORS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    soft, layout = ctx.extras["_last_render"]
+    ex = ctx.extras
+    for i in range(soft.image.shape[0]):
+        h, w = ex["sizes"][i]
+        a, b = layout["color"]
+        alpha = soft.alpha[i, :h, :w].cpu().numpy()
+        photo = ex["image_fit"][i, :h, :w].cpu().numpy()
+        rend = soft.image[i, :h, :w, a:b].cpu().numpy()
+        comp = alpha * rend + (1 - alpha) * photo
+        a, b = layout["mask"]
+        lab = soft.image[i, :h, :w, a:b].cpu().numpy()
+        cols = np.asarray(REGION_COLORS, np.float32)
+        cols = cols / 255.0 if cols.max() > 1 else cols
+        mask_img = (lab @ cols[: lab.shape[-1]]) + (1 - alpha) * photo * 0.5
+        err = np.abs(comp - photo).sum(-1, keepdims=True).repeat(3, -1).clip(0, 1)
+        tag = f"_{i}" if soft.image.shape[0] > 1 else ""
+        save_image(folder / f"{name}{tag}_render.png", np.clip(comp, 0, 1))
+        save_image(folder / f"{name}{tag}_mask.png", np.clip(mask_img, 0, 1))
+        save_image(folder / f"{name}{tag}_error.png", err)
+
+
+def finish(ctx, result, b: int, config) -> None:
+    """Fill the result's quality report, albedo and failure flag for image ``b``."""
+    q = {name: per[b] for name, per in ctx.extras["quality"].items()}
+    result.quality = q
+    bi = 0 if ctx.params.shared_id else b
+    result.albedo = ctx.params.albedo[bi].detach().cpu().numpy()
+    last = q[list(q)[-1]] if q else {}
+    reasons = []
+    if result.landmark_error_iod > 0.10:
+        reasons.append(f"landmark error {result.landmark_error_iod:.1%} of the eye distance")
+    skin = last.get("parsing_iou", {}).get("skin")
+    if skin is not None and skin < 0.4:
+        reasons.append(f"skin IoU {skin:.2f}")
+    yaw, pitch, _ = result.euler_deg
+    if abs(yaw) > 80 or abs(pitch) > 60:
+        reasons.append(f"implausible pose (yaw {yaw:.0f}, pitch {pitch:.0f} deg)")
+    result.failure = "; ".join(reasons) or None

@@ -1,0 +1,128 @@
+"""Fitting configuration: stages as data (frozen dataclasses with documented defaults).
+
+A :class:`FitConfig` is a tuple of :class:`StageConfig` plus global settings. Each stage names its trainable
+parameters, the loss terms with their weights, the iteration count and the learning rates. The fitter loop
+(:mod:`redafit.fit.fitter`) is generic; ablations are configurations made with :func:`dataclasses.replace`.
+
+Parameter names (see :class:`redafit.fit.params.FitParams`):
+    ``rot`` axis-angle pose [B,3]; ``trans`` translation [B,3] mm; ``id`` identity coefficients [B|1,Ki];
+    ``exp`` expression coefficients [B,Ke]; ``sh`` lighting [B,9,3]; ``albedo`` UV albedo map [1,Ha,Wa,3];
+    ``disp`` free-form per-vertex displacement [B|1,V,3] mm.
+
+Loss names (see :mod:`redafit.fit.losses`):
+    ``landmarks`` squared 2-D landmark error / inter-ocular distance^2; ``id_prior``, ``exp_prior`` Gaussian
+    priors; ``color``, ``mask``, ``depth`` ReDA attribute pyramid losses; ``albedo_smooth``, ``albedo_sym``,
+    ``albedo_skin`` albedo priors; ``sh_prior``; ``arap`` as-rigid-as-possible energy of ``disp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One optimisation stage.
+
+    Attributes:
+        name: shown in progress and reports.
+        params: trainable parameter names.
+        losses: loss name -> weight.
+        iters: Adam iterations.
+        lr: parameter name -> learning rate (Adam); names not listed use ``lr_default``.
+        lr_default: learning rate for parameters not in ``lr``.
+        contour_every: re-pick sliding jaw-contour correspondences every N iterations (0 = never).
+        landmark_drop_px: in this stage, landmarks already within this error (pixels at the fit resolution) get
+            weight 0 (paper Sec. 6.2, stage 3); 0 keeps all landmarks.
+        arap_every: re-solve the ARAP per-vertex rotations every N iterations (when ``disp`` is trained).
+    """
+
+    name: str
+    params: tuple[str, ...]
+    losses: dict = field(default_factory=dict)
+    iters: int = 100
+    lr: dict = field(default_factory=dict)
+    lr_default: float = 0.01
+    contour_every: int = 10
+    landmark_drop_px: float = 0.0
+    arap_every: int = 5
+
+
+# Learning rates tuned on the shared photos and the synthetic benchmark (coefficients are ~N(0, 1)).
+_LR = {"rot": 0.02, "trans": 2.0, "id": 0.1, "exp": 0.05, "sh": 0.02, "albedo": 0.02, "disp": 0.05}
+
+RIGID = StageConfig(
+    name="rigid",
+    params=("rot", "trans"),
+    losses={"landmarks": 1.0},
+    iters=30,
+    lr=_LR,
+)
+
+LANDMARKS = StageConfig(
+    name="landmarks",
+    params=("rot", "trans", "id", "exp"),
+    losses={"landmarks": 1.0, "id_prior": 5e-5, "exp_prior": 2e-5},
+    iters=150,
+    lr=_LR,
+)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything a fit needs besides the image, landmarks and model.
+
+    Attributes:
+        stages: the stages, run in order.
+        n_id: identity modes used (None = all of the model's).
+        n_exp: expression modes used (None = all).
+        focal: focal length in pixels at the input resolution (None = 1.6 x the larger image side).
+        fit_size: the image is resampled so its larger side is this many pixels for the attribute stages.
+        attributes: which ReDA attributes the attribute stages use (subset of color, mask, depth).
+        freeform: whether the free-form (ARAP-regularised displacement) stage runs.
+        render: :class:`redafit.config.RenderConfig` for the attribute stages (None = defaults).
+        seed: torch seed (fits are deterministic on CPU).
+        albedo_size: side of the low-resolution UV albedo map (pixels).
+        texture_size: side of the output texture map (pixels).
+        save_stages: folder where each stage's render, mask and error images are written (None = off).
+    """
+
+    stages: tuple[StageConfig, ...] = (RIGID, LANDMARKS)
+    n_id: int | None = None
+    n_exp: int | None = None
+    focal: float | None = None
+    fit_size: int = 256
+    attributes: tuple[str, ...] = ("color", "mask")
+    freeform: bool = True
+    render: object = None
+    seed: int = 0
+    albedo_size: int = 64
+    texture_size: int = 1024
+    save_stages: str | None = None
+
+    @staticmethod
+    def preset(name: str, **overrides) -> "FitConfig":
+        """Named presets: ``landmarks`` (stages 1-2: rigid + landmark identity/expression) and ``full`` (the
+        ReDA four-stage optimiser, when the attribute stages are available)."""
+        from redafit.errors import UsageError
+
+        presets = _presets()
+        if name not in presets:
+            raise UsageError(f"unknown fit preset {name!r}; choose from {', '.join(sorted(presets))}")
+        return replace(presets[name], **overrides)
+
+    def stage(self, name: str) -> StageConfig:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def _presets() -> dict:
+    presets = {"landmarks": FitConfig(stages=(RIGID, LANDMARKS), freeform=False, attributes=())}
+    try:
+        from redafit.fit.attribute_stages import full_preset
+    except ImportError:
+        return presets
+    presets["full"] = full_preset()
+    return presets

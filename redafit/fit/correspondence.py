@@ -1,0 +1,123 @@
+"""2-D landmark targets and their model correspondences, including sliding jaw contours.
+
+A target set of N points corresponds to weighted vertex combinations: ``ids [B, N, M]`` and ``w [B, N, M]``
+(M = up to 6 vertices per point; e.g. a 5-point eye centre is the mean of the six eye-landmark vertices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from redafit.errors import LandmarkFileError
+from redafit.model.face_model import FaceModel
+
+JAW_RIGHT = list(range(0, 8))  # image-left side of the face (subject's right)
+JAW_LEFT = list(range(9, 17))
+# 5-point order: eye on the image's left, eye on the image's right, nose tip, mouth corner left, right.
+FIVE_POINT_GROUPS = [list(range(36, 42)), list(range(42, 48)), [30], [48], [54]]
+
+
+@dataclass
+class LandmarkTargets:
+    points: torch.Tensor  # [B, N, 2] pixels (NaN replaced by 0 where weight is 0)
+    weight: torch.Tensor  # [B, N] 1 for known, 0 for unknown
+    ids: torch.Tensor  # [B, N, M] vertex ids
+    w: torch.Tensor  # [B, N, M] vertex weights (rows sum to 1 where used)
+    scale: torch.Tensor  # [B] inter-ocular distance in pixels (loss normalisation)
+    kind: str  # "68" or "5"
+
+    def to(self, device):
+        return LandmarkTargets(self.points.to(device), self.weight.to(device), self.ids.to(device),
+                               self.w.to(device), self.scale.to(device), self.kind)
+
+
+def inter_ocular(points: np.ndarray) -> float:
+    """Distance between the outer eye corners (68 points) or eye centres (5 points); NaN-robust fallbacks."""
+    p = np.asarray(points, dtype=np.float64)
+    if len(p) == 68:
+        a, b = p[36], p[45]
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            return float(np.linalg.norm(a - b))
+        a, b = np.nanmean(p[36:42], 0), np.nanmean(p[42:48], 0)
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            return float(np.linalg.norm(a - b)) * 1.35
+    elif len(p) == 5 and np.isfinite(p[:2]).all():
+        return float(np.linalg.norm(p[0] - p[1])) * 1.35  # eye centres are ~0.74 of the outer-corner distance
+    finite = p[np.isfinite(p).all(1)]
+    if len(finite) < 2:
+        return float("nan")
+    return float(np.linalg.norm(finite.max(0) - finite.min(0))) * 0.45
+
+
+def build_targets(landmarks: list[np.ndarray], model: FaceModel) -> LandmarkTargets:
+    """Targets for B images; each landmark array is [68, 2] or [5, 2] pixels with NaN rows = unknown."""
+    kinds = {len(lm) for lm in landmarks}
+    if not kinds <= {68, 5} or len(kinds) != 1:
+        raise LandmarkFileError(f"landmarks: expected 68 or 5 points per image, got {sorted(kinds)}")
+    n = kinds.pop()
+    lid = model.landmark_ids.cpu().numpy()
+    groups = [[i] for i in range(68)] if n == 68 else FIVE_POINT_GROUPS
+    M = max(len(g) for g in groups)
+    ids = np.zeros((n, M), np.int64)
+    w = np.zeros((n, M), np.float32)
+    usable = np.zeros(n, bool)
+    for k, g in enumerate(groups):
+        vs = [int(lid[i]) for i in g if lid[i] >= 0]
+        if not vs and n == 68 and k in JAW_RIGHT + JAW_LEFT:
+            cands = model.contour_right if k in JAW_RIGHT else model.contour_left
+            vs = [int(cands[len(cands) // 2])] if len(cands) else []
+        if vs:
+            ids[k, : len(vs)] = vs
+            w[k, : len(vs)] = 1.0 / len(vs)
+            usable[k] = True
+    pts, wt, scales = [], [], []
+    for lm in landmarks:
+        lm = np.asarray(lm, dtype=np.float32)
+        known = np.isfinite(lm).all(1) & usable
+        if known.sum() < 4:
+            raise LandmarkFileError(f"landmarks: need at least 4 known points the model can use, got {known.sum()}")
+        s = inter_ocular(lm)
+        if not np.isfinite(s) or s < 2:
+            raise LandmarkFileError("landmarks: the points are degenerate (eye distance < 2 px)")
+        pts.append(np.where(known[:, None], lm, 0.0))
+        wt.append(known.astype(np.float32))
+        scales.append(s)
+    B = len(landmarks)
+    return LandmarkTargets(
+        points=torch.tensor(np.stack(pts)), weight=torch.tensor(np.stack(wt)),
+        ids=torch.tensor(ids)[None].repeat(B, 1, 1), w=torch.tensor(w)[None].repeat(B, 1, 1),
+        scale=torch.tensor(scales, dtype=torch.float32), kind=str(n))
+
+
+def gather_points(verts: torch.Tensor, ids: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """verts [B, V, D], ids/w [B, N, M] -> weighted points [B, N, D]."""
+    B, N, M = ids.shape
+    g = torch.gather(verts, 1, ids.reshape(B, N * M, 1).expand(-1, -1, verts.shape[-1]))
+    return (g.reshape(B, N, M, -1) * w[..., None]).sum(2)
+
+
+@torch.no_grad()
+def update_contour(targets: LandmarkTargets, ctx, model: FaceModel) -> None:
+    """Slide jaw correspondences: each jaw landmark takes the nearest projected candidate of its side.
+
+    ``ctx`` is the :class:`~redafit.fit.fitter.FitContext` (its current geometry and camera). Candidates are the model's jaw contour vertices (for a turned
+    head the outline moves inwards along them). Only for 68-point targets.
+    """
+    if targets.kind != "68":
+        return
+    for idx, cands in ((JAW_RIGHT, model.contour_right), (JAW_LEFT, model.contour_left)):
+        if cands.numel() == 0:
+            continue
+        from redafit.fit.params import project_batch
+
+        B = targets.ids.shape[0]
+        cp = project_batch(ctx.points_camera(cands[None].expand(B, -1)), ctx.cam)  # [B, C, 2]
+        tp = targets.points[:, idx]  # [B, 8, 2]
+        d = torch.cdist(tp, cp)  # [B, 8, C]
+        best = cands[d.argmin(-1)]  # [B, 8]
+        targets.ids[:, idx, 0] = best
+        targets.w[:, idx, 0] = 1.0
+        targets.w[:, idx, 1:] = 0.0

@@ -1,0 +1,147 @@
+"""The generic staged Adam loop. Stages are data (:class:`~redafit.fit.config.StageConfig`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from redafit.errors import FitError
+from redafit.fit.correspondence import LandmarkTargets, update_contour
+from redafit.fit.losses import LOSSES
+from redafit.fit.params import FitParams
+from redafit.model.face_model import FaceModel
+
+
+@dataclass
+class FitContext:
+    """What loss functions see. ``cache`` is cleared every iteration (shared intermediate results)."""
+
+    model: FaceModel
+    params: FitParams
+    targets: LandmarkTargets
+    cam: torch.Tensor  # [B, 4] fx fy cx cy at the input resolution
+    intrinsics: list  # [B] Intrinsics at the input resolution
+    fit_scale: torch.Tensor  # [B] (fit-resolution pixels) / (input pixels) for thresholds given at fit size
+    extras: dict = field(default_factory=dict)  # attribute targets, parsing maps, ARAP state …
+    cache: dict = field(default_factory=dict)
+    stage: object = None
+
+    def verts_model(self) -> torch.Tensor:
+        if "verts_model" not in self.cache:
+            use_disp = self.stage is not None and "disp" in self.stage.params
+            self.cache["verts_model"] = self.params.shape_model(self.model, with_disp=use_disp or self.extras.get(
+                "disp_frozen", False))
+        return self.cache["verts_model"]
+
+    def verts_camera(self) -> torch.Tensor:
+        if "verts_camera" not in self.cache:
+            self.cache["verts_camera"] = self.params.to_camera(self.verts_model())
+        return self.cache["verts_camera"]
+
+    def points_camera(self, ids: torch.Tensor) -> torch.Tensor:
+        """Camera-frame positions [B, ...ids, 3] of the vertices ``ids`` ([B, ...] long).
+
+        Landmark-only stages evaluate the model on the small vertex subset the landmarks and jaw contours can
+        use (``extras["subset"]``), which makes them ~50x cheaper than evaluating the whole mesh.
+        """
+        sub = self.extras.get("subset")
+        use_disp = self.stage is not None and "disp" in self.stage.params
+        if "verts_camera" in self.cache or sub is None or use_disp or self.extras.get("disp_frozen"):
+            v = self.verts_camera()
+            flat = ids.reshape(ids.shape[0], -1)
+        else:
+            if "sub_camera" not in self.cache:
+                p = self.params
+                vs = p._expand(p.id) @ sub["id"][: p.id.shape[1]].flatten(1)
+                vs = vs + p.exp @ sub["exp"][: p.exp.shape[1]].flatten(1)
+                vs = sub["mean"][None] + vs.reshape(p.batch, -1, 3)
+                self.cache["sub_camera"] = p.to_camera(vs)
+            v = self.cache["sub_camera"]
+            flat = sub["map"][ids.reshape(ids.shape[0], -1)]
+        g = torch.gather(v, 1, flat[..., None].expand(-1, -1, 3))
+        return g.reshape(*ids.shape, 3)
+
+
+@dataclass
+class StageReport:
+    name: str
+    iters: int
+    seconds: float
+    loss: float
+    terms: dict
+
+
+ProgressFn = Callable[[str, int, int, float], None]  # stage name, iteration, total, loss
+
+
+def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks: dict | None = None) -> StageReport:
+    """Optimise ``stage.params`` for ``stage.iters`` Adam steps on the weighted sum of ``stage.losses``."""
+    unknown = [k for k in stage.losses if k not in LOSSES]
+    if unknown:
+        raise FitError(f"stage {stage.name}: unknown loss term(s) {unknown}")
+    groups = []
+    for name in stage.params:
+        p = ctx.params.named(name)
+        groups.append({"params": [p], "lr": stage.lr.get(name, stage.lr_default)})
+    opt = torch.optim.Adam(groups)
+    ctx.stage = stage
+    hooks = hooks or {}
+    t0 = time.perf_counter()
+    loss_val, terms = float("nan"), {}
+    for it in range(stage.iters):
+        ctx.cache.clear()
+        if stage.contour_every and it % stage.contour_every == 0 and ctx.targets.kind == "68":
+            with torch.no_grad():
+                update_contour(ctx.targets, ctx, ctx.model)
+            ctx.cache.clear()
+        for hook in hooks.get("before_step", []):
+            hook(ctx, stage, it)
+        opt.zero_grad(set_to_none=True)
+        values = {k: LOSSES[k](ctx, stage) for k, w in stage.losses.items() if w != 0}
+        loss = sum(stage.losses[k] * v for k, v in values.items())
+        if not torch.isfinite(loss):
+            raise FitError(f"stage {stage.name}: the loss became non-finite at iteration {it}")
+        loss.backward()
+        opt.step()
+        ctx.params.project_constraints()
+        loss_val = float(loss.detach())
+        if progress is not None:
+            progress(stage.name, it + 1, stage.iters, loss_val)
+    ctx.cache.clear()
+    with torch.no_grad():
+        terms = {k: float(LOSSES[k](ctx, stage)) for k in stage.losses}
+    ctx.cache.clear()
+    ctx.stage = None
+    return StageReport(stage.name, stage.iters, time.perf_counter() - t0, loss_val, terms)
+
+
+def landmark_error_px(ctx: FitContext) -> torch.Tensor:
+    """Per-image mean landmark error [B] in input pixels (known landmarks only)."""
+    from redafit.fit.losses import landmark_residuals
+
+    with torch.no_grad():
+        ctx.cache.clear()
+        r = landmark_residuals(ctx).norm(dim=-1)
+        ctx.cache.clear()
+    w = ctx.targets.weight
+    return (r * w).sum(1) / w.sum(1).clamp_min(1)
+
+
+def nonfinite_guard(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise FitError(f"{what} is not finite")
+    return x
+
+
+def landmark_subset(model: FaceModel, targets: LandmarkTargets) -> dict:
+    """The model restricted to the vertices landmarks can correspond to (fixed ids and contour candidates)."""
+    ids = torch.unique(torch.cat([targets.ids.flatten().to(model.mean.device), model.contour_right,
+                                  model.contour_left, model.landmark_ids[model.landmark_ids >= 0]]))
+    vmap = torch.full((model.n_vertices,), 0, dtype=torch.long, device=model.mean.device)
+    vmap[ids] = torch.arange(len(ids), device=model.mean.device)
+    return {"ids": ids, "map": vmap, "mean": model.mean[ids], "id": model.id_basis[:, ids],
+            "exp": model.exp_basis[:, ids]}

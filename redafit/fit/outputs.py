@@ -1,0 +1,191 @@
+"""Turning a :class:`~redafit.fit.FitResult` into files: textured mesh, parameters JSON, overlay image.
+
+The texture is unwrapped from the photo onto the model's UVs: every texel's surface point is projected into the
+photo and sampled where it is visible (depth test + facing the camera); texels hidden in the photo take the
+colour of their mirror-symmetric point (x -> -x in the model frame) when that one is visible, and the rest is
+inpainted from the surrounding texels, so the unseen half of a turned face looks plausible.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from redafit.errors import OutputError
+from redafit.render.camera import Intrinsics, to_clip
+
+MAX_RENDER_SIDE = 1024  # overlays and visibility are rasterized at most this large (then resampled)
+
+
+def _raster_cam(verts_cam: np.ndarray, tris: np.ndarray, K: Intrinsics, max_side: int = MAX_RENDER_SIDE):
+    """Rasterize a camera-frame mesh at the image resolution (capped). Returns (frags, scale)."""
+    from redafit.render import rasterize
+
+    s = min(1.0, max_side / max(K.width, K.height))
+    Ks = K.scaled(max(1, round(K.width * s)), max(1, round(K.height * s)))
+    v = torch.as_tensor(verts_cam, dtype=torch.float32)[None]
+    t = torch.as_tensor(tris, dtype=torch.long)
+    frags = rasterize(to_clip(v, Ks), t, (Ks.height, Ks.width), backend="torch")
+    return frags, Ks
+
+
+def _uv_corner_vertices(model) -> np.ndarray:
+    """For each UV coordinate index, the vertex it belongs to ([T] long)."""
+    tris = model.triangles.cpu().numpy().reshape(-1)
+    uvt = model.uv_triangles.cpu().numpy().reshape(-1)
+    out = np.zeros(model.uv.shape[0], np.int64)
+    out[uvt] = tris
+    return out
+
+
+def unwrap_texture(image: np.ndarray, result, model, size: int = 1024) -> np.ndarray:
+    """Texture [size, size, 3] float in [0, 1] (row 0 = v 1, as in an OBJ texture) sampled from ``image``."""
+    import cv2
+
+    from redafit.render import interpolate, rasterize
+    from redafit.render.shading import vertex_normals
+
+    if not model.has_uv:
+        raise OutputError(f"model '{model.name}' has no UV coordinates: write .ply or .npz instead of a texture")
+    K = result.intrinsics
+    vc = torch.as_tensor(result.vertices_camera, dtype=torch.float32)
+    vm = torch.as_tensor(result.vertices_model, dtype=torch.float32)
+    tris = model.triangles.cpu()
+    uv = model.uv.cpu()
+    uvt = model.uv_triangles.cpu()
+    corner_v = torch.as_tensor(_uv_corner_vertices(model))
+    # UV-space raster: clip = (2u - 1, 1 - 2v, 0, 1) so row 0 is v = 1
+    clip_uv = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
+    fr_uv = rasterize(clip_uv, uvt, (size, size), backend="torch")
+    inside = fr_uv.mask[0].numpy()
+    R = torch.as_tensor(result.rotation, dtype=torch.float32)
+    t = torch.as_tensor(result.trans, dtype=torch.float32)
+    n_cam = vertex_normals(vc[None], tris)[0]
+    attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v]], -1)[None]  # [1, T, 9]
+    tex_attr = interpolate(attrs, fr_uv, uvt)[0]  # [S, S, 9]
+    p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
+    p_mir = (p_mod * torch.tensor([-1.0, 1.0, 1.0])) @ R.T + t  # mirrored point, in the camera frame
+
+    frags, Ks = _raster_cam(result.vertices_camera, model.triangles.cpu().numpy(), K)
+    zbuf = frags.depth[0].numpy()
+    zbuf = np.where(zbuf > 0, zbuf, np.inf).astype(np.float32)
+    img = cv2.resize(image, (Ks.width, Ks.height), interpolation=cv2.INTER_AREA) if (Ks.width, Ks.height) != (
+        K.width, K.height) else image
+    img = np.ascontiguousarray(img, dtype=np.float32)
+
+    def sample(points: torch.Tensor, facing: np.ndarray):
+        p = points.numpy()
+        z = np.maximum(p[..., 2], 1e-3)
+        u = (Ks.fx * p[..., 0] / z + Ks.cx - 0.5).astype(np.float32)
+        v = (Ks.fy * p[..., 1] / z + Ks.cy - 0.5).astype(np.float32)
+        col = cv2.remap(img, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        zb = cv2.remap(zbuf, np.round(u), np.round(v), cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+        inb = (u >= 0) & (v >= 0) & (u <= Ks.width - 1) & (v <= Ks.height - 1)
+        vis = inb & (z <= zb * 1.01 + 2.0) & inside
+        w = np.clip(facing, 0, 1) * vis
+        return col, w
+
+    view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    facing = (torch.nn.functional.normalize(n_tex, dim=-1) * view).sum(-1).numpy()
+    col, w = sample(p_cam, facing)
+    # the mirrored point's facing: mirror its normal too
+    n_mod = n_tex @ R  # camera -> model (R orthonormal)
+    n_mir = (n_mod * torch.tensor([-1.0, 1.0, 1.0])) @ R.T
+    view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
+    col_m, w_m = sample(p_mir, facing_m)
+    # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
+    a = np.clip(w / 0.35, 0, 1)[..., None]
+    b = np.clip(w_m / 0.35, 0, 1)[..., None]
+    tex = a * col + (1 - a) * b * col_m
+    known = (a + (1 - a) * b)[..., 0]
+    tex = np.where(known[..., None] > 1e-3, tex / np.maximum(known[..., None], 1e-3), 0)
+    hole = (known < 0.05)
+    # inpaint the rest (and a margin outside the UV islands so bilinear lookups at seams stay clean)
+    small = max(64, size // 4)
+    t8 = (np.clip(cv2.resize(tex, (small, small), interpolation=cv2.INTER_AREA), 0, 1) * 255).astype(np.uint8)
+    h8 = (cv2.resize(hole.astype(np.uint8), (small, small), interpolation=cv2.INTER_NEAREST))
+    filled = cv2.inpaint(t8, h8, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
+    filled = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+    tex = np.where(hole[..., None], filled, tex)
+    return np.clip(tex, 0, 1).astype(np.float32)
+
+
+def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_landmarks: bool = True) -> np.ndarray:
+    """The photo with the fitted mesh drawn over it (grey Lambert shading), targets in green, fit in red."""
+    import cv2
+
+    from redafit.render import interpolate
+    from redafit.render.shading import vertex_normals
+
+    K = result.intrinsics
+    frags, Ks = _raster_cam(result.vertices_camera, model.triangles.cpu().numpy(), K)
+    v = torch.as_tensor(result.vertices_camera, dtype=torch.float32)[None]
+    n = vertex_normals(v, model.triangles.cpu())
+    nimg = torch.nn.functional.normalize(interpolate(n, frags, model.triangles.cpu())[0], dim=-1).numpy()
+    light = np.array([0.3, -0.3, -1.0])
+    light /= np.linalg.norm(light)
+    shade = np.clip(np.abs(nimg @ light), 0, 1) * 0.75 + 0.2
+    mask = frags.mask[0].numpy()
+    base = cv2.resize(image, (Ks.width, Ks.height), interpolation=cv2.INTER_AREA) if (Ks.width, Ks.height) != (
+        K.width, K.height) else image.copy()
+    mesh = np.repeat(shade[..., None], 3, -1) * np.array([0.85, 0.9, 1.0])
+    out = np.where(mask[..., None], (1 - alpha) * base + alpha * mesh, base)
+    out8 = (np.clip(out, 0, 1) * 255).astype(np.uint8)
+    if draw_landmarks:
+        s = Ks.width / K.width
+        r = max(1, round(max(Ks.width, Ks.height) / 300))
+        for pts, colour in ((result.landmarks_target, (0, 255, 0)), (result.landmarks_fit, (255, 0, 0))):
+            for x, y in np.asarray(pts):
+                if np.isfinite(x) and np.isfinite(y):
+                    cv2.circle(out8, (int(round(x * s)), int(round(y * s))), r, colour, -1, cv2.LINE_AA)
+    return out8.astype(np.float32) / 255
+
+
+def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024) -> list[Path]:
+    """Write the fitted mesh (camera frame, mm). ``.obj`` gets a texture unwrapped from ``image``."""
+    from redafit.io.meshes import write_mesh
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    kw = {}
+    if model.has_uv:
+        kw.update(uv=model.uv.cpu().numpy(), uv_triangles=model.uv_triangles.cpu().numpy())
+    if ext in (".obj", ".glb") and image is not None and model.has_uv:
+        kw["texture"] = unwrap_texture(image, result, model, texture_size)
+    elif ext == ".ply" and image is not None:
+        kw["vertex_colors"] = vertex_colours(image, result)
+    return write_mesh(path, result.vertices_camera, result.triangles, **kw)
+
+
+def vertex_colours(image: np.ndarray, result) -> np.ndarray:
+    """Per-vertex colours [V, 3] sampled at the vertices' projections (nearest pixel, clamped)."""
+    K = result.intrinsics
+    p = result.vertices_camera
+    z = np.maximum(p[:, 2], 1e-3)
+    u = np.clip((K.fx * p[:, 0] / z + K.cx).astype(int), 0, image.shape[1] - 1)
+    v = np.clip((K.fy * p[:, 1] / z + K.cy).astype(int), 0, image.shape[0] - 1)
+    return image[v, u]
+
+
+def save_params(path, result, extra: dict | None = None) -> Path:
+    """``--params``: all coefficients, camera, pose, landmark errors (and the quality report) as JSON."""
+    from redafit.io.atomic import atomic_write
+
+    d = result.to_json()
+    if extra:
+        d.update(extra)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(d, f, indent=1)
+    return Path(path)
+
+
+def save_overlay(path, image: np.ndarray, result, model) -> Path:
+    from redafit.io.images import save_image
+
+    save_image(path, render_overlay(image, result, model))
+    return Path(path)

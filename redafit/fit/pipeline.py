@@ -1,0 +1,123 @@
+"""File-level pipeline shared by ``redafit fit``, ``rig``, ``track`` and ``eval``: read an image and its
+landmarks (from a file or a detector), fit, and write the requested outputs atomically."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from redafit.errors import InputError, LandmarkFileError
+from redafit.fit.config import FitConfig
+
+log = logging.getLogger("redafit")
+
+LANDMARK_SUFFIXES = (".pts", ".5pt.txt", ".txt", ".npy", ".json")
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to read images and find landmarks.
+
+    Attributes:
+        detector: ``dlib`` (HOG), ``dlib-cnn`` or ``fan``.
+        face_index: which detected face (left to right); None = the largest.
+        max_side: images larger than this are downscaled first (outputs are in the downscaled frame).
+    """
+
+    detector: str = "dlib"
+    face_index: int | None = None
+    max_side: int = 4096
+
+
+@dataclass
+class LoadedInput:
+    path: Path
+    image: np.ndarray  # [H, W, 3] float32 RGB in [0, 1]
+    meta: object  # redafit.io.images.ImageMeta
+    landmarks: np.ndarray  # [68|5, 2] pixels in the loaded image's frame
+    landmark_source: str  # "file:<path>" or "detector:<name>"
+    seconds_detect: float = 0.0
+
+
+def find_landmark_file(image: Path, folder: Path) -> Path | None:
+    """The landmark file for ``image`` inside ``folder`` (same stem, any supported suffix), or None."""
+    for suffix in LANDMARK_SUFFIXES:
+        p = folder / (image.stem + suffix)
+        if p.is_file():
+            return p
+    return None
+
+
+def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> LoadedInput:
+    """Read the image (EXIF-rotated, RGB float) and its landmarks.
+
+    ``landmarks``: None (detect), a file path, a folder holding ``<stem>.pts|.txt|.npy|.json``, or an array.
+    Landmark files are in the pixel frame of the upright image as stored in the file (after EXIF rotation); when
+    the image is downscaled on load the landmarks are scaled with it.
+    """
+    from redafit.io.images import load_image
+
+    opts = opts or InputOptions()
+    path = Path(image_path)
+    image, meta = load_image(path, max_side=opts.max_side)
+    t0 = time.perf_counter()
+    if landmarks is None:
+        from redafit.landmarks import detect_landmarks
+
+        lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index)
+        source = f"detector:{opts.detector}"
+        return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0)
+    if isinstance(landmarks, np.ndarray):
+        lm, source = landmarks, "array"
+    else:
+        from redafit.landmarks import read_landmarks
+
+        lpath = Path(landmarks)
+        if lpath.is_dir():
+            found = find_landmark_file(path, lpath)
+            if found is None:
+                raise LandmarkFileError(f"no landmark file for {path.name} in {lpath} "
+                                        f"(looked for {path.stem}{{{','.join(LANDMARK_SUFFIXES)}}})")
+            lpath = found
+        lm = read_landmarks(lpath)
+        source = f"file:{lpath}"
+        lm = np.asarray(lm, np.float32) * np.float32(meta.scale)
+    lm = np.asarray(lm, np.float32)
+    finite = lm[np.isfinite(lm).all(1)]
+    h, w = image.shape[:2]
+    if len(finite) and (finite.max(0) < 0).any() or len(finite) and (finite.min(0) > [w, h]).any():
+        raise InputError(f"{path.name}: the landmarks lie outside the image ({w}x{h})")
+    return LoadedInput(path, image, meta, lm, source)
+
+
+def default_outputs(output: Path, image: Path, fmt: str = "obj") -> Path:
+    """The mesh path for ``image`` in a batch whose ``-o`` is a folder."""
+    return Path(output) / f"{Path(image).stem}.{fmt}"
+
+
+def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=None):
+    from redafit.fit.api import fit_image
+
+    log.info("%s: %s landmarks from %s", inp.path.name, len(inp.landmarks), inp.landmark_source)
+    return fit_image(inp.image, inp.landmarks, model, config, progress=progress, depth=depth)
+
+
+def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,
+                  texture_size: int = 1024) -> list[Path]:
+    """Write the requested outputs; each is atomic, so a failure leaves no half-written file."""
+    from redafit.fit import outputs
+
+    written: list[Path] = []
+    if mesh_path is not None:
+        written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size)
+    if params_path is not None:
+        extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
+                 "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source}
+        written.append(outputs.save_params(params_path, result, extra))
+    if overlay_path is not None:
+        written.append(outputs.save_overlay(overlay_path, inp.image, result, model))
+    return written
