@@ -163,11 +163,20 @@ def _resolve_outputs(images, output, fmt, params, overlay):
             par = Path(params) if params else None
             ov = Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
-    if as_dir:
-        out.mkdir(parents=True, exist_ok=True)
-        for d in (params, overlay):
-            if d:
-                Path(d).mkdir(parents=True, exist_ok=True)
+    try:
+        if as_dir:
+            out.mkdir(parents=True, exist_ok=True)
+            for d in (params, overlay):
+                if d:
+                    Path(d).mkdir(parents=True, exist_ok=True)
+        else:
+            for p in (out, params, overlay):
+                if p:
+                    Path(p).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from redafit.errors import OutputError
+
+        raise OutputError(f"cannot create the output folder: {e.strerror}: {e.filename}") from None
     return jobs
 
 

@@ -182,7 +182,9 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
         par = parse_image(small, lm)
         colour[b] = small
         labels[b] = par.labels * inside[..., None]
-        valid[b, ..., 0] = par.valid & inside
+        # eyes are ignored by the attribute losses: models such as ICT have holes there, and the landmarks
+        # already pin the eye corners and lids
+        valid[b, ..., 0] = par.valid & inside & ~par.region("eyes")
         face[b, ..., 0] = par.face_mask & inside
         if depths is not None and depths[b] is not None:
             dd, _ = crop_resize(np.asarray(depths[b], np.float32)[..., None], x0, y0, side, S, nearest=True)

@@ -1,0 +1,105 @@
+"""``redafit eval``: accuracy benchmarks (synthetic, MICC, NoW, BU-3DFE, a CSV manifest) and ablations."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("eval")
+@click.option("--dataset", type=click.Choice(["synthetic", "micc", "now", "bu3dfe"]), default="synthetic",
+              show_default=True, help="Which benchmark (ignored with --manifest).")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset folder (micc, now, bu3dfe).")
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None,
+              help="CSV with columns image, scan[, landmarks, nose_tip, scan_landmarks, id, unit].")
+@click.option("--n", "n", type=click.IntRange(min=1), default=20, show_default=True, help="Synthetic cases.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Synthetic dataset seed.")
+@click.option("--size", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Synthetic image size (px).")
+@click.option("--landmark-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Gaussian noise (px) on the synthetic landmark files.")
+@click.option("--model", "model_name", default="ict", show_default=True, help="Installed face model (or path).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write per-case JSON, results.csv, summary.md and heat maps here.")
+@click.option("--resume", is_flag=True, help="Skip cases whose JSON already exists in --out.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N cases.")
+@click.option("--ablation", type=click.Choice(["attributes", "raster", "pyramid", "freeform"]), default=None,
+              help="Also run the paper's ablation as configurations of the full fit.")
+@click.option("--methods", default="mean,landmarks,full", show_default=True,
+              help="Comma-separated: mean, landmarks, full, oracle.")
+@click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Error heat maps for the first N cases (with --out).")
+@click.pass_context
+def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, model_name, out_dir, resume, jobs, limit,
+             ablation, methods, heatmaps):
+    """Measure reconstruction accuracy (mm) against ground-truth shapes.
+
+    \b
+    Examples:
+      redafit eval --dataset synthetic --n 20
+      redafit eval --dataset now --root NoW_Dataset/final_release_version --out now_eval/
+      redafit eval --manifest cases.csv --methods mean,full --jobs 2
+      redafit eval --dataset synthetic --n 10 --ablation pyramid --methods full
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from redafit.errors import UsageError
+    from redafit.eval.runner import (
+        ablation_table,
+        load_cases,
+        make_methods,
+        markdown_table,
+        run_eval,
+    )
+    from redafit.model.store import load_model
+
+    if resume and out_dir is None:
+        raise UsageError("--resume needs --out DIR")
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    method_objs = make_methods(names, ablation)
+    model = load_model(model_name)
+    err = Console(stderr=True)
+    label = "manifest" if manifest else dataset
+    cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
+                       landmark_noise=landmark_noise, limit=limit)
+    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    if not quiet:
+        err.print(f"redafit eval: {len(cases)} {label} case(s) x {len(method_objs)} method(s)")
+
+    def progress(done, total, r):
+        if quiet:
+            return
+        status = f"error: {r.error}" if r.error else f"{r.point_to_plane:.3f} mm"
+        err.print(f"  [{done}/{total}] {r.method} {r.case_id}: {status}", highlight=False)
+
+    report = run_eval(cases, method_objs, model, out_dir=out_dir, resume=resume, jobs=jobs, heatmaps=heatmaps,
+                      dataset=label, progress=progress)
+    out = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 132)
+    header, rows = report.table()
+    table = Table(title=f"redafit eval — {label} ({len(cases)} cases, model {model.name})")
+    for h in header:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
+    out.print(table)
+    if ablation:
+        h2, r2 = ablation_table(report, ablation)
+        t2 = Table(title=f"ablation: {ablation} (mm)")
+        for h in h2:
+            t2.add_column(h)
+        for r in r2:
+            t2.add_row(*r)
+        out.print(t2)
+        if out_dir is not None:
+            from pathlib import Path
+
+            (Path(out_dir) / f"ablation_{ablation}.md").write_text(markdown_table(h2, r2, f"Ablation: {ablation}"))
+    failed = sum(1 for r in report.results if r.error)
+    if failed and not quiet:
+        err.print(f"redafit eval: {failed} case(s) failed (see --out results.csv for the errors)")
+
+
+COMMANDS = [eval_cmd]

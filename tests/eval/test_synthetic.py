@@ -1,0 +1,112 @@
+"""The synthetic benchmark: determinism, landmarks on the rendered face, written files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from redafit.eval.datasets import open_dataset
+from redafit.eval.synthetic import (
+    default_landmark_vertices,
+    generate_synthetic,
+    region_labels,
+)
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def cases(face_model):
+    return generate_synthetic(face_model, 2, seed=7, size=SIZE, landmark_noise=1.5)
+
+
+def test_deterministic_in_seed(face_model, cases):
+    again = generate_synthetic(face_model, 1, seed=7, size=SIZE, landmark_noise=1.5)
+    for a, b in zip(cases, again):
+        assert a.id == b.id
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+        np.testing.assert_array_equal(a.scan_vertices, b.scan_vertices)
+    other = generate_synthetic(face_model, 1, seed=8, size=SIZE, supersample=1)[0]
+    assert not np.array_equal(other.image, cases[0].image)
+
+
+def test_case_contents(face_model, cases):
+    for c in cases:
+        assert c.image.shape == (SIZE, SIZE, 3) and c.image.dtype == np.float32
+        assert 0.0 <= c.image.min() and c.image.max() <= 1.0
+        assert c.scan_vertices.shape == (face_model.n_vertices, 3)
+        p = c.meta["params"]
+        assert abs(p["pose"]["yaw_deg"]) <= 45 and abs(p["pose"]["pitch_deg"]) <= 20
+        assert abs(p["pose"]["roll_deg"]) <= 10
+        assert 0.15 < c.meta["mask_fraction"] < 0.8  # the face fills a plausible part of the image
+        exp = np.array(list(p["expression"].values()))
+        if face_model.info.expression_prior == "unit":
+            assert 1 <= len(exp) <= 3 and ((exp >= 0) & (exp <= 1)).all()
+        # noisy landmark file vs exact projection: noise of the configured size
+        d = c.landmarks - c.meta["landmarks_gt"]
+        assert 0.5 < np.nanstd(d) < 3.0
+
+
+def test_landmarks_project_onto_the_face(face_model, cases):
+    """Ground-truth landmarks are the projections of the (camera-frame) landmark vertices and land on the face."""
+    import torch
+
+    from redafit.render import rasterize
+    from redafit.render.camera import project, to_clip
+
+    lid = default_landmark_vertices(face_model)
+    for c in cases:
+        lm = c.meta["landmarks_gt"]
+        assert np.isfinite(lm).all()
+        assert (lm > 0).all() and (lm < SIZE).all()
+        vc = torch.tensor(c.meta["vertices_camera"], dtype=torch.float32)[None]
+        uv = project(vc, c.intrinsics)[0].numpy()
+        np.testing.assert_allclose(lm[17:], uv[lid[17:]], atol=1e-3)  # inner points: fixed vertices
+        frags = rasterize(to_clip(vc, c.intrinsics), face_model.triangles, (SIZE, SIZE))
+        mask = (frags.tri_id[0] >= 0).numpy()
+        ij = np.clip(lm.astype(int), 0, SIZE - 1)
+        on_face = mask[ij[:, 1], ij[:, 0]]
+        assert on_face[17:].mean() > 0.9  # brows, eyes, nose, mouth inside the rendered face
+        # the jaw outline on the occluding side is the extreme of the face there
+        side = c.meta["params"]["jaw"]["occluding"]
+        if side is not None:
+            pts = lm[0:8] if side == "right" else lm[9:17]
+            fixed = uv[lid[0:8]] if side == "right" else uv[lid[9:17]]
+            toward = -1 if side == "right" and fixed[:, 0].mean() < uv[lid].mean(0)[0] else 1
+            if side == "left":
+                toward = 1 if fixed[:, 0].mean() > uv[lid].mean(0)[0] else -1
+            assert (toward * (pts[:, 0] - fixed[:, 0]) >= -1e-6).all()
+
+
+def test_written_files_and_manifest(face_model, tmp_path):
+    cases = generate_synthetic(face_model, 1, seed=3, size=64, out_dir=tmp_path, supersample=1)
+    d = tmp_path / cases[0].id
+    for name in ("image.png", "landmarks.pts", "landmarks_gt.pts", "mesh_model.obj", "gt.npz", "params.json"):
+        assert (d / name).is_file(), name
+    assert json.loads((d / "params.json").read_text())["seed"] == 3
+    from redafit.landmarks import read_landmarks
+
+    np.testing.assert_allclose(read_landmarks(d / "landmarks_gt.pts"), cases[0].meta["landmarks_gt"], atol=1e-3)
+    again = open_dataset("manifest", manifest=tmp_path / "manifest.csv").cases()
+    gt = again[0].load_ground_truth()
+    np.testing.assert_allclose(gt.vertices, cases[0].scan_vertices, atol=1e-3)
+    np.testing.assert_allclose(gt.nose_tip, cases[0].nose_tip, atol=1e-3)
+
+
+def test_region_labels_have_features(face_model):
+    lab = region_labels(face_model)
+    assert lab.shape == (face_model.n_vertices,)
+    for r in (0, 1, 2, 4, 5):  # skin, brows, eyes, lips
+        assert (lab == r).any(), r
+
+
+def test_bad_arguments(face_model):
+    from redafit.errors import InputError
+
+    with pytest.raises(InputError):
+        generate_synthetic(face_model, -1)
+    with pytest.raises(InputError):
+        generate_synthetic(face_model, 1, size=8)

