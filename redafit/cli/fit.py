@@ -235,10 +235,6 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     model = load_model(model_name, device=dev)
     opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side)
     depth_map = None
-    if depth is not None:
-        from redafit.io.depth import load_depth
-
-        depth_map = load_depth(depth)
     failures = []
     with _Progress(show_progress(ctx)) as prog:
         for i, (img, mesh, par, ov) in enumerate(jobs):
@@ -247,6 +243,10 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
             t0 = time.perf_counter()
             try:
                 inp = load_input(img, landmarks, opts)
+                if depth is not None:
+                    from redafit.io.depth import load_depth
+
+                    depth_map = load_depth(depth, size=(inp.image.shape[1], inp.image.shape[0]))
                 result = fit_loaded(inp, model, config, progress=prog, depth=depth_map)
                 written = write_outputs(inp, result, model, mesh, par, ov, texture_size)
             except RedafitError as e:

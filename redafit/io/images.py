@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from redafit.errors import ImageError, OutputError
+from redafit.errors import ImageError, InputError, OutputError
 
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 x 10000 image); decoding would need > 1 GB
@@ -184,7 +184,7 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
 # -- loading ----------------------------------------------------------------------------------------------------
 def _read_bytes(path: Path) -> bytes:
     if not path.exists():
-        raise ImageError(f"image not found: {path}")
+        raise InputError(f"image not found: {path}")
     if path.is_dir():
         raise ImageError(f"cannot read image {path}: it is a folder")
     try:

@@ -10,15 +10,19 @@ Pipeline of :func:`soft_render` in ``"reda"`` mode (shapes: B batch, K slices, C
    premultiplied by coverage: ``[M_k A_k, M_k, M_k D_k]``.
 3. **Gaussian softening** of every slice image with the kernel G (``kernel_size``, ``sigma``). The blur treats the
    content of each covered pixel as attached to the surface point seen there: its screen position
-   ``u_q = proj(sum_i b_i clip_i)`` moves with the vertices, so ``soft_k(p) = sum_q G(p - u_q) V_k(q)``. The
-   forward value is the plain blur (u_q is the pixel centre); the backward adds the transport term
-   ``-V_k(q) (grad G * g)(q) . du_q``, which is what makes silhouettes move: a loss on pixels *outside* a
-   triangle's footprint (within the kernel reach) pulls its vertices. (The z-buffer mode has no such term.)
+   ``u_q = proj(sum_i b_i clip_i)`` moves with the vertices, and the piece of surface it stands for changes its
+   projected area with its triangle's screen area ``a_f``, so ``soft_k(p) = sum_q G(p - u_q) (a_f / a_f°) V_k(q)``
+   (° = the current value, held fixed). The forward value is the plain blur (u_q is the pixel centre, the area
+   ratio is 1); the backward adds the transport term ``-V_k(q) (grad G * g)(q) . du_q`` and the area-change
+   term, which is what makes silhouettes move: a loss on pixels *outside* a triangle's footprint (within the
+   kernel reach) pulls its vertices. (The z-buffer mode has no such terms.)
 4. **Aggregation** (Eq. 4-5): per pixel a softmax over slices of ``log M_k - D_k / T`` (softened coverage times
    ``exp(-depth / depth_temperature)``), so the nearer slice dominates where slices overlap, and
-   ``image = alpha * sum_k w_k (G * M_k A_k) / (G * M_k)`` with ``alpha = min(1, sum_k G * M_k)`` (seams between
-   adjacent slices add up to full coverage). ``image`` is premultiplied by ``alpha``: it fades to 0 outside the
-   silhouette, like the observed attribute map times its mask.
+   ``image = alpha * sum_k w_k (G * M_k A_k) / (G * M_k)`` with ``alpha = G * U``, the softened union of the
+   slices' coverage (the z-buffer mask; its content moves with the nearest surface at each pixel), so seams
+   between adjacent slices do not show and the rendered mask matches an observed mask through the same kernel.
+   ``image`` is premultiplied by ``alpha``: it fades to 0 outside the silhouette, like the observed attribute map
+   times its mask.
 5. **Pyramid**: level 0 is the aggregate, level l+1 = G applied at stride 2 to level l (:func:`pyramid`); the
    observed image goes through the same pyramid (first softened by G once, like the slices).
 
@@ -260,6 +264,12 @@ def soft_render(clip: torch.Tensor, tris: torch.Tensor, attrs: torch.Tensor | No
     ux = (P[:, 0] / P[:, 3] + 1.0) * (0.5 * W)
     uy = (P[:, 1] / P[:, 3] + 1.0) * (0.5 * H)
     dx, dy = ux - ux.detach(), uy - uy.detach()
+    # each pixel sample stands for a piece of surface whose projected area changes with the vertices: its weight
+    # is the triangle's screen-area ratio (1 in the forward pass; the divergence term of the transport)
+    cv = clip[b[:, None], vid]  # [N, 3, 4]
+    sx, sy = cv[..., 0] / cv[..., 3], cv[..., 1] / cv[..., 3]
+    area = (sx[:, 1] - sx[:, 0]) * (sy[:, 2] - sy[:, 0]) - (sx[:, 2] - sx[:, 0]) * (sy[:, 1] - sy[:, 0])
+    jac = area / area.detach()  # [N]
     dn = (P[:, 3] - zmin[b]) / zrng[b]  # normalized depth in [0, 1]
     chans = []
     if attrs is not None:
@@ -282,19 +292,30 @@ def soft_render(clip: torch.Tensor, tris: torch.Tensor, attrs: torch.Tensor | No
         x0, x1 = max(int(px.min()) - r, 0), min(int(px.max()) + r, W - 1)
         Hc, Wc = y1 - y0 + 1, x1 - x0 + 1
         lpix = bk * (Hc * Wc) + (py - y0) * Wc + (px - x0)
-    vals = torch.cat([A, torch.ones_like(dn)[:, None], dn[:, None]], -1)  # [N, C + 2]
+    vals = torch.cat([A, torch.ones_like(dn)[:, None], dn[:, None]], -1) * jac[:, None]  # [N, C + 2]
     n_pix = B * K * Hc * Wc
     dense = vals.new_zeros(n_pix, C + 2).index_put((lpix,), vals)
     dense = dense.view(B * K, Hc, Wc, C + 2).permute(0, 3, 1, 2)  # [BK, C+2, Hc, Wc]
     mv = torch.stack([dx, dy], -1)
     mv = mv.new_zeros(n_pix, 2).index_put((lpix,), mv).view(B * K, Hc, Wc, 2).permute(0, 3, 1, 2)
     soft = moving_blur(dense.contiguous(), mv[:, 0:1], mv[:, 1:2], cfg).view(B, K, C + 2, Hc, Wc)
+    # coverage of the union of the slices (= the z-buffer mask), moving with the nearest surface at each pixel
+    with torch.no_grad():
+        upix = b * (Hc * Wc) + (py - y0) * Wc + (px - x0)  # [N] into B*Hc*Wc
+        key = (P[:, 3].detach().float().view(torch.int32).long() << 32) | torch.arange(pix.numel(), device=pix.device)
+        best = torch.full((B * Hc * Wc,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=pix.device)
+        best.scatter_reduce_(0, upix, key, "amin", include_self=True)
+        win = (best[upix] & 0xFFFFFFFF) == torch.arange(pix.numel(), device=pix.device)  # nearest entry per pixel
+        wpix = upix[win]
+    umv = dense.new_zeros(B * Hc * Wc, 2).index_put((wpix,), torch.stack([dx[win], dy[win]], -1))
+    umv = umv.view(B, Hc, Wc, 2).permute(0, 3, 1, 2)
+    union = dense.new_zeros(B * Hc * Wc).index_put((wpix,), jac[win])
+    alpha = moving_blur(union.view(B, 1, Hc, Wc), umv[:, 0:1], umv[:, 1:2], cfg)  # [B, 1, Hc, Wc]
     As, Ms, Ds = soft[:, :, :C], soft[:, :, C:C + 1], soft[:, :, C + 1:]
     Mc = Ms.clamp_min(_TINY)
     logits = torch.log(Mc) - (Ds / Mc) / cfg.depth_temperature
     logits = torch.where(Ms > _TINY, logits, torch.full_like(logits, -1e4))  # empty slices get no weight
     wk = torch.softmax(logits, dim=1)  # [B, K, 1, Hc, Wc]
-    alpha = Ms.sum(1).clamp(0.0, 1.0)  # [B, 1, Hc, Wc]
     image = alpha * (wk / Mc * As).sum(1)  # [B, C, Hc, Wc]
     pad = (x0, W - 1 - x1, y0, H - 1 - y1)
     image = F.pad(image.permute(0, 2, 3, 1), (0, 0) + pad)

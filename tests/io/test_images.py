@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from redafit.errors import ImageError, OutputError
+from redafit.errors import InputError, ImageError, OutputError
 from redafit.io.images import apply_orientation, exif_orientation, load_image, probe_size, save_image
 
 
@@ -210,9 +210,9 @@ def _one_line(exc) -> str:
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ImageError, match="not found") as e:
+    with pytest.raises(InputError, match="not found") as e:
         load_image(tmp_path / "nope.jpg")
-    assert "nope.jpg" in _one_line(e) and e.value.exit_code == 4
+    assert "nope.jpg" in _one_line(e) and e.value.exit_code == 3
 
 
 def test_folder(tmp_path):

@@ -1,0 +1,64 @@
+"""Depth maps for RGB-D input (``redafit fit --depth``).
+
+Accepted files (the depth map must be registered to the colour image: same camera, same pixel grid, or the
+same aspect so that it can be resampled onto it):
+
+* ``.png`` / ``.tif`` 16-bit single channel: depth in **millimetres** (0 = no measurement), the common layout of
+  Kinect / RealSense / Azure exports;
+* ``.npy``: float array [H, W] in **metres** (0, negative or NaN = no measurement);
+* ``.exr``: float single channel in **metres** (read through OpenCV's OpenEXR codec).
+
+:func:`load_depth` returns float32 millimetres [H, W] with 0 where there is no measurement.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from redafit.errors import InputError
+
+
+def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a depth map -> float32 [H, W] millimetres (0 = unknown); resampled (nearest) to ``size`` (W, H)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"depth map not found: {path}")
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        try:
+            d = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot read depth map {path}: {e}") from None
+        d = np.asarray(d, np.float32) * 1000.0
+    elif ext in (".png", ".tif", ".tiff", ".exr"):
+        if ext == ".exr":
+            os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+        import cv2
+
+        d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+        if d is None:
+            raise InputError(f"cannot read depth map {path}: not a readable image")
+        if d.ndim == 3:
+            d = d[..., 0]
+        if ext == ".exr":
+            d = d.astype(np.float32) * 1000.0
+        elif d.dtype == np.uint16:
+            d = d.astype(np.float32)
+        else:
+            raise InputError(f"depth map {path}: expected a 16-bit single-channel image in mm, got {d.dtype}")
+    else:
+        raise InputError(f"depth map {path}: unsupported format {ext or '(none)'} (use .png 16-bit mm, .npy or "
+                         f".exr metres)")
+    if d.ndim != 2 or d.size == 0:
+        raise InputError(f"depth map {path}: expected a 2-D array, got shape {list(d.shape)}")
+    d = np.where(np.isfinite(d) & (d > 0), d, 0).astype(np.float32)
+    if not (d > 0).any():
+        raise InputError(f"depth map {path}: no valid depth values")
+    if size is not None and (d.shape[1], d.shape[0]) != tuple(size):
+        import cv2
+
+        d = cv2.resize(d, tuple(size), interpolation=cv2.INTER_NEAREST)
+    return d

