@@ -127,8 +127,15 @@ def _check_image(image: np.ndarray) -> None:
 
 def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: FaceModel,
               config: FitConfig | None = None, intrinsics: list[Intrinsics] | None = None,
-              shared_id: bool = False, progress=None, depths: list | None = None) -> list[FitResult]:
-    """Fit B images jointly (one identity when ``shared_id``) and return one :class:`FitResult` each."""
+              shared_id: bool = False, progress=None, depths: list | None = None,
+              init: dict | None = None) -> list[FitResult]:
+    """Fit B images jointly (one identity when ``shared_id``) and return one :class:`FitResult` each.
+
+    ``init`` optionally sets starting values {parameter name: array} (see :class:`FitParams`; a leading size of 1
+    broadcasts over the batch), applied after the landmark pose initialisation. Parameters that no stage trains
+    keep these values: e.g. ``init={"id": ..., "disp": ...}`` with stages that train neither fits expression and
+    pose for a known identity.
+    """
     config = config or FitConfig.preset("landmarks")
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -146,9 +153,16 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
             r, t = init_pose(lm, model, K)
             params.rot[b] = torch.from_numpy(r).to(dev)
             params.trans[b] = torch.from_numpy(t).to(dev)
+        for name, value in (init or {}).items():
+            dst = params.named(name)
+            v = torch.as_tensor(np.asarray(value), dtype=dst.dtype, device=dev).reshape(-1, *dst.shape[1:])
+            dst[:] = v[: dst.shape[0]].expand_as(dst) if v.shape[0] == 1 else v
+    fixed_disp = init is not None and "disp" in init and not any("disp" in s.params for s in config.stages)
     fit_scale = torch.tensor([config.fit_size / max(im.shape[:2]) for im in images], device=dev)
     ctx = FitContext(model, params, targets, camera_tensor(Ks, dev), Ks, fit_scale)
     ctx.extras["subset"] = landmark_subset(model, targets)
+    if fixed_disp:
+        ctx.extras["disp_frozen"] = True
     needs_attributes = any(k in ATTRIBUTE_LOSSES for s in config.stages for k in s.losses)
     hooks = {}
     if needs_attributes:
@@ -163,7 +177,7 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     err = landmark_error_px(ctx).cpu().numpy()
     with torch.no_grad():
         ctx.cache.clear()
-        ctx.extras["disp_frozen"] = any("disp" in s.params for s in config.stages)
+        ctx.extras["disp_frozen"] = fixed_disp or any("disp" in s.params for s in config.stages)
         vm = ctx.verts_model()
         vc = ctx.verts_camera()
         lm_fit = project_batch(gather_points(vc, targets.ids, targets.w), ctx.cam).cpu().numpy()

@@ -36,7 +36,7 @@ DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 
 ATTR_WEIGHTS = {"color": 1.0, "mask": 0.5, "depth": 0.5}
 LANDMARK_WEIGHT = 50.0
-PRIORS = {"id_prior": 1e-3, "exp_prior": 2e-4, "sh_prior": 1e-3, "albedo_smooth": 0.1, "albedo_sym": 0.5,
+PRIORS = {"id_prior": 1e-4, "exp_prior": 5e-5, "sh_prior": 1e-3, "albedo_smooth": 0.1, "albedo_sym": 0.5,
           "albedo_skin": 0.05}
 
 

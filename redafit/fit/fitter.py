@@ -79,7 +79,14 @@ ProgressFn = Callable[[str, int, int, float], None]  # stage name, iteration, to
 
 
 def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks: dict | None = None) -> StageReport:
-    """Optimise ``stage.params`` for ``stage.iters`` Adam steps on the weighted sum of ``stage.losses``."""
+    """Optimise ``stage.params`` for ``stage.iters`` Adam steps on the weighted sum of ``stage.losses``
+    (or Levenberg-Marquardt iterations when ``stage.optimizer == "lm"``)."""
+    if stage.optimizer == "lm":
+        from redafit.fit.lm import run_lm_stage
+
+        return run_lm_stage(ctx, stage, progress)
+    if stage.optimizer != "adam":
+        raise FitError(f"stage {stage.name}: unknown optimizer {stage.optimizer!r} (adam or lm)")
     unknown = [k for k in stage.losses if k not in LOSSES]
     if unknown:
         raise FitError(f"stage {stage.name}: unknown loss term(s) {unknown}")

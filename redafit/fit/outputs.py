@@ -41,8 +41,16 @@ def _uv_corner_vertices(model) -> np.ndarray:
     return out
 
 
-def unwrap_texture(image: np.ndarray, result, model, size: int = 1024) -> np.ndarray:
-    """Texture [size, size, 3] float in [0, 1] (row 0 = v 1, as in an OBJ texture) sampled from ``image``."""
+MIRROR_WEIGHT = 0.3  # confidence of a texel filled from its mirrored point (``return_weights``)
+
+
+def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False):
+    """Texture [size, size, 3] float in [0, 1] (row 0 = v 1, as in an OBJ texture) sampled from ``image``.
+
+    With ``return_weights`` also returns the per-texel confidence [size, size] in [0, 1]: the facing-weighted
+    visibility of a direct sample, ``MIRROR_WEIGHT`` x that of the mirrored sample where it fills in, 0 where
+    the texel was inpainted (used to blend textures from several views).
+    """
     import cv2
 
     from redafit.render import interpolate, rasterize
@@ -112,7 +120,11 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024) -> np.nda
     filled = cv2.inpaint(t8, h8, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
     filled = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
     tex = np.where(hole[..., None], filled, tex)
-    return np.clip(tex, 0, 1).astype(np.float32)
+    tex = np.clip(tex, 0, 1).astype(np.float32)
+    if return_weights:
+        conf = (a + MIRROR_WEIGHT * (1 - a) * b)[..., 0] * inside
+        return tex, np.where(hole, 0.0, conf).astype(np.float32)
+    return tex
 
 
 def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_landmarks: bool = True) -> np.ndarray:

@@ -37,7 +37,8 @@ def _fit(verts, tris, K, target, r0, t0, cfg):
 
 
 def test_reda_mask_loss_recovers_pose_better_than_zbuffer(ict_mesh):
-    verts, tris = ict_mesh.mean, ict_mesh.triangles
+    # the pose rotates about the face's centroid (so that yaw and sideways translation are not confounded)
+    verts, tris = ict_mesh.mean - ict_mesh.mean.mean(0), ict_mesh.triangles
     K = Intrinsics.default(RES, RES)
     r_true = torch.zeros(1, 3)
     t_true = torch.tensor([[0.0, 10.0, 650.0]])
@@ -50,8 +51,9 @@ def test_reda_mask_loss_recovers_pose_better_than_zbuffer(ict_mesh):
     reda = _pose_errors(*_fit(verts, tris, K, target, r0, t0, RenderConfig()), r_true, t_true)
     zbuf = _pose_errors(*_fit(verts, tris, K, target, r0, t0, RenderConfig.zbuffer()), r_true, t_true)
     print(f"start {start}, reda {reda}, zbuffer {zbuf}")
-    # the z-buffer mask has no gradient w.r.t. the pose: it stays where it started
-    assert zbuf[0] > 0.9 * start[0] and zbuf[1] > 0.9 * start[1]
+    # the z-buffer mask has no (useful) gradient w.r.t. the pose: it stays about where it started (Adam rescales
+    # the round-off-sized gradients, so it may drift a little)
+    assert zbuf[1] > 0.9 * start[1]
     # ReDA recovers most of the rotation and the translation
     assert reda[0] < 0.4 * zbuf[0], (reda, zbuf)
     assert reda[1] < 0.3 * zbuf[1], (reda, zbuf)
