@@ -35,8 +35,8 @@ def load_ict(device="cpu"):
 
         m = load_model("ict")
         return m.mean.to(device), m.triangles.to(device)
-    except Exception:
-        pass
+    except Exception as e:  # noqa: BLE001 - any failure: fall back to the shared npz
+        print(f"(model store unavailable: {e}; reading the shared npz)", file=sys.stderr)
     shared = Path(os.environ.get("REDAFIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
     d = np.load(shared / "models" / "ict-face" / "ict_face.npz")
     scale = 10.0 if str(d["units"]) == "cm" else 1.0
@@ -61,7 +61,8 @@ class Workload:
         g = torch.Generator().manual_seed(0)
         self.albedo = (0.4 + 0.4 * torch.rand(1, V, 3, generator=g)).to(self.device).requires_grad_()
         x = self.verts[:, 0]
-        bins = torch.bucketize(x, torch.quantile(x, torch.linspace(0, 1, N_REGIONS + 1, device=self.device)[1:-1]))
+        edges = torch.quantile(x, torch.linspace(0, 1, N_REGIONS + 1, device=self.device)[1:-1])
+        bins = torch.bucketize(x.contiguous(), edges)
         self.labels = torch.nn.functional.one_hot(bins, N_REGIONS).float()  # [V, 7]
         self.r = euler_to_r(8.0, -5.0, 2.0)[None].to(self.device).requires_grad_()
         self.t = torch.tensor([[3.0, 5.0, 600.0]], device=self.device).requires_grad_()
@@ -120,32 +121,25 @@ def _time(fn, device, repeats: int) -> tuple[float, float]:
     return 1e3 * statistics.median(ts), 1e3 * min(ts)
 
 
-def _hwm_kb() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _rss_kb() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     return 0
 
 
 def _cpu_peak_worker(res: int, backend: str) -> None:
-    """Subprocess entry: print the peak RSS growth (MiB) over one forward+backward (after one warm-up)."""
+    """Subprocess entry: print the peak RSS growth (MiB) over one (first) forward+backward."""
     w = Workload(res, "cpu", backend)
-    w.step()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
-        base = _rss_kb()
+        base = _status_kb("VmRSS")
     except OSError:
-        base = _hwm_kb()
+        base = _status_kb("VmHWM")
     w.step()
-    print(json.dumps({"peak_mib": max(_hwm_kb() - base, 0) / 1024}))
+    print(json.dumps({"peak_mib": max(_status_kb("VmHWM") - base, 0) / 1024}))
 
 
 def _cpu_peak(res: int, backend: str) -> float | None:
@@ -153,7 +147,7 @@ def _cpu_peak(res: int, backend: str) -> float | None:
         out = subprocess.run([sys.executable, "-m", "benchmarks.bench_render", "--mem-worker", str(res), backend],
                              cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
-    except Exception as e:  # report, do not fail the whole benchmark
+    except Exception as e:  # noqa: BLE001 - report, do not fail the whole benchmark
         print(f"(memory worker failed: {e})", file=sys.stderr)
         return None
 

@@ -63,6 +63,6 @@ class RenderConfig:
             raise UsageError(f"depth_temperature must be > 0, got {self.depth_temperature}")
 
     @staticmethod
-    def zbuffer(**kw) -> "RenderConfig":
+    def zbuffer(**kw) -> RenderConfig:
         """The z-buffer baseline (one slice, no softening, one level)."""
         return RenderConfig(mode="zbuffer", slices=1, pyramid_levels=1, **kw)

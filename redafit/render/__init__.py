@@ -8,8 +8,14 @@
 """
 
 from redafit.render.fragments import Fragments  # noqa: F401
-from redafit.render.ops import BACKENDS, interpolate, rasterize, resolve_backend, texture  # noqa: F401
-from redafit.render.reda import (  # noqa: F401,E402
+from redafit.render.ops import (  # noqa: F401
+    BACKENDS,
+    interpolate,
+    rasterize,
+    resolve_backend,
+    texture,
+)
+from redafit.render.reda import (  # noqa: F401
     ReDALoss,
     SoftImage,
     pyramid,
@@ -17,4 +23,4 @@ from redafit.render.reda import (  # noqa: F401,E402
     render_pyramid,
     soft_render,
 )
-from redafit.render.shading import default_sh, shade, sh_basis, vertex_normals  # noqa: F401,E402
+from redafit.render.shading import default_sh, sh_basis, shade, vertex_normals  # noqa: F401

@@ -41,11 +41,11 @@ class Fragments:
             return self.pix
         return torch.nonzero(self.tri_id.reshape(-1) >= 0).squeeze(1)
 
-    def to(self, *args, **kwargs) -> "Fragments":
+    def to(self, *args, **kwargs) -> Fragments:
         """Move/cast like ``Tensor.to`` (dtype casts apply to the float fields only)."""
-        f = lambda t: None if t is None else t.to(*args, **kwargs)  # noqa: E731
-        dev = lambda t: None if t is None else t.to(device=f(self.bary).device)  # noqa: E731
+        f = lambda t: None if t is None else t.to(*args, **kwargs)
+        dev = lambda t: None if t is None else t.to(device=f(self.bary).device)
         return Fragments(f(self.bary), dev(self.tri_id), f(self.depth), dev(self.pix))
 
-    def detach(self) -> "Fragments":
+    def detach(self) -> Fragments:
         return replace(self, bary=self.bary.detach(), depth=self.depth.detach())

@@ -90,6 +90,23 @@ def rasterize(clip: torch.Tensor, tris: torch.Tensor, resolution, backend: str =
     return rasterize_torch(clip, tris, (H, W), tri_mask=tri_mask, cull_backfaces=cull_backfaces)
 
 
+def visible_pixels(clip: torch.Tensor, tris: torch.Tensor, resolution, backend: str = "auto", *,
+                   tri_mask: torch.Tensor | None = None, cull_backfaces: bool = False):
+    """The hard (visibility) pass only, for callers that recompute barycentrics themselves (the ReDA renderer):
+    ``(pix [N] flat indices into B*H*W of the covered pixels, tri [N] their triangle ids)``. Inputs as
+    :func:`rasterize` (validated by the caller)."""
+    H, W = resolution
+    name = resolve_backend(backend, clip.device)
+    if name == "nvdiffrast":
+        frags = rasterize(clip, tris, (H, W), "nvdiffrast", tri_mask=tri_mask, cull_backfaces=cull_backfaces)
+        pix = frags.covered()
+        return pix, frags.tri_id.reshape(-1)[pix]
+    from redafit.render.raster_torch import visible_torch
+
+    tri_id, pix = visible_torch(clip, tris, (H, W), tri_mask=tri_mask, cull_backfaces=cull_backfaces)
+    return pix, tri_id[pix]
+
+
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
     """``"auto"`` -> ``"nvdiffrast"`` on CUDA when it imports, else ``"torch"``; validates explicit names."""
     if backend not in BACKENDS:

@@ -27,10 +27,10 @@ def _load():
     global _dr, _import_error
     if _dr is None and _import_error is None:
         try:
-            import nvdiffrast.torch as dr  # noqa: PLC0415
+            import nvdiffrast.torch as dr
 
             _dr = dr
-        except Exception as e:  # ImportError, or a broken CUDA build
+        except Exception as e:  # noqa: BLE001 - ImportError, or a broken CUDA/JIT build: reported on use
             _import_error = e
     return _dr
 

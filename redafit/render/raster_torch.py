@@ -131,16 +131,25 @@ def barycentrics(clip: torch.Tensor, tris: torch.Tensor, b: torch.Tensor, f: tor
     return bary, depth
 
 
-def rasterize_torch(clip: torch.Tensor, tris: torch.Tensor, resolution: tuple[int, int], *, tri_mask=None,
-                    cull_backfaces: bool = False) -> Fragments:
-    """See :func:`redafit.render.rasterize` (inputs already validated)."""
+def visible_torch(clip: torch.Tensor, tris: torch.Tensor, resolution: tuple[int, int], *, tri_mask=None,
+                  cull_backfaces: bool = False):
+    """Hard pass only: (tri_id [B*H*W] long with -1 empty, pix [N] flat indices of the covered pixels)."""
     H, W = resolution
-    B = clip.shape[0]
     with torch.no_grad():
         key = _visibility(clip, tris, H, W, tri_mask, cull_backfaces)
         hit = key != _EMPTY
         tri_id = torch.where(hit, key & 0xFFFFFFFF, torch.full_like(key, -1))
         pix = torch.nonzero(hit).squeeze(1)
+    return tri_id, pix
+
+
+def rasterize_torch(clip: torch.Tensor, tris: torch.Tensor, resolution: tuple[int, int], *, tri_mask=None,
+                    cull_backfaces: bool = False) -> Fragments:
+    """See :func:`redafit.render.rasterize` (inputs already validated)."""
+    H, W = resolution
+    B = clip.shape[0]
+    tri_id, pix = visible_torch(clip, tris, resolution, tri_mask=tri_mask, cull_backfaces=cull_backfaces)
+    with torch.no_grad():
         f = tri_id[pix]
         b = torch.div(pix, H * W, rounding_mode="floor")
         rem = pix - b * (H * W)

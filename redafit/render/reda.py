@@ -33,15 +33,23 @@ image (one slice, no softening, one level) whose gradients reach the vertices on
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from redafit.config import RenderConfig
 from redafit.errors import InputError
-from redafit.render.ops import _check_resolution, _check_tris, interpolate, rasterize, texture
+from redafit.render.ops import (
+    _check_resolution,
+    _check_tris,
+    interpolate,
+    rasterize,
+    texture,
+    visible_pixels,
+)
+from redafit.render.raster_torch import barycentrics
 
 _TINY = 1e-8
 
@@ -58,10 +66,10 @@ class SoftImage:
     image: torch.Tensor
     alpha: torch.Tensor
 
-    def to(self, *args, **kwargs) -> "SoftImage":
+    def to(self, *args, **kwargs) -> SoftImage:
         return SoftImage(self.image.to(*args, **kwargs), self.alpha.to(*args, **kwargs))
 
-    def detach(self) -> "SoftImage":
+    def detach(self) -> SoftImage:
         return SoftImage(self.image.detach(), self.alpha.detach())
 
 
@@ -251,13 +259,18 @@ def soft_render(clip: torch.Tensor, tris: torch.Tensor, attrs: torch.Tensor | No
     sid, zmin, zrng = depth_slices(clip, tris, K)
     tri_mask = (sid[:, None, :] == torch.arange(K, device=clip.device)[None, :, None]).reshape(B * K, -1)
     clip_k = clip.detach()[:, None].expand(B, K, V, 4).reshape(B * K, V, 4)
-    frags = rasterize(clip_k, tris, (H, W), cfg.backend, tri_mask=tri_mask, cull_backfaces=cfg.cull_backfaces)
     with torch.no_grad():
-        pix = frags.covered()  # [N] into B*K*H*W
-        f = frags.tri_id.reshape(-1)[pix]
+        pix, f = visible_pixels(clip_k, tris, (H, W), cfg.backend, tri_mask=tri_mask,
+                                cull_backfaces=cfg.cull_backfaces)  # [N] into B*K*H*W
         bk = torch.div(pix, H * W, rounding_mode="floor")
         b = torch.div(bk, K, rounding_mode="floor")
-        bary = frags.bary.reshape(-1, 3)[pix].detach()  # material coordinates
+        rem = pix - bk * (H * W)
+        py = torch.div(rem, W, rounding_mode="floor")
+        px = rem - py * W
+        cd = clip.detach()
+        if cd.dtype not in (torch.float32, torch.float64):
+            cd = cd.float()
+        bary, _ = barycentrics(cd, tris, b, f, px.to(cd.dtype) + 0.5, py.to(cd.dtype) + 0.5, H, W)  # material
         vid = tris[f]  # [N, 3]
     # surface points of the covered pixels: they move with the vertices
     P = torch.einsum("nk,nkc->nc", bary.to(dtype), clip[b[:, None], vid])  # [N, 4]
@@ -285,9 +298,6 @@ def soft_render(clip: torch.Tensor, tris: torch.Tensor, attrs: torch.Tensor | No
     # work on the covered pixels' bounding box grown by the kernel radius (zeros elsewhere: identical result)
     r = int(cfg.kernel_size) // 2
     with torch.no_grad():
-        rem = pix - bk * (H * W)
-        py = torch.div(rem, W, rounding_mode="floor")
-        px = rem - py * W
         y0, y1 = max(int(py.min()) - r, 0), min(int(py.max()) + r, H - 1)
         x0, x1 = max(int(px.min()) - r, 0), min(int(px.max()) + r, W - 1)
         Hc, Wc = y1 - y0 + 1, x1 - x0 + 1

@@ -48,9 +48,9 @@ def vertex_normals(verts: torch.Tensor, tris: torch.Tensor, eps: float = 1e-12) 
     tris = tris.to(verts.device).long()
     v0, v1, v2 = verts[:, tris[:, 0]], verts[:, tris[:, 1]], verts[:, tris[:, 2]]
     fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # [B, F, 3], length = 2 * area
-    n = torch.zeros_like(verts)
-    for k in range(3):
-        n = n.index_add(1, tris[:, k], fn)
+    B, V = verts.shape[:2]
+    idx = (tris.reshape(1, -1) + V * torch.arange(B, device=verts.device)[:, None]).reshape(-1)  # [B*F*3]
+    n = verts.new_zeros(B * V, 3).index_add(0, idx, fn.repeat_interleave(3, dim=1).reshape(-1, 3)).view(B, V, 3)
     return n / n.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 

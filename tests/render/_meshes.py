@@ -26,7 +26,7 @@ def uv_sphere(n_lat=6, n_lon=8, radius=1.0):
             verts.append([radius * math.sin(th) * math.sin(ph), radius * math.cos(th), radius * math.sin(th) * math.cos(ph)])
     verts.append([0.0, -radius, 0.0])
     tris = []
-    ring = lambda i, j: 1 + (i - 1) * n_lon + (j % n_lon)  # noqa: E731
+    ring = lambda i, j: 1 + (i - 1) * n_lon + (j % n_lon)
     for j in range(n_lon):
         tris.append([0, ring(1, j), ring(1, j + 1)])
     for i in range(1, n_lat - 1):

@@ -8,7 +8,13 @@ import torch
 
 from redafit.config import RenderConfig
 from redafit.render import pyramid, reda_loss, render_pyramid, soft_render
-from redafit.render.camera import Intrinsics, euler_to_r, pose_rotation, to_clip, transform
+from redafit.render.camera import (
+    Intrinsics,
+    euler_to_r,
+    pose_rotation,
+    to_clip,
+    transform,
+)
 
 RES = 96
 ITERS = 60

@@ -15,7 +15,13 @@ import torch
 
 from redafit.config import RenderConfig
 from redafit.render import interpolate, rasterize, soft_render
-from redafit.render.camera import Intrinsics, euler_to_r, pose_rotation, to_clip, transform
+from redafit.render.camera import (
+    Intrinsics,
+    euler_to_r,
+    pose_rotation,
+    to_clip,
+    transform,
+)
 from redafit.render.shading import default_sh, shade, vertex_normals
 
 from ._meshes import uv_sphere

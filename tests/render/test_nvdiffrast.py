@@ -9,9 +9,15 @@ nvdiffrast = pytest.importorskip("nvdiffrast.torch", reason="nvdiffrast not inst
 if not torch.cuda.is_available():
     pytest.skip("nvdiffrast parity needs CUDA", allow_module_level=True)
 
-from redafit.config import RenderConfig  # noqa: E402
-from redafit.render import interpolate, rasterize, soft_render  # noqa: E402
-from redafit.render.camera import Intrinsics, euler_to_r, pose_rotation, to_clip, transform  # noqa: E402
+from redafit.config import RenderConfig
+from redafit.render import interpolate, rasterize, soft_render
+from redafit.render.camera import (
+    Intrinsics,
+    euler_to_r,
+    pose_rotation,
+    to_clip,
+    transform,
+)
 
 pytestmark = pytest.mark.nvdiffrast
 RES = (128, 112)

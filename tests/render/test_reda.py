@@ -9,8 +9,21 @@ import torch
 
 from redafit.config import RenderConfig
 from redafit.errors import InputError, UsageError
-from redafit.render import ReDALoss, interpolate, pyramid, rasterize, reda_loss, render_pyramid, soft_render
-from redafit.render.reda import SoftImage, gaussian_kernel, moving_blur, moving_blur_reference
+from redafit.render import (
+    ReDALoss,
+    interpolate,
+    pyramid,
+    rasterize,
+    reda_loss,
+    render_pyramid,
+    soft_render,
+)
+from redafit.render.reda import (
+    SoftImage,
+    gaussian_kernel,
+    moving_blur,
+    moving_blur_reference,
+)
 
 from ._meshes import quad_clip
 
@@ -30,8 +43,8 @@ def test_config_defaults_and_validation():
     assert (z.mode, z.slices, z.pyramid_levels) == ("zbuffer", 1, 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.slices = 3
-    for bad in (dict(mode="soft"), dict(slices=0), dict(kernel_size=4), dict(sigma=0), dict(backend="gl"),
-                dict(depth_temperature=-1), dict(pyramid_levels=0)):
+    for bad in ({"mode": "soft"}, {"slices": 0}, {"kernel_size": 4}, {"sigma": 0}, {"backend": "gl"},
+                {"depth_temperature": -1}, {"pyramid_levels": 0}):
         with pytest.raises(UsageError):
             RenderConfig(**bad)
 
@@ -248,5 +261,5 @@ def test_gradcheck_soft_render_attributes():
     clip, tris = _quad(dtype=torch.float64)
     attrs = torch.rand(4, 2, dtype=torch.float64, requires_grad=True)
     cfg = RenderConfig(slices=2, kernel_size=3)
-    f = lambda a: soft_render(clip, tris, a, (8, 10), cfg).image  # noqa: E731
+    f = lambda a: soft_render(clip, tris, a, (8, 10), cfg).image
     assert torch.autograd.gradcheck(f, (attrs,), eps=1e-6, atol=1e-6)

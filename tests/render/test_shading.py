@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from redafit.errors import InputError
-from redafit.render.shading import DEFAULT_SH, default_sh, directional_sh, sh_basis, shade, vertex_normals
+from redafit.render.shading import (
+    DEFAULT_SH,
+    default_sh,
+    directional_sh,
+    sh_basis,
+    shade,
+    vertex_normals,
+)
 
 from ._meshes import uv_sphere
 
