@@ -1,0 +1,305 @@
+"""Multi-image rig fitting: one identity (neutral shape + shared free-form correction) and one albedo from several
+photos of a person, per-image expression, pose and lighting (riggable reconstruction, Bai et al. CVPR 2021).
+
+:func:`fit_rig` runs the same staged fitter as ``redafit fit`` over all images at once
+(:func:`redafit.fit.api.fit_batch` with ``shared_id=True``), optionally started from the init network
+(:mod:`redafit.rig.initnet`), and merges the texture from all views. :func:`save_rig` writes the rig folder,
+:func:`load_rig` reads it back.
+
+Rig folder::
+
+    neutral.obj/.mtl/.png  neutral mesh (model frame, mm), texture merged from all views
+    expressions.npz        neutral [V,3], basis [Ke,V,3] mm, names [Ke], triangles, uv, uv_triangles, identity,
+                           displacement [V,3]
+    params.json            per image: expression, pose, camera, lighting, landmark error; excluded images
+    rig.glb                glTF 2.0 with one morph target per expression (the model's names: ARKit for ICT)
+    meshes/<name>.obj      (optional) each image's mesh with its expression, camera frame (aligned to the photo)
+
+Shapes: B images, V vertices, Ke expression modes, S texture side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from redafit.errors import InputError, ModelError, OutputError
+from redafit.render.camera import Intrinsics
+
+log = logging.getLogger("redafit")
+
+INIT_CHOICES = ("auto", "net", "mean")
+
+
+@dataclass
+class RigFrame:
+    """One image's parameters in the rig."""
+
+    name: str
+    expression: np.ndarray  # [Ke]
+    rot: np.ndarray  # [3] axis-angle (on top of the frontal flip)
+    rotation: np.ndarray  # [3, 3] model-to-camera
+    trans: np.ndarray  # [3] mm
+    sh: np.ndarray  # [9, 3]
+    intrinsics: Intrinsics
+    landmark_error_px: float = float("nan")
+    landmark_error_iod: float = float("nan")
+    euler_deg: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    failure: str | None = None
+
+    def to_json(self, names: list) -> dict:
+        f = lambda a: np.round(np.asarray(a, np.float64), 6).tolist()  # noqa: E731
+        return {"name": self.name, "camera": self.intrinsics.to_dict(),
+                "pose": {"rotation": f(self.rotation), "axis_angle": f(self.rot), "translation_mm": f(self.trans),
+                         "yaw_deg": float(self.euler_deg[0]), "pitch_deg": float(self.euler_deg[1]),
+                         "roll_deg": float(self.euler_deg[2])},
+                "expression": dict(zip(names, f(self.expression))), "lighting_sh": f(self.sh),
+                "landmark_error_px": _num(self.landmark_error_px), "landmark_error_iod": _num(self.landmark_error_iod),
+                "failure": self.failure}
+
+    @staticmethod
+    def from_json(d: dict, names: list) -> "RigFrame":
+        pose = d["pose"]
+        cam = d["camera"]
+        return RigFrame(name=d["name"], expression=np.array([d["expression"].get(n, 0.0) for n in names]),
+                        rot=np.asarray(pose["axis_angle"], np.float64), rotation=np.asarray(pose["rotation"]),
+                        trans=np.asarray(pose["translation_mm"]), sh=np.asarray(d.get("lighting_sh", np.zeros((9, 3)))),
+                        intrinsics=Intrinsics(cam["fx"], cam["fy"], cam["cx"], cam["cy"], int(cam["width"]),
+                                              int(cam["height"])),
+                        landmark_error_px=_num(d.get("landmark_error_px"), np.nan),
+                        landmark_error_iod=_num(d.get("landmark_error_iod"), np.nan),
+                        euler_deg=np.array([pose.get("yaw_deg", 0.0), pose.get("pitch_deg", 0.0),
+                                            pose.get("roll_deg", 0.0)]),
+                        failure=d.get("failure"))
+
+
+def _num(x, default=None):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return default
+    return x if np.isfinite(x) else default
+
+
+@dataclass
+class Rig:
+    """A personalised face rig (numpy, model frame, millimetres)."""
+
+    model_name: str
+    neutral: np.ndarray  # [V, 3] identity + shared free-form, expression 0
+    triangles: np.ndarray  # [F, 3]
+    expression_basis: np.ndarray  # [Ke, V, 3] mm per unit weight (the model's blendshapes)
+    expression_names: list
+    identity: np.ndarray  # [Ki]
+    displacement: np.ndarray  # [V, 3] shared free-form correction (0 without the free-form stage)
+    frames: list  # [B] RigFrame
+    uv: np.ndarray | None = None  # [T, 2]
+    uv_triangles: np.ndarray | None = None  # [F, 3]
+    texture: np.ndarray | None = None  # [S, S, 3] float in [0, 1]
+    albedo: np.ndarray | None = None  # [Ha, Wa, 3] fitted UV albedo (colour attribute)
+    excluded: list = field(default_factory=list)  # [{"image", "error", "exit_code"}]
+    init: str = "mean"  # how the fit was initialised: "net" or "mean"
+    seconds: float = 0.0
+    results: list = field(default_factory=list, repr=False)  # FitResult per frame (not saved)
+
+    def shape(self, weights) -> np.ndarray:
+        """Model-frame vertices [V, 3] for expression weights [Ke] (missing trailing weights are 0)."""
+        w = np.zeros(len(self.expression_names))
+        w[: len(weights)] = np.asarray(weights, np.float64)[: len(w)]
+        return self.neutral + np.tensordot(w, self.expression_basis, axes=1)
+
+    def posed(self, i: int) -> np.ndarray:
+        """Camera-frame vertices [V, 3] of frame ``i`` (aligned with its photo)."""
+        fr = self.frames[i]
+        return self.shape(fr.expression) @ np.asarray(fr.rotation).T + np.asarray(fr.trans)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fitting
+# ----------------------------------------------------------------------------------------------------------------
+def resolve_initnet(model, init: str = "auto"):
+    """The init network to use for ``init`` (auto|net|mean), or None."""
+    if init not in INIT_CHOICES:
+        raise InputError(f"init: expected one of {', '.join(INIT_CHOICES)}, got {init!r}")
+    if init == "mean":
+        return None
+    from redafit.rig.initnet import initnet_paths, load_initnet
+
+    net = load_initnet(model)
+    if net is None and init == "net":
+        raise ModelError(f"no init network for model '{model.name}' (looked for {initnet_paths(model.name)[0]}); "
+                         f"train one with: redafit models train-init --model {model.name}")
+    return net
+
+
+def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list | None = None,
+            names: list | None = None, init="auto", texture_size: int = 1024, progress=None) -> Rig:
+    """Fit one rig to B >= 2 images [H, W, 3] (float RGB in [0, 1]) with their landmarks [68|5, 2] (px).
+
+    ``init``: ``"auto"`` (the model's init network when installed, else the mean face), ``"net"`` (required),
+    ``"mean"``, or an already loaded :class:`~redafit.rig.initnet.InitNet`. ``texture_size`` 0 skips the texture.
+    """
+    from redafit.fit.api import fit_batch
+    from redafit.fit.config import FitConfig
+
+    t0 = time.perf_counter()
+    if len(images) < 2:
+        raise InputError(f"rig: need at least 2 images of the person, got {len(images)}")
+    if len(landmarks) != len(images):
+        raise InputError("rig: need one landmark set per image")
+    config = config or FitConfig.preset("landmarks")
+    names = list(names) if names is not None else [f"image{i:03d}" for i in range(len(images))]
+    Ks = intrinsics or [Intrinsics.default(im.shape[1], im.shape[0], config.focal) for im in images]
+    net = init if hasattr(init, "cfg") else resolve_initnet(model, init)
+    start = None
+    if net is not None and all(len(lm) == 68 for lm in landmarks):
+        from redafit.rig.initnet import predict_init
+
+        log.info("rig: initialising identity, expressions and poses with the init network (%s)",
+                 getattr(net, "path", "in memory"))
+        start = predict_init(net, landmarks, model, Ks)
+        n_id = config.n_id or model.n_id
+        n_exp = config.n_exp or model.n_exp
+        start["id"] = start["id"][:, :n_id]
+        start["exp"] = start["exp"][:, :n_exp]
+    elif net is not None:
+        log.warning("rig: the init network needs 68 landmarks per image; starting from the mean face")
+    results = fit_batch(list(images), list(landmarks), model, config, Ks, shared_id=True, progress=progress,
+                        init=start)
+    rig = rig_from_results(results, model, names)
+    rig.init = "net" if start is not None else "mean"
+    if texture_size and model.has_uv:
+        rig.texture = merge_textures(images, results, model, texture_size)
+    rig.seconds = time.perf_counter() - t0
+    return rig
+
+
+def rig_from_results(results: list, model, names: list) -> Rig:
+    """Assemble a :class:`Rig` from a shared-identity :func:`fit_batch` run (one FitResult per image)."""
+    import torch
+
+    basis = model.exp_basis.detach().cpu().double().numpy()  # [Ke, V, 3]
+    r0 = results[0]
+    ke = len(r0.exp_coeffs)
+    neutral = r0.vertices_model.astype(np.float64) - np.tensordot(r0.exp_coeffs.astype(np.float64), basis[:ke], 1)
+    with torch.no_grad():
+        idc = torch.as_tensor(r0.id_coeffs, dtype=torch.float32, device=model.mean.device)[None]
+        base = model(idc)[0].cpu().double().numpy()
+    frames = [RigFrame(name=n, expression=np.asarray(r.exp_coeffs, np.float64),
+                       rot=np.asarray(r.rot, np.float64), rotation=np.asarray(r.rotation, np.float64),
+                       trans=np.asarray(r.trans, np.float64), sh=np.asarray(r.sh, np.float64),
+                       intrinsics=r.intrinsics, landmark_error_px=r.landmark_error_px,
+                       landmark_error_iod=r.landmark_error_iod, euler_deg=np.asarray(r.euler_deg, np.float64),
+                       failure=r.failure) for n, r in zip(names, results)]
+    return Rig(model_name=model.name, neutral=neutral, triangles=model.triangles.cpu().numpy(),
+               expression_basis=basis[:ke], expression_names=list(model.expression_names[:ke]),
+               identity=np.asarray(r0.id_coeffs, np.float64), displacement=neutral - base, frames=frames,
+               uv=model.uv.cpu().numpy() if model.has_uv else None,
+               uv_triangles=model.uv_triangles.cpu().numpy() if model.has_uv else None,
+               albedo=r0.albedo, results=list(results))
+
+
+def merge_textures(images: list, results: list, model, size: int = 1024, power: float = 2.0) -> np.ndarray:
+    """One texture [S, S, 3] from all views: each view is unwrapped with per-texel confidence (facing-weighted
+    visibility, see :func:`redafit.fit.outputs.unwrap_texture`) and the views are averaged with weights
+    ``confidence ** power`` (a small floor keeps texels nobody saw as the plain mean of the inpainted views)."""
+    from redafit.fit.outputs import unwrap_texture
+
+    acc = np.zeros((size, size, 3), np.float64)
+    wsum = np.zeros((size, size, 1), np.float64)
+    for im, res in zip(images, results):
+        tex, conf = unwrap_texture(im, res, model, size, return_weights=True)
+        w = (np.clip(conf, 0, 1) ** power + 1e-4)[..., None]
+        acc += w * tex
+        wsum += w
+    return np.clip(acc / wsum, 0, 1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# files
+# ----------------------------------------------------------------------------------------------------------------
+def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None) -> list[Path]:
+    """Write the rig folder (see the module docstring); every file is written atomically. ``overlays``
+    {frame name: image} writes ``overlays/<name>.png`` (needs ``model`` and the rig's fit results)."""
+    from redafit.io.atomic import atomic_path, atomic_write
+    from redafit.io.meshes import write_glb, write_mesh
+
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the rig folder {out}: {e.strerror}") from None
+    written: list[Path] = []
+    uvkw = {"uv": rig.uv, "uv_triangles": rig.uv_triangles} if rig.uv is not None and len(rig.uv) else {}
+    written += write_mesh(out / "neutral.obj", rig.neutral, rig.triangles, texture=rig.texture if uvkw else None,
+                          **uvkw)
+    arrays = {"neutral": rig.neutral.astype(np.float32), "basis": rig.expression_basis.astype(np.float32),
+              "names": np.array(rig.expression_names, dtype=str), "triangles": rig.triangles.astype(np.int32),
+              "identity": rig.identity.astype(np.float32), "displacement": rig.displacement.astype(np.float32)}
+    if uvkw:
+        arrays.update(uv=rig.uv.astype(np.float32), uv_triangles=rig.uv_triangles.astype(np.int32))
+    with atomic_path(out / "expressions.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    written.append(out / "expressions.npz")
+    meta = {"model": rig.model_name, "n_images": len(rig.frames), "init": rig.init,
+            "seconds": round(rig.seconds, 3), "expression_names": rig.expression_names,
+            "identity": np.round(rig.identity, 6).tolist(),
+            "images": [fr.to_json(rig.expression_names) for fr in rig.frames], "excluded": rig.excluded}
+    with atomic_write(out / "params.json", "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=1)
+    written.append(out / "params.json")
+    morphs = {n: rig.expression_basis[k] for k, n in enumerate(rig.expression_names)}
+    written += write_glb(out / "rig.glb", rig.neutral, rig.triangles, morph_targets=morphs,
+                         texture=rig.texture if uvkw else None, name="rig",
+                         extras={"model": rig.model_name, "units": "morph targets: the model's expressions"},
+                         **uvkw)
+    if meshes:
+        (out / "meshes").mkdir(exist_ok=True)
+        for i, fr in enumerate(rig.frames):
+            written += write_mesh(out / "meshes" / f"{fr.name}.obj", rig.posed(i), rig.triangles, **uvkw)
+    if overlays:
+        from redafit.fit.outputs import render_overlay
+        from redafit.io.images import save_image
+
+        (out / "overlays").mkdir(exist_ok=True)
+        for fr, res in zip(rig.frames, rig.results):
+            if fr.name in overlays and model is not None:
+                p = out / "overlays" / f"{fr.name}.png"
+                save_image(p, render_overlay(overlays[fr.name], res, model))
+                written.append(p)
+    return written
+
+
+def load_rig(folder) -> Rig:
+    """Read a rig folder written by :func:`save_rig` (texture from ``neutral.png`` when present)."""
+    folder = Path(folder)
+    npz, par = folder / "expressions.npz", folder / "params.json"
+    if not folder.is_dir() or not npz.is_file() or not par.is_file():
+        raise InputError(f"{folder}: not a rig folder (expected expressions.npz and params.json; "
+                         "make one with `redafit rig`)")
+    try:
+        d = np.load(npz, allow_pickle=False)
+        meta = json.loads(par.read_text(encoding="utf-8"))
+        names = [str(n) for n in d["names"]]
+        frames = [RigFrame.from_json(f, names) for f in meta.get("images", [])]
+        texture = None
+        png = folder / "neutral.png"
+        if png.is_file():
+            from redafit.io.images import load_image
+
+            texture = load_image(png)[0]
+        return Rig(model_name=str(meta.get("model", "")), neutral=d["neutral"].astype(np.float64),
+                   triangles=d["triangles"].astype(np.int64), expression_basis=d["basis"].astype(np.float64),
+                   expression_names=names, identity=d["identity"].astype(np.float64),
+                   displacement=d["displacement"].astype(np.float64), frames=frames,
+                   uv=d["uv"] if "uv" in d else None, uv_triangles=d["uv_triangles"].astype(np.int64)
+                   if "uv_triangles" in d else None, texture=texture, excluded=meta.get("excluded", []),
+                   init=meta.get("init", "mean"), seconds=float(meta.get("seconds", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{folder}: the rig files are malformed ({type(e).__name__}: {e})") from None
