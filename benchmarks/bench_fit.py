@@ -28,7 +28,7 @@ def _load(name):
 
 def accuracy(model) -> str:
     from redafit.fit import FitConfig, fit_image
-    from redafit.fit.correspondence import inter_ocular
+    from redafit.landmarks import inter_ocular
     from redafit.landmarks import detect_landmarks
 
     rows, det_all, fit_all, fitdet_all = [], [], [], []
@@ -46,7 +46,8 @@ def accuracy(model) -> str:
         fitdet_all.append(fde / iod)
         rows.append([name, f"{iod:.0f}", f"{de:.2f} ({de / iod:.1%})", f"{fe:.2f} ({fe / iod:.1%})",
                      f"{fde:.2f} ({fde / iod:.1%})"])
-    rows.append(["**mean**", "", f"{np.mean(det_all):.1%}", f"**{np.mean(fit_all):.1%}**", f"{np.mean(fitdet_all):.1%}"])
+    rows.append(["**mean**", "", f"{np.mean(det_all):.1%}", f"**{np.mean(fit_all):.1%}**",
+                 f"{np.mean(fitdet_all):.1%}"])
     return table(["photo", "eye dist px", "dlib detection vs .pts, px (% IOD)",
                   "fitted mesh (from .pts) vs .pts", "fitted mesh (from detection) vs .pts"], rows)
 
@@ -75,7 +76,8 @@ def speed(models: dict, repeats: int, use_eos: bool) -> str:
     for label, model in models.items():
         per, errs = [], []
         for img, lm in data:
-            per.append(median_time(lambda: fit_image(img, lm, model, FitConfig.preset("landmarks")), repeats))
+            cfg = FitConfig.preset("landmarks")
+            per.append(median_time(lambda im=img, pts=lm, mo=model, c=cfg: fit_image(im, pts, mo, c), repeats))
             r = fit_image(img, lm, model, FitConfig.preset("landmarks"))
             errs.append(r.landmark_error_px)
         rows.append([f"redafit ({label})", f"{model.n_id} + {model.n_exp}", f"{statistics.median(per) * 1000:.0f}",

@@ -82,7 +82,8 @@ def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[n
     """
     import cv2
 
-    from redafit.fit.correspondence import FIVE_POINT_GROUPS, inter_ocular
+    from redafit.fit.correspondence import FIVE_POINT_GROUPS
+    from redafit.landmarks.files import inter_ocular
 
     mean = model.mean.detach().cpu().numpy().astype(np.float64)
     lid = model.landmark_ids.cpu().numpy()

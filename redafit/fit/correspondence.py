@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from redafit.errors import LandmarkFileError
+from redafit.landmarks.files import FIVE_FROM_68, inter_ocular
 from redafit.model.face_model import FaceModel
 
 JAW_RIGHT = list(range(0, 8))  # image-left side of the face (subject's right)
 JAW_LEFT = list(range(9, 17))
 # 5-point order: eye on the image's left, eye on the image's right, nose tip, mouth corner left, right.
-FIVE_POINT_GROUPS = [list(range(36, 42)), list(range(42, 48)), [30], [48], [54]]
+FIVE_POINT_GROUPS = [list(g) for g in FIVE_FROM_68]
 
 
 @dataclass
@@ -32,24 +33,6 @@ class LandmarkTargets:
     def to(self, device):
         return LandmarkTargets(self.points.to(device), self.weight.to(device), self.ids.to(device),
                                self.w.to(device), self.scale.to(device), self.kind)
-
-
-def inter_ocular(points: np.ndarray) -> float:
-    """Distance between the outer eye corners (68 points) or eye centres (5 points); NaN-robust fallbacks."""
-    p = np.asarray(points, dtype=np.float64)
-    if len(p) == 68:
-        a, b = p[36], p[45]
-        if np.isfinite(a).all() and np.isfinite(b).all():
-            return float(np.linalg.norm(a - b))
-        a, b = np.nanmean(p[36:42], 0), np.nanmean(p[42:48], 0)
-        if np.isfinite(a).all() and np.isfinite(b).all():
-            return float(np.linalg.norm(a - b)) * 1.35
-    elif len(p) == 5 and np.isfinite(p[:2]).all():
-        return float(np.linalg.norm(p[0] - p[1])) * 1.35  # eye centres are ~0.74 of the outer-corner distance
-    finite = p[np.isfinite(p).all(1)]
-    if len(finite) < 2:
-        return float("nan")
-    return float(np.linalg.norm(finite.max(0) - finite.min(0))) * 0.45
 
 
 def build_targets(landmarks: list[np.ndarray], model: FaceModel) -> LandmarkTargets:
@@ -103,8 +86,8 @@ def gather_points(verts: torch.Tensor, ids: torch.Tensor, w: torch.Tensor) -> to
 def update_contour(targets: LandmarkTargets, ctx, model: FaceModel) -> None:
     """Slide jaw correspondences: each jaw landmark takes the nearest projected candidate of its side.
 
-    ``ctx`` is the :class:`~redafit.fit.fitter.FitContext` (its current geometry and camera). Candidates are the model's jaw contour vertices (for a turned
-    head the outline moves inwards along them). Only for 68-point targets.
+    ``ctx`` is the :class:`~redafit.fit.fitter.FitContext` (its current geometry and camera). Candidates are the
+    model's jaw contour vertices (for a turned head the outline moves inwards along them). 68-point targets only.
     """
     if targets.kind != "68":
         return

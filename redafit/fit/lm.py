@@ -88,7 +88,7 @@ class _Problem:
         D[..., 1, 2] = -fy * X[..., 1] / z ** 2
         D = D * c[..., None, None]
         N = X.shape[1]
-        blocks = []  # per-image columns: rot(3) trans(3) exp(Ke); then id columns (shared or per image)
+        # columns: per image rot(3) trans(3) exp(Ke), then the identity columns (shared or per image)
         RP = X - trans[:, None]
         J_rot = -D @ _skew(RP)  # [B, N, 2, 3]
         J_t = D
@@ -112,7 +112,7 @@ class _Problem:
         rows_lm = torch.arange(B * N * 2).reshape(B, N * 2)
         for b in range(B):
             off = b * per
-            for name, jb in cols:
+            for _, jb in cols:
                 k = jb.shape[-1]
                 J[rows_lm[b], off:off + k] = jb[b].reshape(N * 2, k)
                 off += k

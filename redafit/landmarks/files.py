@@ -65,11 +65,25 @@ def five_from_68(lm68: np.ndarray) -> np.ndarray:
 
 
 def inter_ocular(lm: np.ndarray) -> float:
-    """Distance between the outer eye corners (68 points: 36 and 45) or the eye centres (5 points)."""
-    lm = np.asarray(lm, dtype=np.float64)
-    if lm.shape[0] == N68:
-        return float(np.linalg.norm(lm[45] - lm[36]))
-    return float(np.linalg.norm(lm[1] - lm[0]))
+    """Distance between the outer eye corners (68 points: 36 and 45), robust to unknown (NaN) points.
+
+    Fallbacks: eye centres x 1.35 (the usual ratio of outer-corner to centre distance; also used for 5-point
+    sets), else 0.45 x the diagonal of the known points' box; NaN with fewer than 2 known points.
+    """
+    p = np.asarray(lm, dtype=np.float64)
+    if len(p) == N68:
+        a, b = p[36], p[45]
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            return float(np.linalg.norm(a - b))
+        a, b = np.nanmean(p[36:42], 0), np.nanmean(p[42:48], 0)
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            return float(np.linalg.norm(a - b)) * 1.35
+    elif len(p) == N5 and np.isfinite(p[:2]).all():
+        return float(np.linalg.norm(p[0] - p[1])) * 1.35
+    finite = p[np.isfinite(p).all(1)]
+    if len(finite) < 2:
+        return float("nan")
+    return float(np.linalg.norm(finite.max(0) - finite.min(0))) * 0.45
 
 
 def default_convention(path) -> str:

@@ -17,7 +17,7 @@ from tests.conftest import PTS_PHOTOS, read_photo
 
 
 def synthetic_landmarks(model, yaw, pitch=0.0, roll=0.0, id_scale=1.0, seed=0, size=512):
-    """Project a random model instance at a known pose; jaw points from the visible contour (outermost)."""
+    """Project a random model instance at a known pose (every landmark at its model vertex)."""
     g = torch.Generator().manual_seed(seed)
     ident = torch.randn(1, model.n_id, generator=g) * id_scale
     exp = torch.zeros(1, model.n_exp)
@@ -28,8 +28,6 @@ def synthetic_landmarks(model, yaw, pitch=0.0, roll=0.0, id_scale=1.0, seed=0, s
     cam = torch.tensor([[K.fx, K.fy, K.cx, K.cy]])
     p = project_batch(transform(v, pose_rotation(r), t), cam)[0]
     lm = p[model.landmark_ids.clamp_min(0)].clone()
-    for idx, cands in ((range(0, 8), model.contour_right), (range(9, 17), model.contour_left)):
-        lm[list(idx)] = p[model.landmark_ids[list(idx)]]
     return lm.numpy(), K, v[0], r[0], t[0]
 
 

@@ -1,0 +1,433 @@
+"""Video tracking with a yaw-diverse frame cache (paper supplementary B.2).
+
+Every frame is reconstructed with an identity estimated jointly from a cache of up to 5 earlier frames chosen to
+cover the widest range of yaw. Cache rule (:func:`cache_drop_index`): add the new frame; when that makes 6, sort
+them by estimated yaw and drop the one whose smaller yaw gap to a neighbour is the smallest - never the first
+or the last (the extremes), so the cache keeps the widest yaw coverage.
+
+Speed choice (documented): the paper reconstructs every frame jointly with the cache. Here the identity (and the
+shared free-form correction) is re-fitted jointly on the cache only when the cache changed and at least
+``id_every`` frames passed since the last identity fit (and on every change while the cache is filling up);
+each frame then gets its own expression and pose with that identity fixed, through the landmark stages only
+(Levenberg-Marquardt: tens of milliseconds). The yaw that orders the cache is the landmark PnP estimate on the
+mean face (:func:`redafit.fit.api.init_pose`), available before any fit.
+
+Output (:func:`write_track`): ``params.jsonl`` (one JSON object per frame: frame index, time, expression by
+name, pose, landmark error; ``"ok": false`` with the error for frames without a usable face) and
+``track.json`` (source, fps, model, final identity, cache, timings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from redafit.errors import ImageError, InputError, RedafitError
+
+log = logging.getLogger("redafit")
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LANDMARK_ONLY_LOSSES = {"landmarks", "id_prior", "exp_prior"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the cache rule (pure)
+# ----------------------------------------------------------------------------------------------------------------
+def cache_drop_index(yaws, size: int = 5) -> int | None:
+    """Which of ``yaws`` (the cache plus the new frame, in any order) to drop so ``size`` remain, or None when
+    there are at most ``size``. Sorted by yaw, the dropped one is the interior element (never the smallest or
+    largest yaw) whose gap to its nearer neighbour is the smallest; ties drop the earlier entry in ``yaws``."""
+    yaws = [float(y) for y in yaws]
+    if len(yaws) <= size:
+        return None
+    if size < 2:
+        raise ValueError("cache size must be at least 2")
+    order = sorted(range(len(yaws)), key=lambda i: (yaws[i], i))
+    best, best_gap = None, np.inf
+    for k in range(1, len(order) - 1):
+        i = order[k]
+        gap = min(yaws[i] - yaws[order[k - 1]], yaws[order[k + 1]] - yaws[i])
+        if gap < best_gap or (gap == best_gap and i < best):
+            best, best_gap = i, gap
+    return best
+
+
+@dataclass
+class CacheEntry:
+    frame: int
+    yaw: float
+    image: np.ndarray = field(repr=False)
+    landmarks: np.ndarray = field(repr=False)
+
+
+class FrameCache:
+    """Up to ``size`` frames covering the widest yaw range (see :func:`cache_drop_index`)."""
+
+    def __init__(self, size: int = 5):
+        if size < 2:
+            raise InputError(f"cache size must be at least 2, got {size}")
+        self.size = size
+        self.entries: list[CacheEntry] = []
+
+    def add(self, entry: CacheEntry) -> bool:
+        """Add a frame; returns True when the cache's membership changed (the new frame was kept)."""
+        cand = self.entries + [entry]
+        drop = cache_drop_index([e.yaw for e in cand], self.size)
+        if drop is not None:
+            cand.pop(drop)
+        changed = any(e is entry for e in cand)
+        self.entries = cand
+        return changed
+
+    @property
+    def frames(self) -> list[int]:
+        return [e.frame for e in self.entries]
+
+    @property
+    def yaws(self) -> list[float]:
+        return [e.yaw for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# frames
+# ----------------------------------------------------------------------------------------------------------------
+def open_frames(source, every: int = 1, max_frames: int | None = None, max_side: int = 4096):
+    """(frames iterator, fps) for a video file (OpenCV) or a folder of images (sorted by name).
+
+    The iterator yields (frame index in the source, time in seconds, float32 RGB [H, W, 3]); ``every`` keeps every
+    N-th frame, ``max_frames`` stops after that many kept frames.
+    """
+    src = Path(source)
+    every = max(1, int(every))
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise InputError(f"{src}: no images in the folder (expected {', '.join(IMAGE_EXTS)})")
+        fps = 30.0
+
+        def gen_dir():
+            from redafit.io.images import load_image
+
+            kept = 0
+            for i, p in enumerate(files):
+                if i % every:
+                    continue
+                if max_frames is not None and kept >= max_frames:
+                    return
+                kept += 1
+                try:
+                    img = load_image(p, max_side=max_side)[0]
+                except RedafitError as e:
+                    yield i, i / fps, e
+                    continue
+                yield i, i / fps, img
+
+        return gen_dir(), fps
+    if not src.is_file():
+        raise InputError(f"{src}: no such video file or folder")
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    if not cap.isOpened():
+        raise ImageError(f"{src}: OpenCV cannot open this video (unsupported codec or not a video)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+
+    def gen_video():
+        kept, i = 0, -1
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                i += 1
+                if i % every:
+                    continue
+                if max_frames is not None and kept >= max_frames:
+                    return
+                kept += 1
+                img = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+                h, w = img.shape[:2]
+                if max(h, w) > max_side:
+                    s = max_side / max(h, w)
+                    img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+                yield i, i / fps, img
+        finally:
+            cap.release()
+
+    return gen_video(), fps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tracking
+# ----------------------------------------------------------------------------------------------------------------
+def frame_config(config):
+    """Per-frame config: the landmark-only stages of ``config`` with identity, free-form and albedo frozen."""
+    from redafit.fit.config import FitConfig
+
+    stages = [s for s in config.stages if set(s.losses) <= LANDMARK_ONLY_LOSSES]
+    if not stages:
+        stages = list(FitConfig.preset("landmarks").stages)
+    stages = tuple(replace(s, params=tuple(p for p in s.params if p not in ("id", "disp", "albedo")))
+                   for s in stages)
+    return replace(config, stages=stages, freeform=False, attributes=())
+
+
+@dataclass
+class TrackResult:
+    records: list  # one dict per frame (see write_track)
+    identity: np.ndarray | None  # [Ki]
+    displacement: np.ndarray | None  # [V, 3]
+    cache_frames: list
+    identity_fits: int
+    fps: float
+    seconds: float
+    model_name: str = ""
+    expression_names: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+class Tracker:
+    """Stateful per-frame tracker; feed frames with :meth:`step`."""
+
+    def __init__(self, model, config=None, cache_size: int = 5, id_every: int = 10, detector: str = "dlib",
+                 face_index: int | None = None, progress=None):
+        from redafit.fit.config import FitConfig
+
+        self.model = model
+        self.config = config or FitConfig.preset("landmarks")
+        self.frame_cfg = frame_config(self.config)
+        self.cache = FrameCache(cache_size)
+        self.id_every = max(1, int(id_every))
+        self.detector, self.face_index = detector, face_index
+        self.progress = progress
+        self.identity = None  # [1, Ki]
+        self.disp = None  # [1, V, 3]
+        self.identity_fits = 0
+        self.last_id_fit = -10 ** 9
+        self.prev_exp = None
+        self.count = 0
+        self.t_id = 0.0
+        self.t_frame = 0.0
+        self.t_detect = 0.0
+
+    def _fit_identity(self):
+        from redafit.fit.api import fit_batch
+
+        ims = [e.image for e in self.cache.entries]
+        lms = [e.landmarks for e in self.cache.entries]
+        init = {"id": self.identity} if self.identity is not None else None
+        t0 = time.perf_counter()
+        res = fit_batch(ims, lms, self.model, self.config, shared_id=True, init=init, progress=self.progress)
+        self.t_id += time.perf_counter() - t0
+        r0 = res[0]
+        basis = self.model.exp_basis.detach().cpu().numpy()
+        ke = len(r0.exp_coeffs)
+        neutral = r0.vertices_model - np.tensordot(r0.exp_coeffs, basis[:ke], 1)
+        import torch
+
+        with torch.no_grad():
+            base = self.model(torch.as_tensor(r0.id_coeffs, device=self.model.mean.device)[None])[0].cpu().numpy()
+        self.identity = r0.id_coeffs[None].astype(np.float32)
+        self.disp = (neutral - base)[None].astype(np.float32)
+        self.identity_fits += 1
+        self.last_id_fit = self.count
+        log.info("track: identity fitted on cache frames %s (yaw %s)", self.cache.frames,
+                 ", ".join(f"{y:.0f}" for y in self.cache.yaws))
+
+    def step(self, index: int, t: float, image, landmarks=None) -> dict:
+        """Track one frame; returns its record (``ok`` False with ``error`` when it cannot be tracked)."""
+        from redafit.fit.api import _check_image, fit_batch, init_pose
+        from redafit.render.camera import Intrinsics, pose_rotation, rotation_to_euler
+
+        self.count += 1
+        rec = {"frame": int(index), "time_s": round(float(t), 4)}
+        try:
+            if isinstance(image, Exception):
+                raise image
+            _check_image(image)
+            if landmarks is None:
+                from redafit.landmarks import detect_landmarks
+
+                t0 = time.perf_counter()
+                landmarks = detect_landmarks(image, detector=self.detector, face_index=self.face_index)
+                self.t_detect += time.perf_counter() - t0
+            landmarks = np.asarray(landmarks, np.float32)
+            K = Intrinsics.default(image.shape[1], image.shape[0], self.config.focal)
+            import torch
+
+            r, _ = init_pose(landmarks, self.model, K)
+            yaw = float(rotation_to_euler(pose_rotation(torch.as_tensor(r)[None]))[0, 0])
+            changed = self.cache.add(CacheEntry(int(index), yaw, image, landmarks))
+            filling = len(self.cache) < self.cache.size or self.identity_fits < self.cache.size
+            if self.identity is None or (changed and (filling or self.count - self.last_id_fit >= self.id_every)):
+                self._fit_identity()
+            init = {"id": self.identity, "disp": self.disp}
+            if self.prev_exp is not None:
+                init["exp"] = self.prev_exp
+            t0 = time.perf_counter()
+            res = fit_batch([image], [landmarks], self.model, self.frame_cfg, [K], init=init)[0]
+            self.t_frame += time.perf_counter() - t0
+        except RedafitError as e:
+            rec.update(ok=False, error=str(e), exit_code=e.exit_code)
+            return rec
+        self.prev_exp = res.exp_coeffs[None]
+        rec.update(ok=True, **_pose_record(res.rot, res.trans, res.exp_coeffs, res.expression_names),
+                   camera=K.to_dict(), landmark_error_px=round(float(res.landmark_error_px), 3),
+                   landmark_error_iod=round(float(res.landmark_error_iod), 5), yaw_estimate_deg=round(yaw, 2),
+                   cache=self.cache.frames, identity_fit=self.identity_fits)
+        return rec
+
+
+def _pose_record(rot, trans, exp, names) -> dict:
+    import torch
+
+    from redafit.render.camera import pose_rotation, rotation_to_euler
+
+    R = pose_rotation(torch.as_tensor(np.asarray(rot, np.float32))[None])
+    yaw, pitch, roll = (float(a) for a in rotation_to_euler(R)[0])
+    f = lambda a: np.round(np.asarray(a, np.float64), 6).tolist()  # noqa: E731
+    return {"expression": dict(zip(names, f(exp))),
+            "pose": {"axis_angle": f(rot), "rotation": f(R[0].numpy()), "translation_mm": f(trans),
+                     "yaw_deg": round(yaw, 4), "pitch_deg": round(pitch, 4), "roll_deg": round(roll, 4)}}
+
+
+def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id_every: int = 10,
+          smooth: float = 0.0, detector: str = "dlib", face_index: int | None = None, landmarks=None,
+          progress=None, on_frame=None) -> TrackResult:
+    """Track ``frames`` (an iterable of (index, time_s, image)); ``landmarks`` optionally gives them per frame
+    (a list aligned with the frames) instead of detecting. ``smooth`` > 0: Gaussian temporal smoothing (sigma in
+    frames) of expression, rotation and translation. ``on_frame(record)`` is called after each frame."""
+    t0 = time.perf_counter()
+    tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress)
+    records = []
+    for k, (index, t, image) in enumerate(frames):
+        lm = landmarks[k] if landmarks is not None else None
+        rec = tr.step(index, t, image, lm)
+        records.append(rec)
+        if on_frame is not None:
+            on_frame(rec)
+    if not any(r.get("ok") for r in records):
+        if not records:
+            raise InputError("track: the video has no frames")
+        codes = {r.get("exit_code", 1) for r in records}
+        err = records[0].get("error", "no usable frame")
+        from redafit import errors
+
+        cls = next((c for c in (errors.NoFaceError, errors.ImageError, errors.InputError) if {c.exit_code} == codes),
+                   errors.RedafitError)
+        raise cls(f"track: no frame could be tracked ({len(records)} frames; first error: {err})")
+    if smooth and smooth > 0:
+        records = smooth_records(records, smooth, unit_exp=model.info.expression_prior == "unit")
+    n = max(1, tr.count)
+    timings = {"detect_s_per_frame": round(tr.t_detect / n, 4), "fit_s_per_frame": round(tr.t_frame / n, 4),
+               "identity_fit_s_total": round(tr.t_id, 3)}
+    return TrackResult(records, None if tr.identity is None else tr.identity[0],
+                       None if tr.disp is None else tr.disp[0], tr.cache.frames, tr.identity_fits, fps,
+                       time.perf_counter() - t0, model.name, list(model.expression_names), timings)
+
+
+def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth [T, D] along T with a normalised Gaussian (edges renormalised)."""
+    r = max(1, int(round(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    T = len(x)
+    out = np.empty_like(x)
+    for i in range(T):
+        lo, hi = max(0, i - r), min(T, i + r + 1)
+        w = k[lo - i + r: hi - i + r]
+        out[i] = (w[:, None] * x[lo:hi]).sum(0) / w.sum()
+    return out
+
+
+def smooth_records(records: list, sigma: float, unit_exp: bool = True) -> list:
+    """Gaussian temporal smoothing (sigma in frames) of the tracked frames' expression, axis-angle rotation and
+    translation; rotation matrices and Euler angles are recomputed. Untracked frames are left out of (and kept
+    unchanged by) the smoothing."""
+    ok = [r for r in records if r.get("ok")]
+    if len(ok) < 2:
+        return records
+    names = list(ok[0]["expression"])
+    E = np.array([[r["expression"][n] for n in names] for r in ok])
+    Rt = np.array([r["pose"]["axis_angle"] for r in ok])
+    Tt = np.array([r["pose"]["translation_mm"] for r in ok])
+    E, Rt, Tt = (_gaussian_smooth(a, sigma) for a in (E, Rt, Tt))
+    if unit_exp:
+        E = np.clip(E, 0, 1)
+    out = []
+    j = 0
+    for r in records:
+        if not r.get("ok"):
+            out.append(r)
+            continue
+        new = dict(r)
+        new.update(_pose_record(Rt[j], Tt[j], E[j], names))
+        new["smoothed_sigma"] = float(sigma)
+        out.append(new)
+        j += 1
+    return out
+
+
+def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
+    """``params.jsonl`` (one line per frame) and ``track.json`` (summary), atomically."""
+    from redafit.errors import OutputError
+    from redafit.io.atomic import atomic_write
+
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the output folder {out}: {e.strerror}") from None
+    with atomic_write(out / "params.jsonl", "w", encoding="utf-8") as fh:
+        for r in result.records:
+            fh.write(json.dumps(r) + "\n")
+    ok = sum(1 for r in result.records if r.get("ok"))
+    meta = {"source": str(source), "model": result.model_name, "fps": result.fps, "frames": len(result.records),
+            "tracked": ok, "identity_fits": result.identity_fits, "cache_frames": result.cache_frames,
+            "identity": None if result.identity is None else np.round(result.identity, 6).tolist(),
+            "expression_names": result.expression_names, "seconds": round(result.seconds, 3),
+            "seconds_per_frame": round(result.seconds / max(1, len(result.records)), 4), "timings": result.timings}
+    with atomic_write(out / "track.json", "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=1)
+    return [out / "params.jsonl", out / "track.json"]
+
+
+def read_params(path) -> tuple[list, float]:
+    """The tracked frames of a ``params.jsonl`` (ok records only) and their frame rate (from ``track.json``
+    beside it, else from the time stamps, else 30)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "params.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path}: no such params file (expected the params.jsonl of `redafit track`)")
+    recs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: not a JSON line ({e.msg})") from None
+        if not isinstance(r, dict):
+            raise InputError(f"{path}:{n}: expected a JSON object per line")
+        if r.get("ok", True) and "expression" in r:
+            if not isinstance(r["expression"], dict) or "pose" not in r:
+                raise InputError(f"{path}:{n}: expected 'expression' (name -> weight) and 'pose'")
+            recs.append(r)
+    if not recs:
+        raise InputError(f"{path}: no tracked frames in the file")
+    fps = 30.0
+    meta = path.parent / "track.json"
+    try:
+        fps = float(json.loads(meta.read_text())["fps"]) if meta.is_file() else fps
+    except (ValueError, KeyError, TypeError, OSError):
+        pass
+    return recs, fps
