@@ -7,7 +7,7 @@ nvdiffrast where it imports. The ReDA workload is the full colour + face-region 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the growth of the peak resident set size (VmHWM,
 reset through /proc/self/clear_refs) over one forward+backward, measured in a fresh subprocess.
 
-    python -m benchmarks.bench_render [--quick] [--res 256,512] [--repeats N]
+    python -m benchmarks.bench_render [--quick] [--res 256,512] [--repeats N] [--threads T]
 """
 
 from __future__ import annotations
@@ -157,8 +157,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer repeats, 256^2 only")
     ap.add_argument("--res", default="256,512")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (default: torch's choice; 1 is steadier on a loaded machine)")
     ap.add_argument("--mem-worker", nargs=2, metavar=("RES", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv or [])
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.mem_worker:
         _cpu_peak_worker(int(args.mem_worker[0]), args.mem_worker[1])
         return

@@ -51,8 +51,11 @@ def _fail(ctx, message: str, code: int, exc):
 @click.version_option(__version__, "--version", prog_name="redafit")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, envvar="REDAFIT_THREADS",
+              help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine). "
+                   "Env: REDAFIT_THREADS.")
 @click.pass_context
-def main(ctx, verbose: int, quiet: bool):
+def main(ctx, verbose: int, quiet: bool, threads: int | None):
     """redafit: 3D face reconstruction from photographs (ReDA soft rasterization, riggable rigs).
 
     \b
@@ -68,6 +71,10 @@ def main(ctx, verbose: int, quiet: bool):
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="redafit: %(levelname)s: %(message)s", stream=sys.stderr)
     log.setLevel(level)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def device_option(f):

@@ -159,11 +159,17 @@ def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_l
 
 
 def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024) -> list[Path]:
-    """Write the fitted mesh (camera frame, mm). ``.obj`` gets a texture unwrapped from ``image``."""
+    """Write the fitted mesh (camera frame, mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``.
+
+    glTF is y-up in metres: a ``.glb`` holds the camera-frame mesh with OpenGL camera axes (x right, y up, z towards
+    the viewer), i.e. y and z negated, scaled to metres by the writer, so it opens upright in any viewer.
+    """
     from redafit.io.meshes import write_mesh
 
     path = Path(path)
     ext = path.suffix.lower()
+    verts = result.vertices_camera * np.array([1.0, -1.0, -1.0], np.float32) if ext == ".glb" else \
+        result.vertices_camera
     kw = {}
     if model.has_uv:
         kw.update(uv=model.uv.cpu().numpy(), uv_triangles=model.uv_triangles.cpu().numpy())
@@ -171,7 +177,7 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
         kw["texture"] = unwrap_texture(image, result, model, texture_size)
     elif ext == ".ply" and image is not None:
         kw["vertex_colors"] = vertex_colours(image, result)
-    return write_mesh(path, result.vertices_camera, result.triangles, **kw)
+    return write_mesh(path, verts, result.triangles, **kw)
 
 
 def vertex_colours(image: np.ndarray, result) -> np.ndarray:

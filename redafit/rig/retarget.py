@@ -1,7 +1,7 @@
 """Retargeting: drive a rig with tracked expressions and head poses (``redafit retarget``).
 
 Expression weights are matched by name (the tracked model's names against the rig's; with the same model all
-match). Head pose (``pose``): ``"rotation"`` applies the tracked head rotation about the rig's origin,
+match). Head pose (``pose``): ``"rotation"`` applies the tracked head rotation about the centre of the neutral mesh,
 ``"full"`` adds the translation relative to the first frame, ``"none"`` keeps the head still. Rotations are
 expressed in the model frame (y up, +z towards the viewer): ``R_model = R_FLIP @ rodrigues(r) @ R_FLIP``.
 

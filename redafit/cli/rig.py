@@ -1,0 +1,269 @@
+"""``redafit rig``, ``redafit track``, ``redafit retarget`` and ``redafit models train-init``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from redafit.cli import device_option, resolve_device, show_progress
+from redafit.cli.fit import _Progress, build_config, fit_options, input_options, model_option
+from redafit.cli.models import models as models_group
+from redafit.errors import RedafitError, UsageError
+
+log = logging.getLogger("redafit")
+
+
+def _batch_error(failures: list, total: int, what: str) -> RedafitError:
+    """The error for a batch with too few usable inputs: the failures' own class when they all agree."""
+    from redafit import errors
+
+    codes = {e.exit_code for _, e in failures}
+    first = failures[0][1] if failures else None
+    cls = type(first) if first is not None and len(codes) == 1 else errors.RedafitError
+    detail = "; ".join(f"{Path(p).name}: {e}" for p, e in failures[:3])
+    return cls(f"{what}: {total - len(failures)} of {total} images usable, need at least 2"
+               + (f" ({detail})" if detail else ""))
+
+
+# ------------------------------------------------------------------------------------------------------------ rig
+@click.command("rig")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Rig folder to write (neutral.obj, expressions.npz, params.json, rig.glb).")
+@click.option("--landmarks", default=None, type=click.Path(path_type=Path),
+              help="Folder of <stem>.pts|.txt|.npy|.json landmark files instead of detecting.")
+@click.option("--init", "init", type=click.Choice(["auto", "net", "mean"]), default="auto", show_default=True,
+              help="Start from the model's init network (auto: when trained, see `redafit models train-init`) "
+                   "or from the mean face.")
+@click.option("--meshes", is_flag=True, help="Also write each image's mesh (camera frame) into meshes/.")
+@click.option("--overlays", is_flag=True, help="Also write each photo with the fitted mesh over it into overlays/.")
+@click.option("--texture-size", type=click.IntRange(0, 8192), default=1024, show_default=True,
+              help="Side of the merged texture (0: no texture).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@model_option
+@input_options
+@fit_options
+@device_option
+@click.pass_context
+def rig_cmd(ctx, images, output, landmarks, init, meshes, overlays, texture_size, as_json, model_name, detector,
+            face_index, max_side, device, **fit_kw):
+    """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
+    several photos of a person.
+
+    \b
+    Bad images (unreadable, no face) are reported and left out; at least 2 must remain.
+    Exit codes: 0 all images used; 1 some left out (the rig is still written); the error's own code otherwise.
+    Examples:
+      redafit rig imgs/*.jpg -o rig/
+      redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --overlays
+      redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
+    """
+    import numpy as np
+    import torch
+
+    from redafit.fit.pipeline import InputOptions, load_input
+    from redafit.model.store import load_model
+    from redafit.rig.fit import fit_rig, save_rig
+
+    if landmarks is not None and not landmarks.is_dir():
+        raise UsageError(f"--landmarks {landmarks}: expected a folder of <stem>.<ext> landmark files")
+    if len(images) < 2:
+        raise UsageError("rig: give at least 2 images of the person")
+    stems = [p.stem for p in images]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    names = [s if s not in dup else f"{p.parent.name}_{s}" for p, s in zip(images, stems)]
+    dev = resolve_device(device)
+    torch.set_grad_enabled(True)
+    config = build_config(**fit_kw)
+    model = load_model(model_name, device=dev)
+    opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side)
+    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    loaded, failures = [], []
+    with _Progress(show_progress(ctx)) as prog:
+        for i, (p, name) in enumerate(zip(images, names)):
+            try:
+                loaded.append((name, load_input(p, landmarks, opts)))
+            except RedafitError as e:
+                failures.append((p, e))
+                prog.log(f"redafit: error: {p}: {e} (left out)")
+        if len(loaded) < 2:
+            raise _batch_error(failures, len(images), "rig")
+        prog.start(f"rig ({len(loaded)} images)")
+        rig = fit_rig([x.image for _, x in loaded], [x.landmarks for _, x in loaded], model, config,
+                      names=[n for n, _ in loaded], init=init, texture_size=texture_size, progress=prog)
+        rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
+        written = save_rig(rig, output, meshes=meshes, model=model,
+                           overlays={n: x.image for n, x in loaded} if overlays else None)
+    flagged = [f for f in rig.frames if f.failure]
+    for f in flagged:
+        log.warning("rig: %s looks implausible: %s", f.name, f.failure)
+    if as_json:
+        click.echo(json.dumps({"output": str(output), "images": len(images), "used": len(loaded),
+                               "excluded": rig.excluded, "init": rig.init, "seconds": round(rig.seconds, 3),
+                               "seconds_per_image": round(rig.seconds / len(loaded), 3),
+                               "landmark_error_px": [round(f.landmark_error_px, 3) for f in rig.frames],
+                               "files": [str(p) for p in written]}))
+    elif not quiet:
+        err = np.mean([f.landmark_error_px for f in rig.frames])
+        click.echo(f"rig: {len(loaded)} of {len(images)} images, init {rig.init}, mean landmark error "
+                   f"{err:.2f} px, {rig.seconds:.1f} s; wrote {output}/", err=True)
+    if failures:
+        click.echo(f"redafit: {len(failures)} of {len(images)} images left out", err=True)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------------------- track
+@click.command("track")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for params.jsonl (one line per frame) and track.json.")
+@click.option("--every", type=click.IntRange(1, 10000), default=1, show_default=True, help="Use every N-th frame.")
+@click.option("--max-frames", type=click.IntRange(1, 10 ** 7), default=None, help="Stop after this many frames.")
+@click.option("--smooth", type=click.FloatRange(0, 100), default=0.0, show_default=True,
+              help="Temporal Gaussian smoothing of expression and pose (sigma in frames; 0 = off).")
+@click.option("--cache-size", type=click.IntRange(2, 20), default=5, show_default=True,
+              help="Frames kept for the identity (widest yaw coverage).")
+@click.option("--id-every", type=click.IntRange(1, 100000), default=10, show_default=True,
+              help="Re-fit the identity on the cache at most every N frames (when the cache changed).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per frame on stdout.")
+@model_option
+@input_options
+@fit_options
+@device_option
+@click.pass_context
+def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_every, as_json, model_name, detector,
+              face_index, max_side, device, **fit_kw):
+    """Track expression and head pose through a video (or a folder of frames) with a shared identity.
+
+    \b
+    The identity is fitted jointly on a cache of frames covering the widest yaw range; each frame gets its own
+    expression and pose (landmark stages). --preset sets how the identity is fitted (default: landmarks).
+    Examples:
+      redafit track clip.mp4 -o track/
+      redafit track frames/ -o track/ --every 2 --smooth 1.5
+      redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
+    """
+    import torch
+
+    from redafit.model.store import load_model
+    from redafit.rig.track import open_frames, track, write_track
+
+    frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side)
+    dev = resolve_device(device)
+    torch.set_grad_enabled(True)
+    config = build_config(**fit_kw)
+    model = load_model(model_name, device=dev)
+    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    with _Progress(show_progress(ctx)) as prog:
+        def on_frame(rec):
+            if not rec.get("ok"):
+                prog.log(f"redafit: frame {rec['frame']}: {rec.get('error')}")
+            if as_json:
+                click.echo(json.dumps(rec))
+            prog.start(f"frame {rec['frame'] + every}")
+
+        prog.start("frame 0")
+        result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
+                       smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame)
+    write_track(result, output, source=str(source))
+    ok = sum(1 for r in result.records if r.get("ok"))
+    if not quiet:
+        click.echo(f"track: {ok} of {len(result.records)} frames tracked, {result.identity_fits} identity fits, "
+                   f"{result.seconds / max(1, len(result.records)):.2f} s per frame; wrote {output}/params.jsonl",
+                   err=True)
+
+
+# the identity fit of `track` defaults to the fast landmark preset (`fit` and `rig` default to full)
+for _p in track_cmd.params:
+    if _p.name == "preset":
+        _p.default = "landmarks"
+
+
+# ------------------------------------------------------------------------------------------------------- retarget
+@click.command("retarget")
+@click.argument("rig", type=click.Path(path_type=Path))
+@click.option("--params", "params", required=True, type=click.Path(path_type=Path),
+              help="params.jsonl from `redafit track` (or its folder).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: frame_00000.obj ... or anim.glb.")
+@click.option("--format", "fmt", type=click.Choice(["obj", "ply", "glb"]), default="obj", show_default=True,
+              help="Per-frame meshes (obj, ply) or one animated glTF with morph-target weights (glb).")
+@click.option("--pose", type=click.Choice(["rotation", "full", "none"]), default="rotation", show_default=True,
+              help="Head motion on the meshes: rotation, rotation + translation, or none.")
+@click.option("--fps", type=click.FloatRange(0.1, 1000), default=None, help="glTF frame rate (default: the track's).")
+@click.pass_context
+def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
+    """Drive a rig (from `redafit rig`) with the expressions and head poses tracked by `redafit track`.
+
+    \b
+    Examples:
+      redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
+      redafit retarget rig/ --params track/params.jsonl -o meshes/ --format ply --pose full
+    """
+    from redafit.rig.fit import load_rig
+    from redafit.rig.retarget import write_retarget
+    from redafit.rig.track import read_params
+
+    r = load_rig(rig)
+    records, track_fps = read_params(params)
+    written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps)
+    if (ctx.obj or {}).get("verbosity", 0) >= 0:
+        click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {len(written)} files to {output}/", err=True)
+
+
+# ---------------------------------------------------------------------------------------------- models train-init
+@click.command("train-init")
+@click.option("--model", "model_name", default="ict", show_default=True, help="Installed model name.")
+@click.option("--views", type=click.IntRange(1, 16), default=5, show_default=True, help="Views per training set.")
+@click.option("--samples", type=click.IntRange(16, 10 ** 7), default=12000, show_default=True,
+              help="Synthetic training sets.")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON on stdout.")
+@click.pass_context
+def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json):
+    """Train the rig initialisation network on synthetic landmarks of the installed model (CPU, deterministic).
+
+    \b
+    Saved as <model folder>/initnet.pt + initnet.json; `redafit rig` then starts from it.
+    Examples:
+      redafit models train-init --model ict
+      redafit models train-init --model ict --samples 4000 --epochs 8 --seed 1
+    """
+    from redafit.errors import ModelError
+    from redafit.model.store import is_installed, load_model
+    from redafit.rig.initnet import InitNetConfig, save_initnet, train_initnet
+
+    if not is_installed(model_name):
+        raise ModelError(f"model '{model_name}' is not installed; run: redafit models install {model_name} "
+                         "[--from DIR]")
+    model = load_model(model_name, device="cpu")
+    cfg = InitNetConfig(n_id=model.n_id, n_exp=model.n_exp, unit_exp=model.info.expression_prior == "unit",
+                        views=views, samples=samples, epochs=epochs, seed=seed)
+    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    t0 = time.perf_counter()
+
+    def progress(ep, total, loss):
+        if not quiet:
+            click.echo(f"train-init: epoch {ep}/{total} loss {loss:.4g} ({time.perf_counter() - t0:.0f} s)", err=True)
+
+    net, report = train_initnet(model, cfg, progress=progress)
+    paths = save_initnet(net, model, report)
+    if as_json:
+        click.echo(json.dumps({"model": model_name, "files": [str(p) for p in paths], "seconds": round(report.seconds, 2),
+                               "heldout": report.heldout}))
+    elif not quiet:
+        h = report.heldout
+        click.echo(f"train-init: {report.seconds:.0f} s; held-out identity RMS {h['net']['identity_rms_mm']:.2f} mm "
+                   f"(mean face {h['mean']['identity_rms_mm']:.2f}), pose {h['net']['pose_rms_deg']:.1f} deg "
+                   f"(frontal {h['mean']['pose_rms_deg']:.1f}); wrote {paths[0]}", err=True)
+
+
+models_group.add_command(train_init_cmd)
+
+COMMANDS = [rig_cmd, track_cmd, retarget_cmd]

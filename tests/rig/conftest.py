@@ -1,0 +1,67 @@
+"""Fixtures for the rig tests: the ICT model installed into a temporary model folder, rig_case1 photos with
+their dlib landmarks (detected once per session, stored as .npy landmark files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory, models_src):
+    """A private $REDAFIT_MODEL_DIR with ICT installed (no init network)."""
+    from redafit.model.store import install_model
+
+    home = tmp_path_factory.mktemp("models")
+    old = os.environ.get("REDAFIT_MODEL_DIR")
+    os.environ["REDAFIT_MODEL_DIR"] = str(home)
+    try:
+        install_model("ict", src_dir=models_src)
+    finally:
+        if old is None:
+            os.environ.pop("REDAFIT_MODEL_DIR")
+        else:
+            os.environ["REDAFIT_MODEL_DIR"] = old
+    return home
+
+
+@pytest.fixture
+def env_models(model_home, monkeypatch):
+    monkeypatch.setenv("REDAFIT_MODEL_DIR", str(model_home))
+    return model_home
+
+
+@pytest.fixture(scope="session")
+def ict(model_home):
+    from redafit.model.store import load_model
+
+    return load_model(str(model_home / "ict" / "model.npz"))
+
+
+@pytest.fixture(scope="session")
+def rig_case1(faces_dir, tmp_path_factory):
+    """(image paths [7], landmark folder) for ../shared/data/faces/rig_case1 (dlib landmarks as .npy)."""
+    pytest.importorskip("dlib")
+    from redafit.io.images import load_image
+    from redafit.landmarks import detect_landmarks
+
+    images = sorted((faces_dir / "rig_case1").glob("*.jpg"))
+    assert len(images) == 7
+    lm_dir = tmp_path_factory.mktemp("rig_case1_lms")
+    for p in images:
+        lm = detect_landmarks(load_image(p)[0])
+        np.save(lm_dir / f"{p.stem}.npy", np.asarray(lm, np.float32))
+    return images, lm_dir
+
+
+def run_cli(args, env_dir: Path | None = None):
+    from click.testing import CliRunner
+
+    from redafit.cli import main
+
+    runner = CliRunner()
+    env = {"REDAFIT_MODEL_DIR": str(env_dir)} if env_dir else None
+    return runner.invoke(main, ["-q", *map(str, args)], env=env, catch_exceptions=False)
