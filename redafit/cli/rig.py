@@ -85,7 +85,7 @@ def rig_cmd(ctx, images, output, landmarks, init, meshes, overlays, texture_size
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     loaded, failures = [], []
     with _Progress(show_progress(ctx)) as prog:
-        for i, (p, name) in enumerate(zip(images, names)):
+        for p, name in zip(images, names):
             try:
                 loaded.append((name, load_input(p, landmarks, opts)))
             except RedafitError as e:
@@ -255,8 +255,8 @@ def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json):
     net, report = train_initnet(model, cfg, progress=progress)
     paths = save_initnet(net, model, report)
     if as_json:
-        click.echo(json.dumps({"model": model_name, "files": [str(p) for p in paths], "seconds": round(report.seconds, 2),
-                               "heldout": report.heldout}))
+        click.echo(json.dumps({"model": model_name, "files": [str(p) for p in paths],
+                               "seconds": round(report.seconds, 2), "heldout": report.heldout}))
     elif not quiet:
         h = report.heldout
         click.echo(f"train-init: {report.seconds:.0f} s; held-out identity RMS {h['net']['identity_rms_mm']:.2f} mm "

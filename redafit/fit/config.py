@@ -37,6 +37,8 @@ class StageConfig:
         arap_every: re-solve the ARAP per-vertex rotations every N iterations (when ``disp`` is trained).
         optimizer: ``"adam"`` (any losses) or ``"lm"`` (Levenberg-Marquardt, for stages made only of the
             landmark and prior terms on pose/identity/expression: same objective, ~20x faster).
+        lr_final: Adam learning rates follow a cosine schedule from ``lr`` down to ``lr_final x lr`` over the
+            stage (1.0 = constant; lower lets the last iterations settle instead of jittering by ~lr).
     """
 
     name: str
@@ -49,6 +51,7 @@ class StageConfig:
     landmark_drop_px: float = 0.0
     arap_every: int = 5
     optimizer: str = "adam"
+    lr_final: float = 1.0
 
 
 # Learning rates tuned on the shared photos and the synthetic benchmark (coefficients are ~N(0, 1)).

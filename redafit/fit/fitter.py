@@ -99,7 +99,13 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
     hooks = hooks or {}
     t0 = time.perf_counter()
     loss_val, terms = float("nan"), {}
+    base_lr = [g["lr"] for g in opt.param_groups]
+    decay = float(getattr(stage, "lr_final", 1.0))
     for it in range(stage.iters):
+        if decay != 1.0:  # cosine schedule from lr to lr_final * lr
+            f = decay + (1 - decay) * 0.5 * (1 + math.cos(math.pi * it / max(1, stage.iters - 1)))
+            for g, lr0 in zip(opt.param_groups, base_lr):
+                g["lr"] = lr0 * f
         ctx.cache.clear()
         if stage.contour_every and it % stage.contour_every == 0 and ctx.targets.kind == "68":
             with torch.no_grad():

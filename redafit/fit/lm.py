@@ -175,7 +175,9 @@ def _run_lm_stage(ctx, stage, progress=None):
         ctx.cache.clear()
 
     lam = 1e-3
-    cost = float("nan")
+    with torch.no_grad():
+        r0 = prob.residuals(R, trans, idc, expc)
+    cost = float((r0 * r0).sum())
     prev = float("inf")
     B = p.batch
     done = 0

@@ -221,7 +221,8 @@ def evaluate_initnet(net: InitNet, model, n_sets: int = 256, seed: int = 12345, 
     out = {}
     for name, p in (("net", pred), ("mean", zero)):
         l_id, l_exp, l_pose = _losses(p, data, bases, data["mask"])
-        out[name] = {"identity_rms_mm": round(float(l_id.sqrt()), 4), "expression_rms_mm": round(float(l_exp.sqrt()), 4),
+        out[name] = {"identity_rms_mm": round(float(l_id.sqrt()), 4),
+                     "expression_rms_mm": round(float(l_exp.sqrt()), 4),
                      "pose_rms_deg": round(float(l_pose.sqrt() * 5.0 / math.sqrt(3)), 4)}
     return out
 
@@ -271,7 +272,8 @@ def load_initnet(model, folder=None) -> InitNet | None:
         cfg = InitNetConfig(**meta["config"])
         state = torch.load(wpath, map_location="cpu", weights_only=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise ModelError(f"init network {wpath}: cannot be read ({e}); retrain with `redafit models train-init`")
+        raise ModelError(f"init network {wpath}: cannot be read ({e}); "
+                         "retrain with `redafit models train-init`") from None
     if cfg.n_id != model.n_id or cfg.n_exp != model.n_exp or meta.get("n_vertices") != model.n_vertices:
         raise ModelError(f"init network {wpath} was trained for another model ({cfg.n_id} identity / {cfg.n_exp} "
                          f"expression modes); retrain with `redafit models train-init --model {model.name}`")
@@ -279,7 +281,7 @@ def load_initnet(model, folder=None) -> InitNet | None:
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelError(f"init network {wpath}: weights do not match its config ({e})")
+        raise ModelError(f"init network {wpath}: weights do not match its config ({e})") from None
     net.eval()
     net.path = wpath
     return net

@@ -102,8 +102,9 @@ def render_view(model, vm: np.ndarray, euler, size: int, rng: np.random.Generato
 
 def _shape(model, identity: np.ndarray, expression: np.ndarray | None) -> np.ndarray:
     with torch.no_grad():
-        e = None if expression is None else torch.tensor(expression, dtype=torch.float32, device=model.mean.device)[None]
-        v = model(torch.tensor(identity, dtype=torch.float32, device=model.mean.device)[None], e)
+        dev = model.mean.device
+        e = None if expression is None else torch.tensor(expression, dtype=torch.float32, device=dev)[None]
+        v = model(torch.tensor(identity, dtype=torch.float32, device=dev)[None], e)
     return v[0].cpu().double().numpy()
 
 
@@ -219,7 +220,8 @@ class LandmarkSampler:
         cands = []
         for i in list(range(8)) + list(range(9, 17)):
             p = mean[lid[i]]
-            c = np.nonzero((np.abs(mean[:, 1] - p[1]) <= JAW_BAND_MM) & (np.linalg.norm(mean - p, axis=1) <= JAW_RADIUS_MM)
+            c = np.nonzero((np.abs(mean[:, 1] - p[1]) <= JAW_BAND_MM)
+                           & (np.linalg.norm(mean - p, axis=1) <= JAW_RADIUS_MM)
                            & (np.sign(mean[:, 0]) == np.sign(p[0])))[0]
             cands.append(c if len(c) else np.array([lid[i]]))
         C = max(len(c) for c in cands)

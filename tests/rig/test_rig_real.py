@@ -1,0 +1,136 @@
+"""`redafit rig` on the 7 real photos of rig_case1: completes, the glTF loads back with 53 ARKit-named morph
+targets, the per-image fits line up with the landmarks; bad images are left out; CLI errors."""
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from .conftest import run_cli
+
+FAST = ["--preset", "landmarks", "--texture-size", "128", "--init", "mean"]
+
+
+def _glb_json(path):
+    data = path.read_bytes()
+    magic, version, _ = struct.unpack("<4sII", data[:12])
+    assert magic == b"glTF" and version == 2
+    n, kind = struct.unpack("<I4s", data[12:20])
+    assert kind == b"JSON"
+    return json.loads(data[20:20 + n])
+
+
+@pytest.fixture(scope="module")
+def rig_dir(rig_case1, model_home, tmp_path_factory):
+    images, lms = rig_case1
+    out = tmp_path_factory.mktemp("rig") / "rig"
+    res = run_cli(["rig", *images, "-o", out, "--landmarks", lms, "--meshes", "--overlays", *FAST], model_home)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_rig_folder_complete(rig_dir, ict):
+    for name in ("neutral.obj", "neutral.mtl", "neutral.png", "expressions.npz", "params.json", "rig.glb"):
+        assert (rig_dir / name).is_file(), name
+    assert len(list((rig_dir / "meshes").glob("*.obj"))) == 7
+    assert len(list((rig_dir / "overlays").glob("*.png"))) == 7
+    d = np.load(rig_dir / "expressions.npz")
+    assert d["basis"].shape == (53, ict.n_vertices, 3)
+    assert list(d["names"]) == ict.expression_names
+    meta = json.loads((rig_dir / "params.json").read_text())
+    assert meta["n_images"] == 7 and meta["excluded"] == []
+    assert meta["init"] == "mean"
+    for im in meta["images"]:
+        assert im["landmark_error_iod"] < 0.06  # dlib landmarks on 256 px crops: a few pixels
+        assert abs(im["pose"]["yaw_deg"]) < 40
+    yaws = [im["pose"]["yaw_deg"] for im in meta["images"]]
+    assert max(yaws) - min(yaws) > 15  # the photos turn both ways
+
+
+def test_glb_loads_with_named_morph_targets(rig_dir, ict):
+    import trimesh
+
+    scene = trimesh.load(rig_dir / "rig.glb")
+    geom = list(scene.geometry.values())[0]
+    assert len(geom.vertices) >= ict.n_vertices  # split at UV seams
+    assert geom.metadata["targetNames"] == ict.expression_names
+    gl = _glb_json(rig_dir / "rig.glb")
+    prim = gl["meshes"][0]["primitives"][0]
+    assert len(prim["targets"]) == 53
+    assert "jawOpen" in gl["meshes"][0]["extras"]["targetNames"]
+
+
+def test_neutral_is_shared_identity(rig_dir, ict):
+    """Each per-image mesh = the neutral + its own expression, posed: undoing the pose gives back the neutral
+    up to the expression deltas."""
+    from redafit.rig.fit import load_rig
+
+    rig = load_rig(rig_dir)
+    assert len(rig.frames) == 7 and rig.texture is not None
+    for i, fr in enumerate(rig.frames):
+        v = rig.posed(i)
+        back = (v - fr.trans) @ fr.rotation  # camera -> model
+        assert np.abs(back - rig.shape(fr.expression)).max() < 1e-3
+
+
+def test_bad_images_are_left_out(rig_case1, model_home, tmp_path):
+    images, lms = rig_case1
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    shutil.copy(lms / "sample0_view1.npy", tmp_path / "x.npy")
+    out = tmp_path / "rig"
+    # blank.png has no landmark file -> detection is used only when --landmarks is absent; use detection here
+    res = run_cli(["rig", images[0], images[1], images[2], broken, blank, "-o", out, *FAST], model_home)
+    assert res.exit_code == 1  # some images left out; the rig is still written
+    meta = json.loads((out / "params.json").read_text())
+    assert meta["n_images"] == 3
+    assert {e["image"] for e in meta["excluded"]} == {str(broken), str(blank)}
+    assert {e["exit_code"] for e in meta["excluded"]} == {4, 5}  # ImageError, NoFaceError
+
+
+def test_too_few_usable_images(rig_case1, model_home, tmp_path):
+    images, _ = rig_case1
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    res = run_cli(["rig", images[0], blank, "-o", tmp_path / "rig", *FAST], model_home)
+    assert res.exit_code == 5  # the only failure's own code (no face)
+    assert "1 of 2 images usable" in res.output
+    assert not (tmp_path / "rig" / "params.json").exists()
+
+
+@pytest.mark.parametrize("args,code", [
+    (["rig", "a.jpg", "-o", "out"], 2),  # one image
+    (["rig", "a.jpg", "b.jpg"], 2),  # no -o
+    (["rig", "a.jpg", "b.jpg", "-o", "out", "--landmarks", "file.pts"], 2),  # landmarks must be a folder
+    (["rig", "a.jpg", "b.jpg", "-o", "out", "--init", "bogus"], 2),
+])
+def test_cli_usage_errors(args, code, model_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.pts").write_text("x")
+    res = run_cli(args, model_home)
+    assert res.exit_code == code
+    assert "Traceback" not in res.output
+
+
+def test_cli_missing_files_and_model(rig_case1, model_home, tmp_path):
+    images, lms = rig_case1
+    res = run_cli(["rig", tmp_path / "no1.jpg", tmp_path / "no2.jpg", "-o", tmp_path / "o", *FAST], model_home)
+    assert res.exit_code == 3 and res.output.count("\n") <= 4
+    res = run_cli(["rig", *images[:2], "-o", tmp_path / "o", "--model", "bfm2017", *FAST], model_home)
+    assert res.exit_code == 7
+    res = run_cli(["rig", *images[:2], "-o", tmp_path / "o", "--landmarks", lms, "--preset", "landmarks",
+                   "--init", "net"], model_home)
+    assert res.exit_code == 7 and "train-init" in res.output
+
+
+def test_train_init_needs_installed_model(model_home):
+    res = run_cli(["models", "train-init", "--model", "flame"], model_home)
+    assert res.exit_code == 7
