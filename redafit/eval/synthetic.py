@@ -209,12 +209,13 @@ def _normals_np(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 
 def jaw_landmarks(verts_model: np.ndarray, verts_cam: np.ndarray, uv: np.ndarray, tris: np.ndarray,
-                  lid: np.ndarray, min_turn: float = 0.05) -> tuple[np.ndarray, dict]:
+                  lid: np.ndarray, min_turn: float = 0.05, allowed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Vertex ids [68] for the projected landmarks with the occluding-side jaw points moved to the outline.
 
     verts_model / verts_cam [V, 3] (model / camera frame, mm), uv [V, 2] projected pixels, lid [68] default ids.
     The occluding side is the one whose frontal jaw vertices face the camera less (mean cosine between the
     normal and the direction to the camera); nothing moves when both sides differ by less than ``min_turn``.
+    ``allowed`` [V] bool restricts the outline to the face (an annotator marks the jaw, not the neck or ear).
     """
     ids = lid.copy()
     n = _normals_np(verts_cam, tris)
@@ -235,12 +236,23 @@ def jaw_landmarks(verts_model: np.ndarray, verts_cam: np.ndarray, uv: np.ndarray
         p = verts_model[lid[i]]
         cand = np.nonzero((np.abs(verts_model[:, 1] - p[1]) <= JAW_BAND_MM)
                           & (np.linalg.norm(verts_model - p, axis=1) <= JAW_RADIUS_MM)
-                          & (np.sign(verts_model[:, 0]) == np.sign(p[0])))[0]
+                          & (np.sign(verts_model[:, 0]) == np.sign(p[0]))
+                          & (allowed if allowed is not None else True))[0]
         if len(cand) == 0:
             continue
         u = uv[cand, 0]
         ids[i] = cand[np.argmin(u)] if uv[lid[i], 0] < centre_u else cand[np.argmax(u)]
     return ids, info
+
+
+def _face_area(model) -> np.ndarray | None:
+    """[V] bool: the model's face area (jaw outline and forehead line), or None when unavailable."""
+    try:
+        from redafit.parsing.model_labels import vertex_face_area
+
+        return vertex_face_area(model).cpu().numpy()
+    except Exception:  # noqa: BLE001 - models without the 68 landmark ids: no restriction
+        return None
 
 
 def _write_obj(path: Path, v: np.ndarray, f: np.ndarray) -> None:
@@ -322,7 +334,7 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
     img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).astype(np.float32) / 255.0  # as if read from PNG
 
     # landmarks
-    ids, jaw_info = jaw_landmarks(vm, vc, uv, tris, lid)
+    ids, jaw_info = jaw_landmarks(vm, vc, uv, tris, lid, allowed=_face_area(model))
     lm_gt = np.where((ids >= 0)[:, None], uv[np.clip(ids, 0, None)], np.nan)
     lm_noisy = lm_gt + rng.normal(0, cfg.landmark_noise, lm_gt.shape) if cfg.landmark_noise > 0 else lm_gt.copy()
     lm3d = np.where((model.landmark_ids.cpu().numpy() >= 0)[:, None], vm[np.clip(model.landmark_ids.cpu().numpy(),

@@ -82,25 +82,63 @@ def gather_points(verts: torch.Tensor, ids: torch.Tensor, w: torch.Tensor) -> to
     return (g.reshape(B, N, M, -1) * w[..., None]).sum(2)
 
 
+SILHOUETTE_BAND_MM = 45.0  # jaw-outline search band around the model's contour candidates
+SILHOUETTE_COS = 0.3  # a vertex is on the silhouette when |cos(normal, view ray)| is below this
+_POOLS: dict = {}
+
+
+def contour_pools(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per side, the vertices within :data:`SILHOUETTE_BAND_MM` of the jaw contour candidates (mean shape), and
+    the mean shape's vertex normals [V, 3]: where the occluding outline of a turned head can run. Cached."""
+    key = (id(model), model.n_vertices, str(model.mean.device))
+    if key not in _POOLS:
+        from scipy.spatial import cKDTree
+
+        from redafit.render.shading import vertex_normals
+
+        mean = model.mean.detach().cpu().numpy()
+        tree = cKDTree(mean)
+        pools = []
+        for cands in (model.contour_right, model.contour_left):
+            if cands.numel() == 0:
+                pools.append(cands)
+                continue
+            near = tree.query_ball_point(mean[cands.cpu().numpy()], SILHOUETTE_BAND_MM)
+            ids = sorted({int(i) for lst in near for i in lst} | set(cands.tolist()))
+            pools.append(torch.as_tensor(ids, dtype=torch.long, device=model.mean.device))
+        normals = vertex_normals(model.mean[None], model.triangles)[0]
+        _POOLS[key] = (pools[0], pools[1], normals)
+    return _POOLS[key]
+
+
 @torch.no_grad()
 def update_contour(targets: LandmarkTargets, ctx, model: FaceModel) -> None:
-    """Slide jaw correspondences: each jaw landmark takes the nearest projected candidate of its side.
+    """Slide jaw correspondences to the current occluding outline.
 
-    ``ctx`` is the :class:`~redafit.fit.fitter.FitContext` (its current geometry and camera). Candidates are the
-    model's jaw contour vertices (for a turned head the outline moves inwards along them). 68-point targets only.
+    Each jaw landmark (0-7, 9-16) takes the nearest projected vertex among its side's contour candidates and the
+    vertices near them that lie on the current silhouette (normal perpendicular to the view ray, using the mean
+    shape's normals rotated by the current pose). For a turned head the outline of the far cheek runs behind the
+    jaw line; restricting it to fixed candidates would make the fit under-rotate. 68-point targets only.
+    ``ctx`` is the :class:`~redafit.fit.fitter.FitContext` (its current geometry and camera).
     """
     if targets.kind != "68":
         return
-    for idx, cands in ((JAW_RIGHT, model.contour_right), (JAW_LEFT, model.contour_left)):
-        if cands.numel() == 0:
-            continue
-        from redafit.fit.params import project_batch
+    from redafit.fit.params import project_batch
 
-        B = targets.ids.shape[0]
-        cp = project_batch(ctx.points_camera(cands[None].expand(B, -1)), ctx.cam)  # [B, C, 2]
-        tp = targets.points[:, idx]  # [B, 8, 2]
-        d = torch.cdist(tp, cp)  # [B, 8, C]
-        best = cands[d.argmin(-1)]  # [B, 8]
+    pool_r, pool_l, normals = contour_pools(model)
+    B = targets.ids.shape[0]
+    R = ctx.params.rotation().detach()  # [B, 3, 3]
+    for idx, cands, pool in ((JAW_RIGHT, model.contour_right, pool_r), (JAW_LEFT, model.contour_left, pool_l)):
+        if pool.numel() == 0:
+            continue
+        X = ctx.points_camera(pool[None].expand(B, -1))  # [B, P, 3]
+        n = normals[pool][None] @ R.transpose(-1, -2)  # [B, P, 3]
+        cos = (n * X).sum(-1).abs() / X.norm(dim=-1).clamp_min(1e-6)
+        allowed = (cos < SILHOUETTE_COS) | torch.isin(pool, cands)[None]  # [B, P]
+        cp = project_batch(X, ctx.cam)  # [B, P, 2]
+        d = torch.cdist(targets.points[:, idx], cp)  # [B, 8, P]
+        d = d.masked_fill(~allowed[:, None, :], float("inf"))
+        best = pool[d.argmin(-1)]  # [B, 8]
         targets.ids[:, idx, 0] = best
         targets.w[:, idx, 0] = 1.0
         targets.w[:, idx, 1:] = 0.0

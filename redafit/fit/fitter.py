@@ -152,8 +152,11 @@ def nonfinite_guard(x: float, what: str) -> float:
 
 def landmark_subset(model: FaceModel, targets: LandmarkTargets) -> dict:
     """The model restricted to the vertices landmarks can correspond to (fixed ids and contour candidates)."""
+    from redafit.fit.correspondence import contour_pools
+
+    pool_r, pool_l, _ = contour_pools(model)
     ids = torch.unique(torch.cat([targets.ids.flatten().to(model.mean.device), model.contour_right,
-                                  model.contour_left, model.landmark_ids[model.landmark_ids >= 0]]))
+                                  model.contour_left, pool_r, pool_l, model.landmark_ids[model.landmark_ids >= 0]]))
     vmap = torch.full((model.n_vertices,), 0, dtype=torch.long, device=model.mean.device)
     vmap[ids] = torch.arange(len(ids), device=model.mean.device)
     return {"ids": ids, "map": vmap, "mean": model.mean[ids], "id": model.id_basis[:, ids],
