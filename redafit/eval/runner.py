@@ -100,6 +100,11 @@ class FitMethod:
         cfg = FitConfig.preset(self.preset)
         if self.overrides:
             cfg = replace(cfg, **self.overrides)
+            if self.preset == "full" and ({"attributes", "freeform"} & set(self.overrides)):
+                # the stages are built from these fields: rebuild them (replacing the fields alone changed nothing)
+                from redafit.fit.attribute_stages import configure
+
+                cfg = configure(cfg, attributes=cfg.attributes, freeform=cfg.freeform)
         if self.render_overrides:
             from redafit.config import RenderConfig
 

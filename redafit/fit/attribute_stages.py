@@ -34,8 +34,11 @@ log = logging.getLogger("redafit")
 ATTRIBUTES = ("color", "mask", "depth")
 DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 
-ATTR_WEIGHTS = {"color": 1.0, "mask": 0.5, "depth": 0.5}
-LANDMARK_WEIGHT = 50.0
+# Tuned on synthetic seed 1 (8 cases; the benchmark reports seed 0): a strong landmark term keeps the attribute
+# terms from trading landmark accuracy for photometric fit (50 -> 200: -12 % shape error), and the colour term is
+# weighted below the mask (its shading cue is ambiguous with albedo; alone at weight 1 it barely helped).
+ATTR_WEIGHTS = {"color": 0.3, "mask": 1.0, "depth": 0.5}
+LANDMARK_WEIGHT = 200.0
 PRIORS = {"id_prior": 1e-4, "exp_prior": 5e-5, "sh_prior": 1e-3, "albedo_smooth": 0.1, "albedo_sym": 0.5,
           "albedo_skin": 0.05}
 
@@ -54,8 +57,11 @@ def _freeform_stage(attributes) -> StageConfig:
                    landmark_drop_px=1.0, arap_every=5)
 
 
+FIT_SIZE = 192  # same accuracy as 256 on the tuning set, ~1.6x faster per iteration
+
+
 def full_preset(attributes=("color", "mask"), freeform: bool = True, render: RenderConfig | None = None,
-                fit_size: int = 256) -> FitConfig:
+                fit_size: int = FIT_SIZE) -> FitConfig:
     """The ReDA four-stage fit (three without ``freeform``)."""
     stages = [RIGID, LANDMARKS, _attribute_stage(attributes)]
     if freeform:
@@ -226,7 +232,7 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     ex["mean_skin"] = mean_skin
     ex["quality"] = {}
     ex["save_stages"] = getattr(config, "save_stages", None)
-    hooks = {"before_step": [_arap_hook]}
+    hooks = {"before_step": [_lighting_hook, _arap_hook]}
     return hooks
 
 
@@ -362,6 +368,53 @@ def arap_loss(ctx, stage):
 @register("disp_l2")
 def disp_l2(ctx, stage):
     return (ctx.params.disp ** 2).sum(-1).mean()
+
+
+@torch.no_grad()
+def init_lighting(ctx, ridge: float = 0.1) -> None:
+    """Least-squares SH lighting [B, 9, 3] for the current geometry, with the albedo at its initial skin colour:
+    the colours of visible skin vertices (facing the camera, labelled skin on both sides) explain
+    ``albedo * (basis(n) . sh)``; a ridge term keeps the coefficients near the default lighting. Gives the
+    attribute stage a lighting consistent with the photo's shading from its first iteration, so the early
+    shape updates are not spent explaining a wrong light."""
+    from redafit.render.shading import sh_basis, vertex_normals
+
+    ex, p = ctx.extras, ctx.params
+    ctx.cache.clear()
+    vc = ctx.verts_camera()
+    ctx.cache.clear()
+    n = vertex_normals(vc, ctx.model.triangles)  # [B, V, 3]
+    cam = ex["cam_fit"]
+    H, W = ex["canvas"]
+    z = vc[..., 2].clamp_min(1e-3)
+    u = (cam[:, None, 0] * vc[..., 0] / z + cam[:, None, 2]).long()
+    v = (cam[:, None, 1] * vc[..., 1] / z + cam[:, None, 3]).long()
+    facing = (n * -torch.nn.functional.normalize(vc, dim=-1)).sum(-1) > 0.35
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    alb = vertex_albedo(ctx)  # [B, V, 3]
+    for b in range(vc.shape[0]):
+        ok = facing[b] & inside[b] & ex["skin_v"]
+        uu, vv = u[b, ok], v[b, ok]
+        px_ok = (ex["labels_obs"][b, vv, uu, 0] > 0.5) & (ex["valid"][b, vv, uu, 0] > 0.5)
+        if int(px_ok.sum()) < 50:
+            continue
+        obs = ex["image_fit"][b, vv[px_ok], uu[px_ok]]  # [N, 3]
+        basis = sh_basis(n[b, ok][px_ok])  # [N, 9]
+        a = alb[b, ok][px_ok]  # [N, 3]
+        s0 = p.sh[b]
+        for c in range(3):
+            A = basis * a[:, c:c + 1]
+            lhs = A.T @ A + ridge * len(A) * 1e-2 * torch.eye(9, device=A.device)
+            rhs = A.T @ obs[:, c] + ridge * len(A) * 1e-2 * s0[:, c]
+            p.sh[b, :, c] = torch.linalg.solve(lhs, rhs)
+
+
+def _lighting_hook(ctx, stage, it):
+    """Initialise the lighting by least squares at the start of the first stage that trains it."""
+    if it != 0 or "sh" not in stage.params or ctx.extras.get("lighting_done"):
+        return
+    init_lighting(ctx)
+    ctx.extras["lighting_done"] = True
 
 
 def _arap_hook(ctx, stage, it):

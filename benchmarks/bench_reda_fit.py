@@ -1,0 +1,116 @@
+"""The full ReDA fit (issue 4): synthetic accuracy tables and the real-photo fit time.
+
+``python -m benchmarks.bench_reda_fit [--quick] [--n 20] [--seed 0] [--jobs 1]``
+
+Tables (synthetic benchmark of :mod:`redafit.eval.synthetic`, ICT model, MICC protocol: 95 mm crop around the
+nose tip, ICP with scale, point-to-plane error from the ground-truth points to the fitted mesh, mean ± SD in mm):
+
+1. mean face vs landmark-only fit vs the full fit (and the relative gain of the full fit);
+2. ReDA vs z-buffer rasterization with the same attributes (colour + mask);
+3. attribute subsets: colour, mask, colour + mask;
+4. free-form stage off / on;
+5. the full fit on the shared photos with ``.pts`` landmarks: time (median = the issue's number), landmark
+   error after the landmark stage and after the full fit, skin IoU, face PSNR.
+
+The tuning of the defaults used other seeds (1, 2) than the reported default (0). ``--quick``: 4 cases and two
+photos (a smoke run, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from benchmarks._common import MODELS, PTS_PHOTOS, machine, table
+
+
+def _fmt(vals) -> str:
+    v = np.asarray([x for x in vals if np.isfinite(x)], np.float64)
+    return "n/a" if not len(v) else f"{v.mean():.3f} ± {v.std():.3f}"
+
+
+def _mean(vals) -> float:
+    v = [x for x in vals if np.isfinite(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def synthetic_tables(model, n: int, seed: int, jobs: int) -> str:
+    from redafit.eval.runner import FitMethod, MeanMethod, load_cases, run_eval
+
+    cases = load_cases("synthetic", model, n=n, seed=seed, size=256)
+    full = FitMethod("full", label="full")
+    methods = {
+        "mean": MeanMethod(),
+        "landmarks": FitMethod("landmarks"),
+        "full": full,
+        "zbuffer": FitMethod("full", {}, {"mode": "zbuffer"}, label="zbuffer"),
+        "color": FitMethod("full", {"attributes": ("color",)}, label="color"),
+        "mask": FitMethod("full", {"attributes": ("mask",)}, label="mask"),
+        "freeform_off": FitMethod("full", {"freeform": False}, label="freeform_off"),
+    }
+    t0 = time.perf_counter()
+    rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
+    elapsed = time.perf_counter() - t0
+    err = {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
+    sec = {m: [r.fit_seconds for r in rep.by_method(m) if r.error is None] for m in methods}
+    fails = {m: sum(r.error is not None for r in rep.by_method(m)) for m in methods}
+
+    def rel(a, b):
+        return f"{(_mean(err[a]) / _mean(err[b]) - 1):+.1%}"
+
+    def row(label, m, vs=None):
+        return [label, _fmt(err[m]), rel(m, vs) if vs else "", f"{statistics.median(sec[m]):.1f}" if sec[m] else "",
+                str(fails[m])]
+
+    h = ["method", "point-to-plane mm", "vs reference", "fit s (median)", "failed"]
+    out = [f"_{len(cases)} synthetic cases (seed {seed}, 256 px, ICT), {elapsed:.0f} s, jobs {jobs}_\n"]
+    out.append("#### Landmark-only vs full fit (target: full ≥ 20 % lower than landmark-only)\n")
+    out.append(table(h, [row("mean face", "mean"), row("landmark-only", "landmarks"),
+                         row("full ReDA fit", "full", "landmarks")]))
+    out.append("\n#### Rasterizer, same attributes (colour + mask) (target: ReDA ≥ 10 % lower)\n")
+    out.append(table(h, [row("z-buffer", "zbuffer"), row("ReDA", "full", "zbuffer")]))
+    out.append("\n#### Attributes (target: colour + mask below either alone)\n")
+    out.append(table(h, [row("colour", "color", "landmarks"), row("mask", "mask", "landmarks"),
+                         row("colour + mask", "full", "landmarks")]))
+    out.append("\n#### Free-form stage (target: on below off)\n")
+    out.append(table(h, [row("free-form off", "freeform_off"), row("free-form on", "full", "freeform_off")]))
+    wins = sum(a < b for a, b in zip(err["full"], err["landmarks"]))
+    out.append(f"\n_full fit better than landmark-only on {wins}/{len(cases)} cases_")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="bench_reda_fit")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--no-photos", action="store_true")
+    ap.add_argument("--no-synthetic", action="store_true")
+    args, _ = ap.parse_known_args(argv or [])
+
+    from benchmarks.bench_fit import full_fit
+    from redafit.model.store import load_model
+
+    model = load_model(str(MODELS / "ict-face" / "ict_face.npz"))
+    print(f"machine: {machine()}\n")
+    if not args.no_photos:
+        from redafit.fit import FitConfig
+
+        cfg = FitConfig.preset("full")
+        print(f"### Full ReDA fit on the shared photos (defaults: fit size {cfg.fit_size}, "
+              f"{' + '.join(f'{s.iters}' for s in cfg.stages)} iterations)\n")
+        print(full_fit(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS))
+        print()
+    if not args.no_synthetic:
+        print("### Synthetic benchmark (MICC protocol, point-to-plane after ICP with scale)\n")
+        print(synthetic_tables(model, 4 if args.quick else args.n, args.seed, args.jobs))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
