@@ -140,7 +140,7 @@ def main(argv=None):
     print(accuracy(ict))
     print("\n### Landmark stage speed (rigid + identity/expression from 68 landmarks)\n")
     print(speed({"ICT": ict, "SFM": sfm}, 3 if quick else 7, "--no-eos" not in argv))
-    print("\n### Full ReDA fit (four stages, default settings, fit size 256)\n")
+    print("\n### Full ReDA fit (four stages, default settings)\n")
     names = PTS_PHOTOS[:2] if quick else PTS_PHOTOS
     print(full_fit(ict, names))
 

@@ -153,6 +153,9 @@ def _cpu_peak(res: int, backend: str) -> float | None:
 
 
 def main(argv=None):
+    from redafit._runtime import tune_allocator
+
+    tune_allocator()
     ap = argparse.ArgumentParser(prog="bench_render")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, 256^2 only")
     ap.add_argument("--res", default="256,512")

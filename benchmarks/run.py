@@ -15,6 +15,9 @@ from pathlib import Path
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    from redafit._runtime import tune_allocator
+
+    tune_allocator()  # as the CLI does
     here = Path(__file__).parent
     names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
     chosen = [a for a in argv if not a.startswith("-")] or names

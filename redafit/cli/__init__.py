@@ -71,6 +71,9 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="redafit: %(levelname)s: %(message)s", stream=sys.stderr)
     log.setLevel(level)
+    from redafit._runtime import tune_allocator
+
+    tune_allocator()
     if threads:
         import torch
 

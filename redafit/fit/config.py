@@ -63,7 +63,7 @@ RIGID = StageConfig(
     losses={"landmarks": 1.0},
     iters=8,
     lr=_LR,
-    contour_every=1,
+    contour_every=2,
     optimizer="lm",
 )
 
@@ -73,7 +73,7 @@ LANDMARKS = StageConfig(
     losses={"landmarks": 1.0, "id_prior": 1e-5, "exp_prior": 5e-6},
     iters=20,
     lr=_LR,
-    contour_every=1,
+    contour_every=2,
     optimizer="lm",
 )
 

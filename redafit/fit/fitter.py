@@ -150,13 +150,25 @@ def nonfinite_guard(x: float, what: str) -> float:
     return x
 
 
+_SUBSETS: dict = {}
+
+
 def landmark_subset(model: FaceModel, targets: LandmarkTargets) -> dict:
-    """The model restricted to the vertices landmarks can correspond to (fixed ids and contour candidates)."""
+    """The model restricted to the vertices landmarks can correspond to (fixed ids, contour candidates and the
+    silhouette search band). Cached per model; the targets' own ids are included."""
     from redafit.fit.correspondence import contour_pools
 
-    pool_r, pool_l, _ = contour_pools(model)
-    ids = torch.unique(torch.cat([targets.ids.flatten().to(model.mean.device), model.contour_right,
-                                  model.contour_left, pool_r, pool_l, model.landmark_ids[model.landmark_ids >= 0]]))
+    key = (id(model), model.n_vertices, str(model.mean.device))
+    base = _SUBSETS.get(key)
+    if base is None:
+        pool_r, pool_l, _ = contour_pools(model)
+        base = torch.unique(torch.cat([model.contour_right, model.contour_left, pool_r, pool_l,
+                                       model.landmark_ids[model.landmark_ids >= 0]]))
+        _SUBSETS[key] = base
+    ids = base
+    extra = targets.ids.flatten().to(model.mean.device)
+    if not bool(torch.isin(extra, base).all()):
+        ids = torch.unique(torch.cat([base, extra]))
     vmap = torch.full((model.n_vertices,), 0, dtype=torch.long, device=model.mean.device)
     vmap[ids] = torch.arange(len(ids), device=model.mean.device)
     return {"ids": ids, "map": vmap, "mean": model.mean[ids], "id": model.id_basis[:, ids],

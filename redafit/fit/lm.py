@@ -51,22 +51,31 @@ class _Problem:
         self.w_exp = math.sqrt(stage.losses.get("exp_prior", 0.0))
         self.train = set(stage.params)
 
-    def _points(self, idc, expc):
+    def _gathered(self):
+        """Correspondence-weighted mean and bases at the landmarks: ([B, N, 3], [Ki, B, N, 3], [Ke, B, N, 3]).
+        Recomputed only when the correspondences change (after a contour update)."""
         t = self.ctx.targets
-        B = self.B
-        idb = idc.expand(B, -1) if self.shared else idc
-        flat = self.map[t.ids.reshape(B, -1)]  # [B, N*M]
-        w = t.w.to(torch.float64)
-        N, M = t.ids.shape[1:]
-        P = self.mean[flat] + torch.einsum("bk,bjkc->bjc", idb, self.bid[:, flat].permute(1, 2, 0, 3)) \
-            + torch.einsum("bk,bjkc->bjc", expc, self.bexp[:, flat].permute(1, 2, 0, 3))
-        P = (P.reshape(B, N, M, 3) * w[..., None]).sum(2)  # [B, N, 3]
-        return P, flat.reshape(B, N, M), w
+        key = getattr(self, "_key", None)
+        if key is None or not (torch.equal(key[0], t.ids) and torch.equal(key[1], t.w)):
+            B = self.B
+            N, M = t.ids.shape[1:]
+            flat = self.map[t.ids.reshape(B, -1)]  # [B, N*M]
+            w = t.w.to(torch.float64).reshape(B, N, M, 1)
+            mean_g = (self.mean[flat].reshape(B, N, M, 3) * w).sum(2)
+            bid_g = (self.bid[:, flat].reshape(-1, B, N, M, 3) * w[None]).sum(3)
+            bexp_g = (self.bexp[:, flat].reshape(-1, B, N, M, 3) * w[None]).sum(3)
+            self._key, self._g = (t.ids.clone(), t.w.clone()), (mean_g, bid_g, bexp_g)
+        return self._g
+
+    def _points(self, idc, expc):
+        idb = idc.expand(self.B, -1) if self.shared else idc
+        mean_g, bid_g, bexp_g = self._gathered()
+        return mean_g + torch.einsum("bk,kbnc->bnc", idb, bid_g) + torch.einsum("bk,kbnc->bnc", expc, bexp_g)
 
     def residuals(self, R, trans, idc, expc, jacobian=False):
         t = self.ctx.targets
         B = self.B
-        P, flat, w = self._points(idc, expc)
+        P = self._points(idc, expc)
         X = P @ R.transpose(-1, -2) + trans[:, None]  # [B, N, 3]
         z = X[..., 2].clamp_min(1e-3)
         fx, fy, cx, cy = (self.cam[:, i, None] for i in range(4))
@@ -93,9 +102,7 @@ class _Problem:
         J_rot = -D @ _skew(RP)  # [B, N, 2, 3]
         J_t = D
         DR = D @ R[:, None]  # [B, N, 2, 3]
-        wM = w[..., None]  # [B, N, M, 1]
-        bexp_g = (self.bexp[:, flat] * wM[None]).sum(3)  # [Ke, B, N, 3]
-        bid_g = (self.bid[:, flat] * wM[None]).sum(3)  # [Ki, B, N, 3]
+        _, bid_g, bexp_g = self._gathered()  # [Ki|Ke, B, N, 3]
         J_exp = torch.einsum("bnij,kbnj->bnik", DR, bexp_g)  # [B, N, 2, Ke]
         J_id = torch.einsum("bnij,kbnj->bnik", DR, bid_g)  # [B, N, 2, Ki]
         cols = []
@@ -183,7 +190,9 @@ def _run_lm_stage(ctx, stage, progress=None):
     done = 0
     for it in range(stage.iters):
         moved = False
-        if stage.contour_every and ctx.targets.kind == "68" and it % stage.contour_every == 0:
+        sliding = bool(stage.contour_every) and ctx.targets.kind == "68"
+        checked = not sliding or it % stage.contour_every == 0
+        if sliding and it % stage.contour_every == 0:
             commit()
             ctx.stage = stage
             before = ctx.targets.ids.clone()
@@ -246,7 +255,7 @@ def _run_lm_stage(ctx, stage, progress=None):
         if progress is not None:
             progress(stage.name, it + 1, stage.iters, cost)
         # converged: the cost stopped improving and the contour correspondences stopped moving
-        if (not moved or it >= MIN_ITERS) and prev - cost <= STOP_REL * max(cost, 1e-12):
+        if ((checked and not moved) or it >= MIN_ITERS) and prev - cost <= STOP_REL * max(cost, 1e-12):
             break
         prev = cost
     if not math.isfinite(cost):
