@@ -66,21 +66,26 @@ def sfm_model(models_src):
     return load_model(str(models_src / "sfm"))
 
 
-@pytest.fixture(scope="session")
-def model_home(tmp_path_factory, models_src):
-    """A model folder with the ICT model installed from the shared copy (as `make setup` does)."""
+def install_models_into(home, models_src, name: str = "ict") -> None:
+    """Install a model from the shared copy into ``home`` (as `make setup` does), leaving the environment as it was."""
     from redafit.model.store import install_model
 
-    home = tmp_path_factory.mktemp("models")
     old = os.environ.get("REDAFIT_MODEL_DIR")
     os.environ["REDAFIT_MODEL_DIR"] = str(home)
     try:
-        install_model("ict", src_dir=models_src)
+        install_model(name, src_dir=models_src)
     finally:
         if old is None:
             os.environ.pop("REDAFIT_MODEL_DIR", None)
         else:
             os.environ["REDAFIT_MODEL_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory, models_src):
+    """A model folder with the ICT model installed from the shared copy (no init network)."""
+    home = tmp_path_factory.mktemp("models")
+    install_models_into(home, models_src)
     return home
 
 

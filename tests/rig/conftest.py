@@ -3,35 +3,16 @@ their dlib landmarks (detected once per session, stored as .npy landmark files).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="session")
-def model_home(tmp_path_factory, models_src):
-    """A private $REDAFIT_MODEL_DIR with ICT installed (no init network)."""
-    from redafit.model.store import install_model
-
-    home = tmp_path_factory.mktemp("models")
-    old = os.environ.get("REDAFIT_MODEL_DIR")
-    os.environ["REDAFIT_MODEL_DIR"] = str(home)
-    try:
-        install_model("ict", src_dir=models_src)
-    finally:
-        if old is None:
-            os.environ.pop("REDAFIT_MODEL_DIR")
-        else:
-            os.environ["REDAFIT_MODEL_DIR"] = old
-    return home
-
-
 @pytest.fixture
-def env_models(model_home, monkeypatch):
-    monkeypatch.setenv("REDAFIT_MODEL_DIR", str(model_home))
-    return model_home
+def env_models(use_models):
+    """REDAFIT_MODEL_DIR pointing at the session's model folder (tests/conftest.py)."""
+    return use_models
 
 
 @pytest.fixture(scope="session")

@@ -110,21 +110,11 @@ def test_rig_uses_installed_network(ict, tiny_net, env_models, caplog):
 def test_train_init_cli_writes_next_to_model(models_src, tmp_path):
     import json
 
-    from redafit.model.store import install_model
+    from tests.conftest import install_models_into
 
     from .conftest import run_cli
 
-    import os
-
-    old = os.environ.get("REDAFIT_MODEL_DIR")
-    os.environ["REDAFIT_MODEL_DIR"] = str(tmp_path)
-    try:
-        install_model("ict", src_dir=models_src)
-    finally:
-        if old is None:
-            os.environ.pop("REDAFIT_MODEL_DIR")
-        else:
-            os.environ["REDAFIT_MODEL_DIR"] = old
+    install_models_into(tmp_path, models_src)
     res = run_cli(["models", "train-init", "--samples", "64", "--epochs", "1", "--views", "3", "--json"], tmp_path)
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
