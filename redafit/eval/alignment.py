@@ -172,7 +172,7 @@ def icp(source: np.ndarray, target: np.ndarray, init: Similarity | None = None,
     converged = False
     best_T, best_d = T, np.inf
     it = 0
-    for _it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned
         xt = T.apply(x)
         if direction == "source":
             d, j = y_tree.query(xt)
@@ -210,7 +210,7 @@ def align_landmarks_then_surface(mesh_vertices: np.ndarray, mesh_faces: np.ndarr
     converged = False
     best_T, best_d = T, np.inf
     it = 0
-    for _it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned
         cp = closest_points_on_mesh(p, T.apply(v), f)
         history.append(float(cp.distances.mean()))
         if history[-1] < best_d:
