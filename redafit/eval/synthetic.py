@@ -209,7 +209,8 @@ def _normals_np(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 
 def jaw_landmarks(verts_model: np.ndarray, verts_cam: np.ndarray, uv: np.ndarray, tris: np.ndarray,
-                  lid: np.ndarray, min_turn: float = 0.05, allowed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                  lid: np.ndarray, min_turn: float = 0.05,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Vertex ids [68] for the projected landmarks with the occluding-side jaw points moved to the outline.
 
     verts_model / verts_cam [V, 3] (model / camera frame, mm), uv [V, 2] projected pixels, lid [68] default ids.
@@ -243,6 +244,14 @@ def jaw_landmarks(verts_model: np.ndarray, verts_cam: np.ndarray, uv: np.ndarray
         u = uv[cand, 0]
         ids[i] = cand[np.argmin(u)] if uv[lid[i], 0] < centre_u else cand[np.argmax(u)]
     return ids, info
+
+
+def view_landmark_ids(model, verts_model: np.ndarray, verts_cam: np.ndarray,
+                      uv: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The 68 landmark vertex ids of one rendered view of ``model`` (:func:`jaw_landmarks` with the model's
+    default ids and the jaw outline restricted to its face area): the one rule every synthetic generator uses."""
+    return jaw_landmarks(verts_model, verts_cam, uv, model.triangles.cpu().numpy(), default_landmark_vertices(model),
+                         allowed=_face_area(model))
 
 
 def _face_area(model) -> np.ndarray | None:
@@ -334,7 +343,7 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
     img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).astype(np.float32) / 255.0  # as if read from PNG
 
     # landmarks
-    ids, jaw_info = jaw_landmarks(vm, vc, uv, tris, lid, allowed=_face_area(model))
+    ids, jaw_info = view_landmark_ids(model, vm, vc, uv)
     lm_gt = np.where((ids >= 0)[:, None], uv[np.clip(ids, 0, None)], np.nan)
     lm_noisy = lm_gt + rng.normal(0, cfg.landmark_noise, lm_gt.shape) if cfg.landmark_noise > 0 else lm_gt.copy()
     lm3d = np.where((model.landmark_ids.cpu().numpy() >= 0)[:, None], vm[np.clip(model.landmark_ids.cpu().numpy(),

@@ -93,14 +93,6 @@ def configure(config: FitConfig, attributes=None, raster=None, raster_backend="a
 
 
 # ------------------------------------------------------------------------------------------------- preparation
-def _resize(img: np.ndarray, w: int, h: int, nearest=False) -> np.ndarray:
-    import cv2
-
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-    out = cv2.resize(img.astype(np.float32), (w, h), interpolation=interp)
-    return out if out.ndim == img.ndim else out[..., None]
-
-
 def face_crop(landmarks: np.ndarray, margin: float = 1.9) -> tuple[float, float, float]:
     """Square crop (x0, y0, side) in pixels around the face: the landmarks' box, grown to take in the forehead
     and some background (``margin`` x its larger side), centred a little above the box centre."""
@@ -205,7 +197,6 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     depth_ok = np.zeros((B, S, S, 1), np.float32)
     cam = ctx.cam.clone()
     z_ref = torch.zeros(B, device=dev)
-    crops = []
     if ctx.targets.kind != "68":
         raise InputError("the attribute stages need 68 landmarks; with 5-point landmarks use --preset landmarks")
     for b, im in enumerate(images):
@@ -213,7 +204,6 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
         lm_full[ctx.targets.weight[b].cpu().numpy() == 0] = np.nan
         x0, y0, side = face_crop(lm_full)
         sc = S / side
-        crops.append((x0, y0, sc))
         cam[b] = cam[b] * sc - torch.tensor([0, 0, x0 * sc, y0 * sc], device=dev, dtype=cam.dtype)
         small, inside = crop_resize(im, x0, y0, side, S)
         lm = (lm_full - np.array([x0, y0], np.float32)) * sc

@@ -144,12 +144,6 @@ def landmark_error_px(ctx: FitContext) -> torch.Tensor:
     return (r * w).sum(1) / w.sum(1).clamp_min(1)
 
 
-def nonfinite_guard(x: float, what: str) -> float:
-    if not math.isfinite(x):
-        raise FitError(f"{what} is not finite")
-    return x
-
-
 _SUBSETS: dict = {}
 
 

@@ -94,11 +94,6 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
     return LoadedInput(path, image, meta, lm, source)
 
 
-def default_outputs(output: Path, image: Path, fmt: str = "obj") -> Path:
-    """The mesh path for ``image`` in a batch whose ``-o`` is a folder."""
-    return Path(output) / f"{Path(image).stem}.{fmt}"
-
-
 def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=None):
     from redafit.fit.api import fit_image
 

@@ -67,7 +67,7 @@ def render_view(model, vm: np.ndarray, euler, size: int, rng: np.random.Generato
                 fill: float = 0.5, offset=(0.0, 0.0), sh: np.ndarray | None = None, bg: np.ndarray | None = None,
                 supersample: int = 2, noise: float = 0.01, backend: str = "auto"):
     """Render model-frame vertices ``vm`` [V, 3] at pose ``euler`` (deg). Returns (image, landmarks [68, 2], K)."""
-    from redafit.eval.synthetic import background, default_landmark_vertices, jaw_landmarks, random_sh
+    from redafit.eval.synthetic import background, random_sh, view_landmark_ids
     from redafit.render import interpolate, rasterize
     from redafit.render.camera import project, to_clip
     from redafit.render.shading import shade, vertex_normals
@@ -95,7 +95,7 @@ def render_view(model, vm: np.ndarray, euler, size: int, rng: np.random.Generato
         img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
     img = img + rng.normal(0, noise, img.shape)
     img = ((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).astype(np.float32) / 255.0)
-    ids, _ = jaw_landmarks(vm, vc, uv, model.triangles.cpu().numpy(), default_landmark_vertices(model))
+    ids, _ = view_landmark_ids(model, vm, vc, uv)
     lm = np.where((ids >= 0)[:, None], uv[np.clip(ids, 0, None)], np.nan)
     return img.astype(np.float32), lm.astype(np.float32), K
 
@@ -147,14 +147,14 @@ def render_multiview(model, n_views: int = 5, seed: int = 0, index: int = 0, siz
 
 
 def _project_only(model, vm, euler, size, fill, offset):
-    from redafit.eval.synthetic import default_landmark_vertices, jaw_landmarks
+    from redafit.eval.synthetic import view_landmark_ids
     from redafit.render.camera import project
 
     K = Intrinsics.default(size, size)
     R, t = _camera_pose(model, vm, euler, K, fill, offset)
     vc = vm @ R.T + t
     uv = project(torch.tensor(vc, dtype=torch.float32)[None], K)[0].double().numpy()
-    ids, _ = jaw_landmarks(vm, vc, uv, model.triangles.cpu().numpy(), default_landmark_vertices(model))
+    ids, _ = view_landmark_ids(model, vm, vc, uv)
     lm = np.where((ids >= 0)[:, None], uv[np.clip(ids, 0, None)], np.nan)
     return np.full((size, size, 3), 0.5, np.float32), lm.astype(np.float32), K
 
