@@ -50,7 +50,10 @@ def fit_options(f):
         click.option("--focal", type=float, default=None,
                      help="Focal length in pixels (default 1.6 x the larger image side)."),
         click.option("--fit-size", type=click.IntRange(64, 2048), default=None,
-                     help="Render size (longer side, px) of the attribute stages (256)."),
+                     help="Render size (longer side, px) of the attribute stages (192)."),
+        click.option("--landmark-drop", type=click.FloatRange(0, 100), default=None, metavar="PX",
+                     help="In the last stage, landmarks within PX pixels (at the fit size) stop pulling (the "
+                          "paper's stage-3 rule; default 0: every landmark keeps pulling)."),
         click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
                      help="Multiply every stage's iteration count (speed/quality trade-off)."),
     ]
@@ -60,7 +63,8 @@ def fit_options(f):
 
 
 def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
-                 no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False):
+                 no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False,
+                 landmark_drop=None):
     """Options -> FitConfig (library call; no click types here)."""
     from dataclasses import replace
 
@@ -94,6 +98,9 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
                                freeform=False if no_freeform else None, fit_size=fit_size)
     if focal is not None:
         config = replace(config, focal=focal)
+    if landmark_drop is not None and preset == "full":
+        config = replace(config, stages=config.stages[:-1] + (replace(config.stages[-1],
+                                                                      landmark_drop_px=landmark_drop),))
     if iters_scale != 1.0:
         config = replace(config, stages=tuple(replace(s, iters=max(1, round(s.iters * iters_scale)))
                                               for s in config.stages))

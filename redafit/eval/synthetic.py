@@ -17,7 +17,8 @@ Each case (fully determined by ``(seed, index)``):
 * 68 landmarks: the projected landmark vertices; on the *occluding* side (the cheek turned away from the
   camera) the jaw points 0-7 / 9-16 move to the visible outline - among the vertices near the point's
   frontal vertex (same height ±``JAW_BAND_MM``, within ``JAW_RADIUS_MM``, same side) the one with the extreme
-  projected x towards that side; then Gaussian noise of ``landmark_noise`` px for the landmark file.
+  projected x towards that side (:func:`redafit.fit.correspondence.outline_jaw_ids`, the annotation rule the
+  fitter also follows); then Gaussian noise of ``landmark_noise`` px for the landmark file.
 
 Ground truth per case: the model-frame mesh (mm) - what the evaluation compares - and the camera-frame mesh.
 """
@@ -34,9 +35,15 @@ import torch
 
 from redafit.errors import InputError
 from redafit.eval.datasets import Case
+from redafit.fit.correspondence import (  # noqa: F401 - default_landmark_vertices: part of this module's API
+    JAW_BAND_MM,
+    JAW_POINTS,
+    JAW_RADIUS_MM,
+    MIN_TURN,
+    default_landmark_vertices,
+    outline_jaw_ids,
+)
 
-JAW_BAND_MM = 3.0
-JAW_RADIUS_MM = 40.0
 SKIN_TONES = np.array([  # linear-ish RGB albedo in [0, 1], light to dark
     [0.87, 0.70, 0.60], [0.80, 0.60, 0.50], [0.72, 0.52, 0.40], [0.62, 0.44, 0.32],
     [0.50, 0.34, 0.24], [0.38, 0.25, 0.18],
@@ -189,19 +196,6 @@ def random_sh(rng: np.random.Generator) -> np.ndarray:
     return (sh * (1 + rng.normal(0, 0.04, 3))[None]).astype(np.float32)
 
 
-def default_landmark_vertices(model) -> np.ndarray:
-    """[68] vertex id per landmark: ``landmark_ids``, with -1 jaw points taken evenly from the contour lists
-    (ordered from the ear towards the chin); -1 where still unknown."""
-    lid = model.landmark_ids.cpu().numpy().copy()
-    cr, cl = model.contour_right.cpu().numpy(), model.contour_left.cpu().numpy()
-    for k in range(8):
-        if lid[k] < 0 and len(cr):
-            lid[k] = cr[min(len(cr) - 1, round(k * len(cr) / 8))]
-        if lid[16 - k] < 0 and len(cl):
-            lid[16 - k] = cl[min(len(cl) - 1, round(k * len(cl) / 8))]
-    return lid
-
-
 def _normals_np(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
     from redafit.eval.metrics import vertex_normals
 
@@ -209,41 +203,22 @@ def _normals_np(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 
 def jaw_landmarks(verts_model: np.ndarray, verts_cam: np.ndarray, uv: np.ndarray, tris: np.ndarray,
-                  lid: np.ndarray, min_turn: float = 0.05,
+                  lid: np.ndarray, min_turn: float = MIN_TURN,
                   allowed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """Vertex ids [68] for the projected landmarks with the occluding-side jaw points moved to the outline.
+    """Vertex ids [68] for the projected landmarks with the occluding-side jaw points moved to the outline
+    (:func:`redafit.fit.correspondence.outline_jaw_ids`, the rule the fitter uses, on the exact mesh).
 
     verts_model / verts_cam [V, 3] (model / camera frame, mm), uv [V, 2] projected pixels, lid [68] default ids.
-    The occluding side is the one whose frontal jaw vertices face the camera less (mean cosine between the
-    normal and the direction to the camera); nothing moves when both sides differ by less than ``min_turn``.
     ``allowed`` [V] bool restricts the outline to the face (an annotator marks the jaw, not the neck or ear).
     """
     ids = lid.copy()
-    n = _normals_np(verts_cam, tris)
-    to_cam = -verts_cam / np.linalg.norm(verts_cam, axis=1, keepdims=True)
-    facing = (n * to_cam).sum(1)
-    sides = {"right": list(range(8)), "left": list(range(9, 17))}
-    score = {s: float(np.mean([facing[lid[i]] for i in pts if lid[i] >= 0] or [1.0])) for s, pts in sides.items()}
-    info = {"facing": score, "occluding": None}
-    if abs(score["right"] - score["left"]) < min_turn:
-        return ids, info
-    side = min(score, key=score.get)
-    info["occluding"] = side
-    pts = sides[side]
-    centre_u = uv[lid[lid >= 0]].mean(0)[0]
-    for i in pts:
-        if lid[i] < 0:
-            continue
-        p = verts_model[lid[i]]
-        cand = np.nonzero((np.abs(verts_model[:, 1] - p[1]) <= JAW_BAND_MM)
-                          & (np.linalg.norm(verts_model - p, axis=1) <= JAW_RADIUS_MM)
-                          & (np.sign(verts_model[:, 0]) == np.sign(p[0]))
-                          & (allowed if allowed is not None else True))[0]
-        if len(cand) == 0:
-            continue
-        u = uv[cand, 0]
-        ids[i] = cand[np.argmin(u)] if uv[lid[i], 0] < centre_u else cand[np.argmax(u)]
-    return ids, info
+    t = lambda a: torch.as_tensor(np.asarray(a, np.float64))  # noqa: E731
+    jaw = torch.as_tensor(lid[JAW_POINTS])
+    centre_u = float(uv[lid[lid >= 0]].mean(0)[0])
+    new, side = outline_jaw_ids(t(verts_model), t(verts_cam), t(_normals_np(verts_cam, tris)), t(uv), jaw,
+                                centre_u, None if allowed is None else torch.as_tensor(allowed), min_turn)
+    ids[JAW_POINTS] = new.numpy()
+    return ids, {"occluding": side}
 
 
 def view_landmark_ids(model, verts_model: np.ndarray, verts_cam: np.ndarray,

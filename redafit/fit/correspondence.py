@@ -41,7 +41,7 @@ def build_targets(landmarks: list[np.ndarray], model: FaceModel) -> LandmarkTarg
     if not kinds <= {68, 5} or len(kinds) != 1:
         raise LandmarkFileError(f"landmarks: expected 68 or 5 points per image, got {sorted(kinds)}")
     n = kinds.pop()
-    lid = model.landmark_ids.cpu().numpy()
+    lid = default_landmark_vertices(model)
     groups = [[i] for i in range(68)] if n == 68 else FIVE_POINT_GROUPS
     M = max(len(g) for g in groups)
     ids = np.zeros((n, M), np.int64)
@@ -49,9 +49,6 @@ def build_targets(landmarks: list[np.ndarray], model: FaceModel) -> LandmarkTarg
     usable = np.zeros(n, bool)
     for k, g in enumerate(groups):
         vs = [int(lid[i]) for i in g if lid[i] >= 0]
-        if not vs and n == 68 and k in JAW_RIGHT + JAW_LEFT:
-            cands = model.contour_right if k in JAW_RIGHT else model.contour_left
-            vs = [int(cands[len(cands) // 2])] if len(cands) else []
         if vs:
             ids[k, : len(vs)] = vs
             w[k, : len(vs)] = 1.0 / len(vs)
@@ -82,63 +79,175 @@ def gather_points(verts: torch.Tensor, ids: torch.Tensor, w: torch.Tensor) -> to
     return (g.reshape(B, N, M, -1) * w[..., None]).sum(2)
 
 
-SILHOUETTE_BAND_MM = 45.0  # jaw-outline search band around the model's contour candidates
-SILHOUETTE_COS = 0.3  # a vertex is on the silhouette when |cos(normal, view ray)| is below this
+# The 68-point annotation convention on a turned face (the jaw outline rule), shared by the fitter and every
+# synthetic generator: on the side of the face turned away from the camera the jaw points 0-7 / 9-16 lie on the
+# occluding outline - among the vertices at the height of the point's frontal jaw vertex (model frame,
+# +-JAW_BAND_MM, within JAW_RADIUS_MM, same side of the face, inside the face area) the one projecting farthest
+# outwards, the way annotators and detectors place them (and eos's contour landmarks); on the side facing the
+# camera the jaw line itself is visible and the points stay on their fixed vertices. Nothing moves while the
+# two sides face the camera about equally (mean cosine difference below MIN_TURN).
+JAW_BAND_MM = 3.0
+JAW_RADIUS_MM = 40.0
+MIN_TURN = 0.05
+JAW_POINTS = JAW_RIGHT + JAW_LEFT
+_POOL_MARGIN_MM = 10.0  # the fitter's candidate pool reaches this far beyond JAW_RADIUS_MM (identity changes)
 _POOLS: dict = {}
 
 
-def contour_pools(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per side, the vertices within :data:`SILHOUETTE_BAND_MM` of the jaw contour candidates (mean shape), and
-    the mean shape's vertex normals [V, 3]: where the occluding outline of a turned head can run. Cached."""
+def default_landmark_vertices(model: FaceModel) -> np.ndarray:
+    """[68] vertex id per landmark: ``landmark_ids``, with -1 jaw points taken evenly from the contour lists
+    (ordered from the ear towards the chin); -1 where still unknown."""
+    lid = model.landmark_ids.cpu().numpy().copy()
+    cr, cl = model.contour_right.cpu().numpy(), model.contour_left.cpu().numpy()
+    for k in range(8):
+        if lid[k] < 0 and len(cr):
+            lid[k] = cr[min(len(cr) - 1, round(k * len(cr) / 8))]
+        if lid[16 - k] < 0 and len(cl):
+            lid[16 - k] = cl[min(len(cl) - 1, round(k * len(cl) / 8))]
+    return lid
+
+
+def outline_jaw_ids(verts_model: torch.Tensor, verts_cam: torch.Tensor, normals_cam: torch.Tensor,
+                    uv: torch.Tensor, jaw: torch.Tensor, centre_u: float,
+                    allowed: torch.Tensor | None = None, min_turn: float = MIN_TURN) -> tuple[torch.Tensor, str | None]:
+    """The jaw outline rule for one view, over P vertices.
+
+    verts_model / verts_cam / normals_cam [P, 3] (model frame mm, camera frame mm, camera-frame normals), uv [P, 2]
+    projected pixels, jaw [16] indices into P of the fixed jaw vertices of points 0-7, 9-16 (-1 unknown),
+    centre_u the mean projected u of the landmark vertices, allowed [P] bool (the face area) or None.
+    Returns (indices [16] into P, "right" / "left" / None: the occluding side).
+    """
+    jaw = jaw.clone()
+    known = jaw >= 0
+    j = jaw.clamp_min(0)
+    facing = (normals_cam[j] * -torch.nn.functional.normalize(verts_cam[j], dim=-1)).sum(-1)  # [16]
+    score = {}
+    for side, rows in (("right", slice(0, 8)), ("left", slice(8, 16))):
+        k = known[rows]
+        score[side] = float(facing[rows][k].mean()) if bool(k.any()) else 1.0
+    if abs(score["right"] - score["left"]) < min_turn:
+        return jaw, None
+    side = min(score, key=score.get)
+    rows = torch.arange(8) + (0 if side == "right" else 8)
+    rows = rows[known[rows]]
+    if len(rows) == 0:
+        return jaw, side
+    p = verts_model[jaw[rows]]  # [R, 3]
+    cand = ((verts_model[None, :, 1] - p[:, None, 1]).abs() <= JAW_BAND_MM) \
+        & (torch.cdist(p, verts_model) <= JAW_RADIUS_MM) \
+        & (torch.sign(verts_model[None, :, 0]) == torch.sign(p[:, None, 0]))
+    if allowed is not None:
+        cand &= allowed[None]
+    u = uv[:, 0]
+    outward = u[jaw[rows]] < centre_u  # [R]: the outline runs towards smaller u
+    s = torch.where(outward[:, None], -u[None], u[None]).masked_fill(~cand, float("-inf"))
+    best = s.argmax(-1)
+    has = cand.any(-1)
+    jaw[rows[has]] = best[has]
+    return jaw, side
+
+
+def jaw_pool(model: FaceModel) -> dict:
+    """The fitter's candidate vertices for the jaw outline rule (cached per model): ``ids`` [P] (global), ``jaw``
+    [16] (indices into P, -1 unknown), the mean shape's ``normals`` [P, 3], ``allowed`` [P] (face area) and
+    ``lid`` [68] (global default landmark vertices, -1 unknown)."""
     key = (id(model), model.n_vertices, str(model.mean.device))
     if key not in _POOLS:
         from scipy.spatial import cKDTree
 
         from redafit.render.shading import vertex_normals
 
+        dev = model.mean.device
+        lid = default_landmark_vertices(model)
+        jaw_g = lid[JAW_POINTS]
         mean = model.mean.detach().cpu().numpy()
-        tree = cKDTree(mean)
-        pools = []
-        for cands in (model.contour_right, model.contour_left):
-            if cands.numel() == 0:
-                pools.append(cands)
-                continue
-            near = tree.query_ball_point(mean[cands.cpu().numpy()], SILHOUETTE_BAND_MM)
-            ids = sorted({int(i) for lst in near for i in lst} | set(cands.tolist()))
-            pools.append(torch.as_tensor(ids, dtype=torch.long, device=model.mean.device))
-        normals = vertex_normals(model.mean[None], model.triangles)[0]
-        _POOLS[key] = (pools[0], pools[1], normals)
+        ids = set(int(v) for v in jaw_g[jaw_g >= 0])
+        if ids:
+            near = cKDTree(mean).query_ball_point(mean[jaw_g[jaw_g >= 0]], JAW_RADIUS_MM + _POOL_MARGIN_MM)
+            ids |= {int(i) for lst in near for i in lst}
+        lines = [c.cpu().numpy() for c in (model.contour_right, model.contour_left)]
+        ids |= {int(v) for c in lines for v in c}
+        pool = np.array(sorted(ids), np.int64)
+        pos = {int(v): k for k, v in enumerate(pool)}
+        jaw = np.array([pos.get(int(v), -1) if v >= 0 else -1 for v in jaw_g], np.int64)
+        try:
+            from redafit.parsing.model_labels import vertex_face_area
+
+            allowed = vertex_face_area(model).cpu().numpy()[pool]
+        except Exception:  # noqa: BLE001 - models without the 68 landmark ids: no face-area restriction
+            allowed = np.ones(len(pool), bool)
+        pool_t = torch.as_tensor(pool, device=dev)
+        normals = vertex_normals(model.mean[None].detach(), model.triangles)[0][pool_t]
+        _POOLS[key] = {"ids": pool_t, "jaw": torch.as_tensor(jaw, device=dev), "normals": normals,
+                       "lines": [torch.as_tensor([pos[int(v)] for v in c], dtype=torch.long, device=dev)
+                                 for c in lines],
+                       "allowed": torch.as_tensor(allowed, device=dev), "lid": torch.as_tensor(lid, device=dev)}
     return _POOLS[key]
+
+
+def _outline(Xm: torch.Tensor, uv: torch.Tensor, pool: dict, half: slice, centre_u: float,
+             step_mm: float = 2.0) -> torch.Tensor:
+    """Indices into the pool of the occluding outline of one side: per ``step_mm`` of model-frame height between
+    that side's jaw vertices, the allowed vertex projecting farthest outwards."""
+    jaw = pool["jaw"][half]
+    jaw = jaw[jaw >= 0]
+    if jaw.numel() == 0:
+        return jaw
+    p = Xm[jaw]
+    y = Xm[:, 1]
+    cand = pool["allowed"] & (torch.sign(Xm[:, 0]) == torch.sign(p[:, 0].mean())) \
+        & (torch.cdist(Xm, p).min(-1).values <= JAW_RADIUS_MM) \
+        & (y >= p[:, 1].min() - JAW_BAND_MM) & (y <= p[:, 1].max() + JAW_BAND_MM)
+    idx = torch.nonzero(cand)[:, 0]
+    if idx.numel() == 0:
+        return idx
+    out = -uv[idx, 0] if float(uv[jaw, 0].mean()) < centre_u else uv[idx, 0]
+    bins = torch.floor(y[idx] / step_mm).long()
+    bins = bins - bins.min()
+    best = torch.full((int(bins.max()) + 1,), float("-inf"), dtype=out.dtype, device=out.device)
+    best = best.scatter_reduce(0, bins, out, reduce="amax")
+    return torch.unique(idx[out >= best[bins]])
 
 
 @torch.no_grad()
 def update_contour(targets: LandmarkTargets, ctx, model: FaceModel) -> None:
-    """Slide jaw correspondences to the current occluding outline.
+    """Move the jaw correspondences by the jaw outline rule (see :data:`JAW_BAND_MM`) for the current geometry.
 
-    Each jaw landmark (0-7, 9-16) takes the nearest projected vertex among its side's contour candidates and the
-    vertices near them that lie on the current silhouette (normal perpendicular to the view ray, using the mean
-    shape's normals rotated by the current pose). For a turned head the outline of the far cheek runs behind the
-    jaw line; restricting it to fixed candidates would make the fit under-rotate. 68-point targets only.
+    The candidates are taken at the current shape's heights, so at the true parameters the correspondences are the
+    annotated ones; the facing test uses the mean shape's normals rotated by the current pose. On a side that is
+    not occluding, each point takes the nearest projected vertex of the model's jaw contour line (where the fixed
+    jaw vertices lie): annotators space the points along the visible jaw line their own way. 68-point targets only.
     ``ctx`` is the :class:`~redafit.fit.fitter.FitContext` (its current geometry and camera).
     """
     if targets.kind != "68":
         return
     from redafit.fit.params import project_batch
 
-    pool_r, pool_l, normals = contour_pools(model)
+    pool = jaw_pool(model)
+    if pool["ids"].numel() == 0:
+        return
     B = targets.ids.shape[0]
     R = ctx.params.rotation().detach()  # [B, 3, 3]
-    for idx, cands, pool in ((JAW_RIGHT, model.contour_right, pool_r), (JAW_LEFT, model.contour_left, pool_l)):
-        if pool.numel() == 0:
-            continue
-        X = ctx.points_camera(pool[None].expand(B, -1))  # [B, P, 3]
-        n = normals[pool][None] @ R.transpose(-1, -2)  # [B, P, 3]
-        cos = (n * X).sum(-1).abs() / X.norm(dim=-1).clamp_min(1e-6)
-        allowed = (cos < SILHOUETTE_COS) | torch.isin(pool, cands)[None]  # [B, P]
-        cp = project_batch(X, ctx.cam)  # [B, P, 2]
-        d = torch.cdist(targets.points[:, idx], cp)  # [B, 8, P]
-        d = d.masked_fill(~allowed[:, None, :], float("inf"))
-        best = pool[d.argmin(-1)]  # [B, 8]
-        targets.ids[:, idx, 0] = best
-        targets.w[:, idx, 0] = 1.0
-        targets.w[:, idx, 1:] = 0.0
+    t = ctx.params.trans.detach()
+    X = ctx.points_camera(pool["ids"][None].expand(B, -1))  # [B, P, 3]
+    Xm = (X - t[:, None]) @ R  # model frame
+    n = pool["normals"][None] @ R.transpose(-1, -2)
+    uv = project_batch(X, ctx.cam)
+    lid = pool["lid"]
+    lid_k = lid[lid >= 0]
+    centre = project_batch(ctx.points_camera(lid_k[None].expand(B, -1)), ctx.cam)[..., 0].mean(-1)  # [B]
+    rows = torch.as_tensor(JAW_POINTS, device=targets.ids.device)
+    for b in range(B):
+        local, side = outline_jaw_ids(Xm[b], X[b], n[b], uv[b], pool["jaw"], float(centre[b]), pool["allowed"])
+        for name, half, line in (("right", slice(0, 8), pool["lines"][0]), ("left", slice(8, 16), pool["lines"][1])):
+            if name == side:  # slide along the whole outline: the rule's vertices plus one per 2 mm of height
+                line = torch.unique(torch.cat([local[half][local[half] >= 0],
+                                               _outline(Xm[b], uv[b], pool, half, float(centre[b]))]))
+            if line.numel() == 0:
+                continue
+            d = torch.cdist(targets.points[b, rows[half]], uv[b, line])  # [8, L]
+            local[half] = torch.where(local[half] >= 0, line[d.argmin(-1)], local[half])
+        ok = local >= 0
+        targets.ids[b, rows[ok], 0] = pool["ids"][local[ok]]
+        targets.w[b, rows[ok], 0] = 1.0
+        targets.w[b, rows[ok], 1:] = 0.0

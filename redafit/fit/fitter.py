@@ -84,6 +84,7 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
     if stage.optimizer == "lm":
         from redafit.fit.lm import run_lm_stage
 
+        ctx.extras.pop("adam_state", None)  # moments of an earlier Adam stage no longer describe the parameters
         return run_lm_stage(ctx, stage, progress)
     if stage.optimizer != "adam":
         raise FitError(f"stage {stage.name}: unknown optimizer {stage.optimizer!r} (adam or lm)")
@@ -95,6 +96,12 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
         p = ctx.params.named(name)
         groups.append({"params": [p], "lr": stage.lr.get(name, stage.lr_default)})
     opt = torch.optim.Adam(groups)
+    # Adam's moments carry over from the previous Adam stage for the parameters both train: a fresh optimiser
+    # moves every coefficient by ~lr on its first steps whatever its gradient, which undoes a converged stage.
+    saved = ctx.extras.get("adam_state", {})
+    for name in stage.params:
+        if name in saved:
+            opt.state[ctx.params.named(name)] = saved[name]
     ctx.stage = stage
     hooks = hooks or {}
     t0 = time.perf_counter()
@@ -124,6 +131,8 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
         loss_val = float(loss.detach())
         if progress is not None:
             progress(stage.name, it + 1, stage.iters, loss_val)
+    ctx.extras["adam_state"] = {name: opt.state[ctx.params.named(name)] for name in stage.params
+                                if ctx.params.named(name) in opt.state}
     ctx.cache.clear()
     with torch.no_grad():
         terms = {k: float(LOSSES[k](ctx, stage)) for k in stage.losses}
@@ -148,16 +157,15 @@ _SUBSETS: dict = {}
 
 
 def landmark_subset(model: FaceModel, targets: LandmarkTargets) -> dict:
-    """The model restricted to the vertices landmarks can correspond to (fixed ids, contour candidates and the
-    silhouette search band). Cached per model; the targets' own ids are included."""
-    from redafit.fit.correspondence import contour_pools
+    """The model restricted to the vertices landmarks can correspond to (fixed ids and the jaw outline
+    candidates). Cached per model; the targets' own ids are included."""
+    from redafit.fit.correspondence import jaw_pool
 
     key = (id(model), model.n_vertices, str(model.mean.device))
     base = _SUBSETS.get(key)
     if base is None:
-        pool_r, pool_l, _ = contour_pools(model)
-        base = torch.unique(torch.cat([model.contour_right, model.contour_left, pool_r, pool_l,
-                                       model.landmark_ids[model.landmark_ids >= 0]]))
+        lid = jaw_pool(model)["lid"]
+        base = torch.unique(torch.cat([jaw_pool(model)["ids"], lid[lid >= 0]]))
         _SUBSETS[key] = base
     ids = base
     extra = targets.ids.flatten().to(model.mean.device)

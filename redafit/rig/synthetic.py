@@ -50,7 +50,7 @@ def sample_expression(model, rng: np.random.Generator, max_active: int = 3, stre
 
 def _camera_pose(model, vm: np.ndarray, euler, K: Intrinsics, fill: float, offset=(0.0, 0.0)):
     """R [3, 3], t [3] placing the face (jaw width = ``fill`` x image width) at the image centre + offset."""
-    from redafit.eval.synthetic import default_landmark_vertices
+    from redafit.fit.correspondence import default_landmark_vertices
 
     lid = default_landmark_vertices(model)
     R = pose_rotation(euler_to_r(*euler, dtype=torch.float64)[None])[0].numpy()
@@ -208,7 +208,7 @@ class LandmarkSampler:
     """
 
     def __init__(self, model, size: int = 256, yaw: float = 50.0, pitch: float = 20.0, roll: float = 12.0):
-        from redafit.eval.synthetic import JAW_BAND_MM, JAW_RADIUS_MM, default_landmark_vertices
+        from redafit.fit.correspondence import JAW_BAND_MM, JAW_RADIUS_MM, default_landmark_vertices
 
         self.model = model
         self.size, self.yaw, self.pitch, self.roll = size, yaw, pitch, roll

@@ -19,7 +19,11 @@ def test_full_preset_stages_and_ablation_options():
     assert {"color", "mask", "landmarks"} <= set(att.losses)
     assert {"sh", "albedo"} <= set(att.params)
     ff = cfg.stage("freeform")
-    assert "disp" in ff.params and "arap" in ff.losses and ff.landmark_drop_px > 0
+    assert "disp" in ff.params and "arap" in ff.losses and ff.landmark_drop_px == 0  # off by default (README)
+    from redafit.cli.fit import build_config
+
+    dropped = build_config("full", landmark_drop=0.5)
+    assert dropped.stage("freeform").landmark_drop_px == 0.5 and dropped.stage("attributes").landmark_drop_px == 0
 
     z = configure(cfg, raster="zbuffer")
     assert z.render.mode == "zbuffer" and z.render.pyramid_levels == 1

