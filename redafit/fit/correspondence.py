@@ -128,7 +128,7 @@ def outline_jaw_ids(verts_model: torch.Tensor, verts_cam: torch.Tensor, normals_
     if abs(score["right"] - score["left"]) < min_turn:
         return jaw, None
     side = min(score, key=score.get)
-    rows = torch.arange(8) + (0 if side == "right" else 8)
+    rows = torch.arange(8, device=jaw.device) + (0 if side == "right" else 8)
     rows = rows[known[rows]]
     if len(rows) == 0:
         return jaw, side

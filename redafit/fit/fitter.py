@@ -164,8 +164,8 @@ def landmark_subset(model: FaceModel, targets: LandmarkTargets) -> dict:
     key = (id(model), model.n_vertices, str(model.mean.device))
     base = _SUBSETS.get(key)
     if base is None:
-        lid = jaw_pool(model)["lid"]
-        base = torch.unique(torch.cat([jaw_pool(model)["ids"], lid[lid >= 0]]))
+        pool = jaw_pool(model)
+        base = torch.unique(torch.cat([pool["ids"], pool["lid"][pool["lid"] >= 0]]))
         _SUBSETS[key] = base
     ids = base
     extra = targets.ids.flatten().to(model.mean.device)
