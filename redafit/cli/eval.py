@@ -19,6 +19,8 @@ import click
               help="Synthetic image size (px).")
 @click.option("--landmark-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Gaussian noise (px) on the synthetic landmark files.")
+@click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
+              help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
 @click.option("--model", "model_name", default="ict", show_default=True, help="Installed face model (or path).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write per-case JSON, results.csv, summary.md and heat maps here.")
@@ -32,8 +34,8 @@ import click
 @click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
-def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, model_name, out_dir, resume, jobs, limit,
-             ablation, methods, heatmaps):
+def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, landmark_sigma, model_name, out_dir, resume,
+             jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -59,7 +61,8 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, model_
     if resume and out_dir is None:
         raise UsageError("--resume needs --out DIR")
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    method_objs = make_methods(names, ablation)
+    method_objs = make_methods(names, ablation,
+                               None if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0})
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset

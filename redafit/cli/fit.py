@@ -54,6 +54,10 @@ def fit_options(f):
         click.option("--landmark-drop", type=click.FloatRange(0, 100), default=None, metavar="PX",
                      help="In the last stage, landmarks within PX pixels (at the fit size) stop pulling (the "
                           "paper's stage-3 rule; default 0: every landmark keeps pulling)."),
+        click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
+                     help="Expected landmark noise per coordinate, in %% of the eye distance (2.5: detector "
+                          "landmarks). The shape priors scale with its square: lower it for precise landmarks "
+                          "(manual or synthetic), raise it for poor ones."),
         click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
                      help="Multiply every stage's iteration count (speed/quality trade-off)."),
     ]
@@ -64,7 +68,7 @@ def fit_options(f):
 
 def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
                  no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False,
-                 landmark_drop=None):
+                 landmark_drop=None, landmark_sigma=None):
     """Options -> FitConfig (library call; no click types here)."""
     from dataclasses import replace
 
@@ -101,6 +105,8 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
     if landmark_drop is not None and preset == "full":
         config = replace(config, stages=config.stages[:-1] + (replace(config.stages[-1],
                                                                       landmark_drop_px=landmark_drop),))
+    if landmark_sigma is not None:
+        config = replace(config, landmark_sigma=landmark_sigma / 100.0)
     if iters_scale != 1.0:
         config = replace(config, stages=tuple(replace(s, iters=max(1, round(s.iters * iters_scale)))
                                               for s in config.stages))

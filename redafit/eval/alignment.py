@@ -118,7 +118,8 @@ def principal_axes_init(source: np.ndarray, target: np.ndarray, with_scale: bool
     """Initial transform from centroids and principal axes.
 
     The principal axes of each cloud are known only up to order and sign, so every assignment giving a proper
-    rotation (24 of the 48 signed permutations) is tried with a few ICP iterations on a subsample; the one with the smallest mean distance wins.
+    rotation (24 of the 48 signed permutations) is tried with a few ICP iterations on a subsample; the one with
+    the smallest mean distance wins.
     """
     rng = np.random.default_rng(seed)
     xs = source[rng.choice(len(source), min(sample, len(source)), replace=False)]

@@ -137,10 +137,12 @@ ABLATIONS = {
 }
 
 
-def make_methods(names, ablation: str | None = None) -> dict:
+def make_methods(names, ablation: str | None = None, fit_overrides: dict | None = None) -> dict:
     """Method objects by name (``mean``, ``landmarks``, ``full``, ``oracle``), plus the ablation's configurations
-    of the full fit (named ``full[<label>]``) when ``ablation`` is given."""
+    of the full fit (named ``full[<label>]``) when ``ablation`` is given. ``fit_overrides`` (FitConfig fields,
+    e.g. ``landmark_sigma``) apply to every fit method."""
     out = {}
+    fo = dict(fit_overrides or {})
     for n in names:
         n = n.strip()
         if not n:
@@ -150,7 +152,7 @@ def make_methods(names, ablation: str | None = None) -> dict:
         elif n == "oracle":
             out[n] = OracleMethod()
         elif n in ("landmarks", "full"):
-            out[n] = FitMethod(n)
+            out[n] = FitMethod(n, dict(fo))
         else:
             raise UsageError(f"unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
     if ablation:
@@ -158,7 +160,7 @@ def make_methods(names, ablation: str | None = None) -> dict:
             raise UsageError(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
         for label, ov, rov in ABLATIONS[ablation]:
             name = f"full[{label}]"
-            out[name] = FitMethod("full", dict(ov), dict(rov), label=name)
+            out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name)
     return out
 
 

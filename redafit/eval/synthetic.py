@@ -364,6 +364,26 @@ def write_case(case: Case, out_dir) -> Path:
     return d
 
 
+def true_parameters(case: Case, model) -> dict:
+    """The parameters a synthetic case was drawn with, as a fit's ``init`` dict (``id``, ``exp``, ``rot``,
+    ``trans``, each with a leading batch axis of 1), e.g. to start a stage at the truth and see where its loss
+    terms pull (a biased term drifts away)."""
+    import torch
+
+    from redafit.render.camera import R_FLIP, matrix_to_axis_angle
+
+    P = case.meta["params"]
+    R = torch.tensor(P["pose"]["rotation"], dtype=torch.float64)
+    rot = matrix_to_axis_angle((R @ R_FLIP.double().T)[None])[0].numpy()
+    exp = np.zeros(model.n_exp)
+    for name, value in P["expression"].items():
+        exp[model.expression_names.index(name)] = value
+    ident = np.zeros(model.n_id)
+    ident[:len(P["identity"])] = P["identity"]
+    return {"id": ident[None], "exp": exp[None], "rot": rot[None],
+            "trans": np.asarray(P["pose"]["translation_mm"], np.float64)[None]}
+
+
 def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 256, landmark_noise: float = 0.0,
                        config: SyntheticConfig | None = None, **overrides) -> list[Case]:
     """``n`` synthetic cases from ``model`` (any :class:`~redafit.model.FaceModel`), deterministic in ``seed``.

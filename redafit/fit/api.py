@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -172,6 +172,7 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
         hooks = attribute_stages.prepare(ctx, images, config, depths=depths)
     reports = []
     for stage in config.stages:
+        stage = replace(stage, losses=config.stage_losses(stage))
         reports.append(run_stage(ctx, stage, progress, hooks))
         if needs_attributes:
             attribute_stages.after_stage(ctx, stage, config)

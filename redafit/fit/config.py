@@ -57,6 +57,12 @@ class StageConfig:
 # Learning rates tuned on the shared photos and the synthetic benchmark (coefficients are ~N(0, 1)).
 _LR = {"rot": 0.02, "trans": 2.0, "id": 0.1, "exp": 0.05, "sh": 0.02, "albedo": 0.02, "disp": 0.05}
 
+# Per-coordinate landmark noise (fraction of the inter-ocular distance) the stages' shape-prior weights are set
+# for: about what 68-point detectors (dlib, FAN) leave on real photos. A Gaussian noise model makes the prior
+# weight relative to the landmark weight grow with sigma^2, which is how :attr:`FitConfig.landmark_sigma` rescales.
+LANDMARK_SIGMA = 0.025
+PRIOR_LOSSES = ("id_prior", "exp_prior")
+
 RIGID = StageConfig(
     name="rigid",
     params=("rot", "trans"),
@@ -95,6 +101,10 @@ class FitConfig:
         albedo_size: side of the low-resolution UV albedo map (pixels).
         texture_size: side of the output texture map (pixels).
         save_stages: folder where each stage's render, mask and error images are written (None = off).
+        landmark_sigma: expected per-coordinate noise of the input landmarks as a fraction of the inter-ocular
+            distance (default :data:`LANDMARK_SIGMA` = 0.025, detector landmarks). The identity and expression
+            prior weights of every stage scale with ``(landmark_sigma / 0.025)^2``: precise landmarks (manual
+            annotation, synthetic data) want a small value, noisy ones a large one.
     """
 
     stages: tuple[StageConfig, ...] = (RIGID, LANDMARKS)
@@ -109,6 +119,12 @@ class FitConfig:
     albedo_size: int = 64
     texture_size: int = 1024
     save_stages: str | None = None
+    landmark_sigma: float = LANDMARK_SIGMA
+
+    def stage_losses(self, stage: StageConfig) -> dict:
+        """The loss weights a stage runs with: its own, the shape priors rescaled by ``landmark_sigma``."""
+        f = (float(self.landmark_sigma) / LANDMARK_SIGMA) ** 2
+        return {k: v * f if k in PRIOR_LOSSES else v for k, v in stage.losses.items()}
 
     @staticmethod
     def preset(name: str, **overrides) -> "FitConfig":

@@ -14,6 +14,10 @@ Algorithm (:func:`parse_image` without a network):
 4. Pixels inside the face zone (jaw contour + raised forehead line) that are neither skin-coloured nor a
    feature region - hair, hands, glasses, a scarf - are occluders: ``valid = False`` (ignore them in losses),
    never forced to skin. Background outside the face zone stays valid (label all zero).
+5. Where the face mask's edge is not a visible boundary - skin-coloured pixels continue beyond it (neck below
+   the jaw line, ears, the cheek past the landmark hull on the near side) - those skin pixels and a band along
+   the edge are invalid too (:func:`ambiguous_edges`): the mask ends there at a line drawn from the landmarks,
+   and a model's face area at a line of its own. Edges against background or hair stay: they are silhouettes.
 
 With a parsing network (:func:`redafit.parsing.network.load_parsing_network`) the labels come from the
 network instead, with its occluder classes (hair, glasses, hat) marked invalid inside the face zone.
@@ -60,11 +64,13 @@ class ParsingResult:
                invalid pixels. Channel order :data:`REGION_NAMES`.
     valid      [H, W] bool: False where the pixel should be ignored (occluders inside the face zone).
     face_mask  [H, W] bool: pixels with a region label (the face silhouette incl. features).
+    source     "landmarks" (landmark polygons + skin colour) or "network".
     """
 
     labels: np.ndarray
     valid: np.ndarray
     face_mask: np.ndarray
+    source: str = "landmarks"
 
     @property
     def index(self) -> np.ndarray:
@@ -203,6 +209,31 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
     return out, model
 
 
+AMBIGUOUS_REACH = 0.35  # how far outside the face mask skin-coloured pixels are looked for (x face scale)
+AMBIGUOUS_BAND = 0.1  # half-width of the ignored band along an edge between face and other skin (x face scale)
+
+
+def ambiguous_edges(image: np.ndarray, face: np.ndarray, model: SkinColourModel, scale: float) -> np.ndarray:
+    """[H, W] bool: where the face mask's edge is not a visible boundary.
+
+    Skin-coloured pixels just outside the face mask (neck, ears, the cheek beyond the landmark hull) and a band
+    along the face edge next to them: there the mask ends at a line drawn from the landmarks, not at a change
+    of colour, and a model's face area ends at a line of its own. Edges against background or hair (true
+    silhouettes) are kept."""
+    H, W = face.shape
+    near = cv2.dilate(face.astype(np.uint8), _kernel(AMBIGUOUS_REACH * scale)).astype(bool) & ~face
+    if not near.any():
+        return np.zeros((H, W), bool)
+    ys, xs = np.nonzero(near)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    coloured = np.zeros((H, W), bool)
+    coloured[y0:y1, x0:x1] = model.distance2(colour_features(image[y0:y1, x0:x1])) < _SKIN_THRESHOLD ** 2
+    other = coloured & near
+    other = cv2.morphologyEx(other.astype(np.uint8), cv2.MORPH_OPEN, _kernel(0.012 * scale)).astype(bool)
+    band = cv2.dilate(other.astype(np.uint8), _kernel(AMBIGUOUS_BAND * scale)).astype(bool) & face
+    return other | band
+
+
 def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> ParsingResult:
     """Region label maps of a face photo.
 
@@ -226,10 +257,12 @@ def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> Parsi
         return _parse_with_network(img, lm, network, zone)
     feat_idx = paint_regions(polys, H, W, spec)
     features = feat_idx > 0
-    skin, _ = skin_silhouette(img, polys, features)
+    skin, skin_model = skin_silhouette(img, polys, features)
     face = skin | features
     index = np.where(features, feat_idx, np.where(skin, 0, -1)).astype(np.int8)
     valid = ~(zone & ~face)
+    if skin_model is not None:
+        valid &= ~ambiguous_edges(img, face, skin_model, polys.frame.scale)
     return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face)
 
 
@@ -241,7 +274,7 @@ def _parse_with_network(img: np.ndarray, lm: np.ndarray, network, zone: np.ndarr
     valid = ~(zone & occluder[cls])
     index = np.where(valid, index, -1).astype(np.int8)
     face = index >= 0
-    return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face)
+    return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face, source="network")
 
 
 def colorize(result: ParsingResult, image: np.ndarray | None = None, alpha: float = 0.55) -> np.ndarray:

@@ -242,6 +242,22 @@ def paint_regions(polys: RegionPolygons, height: int, width: int, spec: dict | N
     return idx
 
 
+# Regions whose landmark-polygon edges are not visible boundaries: the nose hull of a turned face covers cheek that
+# the model's nose region does not, and the brow band is a fixed-width stroke. Drawn from the landmarks alone they
+# repeat the landmark term with a bias, so landmark-derived parsing compares them as skin.
+LANDMARK_ONLY_REGIONS = ("brows", "nose")
+
+
+def merge_into_skin(labels, names=LANDMARK_ONLY_REGIONS):
+    """Labels [..., 7] (numpy or torch) with the regions ``names`` added to skin and zeroed (a copy)."""
+    idx = [REGION_NAMES.index(n) for n in names]
+    out = labels.copy() if isinstance(labels, np.ndarray) else labels.clone()
+    if idx:
+        out[..., 0] = out[..., 0] + out[..., idx].sum(-1)
+        out[..., idx] = 0
+    return out
+
+
 def one_hot(index: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Index map [...] (-1 = none) -> float32 one-hot [..., 7]."""
     out = np.zeros(index.shape + (N_REGIONS,), np.float32)

@@ -362,6 +362,34 @@ def render_pyramid(soft: SoftImage, cfg: RenderConfig | None = None) -> list[tor
     return pyramid(soft.image, cfg, presoftened=True)
 
 
+def observed_pyramid(observed: torch.Tensor, valid: torch.Tensor, cfg: RenderConfig | None = None,
+                     ) -> list[torch.Tensor]:
+    """The pyramid of an observed attribute map [B, H, W, C] with ignored pixels (valid [B, H, W, 1] in [0, 1]).
+
+    Level 0 is the softened map where it is valid and 0 elsewhere, softened from valid pixels only (normalized
+    convolution ``G * (obs valid) / G * valid``); the next levels are built from it as usual. Paired with
+    :func:`masked_render_pyramid`, the two pyramids agree at every level when the render equals the
+    observation on the valid pixels: masking *before* the pyramid (instead of weighting each level by a
+    blurred mask) keeps ignored regions from biasing the coarse levels.
+    """
+    cfg = cfg or RenderConfig()
+    valid = valid.to(observed.dtype)
+    if cfg.mode == "zbuffer":
+        return [observed * valid]
+    g, _ = _kernels(cfg, observed.dtype, observed.device)
+    num = blur((observed * valid).permute(0, 3, 1, 2), g)
+    den = blur(valid.permute(0, 3, 1, 2), g)
+    lv0 = (num / den.clamp_min(1e-6)).permute(0, 2, 3, 1) * valid
+    return pyramid(lv0, cfg, presoftened=True)
+
+
+def masked_render_pyramid(image: torch.Tensor, valid: torch.Tensor, cfg: RenderConfig | None = None,
+                          ) -> list[torch.Tensor]:
+    """The pyramid of rendered channels [B, H, W, C] (a :class:`SoftImage`'s, already softened) masked by
+    valid [B, H, W, 1] at level 0; the counterpart of :func:`observed_pyramid`."""
+    return pyramid(image * valid.to(image.dtype), cfg, presoftened=True)
+
+
 def reda_loss(rendered_pyramid: Sequence[torch.Tensor], observed_pyramid: Sequence[torch.Tensor],
               mask=None) -> torch.Tensor:
     """Sum over levels of the mean L1 difference between two pyramids (lists of [B, H_l, W_l, C]).

@@ -24,6 +24,12 @@ def test_full_preset_stages_and_ablation_options():
 
     dropped = build_config("full", landmark_drop=0.5)
     assert dropped.stage("freeform").landmark_drop_px == 0.5 and dropped.stage("attributes").landmark_drop_px == 0
+    precise = build_config("full", landmark_sigma=1.25)  # percent of the eye distance
+    assert precise.landmark_sigma == pytest.approx(0.0125)
+    for st in precise.stages:
+        base, scaled = cfg.stage_losses(st), precise.stage_losses(st)
+        for k, w in base.items():
+            assert scaled[k] == pytest.approx(w * (0.25 if k in ("id_prior", "exp_prior") else 1.0)), (st.name, k)
 
     z = configure(cfg, raster="zbuffer")
     assert z.render.mode == "zbuffer" and z.render.pyramid_levels == 1
@@ -120,7 +126,8 @@ def test_arap_energy_gradient_pulls_back_to_rigid():
 def synthetic_case(ict_model):
     from redafit.eval.synthetic import generate_synthetic
 
-    return generate_synthetic(ict_model, 1, seed=5)[0]
+    # detector-level landmark noise (1.5 px = 2.5 % of the eye distance): the setting the defaults are tuned for
+    return generate_synthetic(ict_model, 1, seed=5, landmark_noise=1.5)[0]
 
 
 def _p2plane(case, res, model):
@@ -147,3 +154,33 @@ def test_full_fit_beats_landmark_only_on_a_synthetic_face(ict_model, synthetic_c
     assert full.landmark_error_px < 1.5 * q["landmarks"]["landmark_error_px"] + 0.5
     assert full.albedo is not None and full.albedo.shape[-1] == 3
     assert np.isfinite(full.vertices_model).all()
+
+
+def test_landmark_sigma_trades_landmark_fit_for_prior(ict_model, synthetic_case):
+    """Trusting the landmarks more (smaller sigma) fits them more closely with larger shape coefficients."""
+    from dataclasses import replace
+
+    c = synthetic_case
+    res = {s: fit_image(c.image, c.landmarks, ict_model, replace(FitConfig.preset("landmarks"), landmark_sigma=s),
+                        intrinsics=c.intrinsics) for s in (0.005, 0.05)}
+    assert res[0.005].landmark_error_px < 0.8 * res[0.05].landmark_error_px
+    assert np.linalg.norm(res[0.005].id_coeffs) > 1.5 * np.linalg.norm(res[0.05].id_coeffs)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_model_and_image_labels_agree_at_the_true_parameters(ict_model, seed):
+    """At the parameters a synthetic face was drawn with, the model's rendered parsing labels must match the
+    labels parsed from its image: where they disagree, the mask term would pull a perfect fit away."""
+    from dataclasses import replace
+
+    from redafit.eval.synthetic import generate_synthetic, true_parameters
+    from redafit.fit.api import fit_batch
+
+    c = generate_synthetic(ict_model, 1, seed=seed)[0]
+    full = FitConfig.preset("full")
+    stage = replace(full.stage("attributes"), iters=0)
+    res = fit_batch([c.image], [c.landmarks], ict_model, replace(full, stages=(stage,)), [c.intrinsics],
+                    init=true_parameters(c, ict_model))[0]
+    iou = res.quality["attributes"]["parsing_iou"]
+    assert iou["skin"] > 0.93, iou
+    assert min(iou[k] for k in ("upper_lip", "lower_lip")) > 0.6, iou

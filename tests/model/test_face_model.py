@@ -1,4 +1,5 @@
-"""FaceModel forward math: batched, partial coefficients, differentiable, device moves; on a synthetic and a real model."""
+"""FaceModel forward math: batched, partial coefficients, differentiable, device moves; on a synthetic and a real
+model."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def small():
     verts, tris = grid_face(n=4)
     V = verts.shape[0]
     g = torch.Generator().manual_seed(0)
-    return FaceModel(mean=verts, id_basis=torch.randn(5, V, 3, generator=g), exp_basis=torch.randn(3, V, 3, generator=g),
+    return FaceModel(mean=verts, id_basis=torch.randn(5, V, 3, generator=g),
+                     exp_basis=torch.randn(3, V, 3, generator=g),
                      triangles=tris, albedo_mean=np.full((V, 3), 0.5), albedo_basis=torch.randn(2, V, 3, generator=g))
 
 

@@ -23,7 +23,8 @@ def uv_sphere(n_lat=6, n_lon=8, radius=1.0):
         th = math.pi * i / n_lat
         for j in range(n_lon):
             ph = 2 * math.pi * j / n_lon
-            verts.append([radius * math.sin(th) * math.sin(ph), radius * math.cos(th), radius * math.sin(th) * math.cos(ph)])
+            verts.append([radius * math.sin(th) * math.sin(ph), radius * math.cos(th),
+                          radius * math.sin(th) * math.cos(ph)])
     verts.append([0.0, -radius, 0.0])
     tris = []
     ring = lambda i, j: 1 + (i - 1) * n_lon + (j % n_lon)

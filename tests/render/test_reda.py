@@ -221,8 +221,8 @@ def test_pyramid_and_loss():
     diff[:, :, 8:] = 0
     assert reda_loss(pyramid(diff, RenderConfig.zbuffer()), pyramid(img, RenderConfig.zbuffer()), half) == 0
     assert reda_loss(pyramid(diff, cfg), pyramid(img, cfg), half) > 0  # blur leaks across the mask border
-    assert reda_loss(pyr, other, [torch.full_like(m[..., :1], 0.3) for m in pyr]).item() == pytest.approx(reda_loss(pyr, other).item(),
-                                                                                     rel=1e-5)
+    flat = [torch.full_like(m[..., :1], 0.3) for m in pyr]
+    assert reda_loss(pyr, other, flat).item() == pytest.approx(reda_loss(pyr, other).item(), rel=1e-5)
 
 
 def test_redaloss_module_backward():
@@ -263,3 +263,30 @@ def test_gradcheck_soft_render_attributes():
     cfg = RenderConfig(slices=2, kernel_size=3)
     f = lambda a: soft_render(clip, tris, a, (8, 10), cfg).image
     assert torch.autograd.gradcheck(f, (attrs,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["reda", "zbuffer"])
+def test_masked_pyramids_agree_where_render_matches_on_valid_pixels(mode):
+    """Ignored pixels (any content on either side) must not bias any pyramid level: with a render equal to the
+    observation on the valid pixels, every level matches exactly."""
+    from redafit.render.reda import masked_render_pyramid, observed_pyramid
+
+    g = torch.Generator().manual_seed(0)
+    cfg = RenderConfig() if mode == "reda" else RenderConfig.zbuffer()
+    obs = torch.rand(1, 48, 40, 3, generator=g, dtype=torch.float64)
+    valid = torch.ones(1, 48, 40, 1, dtype=torch.float64)
+    valid[:, 10:25, 5:18] = 0  # an occluder
+    valid[:, :, 33:] = 0  # an ignored band
+    truth = torch.where(valid > 0, obs, torch.rand(1, 48, 40, 3, generator=g, dtype=torch.float64))
+    po = observed_pyramid(truth, valid, cfg)
+    # the soft renderer's output is already softened at level 0: the observed side's level 0 is that softening
+    rendered = po[0] if mode == "reda" else truth
+    pr = masked_render_pyramid(rendered + 5.0 * (1 - valid), valid, cfg)  # garbage where invalid
+    assert len(pr) == len(po) == (cfg.pyramid_levels if mode == "reda" else 1)
+    for a, b in zip(pr, po):
+        torch.testing.assert_close(a, b)
+    assert reda_loss(pr, po).item() < 1e-12
+    # the ignored content of the observation does not leak into valid pixels either
+    other = torch.where(valid > 0, truth, torch.zeros_like(truth))
+    for a, b in zip(observed_pyramid(other, valid, cfg), po):
+        torch.testing.assert_close(a, b)
