@@ -55,7 +55,7 @@ def fit_options(f):
                      help="In the last stage, landmarks within PX pixels (at the fit size) stop pulling (the "
                           "paper's stage-3 rule; default 0: every landmark keeps pulling)."),
         click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
-                     help="Expected landmark noise per coordinate, in %% of the eye distance (2.5: detector "
+                     help="Expected landmark noise per coordinate, in % of the eye distance (2.5: detector "
                           "landmarks). The shape priors scale with its square: lower it for precise landmarks "
                           "(manual or synthetic), raise it for poor ones."),
         click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
