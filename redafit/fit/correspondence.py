@@ -107,6 +107,25 @@ def default_landmark_vertices(model: FaceModel) -> np.ndarray:
     return lid
 
 
+def jaw_candidates(verts_model: torch.Tensor, p: torch.Tensor, allowed: torch.Tensor | None = None,
+                   per_point: bool = True) -> torch.Tensor:
+    """Candidate outline vertices of the jaw outline rule for jaw vertices p [R, 3] (model frame mm, one side of
+    the face) among verts_model [P, 3]: on the same side (sign of x), within JAW_RADIUS_MM and JAW_BAND_MM of
+    height, inside ``allowed`` [P] (the face area; None = everywhere). ``per_point``: a mask [R, P] per jaw
+    vertex (its own height band and radius); otherwise one mask [P] for the side (the band spanning all of p,
+    within the radius of any of them)."""
+    y = verts_model[:, 1]
+    dist = torch.cdist(p, verts_model)  # [R, P]
+    if per_point:
+        cand = ((y[None] - p[:, None, 1]).abs() <= JAW_BAND_MM) & (dist <= JAW_RADIUS_MM) \
+            & (torch.sign(verts_model[None, :, 0]) == torch.sign(p[:, None, 0]))
+        return cand & allowed[None] if allowed is not None else cand
+    cand = (torch.sign(verts_model[:, 0]) == torch.sign(p[:, 0].mean())) \
+        & (dist.min(0).values <= JAW_RADIUS_MM) \
+        & (y >= p[:, 1].min() - JAW_BAND_MM) & (y <= p[:, 1].max() + JAW_BAND_MM)
+    return cand & allowed if allowed is not None else cand
+
+
 def outline_jaw_ids(verts_model: torch.Tensor, verts_cam: torch.Tensor, normals_cam: torch.Tensor,
                     uv: torch.Tensor, jaw: torch.Tensor, centre_u: float,
                     allowed: torch.Tensor | None = None, min_turn: float = MIN_TURN) -> tuple[torch.Tensor, str | None]:
@@ -132,12 +151,7 @@ def outline_jaw_ids(verts_model: torch.Tensor, verts_cam: torch.Tensor, normals_
     rows = rows[known[rows]]
     if len(rows) == 0:
         return jaw, side
-    p = verts_model[jaw[rows]]  # [R, 3]
-    cand = ((verts_model[None, :, 1] - p[:, None, 1]).abs() <= JAW_BAND_MM) \
-        & (torch.cdist(p, verts_model) <= JAW_RADIUS_MM) \
-        & (torch.sign(verts_model[None, :, 0]) == torch.sign(p[:, None, 0]))
-    if allowed is not None:
-        cand &= allowed[None]
+    cand = jaw_candidates(verts_model, verts_model[jaw[rows]], allowed)  # [R, P]
     u = uv[:, 0]
     outward = u[jaw[rows]] < centre_u  # [R]: the outline runs towards smaller u
     s = torch.where(outward[:, None], -u[None], u[None]).masked_fill(~cand, float("-inf"))
@@ -193,12 +207,8 @@ def _outline(Xm: torch.Tensor, uv: torch.Tensor, pool: dict, half: slice, centre
     jaw = jaw[jaw >= 0]
     if jaw.numel() == 0:
         return jaw
-    p = Xm[jaw]
     y = Xm[:, 1]
-    cand = pool["allowed"] & (torch.sign(Xm[:, 0]) == torch.sign(p[:, 0].mean())) \
-        & (torch.cdist(Xm, p).min(-1).values <= JAW_RADIUS_MM) \
-        & (y >= p[:, 1].min() - JAW_BAND_MM) & (y <= p[:, 1].max() + JAW_BAND_MM)
-    idx = torch.nonzero(cand)[:, 0]
+    idx = torch.nonzero(jaw_candidates(Xm, Xm[jaw], pool["allowed"], per_point=False))[:, 0]
     if idx.numel() == 0:
         return idx
     out = -uv[idx, 0] if float(uv[jaw, 0].mean()) < centre_u else uv[idx, 0]
