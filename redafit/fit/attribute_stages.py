@@ -189,7 +189,7 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     """Observed attributes at the fit resolution and the model-side data; returns the fitter hooks."""
     from redafit.parsing.image import parse_image
     from redafit.parsing.model_labels import vertex_face_area, vertex_labels
-    from redafit.parsing.regions import LANDMARK_ONLY_REGIONS, merge_into_skin
+    from redafit.parsing.regions import merge_into_skin
     from redafit.render.reda import observed_pyramid
 
     model, dev = ctx.model, ctx.model.mean.device
@@ -207,7 +207,6 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     z_ref = torch.zeros(B, device=dev)
     if ctx.targets.kind != "68":
         raise InputError("the attribute stages need 68 landmarks; with 5-point landmarks use --preset landmarks")
-    merged = LANDMARK_ONLY_REGIONS
     for b, im in enumerate(images):
         lm_full = ctx.targets.points[b].cpu().numpy().copy()
         lm_full[ctx.targets.weight[b].cpu().numpy() == 0] = np.nan
@@ -218,7 +217,7 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
         lm = (lm_full - np.array([x0, y0], np.float32)) * sc
         par = parse_image(small, lm)
         colour[b] = small
-        labels[b] = merge_into_skin(par.labels, merged) * inside[..., None]
+        labels[b] = merge_into_skin(par.labels) * inside[..., None]
         # eyes are ignored by the attribute losses: models such as ICT have holes there, and the landmarks
         # already pin the eye corners and lids
         valid[b, ..., 0] = par.valid & inside & ~par.region("eyes") & ~forehead_edge_band(par.face_mask, lm)
@@ -251,10 +250,11 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     tris = model.triangles
     ex["tris_face"] = tris[face_v[tris].all(1)]
     # landmark-drawn nose and brow regions are compared as skin on both sides (see LANDMARK_ONLY_REGIONS)
-    ex["vlabels"] = merge_into_skin(vertex_labels(model), merged)
+    vlabels = vertex_labels(model)
+    ex["vlabels"] = merge_into_skin(vlabels)
     ex["vuv"] = _vertex_uv(model)
     ex["mirror"] = _mirror_index(model)
-    ex["skin_v"] = (vertex_labels(model)[:, 0] > 0.5) & face_v
+    ex["skin_v"] = (vlabels[:, 0] > 0.5) & face_v
     # albedo initialisation: the mean observed skin colour under the initial lighting
     skin_px = labels_t[..., 0:1] * valid_t
     mean_skin = (colour_t * skin_px).sum((0, 1, 2)) / skin_px.sum().clamp_min(1)

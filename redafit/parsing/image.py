@@ -64,13 +64,11 @@ class ParsingResult:
                invalid pixels. Channel order :data:`REGION_NAMES`.
     valid      [H, W] bool: False where the pixel should be ignored (occluders inside the face zone).
     face_mask  [H, W] bool: pixels with a region label (the face silhouette incl. features).
-    source     "landmarks" (landmark polygons + skin colour) or "network".
     """
 
     labels: np.ndarray
     valid: np.ndarray
     face_mask: np.ndarray
-    source: str = "landmarks"
 
     @property
     def index(self) -> np.ndarray:
@@ -114,6 +112,7 @@ _FEATURE_FLOOR = np.array([0.10, 0.008, 0.008])
 _INTENSITY_TOLERANCE = 1.8  # widen the intensity axis (shading across the face) by this factor
 _SKIN_THRESHOLD = 3.2  # Mahalanobis distance below which a pixel is skin-coloured
 _DARK_EPS = 0.02  # offset inside the log intensity
+_SPECKLE = 0.012  # radius (x face scale) of the opening that removes skin-colour speckle
 
 
 def colour_features(image: np.ndarray) -> np.ndarray:
@@ -197,7 +196,7 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
     coloured = model.distance2(feats) < _SKIN_THRESHOLD ** 2
     coloured &= sub(search)
     # remove speckle; keep what is connected to the sampled skin
-    coloured = cv2.morphologyEx(coloured.astype(np.uint8), cv2.MORPH_OPEN, _kernel(0.012 * s)).astype(bool)
+    coloured = cv2.morphologyEx(coloured.astype(np.uint8), cv2.MORPH_OPEN, _kernel(_SPECKLE * s)).astype(bool)
     n, lab = cv2.connectedComponents((coloured | sub(features)).astype(np.uint8), connectivity=8)
     keep = np.zeros(n, bool)
     keep[np.unique(lab[sub(samples) & coloured])] = True
@@ -229,7 +228,7 @@ def ambiguous_edges(image: np.ndarray, face: np.ndarray, model: SkinColourModel,
     coloured = np.zeros((H, W), bool)
     coloured[y0:y1, x0:x1] = model.distance2(colour_features(image[y0:y1, x0:x1])) < _SKIN_THRESHOLD ** 2
     other = coloured & near
-    other = cv2.morphologyEx(other.astype(np.uint8), cv2.MORPH_OPEN, _kernel(0.012 * scale)).astype(bool)
+    other = cv2.morphologyEx(other.astype(np.uint8), cv2.MORPH_OPEN, _kernel(_SPECKLE * scale)).astype(bool)
     band = cv2.dilate(other.astype(np.uint8), _kernel(AMBIGUOUS_BAND * scale)).astype(bool) & face
     return other | band
 
@@ -274,7 +273,7 @@ def _parse_with_network(img: np.ndarray, lm: np.ndarray, network, zone: np.ndarr
     valid = ~(zone & occluder[cls])
     index = np.where(valid, index, -1).astype(np.int8)
     face = index >= 0
-    return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face, source="network")
+    return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face)
 
 
 def colorize(result: ParsingResult, image: np.ndarray | None = None, alpha: float = 0.55) -> np.ndarray:
