@@ -135,38 +135,6 @@ def crop_resize(img: np.ndarray, x0: float, y0: float, side: float, size: int, n
     return out, inside
 
 
-FOREHEAD_BAND = 0.08  # half-width of the ignored band, as a fraction of the chin-to-brow distance
-
-
-def forehead_edge_band(face_mask: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """[H, W] bool: a band around the face mask's edge above the brows.
-
-    There the photo's face mask ends at an estimated forehead line (hair, hats) and the model's face area at a
-    line of its own; the two edges are not the same surface curve, so comparing them would pull the shape
-    towards an arbitrary boundary. The jaw and cheek outlines (true silhouettes) are kept.
-    """
-    import cv2
-
-    chin, bridge = lm[8], lm[27]
-    brows = lm[17:27]
-    if not (np.isfinite(chin).all() and np.isfinite(bridge).all()) or not np.isfinite(brows).all(1).any():
-        return np.zeros(face_mask.shape, bool)
-    up = bridge - chin
-    scale = float(np.linalg.norm(up))
-    if scale < 1:
-        return np.zeros(face_mask.shape, bool)
-    up = up / scale
-    r = max(1, int(round(FOREHEAD_BAND * scale)))
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    m = face_mask.astype(np.uint8)
-    edge = (cv2.dilate(m, k) - cv2.erode(m, k)) > 0
-    h, w = face_mask.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    brow_c = np.nanmean(brows, 0)
-    above = ((xx + 0.5 - brow_c[0]) * up[0] + (yy + 0.5 - brow_c[1]) * up[1]) > 0
-    return edge & above
-
-
 def _vertex_uv(model) -> torch.Tensor:
     """One UV coordinate per vertex [V, 2] (the first corner that uses it)."""
     tris = model.triangles.reshape(-1)
@@ -220,7 +188,7 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
         labels[b] = merge_into_skin(par.labels) * inside[..., None]
         # eyes are ignored by the attribute losses: models such as ICT have holes there, and the landmarks
         # already pin the eye corners and lids
-        valid[b, ..., 0] = par.valid & inside & ~par.region("eyes") & ~forehead_edge_band(par.face_mask, lm)
+        valid[b, ..., 0] = par.valid & inside & ~par.region("eyes")
         face[b, ..., 0] = par.face_mask & inside
         if depths is not None and depths[b] is not None:
             dd, _ = crop_resize(np.asarray(depths[b], np.float32)[..., None], x0, y0, side, S, nearest=True)

@@ -18,9 +18,14 @@ Algorithm (:func:`parse_image` without a network):
    the jaw line, ears, the cheek past the landmark hull on the near side) - those skin pixels and a band along
    the edge are invalid too (:func:`ambiguous_edges`): the mask ends there at a line drawn from the landmarks,
    and a model's face area at a line of its own. Edges against background or hair stay: they are silhouettes.
+6. A band along the face mask's edge above the brows is invalid (:func:`forehead_edge_band`): there the mask
+   ends at the hairline or an estimated forehead line, the model's face area at a line of its own, and the two
+   are not the same surface curve. The jaw and cheek outlines below the brows are kept.
 
 With a parsing network (:func:`redafit.parsing.network.load_parsing_network`) the labels come from the
-network instead, with its occluder classes (hair, glasses, hat) marked invalid inside the face zone.
+network instead, with its occluder classes (hair, glasses, hat) marked invalid inside the face zone. The
+forehead band (step 6) applies there too: the network's face mask ends at the hairline, a visible boundary in
+the photo, but the model's face area still ends at its own line, so the two edges are not comparable.
 
 Shapes: H, W image; 7 region channels in the order :data:`redafit.parsing.regions.REGION_NAMES`.
 """
@@ -62,7 +67,8 @@ class ParsingResult:
 
     labels     [H, W, 7] float32 in {0, 1}: one-hot region per face pixel, all zero on background and on
                invalid pixels. Channel order :data:`REGION_NAMES`.
-    valid      [H, W] bool: False where the pixel should be ignored (occluders inside the face zone).
+    valid      [H, W] bool: False where the pixel should be ignored: occluders inside the face zone, face-mask
+               edges that are no visible boundary, and the band along the face edge above the brows.
     face_mask  [H, W] bool: pixels with a region label (the face silhouette incl. features).
     """
 
@@ -233,6 +239,40 @@ def ambiguous_edges(image: np.ndarray, face: np.ndarray, model: SkinColourModel,
     return other | band
 
 
+FOREHEAD_BAND = 0.08  # half-width of the forehead edge band, x the chin-to-nose-bridge (landmarks 8-27) distance
+
+
+def forehead_edge_band(face_mask: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[H, W] bool: a band of half-width :data:`FOREHEAD_BAND` x the chin-to-nose-bridge distance around the
+    face mask's edge (both sides of it), above the line through the brows' centre across the face's up
+    direction (chin -> nose bridge).
+
+    There the photo's face mask ends at the hairline or an estimated forehead line (hair, hats) and the model's
+    face area at a line of its own; the two edges are not the same surface curve, so comparing them would pull
+    the shape towards an arbitrary boundary. The jaw and cheek outlines (true silhouettes) are kept. Empty when
+    the chin, the nose bridge or all brow landmarks are unknown. Computed from float32 landmarks (the fit's
+    precision), so the result does not depend on the caller's dtype.
+    """
+    lm = np.asarray(landmarks, np.float32)
+    chin, bridge = lm[8], lm[27]
+    brows = lm[17:27]
+    if not (np.isfinite(chin).all() and np.isfinite(bridge).all()) or not np.isfinite(brows).all(1).any():
+        return np.zeros(face_mask.shape, bool)
+    up = bridge - chin
+    scale = float(np.linalg.norm(up))
+    if scale < 1:
+        return np.zeros(face_mask.shape, bool)
+    up = up / scale
+    k = _kernel(max(1, int(round(FOREHEAD_BAND * scale))))
+    m = face_mask.astype(np.uint8)
+    edge = (cv2.dilate(m, k) - cv2.erode(m, k)) > 0
+    h, w = face_mask.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    brow_c = np.nanmean(brows, 0)
+    above = ((xx + 0.5 - brow_c[0]) * up[0] + (yy + 0.5 - brow_c[1]) * up[1]) > 0
+    return edge & above
+
+
 def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> ParsingResult:
     """Region label maps of a face photo.
 
@@ -243,6 +283,13 @@ def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> Parsi
             ones or are left out).
         network: optional :class:`~redafit.parsing.network.ParsingNetwork`; replaces the landmark/colour
             labels with the network's per-pixel classes.
+
+    Both paths make invalid: occluders inside the face zone (pixels the colour model rejects, or the network's
+    occluder classes), and the band along the face mask's edge above the brows (:func:`forehead_edge_band`:
+    the photo's mask ends at the hairline or a forehead line drawn from the landmarks, the model's face area
+    at a line of its own). Without a network also the face edges that are no visible boundary
+    (:func:`ambiguous_edges`: skin-coloured pixels continue beyond them). Labels are kept on the ignored
+    edge bands; ``face_mask`` is the face silhouette either way.
 
     Returns:
         :class:`ParsingResult` with labels [H, W, 7], valid [H, W], face_mask [H, W].
@@ -262,6 +309,7 @@ def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> Parsi
     valid = ~(zone & ~face)
     if skin_model is not None:
         valid &= ~ambiguous_edges(img, face, skin_model, polys.frame.scale)
+    valid &= ~forehead_edge_band(face, lm)
     return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face)
 
 
@@ -273,6 +321,7 @@ def _parse_with_network(img: np.ndarray, lm: np.ndarray, network, zone: np.ndarr
     valid = ~(zone & occluder[cls])
     index = np.where(valid, index, -1).astype(np.int8)
     face = index >= 0
+    valid &= ~forehead_edge_band(face, lm)
     return ParsingResult(labels=one_hot(index), valid=valid, face_mask=face)
 
 
@@ -299,6 +348,7 @@ __all__ = [
     "colorize",
     "colour_features",
     "fit_skin_model",
+    "forehead_edge_band",
     "parse_image",
     "skin_silhouette",
 ]

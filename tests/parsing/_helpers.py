@@ -1,4 +1,5 @@
-"""Test helpers: photo loading with a tiny iBUG .pts reader, and a plain affine-camera label render."""
+"""Test helpers: photo loading with a tiny iBUG .pts reader, a plain affine-camera label render, and a tiny
+TorchScript parsing network with a known output."""
 
 from __future__ import annotations
 
@@ -54,3 +55,35 @@ def render_labels_affine(model, landmarks: np.ndarray, shape: tuple[int, int]) -
     out = np.full(shape, -1, np.int64)
     out[ys, xs] = index[tris[tri_ids[ys, xs], w.argmax(-1)]]
     return out
+
+
+def export_disc_network(path: Path, top: str = "skin", bottom: str = "skin", radius: float = 0.3) -> Path:
+    """Save a TorchScript stand-in for a CelebAMask-HQ parsing network (19 classes) whose output does not look at
+    the image: class ``top`` in the upper half and ``bottom`` in the lower half of a disc of ``radius`` x the
+    input side around the input's centre, background elsewhere. Returns ``path``."""
+    import warnings
+
+    import torch
+
+    from redafit.parsing.regions import load_region_spec
+
+    names = load_region_spec()["network_classes"]["names"]
+    t, b = names.index(top), names.index(bottom)
+
+    class Disc(torch.nn.Module):
+        def forward(self, x):
+            one = torch.ones_like(x[:, :1])  # no tensor constants: the trace runs at any size and on any device
+            xs = one.cumsum(3) / one.sum(3, keepdim=True) - 0.5
+            ys = one.cumsum(2) / one.sum(2, keepdim=True) - 0.5
+            disc = (xs * xs + ys * ys < radius ** 2).float()
+            upper = (ys < 0).float()
+            chans = [one * -10.0 for _ in names]
+            chans[0] = 10.0 * (1.0 - disc)
+            chans[b] = 10.0 * disc * (1.0 - upper)
+            chans[t] = 10.0 * disc if t == b else 10.0 * disc * upper
+            return torch.cat(chans, 1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(Disc().eval(), torch.zeros(1, 3, 64, 64)).save(str(path))
+    return Path(path)

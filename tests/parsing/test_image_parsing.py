@@ -37,14 +37,16 @@ def test_shapes_and_one_hot(faces_dir, name):
     total = r.labels.sum(-1)
     assert total.max() == 1.0
     np.testing.assert_array_equal(total > 0, r.face_mask)
-    # invalid pixels carry no label, except the ignored band along a face edge that is no visible boundary
+    # invalid pixels carry no label, except the ignored bands along a face edge that is no visible boundary and
+    # along the forehead edge
     import cv2
 
-    from redafit.parsing.image import AMBIGUOUS_BAND
+    from redafit.parsing.image import AMBIGUOUS_BAND, forehead_edge_band
     from redafit.parsing.regions import face_frame
 
     dist = cv2.distanceTransform(r.face_mask.astype(np.uint8), cv2.DIST_L2, 5)
-    assert (dist[r.face_mask & ~r.valid] <= AMBIGUOUS_BAND * face_frame(_lm).scale + 1.5).all()
+    ignored = r.face_mask & ~r.valid & ~forehead_edge_band(r.face_mask, _lm)
+    assert (dist[ignored] <= AMBIGUOUS_BAND * face_frame(_lm).scale + 1.5).all()
     for k in range(7):  # every region is present on these faces
         assert r.labels[..., k].sum() > 0, REGION_NAMES[k]
 
@@ -195,6 +197,51 @@ def test_edges_against_other_skin_are_ignored_silhouettes_kept(ict_model):
         else:  # near side: the skin beyond the edge and the edge itself are ignored
             for d in (-1, 0, 3, int(0.1 * s)):
                 assert not res.valid[row, edge + out * d], (point, d)
+
+
+@pytest.mark.parametrize("name", PHOTOS_WITH_PTS)
+def test_forehead_edge_is_ignored(faces_dir, name):
+    """The face mask's edge above the brows (hairline or the estimated forehead line) is invalid on both sides:
+    the model's face area ends at a line of its own there. The band stays above the brows."""
+    from redafit.parsing.image import FOREHEAD_BAND, forehead_edge_band
+
+    _img, lm, r = _parsed(faces_dir, name)
+    band = forehead_edge_band(r.face_mask, lm)
+    assert band.any() and not r.valid[band].any()
+    half = FOREHEAD_BAND * float(np.linalg.norm(lm[27] - lm[8]))
+    x = int(lm[27, 0])  # the nose bridge's column crosses the forehead edge
+    top = np.nonzero(r.face_mask[:, x])[0].min()
+    assert top < lm[17:27, 1].min()
+    for d in (-0.7 * half, -1, 0, 1, 0.7 * half):
+        y = int(round(top + d))
+        assert y < 0 or not r.valid[y, x], d  # (the forehead may touch the image's top border)
+    ys = np.nonzero(band)[0]
+    assert ys.max() < lm[17:27, 1].max() + 0.5 * half  # upright photos: nothing below the brows
+
+
+def test_forehead_edge_ignored_jaw_outline_kept(ict_model):
+    """A synthetic head turned sideways: the forehead edge is ignored, while the jaw outline on the turned-away
+    side, a silhouette against the background, stays valid (mask edge and the background beyond it)."""
+    from redafit.eval.synthetic import generate_synthetic
+    from redafit.parsing.image import FOREHEAD_BAND
+
+    c = next(c for c in generate_synthetic(ict_model, 6, seed=3) if abs(c.meta["params"]["pose"]["yaw_deg"]) > 15)
+    res = parse_image(c.image, c.landmarks)
+    lm = c.landmarks
+    half = FOREHEAD_BAND * float(np.linalg.norm(lm[27] - lm[8]))
+    x = int(lm[27, 0])
+    top = np.nonzero(res.face_mask[:, x])[0].min()
+    for d in (-0.7 * half, 0, 0.7 * half):
+        assert not res.valid[int(round(top + d)), x], d
+    xs = np.arange(res.valid.shape[1])
+    right_wider = lm[16, 0] - lm[27, 0] > lm[27, 0] - lm[0, 0]
+    far = range(2, 7) if right_wider else range(10, 15)  # jaw landmarks on the turned-away side
+    out = -1 if right_wider else 1
+    for k in far:
+        row = int(round(lm[k, 1]))
+        edge = xs[res.face_mask[row]].min() if out < 0 else xs[res.face_mask[row]].max()
+        for d in (-3, 0, 3):
+            assert res.valid[row, edge + out * d], (k, d)
 
 
 def test_merge_into_skin():

@@ -78,3 +78,29 @@ def test_network_errors(tmp_path, scripted):
     lm = np.stack(np.meshgrid(np.linspace(16, 48, 17), np.linspace(16, 48, 4)), -1).reshape(-1, 2)[:68]
     with pytest.raises(ModelError, match=r"\[1, 19, h, w\]"):
         parse_image(img, lm, network=load_parsing_network(wrong))
+
+
+def test_network_path_ignores_the_forehead_edge(faces_dir, tmp_path):
+    """With a network the face mask ends where the network says (here: a disc of skin around the crop centre,
+    reaching above the brows). The model's face area ends at a line of its own above the brows, so the band
+    along the mask's edge there is invalid; the edge below the brows (a silhouette) stays valid."""
+    from redafit.parsing.image import FOREHEAD_BAND, forehead_edge_band
+
+    from ._helpers import export_disc_network
+
+    net = load_parsing_network(export_disc_network(tmp_path / "disc.pt"))
+    img, lm = load_photo(faces_dir, "eos_image_0010.jpg")
+    r = parse_image(img, lm, network=net)
+    x = int(lm[27, 0])
+    col = np.nonzero(r.face_mask[:, x])[0]
+    top, bottom = col.min(), col.max()
+    assert top < lm[17:27, 1].min() and bottom > lm[17:27, 1].max() + eye_distance(lm)
+    half = FOREHEAD_BAND * float(np.linalg.norm(lm[27] - lm[8]))
+    for d in (-0.7 * half, -1, 0, 1, 0.7 * half):
+        assert not r.valid[int(round(top + d)), x], d
+    for d in (-3, 0, 3):
+        assert r.valid[bottom + d, x], d
+    band = forehead_edge_band(r.face_mask, lm)
+    assert band.any() and not r.valid[band].any()
+    assert r.valid[r.face_mask & ~band].all()  # no occluder classes: nothing else is ignored
+    assert r.region("skin")[band & r.face_mask].all()  # labels are kept on the ignored band
