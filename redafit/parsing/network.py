@@ -20,10 +20,14 @@ eye_g, hair, hat,  occluder (valid = False inside the face zone)
 ear_r
 everything else    background
 =================  ==========================
+
+The fit uses a network given as ``FitConfig.parsing_net`` (``redafit fit --parsing-net PATH``), loaded once per
+file and device by :func:`cached_parsing_network`.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -87,7 +91,12 @@ class ParsingNetwork:
         x = (crop - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
         x = torch.from_numpy(x).permute(2, 0, 1)[None].to(self.device)
         with torch.no_grad():
-            out = self.module(x)
+            try:
+                out = self.module(x)
+            except RuntimeError as e:  # TorchScript reports a bad graph, dtype or device as RuntimeError
+                msg = str(e).strip().splitlines()
+                raise ModelError(f"parsing network failed on a [1, 3, {S}, {S}] input: "
+                                 f"{msg[0] if msg else type(e).__name__}") from e
         if isinstance(out, (tuple, list)):
             out = out[0]
         elif isinstance(out, dict):
@@ -129,4 +138,24 @@ def load_parsing_network(path, class_names=None, input_size: int = 512, device=N
     return ParsingNetwork(module, class_names=class_names, input_size=input_size, device=device)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ParsingNetwork", "load_parsing_network"]
+def cached_parsing_network(path, device=None) -> ParsingNetwork:
+    """:func:`load_parsing_network` (default classes and input size), loaded once per file and device: a batch,
+    a rig or a video track prepares many fits with the same network. A file changed on disk is loaded again.
+
+    Raises :class:`~redafit.errors.ModelError` as :func:`load_parsing_network` does.
+    """
+    import torch
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ModelError(f"parsing network not found: {p}")
+    st = p.stat()
+    return _load_cached(str(p.resolve()), st.st_mtime_ns, st.st_size, str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, size: int, device: str) -> ParsingNetwork:
+    return load_parsing_network(path, device=device)
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ParsingNetwork", "cached_parsing_network", "load_parsing_network"]

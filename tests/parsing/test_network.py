@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -30,6 +32,13 @@ class _GreenIsHair(torch.nn.Module):
             chans[17] = 40.0 * green
         logits = torch.cat(chans, 1)
         return logits, logits  # BiSeNet-style tuple: the first element is used
+
+
+class _FixedSize(torch.nn.Module):
+    """A module that only runs at the traced input size (a reshape with the size baked in)."""
+
+    def forward(self, x):
+        return x.reshape(1, 3, 64 * 64)[:, :1].reshape(1, 1, 64, 64).expand(1, 19, 64, 64)
 
 
 def _export(module, path):
@@ -78,6 +87,11 @@ def test_network_errors(tmp_path, scripted):
     lm = np.stack(np.meshgrid(np.linspace(16, 48, 17), np.linspace(16, 48, 4)), -1).reshape(-1, 2)[:68]
     with pytest.raises(ModelError, match=r"\[1, 19, h, w\]"):
         parse_image(img, lm, network=load_parsing_network(wrong))
+    fixed = tmp_path / "fixed.pt"  # traced with a size baked into a reshape: fails at the real input size
+    _export(_FixedSize(), fixed)
+    with pytest.raises(ModelError, match="parsing network failed"):
+        parse_image(img, lm, network=load_parsing_network(fixed))
+
 
 
 def test_network_path_ignores_the_forehead_edge(faces_dir, tmp_path):
@@ -104,3 +118,16 @@ def test_network_path_ignores_the_forehead_edge(faces_dir, tmp_path):
     assert band.any() and not r.valid[band].any()
     assert r.valid[r.face_mask & ~band].all()  # no occluder classes: nothing else is ignored
     assert r.region("skin")[band & r.face_mask].all()  # labels are kept on the ignored band
+
+
+def test_cached_network_loads_once_per_file(tmp_path, scripted):
+    from redafit.parsing.network import cached_parsing_network
+
+    a = cached_parsing_network(scripted)
+    assert cached_parsing_network(str(scripted)) is a and isinstance(a.module, torch.jit.ScriptModule)
+    _export(_GreenIsHair(), scripted)  # rewritten on disk: loaded again
+    st = os.stat(scripted)
+    os.utime(scripted, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    assert cached_parsing_network(scripted) is not a
+    with pytest.raises(ModelError, match="not found"):
+        cached_parsing_network(tmp_path / "missing.pt")
