@@ -6,8 +6,8 @@ and the free-form ARAP stage.
   identity, expression, lighting and albedo, (4) everything plus the per-vertex displacement regularised by
   ARAP, with the landmark loss dropped for landmarks already within ``landmark_drop_px``.
 * :func:`prepare` turns the photos into the observed attribute pyramids (resampled to ``fit_size``), parses the
-  faces, and sets up the model-side labels, albedo and ARAP state on the fit context; the registered loss
-  terms read them.
+  faces (landmarks + skin colour, or the network of ``FitConfig.parsing_net``), and sets up the model-side
+  labels, albedo and ARAP state on the fit context; the registered loss terms read them.
 * :func:`finish` writes the per-stage quality report (landmark error, parsing IoU per region, photometric
   L2,1 error and PSNR over the face region) and a failure flag into the :class:`~redafit.fit.FitResult`.
 """
@@ -96,7 +96,8 @@ def configure(config: FitConfig, attributes=None, raster=None, raster_backend="a
     new = full_preset(attributes, freeform, render, fit_size or config.fit_size)
     return replace(new, n_id=config.n_id, n_exp=config.n_exp, focal=config.focal, seed=config.seed,
                    albedo_size=config.albedo_size, texture_size=config.texture_size,
-                   landmark_sigma=config.landmark_sigma, save_stages=config.save_stages)
+                   landmark_sigma=config.landmark_sigma, save_stages=config.save_stages,
+                   parsing_net=config.parsing_net)
 
 
 # ------------------------------------------------------------------------------------------------- preparation
@@ -154,10 +155,14 @@ def _mirror_index(model) -> torch.Tensor:
 
 
 def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> dict:
-    """Observed attributes at the fit resolution and the model-side data; returns the fitter hooks."""
+    """Observed attributes at the fit resolution and the model-side data; returns the fitter hooks.
+
+    The photos are parsed by :func:`redafit.parsing.parse_image`, with the network of ``config.parsing_net``
+    when set (loaded once per file, :func:`redafit.parsing.network.cached_parsing_network`)."""
     from redafit.parsing.image import parse_image
     from redafit.parsing.model_labels import vertex_face_area, vertex_labels
-    from redafit.parsing.regions import merge_into_skin
+    from redafit.parsing.network import cached_parsing_network
+    from redafit.parsing.regions import LANDMARK_ONLY_REGIONS, merge_into_skin
     from redafit.render.reda import observed_pyramid
 
     model, dev = ctx.model, ctx.model.mean.device
@@ -175,6 +180,11 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     z_ref = torch.zeros(B, device=dev)
     if ctx.targets.kind != "68":
         raise InputError("the attribute stages need 68 landmarks; with 5-point landmarks use --preset landmarks")
+    net_path = getattr(config, "parsing_net", None)
+    network = cached_parsing_network(net_path, dev) if net_path else None
+    # landmark-drawn nose and brow regions are compared as skin on both sides (see LANDMARK_ONLY_REGIONS); a
+    # network's are image regions of their own, and both sides keep all 7 regions
+    merged = () if network is not None else LANDMARK_ONLY_REGIONS
     for b, im in enumerate(images):
         lm_full = ctx.targets.points[b].cpu().numpy().copy()
         lm_full[ctx.targets.weight[b].cpu().numpy() == 0] = np.nan
@@ -183,9 +193,9 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
         cam[b] = cam[b] * sc - torch.tensor([0, 0, x0 * sc, y0 * sc], device=dev, dtype=cam.dtype)
         small, inside = crop_resize(im, x0, y0, side, S)
         lm = (lm_full - np.array([x0, y0], np.float32)) * sc
-        par = parse_image(small, lm)
+        par = parse_image(small, lm, network=network)
         colour[b] = small
-        labels[b] = merge_into_skin(par.labels) * inside[..., None]
+        labels[b] = merge_into_skin(par.labels, merged) * inside[..., None]
         # eyes are ignored by the attribute losses: models such as ICT have holes there, and the landmarks
         # already pin the eye corners and lids
         valid[b, ..., 0] = par.valid & inside & ~par.region("eyes")
@@ -217,9 +227,8 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     face_v = vertex_face_area(model)
     tris = model.triangles
     ex["tris_face"] = tris[face_v[tris].all(1)]
-    # landmark-drawn nose and brow regions are compared as skin on both sides (see LANDMARK_ONLY_REGIONS)
     vlabels = vertex_labels(model)
-    ex["vlabels"] = merge_into_skin(vlabels)
+    ex["vlabels"] = merge_into_skin(vlabels, merged)
     ex["vuv"] = _vertex_uv(model)
     ex["mirror"] = _mirror_index(model)
     ex["skin_v"] = (vlabels[:, 0] > 0.5) & face_v

@@ -107,6 +107,10 @@ class FitConfig:
             distance (default :data:`LANDMARK_SIGMA` = 0.025, detector landmarks). The identity and expression
             prior weights of every stage scale with ``(landmark_sigma / 0.025)^2``: precise landmarks (manual
             annotation, synthetic data) want a small value, noisy ones a large one.
+        parsing_net: path of a TorchScript face-parsing network (:mod:`redafit.parsing.network`) for the
+            image-side labels of the mask attribute (None = landmarks + skin colour). With a network the nose and
+            brows are image regions of their own on both the photo and the model side; without one they are
+            drawn from the landmarks and compared as skin.
     """
 
     stages: tuple[StageConfig, ...] = (RIGID, LANDMARKS)
@@ -122,6 +126,7 @@ class FitConfig:
     texture_size: int = 1024
     save_stages: str | None = None
     landmark_sigma: float = LANDMARK_SIGMA
+    parsing_net: str | None = None
 
     def stage_losses(self, stage: StageConfig) -> dict:
         """The loss weights a stage runs with: its own, the shape priors rescaled by ``landmark_sigma``."""

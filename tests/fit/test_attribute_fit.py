@@ -184,3 +184,58 @@ def test_model_and_image_labels_agree_at_the_true_parameters(ict_model, seed):
     iou = res.quality["attributes"]["parsing_iou"]
     assert iou["skin"] > 0.93, iou
     assert min(iou[k] for k in ("upper_lip", "lower_lip")) > 0.6, iou
+
+
+def test_parsing_network_labels_drive_the_mask(ict_model, synthetic_case, tmp_path, monkeypatch):
+    """With ``parsing_net`` the observed labels are the network's (a stand-in network: brows in the upper half of a
+    disc around its crop's centre, nose in the lower half), and nose and brows stay regions of their own on both
+    the photo and the model side; without a network they are compared as skin."""
+    from dataclasses import replace
+
+    from redafit.fit import attribute_stages
+    from redafit.fit.api import fit_batch
+    from redafit.parsing.model_labels import vertex_labels
+    from redafit.parsing.network import CROP_FACTOR
+    from redafit.parsing.regions import REGION_NAMES
+    from tests.parsing._helpers import export_disc_network
+
+    c = synthetic_case
+    net = export_disc_network(tmp_path / "disc.pt", top="l_brow", bottom="nose", radius=0.3)
+    seen = []
+    prepare = attribute_stages.prepare
+
+    def spy(ctx, images, config, depths=None):
+        seen.append(ctx.extras)
+        return prepare(ctx, images, config, depths=depths)
+
+    monkeypatch.setattr(attribute_stages, "prepare", spy)
+    full = FitConfig.preset("full")
+    S = 96
+    probe = replace(full, stages=(replace(full.stage("attributes"), iters=0),), fit_size=S)
+    ex, res = {}, {}
+    for name, cfg in (("landmarks", probe), ("network", replace(probe, parsing_net=str(net)))):
+        res[name] = fit_batch([c.image], [c.landmarks], ict_model, cfg, [c.intrinsics])[0]
+        ex[name] = seen[-1]
+    nose, brows = REGION_NAMES.index("nose"), REGION_NAMES.index("brows")
+    # the network's disc, in fit pixels (the fit's square crop, then the network's own crop around the landmarks)
+    x0, y0, side = face_crop(c.landmarks)
+    lm = (c.landmarks - np.array([x0, y0])) * S / side
+    lo, hi = lm.min(0), lm.max(0)
+    net_side = CROP_FACTOR * float(max(hi - lo))
+    centre = (lo + hi) / 2 - np.array([0.0, 0.1 * net_side])
+    R = 0.3 * net_side
+    obs = ex["network"]["labels_obs"][0].cpu().numpy()  # [S, S, 7]
+    idx = np.where(obs.max(-1) > 0.5, obs.argmax(-1), -1)
+    for offset, want in (((0, -0.5), brows), ((0, 0.5), nose), ((-0.5, -0.3), brows), ((0.5, 0.3), nose),
+                         ((0, -1.2), -1), ((1.2, 0.2), -1)):
+        x, y = (centre + R * np.array(offset)).astype(int)
+        assert idx[y, x] == want, (offset, idx[y, x], want)
+    assert set(np.unique(idx)) == {-1, brows, nose}
+    assert abs((idx >= 0).sum() / (np.pi * R * R) - 1) < 0.1
+    # all 7 model regions kept with a network; nose and brows merged into skin without one, on both sides
+    torch.testing.assert_close(ex["network"]["vlabels"], vertex_labels(ict_model))
+    assert ex["network"]["vlabels"][:, [nose, brows]].sum() > 0
+    for side_labels in (ex["landmarks"]["vlabels"], ex["landmarks"]["labels_obs"]):
+        assert float(side_labels[..., [nose, brows]].sum()) == 0
+    assert {"nose", "brows"} <= set(res["network"].quality["attributes"]["parsing_iou"])
+    assert not {"nose", "brows"} & set(res["landmarks"].quality["attributes"]["parsing_iou"])
