@@ -14,7 +14,7 @@ code  class                        meaning
 4     ImageError                   the image cannot be decoded or has an unsupported form
 5     NoFaceError                  no face found in the image
 6     LandmarkFileError            a landmark file is malformed
-7     ModelError                   face model missing, not installed or malformed
+7     ModelError                   face model or parsing network missing, not installed or malformed
 8     DependencyError              an optional dependency (nvdiffrast, face-alignment…) is missing
 9     FitError                     the optimization failed (non-finite values, …)
 10    OutputError                  an output cannot be written

@@ -21,6 +21,8 @@ import click
               help="Gaussian noise (px) on the synthetic landmark files.")
 @click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
               help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
+@click.option("--parsing-net", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="TorchScript face-parsing network for the full fits' parsing mask (see redafit fit --help).")
 @click.option("--model", "model_name", default="ict", show_default=True, help="Installed face model (or path).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write per-case JSON, results.csv, summary.md and heat maps here.")
@@ -34,8 +36,8 @@ import click
 @click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
-def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, landmark_sigma, model_name, out_dir, resume,
-             jobs, limit, ablation, methods, heatmaps):
+def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, landmark_sigma, parsing_net, model_name,
+             out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -61,8 +63,13 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, landma
     if resume and out_dir is None:
         raise UsageError("--resume needs --out DIR")
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    method_objs = make_methods(names, ablation,
-                               None if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0})
+    overrides = {} if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0}
+    if parsing_net is not None:
+        from redafit.parsing.network import cached_parsing_network
+
+        cached_parsing_network(parsing_net)  # a missing or broken file fails here, not in every case
+        overrides["parsing_net"] = str(parsing_net)
+    method_objs = make_methods(names, ablation, overrides or None)
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset

@@ -58,6 +58,10 @@ def fit_options(f):
                      help="Expected landmark noise per coordinate, in % of the eye distance (2.5: detector "
                           "landmarks). The shape priors scale with its square: lower it for precise landmarks "
                           "(manual or synthetic), raise it for poor ones."),
+        click.option("--parsing-net", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     metavar="PATH", help="TorchScript face-parsing network (e.g. a BiSeNet exported with "
+                          "torch.jit.trace) for the parsing mask of the full preset, instead of landmarks and skin "
+                          "colour."),
         click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
                      help="Multiply every stage's iteration count (speed/quality trade-off)."),
     ]
@@ -68,8 +72,9 @@ def fit_options(f):
 
 def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
                  no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False,
-                 landmark_drop=None, landmark_sigma=None):
-    """Options -> FitConfig (library call; no click types here)."""
+                 landmark_drop=None, landmark_sigma=None, parsing_net=None):
+    """Options -> FitConfig (library call; no click types here). A ``parsing_net`` file is loaded here once, so
+    a missing or broken one fails before any fitting (:class:`~redafit.errors.ModelError`)."""
     from dataclasses import replace
 
     from redafit.fit.config import FitConfig
@@ -107,6 +112,13 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
                                                                       landmark_drop_px=landmark_drop),))
     if landmark_sigma is not None:
         config = replace(config, landmark_sigma=landmark_sigma / 100.0)
+    if parsing_net is not None:
+        from redafit.parsing.network import cached_parsing_network
+
+        cached_parsing_network(parsing_net)
+        if not config.attributes:
+            log.warning("--parsing-net is used by the attribute stages of --preset full; ignored here")
+        config = replace(config, parsing_net=str(parsing_net))
     if iters_scale != 1.0:
         config = replace(config, stages=tuple(replace(s, iters=max(1, round(s.iters * iters_scale)))
                                               for s in config.stages))

