@@ -94,9 +94,10 @@ class ParsingNetwork:
             try:
                 out = self.module(x)
             except RuntimeError as e:  # TorchScript reports a bad graph, dtype or device as RuntimeError
+                # its message ends with the original error, after the TorchScript traceback
                 msg = str(e).strip().splitlines()
                 raise ModelError(f"parsing network failed on a [1, 3, {S}, {S}] input: "
-                                 f"{msg[0] if msg else type(e).__name__}") from e
+                                 f"{msg[-1] if msg else type(e).__name__}") from e
         if isinstance(out, (tuple, list)):
             out = out[0]
         elif isinstance(out, dict):
