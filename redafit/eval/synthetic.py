@@ -126,24 +126,10 @@ def region_labels(model) -> np.ndarray:
     return lab
 
 
-def _smooth(values: np.ndarray, tris: np.ndarray, iters: int) -> np.ndarray:
-    """Average each vertex with its neighbours ``iters`` times (values [V, C])."""
-    import scipy.sparse as sp
-
-    V = len(values)
-    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
-    e = np.concatenate([e, e[:, ::-1]])
-    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(V, V)).tocsr()
-    A.data[:] = 1.0
-    A = A + sp.identity(V, format="csr")
-    deg = np.asarray(A.sum(1)).reshape(-1, 1)
-    for _ in range(iters):
-        values = (A @ values) / deg
-    return values
-
-
 def skin_albedo(model, rng: np.random.Generator, labels: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Per-vertex albedo [V, 3] in [0, 1] and a description (tone index, colours)."""
+    from redafit.parsing.model_labels import smooth_vertex_values
+
     mean = model.mean.detach().cpu().numpy().astype(np.float64)
     tris = model.triangles.cpu().numpy()
     labels = region_labels(model) if labels is None else labels
@@ -161,7 +147,7 @@ def skin_albedo(model, rng: np.random.Generator, labels: np.ndarray | None = Non
                5: skin * [0.88, 0.60, 0.60], 6: np.array([0.30, 0.10, 0.10])}
     w = np.zeros((len(mean), 7))
     w[np.arange(len(mean)), np.clip(labels, 0, 6)] = 1.0
-    w = _smooth(w, tris, 2)
+    w = smooth_vertex_values(w, tris, 2)
     out = w[:, :1] * alb
     for r, c in colours.items():
         out = out + w[:, r:r + 1] * (0.8 * np.asarray(c)[None] + 0.2 * alb * (r in (4, 5)))

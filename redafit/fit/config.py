@@ -7,12 +7,14 @@ parameters, the loss terms with their weights, the iteration count and the learn
 Parameter names (see :class:`redafit.fit.params.FitParams`):
     ``rot`` axis-angle pose [B,3]; ``trans`` translation [B,3] mm; ``id`` identity coefficients [B|1,Ki];
     ``exp`` expression coefficients [B,Ke]; ``sh`` lighting [B,9,3]; ``albedo`` UV albedo map [1,Ha,Wa,3];
+    ``albedo_reg`` per-region albedo offsets [1,7,3];
     ``disp`` free-form per-vertex displacement [B|1,V,3] mm.
 
 Loss names (see :mod:`redafit.fit.losses`):
     ``landmarks`` squared 2-D landmark error / inter-ocular distance^2; ``id_prior``, ``exp_prior`` Gaussian
-    priors; ``color``, ``mask``, ``depth`` ReDA attribute pyramid losses; ``albedo_smooth``, ``albedo_sym``,
-    ``albedo_skin`` albedo priors; ``sh_prior``; ``arap`` as-rigid-as-possible energy of ``disp``.
+    priors; ``exp_l1`` sparsity prior of blendshape weights (sum of the weights; zero for Gaussian-prior models);
+    ``color``, ``mask``, ``depth`` ReDA attribute pyramid losses; ``albedo_smooth``, ``albedo_sym``, ``albedo_skin``
+    albedo priors; ``sh_prior``; ``arap`` as-rigid-as-possible energy of ``disp``.
 """
 
 from __future__ import annotations
@@ -55,13 +57,14 @@ class StageConfig:
 
 
 # Learning rates tuned on the shared photos and the synthetic benchmark (coefficients are ~N(0, 1)).
-_LR = {"rot": 0.02, "trans": 2.0, "id": 0.1, "exp": 0.05, "sh": 0.02, "albedo": 0.02, "disp": 0.05}
+_LR = {"rot": 0.02, "trans": 2.0, "id": 0.1, "exp": 0.05, "sh": 0.02, "albedo": 0.02, "albedo_reg": 0.02,
+       "disp": 0.05}
 
 # Per-coordinate landmark noise (fraction of the inter-ocular distance) the stages' shape-prior weights are set
 # for: about what 68-point detectors (dlib, FAN) leave on real photos. A Gaussian noise model makes the prior
 # weight relative to the landmark weight grow with sigma^2, which is how :attr:`FitConfig.landmark_sigma` rescales.
 LANDMARK_SIGMA = 0.025
-PRIOR_LOSSES = ("id_prior", "exp_prior")
+PRIOR_LOSSES = ("id_prior", "exp_prior", "exp_l1")
 
 RIGID = StageConfig(
     name="rigid",
@@ -76,7 +79,7 @@ RIGID = StageConfig(
 LANDMARKS = StageConfig(
     name="landmarks",
     params=("rot", "trans", "id", "exp"),
-    losses={"landmarks": 1.0, "id_prior": 1e-5, "exp_prior": 5e-6},
+    losses={"landmarks": 1.0, "id_prior": 1e-5, "exp_prior": 5e-6, "exp_l1": 3e-4},
     iters=20,
     lr=_LR,
     contour_every=2,

@@ -3,8 +3,10 @@
 The landmark stages have few parameters (pose, identity, expression: ~160 for ICT) and few residuals (2 per
 landmark plus the priors), so damped Gauss-Newton steps with an analytic Jacobian converge in ~10 iterations
 where Adam needs hundreds: the landmark stage costs tens of milliseconds. The objective is the *same* weighted
-sum as the Adam path (the ``landmarks``, ``id_prior`` and ``exp_prior`` terms of :mod:`redafit.fit.losses`),
-written as residuals whose squared sum equals it. Rotations are updated multiplicatively
+sum as the Adam path (the ``landmarks``, ``id_prior``, ``exp_prior`` and ``exp_l1`` terms of
+:mod:`redafit.fit.losses`), written as residuals whose squared sum equals it plus, for ``exp_l1`` on blendshape
+weights held in [0, 1], the linear term ``w * sum(exp)`` (a constant gradient; the bound constraints of the
+active set keep weights at 0 where it pushes them below). Rotations are updated multiplicatively
 (``R <- exp([d]_x) R``), so the Jacobian w.r.t. the rotation is ``-[R p]_x``.
 """
 
@@ -19,7 +21,7 @@ from redafit.errors import FitError
 from redafit.fit.correspondence import update_contour
 from redafit.render.camera import R_FLIP, matrix_to_axis_angle, pose_rotation, rodrigues
 
-LM_LOSSES = ("landmarks", "id_prior", "exp_prior")
+LM_LOSSES = ("landmarks", "id_prior", "exp_prior", "exp_l1")
 LM_PARAMS = ("rot", "trans", "id", "exp")
 STOP_REL = 2e-3  # stop once an iteration improves the cost by less than this fraction …
 MIN_ITERS = 6  # … and the contour correspondences have settled (or this many iterations have run)
@@ -49,6 +51,8 @@ class _Problem:
         self.w_lm = math.sqrt(stage.losses.get("landmarks", 0.0))
         self.w_id = math.sqrt(stage.losses.get("id_prior", 0.0))
         self.w_exp = math.sqrt(stage.losses.get("exp_prior", 0.0))
+        # exp_l1 (blendshape models): linear in the weights, which the bounds keep >= 0
+        self.w_l1 = float(stage.losses.get("exp_l1", 0.0)) if p.unit_exp and "exp" in stage.params else 0.0
         self.train = set(stage.params)
 
     def _gathered(self):
@@ -71,6 +75,10 @@ class _Problem:
         idb = idc.expand(self.B, -1) if self.shared else idc
         mean_g, bid_g, bexp_g = self._gathered()
         return mean_g + torch.einsum("bk,kbnc->bnc", idb, bid_g) + torch.einsum("bk,kbnc->bnc", expc, bexp_g)
+
+    def linear(self, expc) -> float:
+        """The linear part of the cost: ``w_l1 * mean over images of sum(exp)``."""
+        return self.w_l1 * float(expc.sum()) / self.B if self.w_l1 else 0.0
 
     def residuals(self, R, trans, idc, expc, jacobian=False):
         t = self.ctx.targets
@@ -184,7 +192,7 @@ def _run_lm_stage(ctx, stage, progress=None):
     lam = 1e-3
     with torch.no_grad():
         r0 = prob.residuals(R, trans, idc, expc)
-    cost = float((r0 * r0).sum())
+    cost = float((r0 * r0).sum()) + prob.linear(expc)
     prev = float("inf")
     B = p.batch
     done = 0
@@ -203,9 +211,13 @@ def _run_lm_stage(ctx, stage, progress=None):
             ctx.cache.clear()
         with torch.no_grad():
             r, J, cols, per = prob.residuals(R, trans, idc, expc, jacobian=True)
-            cost = float((r * r).sum())
+            cost = float((r * r).sum()) + prob.linear(expc)
             JtJ = J.T @ J
             g = J.T @ r
+            if prob.w_l1:  # half the gradient of the linear term (g is half the gradient of r.r)
+                for b in range(B):
+                    off = b * per + sum(j.shape[-1] for nm, j in cols[: [nm for nm, _ in cols].index("exp")])
+                    g[off:off + prob.nexp] += 0.5 * prob.w_l1 / B
             diag = JtJ.diagonal().clamp_min(1e-9)
             free = torch.ones(len(g), dtype=torch.bool)
             if p.unit_exp and "exp" in prob.train:
@@ -245,7 +257,7 @@ def _run_lm_stage(ctx, stage, progress=None):
                     nexp = nexp.clamp(0.0, 1.0)
                 nt[:, 2] = nt[:, 2].clamp_min(50.0)
                 nr = prob.residuals(nR, nt, nid, nexp)
-                new_cost = float((nr * nr).sum())
+                new_cost = float((nr * nr).sum()) + prob.linear(nexp)
                 if math.isfinite(new_cost) and new_cost <= cost:
                     R, trans, idc, expc, cost = nR, nt, nid, nexp, new_cost
                     lam = max(lam / 3, 1e-9)

@@ -7,7 +7,7 @@ import torch
 from redafit.model.face_model import FaceModel
 from redafit.render.camera import Intrinsics, pose_rotation, transform
 
-PARAM_NAMES = ("rot", "trans", "id", "exp", "sh", "albedo", "disp")
+PARAM_NAMES = ("rot", "trans", "id", "exp", "sh", "albedo", "albedo_reg", "disp")
 
 
 def camera_tensor(intrinsics: list[Intrinsics], device=None, dtype=torch.float32) -> torch.Tensor:
@@ -32,7 +32,9 @@ class FitParams(torch.nn.Module):
         id     [Bi, Ki]        identity coefficients; Bi = 1 when ``shared_id`` (one person, several images)
         exp    [B, Ke]         expression coefficients
         sh     [B, 9, 3]       spherical-harmonics lighting
-        albedo [Bi, Ha, Wa, 3] UV albedo map in [0, 1] (colour attribute only)
+        albedo [Bi, Ha, Wa, 3] UV albedo map in [0, 1] (colour attribute only): the smooth skin albedo
+        albedo_reg [Bi, 7, 3]  per-region albedo offsets added to the map on the model's face regions (brows, eyes,
+                               lips, mouth interior; see :data:`redafit.fit.attribute_stages.ALBEDO_REGIONS`)
         disp   [Bi, V, 3]      free-form displacement in mm (model frame)
     """
 
@@ -53,6 +55,9 @@ class FitParams(torch.nn.Module):
 
         self.sh = P(default_sh(batch, device=dev))  # ambient + a light from the camera
         self.albedo = P(torch.full((bi, albedo_size, albedo_size, 3), 0.5, device=dev))
+        from redafit.parsing.regions import N_REGIONS
+
+        self.albedo_reg = P(torch.zeros(bi, N_REGIONS, 3, device=dev))
         self.disp = P(torch.zeros(bi, model.n_vertices, 3, device=dev))
 
     def named(self, name: str) -> torch.nn.Parameter:
@@ -81,4 +86,5 @@ class FitParams(torch.nn.Module):
         if self.unit_exp:
             self.exp.clamp_(0.0, 1.0)
         self.albedo.clamp_(0.0, 1.0)
+        self.albedo_reg.clamp_(-1.0, 1.0)
         self.trans[:, 2].clamp_(min=50.0)

@@ -157,6 +157,36 @@ def vertex_labels(model) -> torch.Tensor:
     return out.to(model.mean.device)
 
 
+def smooth_vertex_values(values: np.ndarray, tris: np.ndarray, iters: int) -> np.ndarray:
+    """Average each vertex with its one-ring neighbours ``iters`` times (values [V, C]; uniform weights)."""
+    import scipy.sparse as sp
+
+    V = len(values)
+    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(V, V)).tocsr()
+    A.data[:] = 1.0
+    A = A + sp.identity(V, format="csr")
+    deg = np.asarray(A.sum(1)).reshape(-1, 1)
+    for _ in range(iters):
+        values = (A @ values) / deg
+    return values
+
+
+def soft_vertex_labels(model, rings: int = 2) -> torch.Tensor:
+    """:func:`vertex_labels` with region borders softened over about ``rings`` vertex rings [V, 7] float32
+    (rows sum to 1): the blend weights of a region-wise albedo, whose colour changes across a border zone
+    rather than at one edge."""
+    entry = _cached(model)
+    key = f"soft{int(rings)}"
+    if key not in entry:
+        index, _ = _vertex_index(model)
+        w = np.zeros((len(index), N_REGIONS))
+        w[np.arange(len(index)), index] = 1.0
+        entry[key] = smooth_vertex_values(w, model.triangles.detach().cpu().numpy(), int(rings)).astype(np.float32)
+    return torch.as_tensor(entry[key], device=model.mean.device)
+
+
 def vertex_region_index(model) -> torch.Tensor:
     """Per-vertex region index [V] long (0 skin ... 6 mouth interior)."""
     index, _ = _vertex_index(model)

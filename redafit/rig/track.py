@@ -33,7 +33,7 @@ log = logging.getLogger("redafit")
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-LANDMARK_ONLY_LOSSES = {"landmarks", "id_prior", "exp_prior"}
+LANDMARK_ONLY_LOSSES = {"landmarks", "id_prior", "exp_prior", "exp_l1"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def frame_config(config):
     stages = [s for s in config.stages if set(s.losses) <= LANDMARK_ONLY_LOSSES]
     if not stages:
         stages = list(FitConfig.preset("landmarks").stages)
-    stages = tuple(replace(s, params=tuple(p for p in s.params if p not in ("id", "disp", "albedo")))
+    stages = tuple(replace(s, params=tuple(p for p in s.params if p not in ("id", "disp", "albedo", "albedo_reg")))
                    for s in stages)
     return replace(config, stages=stages, freeform=False, attributes=())
 
