@@ -214,17 +214,19 @@ def _run_lm_stage(ctx, stage, progress=None):
             cost = float((r * r).sum()) + prob.linear(expc)
             JtJ = J.T @ J
             g = J.T @ r
+            names = [nm for nm, _ in cols]
+            # column of image 0's first expression coefficient (image b's: b * per later)
+            exp0 = sum(j.shape[-1] for _, j in cols[: names.index("exp")]) if "exp" in names else 0
             if prob.w_l1:  # half the gradient of the linear term (g is half the gradient of r.r)
                 for b in range(B):
-                    off = b * per + sum(j.shape[-1] for nm, j in cols[: [nm for nm, _ in cols].index("exp")])
-                    g[off:off + prob.nexp] += 0.5 * prob.w_l1 / B
+                    g[b * per + exp0:b * per + exp0 + prob.nexp] += 0.5 * prob.w_l1 / B
             diag = JtJ.diagonal().clamp_min(1e-9)
             free = torch.ones(len(g), dtype=torch.bool)
             if p.unit_exp and "exp" in prob.train:
                 # bound constraints (blendshape weights in [0, 1]): variables at a bound whose descent direction
                 # points outwards are held fixed for this step (an active set), so steps are not wasted on clamping
                 for b in range(B):
-                    off = b * per + sum(j.shape[-1] for nm, j in cols[: [nm for nm, _ in cols].index("exp")])
+                    off = b * per + exp0
                     e = expc[b]
                     at_lo = (e <= 0) & (g[off:off + len(e)] > 0)
                     at_hi = (e >= 1) & (g[off:off + len(e)] < 0)

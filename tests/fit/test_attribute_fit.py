@@ -49,7 +49,6 @@ def test_face_crop_contains_landmarks():
     assert x0 + side > lm[:, 0].max() and y0 + side > lm[:, 1].max()
 
 
-
 @pytest.mark.parametrize("x0, y0, side", [(20.3, 31.7, 230.4), (-5.6, 3.2, 260.9), (12.0, 40.0, 96.5)])
 def test_crop_resize_is_exact_to_subpixel(x0, y0, side):
     """The crop must put source point x at canvas u = (x - x0) * size / side exactly (the render uses that
@@ -71,6 +70,7 @@ def test_crop_resize_is_exact_to_subpixel(x0, y0, side):
     assert (out[~inside] == 0).all()
     d, _ = crop_resize(img[..., :1], x0, y0, side, size, nearest=True)  # depth maps: nearest, values kept
     assert set(np.unique(d[core])) <= set(np.unique(img[..., 0]))
+
 
 # --------------------------------------------------------------------------------------------------------- ARAP
 def _grid_mesh(n=6):
