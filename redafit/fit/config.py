@@ -100,7 +100,9 @@ class FitConfig:
         attributes: which ReDA attributes the attribute stages use (subset of color, mask, depth).
         freeform: whether the free-form (ARAP-regularised displacement) stage runs.
         render: :class:`redafit.config.RenderConfig` for the attribute stages (None = defaults).
-        seed: torch seed (fits are deterministic on CPU).
+        seed: torch seed. Fits are bit-for-bit repeatable on CPU with one thread (``--threads 1``); with
+            several threads the attribute stages' float sums may run in another order (two runs of one full fit
+            on 2 threads differed by up to 0.4-0.7 mm at single vertices).
         albedo_size: side of the low-resolution UV albedo map (pixels). Default 16: a coarser map leaves less
             room for the albedo to explain shading that belongs to the shape (1.5 px landmark noise, synthetic
             seeds 1-2: 16 beat 64 by 2.7 % and 1.5 %, 32 and 8 in between).
