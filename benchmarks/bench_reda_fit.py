@@ -1,7 +1,7 @@
 """The full ReDA fit (issue 4): synthetic accuracy tables and the real-photo fit time.
 
 ``python -m benchmarks.bench_reda_fit [--quick] [--n 20] [--seed 0] [--jobs 1] [--landmark-noise 1.5]
-[--landmark-sigma S]``
+[--landmark-sigma S] [--budget-n 6]``
 
 Tables (synthetic benchmark of :mod:`redafit.eval.synthetic`, ICT model, MICC protocol: 95 mm crop around the
 nose tip, ICP with scale, point-to-plane error from the ground-truth points to the fitted mesh, mean ± SD in mm):
@@ -11,7 +11,11 @@ nose tip, ICP with scale, point-to-plane error from the ground-truth points to t
 3. attribute subsets: colour, mask, colour + mask;
 4. free-form stage off / on;
 5. the full fit on the shared photos with ``.pts`` landmarks: time (median = the issue's number), landmark
-   error after the landmark stage and after the full fit, skin IoU, face PSNR.
+   error after the landmark stage and after the full fit, skin IoU, face PSNR;
+6. the error budget (``--budget-n`` cases, 0 skips it): the attribute stage's terms started at the true shape
+   (:class:`redafit.eval.synthetic.TruthStartMethod`), with the true or the estimated lighting and albedo,
+   beside the landmark-only and full fits - where each combination of terms settles, the floor a fit from the
+   landmark start cannot go below.
 
 The synthetic landmarks carry ``--landmark-noise`` px of Gaussian noise (default 1.5 px, 2.5 % of the eye distance:
 a detector's error; 0 gives perfect landmarks, with which a landmark fit under weak priors is hard to beat). The
@@ -89,6 +93,38 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
     return "\n".join(out)
 
 
+BUDGET = (  # (label, terms, appearance)
+    ("landmarks only", ("landmarks",), "estimated"),
+    ("landmarks + colour, true lighting and albedo", ("landmarks", "color"), "true"),
+    ("landmarks + colour, true lighting, albedo estimated", ("landmarks", "color"), "true_light"),
+    ("landmarks + colour, both estimated", ("landmarks", "color"), "estimated"),
+    ("landmarks + colour + mask, both estimated", ("landmarks", "color", "mask"), "estimated"),
+)
+
+
+def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5) -> str:
+    """Where the attribute stage's terms settle when started at the truth (:class:`TruthStartMethod`), beside
+    the full fit from its usual start: the floor each combination of terms and appearance knowledge allows."""
+    from redafit.eval.runner import FitMethod, load_cases, run_eval
+    from redafit.eval.synthetic import TruthStartMethod
+
+    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise)
+    methods = {f"b{i}": TruthStartMethod(terms, app, label=f"b{i}") for i, (_, terms, app) in enumerate(BUDGET)}
+    methods["landmarks"] = FitMethod("landmarks")
+    methods["full"] = FitMethod("full", label="full")
+    iters = methods["b0"].config().stages[0].iters
+    t0 = time.perf_counter()
+    rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
+    elapsed = time.perf_counter() - t0
+    err = {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
+    rows = [[f"start at the truth: {label}", _fmt(err[f"b{i}"])] for i, (label, _, _) in enumerate(BUDGET)]
+    rows += [["landmark-only fit (from the mean face)", _fmt(err["landmarks"])],
+             ["full fit (from the landmark fit)", _fmt(err["full"])]]
+    return (f"_{len(cases)} synthetic cases (seed {seed}, landmark noise {noise:g} px), {elapsed:.0f} s, "
+            f"jobs {jobs}; the attribute stage's weights, priors and {iters} iterations_\n\n"
+            + table(["terms (attribute stage, 1.5 px landmark noise)", "point-to-plane mm"], rows))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="bench_reda_fit")
     ap.add_argument("--quick", action="store_true")
@@ -101,6 +137,8 @@ def main(argv=None):
     ap.add_argument("--landmark-sigma", type=float, default=None,
                     help="FitConfig.landmark_sigma for every fit (default: the config's own)")
     ap.add_argument("--no-photos", action="store_true")
+    ap.add_argument("--budget-n", type=int, default=6,
+                    help="cases of the error-budget table (terms started at the truth); 0 = skip it")
     ap.add_argument("--no-synthetic", action="store_true")
     args, _ = ap.parse_known_args(argv or [])
 
@@ -125,6 +163,10 @@ def main(argv=None):
         print("### Synthetic benchmark (MICC protocol, point-to-plane after ICP with scale)\n")
         print(synthetic_tables(model, 4 if args.quick else args.n, args.seed, args.jobs, args.landmark_noise,
                                args.landmark_sigma))
+        if args.budget_n > 0:
+            print("\n#### Error budget: the terms started at the truth (where each combination settles)\n")
+            print(error_budget(model, 2 if args.quick else args.budget_n, args.seed, args.jobs,
+                               args.landmark_noise))
     sys.stdout.flush()
 
 

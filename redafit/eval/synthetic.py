@@ -324,7 +324,7 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
                 scan_landmark_ids=tuple(range(68)), nose_tip=lm3d[30] if np.isfinite(lm3d[30]).all() else None,
                 unit="mm", protocol="micc", intrinsics=K,
                 meta={"params": params, "landmarks_gt": lm_gt, "vertices_camera": vc, "mask_fraction":
-                      float(mask.mean())})
+                      float(mask.mean()), "albedo_vertex": albedo.astype(np.float32)})
 
 
 def write_case(case: Case, out_dir) -> Path:
@@ -368,6 +368,82 @@ def true_parameters(case: Case, model) -> dict:
     ident[:len(P["identity"])] = P["identity"]
     return {"id": ident[None], "exp": exp[None], "rot": rot[None],
             "trans": np.asarray(P["pose"]["translation_mm"], np.float64)[None]}
+
+
+def true_appearance(case: Case, model, albedo_size: int = 16) -> dict:
+    """The lighting a synthetic case was rendered with and its per-vertex albedo as the fit draws albedo (the
+    least-squares UV map + region offsets of :func:`redafit.fit.attribute_stages.project_albedo`), as ``init``
+    entries ``sh`` [1, 9, 3], ``albedo`` [1, A, A, 3], ``albedo_reg`` [1, 7, 3]."""
+    from redafit.fit.attribute_stages import project_albedo
+
+    if "albedo_vertex" not in case.meta:
+        raise InputError(f"case {case.id}: no true albedo (only cases made by render_case carry it)")
+    alb, reg = project_albedo(model, case.meta["albedo_vertex"], int(albedo_size))
+    return {"sh": np.asarray(case.meta["params"]["sh"], np.float32)[None], "albedo": alb, "albedo_reg": reg}
+
+
+@dataclass(frozen=True)
+class TruthStartMethod:
+    """An evaluation method for synthetic cases that measures where loss terms pull a face *from the truth*.
+
+    One Adam stage - the full preset's attribute stage (its weights, priors, iterations and learning rates) with
+    only the loss ``terms`` (any of ``landmarks``, ``color``, ``mask``) and the shape priors - starts at the case's
+    true identity, expression and pose. ``appearance`` says what the colour term works with: ``"true"`` (the
+    case's lighting and its albedo as the fit's albedo model draws it, both fixed), ``"true_light"`` (true
+    lighting, albedo estimated) or ``"estimated"`` (both estimated from their usual starts, as in a real fit).
+    A term whose minimum is the truth leaves the face there; the error it ends with is its bias plus what the
+    noisy landmarks pull in - the floor a fit that starts elsewhere cannot go below with these terms.
+    """
+
+    terms: tuple = ("landmarks", "color")
+    appearance: str = "estimated"
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or "truth-start " + "+".join(self.terms) + f" ({self.appearance})"
+
+    def config(self):
+        from dataclasses import replace
+
+        from redafit.fit.attribute_stages import PRIORS, full_preset
+
+        if self.appearance not in ("true", "true_light", "estimated"):
+            raise InputError(f"TruthStartMethod: appearance must be true, true_light or estimated, got "
+                             f"{self.appearance!r}")
+        attrs = tuple(t for t in self.terms if t in ("color", "mask", "depth"))
+        cfg = full_preset(attrs or ("color",), freeform=False)
+        stage = cfg.stage("attributes")
+        colour = "color" in self.terms
+        shape_priors = {k for k in PRIORS if not k.startswith(("albedo", "sh"))}
+        params = ["rot", "trans", "id", "exp"]
+        keep = set(self.terms) | shape_priors
+        if colour and self.appearance != "true":
+            params += ["albedo", "albedo_reg"]
+            keep |= {k for k in PRIORS if k.startswith("albedo")}
+        if colour and self.appearance == "estimated":
+            params += ["sh"]
+            keep.add("sh_prior")
+        stage = replace(stage, name="truth_start", params=tuple(params),
+                        losses={k: v for k, v in stage.losses.items() if k in keep})
+        return replace(cfg, stages=(stage,), attributes=attrs)
+
+    def __call__(self, case, model):
+        import time
+
+        from redafit.eval.runner import Prediction
+        from redafit.fit.api import fit_batch
+
+        cfg = self.config()
+        init = true_parameters(case, model)
+        if "color" in self.terms and self.appearance != "estimated":
+            app = true_appearance(case, model, cfg.albedo_size)
+            init.update({"sh": app["sh"]} if self.appearance == "true_light" else app)
+        t = time.perf_counter()
+        res = fit_batch([case.load_image()], [case.load_landmarks()], model, cfg, [case.intrinsics], init=init)[0]
+        info = {"landmark_error_px": float(res.landmark_error_px), "failure": res.failure}
+        return Prediction(np.asarray(res.vertices_model, np.float64), np.asarray(res.triangles),
+                          time.perf_counter() - t, info)
 
 
 def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 256, landmark_noise: float = 0.0,

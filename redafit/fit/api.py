@@ -133,8 +133,9 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     """Fit B images jointly (one identity when ``shared_id``) and return one :class:`FitResult` each.
 
     ``init`` optionally sets starting values {parameter name: array} (see :class:`FitParams`; a leading size of 1
-    broadcasts over the batch), applied after the landmark pose initialisation. Parameters that no stage trains
-    keep these values: e.g. ``init={"id": ..., "disp": ...}`` with stages that train neither fits expression and
+    broadcasts over the batch), applied after the landmark pose initialisation; a given ``albedo`` or ``sh``
+    replaces the attribute stages' own start (mean skin colour, least-squares lighting). Parameters that no stage
+    trains keep these values: e.g. ``init={"id": ..., "disp": ...}`` with stages that train neither fits expression and
     pose for a known identity.
     """
     config = config or FitConfig.preset("landmarks")
@@ -162,6 +163,7 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     fit_scale = torch.tensor([config.fit_size / max(im.shape[:2]) for im in images], device=dev)
     ctx = FitContext(model, params, targets, camera_tensor(Ks, dev), Ks, fit_scale)
     ctx.extras["subset"] = landmark_subset(model, targets)
+    ctx.extras["init_names"] = frozenset(init or ())  # the attribute stages keep given albedo/lighting values
     if fixed_disp:
         ctx.extras["disp_frozen"] = True
     needs_attributes = any(k in ATTRIBUTE_LOSSES for s in config.stages for k in s.losses)

@@ -53,7 +53,9 @@ DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 # tuned on noise-free landmarks, made the full fit 13 % worse than the landmark-only fit at 1.5 px). The colour
 # weight rose 1 -> 10 once the colour term stopped being biased (region albedo, interior-only comparison): tuning
 # set 0.841 mm at 1, 0.807 at 4, 0.771 at 10, 0.777 at 25 (landmark-only 0.853); a mask weight of 3 or 0.5 was
-# worse than 1.
+# worse than 1. With the 4^2 albedo map (FitConfig.albedo_size) the tuning set preferred more colour weight
+# (0.704 at 10, 0.686 at 20, 0.754 at 40 with two faces astray), but on seed 0 weight 20 sent faces astray even
+# when started at the truth with the true lighting and albedo (1.05 mm vs 0.77 at 10): kept at 10.
 ATTR_WEIGHTS = {"color": 10.0, "mask": 1.0, "depth": 0.5}
 LANDMARK_WEIGHT = 50.0
 # exp_l1: the landmark stage's sparsity weight (3e-4) times the landmark weight ratio (50); 0.005 and 0.05 were level
@@ -259,16 +261,13 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     ex["vuv"] = _vertex_uv(model)
     ex["mirror"] = _mirror_index(model)
     ex["skin_v"] = (vlabels[:, 0] > 0.5) & face_v
-    from redafit.parsing.model_labels import soft_vertex_labels
-    from redafit.parsing.regions import REGION_NAMES
-
-    keep = torch.tensor([n in ALBEDO_REGIONS for n in REGION_NAMES], device=dev, dtype=torch.float32)
-    ex["albedo_basis"] = soft_vertex_labels(model, ALBEDO_BORDER_RINGS) * keep  # [V, 7]
-    # albedo initialisation: the mean observed skin colour under the initial lighting
+    ex["albedo_basis"] = albedo_basis(model)  # [V, 7]
+    # albedo initialisation (unless the fit was given one): the mean observed skin colour
     skin_px = labels_t[..., 0:1] * valid_t
     mean_skin = (colour_t * skin_px).sum((0, 1, 2)) / skin_px.sum().clamp_min(1)
-    with torch.no_grad():
-        ctx.params.albedo[:] = (mean_skin / 1.0).clamp(0.05, 0.95)
+    if "albedo" not in ex.get("init_names", ()):
+        with torch.no_grad():
+            ctx.params.albedo[:] = mean_skin.clamp(0.05, 0.95)
     ex["mean_skin"] = mean_skin
     ex["quality"] = {}
     ex["save_stages"] = getattr(config, "save_stages", None)
@@ -287,19 +286,68 @@ def _clip_batch(points_cam: torch.Tensor, cam: torch.Tensor, H: int, W: int, nea
     return torch.stack([xc, yc, zc, z], -1)
 
 
-def vertex_albedo(ctx) -> torch.Tensor:
-    """Per-vertex albedo [B, V, 3]: the UV albedo map sampled at each vertex plus the region offsets
-    (``albedo_reg`` [B, 7, 3]) blended by the soft region labels."""
-    p = ctx.params
-    alb = p._expand(p.albedo)  # [B, A, A, 3]
-    uv = ctx.extras["vuv"]
-    grid = torch.stack([uv[:, 0] * 2 - 1, 1 - 2 * uv[:, 1]], -1)[None, None].expand(alb.shape[0], 1, -1, 2)
-    out = F.grid_sample(alb.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)
+def albedo_basis(model) -> torch.Tensor:
+    """Blend weights [V, 7] of the region albedo offsets: the soft region labels of the :data:`ALBEDO_REGIONS`
+    (zero for the skin and nose channels)."""
+    from redafit.parsing.model_labels import soft_vertex_labels
+    from redafit.parsing.regions import REGION_NAMES
+
+    keep = torch.tensor([n in ALBEDO_REGIONS for n in REGION_NAMES], device=model.mean.device, dtype=torch.float32)
+    return soft_vertex_labels(model, ALBEDO_BORDER_RINGS) * keep
+
+
+def sample_albedo(albedo: torch.Tensor, albedo_reg: torch.Tensor, vuv: torch.Tensor,
+                  basis: torch.Tensor | None) -> torch.Tensor:
+    """Per-vertex albedo [B, V, 3] of a UV albedo map [B, A, A, 3] (bilinear at the vertex UVs [V, 2]) plus the
+    region offsets [B, 7, 3] blended by ``basis`` [V, 7] (None: no offsets). Linear in the map and offsets.
+
+    The map's edge texels extend to the UV square's border: with zero padding the vertices within half a texel
+    of it (ICT: the face's sides and forehead top, 1.7 % of its vertices at 16^2, 15 % at 4^2) got a darkened
+    albedo, which the shape then bent to explain."""
+    grid = torch.stack([vuv[:, 0] * 2 - 1, 1 - 2 * vuv[:, 1]], -1)[None, None].expand(albedo.shape[0], 1, -1, 2)
+    out = F.grid_sample(albedo.permute(0, 3, 1, 2), grid.to(albedo.dtype), mode="bilinear", padding_mode="border",
+                        align_corners=False)
     out = out[:, :, 0].permute(0, 2, 1)
-    basis = ctx.extras.get("albedo_basis")
     if basis is not None:
-        out = out + torch.einsum("vr,brc->bvc", basis, p._expand(p.albedo_reg))
+        out = out + torch.einsum("vr,brc->bvc", basis.to(albedo.dtype), albedo_reg)
     return out
+
+
+def vertex_albedo(ctx) -> torch.Tensor:
+    """Per-vertex albedo [B, V, 3] of the fit (:func:`sample_albedo` of the fitted map and region offsets)."""
+    p = ctx.params
+    return sample_albedo(p._expand(p.albedo), p._expand(p.albedo_reg), ctx.extras["vuv"],
+                         ctx.extras.get("albedo_basis"))
+
+
+@torch.no_grad()
+def project_albedo(model, albedo_v: np.ndarray, size: int, vertices: np.ndarray | None = None,
+                   ridge: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's albedo parameters closest to a per-vertex albedo ``albedo_v`` [V, 3]: least squares over
+    ``vertices`` ([V] bool, default the face area) of :func:`sample_albedo`, which is linear in the ``size`` x
+    ``size`` map and the 7 region offsets; a small ridge pulls texels no vertex uses to the mean colour.
+    Returns (map [1, size, size, 3], offsets [1, 7, 3]) - e.g. to start a fit at a synthetic face's true
+    appearance, as far as the albedo model can draw it."""
+    from redafit.parsing.model_labels import vertex_face_area
+
+    dev = model.mean.device
+    vuv = _vertex_uv(model)
+    basis = albedo_basis(model)
+    sel = torch.as_tensor(vertex_face_area(model) if vertices is None else vertices, dtype=torch.bool,
+                          device=dev)
+    n_map, n_reg = size * size, basis.shape[1]
+    # the design matrix, one column per unknown (the sampling is the same for the three channels)
+    eye = torch.eye(n_map + n_reg, dtype=torch.float64, device=dev)
+    maps = eye[:, :n_map].reshape(-1, size, size, 1)
+    regs = eye[:, n_map:].reshape(-1, n_reg, 1)
+    J = sample_albedo(maps, regs, vuv.double(), basis.double())[:, sel, 0].T  # [Vsel, n_map + n_reg]
+    y = torch.as_tensor(np.asarray(albedo_v), dtype=torch.float64, device=dev)[sel]  # [Vsel, 3]
+    mean = y.mean(0)
+    prior = torch.cat([mean.expand(n_map, 3), torch.zeros(n_reg, 3, dtype=torch.float64, device=dev)])
+    A = J.T @ J + ridge * torch.eye(J.shape[1], dtype=torch.float64, device=dev)
+    x = torch.linalg.solve(A, J.T @ y + ridge * prior)
+    return (x[:n_map].reshape(1, size, size, 3).float().cpu().numpy(),
+            x[n_map:].reshape(1, n_reg, 3).float().cpu().numpy())
 
 
 def render_attributes(ctx):
@@ -452,7 +500,8 @@ def init_lighting(ctx, ridge: float = 0.1) -> None:
 
 def _lighting_hook(ctx, stage, it):
     """Initialise the lighting by least squares at the start of the first stage that trains it."""
-    if it != 0 or "sh" not in stage.params or ctx.extras.get("lighting_done"):
+    if it != 0 or "sh" not in stage.params or ctx.extras.get("lighting_done") or "sh" in ctx.extras.get(
+            "init_names", ()):
         return
     init_lighting(ctx)
     ctx.extras["lighting_done"] = True

@@ -103,9 +103,10 @@ class FitConfig:
         seed: torch seed. Fits are bit-for-bit repeatable on CPU with one thread (``--threads 1``); with
             several threads the attribute stages' float sums may run in another order (two runs of one full fit
             on 2 threads differed by up to 0.4-0.7 mm at single vertices).
-        albedo_size: side of the low-resolution UV albedo map (pixels). Default 16: a coarser map leaves less
-            room for the albedo to explain shading that belongs to the shape (1.5 px landmark noise, synthetic
-            seeds 1-2: 16 beat 64 by 2.7 % and 1.5 %, 32 and 8 in between).
+        albedo_size: side of the low-resolution UV albedo map (pixels); the feature colours (brows, eyes, lips,
+            mouth) are region offsets on top of it, so the map holds only the skin's slow variation. Default 4: a
+            finer map explains shading that belongs to the shape (1.5 px landmark noise, synthetic seeds 1-2, mean
+            point-to-plane: 2 -> 0.813, 4 -> 0.704, 6 -> 0.714, 8 -> 0.735, 16 -> 0.770 mm at colour weight 10).
         texture_size: side of the output texture map (pixels).
         save_stages: folder where each stage's render, mask and error images are written (None = off).
         landmark_sigma: expected per-coordinate noise of the input landmarks as a fraction of the inter-ocular
@@ -127,7 +128,7 @@ class FitConfig:
     freeform: bool = True
     render: object = None
     seed: int = 0
-    albedo_size: int = 16
+    albedo_size: int = 4
     texture_size: int = 1024
     save_stages: str | None = None
     landmark_sigma: float = LANDMARK_SIGMA
