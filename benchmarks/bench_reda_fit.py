@@ -45,6 +45,11 @@ def _mean(vals) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
+def _errors(rep, methods) -> dict:
+    """Point-to-plane error per method and case (NaN where the fit failed)."""
+    return {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
+
+
 def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, sigma: float | None = None) -> str:
     from redafit.eval.runner import FitMethod, MeanMethod, load_cases, run_eval
 
@@ -63,7 +68,7 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
     t0 = time.perf_counter()
     rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
     elapsed = time.perf_counter() - t0
-    err = {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
+    err = _errors(rep, methods)
     sec = {m: [r.fit_seconds for r in rep.by_method(m) if r.error is None] for m in methods}
     fails = {m: sum(r.error is not None for r in rep.by_method(m)) for m in methods}
 
@@ -116,7 +121,7 @@ def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5) -> str
     t0 = time.perf_counter()
     rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
     elapsed = time.perf_counter() - t0
-    err = {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
+    err = _errors(rep, methods)
     rows = [[f"start at the truth: {label}", _fmt(err[f"b{i}"])] for i, (label, _, _) in enumerate(BUDGET)]
     rows += [["landmark-only fit (from the mean face)", _fmt(err["landmarks"])],
              ["full fit (from the landmark fit)", _fmt(err["full"])]]

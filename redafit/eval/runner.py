@@ -122,9 +122,13 @@ class FitMethod:
             lm = detect_landmarks(image)
         t = time.perf_counter()
         res = fit_image(image, lm, model, self.config(), intrinsics=case.intrinsics)
-        sec = time.perf_counter() - t
-        info = {"landmark_error_px": float(res.landmark_error_px), "failure": res.failure}
-        return Prediction(np.asarray(res.vertices_model, np.float64), np.asarray(res.triangles), sec, info)
+        return fit_prediction(res, time.perf_counter() - t)
+
+
+def fit_prediction(res, seconds: float) -> Prediction:
+    """A :class:`Prediction` of a :class:`~redafit.fit.FitResult` (model-frame mesh, landmark error, failure)."""
+    info = {"landmark_error_px": float(res.landmark_error_px), "failure": res.failure}
+    return Prediction(np.asarray(res.vertices_model, np.float64), np.asarray(res.triangles), seconds, info)
 
 
 # Ablations: (label, FitConfig overrides, RenderConfig overrides) applied to the "full" preset (ReDA Tables 1-3).

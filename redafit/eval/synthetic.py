@@ -370,11 +370,15 @@ def true_parameters(case: Case, model) -> dict:
             "trans": np.asarray(P["pose"]["translation_mm"], np.float64)[None]}
 
 
-def true_appearance(case: Case, model, albedo_size: int = 16) -> dict:
+def true_appearance(case: Case, model, albedo_size: int | None = None) -> dict:
     """The lighting a synthetic case was rendered with and its per-vertex albedo as the fit draws albedo (the
-    least-squares UV map + region offsets of :func:`redafit.fit.attribute_stages.project_albedo`), as ``init``
-    entries ``sh`` [1, 9, 3], ``albedo`` [1, A, A, 3], ``albedo_reg`` [1, 7, 3]."""
+    least-squares UV map + region offsets of :func:`redafit.fit.attribute_stages.project_albedo`; map side
+    ``albedo_size``, default the fit's), as ``init`` entries ``sh`` [1, 9, 3], ``albedo`` [1, A, A, 3],
+    ``albedo_reg`` [1, 7, 3]."""
+    from redafit.fit import FitConfig
     from redafit.fit.attribute_stages import project_albedo
+
+    albedo_size = FitConfig().albedo_size if albedo_size is None else albedo_size
 
     if "albedo_vertex" not in case.meta:
         raise InputError(f"case {case.id}: no true albedo (only cases made by render_case carry it)")
@@ -431,7 +435,7 @@ class TruthStartMethod:
     def __call__(self, case, model):
         import time
 
-        from redafit.eval.runner import Prediction
+        from redafit.eval.runner import fit_prediction
         from redafit.fit.api import fit_batch
 
         cfg = self.config()
@@ -441,9 +445,7 @@ class TruthStartMethod:
             init.update({"sh": app["sh"]} if self.appearance == "true_light" else app)
         t = time.perf_counter()
         res = fit_batch([case.load_image()], [case.load_landmarks()], model, cfg, [case.intrinsics], init=init)[0]
-        info = {"landmark_error_px": float(res.landmark_error_px), "failure": res.failure}
-        return Prediction(np.asarray(res.vertices_model, np.float64), np.asarray(res.triangles),
-                          time.perf_counter() - t, info)
+        return fit_prediction(res, time.perf_counter() - t)
 
 
 def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 256, landmark_noise: float = 0.0,

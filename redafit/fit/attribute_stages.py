@@ -321,11 +321,11 @@ def vertex_albedo(ctx) -> torch.Tensor:
 
 
 @torch.no_grad()
-def project_albedo(model, albedo_v: np.ndarray, size: int, vertices: np.ndarray | None = None,
-                   ridge: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
-    """The fit's albedo parameters closest to a per-vertex albedo ``albedo_v`` [V, 3]: least squares over
-    ``vertices`` ([V] bool, default the face area) of :func:`sample_albedo`, which is linear in the ``size`` x
-    ``size`` map and the 7 region offsets; a small ridge pulls texels no vertex uses to the mean colour.
+def project_albedo(model, albedo_v: np.ndarray, size: int, ridge: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's albedo parameters closest to a per-vertex albedo ``albedo_v`` [V, 3]: least squares over the
+    model's face-area vertices (the part the attribute stages render) of :func:`sample_albedo`, which is linear in
+    the ``size`` x ``size`` map and the 7 region offsets; a small ridge pulls texels no vertex uses to the mean
+    colour.
     Returns (map [1, size, size, 3], offsets [1, 7, 3]) - e.g. to start a fit at a synthetic face's true
     appearance, as far as the albedo model can draw it."""
     from redafit.parsing.model_labels import vertex_face_area
@@ -333,8 +333,7 @@ def project_albedo(model, albedo_v: np.ndarray, size: int, vertices: np.ndarray 
     dev = model.mean.device
     vuv = _vertex_uv(model)
     basis = albedo_basis(model)
-    sel = torch.as_tensor(vertex_face_area(model) if vertices is None else vertices, dtype=torch.bool,
-                          device=dev)
+    sel = vertex_face_area(model)
     n_map, n_reg = size * size, basis.shape[1]
     # the design matrix, one column per unknown (the sampling is the same for the three channels)
     eye = torch.eye(n_map + n_reg, dtype=torch.float64, device=dev)
@@ -499,9 +498,10 @@ def init_lighting(ctx, ridge: float = 0.1) -> None:
 
 
 def _lighting_hook(ctx, stage, it):
-    """Initialise the lighting by least squares at the start of the first stage that trains it."""
-    if it != 0 or "sh" not in stage.params or ctx.extras.get("lighting_done") or "sh" in ctx.extras.get(
-            "init_names", ()):
+    """Initialise the lighting by least squares at the start of the first stage that trains it (unless the fit
+    was given a lighting, ``init={"sh": ...}``)."""
+    ex = ctx.extras
+    if it != 0 or "sh" not in stage.params or ex.get("lighting_done") or "sh" in ex.get("init_names", ()):
         return
     init_lighting(ctx)
     ctx.extras["lighting_done"] = True
