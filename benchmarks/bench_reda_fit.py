@@ -48,7 +48,7 @@ def _errors(rep, methods) -> dict:
 def paired_change(a, b, n_boot: int = 2000) -> str:
     """Relative change of the mean error of ``a`` against ``b`` (the same cases, paired), with a 95 % bootstrap
     interval over the cases and how many cases ``a`` is better on: whether a difference is more than the
-    case-to-case spread (ten cases leave an interval of several percent)."""
+    case-to-case spread (on 20 synthetic cases the intervals spanned ±3-9 %)."""
     x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
