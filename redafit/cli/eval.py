@@ -19,6 +19,9 @@ import click
               help="Synthetic image size (px).")
 @click.option("--landmark-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Gaussian noise (px) on the synthetic landmark files.")
+@click.option("--detail-mm", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Synthetic faces: RMS (mm) of smooth detail outside the model's span added to the shapes "
+                   "(what the free-form stage is for).")
 @click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
               help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
 @click.option("--parsing-net", type=click.Path(dir_okay=False), default=None, metavar="PATH",
@@ -36,8 +39,8 @@ import click
 @click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
-def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, landmark_sigma, parsing_net, model_name,
-             out_dir, resume, jobs, limit, ablation, methods, heatmaps):
+def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, landmark_sigma, parsing_net,
+             model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -46,6 +49,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, landma
       redafit eval --dataset now --root NoW_Dataset/final_release_version --out now_eval/
       redafit eval --manifest cases.csv --methods mean,full --jobs 2
       redafit eval --dataset synthetic --n 10 --ablation pyramid --methods full
+      redafit eval --dataset synthetic --n 10 --detail-mm 1 --ablation freeform --methods landmarks,full
     """
     from rich.console import Console
     from rich.table import Table
@@ -74,7 +78,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, landma
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
-                       landmark_noise=landmark_noise, limit=limit)
+                       landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     if not quiet:
         err.print(f"redafit eval: {len(cases)} {label} case(s) x {len(method_objs)} method(s)")

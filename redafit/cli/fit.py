@@ -174,6 +174,12 @@ def _resolve_outputs(images, output, fmt, params, overlay):
     as_dir = out is not None and (many or str(output).endswith(("/", "\\")) or out.is_dir() or out.suffix == "")
     if out is not None and not as_dir and out.suffix.lower().lstrip(".") not in MESH_FORMATS:
         raise UsageError(f"-o {output}: unsupported mesh extension (use .obj, .ply, .npz or .glb, or a folder)")
+    if overlay and not as_dir:
+        from redafit.io.images import SAVE_EXTENSIONS
+
+        if Path(overlay).suffix.lower() not in SAVE_EXTENSIONS:
+            raise UsageError(f"--overlay {overlay}: unsupported image extension (use .png or .jpg, or a folder "
+                             "for several images)")
     stems = [Path(p).stem for p in images]
     dup = {s for s in stems if stems.count(s) > 1}
     jobs = []

@@ -14,6 +14,9 @@ Each case (fully determined by ``(seed, index)``):
   else from the landmark vertices (polygons and polylines of the frontal landmark layout);
 * background: smooth colour noise, a gradient and finer noise; sensor noise on the final image;
 * rendered with :mod:`redafit.render` (hard rasterization at ``supersample`` x the size, then area-downscaled);
+* out-of-span detail (``detail_mm`` > 0): a sum of Gaussian bumps (radius 8-18 mm, random signs) on the face
+  area, displacing the vertices along their normals, scaled to ``detail_mm`` RMS over the face area and faded out
+  towards the area's rim; drawn from its own random stream, so the rest of a case does not change with it;
 * 68 landmarks: the projected landmark vertices; on the *occluding* side (the cheek turned away from the
   camera) the jaw points 0-7 / 9-16 move to the visible outline - among the vertices near the point's
   frontal vertex (same height ±``JAW_BAND_MM``, within ``JAW_RADIUS_MM``, same side) the one with the extreme
@@ -66,6 +69,9 @@ class SyntheticConfig:
     landmark_noise: float = 0.0  # px, Gaussian noise added to the landmark file
     supersample: int = 2  # render at this factor, then area-downscale (1 = no antialiasing)
     image_noise: float = 0.01  # Gaussian sensor noise (std, [0, 1] scale)
+    # RMS (mm, over the face area) of a smooth displacement along the normals added to the drawn shape: real faces
+    # lie outside any model's span, which is what the free-form stage is for; 0 keeps the cases inside the span
+    detail_mm: float = 0.0
     backend: str = "auto"
 
 
@@ -235,6 +241,36 @@ def _write_obj(path: Path, v: np.ndarray, f: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # generation
 # ---------------------------------------------------------------------------------------------------------------
+DETAIL_BUMPS = 16  # Gaussian bumps of the out-of-span detail
+DETAIL_RADIUS_MM = (8.0, 18.0)
+
+
+def detail_displacement(model, verts: np.ndarray, rng: np.random.Generator, rms_mm: float) -> np.ndarray:
+    """A smooth out-of-span displacement [V, 3] (mm) for the shape ``verts`` [V, 3]: :data:`DETAIL_BUMPS` Gaussian
+    bumps centred on random face-area vertices, along the vertex normals, faded to zero over the last 10 mm
+    inside the face area's rim and scaled to ``rms_mm`` RMS over the area (no face area: all vertices)."""
+    tris = model.triangles.cpu().numpy()
+    area = _face_area(model)
+    area = np.ones(len(verts), bool) if area is None else area
+    idx = np.flatnonzero(area)
+    height = np.zeros(len(verts))
+    for c in rng.choice(idx, size=min(DETAIL_BUMPS, len(idx)), replace=False):
+        r = rng.uniform(*DETAIL_RADIUS_MM)
+        d2 = ((verts - verts[c]) ** 2).sum(1)
+        height += rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * np.exp(-0.5 * d2 / r ** 2)
+    if area.all():
+        fade = np.ones(len(verts))
+    else:  # distance to the nearest vertex outside the area, ramped over 10 mm
+        from scipy.spatial import cKDTree
+
+        fade = np.clip(cKDTree(verts[~area]).query(verts)[0] / 10.0, 0.0, 1.0) * area
+    height *= fade
+    rms = float(np.sqrt((height[idx] ** 2).mean()))
+    if rms <= 0:
+        return np.zeros_like(verts)
+    return (height * (rms_mm / rms))[:, None] * _normals_np(verts, tris)
+
+
 def _sample_params(model, cfg: SyntheticConfig, rng: np.random.Generator) -> dict:
     n_id = model.n_id if cfg.n_id is None else min(cfg.n_id, model.n_id)
     alpha = rng.normal(0, 1, n_id) * cfg.id_scale
@@ -270,6 +306,8 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
     with torch.no_grad():
         vm = model(torch.tensor(P["id"], dtype=torch.float32)[None],
                     torch.tensor(P["exp"], dtype=torch.float32)[None])[0].cpu().double().numpy()
+    if cfg.detail_mm > 0:
+        vm = vm + detail_displacement(model, vm, np.random.default_rng([int(seed), int(index), 1]), cfg.detail_mm)
     lid = default_landmark_vertices(model)
     W = H = int(cfg.size)
     K = Intrinsics.default(W, H)

@@ -70,15 +70,24 @@ def _attribute_stage(attributes) -> StageConfig:
     return StageConfig(name="attributes", params=params, losses=losses, iters=120, lr=_LR, contour_every=10)
 
 
+FREEFORM_SMOOTH = 30.0  # lambda of the displacement preconditioner (I + lambda L), L with mean edge weight 1
+FREEFORM_LR = 0.1  # mm: the largest per-step move (uniform Adam) of the preconditioned displacement
+
+
 def _freeform_stage(attributes) -> StageConfig:
     base = _attribute_stage(attributes)
     losses = dict(base.losses, arap=2e-3, disp_l2=1e-5)
-    # Adam moves every displacement by ~lr per step whatever its gradient: 0.05 mm let the vertices with little
-    # image evidence wander (+15 % shape error on the tuning set), 0.003 mm keeps the stage neutral there. The
-    # paper's landmark drop (landmarks within a threshold stop pulling) is ``landmark_drop_px``; with accurate
-    # landmarks any threshold let the attribute terms drag them (0.5 px: +2.5 % on seeds 1-2), so it is off.
+    # The displacement is optimised through the Laplacian preconditioner with one step scale per image
+    # (``disp_smooth``, uniform Adam): plain per-vertex Adam moves every displacement by ~lr per step whatever its
+    # gradient, so 0.05 mm let the vertices with little image evidence wander (+15 % shape error on the tuning
+    # set) and 0.003 mm, which kept the stage neutral, moved the surface by < 0.2 mm (a no-op). Tuned on seeds 1-2
+    # with and without out-of-span detail (SyntheticConfig.detail_mm 1.0; free-form off 0.967 / 0.714 mm):
+    # lambda 30 with lr 0.1 mm 0.941 / 0.699, lr 0.2 0.937 / 0.702; the plain 0.003 mm steps 0.954 / 0.704.
+    # The paper's landmark drop (landmarks within a threshold stop pulling) is ``landmark_drop_px``; with
+    # accurate landmarks any threshold let the attribute terms drag them (0.5 px: +2.5 % on seeds 1-2), so it is off.
     return replace(base, name="freeform", params=base.params + ("disp",), losses=losses, iters=30,
-                   lr=dict(base.lr, disp=0.003), landmark_drop_px=0.0, arap_every=5)
+                   lr=dict(base.lr, disp=FREEFORM_LR), landmark_drop_px=0.0, arap_every=5,
+                   disp_smooth=FREEFORM_SMOOTH)
 
 
 FIT_SIZE = 192  # same accuracy as 256 on the tuning set, ~1.6x faster per iteration
@@ -271,7 +280,7 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     ex["mean_skin"] = mean_skin
     ex["quality"] = {}
     ex["save_stages"] = getattr(config, "save_stages", None)
-    hooks = {"before_step": [_lighting_hook, _arap_hook]}
+    hooks = {"before_step": [_lighting_hook, _arap_hook], "after_backward": [_smooth_step_hook]}
     return hooks
 
 
@@ -521,6 +530,53 @@ def _arap_hook(ctx, stage, it):
         with torch.no_grad():
             rest = ex["arap_rest"]
             arap.solve_rotations(ex["arap"], rest, rest + ctx.params._expand(ctx.params.disp))
+
+
+def _smoother(ctx, stage):
+    """The (I + lambda L)^-1 solver of a stage with ``disp_smooth`` > 0 training ``disp`` (None otherwise)."""
+    lam = float(getattr(stage, "disp_smooth", 0.0))
+    if lam <= 0 or "disp" not in stage.params or ctx.params.disp.grad is None:
+        return None
+    ex = ctx.extras
+    key = ("smoother", lam)
+    if ex.get("smoother_key") != key:
+        st = ex.get("arap")
+        if st is None:
+            rest = ctx.params.shape_model(ctx.model, with_disp=False).detach()
+            st = arap.init_state(rest[0], ctx.model.triangles, 1)
+        ex["smoother"] = arap.LaplacianSmoother(st.edges, st.weights, ctx.model.n_vertices, lam)
+        ex["smoother_key"] = key
+    return ex["smoother"]
+
+
+def _smooth_step_hook(ctx, stage, it):
+    """``disp_smooth``: one "uniform Adam" step of u = (I + lambda L) d, applied to d as (I + lambda L)^-1 du.
+
+    The gradient with respect to u is (I + lambda L)^-1 dE/dd. Adam's moments are kept per coordinate but the step
+    is normalised by the largest second moment of the image's displacement (one scale per image, not one per
+    coordinate): per-coordinate normalisation moves every vertex by ~lr whatever its gradient, so vertices with
+    little image evidence would wander as far as those with much. The step is taken here and the gradient
+    cleared, so the stage's own Adam leaves ``disp`` alone (its learning rate is ``stage.lr["disp"]``, constant:
+    the stage's ``lr_final`` schedule does not apply to it)."""
+    solve = _smoother(ctx, stage)
+    if solve is None:
+        return
+    d = ctx.params.disp
+    g = solve(d.grad)
+    ex = ctx.extras
+    st = ex.get("disp_adam")
+    if st is None or st["m"].shape != g.shape:
+        st = ex["disp_adam"] = {"m": torch.zeros_like(g), "v": torch.zeros_like(g), "t": 0}
+    b1, b2, eps = 0.9, 0.999, 1e-12
+    st["t"] += 1
+    st["m"].mul_(b1).add_(g, alpha=1 - b1)
+    st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+    m_hat = st["m"] / (1 - b1 ** st["t"])
+    v_max = (st["v"] / (1 - b2 ** st["t"])).flatten(1).amax(1)
+    step = -stage.lr.get("disp", stage.lr_default) * m_hat / (v_max.sqrt() + eps)[:, None, None]
+    with torch.no_grad():
+        d.add_(solve(step))
+    d.grad = None
 
 
 # ------------------------------------------------------------------------------------------------ quality report

@@ -41,6 +41,12 @@ class StageConfig:
             landmark and prior terms on pose/identity/expression: same objective, ~20x faster).
         lr_final: Adam learning rates follow a cosine schedule from ``lr`` down to ``lr_final x lr`` over the
             stage (1.0 = constant; lower lets the last iterations settle instead of jittering by ~lr).
+        disp_smooth: lambda > 0 preconditions the free-form displacement d: it is optimised as u = (I + lambda L) d
+            (L the mesh's cotangent Laplacian, weights normalised to mean 1), each step of u applied to d as
+            (I + lambda L)^-1 du, with Adam's step normalised by the largest second moment of the image's
+            displacement instead of per coordinate (the "large steps" reparameterisation and uniform Adam of
+            Nicolet et al. 2021): the surface moves by millimetres where the image asks for it while vertices
+            with little evidence stay put. 0 = plain per-vertex Adam updates.
     """
 
     name: str
@@ -54,6 +60,7 @@ class StageConfig:
     arap_every: int = 5
     optimizer: str = "adam"
     lr_final: float = 1.0
+    disp_smooth: float = 0.0
 
 
 # Learning rates tuned on the shared photos and the synthetic benchmark (coefficients are ~N(0, 1)).

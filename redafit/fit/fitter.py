@@ -126,6 +126,8 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
         if not torch.isfinite(loss):
             raise FitError(f"stage {stage.name}: the loss became non-finite at iteration {it}")
         loss.backward()
+        for hook in hooks.get("after_backward", []):  # may take a parameter's step itself (and clear its grad)
+            hook(ctx, stage, it)
         opt.step()
         ctx.params.project_constraints()
         loss_val = float(loss.detach())

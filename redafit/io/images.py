@@ -289,7 +289,7 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
 
 
 # -- saving -----------------------------------------------------------------------------------------------------
-_SAVE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+SAVE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}  # save_image's formats
 
 
 def save_image(path, rgb: np.ndarray, quality: int = 95) -> None:
@@ -304,9 +304,9 @@ def save_image(path, rgb: np.ndarray, quality: int = 95) -> None:
 
     path = Path(path)
     ext = path.suffix.lower()
-    if ext not in _SAVE_EXT:
+    if ext not in SAVE_EXTENSIONS:
         raise OutputError(f"cannot write image {path}: unsupported extension {ext or '(none)'} "
-                          f"(use one of {', '.join(sorted(_SAVE_EXT))})")
+                          f"(use one of {', '.join(sorted(SAVE_EXTENSIONS))})")
     a = np.asarray(rgb)
     if a.dtype != np.uint8:
         a = (np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -82,7 +82,7 @@ def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
 
 @pytest.mark.parametrize("case,code", [
     ("missing", 3), ("corrupt", 4), ("empty", 4), ("landmarks_bad", 6), ("no_face", 5), ("model", 7),
-    ("extension", 2),
+    ("extension", 2), ("overlay_extension", 2),
 ])
 def test_bad_input_one_line_and_exit_code(use_models, faces_dir, tmp_path, case, code):
     import cv2
@@ -112,6 +112,8 @@ def test_bad_input_one_line_and_exit_code(use_models, faces_dir, tmp_path, case,
         args += ["--model", tmp_path / "no_such_model.npz"]
     elif case == "extension":
         args[3] = tmp_path / "x.stl"
+    elif case == "overlay_extension":  # e.g. "--overlay --params" (no path): caught before fitting, no mesh written
+        args += ["--overlay", "--params"]
     r = run(*args)
     assert r.exit_code == code, (r.exit_code, r.stderr)
     errs = one_error_line(r)

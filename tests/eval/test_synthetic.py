@@ -103,6 +103,34 @@ def test_region_labels_have_features(face_model):
         assert (lab == r).any(), r
 
 
+def test_out_of_span_detail(face_model, cases):
+    """``detail_mm``: the same case (parameters, landmark noise draw) with a smooth displacement along the normals
+    of the stated RMS over the face area, none outside it, and a part the model's bases cannot express."""
+    import torch
+
+    from redafit.eval.synthetic import _face_area
+
+    c0 = cases[0]
+    c1 = generate_synthetic(face_model, 1, seed=7, size=SIZE, landmark_noise=1.5, detail_mm=1.0)[0]
+    assert c1.meta["params"]["identity"] == c0.meta["params"]["identity"]
+    np.testing.assert_allclose(c1.landmarks - c1.meta["landmarks_gt"], c0.landmarks - c0.meta["landmarks_gt"])
+    d = c1.scan_vertices - c0.scan_vertices
+    area = _face_area(face_model)
+    if area is None:
+        area = np.ones(len(d), bool)
+    assert np.sqrt((d[area] ** 2).sum(1).mean()) == pytest.approx(1.0, rel=1e-3)
+    assert np.abs(d[~area]).max(initial=0.0) == 0.0
+    assert not np.array_equal(c0.image, c1.image)
+    from redafit.eval.runner import load_cases  # what `redafit eval --detail-mm` goes through
+
+    again = load_cases("synthetic", face_model, n=1, seed=7, size=SIZE, landmark_noise=1.5, detail_mm=1.0)[0]
+    np.testing.assert_array_equal(again.scan_vertices, c1.scan_vertices)
+    B = torch.cat([face_model.id_basis.flatten(1), face_model.exp_basis.flatten(1)]).double().numpy()
+    coef = np.linalg.lstsq(B.T, d.reshape(-1), rcond=None)[0]
+    outside = d.reshape(-1) - B.T @ coef
+    assert (outside ** 2).sum() > 0.2 * (d ** 2).sum()
+
+
 def test_bad_arguments(face_model):
     from redafit.errors import InputError
 

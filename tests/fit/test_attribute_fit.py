@@ -20,6 +20,7 @@ def test_full_preset_stages_and_ablation_options():
     assert {"sh", "albedo", "albedo_reg"} <= set(att.params) and att.losses["exp_l1"] > 0
     ff = cfg.stage("freeform")
     assert "disp" in ff.params and "arap" in ff.losses and ff.landmark_drop_px == 0  # off by default (README)
+    assert ff.disp_smooth > 0  # preconditioned (smooth) displacement steps
     from redafit.cli.fit import build_config
 
     dropped = build_config("full", landmark_drop=0.5)
@@ -142,7 +143,64 @@ def test_arap_energy_gradient_pulls_back_to_rigid():
         e0 = float(e.detach()) if e0 is None else e0
         e.backward()
         opt.step()
-    assert float(e) < 0.2 * e0
+    assert float(e.detach()) < 0.2 * e0
+
+
+def test_laplacian_smoother_keeps_smooth_fields_and_damps_noise():
+    """(I + lam L)^-1: constants and linear fields pass unchanged (L annihilates them on the grid's interior),
+    vertex-to-vertex noise is damped, and the result solves the system."""
+    v, tris = _grid_mesh()
+    st = arap.init_state(v, tris, 1)
+    solve = arap.LaplacianSmoother(st.edges, st.weights, len(v), lam=20.0)
+    const = torch.tensor([1.0, -2.0, 0.5]).expand(1, len(v), 3)
+    assert torch.allclose(solve(const), const, atol=1e-5)
+    noise = torch.randn(1, len(v), 3, generator=torch.Generator().manual_seed(3))
+    out = solve(noise)
+    assert float(out.std()) < 0.3 * float(noise.std())
+    # residual of the linear system: x + lam L x = b
+    e0, e1, w = st.edges[:, 0], st.edges[:, 1], st.weights
+    Lx = torch.zeros_like(out[0])
+    diff = (out[0, e0] - out[0, e1]) * w[:, None]
+    Lx.index_add_(0, e0, diff)
+    Lx.index_add_(0, e1, -diff)
+    assert torch.allclose(out[0] + 20.0 * Lx, noise[0], atol=1e-4)
+
+
+def test_smoothed_freeform_recovers_out_of_span_detail(ict_model):
+    """Faces with detail outside the model's span, the free-form stage alone (colour + ARAP) started at the true
+    span part of the shape with the true lighting and albedo: the preconditioned steps (``disp_smooth``) move the
+    surface towards the true detail and come out smooth; plain per-vertex Adam steps of the same size roughen
+    it and end further from the truth. Measured: 0.750 / 0.614 mm at the start, 0.678 / 0.612 smoothed,
+    0.783 / 0.734 plain."""
+    from dataclasses import replace
+
+    from redafit.eval.synthetic import SyntheticConfig, render_case, true_appearance, true_parameters
+    from redafit.fit.api import fit_batch
+
+    full = FitConfig.preset("full")
+    ff = full.stage("freeform")
+    edges = arap.cotangent_edges(ict_model.mean, ict_model.triangles)[0]
+    start, err, rough = [], {0.0: [], ff.disp_smooth: []}, {0.0: [], ff.disp_smooth: []}
+    for i in (0, 1):
+        case = render_case(ict_model, i, 1, replace(SyntheticConfig(), detail_mm=1.0))
+        init = true_parameters(case, ict_model)
+        init.update(true_appearance(case, ict_model, full.albedo_size))
+        with torch.no_grad():
+            span = ict_model(torch.as_tensor(init["id"], dtype=torch.float32),
+                             torch.as_tensor(init["exp"], dtype=torch.float32))[0]
+        start.append(_p2plane_verts(case, span.numpy(), ict_model))
+        for lam in err:
+            st = replace(ff, params=("disp",), iters=40, disp_smooth=lam,
+                         losses={k: v for k, v in ff.losses.items() if k in ("color", "arap", "disp_l2")})
+            res = fit_batch([case.image], [case.landmarks], ict_model, replace(full, stages=(st,)),
+                            [case.intrinsics], init=init)[0]
+            err[lam].append(_p2plane(case, res, ict_model))
+            d = torch.as_tensor(res.vertices_model, dtype=torch.float32) - span
+            rough[lam].append(float((d[edges[:, 0]] - d[edges[:, 1]]).norm(dim=-1).mean() / d.norm(dim=-1).mean()))
+    smooth, plain = err[ff.disp_smooth], err[0.0]
+    assert np.mean(smooth) < 0.97 * np.mean(start), (start, smooth)
+    assert np.mean(smooth) < 0.9 * np.mean(plain), (smooth, plain)
+    assert max(rough[ff.disp_smooth]) < 0.5 * min(rough[0.0]), rough
 
 
 # -------------------------------------------------------------------------------------------------- end to end
@@ -154,11 +212,16 @@ def synthetic_case(ict_model):
     return generate_synthetic(ict_model, 1, seed=5, landmark_noise=1.5)[0]
 
 
-def _p2plane(case, res, model):
+def _p2plane_verts(case, verts, model):
+    """Point-to-plane error (mm) of a mesh with the model's triangles against a synthetic case's truth."""
     from redafit.eval.runner import Prediction, score
 
-    m, _, _ = score(case, Prediction(np.asarray(res.vertices_model, np.float64), np.asarray(res.triangles)), model)
-    return m["point_to_plane_mm"]
+    tris = model.triangles.cpu().numpy()
+    return score(case, Prediction(np.asarray(verts, np.float64), tris), model)[0]["point_to_plane_mm"]
+
+
+def _p2plane(case, res, model):
+    return _p2plane_verts(case, res.vertices_model, model)
 
 
 def test_full_fit_beats_landmark_only_on_a_synthetic_face(ict_model, synthetic_case):
