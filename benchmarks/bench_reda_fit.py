@@ -22,8 +22,8 @@ nose tip, ICP with scale, point-to-plane error from the ground-truth points to t
 
 The synthetic landmarks carry ``--landmark-noise`` px of Gaussian noise (default 1.5 px, 2.5 % of the eye distance:
 a detector's error; 0 gives perfect landmarks, with which a landmark fit under weak priors is hard to beat). The
-tuning of the defaults used other seeds (1, 2) than the reported default (0). ``--quick``: 4 cases and two
-photos (a smoke run, not a measurement).
+tuning of the defaults used other seeds (1, 2) than the reported default (0). ``--quick``: 4 cases (2 out-of-span)
+and two photos (a smoke run, not a measurement).
 """
 
 from __future__ import annotations
