@@ -43,9 +43,22 @@ def _fmt(vals) -> str:
     return "n/a" if not len(v) else f"{v.mean():.3f} ± {v.std():.3f}"
 
 
-def _errors(rep, methods) -> dict:
-    """Point-to-plane error per method and case (NaN where the fit failed)."""
-    return {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
+def _measure(cases, methods, model, jobs):
+    """Run ``methods`` on ``cases``: point-to-plane errors per case (NaN where the fit failed), fit seconds of the
+    successful fits and failure counts per method, and the wall time."""
+    from redafit.eval.runner import run_eval
+
+    t0 = time.perf_counter()
+    rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
+    elapsed = time.perf_counter() - t0
+    sec = {m: [r.fit_seconds for r in rep.by_method(m) if r.error is None] for m in methods}
+    fails = {m: sum(r.error is not None for r in rep.by_method(m)) for m in methods}
+    err = {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
+    return err, sec, fails, elapsed
+
+
+def _seconds(sec) -> str:
+    return f"{statistics.median(sec):.1f}" if sec else ""
 
 
 def paired_change(a, b, n_boot: int = 2000) -> str:
@@ -64,7 +77,7 @@ def paired_change(a, b, n_boot: int = 2000) -> str:
 
 
 def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, sigma: float | None = None) -> str:
-    from redafit.eval.runner import FitMethod, MeanMethod, load_cases, run_eval
+    from redafit.eval.runner import FitMethod, MeanMethod, load_cases
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise)
     o = {} if sigma is None else {"landmark_sigma": sigma}
@@ -78,16 +91,10 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
         "mask": FitMethod("full", {"attributes": ("mask",), **o}, label="mask"),
         "freeform_off": FitMethod("full", {"freeform": False, **o}, label="freeform_off"),
     }
-    t0 = time.perf_counter()
-    rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
-    elapsed = time.perf_counter() - t0
-    err = _errors(rep, methods)
-    sec = {m: [r.fit_seconds for r in rep.by_method(m) if r.error is None] for m in methods}
-    fails = {m: sum(r.error is not None for r in rep.by_method(m)) for m in methods}
+    err, sec, fails, elapsed = _measure(cases, methods, model, jobs)
 
     def row(label, m, vs=None):
-        return [label, _fmt(err[m]), paired_change(err[m], err[vs]) if vs else "",
-                f"{statistics.median(sec[m]):.1f}" if sec[m] else "", str(fails[m])]
+        return [label, _fmt(err[m]), paired_change(err[m], err[vs]) if vs else "", _seconds(sec[m]), str(fails[m])]
 
     h = ["method", "point-to-plane mm", "vs reference (95 % interval; cases better)", "fit s (median)", "failed"]
     sig = "default" if sigma is None else f"{sigma:.3g}"
@@ -108,23 +115,18 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
 
 def out_of_span_table(model, n: int, seed: int, jobs: int, noise: float = 1.5, detail: float = 1.0) -> str:
     """The free-form stage where it can matter: faces with ``detail`` mm RMS of smooth detail outside the span."""
-    from redafit.eval.runner import FitMethod, MeanMethod, load_cases, run_eval
+    from redafit.eval.runner import FitMethod, MeanMethod, load_cases
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, detail_mm=detail)
     methods = {"mean": MeanMethod(), "landmarks": FitMethod("landmarks"),
                "freeform_off": FitMethod("full", {"freeform": False}, label="freeform_off"),
                "full": FitMethod("full", label="full")}
-    t0 = time.perf_counter()
-    rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
-    elapsed = time.perf_counter() - t0
-    err = _errors(rep, methods)
-    sec = {m: [r.fit_seconds for r in rep.by_method(m) if r.error is None] for m in methods}
-    fails = {m: sum(r.error is not None for r in rep.by_method(m)) for m in methods}
+    err, sec, fails, elapsed = _measure(cases, methods, model, jobs)
 
     def row(label, m):
         vs = [paired_change(err[m], err[r]) if r in err and m not in ("mean", r) and (r == "landmarks" or m == "full")
               else "" for r in ("landmarks", "freeform_off")]
-        return [label, _fmt(err[m]), *vs, f"{statistics.median(sec[m]):.1f}" if sec[m] else "", str(fails[m])]
+        return [label, _fmt(err[m]), *vs, _seconds(sec[m]), str(fails[m])]
 
     h = ["method", "point-to-plane mm", "vs landmark-only (95 % interval; cases better)", "vs free-form off",
          "fit s (median)", "failed"]
@@ -146,7 +148,7 @@ BUDGET = (  # (label, terms, appearance)
 def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5) -> str:
     """Where the attribute stage's terms settle when started at the truth (:class:`TruthStartMethod`), beside
     the full fit from its usual start: the floor each combination of terms and appearance knowledge allows."""
-    from redafit.eval.runner import FitMethod, load_cases, run_eval
+    from redafit.eval.runner import FitMethod, load_cases
     from redafit.eval.synthetic import TruthStartMethod
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise)
@@ -154,10 +156,7 @@ def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5) -> str
     methods["landmarks"] = FitMethod("landmarks")
     methods["full"] = FitMethod("full", label="full")
     iters = methods["b0"].config().stages[0].iters
-    t0 = time.perf_counter()
-    rep = run_eval(cases, methods, model, jobs=jobs, heatmaps=0, dataset="synthetic")
-    elapsed = time.perf_counter() - t0
-    err = _errors(rep, methods)
+    err, _, _, elapsed = _measure(cases, methods, model, jobs)
     rows = [[f"start at the truth: {label}", _fmt(err[f"b{i}"])] for i, (label, _, _) in enumerate(BUDGET)]
     rows += [["landmark-only fit (from the mean face)", _fmt(err["landmarks"])],
              ["full fit (from the landmark fit)", _fmt(err["full"])]]
