@@ -178,8 +178,8 @@ def _resolve_outputs(images, output, fmt, params, overlay):
         from redafit.io.images import SAVE_EXTENSIONS
 
         if Path(overlay).suffix.lower() not in SAVE_EXTENSIONS:
-            raise UsageError(f"--overlay {overlay}: unsupported image extension (use .png or .jpg, or a folder "
-                             "for several images)")
+            raise UsageError(f"--overlay {overlay}: unsupported image extension (use one of "
+                             f"{', '.join(sorted(SAVE_EXTENSIONS))}, or a folder for several images)")
     stems = [Path(p).stem for p in images]
     dup = {s for s in stems if stems.count(s) > 1}
     jobs = []

@@ -533,19 +533,17 @@ def _arap_hook(ctx, stage, it):
 
 
 def _smoother(ctx, stage):
-    """The (I + lambda L)^-1 solver of a stage with ``disp_smooth`` > 0 training ``disp`` (None otherwise)."""
-    lam = float(getattr(stage, "disp_smooth", 0.0))
+    """The (I + lambda L)^-1 solver of a stage with ``disp_smooth`` > 0 training ``disp`` (None otherwise), built
+    once per lambda from the cotangent edges of the fit's current shape."""
+    lam = float(stage.disp_smooth)
     if lam <= 0 or "disp" not in stage.params or ctx.params.disp.grad is None:
         return None
     ex = ctx.extras
-    key = ("smoother", lam)
-    if ex.get("smoother_key") != key:
-        st = ex.get("arap")
-        if st is None:
-            rest = ctx.params.shape_model(ctx.model, with_disp=False).detach()
-            st = arap.init_state(rest[0], ctx.model.triangles, 1)
-        ex["smoother"] = arap.LaplacianSmoother(st.edges, st.weights, ctx.model.n_vertices, lam)
-        ex["smoother_key"] = key
+    if ex.get("smoother_lam") != lam:
+        rest = ctx.params.shape_model(ctx.model, with_disp=False).detach()[0]
+        edges, weights = arap.cotangent_edges(rest, ctx.model.triangles)
+        ex["smoother"] = arap.LaplacianSmoother(edges, weights, ctx.model.n_vertices, lam)
+        ex["smoother_lam"] = lam
     return ex["smoother"]
 
 

@@ -147,8 +147,8 @@ def test_arap_energy_gradient_pulls_back_to_rigid():
 
 
 def test_laplacian_smoother_keeps_smooth_fields_and_damps_noise():
-    """(I + lam L)^-1: constants and linear fields pass unchanged (L annihilates them on the grid's interior),
-    vertex-to-vertex noise is damped, and the result solves the system."""
+    """(I + lam L)^-1: constant fields pass unchanged (L annihilates them), vertex-to-vertex noise is damped, and
+    the result solves the system."""
     v, tris = _grid_mesh()
     st = arap.init_state(v, tris, 1)
     solve = arap.LaplacianSmoother(st.edges, st.weights, len(v), lam=20.0)
