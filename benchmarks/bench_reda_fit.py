@@ -136,12 +136,13 @@ def out_of_span_table(model, n: int, seed: int, jobs: int, noise: float = 1.5, d
                         row("full fit (free-form on)", "full", "landmarks", "freeform_off")]))
 
 
-BUDGET = (  # (label, terms, appearance)
-    ("landmarks only", ("landmarks",), "estimated"),
-    ("landmarks + colour, true lighting and albedo", ("landmarks", "color"), "true"),
-    ("landmarks + colour, true lighting, albedo estimated", ("landmarks", "color"), "true_light"),
-    ("landmarks + colour, both estimated", ("landmarks", "color"), "estimated"),
-    ("landmarks + colour + mask, both estimated", ("landmarks", "color", "mask"), "estimated"),
+BUDGET = (  # (label, terms, appearance, albedo map side: None = the fit's)
+    ("landmarks only", ("landmarks",), "estimated", None),
+    ("landmarks + colour, true lighting and albedo (16² map)", ("landmarks", "color"), "true", 16),
+    ("landmarks + colour, true lighting and albedo (the fit's map)", ("landmarks", "color"), "true", None),
+    ("landmarks + colour, true lighting, albedo estimated", ("landmarks", "color"), "true_light", None),
+    ("landmarks + colour, both estimated", ("landmarks", "color"), "estimated", None),
+    ("landmarks + colour + mask, both estimated", ("landmarks", "color", "mask"), "estimated", None),
 )
 
 
@@ -152,12 +153,13 @@ def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5) -> str
     from redafit.eval.synthetic import TruthStartMethod
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise)
-    methods = {f"b{i}": TruthStartMethod(terms, app, label=f"b{i}") for i, (_, terms, app) in enumerate(BUDGET)}
+    methods = {f"b{i}": TruthStartMethod(terms, app, label=f"b{i}", albedo_size=size)
+               for i, (_, terms, app, size) in enumerate(BUDGET)}
     methods["landmarks"] = FitMethod("landmarks")
     methods["full"] = FitMethod("full", label="full")
     iters = methods["b0"].config().stages[0].iters
     err, _, _, elapsed = _measure(cases, methods, model, jobs)
-    rows = [[f"start at the truth: {label}", _fmt(err[f"b{i}"])] for i, (label, _, _) in enumerate(BUDGET)]
+    rows = [[f"start at the truth: {label}", _fmt(err[f"b{i}"])] for i, (label, *_) in enumerate(BUDGET)]
     rows += [["landmark-only fit (from the mean face)", _fmt(err["landmarks"])],
              ["full fit (from the landmark fit)", _fmt(err["full"])]]
     return (f"_{len(cases)} synthetic cases (seed {seed}, landmark noise {noise:g} px), {elapsed:.0f} s, "

@@ -167,6 +167,22 @@ class _Progress:
             click.echo(msg, err=True)
 
 
+def _check_distinct(mesh: Path, params: Path | None, overlay: Path | None) -> None:
+    """A usage error when --params or --overlay names a file the mesh writer also writes (``-o face.obj
+    --overlay face.png``: the OBJ's texture is ``face.png``, so one would overwrite the other)."""
+    side = {mesh.suffix.lower(): "the mesh"}
+    if mesh.suffix.lower() in (".obj", ".ply"):
+        side[".png"] = "the mesh's texture"
+    if mesh.suffix.lower() == ".obj":
+        side[".mtl"] = "the mesh's material file"
+    own = {mesh.with_suffix(ext).resolve(): what for ext, what in side.items()}
+    for flag, path in (("--params", params), ("--overlay", overlay)):
+        if path is not None and path.resolve() in own:
+            raise UsageError(f"{flag} {path}: that is also {own[path.resolve()]} for -o {mesh}; choose another name")
+    if params is not None and overlay is not None and params.resolve() == overlay.resolve():
+        raise UsageError(f"--params and --overlay name the same file {params}")
+
+
 def _resolve_outputs(images, output, fmt, params, overlay):
     """Map every image to (mesh, params, overlay) paths; a folder output for several images."""
     many = len(images) > 1
@@ -194,6 +210,7 @@ def _resolve_outputs(images, output, fmt, params, overlay):
             par = Path(params) if params else None
             ov = Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
+        _check_distinct(mesh, par, ov)
     try:
         if as_dir:
             out.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,10 @@ DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 ATTR_WEIGHTS = {"color": 10.0, "mask": 1.0, "depth": 0.5}
 LANDMARK_WEIGHT = 50.0
 # exp_l1: the landmark stage's sparsity weight (3e-4) times the landmark weight ratio (50); 0.005 and 0.05 were level
-PRIORS = {"id_prior": 1e-3, "exp_prior": 5e-4, "exp_l1": 0.015, "sh_prior": 1e-3, "albedo_smooth": 0.1,
+# albedo_smooth (per unit of UV, any map size): with the 8^2 map 0.16 and 0.47 were level on seeds 1-2 (0.676 /
+# 0.674 mm), 0.05 worse (0.698); the 16^2 map was worse at 0.16 and 0.47 (0.727 / 0.700); the 4^2 map with the old,
+# 25x weaker 0.00625 read 0.699 (see FitConfig.albedo_size for why the map resolution matters)
+PRIORS = {"id_prior": 1e-3, "exp_prior": 5e-4, "exp_l1": 0.015, "sh_prior": 1e-3, "albedo_smooth": 0.16,
           "albedo_sym": 0.5, "albedo_skin": 0.05}
 
 
@@ -434,8 +437,11 @@ def depth_loss(ctx, stage):
 
 @register("albedo_smooth")
 def albedo_smooth(ctx, stage):
+    """The albedo map's mean squared gradient per unit of UV (texel differences times the map side), so one
+    weight means the same smoothness at any :attr:`FitConfig.albedo_size`."""
     a = ctx.params.albedo
-    return ((a[:, 1:] - a[:, :-1]) ** 2).mean() + ((a[:, :, 1:] - a[:, :, :-1]) ** 2).mean()
+    n = a.shape[1]
+    return (((a[:, 1:] - a[:, :-1]) ** 2).mean() + ((a[:, :, 1:] - a[:, :, :-1]) ** 2).mean()) * n * n
 
 
 @register("albedo_sym")

@@ -111,9 +111,14 @@ class FitConfig:
             several threads the attribute stages' float sums may run in another order (two runs of one full fit
             on 2 threads differed by up to 0.4-0.7 mm at single vertices).
         albedo_size: side of the low-resolution UV albedo map (pixels); the feature colours (brows, eyes, lips,
-            mouth) are region offsets on top of it, so the map holds only the skin's slow variation. Default 4: a
-            finer map explains shading that belongs to the shape (1.5 px landmark noise, synthetic seeds 1-2, mean
-            point-to-plane: 2 -> 0.813, 4 -> 0.704, 6 -> 0.714, 8 -> 0.735, 16 -> 0.770 mm at colour weight 10).
+            mouth) are region offsets on top of it, so the map holds only the skin's slow variation, under a
+            smoothness prior (``albedo_smooth``, per unit of UV, so the same at every size). Default 8. The map's
+            resolution sets how much of the colour term's pull on the shape is real: started at the truth of
+            synthetic faces with their true lighting, the best 4^2 map (albedo rms error 0.01) leaves the shape at
+            0.645 mm, the best 16^2 one (0.003) at 0.406, the exact per-vertex albedo at 0.418 (seed 1, 4 faces);
+            but a finer map also explains shading that belongs to the shape. Full fit, 1.5 px landmark noise,
+            synthetic seeds 1-2: 4 -> 0.699, 8 -> 0.676, 16 -> 0.700 mm (each with its best smoothness); with
+            an almost unsmoothed map (session 6) 2 -> 0.813, 4 -> 0.704, 8 -> 0.735, 16 -> 0.770.
         texture_size: side of the output texture map (pixels).
         save_stages: folder where each stage's render, mask and error images are written (None = off).
         landmark_sigma: expected per-coordinate noise of the input landmarks as a fraction of the inter-ocular
@@ -135,7 +140,7 @@ class FitConfig:
     freeform: bool = True
     render: object = None
     seed: int = 0
-    albedo_size: int = 4
+    albedo_size: int = 8
     texture_size: int = 1024
     save_stages: str | None = None
     landmark_sigma: float = LANDMARK_SIGMA

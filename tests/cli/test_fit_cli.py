@@ -82,7 +82,7 @@ def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
 
 @pytest.mark.parametrize("case,code", [
     ("missing", 3), ("corrupt", 4), ("empty", 4), ("landmarks_bad", 6), ("no_face", 5), ("model", 7),
-    ("extension", 2), ("overlay_extension", 2),
+    ("extension", 2), ("overlay_extension", 2), ("overlay_is_texture", 2),
 ])
 def test_bad_input_one_line_and_exit_code(use_models, faces_dir, tmp_path, case, code):
     import cv2
@@ -114,12 +114,14 @@ def test_bad_input_one_line_and_exit_code(use_models, faces_dir, tmp_path, case,
         args[3] = tmp_path / "x.stl"
     elif case == "overlay_extension":  # e.g. "--overlay --params" (no path): caught before fitting, no mesh written
         args += ["--overlay", "--params"]
+    elif case == "overlay_is_texture":  # -o x.obj writes the texture x.png: the overlay would overwrite it
+        args += ["--overlay", tmp_path / "x.png"]
     r = run(*args)
     assert r.exit_code == code, (r.exit_code, r.stderr)
     errs = one_error_line(r)
     assert len(errs) == 1, r.stderr
     assert "Traceback" not in r.stderr
-    assert not (tmp_path / "x.obj").exists()
+    assert not (tmp_path / "x.obj").exists() and not (tmp_path / "x.png").exists()
 
 
 def test_grayscale_rgba_16bit_and_exif(use_models, faces_dir, tmp_path):

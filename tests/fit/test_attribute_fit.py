@@ -374,7 +374,8 @@ def test_albedo_map_reaches_the_uv_border(ict_model):
 
 def test_project_albedo_draws_a_synthetic_face_albedo(ict_model):
     """The least-squares albedo parameters reproduce a synthetic face's per-vertex albedo (skin, darker brows,
-    red lips) on the face area far better than its mean colour does."""
+    red lips) on the face area far better than its mean colour does, and a 16² map far better than a 4² one
+    (the low-frequency skin variation; measured rms 0.015 vs 0.0035)."""
     from dataclasses import replace
 
     from redafit.eval.synthetic import SyntheticConfig, render_case
@@ -385,6 +386,7 @@ def test_project_albedo_draws_a_synthetic_face_albedo(ict_model):
     truth = torch.as_tensor(case.meta["albedo_vertex"])
     face = vertex_face_area(ict_model)
     const = ((truth - truth[face].mean(0))[face] ** 2).mean().sqrt()
+    rms_of = {}
     for size in (4, 16):
         alb, reg = project_albedo(ict_model, truth.numpy(), size)
         assert alb.shape == (1, size, size, 3) and reg.shape == (1, 7, 3)
@@ -392,6 +394,8 @@ def test_project_albedo_draws_a_synthetic_face_albedo(ict_model):
                               albedo_basis(ict_model))[0]
         rms = ((drawn - truth)[face] ** 2).mean().sqrt()
         assert rms < 0.4 * const, (size, float(rms), float(const))
+        rms_of[size] = float(rms)
+    assert rms_of[16] < 0.5 * rms_of[4], rms_of
 
 
 def test_truth_start_keeps_the_given_appearance(ict_model):
@@ -409,6 +413,7 @@ def test_truth_start_keeps_the_given_appearance(ict_model):
     cfg = method.config()
     st = cfg.stages[0]
     assert not {"sh", "albedo", "albedo_reg", "disp"} & set(st.params) and "mask" not in st.losses
+    assert TruthStartMethod(("landmarks", "color"), "true", albedo_size=16).config().albedo_size == 16
     case = render_case(ict_model, 3, 1, replace(SyntheticConfig(), size=256))
     init = {**true_parameters(case, ict_model), **true_appearance(case, ict_model, cfg.albedo_size)}
     res = fit_batch([case.image], [case.landmarks], ict_model, replace(cfg, stages=(replace(st, iters=40),)),
