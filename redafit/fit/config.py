@@ -117,8 +117,9 @@ class FitConfig:
             synthetic faces with their true lighting, the best 4^2 map (albedo rms error 0.01) leaves the shape at
             0.645 mm, the best 16^2 one (0.003) at 0.406, the exact per-vertex albedo at 0.418 (seed 1, 4 faces);
             but a finer map also explains shading that belongs to the shape. Full fit, 1.5 px landmark noise,
-            synthetic seeds 1-2: 4 -> 0.699, 8 -> 0.676, 16 -> 0.700 mm (each with its best smoothness); with
-            an almost unsmoothed map (session 6) 2 -> 0.813, 4 -> 0.704, 8 -> 0.735, 16 -> 0.770.
+            synthetic seeds 1-2: 4 -> 0.699 (the old, 25x weaker smoothness), 8 -> 0.676, 16 -> 0.700 mm (the
+            better of two smoothness weights each); with an almost unsmoothed map (session 6) 2 -> 0.813,
+            4 -> 0.704, 8 -> 0.735, 16 -> 0.770.
         texture_size: side of the output texture map (pixels).
         save_stages: folder where each stage's render, mask and error images are written (None = off).
         landmark_sigma: expected per-coordinate noise of the input landmarks as a fraction of the inter-ocular

@@ -3,6 +3,8 @@ check on a synthetic face with known geometry (the full fit must beat the landma
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -370,6 +372,25 @@ def test_albedo_map_reaches_the_uv_border(ict_model):
     for size in (2, 4, 16):
         out = sample_albedo(torch.full((1, size, size, 3), 0.6), torch.zeros(1, 7, 3), vuv, None)
         assert torch.allclose(out, torch.full_like(out, 0.6), atol=1e-6), size
+
+
+def test_albedo_smoothness_is_per_unit_of_uv():
+    """The same albedo field (a linear ramp across the UV square, and a smooth wave) scores the same smoothness
+    penalty on a 4², 8² or 16² map, so one weight means one prior whatever ``albedo_size``."""
+    from types import SimpleNamespace
+
+    from redafit.fit.attribute_stages import albedo_smooth
+
+    def penalty(field, n):
+        u = (torch.arange(n) + 0.5) / n  # texel centres
+        a = field(u[None, :].expand(n, n), u[:, None].expand(n, n))[None, ..., None].expand(1, n, n, 3)
+        return float(albedo_smooth(SimpleNamespace(params=SimpleNamespace(albedo=a)), None))
+
+    ramp = lambda u, v: 0.5 + 0.1 * u  # noqa: E731
+    assert [round(penalty(ramp, n), 6) for n in (4, 8, 16)] == [0.01] * 3
+    wave = lambda u, v: 0.5 + 0.05 * torch.sin(2 * math.pi * u) * torch.cos(math.pi * v)  # noqa: E731
+    vals = [penalty(wave, n) for n in (8, 16, 32)]
+    assert max(vals) < 1.15 * min(vals), vals
 
 
 def test_project_albedo_draws_a_synthetic_face_albedo(ict_model):
