@@ -167,20 +167,21 @@ class _Progress:
             click.echo(msg, err=True)
 
 
-def _check_distinct(mesh: Path, params: Path | None, overlay: Path | None) -> None:
-    """A usage error when --params or --overlay names a file the mesh writer also writes (``-o face.obj
-    --overlay face.png``: the OBJ's texture is ``face.png``, so one would overwrite the other)."""
-    side = {mesh.suffix.lower(): "the mesh"}
-    if mesh.suffix.lower() in (".obj", ".ply"):
-        side[".png"] = "the mesh's texture"
-    if mesh.suffix.lower() == ".obj":
-        side[".mtl"] = "the mesh's material file"
-    own = {mesh.with_suffix(ext).resolve(): what for ext, what in side.items()}
-    for flag, path in (("--params", params), ("--overlay", overlay)):
-        if path is not None and path.resolve() in own:
-            raise UsageError(f"{flag} {path}: that is also {own[path.resolve()]} for -o {mesh}; choose another name")
-    if params is not None and overlay is not None and params.resolve() == overlay.resolve():
-        raise UsageError(f"--params and --overlay name the same file {params}")
+def _check_distinct(jobs) -> None:
+    """A usage error when two outputs of the command are one file: ``-o face.obj --overlay face.png`` (the OBJ's
+    texture is ``face.png``, so one would overwrite the other), ``--params`` and ``--overlay`` the same path, or,
+    in a folder, one photo's overlay the texture of another's mesh."""
+    from redafit.io.meshes import mesh_files
+
+    seen = {}
+    for _, mesh, par, ov in jobs:
+        named = [(f, f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
+                 for f, what in mesh_files(mesh).items()]
+        named += [(f, f"{flag} {f}") for f, flag in ((par, "--params"), (ov, "--overlay")) if f is not None]
+        for f, what in named:
+            if f.resolve() in seen:
+                raise UsageError(f"{what}: that is also {seen[f.resolve()]}; choose another name")
+            seen[f.resolve()] = what
 
 
 def _resolve_outputs(images, output, fmt, params, overlay):
@@ -210,7 +211,7 @@ def _resolve_outputs(images, output, fmt, params, overlay):
             par = Path(params) if params else None
             ov = Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
-        _check_distinct(mesh, par, ov)
+    _check_distinct(jobs)
     try:
         if as_dir:
             out.mkdir(parents=True, exist_ok=True)

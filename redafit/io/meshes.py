@@ -26,8 +26,20 @@ import numpy as np
 from redafit.errors import InputError, OutputError
 from redafit.io.atomic import atomic_path, atomic_write
 
-__all__ = ["write_mesh", "write_obj", "write_ply", "write_npz", "write_glb", "read_obj", "ObjMesh",
+__all__ = ["write_mesh", "mesh_files", "write_obj", "write_ply", "write_npz", "write_glb", "read_obj", "ObjMesh",
            "split_uv_seams", "vertex_normals"]
+
+# the companion files a format writes beside the mesh (with a texture): suffix -> what it is
+_COMPANIONS = {".obj": {".png": "texture", ".mtl": "material file"}, ".ply": {".png": "texture"}}
+
+
+def mesh_files(path) -> dict[Path, str]:
+    """Every file :func:`write_mesh` may write for ``path``, with what it is: the companions first (texture,
+    material; written when a texture is given), then ``"mesh"``."""
+    path = Path(path)
+    files = {path.with_suffix(ext): what for ext, what in _COMPANIONS.get(path.suffix.lower(), {}).items()}
+    files[path] = "mesh"
+    return files
 
 
 # -- validation -------------------------------------------------------------------------------------------------
@@ -86,8 +98,7 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     written = []
     mtl = None
     if texture is not None:
-        png = path.with_suffix(".png")
-        mtl = path.with_suffix(".mtl")
+        png, mtl = list(mesh_files(path))[:2]
         data = _png_bytes(texture)
         with atomic_write(png) as fh:
             fh.write(data)
@@ -193,7 +204,7 @@ def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     written = []
     header = ["ply", "format binary_little_endian 1.0", "comment redafit mesh"]
     if texture is not None and t is not None:
-        png = path.with_suffix(".png")
+        png = next(iter(mesh_files(path)))
         with atomic_write(png) as fh:
             fh.write(_png_bytes(texture))
         written.append(png)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from redafit.errors import InputError, OutputError
-from redafit.io.meshes import read_obj, split_uv_seams, write_glb, write_mesh
+from redafit.io.meshes import mesh_files, read_obj, split_uv_seams, write_glb, write_mesh
 
 
 @pytest.fixture
@@ -112,6 +112,16 @@ def test_ply_with_uv_and_texture(tmp_path, cube):
     assert b"comment TextureFile t.png" in (tmp_path / "t.ply").read_bytes()[:300]
     tm = trimesh.load(tmp_path / "t.ply", process=False)
     assert len(tm.faces) == len(f)
+
+
+def test_mesh_files_names_what_each_writer_writes(tmp_path, cube):
+    """mesh_files (what the CLI checks its other outputs against) lists exactly the files a textured write makes."""
+    v, f, uv, ft, tex = cube
+    for name in ("a.obj", "b.ply", "c.npz", "d.glb"):
+        written = write_mesh(tmp_path / name, v, f, uv=uv, uv_triangles=ft, texture=tex)
+        assert set(written) == set(mesh_files(tmp_path / name)), name
+    assert mesh_files(tmp_path / "a.obj") == {tmp_path / "a.png": "texture", tmp_path / "a.mtl": "material file",
+                                              tmp_path / "a.obj": "mesh"}
 
 
 def test_npz_round_trip(tmp_path, cube):
