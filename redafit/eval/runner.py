@@ -80,13 +80,15 @@ class OracleMethod:
 class FitMethod:
     """:func:`redafit.fit.fit_image` with a preset, optionally modified by ``FitConfig`` field overrides.
 
-    ``overrides`` maps FitConfig field names to values; ``render_overrides`` modifies its RenderConfig.
+    ``overrides`` maps FitConfig field names to values; ``render_overrides`` modifies its RenderConfig;
+    ``loss_overrides`` sets loss weights ({term: weight}) in every stage that has the term.
     """
 
     preset: str = "landmarks"
     overrides: dict = field(default_factory=dict)
     render_overrides: dict = field(default_factory=dict)
     label: str = ""
+    loss_overrides: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -106,9 +108,16 @@ class FitMethod:
 
                 cfg = configure(cfg, attributes=cfg.attributes, freeform=cfg.freeform)
         if self.render_overrides:
-            from redafit.config import RenderConfig
+            from redafit.fit.attribute_stages import fit_render_config
 
-            cfg = replace(cfg, render=replace(cfg.render or RenderConfig(), **self.render_overrides))
+            cfg = replace(cfg, render=replace(cfg.render or fit_render_config(), **self.render_overrides))
+        if self.loss_overrides:
+            unknown = set(self.loss_overrides) - {k for s in cfg.stages for k in s.losses}
+            if unknown:
+                raise UsageError(f"method {self.name!r}: no stage has the loss term(s) {', '.join(sorted(unknown))}")
+            cfg = replace(cfg, stages=tuple(
+                replace(s, losses={k: float(self.loss_overrides.get(k, w)) for k, w in s.losses.items()})
+                for s in cfg.stages))
         return cfg
 
     def __call__(self, case, model) -> Prediction:

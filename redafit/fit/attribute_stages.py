@@ -94,6 +94,20 @@ def _freeform_stage(attributes) -> StageConfig:
 
 
 FIT_SIZE = 192  # same accuracy as 256 on the tuning set, ~1.6x faster per iteration
+# Pyramid levels of the fit's attribute losses. The paper's 6 levels at the 192 px fit size go down to a 6 px
+# image, which holds no face left to compare; the tuning set (seeds 1-2, full fit, 8^2 albedo map) read 0.670 mm
+# at 3 levels, 0.658 at 4 (coarsest level 24 px), 0.664 at 5, 0.676 at 6, 0.687 at 7. Keep the coarsest level
+# near 24 px when changing the fit size (--pyramid-levels). With 4 levels these were level (0.655-0.662): 3 slices,
+# mask weight 2, albedo_smooth 0.47, attribute-stage id/exp steps doubled; worse: kernel sigma 1.25 (0.674) and, at
+# 6 levels, sigma 0.7 (0.693) or 1.5 (0.703), depth temperature 0.02 (0.685); id_prior 5e-4 read 0.650 but 2.5e-4
+# sent two faces astray (0.762) and 2e-3 one (0.748), so it stays 1e-3.
+FIT_PYRAMID_LEVELS = 4
+
+
+def fit_render_config(**kw) -> RenderConfig:
+    """The attribute stages' default :class:`RenderConfig`: ReDA with :data:`FIT_PYRAMID_LEVELS` levels (``kw``
+    overrides any field)."""
+    return RenderConfig(**{"pyramid_levels": FIT_PYRAMID_LEVELS, **kw})
 
 
 def full_preset(attributes=("color", "mask"), freeform: bool = True, render: RenderConfig | None = None,
@@ -103,7 +117,7 @@ def full_preset(attributes=("color", "mask"), freeform: bool = True, render: Ren
     if freeform:
         stages.append(_freeform_stage(attributes))
     return FitConfig(stages=tuple(stages), attributes=tuple(attributes), freeform=freeform,
-                     render=render or RenderConfig(), fit_size=fit_size)
+                     render=render or fit_render_config(), fit_size=fit_size)
 
 
 def configure(config: FitConfig, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None,
@@ -111,11 +125,11 @@ def configure(config: FitConfig, attributes=None, raster=None, raster_backend="a
     """Rebuild a full-preset config with ablation options (None keeps the config's value)."""
     attributes = tuple(attributes) if attributes else tuple(config.attributes) or ("color", "mask")
     freeform = config.freeform if freeform is None else freeform
-    render = config.render or RenderConfig()
+    render = config.render or fit_render_config()
     if raster == "zbuffer":
         render = RenderConfig.zbuffer(backend=raster_backend)
     elif raster == "reda" and render.mode != "reda":
-        render = RenderConfig(backend=raster_backend)
+        render = fit_render_config(backend=raster_backend)
     kw = {"backend": raster_backend}
     if render.mode == "reda":
         if pyramid_levels is not None:
@@ -208,7 +222,7 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     from redafit.render.reda import observed_pyramid
 
     model, dev = ctx.model, ctx.model.mean.device
-    cfg = config.render or RenderConfig()
+    cfg = config.render or fit_render_config()
     B = len(images)
     S = int(config.fit_size)
     Hc = Wc = S

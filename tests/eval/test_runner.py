@@ -103,6 +103,19 @@ def test_ablation_configs_are_fit_configs():
         assert cfg.render.mode in ("reda", "zbuffer")
     cfg = make_methods([], ablation="attributes")["full[color]"].config()
     assert cfg.attributes == ("color",)
+    from redafit.errors import UsageError
+    from redafit.eval.runner import FitMethod
+
+    # loss_overrides reweight a term in every stage that has it and leave the rest alone
+    base = FitMethod("full").config()
+    heavy = FitMethod("full", {}, {"mode": "zbuffer"}, loss_overrides={"color": 160.0}).config()
+    assert heavy.render.mode == "zbuffer"
+    for a, b in zip(base.stages, heavy.stages):
+        assert b.losses.get("color") == (160.0 if "color" in a.losses else None)
+        rest = {k: w for k, w in a.losses.items() if k != "color"}
+        assert {k: w for k, w in b.losses.items() if k != "color"} == rest
+    with pytest.raises(UsageError):
+        FitMethod("full", loss_overrides={"colour": 1.0}).config()
 
 
 def test_heatmap_image_shape_and_colours(ellipsoid):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from redafit.fit import FitConfig, arap, fit_image
-from redafit.fit.attribute_stages import configure, crop_resize, face_crop, full_preset
+from redafit.fit.attribute_stages import FIT_PYRAMID_LEVELS, configure, crop_resize, face_crop, full_preset
 
 
 # ------------------------------------------------------------------------------------------------------- config
@@ -35,8 +35,12 @@ def test_full_preset_stages_and_ablation_options():
             f = 0.25 if k in ("id_prior", "exp_prior", "exp_l1") else 1.0
             assert scaled[k] == pytest.approx(w * f), (st.name, k)
 
+    # the fit's pyramid stops at ~24 px at the fit size, whatever the render's own (paper) default is
+    assert cfg.render.mode == "reda" and cfg.render.pyramid_levels == FIT_PYRAMID_LEVELS
+    assert cfg.fit_size / 2 ** (FIT_PYRAMID_LEVELS - 1) >= 16
     z = configure(cfg, raster="zbuffer")
     assert z.render.mode == "zbuffer" and z.render.pyramid_levels == 1
+    assert configure(z, raster="reda").render.pyramid_levels == FIT_PYRAMID_LEVELS
     m = configure(cfg, attributes=("mask",), freeform=False)
     assert [s.name for s in m.stages] == ["rigid", "landmarks", "attributes"]
     assert "color" not in m.stage("attributes").losses and "sh" not in m.stage("attributes").params
