@@ -26,7 +26,9 @@ class RenderConfig:
         slices: K, number of depth zones the mesh is cut into, spread evenly over the mesh's camera-depth range
             (per batch entry). Default 5 (the paper's choice).
         pyramid_levels: L, number of pyramid levels compared by the loss; level 0 is full resolution, each next
-            level is the previous one convolved with the same Gaussian kernel at stride 2. Default 6.
+            level is the previous one convolved with the same Gaussian kernel at stride 2. Default 6 (the paper's;
+            the fit's attribute stages use :data:`redafit.fit.attribute_stages.FIT_PYRAMID_LEVELS` = 4 at their
+            192 px image size).
         kernel_size: side of the (separable) Gaussian kernel in pixels, odd. Default 5.
         sigma: its standard deviation in pixels. Default 1.0 (the 5-tap kernel then holds 98.8% of the mass).
         depth_temperature: temperature of the depth softmax that aggregates slices, in units of the mesh's depth
