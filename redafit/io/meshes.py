@@ -98,7 +98,8 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     written = []
     mtl = None
     if texture is not None:
-        png, mtl = list(mesh_files(path))[:2]
+        role = {what: f for f, what in mesh_files(path).items()}
+        png, mtl = role["texture"], role["material file"]
         data = _png_bytes(texture)
         with atomic_write(png) as fh:
             fh.write(data)
@@ -204,7 +205,7 @@ def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     written = []
     header = ["ply", "format binary_little_endian 1.0", "comment redafit mesh"]
     if texture is not None and t is not None:
-        png = next(iter(mesh_files(path)))
+        png = {what: f for f, what in mesh_files(path).items()}["texture"]
         with atomic_write(png) as fh:
             fh.write(_png_bytes(texture))
         written.append(png)
