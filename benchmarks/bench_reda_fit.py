@@ -1,7 +1,7 @@
 """The full ReDA fit (issue 4): synthetic accuracy tables and the real-photo fit time.
 
 ``python -m benchmarks.bench_reda_fit [--quick] [--n 20] [--seed 0] [--jobs 1] [--landmark-noise 1.5]
-[--landmark-sigma S] [--budget-n 6]``
+[--landmark-sigma S] [--budget-n 6] [--shading physical|model]``
 
 Tables (synthetic benchmark of :mod:`redafit.eval.synthetic`, ICT model, MICC protocol: 95 mm crop around the
 nose tip, ICP with scale, point-to-plane error from the ground-truth points to the fitted mesh, mean ± SD in mm):
@@ -84,11 +84,12 @@ def paired_change(a, b, n_boot: int = 2000) -> str:
 ZBUFFER_X = 16
 
 
-def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, sigma: float | None = None) -> str:
+def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, sigma: float | None = None,
+                     shading: str = "physical") -> str:
     from redafit.eval.runner import FitMethod, MeanMethod, load_cases
     from redafit.fit.attribute_stages import ATTR_WEIGHTS
 
-    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise)
+    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, shading=shading)
     o = {} if sigma is None else {"landmark_sigma": sigma}
     full = FitMethod("full", dict(o), label="full")
     methods = {
@@ -127,11 +128,13 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
     return "\n".join(out)
 
 
-def out_of_span_table(model, n: int, seed: int, jobs: int, noise: float = 1.5, detail: float = 1.0) -> str:
+def out_of_span_table(model, n: int, seed: int, jobs: int, noise: float = 1.5, detail: float = 1.0,
+                      shading: str = "physical") -> str:
     """The free-form stage where it can matter: faces with ``detail`` mm RMS of smooth detail outside the span."""
     from redafit.eval.runner import FitMethod, MeanMethod, load_cases
 
-    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, detail_mm=detail)
+    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, detail_mm=detail,
+                       shading=shading)
     methods = {"mean": MeanMethod(), "landmarks": FitMethod("landmarks"),
                "freeform_off": FitMethod("full", {"freeform": False}, label="freeform_off"),
                "full": FitMethod("full", label="full")}
@@ -160,13 +163,13 @@ BUDGET = (  # (label, terms, appearance, albedo map side: None = the fit's)
 )
 
 
-def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5) -> str:
+def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5, shading: str = "physical") -> str:
     """Where the attribute stage's terms settle when started at the truth (:class:`TruthStartMethod`), beside
     the full fit from its usual start: the floor each combination of terms and appearance knowledge allows."""
     from redafit.eval.runner import FitMethod, load_cases
     from redafit.eval.synthetic import TruthStartMethod
 
-    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise)
+    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, shading=shading)
     methods = {f"b{i}": TruthStartMethod(terms, app, label=f"b{i}", albedo_size=size)
                for i, (_, terms, app, size) in enumerate(BUDGET)}
     methods["landmarks"] = FitMethod("landmarks")
@@ -198,6 +201,9 @@ def main(argv=None):
     ap.add_argument("--detail-n", type=int, default=20,
                     help="cases of the out-of-span table (faces with smooth detail outside the span); 0 = skip it")
     ap.add_argument("--detail-mm", type=float, default=1.0, help="RMS of that detail, mm")
+    ap.add_argument("--shading", choices=["physical", "model"], default="physical",
+                    help="how the synthetic photos are drawn (SyntheticConfig.shading; 'model' = the z-buffer fit's "
+                         "own per-vertex SH, the image formation of the numbers measured before session 10)")
     ap.add_argument("--no-synthetic", action="store_true")
     args, _ = ap.parse_known_args(argv or [])
 
@@ -219,18 +225,19 @@ def main(argv=None):
         print(detected_fit(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS))
         print()
     if not args.no_synthetic:
-        print("### Synthetic benchmark (MICC protocol, point-to-plane after ICP with scale)\n")
+        print(f"### Synthetic benchmark (MICC protocol, point-to-plane after ICP with scale; {args.shading} "
+              "shading)\n")
         print(synthetic_tables(model, 4 if args.quick else args.n, args.seed, args.jobs, args.landmark_noise,
-                               args.landmark_sigma))
+                               args.landmark_sigma, args.shading))
         if args.detail_n > 0:
             print(f"\n#### Out-of-span faces ({args.detail_mm:g} mm of smooth detail outside the span; target: "
                   "free-form on below off)\n")
             print(out_of_span_table(model, 2 if args.quick else args.detail_n, args.seed, args.jobs,
-                                    args.landmark_noise, args.detail_mm))
+                                    args.landmark_noise, args.detail_mm, args.shading))
         if args.budget_n > 0:
             print("\n#### Error budget: the terms started at the truth (where each combination settles)\n")
             print(error_budget(model, 2 if args.quick else args.budget_n, args.seed, args.jobs,
-                               args.landmark_noise))
+                               args.landmark_noise, args.shading))
     sys.stdout.flush()
 
 

@@ -22,6 +22,9 @@ import click
 @click.option("--detail-mm", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Synthetic faces: RMS (mm) of smooth detail outside the model's span added to the shapes "
                    "(what the free-form stage is for).")
+@click.option("--shading", type=click.Choice(["physical", "model"]), default="physical", show_default=True,
+              help="Synthetic images: 'physical' (per-pixel light with shadows, occlusion, highlights, fine "
+                   "texture) or 'model' (per-vertex SH, the z-buffer fit's own image formation).")
 @click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
               help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
 @click.option("--parsing-net", type=click.Path(dir_okay=False), default=None, metavar="PATH",
@@ -39,8 +42,8 @@ import click
 @click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
-def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, landmark_sigma, parsing_net,
-             model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
+def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, landmark_sigma,
+             parsing_net, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -78,7 +81,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
-                       landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm)
+                       landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     if not quiet:
         err.print(f"redafit eval: {len(cases)} {label} case(s) x {len(method_objs)} method(s)")

@@ -533,10 +533,11 @@ def markdown_table(header, rows, title: str = "") -> str:
 
 def load_cases(dataset: str, model=None, root=None, manifest=None, n: int = 20, seed: int = 0, size: int = 256,
                landmark_noise: float = 0.0, limit: int | None = None, synthetic_dir=None,
-               detail_mm: float = 0.0) -> list:
+               detail_mm: float = 0.0, shading: str = "physical") -> list:
     """Cases of ``dataset`` ("synthetic" or a registered adapter; ``manifest`` overrides), first ``limit`` only.
     ``detail_mm``: synthetic shapes get that much smooth detail outside the model's span
-    (:attr:`redafit.eval.synthetic.SyntheticConfig.detail_mm`)."""
+    (:attr:`redafit.eval.synthetic.SyntheticConfig.detail_mm`); ``shading``: how synthetic images are drawn
+    (:attr:`~redafit.eval.synthetic.SyntheticConfig.shading`)."""
     if manifest is not None:
         from redafit.eval.datasets import open_dataset
 
@@ -548,7 +549,7 @@ def load_cases(dataset: str, model=None, root=None, manifest=None, n: int = 20, 
             raise UsageError("the synthetic dataset needs a face model")
         count = n if limit is None else min(n, limit)
         cases = generate_synthetic(model, count, seed=seed, out_dir=synthetic_dir, size=size,
-                                   landmark_noise=landmark_noise, detail_mm=detail_mm)
+                                   landmark_noise=landmark_noise, detail_mm=detail_mm, shading=shading)
     else:
         from redafit.eval.datasets import open_dataset
 

@@ -13,7 +13,12 @@ Each case (fully determined by ``(seed, index)``):
   dark eyes and mouth interior - regions from :func:`redafit.parsing.model_labels.vertex_labels` when available,
   else from the landmark vertices (polygons and polylines of the frontal landmark layout);
 * background: smooth colour noise, a gradient and finer noise; sensor noise on the final image;
-* rendered with :mod:`redafit.render` (hard rasterization at ``supersample`` x the size, then area-downscaled);
+* rendered with :mod:`redafit.render`'s hard rasterizer at ``supersample`` x the size, then area-downscaled;
+  ``shading="physical"`` (default) shades every pixel - interpolated normals, ambient plus the exact max(cos, 0)
+  directional light with cast shadows (a shadow map along the light), a white Blinn-Phong highlight and a fine
+  multiplicative albedo texture (wavelengths 2-10 mm), none of which a fit's renderer draws (its own random
+  stream, so geometry, pose, lighting and albedo match ``"model"``); ``shading="model"`` draws per-vertex SH
+  (Gouraud) shading, the z-buffer fit's own image formation;
 * out-of-span detail (``detail_mm`` > 0): a sum of Gaussian bumps (radius 8-18 mm, random signs) on the face
   area, displacing the vertices along their normals, scaled to ``detail_mm`` RMS over the face area and faded out
   towards the area's rim; drawn from its own random stream, so the rest of a case does not change with it;
@@ -69,6 +74,14 @@ class SyntheticConfig:
     landmark_noise: float = 0.0  # px, Gaussian noise added to the landmark file
     supersample: int = 2  # render at this factor, then area-downscale (1 = no antialiasing)
     image_noise: float = 0.01  # Gaussian sensor noise (std, [0, 1] scale)
+    # "physical": per-pixel shading - the exact clamped-cosine light with cast shadows, a Blinn-Phong highlight and
+    # a fine albedo texture (what no fitting renderer draws); "model": per-vertex SH (Gouraud) shading, the very
+    # image formation of redafit's z-buffer fit (an inverse crime: kept to reproduce the numbers measured with it)
+    shading: str = "physical"
+    specular: float = 0.25  # "physical": mean highlight strength (per case U(0.5, 1.5) x this; 0: none)
+    shadows: bool = True  # "physical": the directional light casts shadows (shadow map)
+    occlusion: bool = True  # "physical": ambient occlusion darkens the ambient light in eye sockets, nostrils...
+    texture: float = 0.03  # "physical": std of the fine multiplicative albedo texture (wavelengths 2-10 mm)
     # RMS (mm, over the face area) of a smooth displacement along the normals added to the drawn shape: real faces
     # lie outside any model's span, which is what the free-form stage is for; 0 keeps the cases inside the span
     detail_mm: float = 0.0
@@ -177,15 +190,147 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(base[None, None] + coarse + mid + grad, 0, 1).astype(np.float32)
 
 
-def random_sh(rng: np.random.Generator) -> np.ndarray:
-    """SH lighting [9, 3]: ambient + one directional light from the camera's hemisphere, slightly tinted."""
+def random_light(rng: np.random.Generator) -> dict:
+    """Ambient + one directional light from the camera's hemisphere, slightly tinted: ``direction`` [3] (unit,
+    camera frame, surface to light), ``ambient`` and ``intensity`` (irradiance), ``tint`` [3], and ``sh`` [9, 3] -
+    the same light as 2nd-order SH (what a fit's lighting can represent exactly: all of it under ``"model"``
+    shading; the SH projection of the unshadowed diffuse light under ``"physical"``)."""
     from redafit.render.shading import directional_sh
 
     d = np.array([rng.normal(0, 0.6), rng.normal(-0.2, 0.5), -1.0])
+    d /= np.linalg.norm(d)
     ambient = rng.uniform(0.45, 0.7)
     inten = rng.uniform(0.25, 0.5)
-    sh = directional_sh(tuple(d / np.linalg.norm(d)), intensity=inten, ambient=ambient).numpy()
-    return (sh * (1 + rng.normal(0, 0.04, 3))[None]).astype(np.float32)
+    tint = 1 + rng.normal(0, 0.04, 3)
+    sh = directional_sh(tuple(d), intensity=inten, ambient=ambient).numpy() * tint[None]
+    return {"direction": d, "ambient": float(ambient), "intensity": float(inten), "tint": tint,
+            "sh": sh.astype(np.float32)}
+
+
+def random_sh(rng: np.random.Generator) -> np.ndarray:
+    """SH lighting [9, 3] of :func:`random_light`."""
+    return random_light(rng)["sh"]
+
+
+SHADOW_MAP = 1024  # px, side of the shadow map ("physical" shading)
+SHADOW_BIAS_MM = 1.0  # a point is lit when it lies at most this far behind the shadow map's surface
+TEXTURE_WAVES = 48  # plane waves summed for the fine albedo texture
+AO_DIRECTIONS = 32  # sky directions sampled for ambient occlusion
+AO_MAP = 512  # px, side of each ambient-occlusion shadow map
+
+
+def shadow_visibility(vc: np.ndarray, tris: np.ndarray, points: np.ndarray, direction: np.ndarray,
+                      normals: np.ndarray | None = None, backend: str = "auto", size: int = SHADOW_MAP) -> np.ndarray:
+    """[N] in [0, 1]: how much of the directional light from unit ``direction`` (camera frame, surface to light)
+    reaches each camera-frame point [N, 3] (mm) of the mesh ``vc`` [V, 3] / ``tris`` - a shadow map seen from a
+    distant camera along the light, 3 x 3 percentage-closer filtered (soft edges of about one map pixel).
+
+    A point counts as lit up to :data:`SHADOW_BIAS_MM` behind the map's surface, plus - given the points' unit
+    ``normals`` [N, 3] - two map pixels' worth of the surface's slope towards the light (a surface lit at a grazing
+    angle does not shadow itself)."""
+    from redafit.render import rasterize
+    from redafit.render.camera import Intrinsics, to_clip
+
+    centre = vc.mean(0)
+    radius = float(np.linalg.norm(vc - centre, axis=1).max()) * 1.05
+    z_axis = -np.asarray(direction, np.float64)
+    up = np.array([0.0, 1.0, 0.0]) if abs(z_axis[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    x_axis = np.cross(up, z_axis)
+    x_axis /= np.linalg.norm(x_axis)
+    R = np.stack([x_axis, np.cross(z_axis, x_axis), z_axis])
+    dist = 20.0 * radius  # far away: close to an orthographic view
+    to_light = lambda p: (p - centre) @ R.T + np.array([0.0, 0.0, dist])  # noqa: E731
+    f = 0.5 * size * dist / radius
+    K = Intrinsics(f, f, size / 2.0, size / 2.0, size, size)
+    vl = torch.tensor(to_light(vc), dtype=torch.float32)[None]
+    depth = rasterize(to_clip(vl, K, near=dist - 2 * radius, far=dist + 2 * radius), torch.as_tensor(tris).long(),
+                      (size, size), backend=backend).depth[0].cpu().double().numpy()
+    depth[depth <= 0] = np.inf  # nothing there: lit
+    pl = to_light(points)
+    u = pl[:, 0] * f / pl[:, 2] + size / 2.0 - 0.5
+    v = pl[:, 1] * f / pl[:, 2] + size / 2.0 - 0.5
+    bias = np.full(len(points), SHADOW_BIAS_MM)
+    if normals is not None:
+        c = np.clip(np.abs(np.asarray(normals) @ np.asarray(direction, np.float64)), 0.1, 1.0)
+        bias += 2.0 * (2.0 * radius / size) * np.sqrt(1.0 - c * c) / c
+    lit = np.zeros(len(points))
+    for du, dv in itertools.product((-1, 0, 1), repeat=2):
+        iu = np.clip(np.rint(u + du).astype(np.int64), 0, size - 1)
+        iv = np.clip(np.rint(v + dv).astype(np.int64), 0, size - 1)
+        lit += pl[:, 2] <= depth[iv, iu] + bias
+    return lit / 9.0
+
+
+def ambient_occlusion(vc: np.ndarray, tris: np.ndarray, normals: np.ndarray, n_dirs: int = AO_DIRECTIONS,
+                      backend: str = "auto", size: int = AO_MAP) -> np.ndarray:
+    """[V] in [0, 1]: the cosine-weighted share of the sky each vertex of ``vc`` [V, 3] / ``tris`` (unit vertex
+    ``normals`` [V, 3]) sees, from :func:`shadow_visibility` along ``n_dirs`` directions spread evenly over the
+    sphere (a Fibonacci lattice)."""
+    k = np.arange(n_dirs) + 0.5
+    z = 1 - 2 * k / n_dirs
+    phi = np.pi * (1 + 5 ** 0.5) * k
+    dirs = np.stack([np.sqrt(1 - z * z) * np.cos(phi), np.sqrt(1 - z * z) * np.sin(phi), z], 1)
+    num = np.zeros(len(vc))
+    den = np.zeros(len(vc))
+    for d in dirs:
+        w = np.clip(normals @ d, 0.0, None)
+        if not (w > 0).any():
+            continue
+        num += w * shadow_visibility(vc, tris, vc, d, normals, backend=backend, size=size)
+        den += w
+    return np.where(den > 0, num / np.maximum(den, 1e-12), 1.0)
+
+
+def albedo_texture(points_model: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
+    """[N] multiplicative albedo detail (mean 1, std ``std``) at model-frame points [N, 3] (mm): a sum of
+    :data:`TEXTURE_WAVES` random plane waves with wavelengths 2-10 mm - pores, freckles and fine blotches that a
+    low-resolution albedo map cannot draw."""
+    out = np.zeros(len(points_model))
+    for _ in range(TEXTURE_WAVES):
+        w = rng.normal(0, 1, 3)
+        w *= 2 * np.pi / (np.linalg.norm(w) * rng.uniform(2.0, 10.0))
+        out += np.sin(points_model @ w + rng.uniform(0, 2 * np.pi))
+    return 1.0 + std * out * np.sqrt(2.0 / TEXTURE_WAVES)
+
+
+def physical_shading(vm: np.ndarray, vc: np.ndarray, tris: np.ndarray, albedo: np.ndarray, normals: np.ndarray,
+                     light: dict, frags, cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """The ``"physical"`` image [H, W, 3] of the rasterized mesh ``frags`` (background left black) and a
+    description. Per pixel: interpolated normals; albedo, modulated by :func:`albedo_texture`, x (ambient x
+    :func:`ambient_occlusion` + the exact max(cos, 0) directional light x :func:`shadow_visibility`); plus a
+    shadowed white Blinn-Phong highlight; all tinted by the light's colour. vm / vc [V, 3] model / camera frame
+    (mm), albedo / normals [V, 3] per vertex."""
+    from redafit.render import interpolate
+
+    H, W = frags.tri_id.shape[1:]
+    tris_t = torch.as_tensor(tris).long()
+    ao = ambient_occlusion(vc, tris, normals, backend=cfg.backend) if cfg.occlusion else np.ones(len(vc))
+    attrs = torch.tensor(np.concatenate([normals, albedo, vm, vc, ao[:, None]], 1), dtype=torch.float64)[None]
+    fr = type(frags)(bary=frags.bary.double(), tri_id=frags.tri_id, depth=frags.depth, pix=frags.pix)
+    per_px = interpolate(attrs, fr, tris_t)[0].numpy()  # [H, W, 12]
+    cov = frags.tri_id[0].cpu().numpy() >= 0
+    px = per_px[cov]
+    n = px[:, 0:3] / np.linalg.norm(px[:, 0:3], axis=1, keepdims=True).clip(1e-12)
+    alb, pm, pc, occ = px[:, 3:6], px[:, 6:9], px[:, 9:12], px[:, 12]
+    d = np.asarray(light["direction"], np.float64)
+    ks = float(cfg.specular) * rng.uniform(0.5, 1.5)
+    shininess = rng.uniform(12.0, 40.0)
+    vis = shadow_visibility(vc, tris, pc, d, n, backend=cfg.backend) if cfg.shadows else np.ones(len(pc))
+    if cfg.texture > 0:
+        alb = alb * albedo_texture(pm, rng, float(cfg.texture))[:, None]
+    cos = np.clip(n @ d, 0.0, None)
+    view = -pc / np.linalg.norm(pc, axis=1, keepdims=True)
+    h = d[None] + view
+    h /= np.linalg.norm(h, axis=1, keepdims=True).clip(1e-12)
+    spec = ks * light["intensity"] * np.clip((n * h).sum(1), 0.0, None) ** shininess * (cos > 0)
+    irr = light["ambient"] * occ + light["intensity"] * cos * vis
+    rgb = (np.clip(alb, 0, 1) * irr[:, None] + (spec * vis)[:, None]) * np.asarray(light["tint"])[None]
+    img = np.zeros((H, W, 3))
+    img[cov] = rgb
+    return np.clip(img, 0, 1).astype(np.float32), {
+        "shading": "physical", "specular": round(ks, 4), "shininess": round(float(shininess), 2),
+        "cast_shadow_fraction": round(float(((vis < 0.5) & (cos > 0)).mean()) if len(vis) else 0.0, 4),
+        "texture": float(cfg.texture), "mean_occlusion": round(float(1 - occ.mean()) if len(occ) else 0.0, 4)}
 
 
 def _normals_np(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -324,13 +469,21 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
 
     # appearance
     albedo, alb_info = skin_albedo(model, rng)
-    sh = random_sh(rng)
+    light = random_light(rng)
+    sh = light["sh"]
     s = max(1, int(cfg.supersample))
     K2 = K.scaled(W * s, H * s)
     frags = rasterize(to_clip(vc_t, K2), tris_t, (H * s, W * s), backend=cfg.backend)
     normals = vertex_normals(vc_t, tris_t)
-    colour = shade(torch.tensor(albedo, dtype=torch.float32)[None], normals, torch.tensor(sh)[None])
-    img = interpolate(colour, frags, tris_t)[0].clamp(0, 1).cpu().numpy()
+    if cfg.shading == "model":
+        colour = shade(torch.tensor(albedo, dtype=torch.float32)[None], normals, torch.tensor(sh)[None])
+        img = interpolate(colour, frags, tris_t)[0].clamp(0, 1).cpu().numpy()
+        look = {"shading": "model"}
+    elif cfg.shading == "physical":
+        img, look = physical_shading(vm, vc, tris, albedo, normals[0].double().numpy(), light, frags, cfg,
+                                     np.random.default_rng([int(seed), int(index), 2]))
+    else:
+        raise InputError(f"SyntheticConfig.shading: expected 'physical' or 'model', got {cfg.shading!r}")
     mask = (frags.tri_id[0] >= 0).cpu().numpy()[..., None]
     bg = background(rng, H * s, W * s)
     img = np.where(mask, img, bg)
@@ -354,7 +507,7 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
         "expression": {model.expression_names[i]: round(float(P["exp"][i]), 6) for i in np.nonzero(P["exp"])[0]},
         "pose": {"yaw_deg": P["yaw"], "pitch_deg": P["pitch"], "roll_deg": P["roll"],
                  "rotation": np.round(R, 8).tolist(), "translation_mm": np.round(t, 4).tolist()},
-        "camera": K.to_dict(), "sh": np.round(sh, 6).tolist(), "albedo": alb_info, "jaw": jaw_info,
+        "camera": K.to_dict(), "sh": np.round(sh, 6).tolist(), "albedo": alb_info, "jaw": jaw_info, "look": look,
         "landmark_noise_px": float(cfg.landmark_noise), "config": asdict(cfg),
     }
     return Case(id=case_id, image=img.astype(np.float32), landmarks=lm_noisy.astype(np.float64),

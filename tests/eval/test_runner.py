@@ -175,5 +175,6 @@ def test_cli_bad_root_is_exit_11_one_line(cli, tmp_path, dataset):
 def test_cli_usage_errors(cli, tmp_path):
     assert cli("eval", "--methods", "bogus", "--model", str(MODEL_NPZ)).exit_code == 2
     assert cli("eval", "--resume", "--model", str(MODEL_NPZ)).exit_code == 2
+    assert cli("eval", "--shading", "phong", "--model", str(MODEL_NPZ)).exit_code == 2
     r = cli("eval", "--manifest", str(tmp_path / "none.csv"), "--methods", "mean", "--model", str(MODEL_NPZ))
     assert r.exit_code == 11

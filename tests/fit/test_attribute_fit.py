@@ -176,7 +176,9 @@ def test_smoothed_freeform_recovers_out_of_span_detail(ict_model):
     """Faces with detail outside the model's span, the free-form stage alone (colour + ARAP) started at the true
     span part of the shape with the true lighting and albedo: the preconditioned steps (``disp_smooth``) move the
     surface towards the true detail and come out smooth; plain per-vertex Adam steps of the same size roughen
-    it and end further from the truth. Measured: 0.750 / 0.614 mm at the start, 0.678 / 0.612 smoothed,
+    it and end further from the truth. The photos use ``shading="model"``, which the fit's colour term draws
+    exactly, so what moves the surface is the missing detail alone, not shading the fit cannot draw. Measured:
+    0.750 / 0.614 mm at the start, 0.678 / 0.612 smoothed,
     0.783 / 0.734 plain."""
     from dataclasses import replace
 
@@ -188,7 +190,7 @@ def test_smoothed_freeform_recovers_out_of_span_detail(ict_model):
     edges = arap.cotangent_edges(ict_model.mean, ict_model.triangles)[0]
     start, err, rough = [], {0.0: [], ff.disp_smooth: []}, {0.0: [], ff.disp_smooth: []}
     for i in (0, 1):
-        case = render_case(ict_model, i, 1, replace(SyntheticConfig(), detail_mm=1.0))
+        case = render_case(ict_model, i, 1, replace(SyntheticConfig(), detail_mm=1.0, shading="model"))
         init = true_parameters(case, ict_model)
         init.update(true_appearance(case, ict_model, full.albedo_size))
         with torch.no_grad():
@@ -338,7 +340,8 @@ def test_colour_term_keeps_a_perfect_fit_in_place(ict_model, monkeypatch):
     """Started at the true parameters with exact landmarks and weak priors, the colour + landmark stage must stay
     near the truth: a biased colour term pulls it away. The region albedo (brows, eyes, lips, mouth on top of the
     smooth map) and comparing colour only inside the rendered face area are what keep it there; the older
-    formulation (map only, every valid pixel) drifts clearly further."""
+    formulation (map only, every valid pixel) drifts clearly further. The photos use ``shading="model"`` (per-vertex
+    SH, what the colour term draws), so a drift is the term's own bias, not light it cannot model."""
     from dataclasses import replace
 
     import redafit.fit.attribute_stages as A
@@ -356,7 +359,7 @@ def test_colour_term_keeps_a_perfect_fit_in_place(ict_model, monkeypatch):
                         init=true_parameters(case, ict_model))[0]
         return _p2plane(case, res, ict_model)
 
-    cases = [render_case(ict_model, i, 1, replace(SyntheticConfig(), size=256)) for i in (2, 3)]
+    cases = [render_case(ict_model, i, 1, replace(SyntheticConfig(), size=256, shading="model")) for i in (2, 3)]
     now = [drift(c) for c in cases]
     monkeypatch.setattr(A, "ALBEDO_REGIONS", ())
     monkeypatch.setattr(A, "COLOR_INTERIOR", 0.0)
@@ -426,7 +429,8 @@ def test_project_albedo_draws_a_synthetic_face_albedo(ict_model):
 def test_truth_start_keeps_the_given_appearance(ict_model):
     """``init`` sh / albedo replace the attribute stage's own starts, and a stage that does not train them keeps
     them: started at a synthetic face's truth with its true appearance and exact landmarks, the landmark +
-    colour stage stays near the truth (the error-budget table of bench_reda_fit)."""
+    colour stage stays near the truth (the error-budget table of bench_reda_fit). The photo uses
+    ``shading="model"``, which that appearance draws exactly (hence the high PSNR)."""
     from dataclasses import replace
 
     from redafit.eval.synthetic import SyntheticConfig, TruthStartMethod, render_case, true_appearance, true_parameters
@@ -439,7 +443,7 @@ def test_truth_start_keeps_the_given_appearance(ict_model):
     st = cfg.stages[0]
     assert not {"sh", "albedo", "albedo_reg", "disp"} & set(st.params) and "mask" not in st.losses
     assert TruthStartMethod(("landmarks", "color"), "true", albedo_size=16).config().albedo_size == 16
-    case = render_case(ict_model, 3, 1, replace(SyntheticConfig(), size=256))
+    case = render_case(ict_model, 3, 1, replace(SyntheticConfig(), size=256, shading="model"))
     init = {**true_parameters(case, ict_model), **true_appearance(case, ict_model, cfg.albedo_size)}
     res = fit_batch([case.image], [case.landmarks], ict_model, replace(cfg, stages=(replace(st, iters=40),)),
                     [case.intrinsics], init=init)[0]
