@@ -3,8 +3,9 @@
 ``python -m benchmarks.bench_reda_fit [--quick] [--n 20] [--seed 0] [--jobs 1] [--landmark-noise 1.5]
 [--landmark-sigma S] [--budget-n 6] [--shading physical|model]``
 
-Tables (synthetic benchmark of :mod:`redafit.eval.synthetic`, ICT model, MICC protocol: 95 mm crop around the
-nose tip, ICP with scale, point-to-plane error from the ground-truth points to the fitted mesh, mean ± SD in mm):
+Tables (synthetic benchmark of :mod:`redafit.eval.synthetic`, ICT model, photos drawn with ``--shading``
+(default ``physical``), MICC protocol: 95 mm crop around the nose tip, ICP with scale, point-to-plane error from the
+ground-truth points to the fitted mesh, mean ± SD in mm):
 
 1. mean face vs landmark-only fit vs the full fit (and the relative gain of the full fit);
 2. ReDA vs z-buffer rasterization with the same attributes (colour + mask), and the z-buffer with 16x the colour

@@ -74,9 +74,10 @@ class SyntheticConfig:
     landmark_noise: float = 0.0  # px, Gaussian noise added to the landmark file
     supersample: int = 2  # render at this factor, then area-downscale (1 = no antialiasing)
     image_noise: float = 0.01  # Gaussian sensor noise (std, [0, 1] scale)
-    # "physical": per-pixel shading - the exact clamped-cosine light with cast shadows, a Blinn-Phong highlight and
-    # a fine albedo texture (what no fitting renderer draws); "model": per-vertex SH (Gouraud) shading, the very
-    # image formation of redafit's z-buffer fit (an inverse crime: kept to reproduce the numbers measured with it)
+    # "physical": per-pixel shading - the exact clamped-cosine light with cast shadows, ambient occlusion, a
+    # Blinn-Phong highlight and a fine albedo texture (what no fitting renderer draws); "model": per-vertex SH
+    # (Gouraud) shading, the very image formation of redafit's z-buffer fit (an inverse crime: kept to reproduce
+    # the numbers measured with it)
     shading: str = "physical"
     specular: float = 0.25  # "physical": mean highlight strength (per case U(0.5, 1.5) x this; 0: none)
     shadows: bool = True  # "physical": the directional light casts shadows (shadow map)
@@ -212,6 +213,7 @@ def random_sh(rng: np.random.Generator) -> np.ndarray:
     return random_light(rng)["sh"]
 
 
+SHADINGS = ("physical", "model")  # SyntheticConfig.shading
 SHADOW_MAP = 1024  # px, side of the shadow map ("physical" shading)
 SHADOW_BIAS_MM = 1.0  # a point is lit when it lies at most this far behind the shadow map's surface
 TEXTURE_WAVES = 48  # plane waves summed for the fine albedo texture
@@ -434,6 +436,8 @@ def _sample_params(model, cfg: SyntheticConfig, rng: np.random.Generator) -> dic
 
 def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
     """One synthetic case, deterministic in (seed, index)."""
+    if cfg.shading not in SHADINGS:
+        raise InputError(f"SyntheticConfig.shading: expected one of {', '.join(SHADINGS)}, got {cfg.shading!r}")
     from redafit.render import interpolate, rasterize
     from redafit.render.camera import (
         Intrinsics,
@@ -479,11 +483,9 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
         colour = shade(torch.tensor(albedo, dtype=torch.float32)[None], normals, torch.tensor(sh)[None])
         img = interpolate(colour, frags, tris_t)[0].clamp(0, 1).cpu().numpy()
         look = {"shading": "model"}
-    elif cfg.shading == "physical":
+    else:
         img, look = physical_shading(vm, vc, tris, albedo, normals[0].double().numpy(), light, frags, cfg,
                                      np.random.default_rng([int(seed), int(index), 2]))
-    else:
-        raise InputError(f"SyntheticConfig.shading: expected 'physical' or 'model', got {cfg.shading!r}")
     mask = (frags.tri_id[0] >= 0).cpu().numpy()[..., None]
     bg = background(rng, H * s, W * s)
     img = np.where(mask, img, bg)
