@@ -198,7 +198,9 @@ def test_physical_and_model_shading(face_model):
     assert 0.1 < face.mean() < 0.8
     assert np.median(diff_plain[face]) < 0.02  # per-pixel clamped cosine ~ per-vertex SH
     assert np.median(diff_full[face]) > 2 * np.median(diff_plain[face])
-    with pytest.raises(Exception, match="shading"):
+    from redafit.errors import InputError
+
+    with pytest.raises(InputError, match="shading"):
         render_case(face_model, 0, 5, replace(cfg, shading="phong"))
     from redafit.eval.runner import load_cases  # what `redafit eval --shading` goes through
 
