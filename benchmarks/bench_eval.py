@@ -32,6 +32,8 @@ def _model(name: str):
 
 
 def main(argv=None):
+    from redafit.eval.synthetic import SHADINGS
+
     ap = argparse.ArgumentParser(prog="bench_eval")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
@@ -42,7 +44,7 @@ def main(argv=None):
                     default=None)
     ap.add_argument("--ablation-n", type=int, default=10, help="cases per ablation configuration")
     ap.add_argument("--landmark-noise", type=float, default=1.5, help="px (1.5: a detector's error; 0: exact)")
-    ap.add_argument("--shading", choices=["physical", "model"], default="physical",
+    ap.add_argument("--shading", choices=SHADINGS, default="physical",
                     help="how the synthetic photos are drawn (SyntheticConfig.shading)")
     ap.add_argument("--model", default="ict")
     ap.add_argument("--out", default=None)

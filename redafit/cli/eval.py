@@ -22,6 +22,7 @@ import click
 @click.option("--detail-mm", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Synthetic faces: RMS (mm) of smooth detail outside the model's span added to the shapes "
                    "(what the free-form stage is for).")
+# the choices are redafit.eval.synthetic.SHADINGS, spelled out so that the CLI does not import torch to start (test)
 @click.option("--shading", type=click.Choice(["physical", "model"]), default="physical", show_default=True,
               help="Synthetic images: 'physical' (per-pixel light with shadows, occlusion, highlights, fine "
                    "texture) or 'model' (per-vertex SH, the z-buffer fit's own image formation).")

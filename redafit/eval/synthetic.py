@@ -15,8 +15,9 @@ Each case (fully determined by ``(seed, index)``):
 * background: smooth colour noise, a gradient and finer noise; sensor noise on the final image;
 * rendered with :mod:`redafit.render`'s hard rasterizer at ``supersample`` x the size, then area-downscaled;
   ``shading="physical"`` (default) shades every pixel - interpolated normals, ambient plus the exact max(cos, 0)
-  directional light with cast shadows (a shadow map along the light), a white Blinn-Phong highlight and a fine
-  multiplicative albedo texture (wavelengths 2-10 mm), none of which a fit's renderer draws (its own random
+  directional light with cast shadows (a shadow map along the light), ambient occlusion on the ambient light, a
+  white Blinn-Phong highlight and a fine multiplicative albedo texture (wavelengths 2-10 mm), none of which a fit's
+  renderer draws (its own random
   stream, so geometry, pose, lighting and albedo match ``"model"``); ``shading="model"`` draws per-vertex SH
   (Gouraud) shading, the z-buffer fit's own image formation;
 * out-of-span detail (``detail_mm`` > 0): a sum of Gaussian bumps (radius 8-18 mm, random signs) on the face

@@ -42,6 +42,11 @@ def mesh_files(path) -> dict[Path, str]:
     return files
 
 
+def _companion(path, what: str) -> Path:
+    """The file of :func:`mesh_files` that is ``what`` ("texture", "material file") for ``path``."""
+    return next(f for f, role in mesh_files(path).items() if role == what)
+
+
 # -- validation -------------------------------------------------------------------------------------------------
 def _arr(name, a, dtype, cols, rows=None):
     a = np.asarray(a)
@@ -98,8 +103,7 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     written = []
     mtl = None
     if texture is not None:
-        role = {what: f for f, what in mesh_files(path).items()}
-        png, mtl = role["texture"], role["material file"]
+        png, mtl = _companion(path, "texture"), _companion(path, "material file")
         data = _png_bytes(texture)
         with atomic_write(png) as fh:
             fh.write(data)
@@ -205,7 +209,7 @@ def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     written = []
     header = ["ply", "format binary_little_endian 1.0", "comment redafit mesh"]
     if texture is not None and t is not None:
-        png = {what: f for f, what in mesh_files(path).items()}["texture"]
+        png = _companion(path, "texture")
         with atomic_write(png) as fh:
             fh.write(_png_bytes(texture))
         written.append(png)

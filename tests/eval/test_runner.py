@@ -178,3 +178,11 @@ def test_cli_usage_errors(cli, tmp_path):
     assert cli("eval", "--shading", "phong", "--model", str(MODEL_NPZ)).exit_code == 2
     r = cli("eval", "--manifest", str(tmp_path / "none.csv"), "--methods", "mean", "--model", str(MODEL_NPZ))
     assert r.exit_code == 11
+
+
+def test_cli_shading_choices_are_the_generators():
+    from redafit.cli.eval import eval_cmd
+    from redafit.eval.synthetic import SHADINGS
+
+    opt = next(p for p in eval_cmd.params if p.name == "shading")
+    assert tuple(opt.type.choices) == SHADINGS
