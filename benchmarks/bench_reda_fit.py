@@ -12,6 +12,8 @@ ground-truth points to the fitted mesh, mean ± SD in mm):
    and mask weights;
 3. attribute subsets: colour, mask, colour + mask;
 4. free-form stage off / on;
+4b. the ambient occlusion of the model's mean shape in the colour shading off / on
+    (:attr:`redafit.fit.FitConfig.occlusion`);
 5. the full fit on the shared photos with ``.pts`` landmarks: time (median = the issue's number), landmark
    error after the landmark stage and after the full fit, skin IoU, face PSNR;
 6. out-of-span faces (``--detail-n`` cases, 0 skips it): the same synthetic faces with ``--detail-mm`` of smooth
@@ -106,6 +108,7 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
         "color": FitMethod("full", {"attributes": ("color",), **o}, label="color"),
         "mask": FitMethod("full", {"attributes": ("mask",), **o}, label="mask"),
         "freeform_off": FitMethod("full", {"freeform": False, **o}, label="freeform_off"),
+        "occlusion_off": FitMethod("full", {"occlusion": False, **o}, label="occlusion_off"),
     }
     err, sec, fails, elapsed = _measure(cases, methods, model, jobs)
 
@@ -127,6 +130,8 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
                          row("colour + mask", "full", "landmarks")]))
     out.append("\n#### Free-form stage (target: on below off)\n")
     out.append(table(h, [row("free-form off", "freeform_off"), row("free-form on", "full", "freeform_off")]))
+    out.append("\n#### Ambient occlusion of the mean shape in the colour shading (FitConfig.occlusion)\n")
+    out.append(table(h, [row("occlusion off", "occlusion_off"), row("occlusion on", "full", "occlusion_off")]))
     return "\n".join(out)
 
 

@@ -30,13 +30,17 @@ import click
               help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
 @click.option("--parsing-net", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="TorchScript face-parsing network for the full fits' parsing mask (see redafit fit --help).")
+@click.option("--occlusion/--no-occlusion", default=None,
+              help="The full fits' ambient occlusion in the colour shading (see redafit fit --help; default on).")
 @click.option("--model", "model_name", default="ict", show_default=True, help="Installed face model (or path).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write per-case JSON, results.csv, summary.md and heat maps here.")
 @click.option("--resume", is_flag=True, help="Skip cases whose JSON already exists in --out.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N cases.")
-@click.option("--ablation", type=click.Choice(["attributes", "raster", "pyramid", "freeform"]), default=None,
+# the choices are redafit.eval.runner.ABLATIONS' keys, spelled out for the same reason (test)
+@click.option("--ablation", type=click.Choice(["attributes", "raster", "pyramid", "freeform", "occlusion"]),
+              default=None,
               help="Also run the paper's ablation as configurations of the full fit.")
 @click.option("--methods", default="mean,landmarks,full", show_default=True,
               help="Comma-separated: mean, landmarks, full, oracle.")
@@ -44,7 +48,7 @@ import click
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
 def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, landmark_sigma,
-             parsing_net, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
+             parsing_net, occlusion, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -72,6 +76,8 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
         raise UsageError("--resume needs --out DIR")
     names = [m.strip() for m in methods.split(",") if m.strip()]
     overrides = {} if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0}
+    if occlusion is not None:
+        overrides["occlusion"] = bool(occlusion)
     if parsing_net is not None:
         from redafit.parsing.network import cached_parsing_network
 

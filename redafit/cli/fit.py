@@ -63,6 +63,9 @@ def fit_options(f):
                      metavar="PATH", help="TorchScript face-parsing network (e.g. a BiSeNet exported with "
                           "torch.jit.trace) for the parsing mask of the full preset, instead of landmarks and skin "
                           "colour."),
+        click.option("--occlusion/--no-occlusion", default=None,
+                     help="Shade the colour attribute with the ambient occlusion of the model's mean shape "
+                          "(default: on)."),
         click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
                      help="Multiply every stage's iteration count (speed/quality trade-off)."),
     ]
@@ -73,7 +76,7 @@ def fit_options(f):
 
 def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
                  no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False,
-                 landmark_drop=None, landmark_sigma=None, parsing_net=None):
+                 landmark_drop=None, landmark_sigma=None, parsing_net=None, occlusion=None):
     """Options -> FitConfig (library call; no click types here). A ``parsing_net`` file is loaded here once, so
     a missing or broken one fails before any fitting (:class:`~redafit.errors.ModelError`)."""
     from dataclasses import replace
@@ -113,6 +116,8 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
                                                                       landmark_drop_px=landmark_drop),))
     if landmark_sigma is not None:
         config = replace(config, landmark_sigma=landmark_sigma / 100.0)
+    if occlusion is not None:
+        config = replace(config, occlusion=bool(occlusion))
     if parsing_net is not None:
         from redafit.parsing.network import cached_parsing_network
 

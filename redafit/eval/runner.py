@@ -147,6 +147,7 @@ ABLATIONS = {
     "raster": [("z-buffer", {}, {"mode": "zbuffer"}), ("ReDA", {}, {"mode": "reda"})],
     "pyramid": [(f"levels={n}", {}, {"pyramid_levels": n}) for n in (1, 2, 3, 4, 6)],
     "freeform": [("free-form off", {"freeform": False}, {}), ("free-form on", {"freeform": True}, {})],
+    "occlusion": [("occlusion off", {"occlusion": False}, {}), ("occlusion on", {"occlusion": True}, {})],
 }
 
 

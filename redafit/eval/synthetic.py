@@ -52,6 +52,7 @@ from redafit.fit.correspondence import (  # noqa: F401 - default_landmark_vertic
     default_landmark_vertices,
     outline_jaw_ids,
 )
+from redafit.render.occlusion import ambient_occlusion, shadow_visibility  # noqa: F401 - also this module's API
 
 SKIN_TONES = np.array([  # linear-ish RGB albedo in [0, 1], light to dark
     [0.87, 0.70, 0.60], [0.80, 0.60, 0.50], [0.72, 0.52, 0.40], [0.62, 0.44, 0.32],
@@ -215,73 +216,7 @@ def random_sh(rng: np.random.Generator) -> np.ndarray:
 
 
 SHADINGS = ("physical", "model")  # SyntheticConfig.shading
-SHADOW_MAP = 1024  # px, side of the shadow map ("physical" shading)
-SHADOW_BIAS_MM = 1.0  # a point is lit when it lies at most this far behind the shadow map's surface
 TEXTURE_WAVES = 48  # plane waves summed for the fine albedo texture
-AO_DIRECTIONS = 32  # sky directions sampled for ambient occlusion
-AO_MAP = 512  # px, side of each ambient-occlusion shadow map
-
-
-def shadow_visibility(vc: np.ndarray, tris: np.ndarray, points: np.ndarray, direction: np.ndarray,
-                      normals: np.ndarray | None = None, backend: str = "auto", size: int = SHADOW_MAP) -> np.ndarray:
-    """[N] in [0, 1]: how much of the directional light from unit ``direction`` (camera frame, surface to light)
-    reaches each camera-frame point [N, 3] (mm) of the mesh ``vc`` [V, 3] / ``tris`` - a shadow map seen from a
-    distant camera along the light, 3 x 3 percentage-closer filtered (soft edges of about one map pixel).
-
-    A point counts as lit up to :data:`SHADOW_BIAS_MM` behind the map's surface, plus - given the points' unit
-    ``normals`` [N, 3] - two map pixels' worth of the surface's slope towards the light (a surface lit at a grazing
-    angle does not shadow itself)."""
-    from redafit.render import rasterize
-    from redafit.render.camera import Intrinsics, to_clip
-
-    centre = vc.mean(0)
-    radius = float(np.linalg.norm(vc - centre, axis=1).max()) * 1.05
-    z_axis = -np.asarray(direction, np.float64)
-    up = np.array([0.0, 1.0, 0.0]) if abs(z_axis[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    x_axis = np.cross(up, z_axis)
-    x_axis /= np.linalg.norm(x_axis)
-    R = np.stack([x_axis, np.cross(z_axis, x_axis), z_axis])
-    dist = 20.0 * radius  # far away: close to an orthographic view
-    to_light = lambda p: (p - centre) @ R.T + np.array([0.0, 0.0, dist])  # noqa: E731
-    f = 0.5 * size * dist / radius
-    K = Intrinsics(f, f, size / 2.0, size / 2.0, size, size)
-    vl = torch.tensor(to_light(vc), dtype=torch.float32)[None]
-    depth = rasterize(to_clip(vl, K, near=dist - 2 * radius, far=dist + 2 * radius), torch.as_tensor(tris).long(),
-                      (size, size), backend=backend).depth[0].cpu().double().numpy()
-    depth[depth <= 0] = np.inf  # nothing there: lit
-    pl = to_light(points)
-    u = pl[:, 0] * f / pl[:, 2] + size / 2.0 - 0.5
-    v = pl[:, 1] * f / pl[:, 2] + size / 2.0 - 0.5
-    bias = np.full(len(points), SHADOW_BIAS_MM)
-    if normals is not None:
-        c = np.clip(np.abs(np.asarray(normals) @ np.asarray(direction, np.float64)), 0.1, 1.0)
-        bias += 2.0 * (2.0 * radius / size) * np.sqrt(1.0 - c * c) / c
-    lit = np.zeros(len(points))
-    for du, dv in itertools.product((-1, 0, 1), repeat=2):
-        iu = np.clip(np.rint(u + du).astype(np.int64), 0, size - 1)
-        iv = np.clip(np.rint(v + dv).astype(np.int64), 0, size - 1)
-        lit += pl[:, 2] <= depth[iv, iu] + bias
-    return lit / 9.0
-
-
-def ambient_occlusion(vc: np.ndarray, tris: np.ndarray, normals: np.ndarray, n_dirs: int = AO_DIRECTIONS,
-                      backend: str = "auto", size: int = AO_MAP) -> np.ndarray:
-    """[V] in [0, 1]: the cosine-weighted share of the sky each vertex of ``vc`` [V, 3] / ``tris`` (unit vertex
-    ``normals`` [V, 3]) sees, from :func:`shadow_visibility` along ``n_dirs`` directions spread evenly over the
-    sphere (a Fibonacci lattice)."""
-    k = np.arange(n_dirs) + 0.5
-    z = 1 - 2 * k / n_dirs
-    phi = np.pi * (1 + 5 ** 0.5) * k
-    dirs = np.stack([np.sqrt(1 - z * z) * np.cos(phi), np.sqrt(1 - z * z) * np.sin(phi), z], 1)
-    num = np.zeros(len(vc))
-    den = np.zeros(len(vc))
-    for d in dirs:
-        w = np.clip(normals @ d, 0.0, None)
-        if not (w > 0).any():
-            continue
-        num += w * shadow_visibility(vc, tris, vc, d, normals, backend=backend, size=size)
-        den += w
-    return np.where(den > 0, num / np.maximum(den, 1e-12), 1.0)
 
 
 def albedo_texture(points_model: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
@@ -594,12 +529,14 @@ class TruthStartMethod:
     ``albedo_size`` (None: the fit's :attr:`FitConfig.albedo_size`) is the side of the UV albedo map: with
     ``"true"`` appearance a finer map draws the case's albedo more exactly (least-squares residual ~0.01 at 4²,
     ~0.003 at 16² on ICT), which separates what the albedo model cannot draw from the colour term's own bias.
+    ``occlusion`` (None: the fit's default, :attr:`FitConfig.occlusion`) switches the fit's ambient occlusion.
     """
 
     terms: tuple = ("landmarks", "color")
     appearance: str = "estimated"
     label: str = ""
     albedo_size: int | None = None
+    occlusion: bool | None = None
 
     @property
     def name(self) -> str:
@@ -629,6 +566,8 @@ class TruthStartMethod:
         stage = replace(stage, name="truth_start", params=tuple(params),
                         losses={k: v for k, v in stage.losses.items() if k in keep})
         cfg = replace(cfg, stages=(stage,), attributes=attrs)
+        if self.occlusion is not None:
+            cfg = replace(cfg, occlusion=bool(self.occlusion))
         return cfg if self.albedo_size is None else replace(cfg, albedo_size=int(self.albedo_size))
 
     def __call__(self, case, model):

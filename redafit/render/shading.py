@@ -96,11 +96,22 @@ def default_sh(batch_size: int = 1, device=None, dtype=torch.float32) -> torch.T
     return DEFAULT_SH.to(device=device, dtype=dtype).unsqueeze(0).repeat(batch_size, 1, 1)
 
 
-def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+def occluded_basis(normals: torch.Tensor, occlusion: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`sh_basis` [..., 9] with its constant (band-0) function scaled by ``occlusion`` [...] (None: 1)."""
+    basis = sh_basis(normals)
+    if occlusion is None:
+        return basis
+    return torch.cat([basis[..., :1] * occlusion.to(basis)[..., None], basis[..., 1:]], -1)
+
+
+def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor,
+          occlusion: torch.Tensor | None = None) -> torch.Tensor:
     """Lambertian colour [..., 3] = albedo [..., 3] * irradiance(normals [..., 3]) under sh [B, 9, 3] or [9, 3].
 
     The leading dimension of ``albedo``/``normals`` is the batch B when ``sh`` is batched (e.g. per-vertex
-    [B, V, 3] or per-pixel [B, H, W, 3]).
+    [B, V, 3] or per-pixel [B, H, W, 3]). ``occlusion`` (ambient occlusion in [0, 1], shaped like ``normals``
+    without its last dimension, or broadcastable to that) scales the constant (band-0, ambient) part of the
+    irradiance: the share of a uniform sky each point sees (:mod:`redafit.render.occlusion`).
     """
     if sh.ndim == 2:
         sh = sh.unsqueeze(0)
@@ -108,7 +119,7 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torc
         raise InputError(f"sh: expected shape [B, 9, 3], got {list(sh.shape)}")
     if albedo.shape[-1] != 3 or normals.shape[-1] != 3:
         raise InputError(f"albedo/normals: expected [..., 3], got {list(albedo.shape)} and {list(normals.shape)}")
-    basis = sh_basis(normals)  # [B, ..., 9]
+    basis = occluded_basis(normals, occlusion)  # [B, ..., 9]
     B = sh.shape[0]
     if basis.ndim < 2 or (basis.shape[0] != B and B != 1):
         raise InputError(f"normals: leading (batch) dimension must be {B}, got {list(normals.shape)}")

@@ -193,3 +193,20 @@ def test_parsing_net_option_reaches_the_fit_config(use_models, faces_dir, tmp_pa
             tmp_path / "f.ply", "--parsing-net", net, *FAST)
     assert r.exit_code == 0, r.stderr
     assert any("--parsing-net" in m and "ignored" in m for m in caplog.messages), caplog.messages
+
+
+def test_occlusion_option_reaches_the_fit_config():
+    """--occlusion/--no-occlusion is on fit, rig, track and eval; it lands in FitConfig.occlusion and survives the
+    ablation options and eval's method configs; without it the config keeps its default (on)."""
+    from redafit.cli.fit import build_config
+    from redafit.eval.runner import make_methods
+    from redafit.fit.attribute_stages import configure
+
+    for cmd in ("fit", "rig", "track", "eval"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0 and "--no-occlusion" in r.stdout, cmd
+    assert build_config("full").occlusion is True
+    cfg = build_config("full", occlusion=False, raster="zbuffer")
+    assert cfg.occlusion is False and configure(cfg, attributes=("color",)).occlusion is False
+    methods = make_methods(["full"], "occlusion", {"landmark_sigma": 0.01})
+    assert [m.config().occlusion for m in methods.values()] == [True, False, True]

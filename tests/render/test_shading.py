@@ -12,6 +12,7 @@ from redafit.render.shading import (
     DEFAULT_SH,
     default_sh,
     directional_sh,
+    occluded_basis,
     sh_basis,
     shade,
     vertex_normals,
@@ -57,6 +58,22 @@ def test_directional_light_irradiance_follows_cosine():
     assert irr[0].item() == pytest.approx(1.0625, abs=1e-4)
     assert torch.all(irr[1:] < irr[:-1])  # decreasing with the angle
     assert (irr - torch.cos(angles)).abs().max() < 0.1  # order-2 approximation of the clamped cosine
+
+
+def test_occlusion_scales_the_ambient_light_only():
+    """``occlusion`` o scales the constant part of the irradiance: under an ambient light a alone a point shades
+    to albedo * a * o; a directional light's cosine lobe above its own constant part is left as it is."""
+    n = torch.nn.functional.normalize(torch.randn(1, 50, 3), dim=-1)
+    o = torch.rand(1, 50)
+    albedo = torch.rand(1, 50, 3)
+    ambient = directional_sh(intensity=0.0, ambient=0.7)
+    torch.testing.assert_close(shade(albedo, n, ambient[None], occlusion=o), albedo * 0.7 * o[..., None])
+    light = directional_sh((0.3, -0.2, -0.9), intensity=1.0)
+    lit, open_ = shade(albedo, n, light[None], occlusion=o), shade(albedo, n, light[None])
+    band0 = albedo * (sh_basis(n)[..., :1] * light[None, None, 0])  # the light's constant part
+    torch.testing.assert_close(lit, open_ - band0 * (1 - o[..., None]))
+    torch.testing.assert_close(shade(albedo, n, light[None], occlusion=torch.ones(50)), open_)
+    assert torch.equal(occluded_basis(n), sh_basis(n))
 
 
 def test_default_sh_frontal_is_white_and_ambient_elsewhere():
