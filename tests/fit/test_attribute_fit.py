@@ -98,6 +98,24 @@ def _random_rotation(g):
     return (q if torch.det(q) > 0 else -q).float()
 
 
+def test_cotangent_edges_topology_is_cached_per_triangle_tensor(ict_model):
+    """The edge list depends on the triangles only and is computed once per triangle tensor; the weights follow
+    the vertices (cotangents do not change with scale), and a new tensor of the same triangles gives the same."""
+    tris = ict_model.triangles
+    e1, w1 = arap.cotangent_edges(ict_model.mean, tris)
+    e2, w2 = arap.cotangent_edges(ict_model.mean * 1.1, tris)
+    e3, w3 = arap.cotangent_edges(ict_model.mean, tris.clone())
+    assert torch.equal(e1, e2) and torch.equal(e1, e3)
+    torch.testing.assert_close(w1, w2, rtol=1e-3, atol=1e-3)  # float32 vertices scaled: rounding only
+    assert torch.equal(w1, w3)
+    assert bool((e1[:, 0] < e1[:, 1]).all()) and len(torch.unique(e1, dim=0)) == len(e1)
+    # every triangle's three edges are listed
+    t = tris.long()
+    key = lambda a, b: torch.minimum(a, b) * ict_model.n_vertices + torch.maximum(a, b)  # noqa: E731
+    listed = set((e1[:, 0] * ict_model.n_vertices + e1[:, 1]).tolist())
+    assert all(set(key(t[:, a], t[:, b]).tolist()) <= listed for a, b in ((0, 1), (1, 2), (2, 0)))
+
+
 def test_arap_rigid_motion_has_zero_energy():
     v, tris = _grid_mesh()
     g = torch.Generator().manual_seed(0)
