@@ -60,7 +60,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
       redafit eval --dataset synthetic --n 10 --detail-mm 1 --ablation freeform --methods landmarks,full
     """
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
     from redafit.errors import UsageError
     from redafit.eval.runner import (
@@ -97,26 +97,16 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
         if quiet:
             return
         status = f"error: {r.error}" if r.error else f"{r.point_to_plane:.3f} mm"
-        err.print(f"  [{done}/{total}] {r.method} {r.case_id}: {status}", highlight=False)
+        err.print(escape(f"  [{done}/{total}] {r.method} {r.case_id}: {status}"), highlight=False)
 
     report = run_eval(cases, method_objs, model, out_dir=out_dir, resume=resume, jobs=jobs, heatmaps=heatmaps,
                       dataset=label, progress=progress)
     out = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 132)
     header, rows = report.table()
-    table = Table(title=f"redafit eval — {label} ({len(cases)} cases, model {model.name})")
-    for h in header:
-        table.add_column(h)
-    for r in rows:
-        table.add_row(*r)
-    out.print(table)
+    out.print(rich_table(f"redafit eval — {label} ({len(cases)} cases, model {model.name})", header, rows))
     if ablation:
         h2, r2 = ablation_table(report, ablation)
-        t2 = Table(title=f"ablation: {ablation} (mm)")
-        for h in h2:
-            t2.add_column(h)
-        for r in r2:
-            t2.add_row(*r)
-        out.print(t2)
+        out.print(rich_table(f"ablation: {ablation} (mm)", h2, r2))
         if out_dir is not None:
             from pathlib import Path
 
@@ -124,6 +114,19 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     failed = sum(1 for r in report.results if r.error)
     if failed and not quiet:
         err.print(f"redafit eval: {failed} case(s) failed (see --out results.csv for the errors)")
+
+
+def rich_table(title: str, header: list, rows: list):
+    """A rich Table of plain strings, escaped: method names such as ``full[occlusion off]`` are not markup."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title))
+    for h in header:
+        table.add_column(escape(str(h)))
+    for r in rows:
+        table.add_row(*(escape(str(c)) for c in r))
+    return table
 
 
 COMMANDS = [eval_cmd]

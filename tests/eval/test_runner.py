@@ -188,3 +188,17 @@ def test_cli_choices_are_the_generators_and_ablations():
     assert tuple(opt.type.choices) == SHADINGS
     opt = next(p for p in eval_cmd.params if p.name == "ablation")
     assert tuple(opt.type.choices) == tuple(ABLATIONS)
+
+
+def test_cli_tables_show_ablation_method_names():
+    """Method names of ablation configurations (``full[levels=4]``) reach the printed table whole: square
+    brackets are not taken for rich markup."""
+    from rich.console import Console
+
+    from redafit.cli.eval import rich_table
+
+    con = Console(record=True, width=200)
+    con.print(rich_table("ablation: occlusion [mm]", ["method", "mean"], [["full[occlusion off]", "0.753"],
+                                                                         ["full[levels=4]", "0.681"]]))
+    text = con.export_text()
+    assert "full[occlusion off]" in text and "full[levels=4]" in text and "[mm]" in text
