@@ -17,8 +17,8 @@ Each case (fully determined by ``(seed, index)``):
   ``shading="physical"`` (default) shades every pixel - interpolated normals, ambient plus the exact max(cos, 0)
   directional light with cast shadows (a shadow map along the light), ambient occlusion on the ambient light, a
   white Blinn-Phong highlight and a fine multiplicative albedo texture (wavelengths 2-10 mm), none of which a fit's
-  renderer draws (its own random
-  stream, so geometry, pose, lighting and albedo match ``"model"``); ``shading="model"`` draws per-vertex SH
+  renderer draws exactly (the fit approximates the occlusion with its mean shape's, ``FitConfig.occlusion``; its
+  own random stream, so geometry, pose, lighting and albedo match ``"model"``); ``shading="model"`` draws per-vertex SH
   (Gouraud) shading, the z-buffer fit's own image formation;
 * out-of-span detail (``detail_mm`` > 0): a sum of Gaussian bumps (radius 8-18 mm, random signs) on the face
   area, displacing the vertices along their normals, scaled to ``detail_mm`` RMS over the face area and faded out
