@@ -9,6 +9,7 @@ Shapes: V vertices, F triangles, T UV coordinates, Ki identity modes, Ke express
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -226,3 +227,19 @@ class FaceModel(torch.nn.Module):
             d["albedo_mean"] = c(self.albedo_mean)
             d["albedo_basis"] = c(self.albedo_basis)
         return d
+
+
+_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def derived_cache(model: FaceModel) -> dict:
+    """A dict that keeps data derived from ``model``'s geometry (region labels, ambient occlusion) with the model
+    object; it starts empty again when the mean shape, triangles, landmark ids, UVs or UV triangles are replaced
+    (``.to(device)``, a new buffer) or resized. Callers store their results under keys of their own."""
+    key = tuple((b.data_ptr(), tuple(b.shape), str(b.device)) for b in
+                (model.mean, model.triangles, model.landmark_ids, model.uv, model.uv_triangles))
+    entry = _DERIVED.get(model)
+    if entry is None or entry.get("_key") != key:
+        entry = {"_key": key}
+        _DERIVED[model] = entry
+    return entry

@@ -14,20 +14,19 @@ Any :class:`~redafit.model.FaceModel` with landmark vertex ids gets labels, with
    barycentric weight (so region borders run through triangles), and labels are padded a few texels into
    empty space so bilinear look-ups at chart borders stay clean.
 
-Results are cached per model (keyed by the model object; recomputed if its buffers change).
+Results are cached per model (:func:`redafit.model.face_model.derived_cache`: recomputed if its buffers change).
 Jaw landmarks may be -1 (models whose jaw points slide along a contour): they are not needed for the
 feature regions, and the face outline falls back to the contour candidates or the hull of known points.
 """
 
 from __future__ import annotations
 
-import weakref
-
 import cv2
 import numpy as np
 import torch
 
 from redafit.errors import ModelError
+from redafit.model.face_model import derived_cache
 from redafit.parsing.regions import (
     N_REGIONS,
     REGION_NAMES,
@@ -40,21 +39,6 @@ from redafit.parsing.regions import (
 GRID_MM = 0.5  # frontal rasterization grid (mm per cell)
 _VISIBLE_TOL_MM = 2.0  # a vertex within this depth of the frontal z-buffer is visible
 _UV_PAD = 3  # texels of label padding around UV charts
-
-_cache: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
-
-
-def _model_key(model) -> tuple:
-    return (model.mean.data_ptr(), tuple(model.mean.shape), model.landmark_ids.data_ptr(), model.uv.data_ptr())
-
-
-def _cached(model) -> dict:
-    entry = _cache.get(model)
-    key = _model_key(model)
-    if entry is None or entry.get("key") != key:
-        entry = {"key": key}
-        _cache[model] = entry
-    return entry
 
 
 def _paint_triangles(points: np.ndarray, tris: np.ndarray, shape: tuple[int, int], order=None) -> np.ndarray:
@@ -142,7 +126,7 @@ def _compute_vertex_labels(model) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _vertex_index(model) -> tuple[np.ndarray, np.ndarray]:
-    entry = _cached(model)
+    entry = derived_cache(model)
     if "index" not in entry:
         entry["index"], entry["face"] = _compute_vertex_labels(model)
     return entry["index"], entry["face"]
@@ -177,7 +161,7 @@ def soft_vertex_labels(model, rings: int = 2) -> torch.Tensor:
     """:func:`vertex_labels` with region borders softened over about ``rings`` vertex rings [V, 7] float32
     (rows sum to 1): the blend weights of a region-wise albedo, whose colour changes across a border zone
     rather than at one edge."""
-    entry = _cached(model)
+    entry = derived_cache(model)
     key = f"soft{int(rings)}"
     if key not in entry:
         index, _ = _vertex_index(model)
@@ -212,7 +196,7 @@ def uv_label_map(model, size: int = 256) -> torch.Tensor:
     size = int(size)
     if size < 8:
         raise ModelError(f"uv label map size must be at least 8, got {size}")
-    entry = _cached(model)
+    entry = derived_cache(model)
     key = ("uv", size)
     if key not in entry:
         index, _ = _vertex_index(model)

@@ -19,7 +19,6 @@ resolution on the true shape of each case.
 from __future__ import annotations
 
 import itertools
-import weakref
 
 import numpy as np
 import torch
@@ -98,22 +97,19 @@ def ambient_occlusion(vc: np.ndarray, tris: np.ndarray, normals: np.ndarray, n_d
     return np.where(den > 0, num / np.maximum(den, 1e-12), 1.0)
 
 
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def mean_shape_occlusion(model, n_dirs: int = FIT_AO_DIRECTIONS, size: int = FIT_AO_MAP) -> torch.Tensor:
     """[V] float32 on the model's device: :func:`ambient_occlusion` of the model's mean shape (model frame, its own
-    triangles). Computed once per model object and settings (about 0.6 s for the ICT face on 2 CPU cores at the
-    defaults) and recomputed if the model's buffers change."""
+    triangles). Computed once per model object and settings (about 0.7 s for the ICT face on 2 CPU cores at the
+    defaults; :func:`redafit.model.face_model.derived_cache`) and recomputed if the model's buffers change."""
+    from redafit.model.face_model import derived_cache
     from redafit.render.shading import vertex_normals
 
-    key = (model.mean.data_ptr(), tuple(model.mean.shape), model.triangles.data_ptr(), int(n_dirs), int(size))
-    entry = _cache.get(model)
-    if entry is None or entry[0] != key:
+    entry = derived_cache(model)
+    key = ("mean_shape_occlusion", int(n_dirs), int(size))
+    if key not in entry:
         vm = model.mean.detach().double().cpu()
         tris = model.triangles.detach().cpu().long()
         normals = vertex_normals(vm[None], tris)[0].numpy()
         ao = ambient_occlusion(vm.numpy(), tris.numpy(), normals, n_dirs=n_dirs, size=size)
-        entry = (key, torch.as_tensor(ao, dtype=torch.float32, device=model.mean.device))
-        _cache[model] = entry
-    return entry[1]
+        entry[key] = torch.as_tensor(ao, dtype=torch.float32, device=model.mean.device)
+    return entry[key]

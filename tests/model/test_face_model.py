@@ -77,3 +77,15 @@ def test_constructor_checks():
         FaceModel(mean=verts, id_basis=None, exp_basis=None, triangles=tris + 100)
     with pytest.raises(ModelError, match="68"):
         FaceModel(mean=verts, id_basis=None, exp_basis=None, triangles=tris, landmark_ids=[0, 1])
+
+
+def test_derived_cache_lives_with_the_model_and_its_buffers(small):
+    """Derived data is kept per model object and dropped when a geometry buffer is replaced."""
+    from redafit.model.face_model import derived_cache
+
+    derived_cache(small)["x"] = 1
+    assert derived_cache(small)["x"] == 1
+    other = FaceModel(small.mean, small.id_basis, small.exp_basis, small.triangles)
+    assert "x" not in derived_cache(other)
+    small.mean = small.mean.clone()
+    assert "x" not in derived_cache(small)
