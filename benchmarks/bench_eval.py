@@ -1,7 +1,8 @@
 """Accuracy on the synthetic benchmark: mean face vs landmark-only fit vs full fit (and ablations on request).
 
 ``python -m benchmarks.bench_eval [--n 20] [--seed 0] [--jobs 1] [--methods mean,landmarks,full]
-[--ablation attributes|raster|pyramid|freeform] [--ablation-n 10] [--landmark-noise 1.5] [--shading physical|model]
+[--ablation NAME] [--ablation-n 10] [--landmark-noise 1.5] [--shading physical|model]
+[--highlight microfacet|blinn-phong]
 [--out DIR]``
 
 The same computation as ``redafit eval --dataset synthetic --n 20`` (methods that cannot run here - e.g. the
@@ -32,7 +33,8 @@ def _model(name: str):
 
 
 def main(argv=None):
-    from redafit.eval.synthetic import SHADINGS
+    from redafit.eval.runner import ABLATIONS
+    from redafit.eval.synthetic import HIGHLIGHTS, SHADINGS
 
     ap = argparse.ArgumentParser(prog="bench_eval")
     ap.add_argument("--n", type=int, default=20)
@@ -40,12 +42,14 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--methods", default="mean,landmarks,full")
-    ap.add_argument("--ablation", action="append", choices=["attributes", "raster", "pyramid", "freeform"],
+    ap.add_argument("--ablation", action="append", choices=list(ABLATIONS),
                     default=None)
     ap.add_argument("--ablation-n", type=int, default=10, help="cases per ablation configuration")
     ap.add_argument("--landmark-noise", type=float, default=1.5, help="px (1.5: a detector's error; 0: exact)")
     ap.add_argument("--shading", choices=SHADINGS, default="physical",
                     help="how the synthetic photos are drawn (SyntheticConfig.shading)")
+    ap.add_argument("--highlight", choices=HIGHLIGHTS, default="microfacet",
+                    help="the physical photos' skin highlight (SyntheticConfig.highlight)")
     ap.add_argument("--model", default="ict")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv or [])
@@ -65,7 +69,7 @@ def main(argv=None):
     skipped = [m for m in wanted if m not in methods]
     t0 = time.perf_counter()
     cases = load_cases("synthetic", model, n=args.n, seed=args.seed, size=args.size,
-                       landmark_noise=args.landmark_noise, shading=args.shading)
+                       landmark_noise=args.landmark_noise, shading=args.shading, highlight=args.highlight)
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = Path(args.out) / "main" if args.out else None
@@ -73,7 +77,7 @@ def main(argv=None):
                    dataset="synthetic")
     run_s = time.perf_counter() - t0
     rep.title = (f"Synthetic benchmark: {len(cases)} cases, seed {args.seed}, {args.size}px, model {model.name}, "
-                 f"landmark noise {args.landmark_noise:g} px, {args.shading} shading "
+                 f"landmark noise {args.landmark_noise:g} px, {args.shading} shading ({args.highlight} highlight) "
                  "(MICC protocol: 95 mm crop, ICP with scale)")
     print(rep.to_markdown())
     print(f"_generation {gen_s:.0f} s, evaluation {run_s:.0f} s, jobs {args.jobs}_")

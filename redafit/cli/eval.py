@@ -26,12 +26,21 @@ import click
 @click.option("--shading", type=click.Choice(["physical", "model"]), default="physical", show_default=True,
               help="Synthetic images: 'physical' (per-pixel light with shadows, occlusion, highlights, fine "
                    "texture) or 'model' (per-vertex SH, the z-buffer fit's own image formation).")
+# the choices are redafit.eval.synthetic.HIGHLIGHTS, spelled out for the same reason (test)
+@click.option("--highlight", type=click.Choice(["microfacet", "blinn-phong"]), default="microfacet",
+              show_default=True,
+              help="Synthetic 'physical' images: the skin highlight's model, 'microfacet' (GGX with Fresnel, "
+                   "varying over the face) or 'blinn-phong' (the uniform lobe of the images before session 12).")
 @click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
               help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
 @click.option("--parsing-net", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="TorchScript face-parsing network for the full fits' parsing mask (see redafit fit --help).")
 @click.option("--occlusion/--no-occlusion", default=None,
               help="The full fits' ambient occlusion in the colour shading (see redafit fit --help; default on).")
+@click.option("--specular/--no-specular", default=None,
+              help="The full fits' specular highlight in the colour shading (see redafit fit --help; default on).")
+@click.option("--landmark-guard/--no-landmark-guard", default=None,
+              help="The full fits' landmark guard (see redafit fit --help; default on).")
 @click.option("--model", "model_name", default="ict", show_default=True, help="Installed face model (or path).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write per-case JSON, results.csv, summary.md and heat maps here.")
@@ -39,7 +48,8 @@ import click
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N cases.")
 # the choices are redafit.eval.runner.ABLATIONS' keys, spelled out for the same reason (test)
-@click.option("--ablation", type=click.Choice(["attributes", "raster", "pyramid", "freeform", "occlusion"]),
+@click.option("--ablation", type=click.Choice(["attributes", "raster", "pyramid", "freeform", "occlusion",
+                                              "specular", "guard"]),
               default=None,
               help="Also run the paper's ablation as configurations of the full fit.")
 @click.option("--methods", default="mean,landmarks,full", show_default=True,
@@ -47,8 +57,9 @@ import click
 @click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
-def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, landmark_sigma,
-             parsing_net, occlusion, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
+def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, highlight,
+             landmark_sigma, parsing_net, occlusion, specular, landmark_guard, model_name, out_dir, resume, jobs,
+             limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -78,6 +89,10 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     overrides = {} if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0}
     if occlusion is not None:
         overrides["occlusion"] = bool(occlusion)
+    if specular is not None:
+        overrides["specular"] = bool(specular)
+    if landmark_guard is not None:
+        overrides["landmark_guard"] = bool(landmark_guard)
     if parsing_net is not None:
         from redafit.parsing.network import cached_parsing_network
 
@@ -88,7 +103,8 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
-                       landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading)
+                       landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading,
+                       highlight=highlight)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     if not quiet:
         err.print(f"redafit eval: {len(cases)} {label} case(s) x {len(method_objs)} method(s)")

@@ -66,6 +66,12 @@ def fit_options(f):
         click.option("--occlusion/--no-occlusion", default=None,
                      help="Shade the colour attribute with the ambient occlusion of the model's mean shape "
                           "(default: on)."),
+        click.option("--specular/--no-specular", default=None,
+                     help="Add a Blinn-Phong highlight of the dominant light to the colour attribute, its strength "
+                          "fitted per image (default: on)."),
+        click.option("--landmark-guard/--no-landmark-guard", default=None,
+                     help="Keep the attribute stages from leaving the fit further from the landmarks than the "
+                          "landmark stage (or the --landmark-sigma noise) did (default: on)."),
         click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
                      help="Multiply every stage's iteration count (speed/quality trade-off)."),
     ]
@@ -76,7 +82,8 @@ def fit_options(f):
 
 def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
                  no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False,
-                 landmark_drop=None, landmark_sigma=None, parsing_net=None, occlusion=None):
+                 landmark_drop=None, landmark_sigma=None, parsing_net=None, occlusion=None, specular=None,
+                 landmark_guard=None):
     """Options -> FitConfig (library call; no click types here). A ``parsing_net`` file is loaded here once, so
     a missing or broken one fails before any fitting (:class:`~redafit.errors.ModelError`)."""
     from dataclasses import replace
@@ -118,6 +125,10 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
         config = replace(config, landmark_sigma=landmark_sigma / 100.0)
     if occlusion is not None:
         config = replace(config, occlusion=bool(occlusion))
+    if specular is not None:
+        config = replace(config, specular=bool(specular))
+    if landmark_guard is not None:
+        config = replace(config, landmark_guard=bool(landmark_guard))
     if parsing_net is not None:
         from redafit.parsing.network import cached_parsing_network
 

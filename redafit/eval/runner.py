@@ -148,6 +148,8 @@ ABLATIONS = {
     "pyramid": [(f"levels={n}", {}, {"pyramid_levels": n}) for n in (1, 2, 3, 4, 6)],
     "freeform": [("free-form off", {"freeform": False}, {}), ("free-form on", {"freeform": True}, {})],
     "occlusion": [("occlusion off", {"occlusion": False}, {}), ("occlusion on", {"occlusion": True}, {})],
+    "specular": [("specular off", {"specular": False}, {}), ("specular on", {"specular": True}, {})],
+    "guard": [("guard off", {"landmark_guard": False}, {}), ("guard on", {"landmark_guard": True}, {})],
 }
 
 
@@ -534,11 +536,12 @@ def markdown_table(header, rows, title: str = "") -> str:
 
 def load_cases(dataset: str, model=None, root=None, manifest=None, n: int = 20, seed: int = 0, size: int = 256,
                landmark_noise: float = 0.0, limit: int | None = None, synthetic_dir=None,
-               detail_mm: float = 0.0, shading: str = "physical") -> list:
+               detail_mm: float = 0.0, shading: str = "physical", highlight: str = "microfacet") -> list:
     """Cases of ``dataset`` ("synthetic" or a registered adapter; ``manifest`` overrides), first ``limit`` only.
     ``detail_mm``: synthetic shapes get that much smooth detail outside the model's span
     (:attr:`redafit.eval.synthetic.SyntheticConfig.detail_mm`); ``shading``: how synthetic images are drawn
-    (:attr:`~redafit.eval.synthetic.SyntheticConfig.shading`)."""
+    (:attr:`~redafit.eval.synthetic.SyntheticConfig.shading`) and their highlight
+    (:attr:`~redafit.eval.synthetic.SyntheticConfig.highlight`)."""
     if manifest is not None:
         from redafit.eval.datasets import open_dataset
 
@@ -550,7 +553,8 @@ def load_cases(dataset: str, model=None, root=None, manifest=None, n: int = 20, 
             raise UsageError("the synthetic dataset needs a face model")
         count = n if limit is None else min(n, limit)
         cases = generate_synthetic(model, count, seed=seed, out_dir=synthetic_dir, size=size,
-                                   landmark_noise=landmark_noise, detail_mm=detail_mm, shading=shading)
+                                   landmark_noise=landmark_noise, detail_mm=detail_mm, shading=shading,
+                                   highlight=highlight)
     else:
         from redafit.eval.datasets import open_dataset
 

@@ -16,10 +16,12 @@ Each case (fully determined by ``(seed, index)``):
 * rendered with :mod:`redafit.render`'s hard rasterizer at ``supersample`` x the size, then area-downscaled;
   ``shading="physical"`` (default) shades every pixel - interpolated normals, ambient plus the exact max(cos, 0)
   directional light with cast shadows (a shadow map along the light), ambient occlusion on the ambient light, a
-  white Blinn-Phong highlight and a fine multiplicative albedo texture (wavelengths 2-10 mm), none of which a fit's
-  renderer draws exactly (the fit approximates the occlusion with its mean shape's, ``FitConfig.occlusion``; its
-  own random stream, so geometry, pose, lighting and albedo match ``"model"``); ``shading="model"`` draws per-vertex SH
-  (Gouraud) shading, the z-buffer fit's own image formation;
+  white highlight (a microfacet skin reflectance with Fresnel, its strength varying over the face;
+  ``highlight="blinn-phong"`` draws the uniform Blinn-Phong lobe of sessions 10-18) and a fine multiplicative
+  albedo texture (wavelengths 2-10 mm), none of which a fit's renderer draws exactly (the fit approximates the
+  occlusion with its mean shape's, ``FitConfig.occlusion``, and the highlight with one Blinn-Phong lobe,
+  ``FitConfig.specular``; its own random streams, so geometry, pose, lighting and albedo match ``"model"``);
+  ``shading="model"`` draws per-vertex SH (Gouraud) shading, the z-buffer fit's own image formation;
 * out-of-span detail (``detail_mm`` > 0): a sum of Gaussian bumps (radius 8-18 mm, random signs) on the face
   area, displacing the vertices along their normals, scaled to ``detail_mm`` RMS over the face area and faded out
   towards the area's rim; drawn from its own random stream, so the rest of a case does not change with it;
@@ -82,6 +84,12 @@ class SyntheticConfig:
     # the numbers measured with it)
     shading: str = "physical"
     specular: float = 0.25  # "physical": mean highlight strength (per case U(0.5, 1.5) x this; 0: none)
+    # "physical": the highlight's reflectance model - "microfacet": Torrance-Sparrow with a GGX lobe (roughness
+    # U(0.25, 0.45) per case), Schlick's Fresnel for skin (F0 0.028) and Smith shadowing, its strength varying
+    # over the face (an oiliness map, 30-80 mm wavelengths, x0.5-2); "blinn-phong": one white Blinn-Phong lobe
+    # (exponent U(12, 40)) of uniform strength, the highlight of the images measured in sessions 10-18 (the fit's
+    # own specular term, FitConfig.specular, is a Blinn-Phong lobe: on those images it would be exact)
+    highlight: str = "microfacet"
     shadows: bool = True  # "physical": the directional light casts shadows (shadow map)
     occlusion: bool = True  # "physical": ambient occlusion darkens the ambient light in eye sockets, nostrils...
     texture: float = 0.03  # "physical": std of the fine multiplicative albedo texture (wavelengths 2-10 mm)
@@ -231,13 +239,54 @@ def albedo_texture(points_model: np.ndarray, rng: np.random.Generator, std: floa
     return 1.0 + std * out * np.sqrt(2.0 / TEXTURE_WAVES)
 
 
+HIGHLIGHTS = ("microfacet", "blinn-phong")  # SyntheticConfig.highlight
+SKIN_F0 = 0.028  # Fresnel reflectance of skin at normal incidence (refractive index ~1.4)
+OILINESS_WAVES = 8
+
+
+def microfacet_highlight(n: np.ndarray, d: np.ndarray, view: np.ndarray, roughness: float,
+                         f0: float = SKIN_F0) -> np.ndarray:
+    """[N] Torrance-Sparrow specular radiance per unit light irradiance, ``D F G / (4 (n.l)(n.v)) * (n.l)``,
+    divided by its value at normal incidence (n = l = v), so that 1 is the peak of a highlight seen head-on:
+    GGX (Trowbridge-Reitz) normal distribution of ``roughness`` (alpha), Schlick's Fresnel from ``f0`` (brighter
+    towards grazing angles) and the Schlick-GGX form of Smith's shadowing-masking. n [N, 3], d [3] (towards the
+    light), view [N, 3] (towards the camera), all unit vectors."""
+    a2 = roughness ** 2
+    h = d[None] + view
+    h /= np.linalg.norm(h, axis=1, keepdims=True).clip(1e-12)
+    nh = np.clip((n * h).sum(1), 0.0, 1.0)
+    nl = np.clip(n @ d, 0.0, 1.0)
+    nv = np.clip((n * view).sum(1), 0.0, 1.0)
+    vh = np.clip((view * h).sum(1), 0.0, 1.0)
+    D = a2 / (np.pi * (nh * nh * (a2 - 1) + 1) ** 2)
+    F = f0 + (1 - f0) * (1 - vh) ** 5
+    k = roughness / 2
+    G = nl / (nl * (1 - k) + k) * nv / (nv * (1 - k) + k).clip(1e-12)
+    spec = D * F * G / (4 * nl * nv).clip(1e-6) * nl
+    peak = f0 / (np.pi * a2 * 4)  # n = l = v: D = 1 / (pi a2), F = f0, G = 1
+    return np.where(nl > 0, spec / peak, 0.0)
+
+
+def oiliness(points_model: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """[N] smooth multiplicative variation of the highlight's strength over the face, 0.5-2 (log-normal-ish,
+    median 1): :data:`OILINESS_WAVES` random plane waves of 30-80 mm wavelength at model-frame points [N, 3]."""
+    out = np.zeros(len(points_model))
+    for _ in range(OILINESS_WAVES):
+        w = rng.normal(0, 1, 3)
+        w *= 2 * np.pi / (np.linalg.norm(w) * rng.uniform(30.0, 80.0))
+        out += np.sin(points_model @ w + rng.uniform(0, 2 * np.pi))
+    return np.exp(np.clip(0.35 * out * np.sqrt(2.0 / OILINESS_WAVES), -np.log(2), np.log(2)))
+
+
 def physical_shading(vm: np.ndarray, vc: np.ndarray, tris: np.ndarray, albedo: np.ndarray, normals: np.ndarray,
-                     light: dict, frags, cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+                     light: dict, frags, cfg: SyntheticConfig, rng: np.random.Generator,
+                     highlight_rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict]:
     """The ``"physical"`` image [H, W, 3] of the rasterized mesh ``frags`` (background left black) and a
     description. Per pixel: interpolated normals; albedo, modulated by :func:`albedo_texture`, x (ambient x
     :func:`ambient_occlusion` + the exact max(cos, 0) directional light x :func:`shadow_visibility`); plus a
-    shadowed white Blinn-Phong highlight; all tinted by the light's colour. vm / vc [V, 3] model / camera frame
-    (mm), albedo / normals [V, 3] per vertex."""
+    shadowed white highlight (``cfg.highlight``: :func:`microfacet_highlight` times :func:`oiliness`, drawn from
+    ``highlight_rng``, or one Blinn-Phong lobe); all tinted by the light's colour. vm / vc [V, 3] model / camera
+    frame (mm), albedo / normals [V, 3] per vertex."""
     from redafit.render import interpolate
 
     H, W = frags.tri_id.shape[1:]
@@ -260,13 +309,20 @@ def physical_shading(vm: np.ndarray, vc: np.ndarray, tris: np.ndarray, albedo: n
     view = -pc / np.linalg.norm(pc, axis=1, keepdims=True)
     h = d[None] + view
     h /= np.linalg.norm(h, axis=1, keepdims=True).clip(1e-12)
-    spec = ks * light["intensity"] * np.clip((n * h).sum(1), 0.0, None) ** shininess * (cos > 0)
+    if cfg.highlight == "microfacet":
+        hr = highlight_rng if highlight_rng is not None else np.random.default_rng(0)
+        roughness = float(hr.uniform(0.25, 0.45))
+        spec = ks * light["intensity"] * microfacet_highlight(n, d, view, roughness) * oiliness(pm, hr)
+    else:
+        roughness = None
+        spec = ks * light["intensity"] * np.clip((n * h).sum(1), 0.0, None) ** shininess * (cos > 0)
     irr = light["ambient"] * occ + light["intensity"] * cos * vis
     rgb = (np.clip(alb, 0, 1) * irr[:, None] + (spec * vis)[:, None]) * np.asarray(light["tint"])[None]
     img = np.zeros((H, W, 3))
     img[cov] = rgb
     return np.clip(img, 0, 1).astype(np.float32), {
-        "shading": "physical", "specular": round(ks, 4), "shininess": round(float(shininess), 2),
+        "shading": "physical", "highlight": cfg.highlight, "specular": round(ks, 4),
+        **({"roughness": round(roughness, 4)} if roughness is not None else {"shininess": round(float(shininess), 2)}),
         "cast_shadow_fraction": round(float(((vis < 0.5) & (cos > 0)).mean()) if len(vis) else 0.0, 4),
         "texture": float(cfg.texture), "mean_occlusion": round(float(1 - occ.mean()) if len(occ) else 0.0, 4)}
 
@@ -374,6 +430,8 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
     """One synthetic case, deterministic in (seed, index)."""
     if cfg.shading not in SHADINGS:
         raise InputError(f"SyntheticConfig.shading: expected one of {', '.join(SHADINGS)}, got {cfg.shading!r}")
+    if cfg.highlight not in HIGHLIGHTS:
+        raise InputError(f"SyntheticConfig.highlight: expected one of {', '.join(HIGHLIGHTS)}, got {cfg.highlight!r}")
     from redafit.render import interpolate, rasterize
     from redafit.render.camera import (
         Intrinsics,
@@ -421,7 +479,8 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
         look = {"shading": "model"}
     else:
         img, look = physical_shading(vm, vc, tris, albedo, normals[0].double().numpy(), light, frags, cfg,
-                                     np.random.default_rng([int(seed), int(index), 2]))
+                                     np.random.default_rng([int(seed), int(index), 2]),
+                                     np.random.default_rng([int(seed), int(index), 3]))
     mask = (frags.tri_id[0] >= 0).cpu().numpy()[..., None]
     bg = background(rng, H * s, W * s)
     img = np.where(mask, img, bg)
@@ -557,6 +616,8 @@ class TruthStartMethod:
         shape_priors = {k for k in PRIORS if not k.startswith(("albedo", "sh"))}
         params = ["rot", "trans", "id", "exp"]
         keep = set(self.terms) | shape_priors
+        if colour:  # the fit's highlight (FitConfig.specular) draws no true quantity: estimated in every case
+            params += ["spec"]
         if colour and self.appearance != "true":
             params += ["albedo", "albedo_reg"]
             keep |= {k for k in PRIORS if k.startswith("albedo")}

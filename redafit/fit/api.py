@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ class FitResult:
     albedo: np.ndarray | None = None  # [Ha, Wa, 3] UV albedo when the colour attribute was fitted
     quality: dict = field(default_factory=dict)  # per-stage quality report (attribute fits)
     failure: str | None = None  # reason, when the fit looks implausible
+    specular: float = 0.0  # strength of the fitted Blinn-Phong highlight (0: none fitted; FitConfig.specular)
+    specular_exponent: float = 0.0  # its exponent (0 when no highlight was fitted)
 
     @property
     def euler_deg(self) -> np.ndarray:
@@ -62,6 +64,7 @@ class FitResult:
             "identity": f(self.id_coeffs),
             "expression": dict(zip(self.expression_names, f(self.exp_coeffs))),
             "lighting_sh": f(self.sh),
+            "specular": {"strength": round(float(self.specular), 6), "exponent": float(self.specular_exponent)},
             "landmarks": {"target": [[None if not np.isfinite(v) else float(v) for v in p] for p in lt],
                           "fit": f(self.landmarks_fit)},
             "landmark_error_px": float(self.landmark_error_px),
@@ -163,6 +166,7 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     fit_scale = torch.tensor([config.fit_size / max(im.shape[:2]) for im in images], device=dev)
     ctx = FitContext(model, params, targets, camera_tensor(Ks, dev), Ks, fit_scale)
     ctx.extras["subset"] = landmark_subset(model, targets)
+    ctx.extras["landmark_sigma"] = float(config.landmark_sigma)  # the landmark guard's noise floor (redafit.fit.guard)
     ctx.extras["init_names"] = frozenset(init or ())  # the attribute stages keep given albedo/lighting values
     if fixed_disp:
         ctx.extras["disp_frozen"] = True
@@ -174,14 +178,15 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
         hooks = attribute_stages.prepare(ctx, images, config, depths=depths)
     reports = []
     for stage in config.stages:
-        stage = replace(stage, losses=config.stage_losses(stage))
+        stage = config.stage_for_run(stage)
         reports.append(run_stage(ctx, stage, progress, hooks))
+        if "disp" in stage.params:  # from here on the shape includes the free-form displacement: the quality
+            ctx.extras["disp_frozen"] = True  # report, the landmark error and the output mesh all measure it
         if needs_attributes:
             attribute_stages.after_stage(ctx, stage, config)
     err = landmark_error_px(ctx).cpu().numpy()
     with torch.no_grad():
         ctx.cache.clear()
-        ctx.extras["disp_frozen"] = fixed_disp or any("disp" in s.params for s in config.stages)
         vm = ctx.verts_model()
         vc = ctx.verts_camera()
         lm_fit = project_batch(gather_points(vc, targets.ids, targets.w), ctx.cam).cpu().numpy()

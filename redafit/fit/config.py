@@ -47,6 +47,11 @@ class StageConfig:
             displacement instead of per coordinate (the "large steps" reparameterisation and uniform Adam of
             Nicolet et al. 2021): the surface moves by millimetres where the image asks for it while vertices
             with little evidence stay put. 0 = plain per-vertex Adam updates.
+        landmark_guard: the stage may not leave any image's mean landmark distance above a reference - its value
+            when the first guarded stage starts (the landmark stage's result) or the distance the assumed landmark
+            noise (:attr:`FitConfig.landmark_sigma`) would leave, whichever is larger (:mod:`redafit.fit.guard`):
+            the landmark weight rises per image while it is over, and the stage ends with a projection back onto
+            the constraint. The attribute terms may move single landmarks, not the fit as a whole away from them.
     """
 
     name: str
@@ -61,10 +66,11 @@ class StageConfig:
     optimizer: str = "adam"
     lr_final: float = 1.0
     disp_smooth: float = 0.0
+    landmark_guard: bool = False
 
 
 # Learning rates tuned on the shared photos and the synthetic benchmark (coefficients are ~N(0, 1)).
-_LR = {"rot": 0.02, "trans": 2.0, "id": 0.1, "exp": 0.05, "sh": 0.02, "albedo": 0.02, "albedo_reg": 0.02,
+_LR = {"rot": 0.02, "trans": 2.0, "id": 0.1, "exp": 0.05, "sh": 0.02, "spec": 0.01, "albedo": 0.02, "albedo_reg": 0.02,
        "disp": 0.05}
 
 # Per-coordinate landmark noise (fraction of the inter-ocular distance) the stages' shape-prior weights are set
@@ -136,6 +142,19 @@ class FitConfig:
             nostrils, the sides of the nose and the mouth corners are darkened by their geometry instead of by a
             bent shape or a darker albedo map. Default on: full fits on the physically shaded synthetic tuning faces
             0.749 -> 0.681 mm (seeds 1-2, 12 faces) and 0.790 -> 0.694 (seed 3, 12 faces), session 11.
+        specular: the colour attribute adds a Blinn-Phong highlight of the lighting's dominant light
+            (:func:`redafit.render.shading.specular`: white, tinted by the light, ``specular_exponent``, its strength
+            the fit parameter ``spec``, one per image, from 0): skin is shiny, and without it a fit explains the
+            highlights on forehead, nose and cheeks with a bent shape or a lighter albedo. Default on: on synthetic
+            faces with microfacet skin highlights (not the fit's lobe; seeds 1-2, 12 faces) 0.647 -> 0.604 mm,
+            session 12.
+        landmark_guard: honour the stages' :attr:`StageConfig.landmark_guard` (the attribute and free-form stages
+            of the full preset): they may not leave an image's mean landmark distance above the landmark stage's or,
+            if larger, the distance the assumed landmark noise leaves (``landmark_sigma * sqrt(pi / 2)``;
+            :mod:`redafit.fit.guard`). False lets the attribute terms move the fit away from the landmarks freely
+            (the behaviour before session 12).
+        specular_exponent: the highlight's Blinn-Phong exponent (sharpness). Seeds 1-2 (microfacet highlights of
+            GGX roughness 0.25-0.45): 12 -> 0.639 mm, 20 -> 0.617, 30 -> 0.604, 45 -> 0.606, 70 -> 0.623.
     """
 
     stages: tuple[StageConfig, ...] = (RIGID, LANDMARKS)
@@ -153,6 +172,15 @@ class FitConfig:
     landmark_sigma: float = LANDMARK_SIGMA
     parsing_net: str | None = None
     occlusion: bool = True
+    specular: bool = True
+    specular_exponent: float = 32.0
+    landmark_guard: bool = True
+
+    def stage_for_run(self, stage: StageConfig) -> StageConfig:
+        """The stage as the fit runs it: the shape priors rescaled by ``landmark_sigma`` (:meth:`stage_losses`) and
+        the landmark guard only where :attr:`landmark_guard` allows it."""
+        return replace(stage, losses=self.stage_losses(stage),
+                       landmark_guard=bool(stage.landmark_guard and self.landmark_guard))
 
     def stage_losses(self, stage: StageConfig) -> dict:
         """The loss weights a stage runs with: its own, the shape priors rescaled by ``landmark_sigma``."""

@@ -11,6 +11,7 @@ import torch
 
 from redafit.errors import FitError
 from redafit.fit.correspondence import LandmarkTargets, update_contour
+from redafit.fit.guard import guard_reference, project_landmark_guard, update_guard_weight
 from redafit.fit.losses import LOSSES
 from redafit.fit.params import FitParams
 from redafit.model.face_model import FaceModel
@@ -108,6 +109,8 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
     loss_val, terms = float("nan"), {}
     base_lr = [g["lr"] for g in opt.param_groups]
     decay = float(getattr(stage, "lr_final", 1.0))
+    if stage.landmark_guard:
+        guard_reference(ctx)  # taken before the first guarded step (redafit.fit.guard)
     for it in range(stage.iters):
         if decay != 1.0:  # cosine schedule from lr to lr_final * lr
             f = decay + (1 - decay) * 0.5 * (1 + math.cos(math.pi * it / max(1, stage.iters - 1)))
@@ -118,6 +121,7 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
             with torch.no_grad():
                 update_contour(ctx.targets, ctx, ctx.model)
             ctx.cache.clear()
+        update_guard_weight(ctx, stage, it)
         for hook in hooks.get("before_step", []):
             hook(ctx, stage, it)
         opt.zero_grad(set_to_none=True)
@@ -135,6 +139,8 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
             progress(stage.name, it + 1, stage.iters, loss_val)
     ctx.extras["adam_state"] = {name: opt.state[ctx.params.named(name)] for name in stage.params
                                 if ctx.params.named(name) in opt.state}
+    if stage.landmark_guard:
+        project_landmark_guard(ctx, stage)
     ctx.cache.clear()
     with torch.no_grad():
         terms = {k: float(LOSSES[k](ctx, stage)) for k in stage.losses}

@@ -38,6 +38,9 @@ def landmark_loss(ctx, stage) -> torch.Tensor:
         # paper stage 3: landmarks already within the threshold stop pulling
         w = w * (r.detach().norm(dim=-1) > stage.landmark_drop_px * ctx.fit_scale[:, None]).float()
     e = (r * r).sum(-1) / (ctx.targets.scale[:, None] ** 2)
+    boost = ctx.extras.get("landmark_boost")  # [B] the landmark guard's per-image factors (redafit.fit.guard)
+    if boost is not None and stage.landmark_guard:
+        w = w * boost[:, None]
     return (e * w).sum() / ctx.targets.weight.sum().clamp_min(1)
 
 

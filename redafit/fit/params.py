@@ -7,7 +7,7 @@ import torch
 from redafit.model.face_model import FaceModel
 from redafit.render.camera import Intrinsics, pose_rotation, transform
 
-PARAM_NAMES = ("rot", "trans", "id", "exp", "sh", "albedo", "albedo_reg", "disp")
+PARAM_NAMES = ("rot", "trans", "id", "exp", "sh", "spec", "albedo", "albedo_reg", "disp")
 
 
 def camera_tensor(intrinsics: list[Intrinsics], device=None, dtype=torch.float32) -> torch.Tensor:
@@ -32,6 +32,8 @@ class FitParams(torch.nn.Module):
         id     [Bi, Ki]        identity coefficients; Bi = 1 when ``shared_id`` (one person, several images)
         exp    [B, Ke]         expression coefficients
         sh     [B, 9, 3]       spherical-harmonics lighting
+        spec   [B, 1]          strength of the specular highlight of the lighting's dominant light (>= 0; see
+                               :func:`redafit.render.shading.specular`)
         albedo [Bi, Ha, Wa, 3] UV albedo map in [0, 1] (colour attribute only): the smooth skin albedo
         albedo_reg [Bi, 7, 3]  per-region albedo offsets added to the map on the model's face regions (brows, eyes,
                                lips, mouth interior; see :data:`redafit.fit.attribute_stages.ALBEDO_REGIONS`)
@@ -54,6 +56,7 @@ class FitParams(torch.nn.Module):
         from redafit.render.shading import default_sh
 
         self.sh = P(default_sh(batch, device=dev))  # ambient + a light from the camera
+        self.spec = P(torch.zeros(batch, 1, device=dev))
         self.albedo = P(torch.full((bi, albedo_size, albedo_size, 3), 0.5, device=dev))
         from redafit.parsing.regions import N_REGIONS
 
@@ -86,5 +89,6 @@ class FitParams(torch.nn.Module):
         if self.unit_exp:
             self.exp.clamp_(0.0, 1.0)
         self.albedo.clamp_(0.0, 1.0)
+        self.spec.clamp_(0.0, 1.0)
         self.albedo_reg.clamp_(-1.0, 1.0)
         self.trans[:, 2].clamp_(min=50.0)

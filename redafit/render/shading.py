@@ -127,3 +127,36 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor,
     shb = sh.reshape(sh.shape[0], *([1] * mid), 9, 3)
     irr = (basis.unsqueeze(-1) * shb).sum(-2)  # [B, ..., 3]
     return albedo * irr
+
+
+def sh_light_direction(sh: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Unit direction [B, 3] (camera frame, surface to light) of the SH lighting's linear band, luminance-weighted
+    over the colour channels: for one directional light, its direction (band-1 coefficients are ``I Y_1(d)``,
+    i.e. proportional to (d_y, d_z, d_x)). A lighting with no linear part (pure ambient) gets the direction of the
+    camera, (0, 0, -1)."""
+    if sh.ndim == 2:
+        sh = sh.unsqueeze(0)
+    lin = sh[:, 1:4].mean(-1)  # [B, 3] in the basis order (y, z, x)
+    d = torch.stack([lin[:, 2], lin[:, 0], lin[:, 1]], -1)
+    d = d + eps * d.new_tensor([0.0, 0.0, -1.0])
+    return d / d.norm(dim=-1, keepdim=True)
+
+
+def specular(normals: torch.Tensor, view: torch.Tensor, sh: torch.Tensor, strength: torch.Tensor,
+             exponent: float) -> torch.Tensor:
+    """A Blinn-Phong highlight [B, ..., 3] of the SH lighting's dominant light (:func:`sh_light_direction`):
+    ``strength * tint * max(n . h, 0)^exponent`` on the side the light reaches (n . d > 0), h the half vector of
+    the light and ``view`` (unit, surface to camera), ``tint`` the lighting's colour (its constant band per
+    channel over their mean). normals / view [B, ..., 3], strength [B] or [B, 1] (>= 0)."""
+    if sh.ndim == 2:
+        sh = sh.unsqueeze(0)
+    B = sh.shape[0]
+    mid = normals.ndim - 2
+    d = sh_light_direction(sh).reshape(B, *([1] * mid), 3)
+    h = d + view
+    h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    lit = ((normals * d).sum(-1, keepdim=True) > 0).to(normals.dtype)
+    s = (normals * h).sum(-1, keepdim=True).clamp_min(0.0) ** exponent * lit  # [B, ..., 1]
+    c0 = sh[:, 0]  # [B, 3]
+    tint = (c0 / c0.mean(-1, keepdim=True).clamp_min(1e-6)).reshape(B, *([1] * mid), 3)
+    return strength.reshape(B, *([1] * (mid + 1))) * tint * s

@@ -83,7 +83,7 @@ def test_make_methods_and_ablations():
     m = make_methods(["mean", "landmarks", "full"], ablation="pyramid")
     assert list(m)[:3] == ["mean", "landmarks", "full"]
     assert [k for k in m if k.startswith("full[")] == [f"full[levels={n}]" for n in (1, 2, 3, 4, 6)]
-    assert set(ABLATIONS) == {"attributes", "raster", "pyramid", "freeform", "occlusion"}
+    assert set(ABLATIONS) == {"attributes", "raster", "pyramid", "freeform", "occlusion", "specular", "guard"}
     from redafit.errors import UsageError
 
     with pytest.raises(UsageError):
@@ -182,10 +182,12 @@ def test_cli_usage_errors(cli, tmp_path):
 
 def test_cli_choices_are_the_generators_and_ablations():
     from redafit.cli.eval import eval_cmd
-    from redafit.eval.synthetic import SHADINGS
+    from redafit.eval.synthetic import HIGHLIGHTS, SHADINGS
 
     opt = next(p for p in eval_cmd.params if p.name == "shading")
     assert tuple(opt.type.choices) == SHADINGS
+    opt = next(p for p in eval_cmd.params if p.name == "highlight")
+    assert tuple(opt.type.choices) == HIGHLIGHTS
     opt = next(p for p in eval_cmd.params if p.name == "ablation")
     assert tuple(opt.type.choices) == tuple(ABLATIONS)
 

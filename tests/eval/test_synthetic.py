@@ -183,3 +183,57 @@ def test_physical_and_model_shading(face_model):
     again = load_cases("synthetic", face_model, n=1, seed=5, size=SIZE, shading="model")[0]
     assert again.meta["params"]["look"] == {"shading": "model"}
     assert np.abs(again.image - model.image).mean() < 0.012  # the same picture, with sensor noise (std 0.01)
+
+
+def test_microfacet_highlight():
+    """Torrance-Sparrow (GGX, Schlick Fresnel, Smith shadowing) divided by its head-on peak: 1 at n = l = v, falling
+    away from the mirror direction, zero where the light does not reach, brighter at grazing mirror angles
+    (Fresnel), and a rougher surface spreads the lobe."""
+    from redafit.eval.synthetic import microfacet_highlight
+
+    d = np.array([0.0, 0.0, -1.0])
+    a = np.linspace(0, 1.0, 6)
+    n = np.stack([np.sin(a), np.zeros(6), -np.cos(a)], -1)
+    view = np.tile(d, (6, 1))
+    h = microfacet_highlight(n, d, view, 0.35)
+    assert h[0] == pytest.approx(1.0, rel=1e-6) and np.all(np.diff(h) < 0)
+    assert microfacet_highlight(-n, d, view, 0.35).max() == 0
+    # mirror configurations: light and view symmetric about the normal (0, 0, -1) at growing angles
+    t = np.radians([0.0, 40.0, 75.0])
+    lights = np.stack([np.sin(t), np.zeros(3), -np.cos(t)], -1)
+    views = np.stack([-np.sin(t), np.zeros(3), -np.cos(t)], -1)
+    nz = np.array([[0.0, 0.0, -1.0]])
+    peak = [microfacet_highlight(nz, lights[i], views[i:i + 1], 0.35)[0] for i in range(3)]
+    assert peak[0] < peak[2] and peak[2] > 1.5 * peak[0]  # Fresnel at 75 degrees
+    off = microfacet_highlight(n[3:4], d, view[:1], 0.45)[0], microfacet_highlight(n[3:4], d, view[:1], 0.25)[0]
+    assert off[0] > off[1]  # 34 degrees off the mirror direction: the rougher lobe is wider
+
+
+def test_oiliness_is_smooth_and_bounded():
+    from redafit.eval.synthetic import oiliness
+
+    pts = np.random.default_rng(0).uniform(-80, 80, (20000, 3))
+    o = oiliness(pts, np.random.default_rng(1))
+    assert o.min() >= 0.5 - 1e-9 and o.max() <= 2.0 + 1e-9 and 0.8 < np.median(o) < 1.25 and o.std() > 0.1
+    near = oiliness(pts + [3.0, 0.0, 0.0], np.random.default_rng(1))
+    assert np.corrcoef(np.log(o), np.log(near))[0, 1] > 0.9  # 3 mm apart: nearly the same
+
+
+def test_highlight_models_change_only_the_highlight(face_model):
+    """``highlight="microfacet"`` (default) and ``"blinn-phong"`` (the images of sessions 10-18) draw the same scene
+    but for the highlight: without one (``specular=0``) the two images are equal."""
+    from dataclasses import replace
+
+    from redafit.errors import InputError
+    from redafit.eval.synthetic import SyntheticConfig, render_case
+
+    cfg = replace(SyntheticConfig(), size=SIZE, image_noise=0.0)
+    mf, bp = (render_case(face_model, 1, 5, replace(cfg, highlight=h)) for h in ("microfacet", "blinn-phong"))
+    assert mf.meta["params"]["look"]["highlight"] == "microfacet" and "roughness" in mf.meta["params"]["look"]
+    assert bp.meta["params"]["look"]["highlight"] == "blinn-phong" and "shininess" in bp.meta["params"]["look"]
+    assert np.abs(mf.image - bp.image).max() > 0.02
+    dull = [render_case(face_model, 1, 5, replace(cfg, highlight=h, specular=0.0)).image
+            for h in ("microfacet", "blinn-phong")]
+    np.testing.assert_array_equal(dull[0], dull[1])
+    with pytest.raises(InputError, match="highlight"):
+        render_case(face_model, 1, 5, replace(cfg, highlight="phong"))

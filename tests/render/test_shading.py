@@ -15,6 +15,8 @@ from redafit.render.shading import (
     occluded_basis,
     sh_basis,
     shade,
+    sh_light_direction,
+    specular,
     vertex_normals,
 )
 
@@ -102,3 +104,37 @@ def test_shade_gradients():
     nrm = torch.nn.functional.normalize(torch.randn(1, 3, 3, dtype=torch.float64), dim=-1).requires_grad_()
     sh = torch.rand(1, 9, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(shade, (alb, nrm, sh))
+
+
+def test_sh_light_direction_recovers_a_directional_light():
+    for d in [(0.0, 0.0, -1.0), (0.6, -0.3, -0.74), (-0.8, 0.1, -0.2)]:
+        d = torch.tensor(d) / torch.tensor(d).norm()
+        sh = directional_sh(tuple(d.tolist()), intensity=0.5, ambient=0.6)
+        sh[:, 0] *= 0.8  # a tint does not move the direction
+        assert torch.allclose(sh_light_direction(sh[None])[0], d, atol=1e-3)
+    ambient_only = directional_sh((1.0, 0.0, 0.0), intensity=0.0, ambient=0.6)
+    assert torch.allclose(sh_light_direction(ambient_only), torch.tensor([[0.0, 0.0, -1.0]]))
+
+
+def test_specular_is_a_blinn_phong_lobe_of_the_dominant_light():
+    """Light and camera straight ahead: the half vector is the view direction, so a normal tilted by a gets
+    strength * cos(a)^p; normals the light does not reach get nothing; the lighting's colour tints it."""
+    sh = directional_sh((0.0, 0.0, -1.0), intensity=0.4, ambient=0.6)
+    a = torch.linspace(0, 1.2, 7)
+    n = torch.stack([torch.sin(a), torch.zeros(7), -torch.cos(a)], -1)[None]
+    view = torch.tensor([0.0, 0.0, -1.0]).expand(1, 7, 3)
+    s = specular(n, view, sh[None], torch.tensor([0.3]), 20.0)
+    assert s.shape == (1, 7, 3)
+    assert torch.allclose(s[0, :, 0], 0.3 * torch.cos(a) ** 20, atol=1e-6)
+    assert torch.allclose(s[0, :, 0], s[0, :, 1]) and torch.allclose(s[0, :, 1], s[0, :, 2])  # white light
+    back = specular(-n, view, sh[None], torch.tensor([0.3]), 20.0)
+    assert back.abs().max() == 0
+    warm = sh.clone()
+    warm[0] *= torch.tensor([1.2, 1.0, 0.8])
+    t = specular(n[:, :1], view[:, :1], warm[None], torch.tensor([0.3]), 20.0)[0, 0]
+    assert t[0] > t[1] > t[2] and t.mean().item() == pytest.approx(0.3, rel=1e-5)
+    # differentiable in the strength and the normals
+    k = torch.tensor([0.2], requires_grad=True)
+    nn = n.clone().requires_grad_(True)
+    specular(nn, view, sh[None], k, 20.0).sum().backward()
+    assert k.grad.item() > 0 and torch.isfinite(nn.grad).all() and nn.grad.abs().sum() > 0
