@@ -101,12 +101,12 @@ def speed(models: dict, repeats: int, use_eos: bool) -> str:
                   "mean landmark error px"], rows)
 
 
-def full_fit(model, names, iters_scale: float = 1.0, landmark_sigma: float | None = None) -> str:
+def full_fit(model, names, iters_scale: float = 1.0, landmark_sigma: float | None = None, preset: str = "full") -> str:
     from dataclasses import replace
 
     from redafit.fit import FitConfig, fit_image
 
-    cfg = FitConfig.preset("full")
+    cfg = FitConfig.preset(preset)
     if landmark_sigma is not None:
         cfg = replace(cfg, landmark_sigma=landmark_sigma)
     if iters_scale != 1.0:

@@ -8,8 +8,8 @@ Tables (synthetic benchmark of :mod:`redafit.eval.synthetic`, ICT model, photos 
 ground-truth points to the fitted mesh, mean ± SD in mm):
 
 1. mean face vs landmark-only fit vs the full fit (and the relative gain of the full fit);
-2. ReDA vs z-buffer rasterization with the same attributes (colour + mask), and the z-buffer with 16x the colour
-   and mask weights;
+2. ReDA vs z-buffer rasterization with the same attributes (colour + mask), and the ``fast`` preset (the z-buffer
+   with its own, 8x heavier colour and mask weights);
 3. attribute subsets: colour, mask, colour + mask;
 4. free-form stage off / on;
 4b. the ambient occlusion of the model's mean shape in the colour shading off / on
@@ -18,7 +18,7 @@ ground-truth points to the fitted mesh, mean ± SD in mm):
 4d. the landmark guard off / on (:attr:`redafit.fit.FitConfig.landmark_guard`);
 5. the full fit on the shared photos with ``.pts`` landmarks: time (median = the issue's number), landmark
    error after the landmark stage and after the full fit, skin IoU, face PSNR - with the default landmark noise
-   assumption and with the annotations declared precise (``landmark_sigma`` 1 %);
+   assumption and with the annotations declared precise (``landmark_sigma`` 1 %), and with the ``fast`` preset;
 6. out-of-span faces (``--detail-n`` cases, 0 skips it): the same synthetic faces with ``--detail-mm`` of smooth
    detail outside the model's span (:attr:`redafit.eval.synthetic.SyntheticConfig.detail_mm`), where the free-form
    stage has something to capture: landmark-only, free-form off and on;
@@ -83,18 +83,12 @@ def paired_change(a, b, n_boot: int = 2000) -> str:
     return f"{x.mean() / y.mean() - 1:+.1%} [{lo:+.1%}, {hi:+.1%}]; {int((x < y).sum())}/{len(x)}"
 
 
-# The z-buffer's own colour and mask weights in the rasterizer table's last row: 16x the defaults of sessions 9-11
-# (colour 10, mask 1). Tuning seeds 1-2 (full fit, z-buffer), on --shading model photos (drawn by this same z-buffer
-# with the same Gouraud SH shading, so more colour weight only brings the fit nearer the albedo map's floor): 0.737 mm
-# at 1x, 0.678 at 2x, 0.601 at 4x, 0.512 at 8x, 0.438 at 16x, 0.385 at 32x; on the physical photos of session 10:
-# 0.742 at 1x, 0.637 at 4x, 0.625 at 8x, 0.634 at 16x (the soft renderer falls as its weights rise: 0.749 at 1x, 0.790
-# at 2x, 0.850 at 4x; session 12, with the landmark guard: colour 10 0.689, 20 0.670 (the default since), 40 0.690).
-ZBUFFER_HEAVY = {"color": 160.0, "mask": 16.0}
 
 
 def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, sigma: float | None = None,
                      shading: str = "physical", highlight: str = "microfacet") -> str:
     from redafit.eval.runner import FitMethod, MeanMethod, load_cases
+    from redafit.fit.attribute_stages import FAST_WEIGHTS
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, shading=shading,
                        highlight=highlight)
@@ -105,10 +99,9 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
         "landmarks": FitMethod("landmarks", dict(o)),
         "full": full,
         "zbuffer": FitMethod("full", dict(o), {"mode": "zbuffer"}, label="zbuffer"),
-        # the z-buffer with its own colour and mask weights (ZBUFFER_HEAVY; see the README): the best configuration
-        # measured on either kind of synthetic photo
-        "zbuffer_heavy": FitMethod("full", dict(o), {"mode": "zbuffer"}, label="zbuffer_heavy",
-                                 loss_overrides=dict(ZBUFFER_HEAVY)),
+        # the z-buffer with its own attribute weights (attribute_stages.FAST_WEIGHTS; see the README): the most
+        # accurate configuration measured on every kind of synthetic photo
+        "fast": FitMethod("fast", dict(o), label="fast"),
         "color": FitMethod("full", {"attributes": ("color",), **o}, label="color"),
         "mask": FitMethod("full", {"attributes": ("mask",), **o}, label="mask"),
         "freeform_off": FitMethod("full", {"freeform": False, **o}, label="freeform_off"),
@@ -131,8 +124,8 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
                          row("full ReDA fit", "full", "landmarks")]))
     out.append("\n#### Rasterizer, same attributes (colour + mask) (target: ReDA ≥ 10 % lower)\n")
     out.append(table(h, [row("z-buffer", "zbuffer"), row("ReDA", "full", "zbuffer"),
-                         row(f"z-buffer, colour {ZBUFFER_HEAVY['color']:g} and mask {ZBUFFER_HEAVY['mask']:g}",
-                             "zbuffer_heavy", "zbuffer")]))
+                         row(f"fast preset: z-buffer, colour {FAST_WEIGHTS['color']:g} and mask "
+                             f"{FAST_WEIGHTS['mask']:g}", "fast", "zbuffer")]))
     out.append("\n#### Attributes (target: colour + mask below either alone)\n")
     out.append(table(h, [row("colour", "color", "landmarks"), row("mask", "mask", "landmarks"),
                          row("colour + mask", "full", "landmarks")]))
@@ -250,6 +243,9 @@ def main(argv=None):
         if args.landmark_sigma is None:
             print("\n#### The same, the annotations declared precise (landmark_sigma 1 %, --landmark-sigma 1)\n")
             print(full_fit(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS, landmark_sigma=0.01))
+        print("\n#### The fast preset (z-buffer with its own attribute weights), the same photos\n")
+        print(full_fit(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS, landmark_sigma=args.landmark_sigma,
+                       preset="fast"))
         print("\n### Fitted landmarks vs the annotations, from dlib's detections (% of the eye distance)\n")
         print(detected_fit(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS))
         print()

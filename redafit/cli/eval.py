@@ -53,7 +53,7 @@ import click
               default=None,
               help="Also run the paper's ablation as configurations of the full fit.")
 @click.option("--methods", default="mean,landmarks,full", show_default=True,
-              help="Comma-separated: mean, landmarks, full, oracle.")
+              help="Comma-separated: mean, landmarks, full, fast, oracle.")
 @click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context

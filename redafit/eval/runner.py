@@ -5,6 +5,7 @@ Methods (``method(case, model) -> Prediction``; picklable objects so ``jobs > 1`
 * ``mean`` — the model's mean face (the baseline every fit must beat);
 * ``landmarks`` — :func:`redafit.fit.fit_image` with ``FitConfig.preset("landmarks")``;
 * ``full`` — the full ReDA fit, ``FitConfig.preset("full")``;
+* ``fast`` — the same stages with the plain z-buffer and its own attribute weights, ``FitConfig.preset("fast")``;
 * ``oracle`` — the ground truth itself (a protocol sanity check: error 0 on synthetic data).
 
 Ablations are configurations of the ``full`` fit (:data:`ABLATIONS`), named ``full[<label>]``.
@@ -36,7 +37,7 @@ from redafit.eval.metrics import (
     summarize,
 )
 
-METHOD_NAMES = ("mean", "landmarks", "full", "oracle")
+METHOD_NAMES = ("mean", "landmarks", "full", "fast", "oracle")
 HEATMAP_MAX_MM = 5.0
 
 
@@ -102,7 +103,7 @@ class FitMethod:
         cfg = FitConfig.preset(self.preset)
         if self.overrides:
             cfg = replace(cfg, **self.overrides)
-            if self.preset == "full" and ({"attributes", "freeform"} & set(self.overrides)):
+            if self.preset in ("full", "fast") and ({"attributes", "freeform"} & set(self.overrides)):
                 # the stages are built from these fields: rebuild them (replacing the fields alone changed nothing)
                 from redafit.fit.attribute_stages import configure
 
@@ -167,7 +168,7 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
             out[n] = MeanMethod()
         elif n == "oracle":
             out[n] = OracleMethod()
-        elif n in ("landmarks", "full"):
+        elif n in ("landmarks", "full", "fast"):
             out[n] = FitMethod(n, dict(fo))
         else:
             raise UsageError(f"unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")

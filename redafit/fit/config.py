@@ -189,8 +189,9 @@ class FitConfig:
 
     @staticmethod
     def preset(name: str, **overrides) -> "FitConfig":
-        """Named presets: ``landmarks`` (stages 1-2: rigid + landmark identity/expression) and ``full`` (the
-        ReDA four-stage optimiser, when the attribute stages are available)."""
+        """Named presets: ``landmarks`` (stages 1-2: rigid + landmark identity/expression), ``full`` (the ReDA
+        four-stage optimiser, when the attribute stages are available) and ``fast`` (those four stages with the plain
+        z-buffer and its own attribute weights)."""
         from redafit.errors import UsageError
 
         presets = _presets()
@@ -208,8 +209,9 @@ class FitConfig:
 def _presets() -> dict:
     presets = {"landmarks": FitConfig(stages=(RIGID, LANDMARKS), freeform=False, attributes=())}
     try:
-        from redafit.fit.attribute_stages import full_preset
+        from redafit.fit.attribute_stages import fast_preset, full_preset
     except ImportError:
         return presets
     presets["full"] = full_preset()
+    presets["fast"] = fast_preset()
     return presets

@@ -195,52 +195,34 @@ def test_parsing_net_option_reaches_the_fit_config(use_models, faces_dir, tmp_pa
     assert any("--parsing-net" in m and "ignored" in m for m in caplog.messages), caplog.messages
 
 
-def test_occlusion_option_reaches_the_fit_config():
-    """--occlusion/--no-occlusion is on fit, rig, track and eval; it lands in FitConfig.occlusion and survives the
-    ablation options and eval's method configs; without it the config keeps its default (on)."""
+@pytest.mark.parametrize("field, other", [("occlusion", "specular"), ("specular", "occlusion"),
+                                          ("landmark_guard", "specular")])
+def test_shading_switches_reach_the_fit_config(field, other):
+    """--occlusion, --specular and --landmark-guard (each with its --no- form) are on fit, rig, track and eval; each
+    lands in its FitConfig field and survives the ablation options (configure) and eval's method configs, beside
+    the other overrides; without it the config keeps its default (on)."""
     from redafit.cli.fit import build_config
     from redafit.eval.runner import make_methods
     from redafit.fit.attribute_stages import configure
 
+    flag = "--no-" + field.replace("_", "-")
     for cmd in ("fit", "rig", "track", "eval"):
         r = run(cmd, "--help")
-        assert r.exit_code == 0 and "--no-occlusion" in r.stdout, cmd
-    assert build_config("full").occlusion is True
-    cfg = build_config("full", occlusion=False, raster="zbuffer")
-    assert cfg.occlusion is False and configure(cfg, attributes=("color",)).occlusion is False
-    methods = make_methods(["full"], "occlusion", {"landmark_sigma": 0.01})
-    assert [m.config().occlusion for m in methods.values()] == [True, False, True]
-
-
-def test_specular_option_reaches_the_fit_config():
-    """--specular/--no-specular is on fit, rig, track and eval; it lands in FitConfig.specular and survives the
-    ablation options and eval's method configs; without it the config keeps its default (on)."""
-    from redafit.cli.fit import build_config
-    from redafit.eval.runner import make_methods
-    from redafit.fit.attribute_stages import configure
-
-    for cmd in ("fit", "rig", "track", "eval"):
-        r = run(cmd, "--help")
-        assert r.exit_code == 0 and "--no-specular" in r.stdout, cmd
-    assert build_config("full").specular is True
-    cfg = build_config("full", specular=False, raster="zbuffer")
-    assert cfg.specular is False and configure(cfg, attributes=("color",)).specular is False
-    methods = make_methods(["full"], "specular", {"occlusion": False})
-    assert [m.config().specular for m in methods.values()] == [True, False, True]
-    assert [m.config().occlusion for m in methods.values()] == [False, False, False]
+        assert r.exit_code == 0 and flag in r.stdout, (cmd, flag)
+    assert getattr(build_config("full"), field) is True
+    cfg = build_config("full", raster="zbuffer", **{field: False})
+    assert getattr(cfg, field) is False and getattr(configure(cfg, attributes=("color",)), field) is False
+    ablation = {"landmark_guard": "guard"}.get(field, field)
+    methods = make_methods(["full"], ablation, {other: False})
+    assert [getattr(m.config(), field) for m in methods.values()] == [True, False, True]
+    assert [getattr(m.config(), other) for m in methods.values()] == [False, False, False]
 
 
 def test_landmark_guard_option_reaches_the_stages():
-    """--landmark-guard/--no-landmark-guard (fit, rig, track, eval) sets FitConfig.landmark_guard, which decides
-    whether the full preset's guarded stages (attributes, free-form) run guarded."""
+    """FitConfig.landmark_guard decides whether the full preset's guarded stages (attributes, free-form) run
+    guarded."""
     from redafit.cli.fit import build_config
-    from redafit.eval.runner import make_methods
 
-    for cmd in ("fit", "rig", "track", "eval"):
-        r = run(cmd, "--help")
-        assert r.exit_code == 0 and "--no-landmark-guard" in r.stdout, cmd
     on, off = build_config("full"), build_config("full", landmark_guard=False, raster="zbuffer")
     assert [s.name for s in on.stages if on.stage_for_run(s).landmark_guard] == ["attributes", "freeform"]
     assert not any(off.stage_for_run(s).landmark_guard for s in off.stages)
-    methods = make_methods(["full"], "guard")
-    assert [m.config().landmark_guard for m in methods.values()] == [True, False, True]

@@ -49,6 +49,29 @@ def test_full_preset_stages_and_ablation_options():
     assert full_preset(("color", "mask", "depth")).stage("attributes").losses["depth"] > 0
 
 
+def test_fast_preset_is_the_zbuffer_with_its_own_weights():
+    """``fast``: the full preset's four stages, the plain z-buffer and FAST_WEIGHTS; the ablation options (and a
+    depth map) keep those weights instead of falling back to ReDA's."""
+    from redafit.cli.fit import build_config
+    from redafit.fit.attribute_stages import ATTR_WEIGHTS, FAST_WEIGHTS
+
+    fast, full = FitConfig.preset("fast"), FitConfig.preset("full")
+    assert [s.name for s in fast.stages] == [s.name for s in full.stages]
+    assert fast.render.mode == "zbuffer" and full.render.mode == "reda"
+    for name in ("attributes", "freeform"):
+        assert {a: fast.stage(name).losses[a] for a in ("color", "mask")} == {"color": 160.0, "mask": 16.0}
+        assert fast.stage(name).landmark_guard
+    kept = configure(fast, freeform=False, attributes=("color", "mask", "depth"))
+    assert kept.render.mode == "zbuffer" and [s.name for s in kept.stages][-1] == "attributes"
+    assert kept.stage("attributes").losses["color"] == FAST_WEIGHTS["color"]
+    assert kept.stage("attributes").losses["depth"] == FAST_WEIGHTS["depth"]
+    assert configure(full, attributes=("color", "mask", "depth")).stage("attributes").losses["depth"] == \
+        ATTR_WEIGHTS["depth"]
+    cli = build_config("fast", has_depth=True, no_freeform=True)
+    assert cli.render.mode == "zbuffer" and cli.stage("attributes").losses["depth"] == FAST_WEIGHTS["depth"]
+    assert [s.name for s in cli.stages] == ["rigid", "landmarks", "attributes"]
+
+
 def test_face_crop_contains_landmarks():
     lm = np.random.default_rng(0).uniform(100, 200, (68, 2))
     x0, y0, side = face_crop(lm)
