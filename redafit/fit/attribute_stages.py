@@ -56,10 +56,11 @@ DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 # worse than 1. With the 4^2 albedo map (FitConfig.albedo_size) the tuning set preferred more colour weight
 # (0.704 at 10, 0.686 at 20, 0.754 at 40 with two faces astray), but on seed 0 weight 20 sent faces astray even
 # when started at the truth with the true lighting and albedo (1.05 mm vs 0.77 at 10): kept at 10.
-# Session 12, with the landmark guard (StageConfig.landmark_guard) and the ambient occlusion: colour weight 20 read
-# 0.670 mm on seeds 1-2 against 0.689 at 10 (z-buffer 0.719 / 0.735), 40 0.690, 40 with mask 2 0.683, 80 with mask
-# 4 0.732 (Blinn-Phong highlights); session 11 had found 20 better on the tuning seeds too (0.665 / 0.650 on seeds
-# 1-2 / 3) but moved the photos' landmarks off their annotations, which the guard now prevents.
+# Session 12, with the landmark guard (StageConfig.landmark_guard) and the ambient occlusion, Blinn-Phong highlights:
+# colour weight 20 read 0.670 mm on seeds 1-2 against 0.689 at 10 (the z-buffer at the same weights: 0.719 against
+# 0.735), 40 0.690, 40 with mask 2 0.683, 80 with mask 4 0.732; with the specular term on microfacet highlights 20
+# 0.600, 30 0.592, 20 with mask 2 0.600. Session 11 had found 20 better on the tuning seeds too (0.665 / 0.650 on
+# seeds 1-2 / 3) but it moved the photos' landmarks off their annotations, which the guard now prevents.
 ATTR_WEIGHTS = {"color": 20.0, "mask": 1.0, "depth": 0.5}
 LANDMARK_WEIGHT = 50.0
 # exp_l1: the landmark stage's sparsity weight (3e-4) times the landmark weight ratio (50); 0.005 and 0.05 were level
