@@ -146,8 +146,8 @@ class FitConfig:
             (:func:`redafit.render.shading.specular`: white, tinted by the light, ``specular_exponent``, its strength
             the fit parameter ``spec``, one per image, from 0): skin is shiny, and without it a fit explains the
             highlights on forehead, nose and cheeks with a bent shape or a lighter albedo. Default on: on synthetic
-            faces with microfacet skin highlights (not the fit's lobe; seeds 1-2, 12 faces) 0.647 -> 0.604 mm,
-            session 12.
+            faces with microfacet skin highlights (not the fit's lobe; seeds 1-2, 12 faces) 0.647 -> 0.600 mm,
+            seed 0 0.698 -> 0.667 (session 12).
         landmark_guard: honour the stages' :attr:`StageConfig.landmark_guard` (the attribute and free-form stages
             of the full preset): they may not leave an image's mean landmark distance above the landmark stage's or,
             if larger, the distance the assumed landmark noise leaves (``landmark_sigma * sqrt(pi / 2)``;
