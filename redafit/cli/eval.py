@@ -87,12 +87,8 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
         raise UsageError("--resume needs --out DIR")
     names = [m.strip() for m in methods.split(",") if m.strip()]
     overrides = {} if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0}
-    if occlusion is not None:
-        overrides["occlusion"] = bool(occlusion)
-    if specular is not None:
-        overrides["specular"] = bool(specular)
-    if landmark_guard is not None:
-        overrides["landmark_guard"] = bool(landmark_guard)
+    switches = {"occlusion": occlusion, "specular": specular, "landmark_guard": landmark_guard}
+    overrides.update({k: bool(v) for k, v in switches.items() if v is not None})
     if parsing_net is not None:
         from redafit.parsing.network import cached_parsing_network
 

@@ -90,12 +90,12 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
     a missing or broken one fails before any fitting (:class:`~redafit.errors.ModelError`)."""
     from dataclasses import replace
 
-    from redafit.fit.config import FitConfig
+    from redafit.fit.config import ATTRIBUTE_PRESETS, FitConfig
 
     try:
         config = FitConfig.preset(preset)
     except UsageError:
-        if preset not in ("full", "fast"):
+        if preset not in ATTRIBUTE_PRESETS:
             raise
         log.warning("the full ReDA fit is not available in this build; using the landmark preset")
         config = FitConfig.preset("landmarks")
@@ -109,7 +109,7 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
             raise UsageError("--attributes depth needs a depth map (--depth FILE)")
     elif has_depth:
         attrs = tuple(config.attributes) + ("depth",)
-    if preset in ("full", "fast"):
+    if preset in ATTRIBUTE_PRESETS:
         try:
             from redafit.fit.attribute_stages import configure
         except ImportError:
@@ -120,17 +120,13 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
                                freeform=False if no_freeform else None, fit_size=fit_size)
     if focal is not None:
         config = replace(config, focal=focal)
-    if landmark_drop is not None and preset in ("full", "fast"):
+    if landmark_drop is not None and preset in ATTRIBUTE_PRESETS:
         config = replace(config, stages=config.stages[:-1] + (replace(config.stages[-1],
                                                                       landmark_drop_px=landmark_drop),))
     if landmark_sigma is not None:
         config = replace(config, landmark_sigma=landmark_sigma / 100.0)
-    if occlusion is not None:
-        config = replace(config, occlusion=bool(occlusion))
-    if specular is not None:
-        config = replace(config, specular=bool(specular))
-    if landmark_guard is not None:
-        config = replace(config, landmark_guard=bool(landmark_guard))
+    switches = {"occlusion": occlusion, "specular": specular, "landmark_guard": landmark_guard}
+    config = replace(config, **{k: bool(v) for k, v in switches.items() if v is not None})
     if parsing_net is not None:
         from redafit.parsing.network import cached_parsing_network
 

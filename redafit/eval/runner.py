@@ -98,12 +98,13 @@ class FitMethod:
     def config(self):
         try:
             from redafit.fit import FitConfig
+            from redafit.fit.config import ATTRIBUTE_PRESETS
         except ImportError as e:  # the fitter is not part of this installation
             raise RedafitError(f"method {self.name!r} needs redafit.fit, which cannot be imported ({e})") from e
         cfg = FitConfig.preset(self.preset)
         if self.overrides:
             cfg = replace(cfg, **self.overrides)
-            if self.preset in ("full", "fast") and ({"attributes", "freeform"} & set(self.overrides)):
+            if self.preset in ATTRIBUTE_PRESETS and ({"attributes", "freeform"} & set(self.overrides)):
                 # the stages are built from these fields: rebuild them (replacing the fields alone changed nothing)
                 from redafit.fit.attribute_stages import configure
 

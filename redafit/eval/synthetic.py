@@ -307,14 +307,14 @@ def physical_shading(vm: np.ndarray, vc: np.ndarray, tris: np.ndarray, albedo: n
         alb = alb * albedo_texture(pm, rng, float(cfg.texture))[:, None]
     cos = np.clip(n @ d, 0.0, None)
     view = -pc / np.linalg.norm(pc, axis=1, keepdims=True)
-    h = d[None] + view
-    h /= np.linalg.norm(h, axis=1, keepdims=True).clip(1e-12)
     if cfg.highlight == "microfacet":
         hr = highlight_rng if highlight_rng is not None else np.random.default_rng(0)
         roughness = float(hr.uniform(0.25, 0.45))
         spec = ks * light["intensity"] * microfacet_highlight(n, d, view, roughness) * oiliness(pm, hr)
     else:
         roughness = None
+        h = d[None] + view
+        h /= np.linalg.norm(h, axis=1, keepdims=True).clip(1e-12)
         spec = ks * light["intensity"] * np.clip((n * h).sum(1), 0.0, None) ** shininess * (cos > 0)
     irr = light["ambient"] * occ + light["intensity"] * cos * vis
     rgb = (np.clip(alb, 0, 1) * irr[:, None] + (spec * vis)[:, None]) * np.asarray(light["tint"])[None]

@@ -206,6 +206,10 @@ class FitConfig:
         raise KeyError(name)
 
 
+# the presets built from the four-stage attribute fit (redafit.fit.attribute_stages): the ablation options apply
+ATTRIBUTE_PRESETS = ("full", "fast")
+
+
 def _presets() -> dict:
     presets = {"landmarks": FitConfig(stages=(RIGID, LANDMARKS), freeform=False, attributes=())}
     try:

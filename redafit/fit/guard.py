@@ -39,29 +39,18 @@ BOOST_STEP = 2.0  # its factor while over the reference (and its divisor, down t
 BOOST_SLACK = 0.97  # "well under": below this fraction of the reference
 
 
-def mean_landmark_error(ctx) -> torch.Tensor:
-    """Per-image mean landmark distance [B] as a fraction of the inter-ocular distance (known landmarks only)."""
-    from redafit.fit.losses import landmark_residuals
-
-    r = landmark_residuals(ctx)
-    w = ctx.targets.weight
-    return (r.norm(dim=-1) * w).sum(1) / w.sum(1).clamp_min(1) / ctx.targets.scale
-
-
 def _error(ctx, contour: bool = False) -> torch.Tensor:
-    """The mean landmark distances [B] at the current parameters (``contour``: with the jaw correspondences
-    re-picked for them first, as the stages do every ``contour_every`` iterations)."""
+    """The mean landmark distances [B] at the current parameters as fractions of the eye distance
+    (:func:`~redafit.fit.fitter.landmark_error_px` / the targets' scale); ``contour``: with the jaw correspondences
+    re-picked for them first, as the stages do every ``contour_every`` iterations."""
     from redafit.fit.correspondence import update_contour
+    from redafit.fit.fitter import landmark_error_px
 
-    ctx.cache.clear()
-    with torch.no_grad():
-        if contour:
+    if contour:
+        ctx.cache.clear()
+        with torch.no_grad():
             update_contour(ctx.targets, ctx, ctx.model)
-            ctx.cache.clear()
-        e = mean_landmark_error(ctx)
-    ctx.cache.clear()
-    return e
-
+    return landmark_error_px(ctx) / ctx.targets.scale
 
 
 def guard_reference(ctx) -> torch.Tensor:

@@ -150,106 +150,6 @@ class _Problem:
         return r, J, cols, per
 
 
-    def normal_equations(self, R, trans, idc, expc):
-        """The Gauss-Newton system at the given parameters: (cost, J^T J, g = J^T r (+ half the linear term's
-        gradient), the diagonal for damping, the indices of the free columns (an active set for blendshape weights
-        at their [0, 1] bounds whose descent points outwards), the Jacobian's column blocks, columns per image)."""
-        p = self.p
-        B = self.B
-        r, J, cols, per = self.residuals(R, trans, idc, expc, jacobian=True)
-        cost = float((r * r).sum()) + self.linear(expc)
-        JtJ = J.T @ J
-        g = J.T @ r
-        names = [nm for nm, _ in cols]
-        # column of image 0's first expression coefficient (image b's: b * per later)
-        exp0 = sum(j.shape[-1] for _, j in cols[: names.index("exp")]) if "exp" in names else 0
-        if self.w_l1:  # half the gradient of the linear term (g is half the gradient of r.r)
-            for b in range(B):
-                g[b * per + exp0:b * per + exp0 + self.nexp] += 0.5 * self.w_l1 / B
-        diag = JtJ.diagonal().clamp_min(1e-9)
-        free = torch.ones(len(g), dtype=torch.bool)
-        if p.unit_exp and "exp" in self.train:
-            # bound constraints (blendshape weights in [0, 1]): variables at a bound whose descent direction points
-            # outwards are held fixed for this step (an active set), so steps are not wasted on clamping
-            for b in range(B):
-                off = b * per + exp0
-                e = expc[b]
-                at_lo = (e <= 0) & (g[off:off + len(e)] > 0)
-                at_hi = (e >= 1) & (g[off:off + len(e)] < 0)
-                free[off:off + len(e)] = ~(at_lo | at_hi)
-        return cost, JtJ, g, diag, free.nonzero().squeeze(1), cols, per
-
-    @staticmethod
-    def solve(JtJ, g, diag, fi, lam):
-        """The damped step (zero on the fixed columns); raises RuntimeError when the system is singular."""
-        step = torch.zeros_like(g)
-        A = JtJ[fi][:, fi] + lam * torch.diag(diag[fi])
-        step[fi] = torch.linalg.solve(A, -g[fi])
-        return step
-
-    def apply(self, R, trans, idc, expc, step, cols, per, scale: float = 1.0):
-        """New (R, trans, id, exp) after ``scale`` x ``step`` (rotations multiplicatively), within the bounds."""
-        B = self.B
-        step = step * scale
-        nR, nt, nid, nexp = R.clone(), trans.clone(), idc.clone(), expc.clone()
-        for b in range(B):
-            off = b * per
-            for name, jb in cols:
-                k = jb.shape[-1]
-                s = step[off:off + k]
-                if name == "rot":
-                    nR[b] = rodrigues(s[None])[0] @ R[b]
-                elif name == "trans":
-                    nt[b] = trans[b] + s
-                else:
-                    nexp[b] = expc[b] + s
-                off += k
-        if "id" in self.train:
-            nid = idc + step[B * per:].reshape(idc.shape)
-        if self.p.unit_exp:
-            nexp = nexp.clamp(0.0, 1.0)
-        nt[:, 2] = nt[:, 2].clamp_min(50.0)
-        return nR, nt, nid, nexp
-
-    def state(self):
-        """The fit's current (R, trans, id, exp) in double precision."""
-        p = self.p
-        dt = torch.float64
-        with torch.no_grad():
-            return (pose_rotation(p.rot.detach()).to(dt), p.trans.detach().to(dt).clone(),
-                    p.id.detach().to(dt).clone(), p.exp.detach().to(dt).clone())
-
-    def commit(self, R, trans, idc, expc) -> None:
-        """Write (R, trans, id, exp) back into the fit's parameters."""
-        p = self.p
-        with torch.no_grad():
-            p.rot.copy_(matrix_to_axis_angle(R @ R_FLIP.to(R.dtype).T).to(p.rot.dtype))
-            p.trans.copy_(trans.to(p.trans.dtype))
-            p.id.copy_(idc.to(p.id.dtype))
-            p.exp.copy_(expc.to(p.exp.dtype))
-        self.ctx.cache.clear()
-
-
-def descent_step(prob: _Problem, x, lam: float, tries: int = 10):
-    """One Levenberg-Marquardt step from ``x`` = (R, trans, id, exp): the damping is raised (x4) until the step
-    lowers the cost, and lowered (/3) after a success. Returns (new x, the step as (vector, cols, per) or None when
-    no step was accepted, the cost at the new x, the new damping)."""
-    cost, JtJ, g, diag, fi, cols, per = prob.normal_equations(*x)
-    for _ in range(tries):
-        try:
-            step = prob.solve(JtJ, g, diag, fi, lam)
-        except RuntimeError:
-            lam *= 10
-            continue
-        nx = prob.apply(*x, step, cols, per)
-        nr = prob.residuals(*nx)
-        new_cost = float((nr * nr).sum()) + prob.linear(nx[3])
-        if math.isfinite(new_cost) and new_cost <= cost:
-            return nx, (step, cols, per), new_cost, max(lam / 3, 1e-9)
-        lam *= 4
-    return x, None, cost, lam
-
-
 def run_lm_stage(ctx, stage, progress=None):
     """Minimise the stage's landmark objective over ``stage.params`` with Levenberg-Marquardt.
 
@@ -271,17 +171,30 @@ def _run_lm_stage(ctx, stage, progress=None):
     if bad:
         raise FitError(f"stage {stage.name}: the lm optimizer handles only {LM_LOSSES} on {LM_PARAMS}, got {bad}")
     t0 = time.perf_counter()
+    p = ctx.params
+    dt = torch.float64
     prob = _Problem(ctx, stage)
-    R, trans, idc, expc = prob.state()
+    with torch.no_grad():
+        R = pose_rotation(p.rot.detach()).to(dt)
+        trans = p.trans.detach().to(dt).clone()
+        idc = p.id.detach().to(dt).clone()
+        expc = p.exp.detach().to(dt).clone()
+    flip = R_FLIP.to(dt)
 
     def commit():
-        prob.commit(R, trans, idc, expc)
+        with torch.no_grad():
+            p.rot.copy_(matrix_to_axis_angle(R @ flip.T).to(p.rot.dtype))
+            p.trans.copy_(trans.to(p.trans.dtype))
+            p.id.copy_(idc.to(p.id.dtype))
+            p.exp.copy_(expc.to(p.exp.dtype))
+        ctx.cache.clear()
 
     lam = 1e-3
     with torch.no_grad():
         r0 = prob.residuals(R, trans, idc, expc)
     cost = float((r0 * r0).sum()) + prob.linear(expc)
     prev = float("inf")
+    B = p.batch
     done = 0
     for it in range(stage.iters):
         moved = False
@@ -297,7 +210,61 @@ def _run_lm_stage(ctx, stage, progress=None):
             ctx.stage = None
             ctx.cache.clear()
         with torch.no_grad():
-            (R, trans, idc, expc), _, cost, lam = descent_step(prob, (R, trans, idc, expc), lam)
+            r, J, cols, per = prob.residuals(R, trans, idc, expc, jacobian=True)
+            cost = float((r * r).sum()) + prob.linear(expc)
+            JtJ = J.T @ J
+            g = J.T @ r
+            names = [nm for nm, _ in cols]
+            # column of image 0's first expression coefficient (image b's: b * per later)
+            exp0 = sum(j.shape[-1] for _, j in cols[: names.index("exp")]) if "exp" in names else 0
+            if prob.w_l1:  # half the gradient of the linear term (g is half the gradient of r.r)
+                for b in range(B):
+                    g[b * per + exp0:b * per + exp0 + prob.nexp] += 0.5 * prob.w_l1 / B
+            diag = JtJ.diagonal().clamp_min(1e-9)
+            free = torch.ones(len(g), dtype=torch.bool)
+            if p.unit_exp and "exp" in prob.train:
+                # bound constraints (blendshape weights in [0, 1]): variables at a bound whose descent direction
+                # points outwards are held fixed for this step (an active set), so steps are not wasted on clamping
+                for b in range(B):
+                    off = b * per + exp0
+                    e = expc[b]
+                    at_lo = (e <= 0) & (g[off:off + len(e)] > 0)
+                    at_hi = (e >= 1) & (g[off:off + len(e)] < 0)
+                    free[off:off + len(e)] = ~(at_lo | at_hi)
+            fi = free.nonzero().squeeze(1)
+            for _ in range(10):
+                try:
+                    step = torch.zeros_like(g)
+                    A = JtJ[fi][:, fi] + lam * torch.diag(diag[fi])
+                    step[fi] = torch.linalg.solve(A, -g[fi])
+                except RuntimeError:
+                    lam *= 10
+                    continue
+                nR, nt, nid, nexp = R.clone(), trans.clone(), idc.clone(), expc.clone()
+                for b in range(B):
+                    off = b * per
+                    for name, jb in cols:
+                        k = jb.shape[-1]
+                        s = step[off:off + k]
+                        if name == "rot":
+                            nR[b] = rodrigues(s[None])[0] @ R[b]
+                        elif name == "trans":
+                            nt[b] = trans[b] + s
+                        else:
+                            nexp[b] = expc[b] + s
+                        off += k
+                if "id" in prob.train:
+                    nid = idc + step[B * per:].reshape(idc.shape)
+                if p.unit_exp:
+                    nexp = nexp.clamp(0.0, 1.0)
+                nt[:, 2] = nt[:, 2].clamp_min(50.0)
+                nr = prob.residuals(nR, nt, nid, nexp)
+                new_cost = float((nr * nr).sum()) + prob.linear(nexp)
+                if math.isfinite(new_cost) and new_cost <= cost:
+                    R, trans, idc, expc, cost = nR, nt, nid, nexp, new_cost
+                    lam = max(lam / 3, 1e-9)
+                    break
+                lam *= 4
         done = it + 1
         if progress is not None:
             progress(stage.name, it + 1, stage.iters, cost)
