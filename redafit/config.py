@@ -30,7 +30,8 @@ class RenderConfig:
             the fit's attribute stages use :data:`redafit.fit.attribute_stages.FIT_PYRAMID_LEVELS` = 4 at their
             192 px image size).
         kernel_size: side of the (separable) Gaussian kernel in pixels, odd. Default 5.
-        sigma: its standard deviation in pixels. Default 1.0 (the 5-tap kernel then holds 98.8% of the mass).
+        sigma: its standard deviation in pixels. Default 1.0 (the 5-tap kernel then holds 98.8% of the mass). The
+            fit's attribute stages use 0.5 with 3 taps (``redafit.fit.attribute_stages.FIT_SIGMA``).
         depth_temperature: temperature of the depth softmax that aggregates slices, in units of the mesh's depth
             range (0 = nearest point, 1 = farthest). Default 0.05: two surfaces one slice (0.2) apart differ
             by a factor e^4 ~ 55 in weight, so the nearer one dominates where slices overlap.

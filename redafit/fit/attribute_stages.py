@@ -61,7 +61,16 @@ DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 # 0.735), 40 0.690, 40 with mask 2 0.683, 80 with mask 4 0.732; with the specular term on microfacet highlights 20
 # 0.600, 30 0.592, 20 with mask 2 0.600. Session 11 had found 20 better on the tuning seeds too (0.665 / 0.650 on
 # seeds 1-2 / 3) but it moved the photos' landmarks off their annotations, which the guard now prevents.
-ATTR_WEIGHTS = {"color": 20.0, "mask": 1.0, "depth": 0.5}
+# Session 13: the colour term had compared the render premultiplied by its soft coverage, whose gradient inside the
+# face is discretisation noise ~20x the silhouette band's (see soft_render's FULL_COVER_EXACT and color_loss): the
+# noise grew with the colour weight and was why ReDA got worse above weight 20-30 while the z-buffer kept improving
+# to 160. Compared unpremultiplied (seeds 1-2, microfacet images, 1 pyramid level, Gaussian sigma 0.5): colour/mask
+# 160/4 0.544 -> 0.492 mm; then 80/4 0.528, 160/4 0.492, 320/4 0.470 (the z-buffer at 160/1 0.489, 160/4 0.502,
+# 160/16 0.510); mask 1 0.557 and 16 0.547 at 160 (premultiplied). 160/4 with the coarse-to-fine pyramid
+# (COARSE_LEVELS, 4 levels, sigma 0.5): 0.496 (the former defaults, 20/1 with 4 levels at sigma 1: 0.600). 320
+# was not taken: a heavier colour weight is rewarded in this near-Lambertian synthetic world beyond what real
+# photos (hair, make-up, complex light) would bear.
+ATTR_WEIGHTS = {"color": 160.0, "mask": 4.0, "depth": 4.0}
 LANDMARK_WEIGHT = 50.0
 # exp_l1: the landmark stage's sparsity weight (3e-4) times the landmark weight ratio (50); 0.005 and 0.05 were level
 # albedo_smooth (per unit of UV, any map size): with the 8^2 map 0.16 and 0.47 were level on seeds 1-2 (0.676 /
@@ -84,7 +93,7 @@ def _attribute_stage(attributes, weights=None) -> StageConfig:
     losses.update({k: v for k, v in PRIORS.items() if "color" in attributes or not k.startswith(("albedo", "sh"))})
     params = ("rot", "trans", "id", "exp") + (("sh", "spec", "albedo", "albedo_reg") if "color" in attributes else ())
     return StageConfig(name="attributes", params=params, losses=losses, iters=120, lr=_LR, contour_every=10,
-                       landmark_guard=True)
+                       landmark_guard=True, coarse_levels=COARSE_LEVELS)
 
 
 FREEFORM_SMOOTH = 30.0  # lambda of the displacement preconditioner (I + lambda L), L with mean edge weight 1
@@ -104,7 +113,7 @@ def _freeform_stage(attributes, weights=None) -> StageConfig:
     # accurate landmarks any threshold let the attribute terms drag them (0.5 px: +2.5 % on seeds 1-2), so it is off.
     return replace(base, name="freeform", params=base.params + ("disp",), losses=losses, iters=30,
                    lr=dict(base.lr, disp=FREEFORM_LR), landmark_drop_px=0.0, arap_every=5,
-                   disp_smooth=FREEFORM_SMOOTH)
+                   disp_smooth=FREEFORM_SMOOTH, coarse_levels=(COARSE_LEVELS[1],) * 2)
 
 
 FIT_SIZE = 192  # same accuracy as 256 on the tuning set, ~1.6x faster per iteration
@@ -116,12 +125,22 @@ FIT_SIZE = 192  # same accuracy as 256 on the tuning set, ~1.6x faster per itera
 # 6 levels, sigma 0.7 (0.693) or 1.5 (0.703), depth temperature 0.02 (0.685); id_prior 5e-4 read 0.650 but 2.5e-4
 # sent two faces astray (0.762) and 2e-3 one (0.748), so it stays 1e-3.
 FIT_PYRAMID_LEVELS = 4
+# Session 13, at colour/mask 160/4 (seeds 1-2): the Gaussian at sigma 0.5 (3 taps) 0.492 mm vs sigma 1 (5 taps)
+# 0.515 (1 level); the plain sum over 4 levels 0.581 (sigma 1) / 0.535 (sigma 0.5) against a coarse-to-fine pass
+# whose coarse levels fade from weight 1 to 0 over the attribute stage, the free-form stage on level 0 only, 0.522
+# (sigma 1) / 0.497 (sigma 0.5); switching them off at mid-stage 0.533 (sigma 1). At heavy colour weights the
+# coarse levels' low-frequency residuals (the light the fit cannot draw) bend the shape; the pass keeps their wide
+# basin for the first iterations and ends on the full-resolution level. Mask weight 16 / 32 at colour 160: 0.489 /
+# 0.493 (the z-buffer at 160/32: 0.498): level.
+FIT_SIGMA, FIT_KERNEL = 0.5, 3
+COARSE_LEVELS = (1.0, 0.0)
 
 
 def fit_render_config(**kw) -> RenderConfig:
-    """The attribute stages' default :class:`RenderConfig`: ReDA with :data:`FIT_PYRAMID_LEVELS` levels (``kw``
-    overrides any field)."""
-    return RenderConfig(**{"pyramid_levels": FIT_PYRAMID_LEVELS, **kw})
+    """The attribute stages' default :class:`RenderConfig`: ReDA with :data:`FIT_PYRAMID_LEVELS` levels and the
+    fit's Gaussian (:data:`FIT_SIGMA`, :data:`FIT_KERNEL`) (``kw`` overrides any field)."""
+    return RenderConfig(**{"pyramid_levels": FIT_PYRAMID_LEVELS, "sigma": FIT_SIGMA, "kernel_size": FIT_KERNEL,
+                           **kw})
 
 
 def full_preset(attributes=("color", "mask"), freeform: bool = True, render: RenderConfig | None = None,
@@ -449,13 +468,28 @@ def render_attributes(ctx):
     return ctx.cache["soft"]
 
 
-def _channels_pyramid(ctx, name, valid):
-    """The pyramid of the rendered channels of one attribute, masked by ``valid`` at level 0."""
+def _channels_pyramid(ctx, name, valid, unpremultiply: bool = False):
+    """The pyramid of the rendered channels of one attribute, masked by ``valid`` at level 0 (``unpremultiply``:
+    the channels divided by the render's coverage first)."""
     from redafit.render.reda import masked_render_pyramid
 
     soft, layout = render_attributes(ctx)
     a, b = layout[name]
-    return masked_render_pyramid(soft.image[..., a:b], valid, ctx.extras["render_cfg"])
+    img = soft.image[..., a:b]
+    if unpremultiply:
+        img = img / soft.alpha.clamp_min(1e-3)
+    return masked_render_pyramid(img, valid, ctx.extras["render_cfg"])
+
+
+def level_weights(ctx, stage) -> list[float] | None:
+    """The attribute pyramids' level weights at the current iteration (``StageConfig.coarse_levels``; None =
+    all 1)."""
+    first, last = (float(w) for w in getattr(stage, "coarse_levels", (1.0, 1.0)))
+    cfg = ctx.extras["render_cfg"]
+    if cfg.mode == "zbuffer" or first == last == 1.0:
+        return None
+    t = ctx.iteration / max(1, stage.iters - 1)
+    return [1.0] + [first + (last - first) * t] * (int(cfg.pyramid_levels) - 1)
 
 
 @register("color")
@@ -463,13 +497,19 @@ def color_loss(ctx, stage):
     from redafit.render.reda import observed_pyramid, reda_loss
 
     ex = ctx.extras
+    lw = level_weights(ctx, stage)
     if not COLOR_INTERIOR:  # every valid pixel: the observed pyramid is fixed for the fit
         if "pyr_colour" not in ex:
             ex["pyr_colour"] = observed_pyramid(ex["obs_colour"], ex["valid"], ex["render_cfg"])
-        return reda_loss(_channels_pyramid(ctx, "color", ex["valid"]), ex["pyr_colour"])
+        return reda_loss(_channels_pyramid(ctx, "color", ex["valid"]), ex["pyr_colour"], level_weights=lw)
     soft, _ = render_attributes(ctx)
     v = ex["valid"] * (soft.alpha.detach() >= COLOR_INTERIOR).to(ex["valid"].dtype)
-    return reda_loss(_channels_pyramid(ctx, "color", v), observed_pyramid(ex["obs_colour"], v, ex["render_cfg"]))
+    # the colour itself, not premultiplied by the soft coverage: silhouettes are the mask term's job (see
+    # COLOR_INTERIOR), and the coverage brought its gradient along - 0.99-1 on the compared rim pixels (a darkening
+    # the L1 loss pulled outwards at the full colour weight), and discretisation noise where it is exactly 1
+    # (before soft_render's FULL_COVER_EXACT): 0.544 -> 0.492 mm on the tuning faces at colour weight 160
+    return reda_loss(_channels_pyramid(ctx, "color", v, unpremultiply=True),
+                     observed_pyramid(ex["obs_colour"], v, ex["render_cfg"]), level_weights=lw)
 
 
 @register("mask")
@@ -477,7 +517,8 @@ def mask_loss(ctx, stage):
     from redafit.render.reda import reda_loss
 
     ex = ctx.extras
-    return reda_loss(_channels_pyramid(ctx, "mask", ex["valid"]), ex["pyr_labels"])
+    return reda_loss(_channels_pyramid(ctx, "mask", ex["valid"]), ex["pyr_labels"],
+                     level_weights=level_weights(ctx, stage))
 
 
 @register("depth")
@@ -487,7 +528,8 @@ def depth_loss(ctx, stage):
     ex = ctx.extras
     if "pyr_depth" not in ex:
         raise InputError("the depth attribute needs a depth map (--depth FILE)")
-    return reda_loss(_channels_pyramid(ctx, "depth", ex["depth_ok"]), ex["pyr_depth"])
+    return reda_loss(_channels_pyramid(ctx, "depth", ex["depth_ok"]), ex["pyr_depth"],
+                     level_weights=level_weights(ctx, stage))
 
 
 @register("albedo_smooth")

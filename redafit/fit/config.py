@@ -52,6 +52,10 @@ class StageConfig:
             noise (:attr:`FitConfig.landmark_sigma`) would leave, whichever is larger (:mod:`redafit.fit.guard`):
             the landmark weight rises per image while it is over, and the stage ends with a projection back onto
             the constraint. The attribute terms may move single landmarks, not the fit as a whole away from them.
+        coarse_levels: (first, last) weight of the attribute pyramids' coarser levels (1 and up) relative to level
+            0, going linearly from ``first`` at the stage's first iteration to ``last`` at its last: (1, 1) is the
+            paper's plain sum over levels; (1, 0) a coarse-to-fine pass that ends on the full-resolution level.
+            Ignored by the z-buffer, which has one level.
     """
 
     name: str
@@ -67,6 +71,7 @@ class StageConfig:
     lr_final: float = 1.0
     disp_smooth: float = 0.0
     landmark_guard: bool = False
+    coarse_levels: tuple[float, float] = (1.0, 1.0)
 
 
 # Learning rates tuned on the shared photos and the synthetic benchmark (coefficients are ~N(0, 1)).

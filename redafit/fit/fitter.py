@@ -30,6 +30,7 @@ class FitContext:
     extras: dict = field(default_factory=dict)  # attribute targets, parsing maps, ARAP state …
     cache: dict = field(default_factory=dict)
     stage: object = None
+    iteration: int = 0  # of the running stage
 
     def verts_model(self) -> torch.Tensor:
         if "verts_model" not in self.cache:
@@ -112,6 +113,7 @@ def run_stage(ctx: FitContext, stage, progress: ProgressFn | None = None, hooks:
     if stage.landmark_guard:
         guard_reference(ctx)  # taken before the first guarded step (redafit.fit.guard)
     for it in range(stage.iters):
+        ctx.iteration = it
         if decay != 1.0:  # cosine schedule from lr to lr_final * lr
             f = decay + (1 - decay) * 0.5 * (1 + math.cos(math.pi * it / max(1, stage.iters - 1)))
             for g, lr0 in zip(opt.param_groups, base_lr):

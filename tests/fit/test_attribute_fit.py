@@ -219,8 +219,8 @@ def test_smoothed_freeform_recovers_out_of_span_detail(ict_model):
     surface towards the true detail and come out smooth; plain per-vertex Adam steps of the same size roughen
     it and end further from the truth. The photos use ``shading="model"``, which the fit's colour term draws
     exactly, so what moves the surface is the missing detail alone, not shading the fit cannot draw. Measured:
-    0.750 / 0.614 mm at the start, 0.678 / 0.612 smoothed,
-    0.783 / 0.734 plain."""
+    0.750 / 0.614 mm at the start; at colour weight 20 0.678 / 0.612 smoothed, 0.783 / 0.734 plain; at 160 (session
+    13) 0.562 / 0.607 smoothed, 0.616 / 0.648 plain."""
     from dataclasses import replace
 
     from redafit.eval.synthetic import SyntheticConfig, render_case, true_appearance, true_parameters
@@ -248,7 +248,7 @@ def test_smoothed_freeform_recovers_out_of_span_detail(ict_model):
             rough[lam].append(float((d[edges[:, 0]] - d[edges[:, 1]]).norm(dim=-1).mean() / d.norm(dim=-1).mean()))
     smooth, plain = err[ff.disp_smooth], err[0.0]
     assert np.mean(smooth) < 0.97 * np.mean(start), (start, smooth)
-    assert np.mean(smooth) < 0.9 * np.mean(plain), (smooth, plain)
+    assert np.mean(smooth) < 0.95 * np.mean(plain), (smooth, plain)
     assert max(rough[ff.disp_smooth]) < 0.5 * min(rough[0.0]), rough
 
 
@@ -524,3 +524,61 @@ def test_truth_start_keeps_the_given_appearance(ict_model):
     # measured: 0.59 mm after 40 iterations (the default shape priors pull towards the mean), mean face 1.2
     assert _p2plane(case, res, ict_model) < 0.6 * mean_face["point_to_plane_mm"]
     assert res.quality["truth_start"]["psnr_db"] > 33
+
+
+def test_colour_is_compared_unpremultiplied_by_the_soft_coverage():
+    """The colour term compares the render's colour, not the colour times its soft coverage: on the compared rim
+    pixels (coverage 0.99-1) the premultiplied render is darker than the observation however exact the fit, and
+    with an L1 loss that pulled the silhouette outwards at the full colour weight. A flat quad of a constant colour
+    observed exactly: the compared values equal the colour and its vertices feel no pull; premultiplied they did."""
+    from types import SimpleNamespace
+
+    import redafit.fit.attribute_stages as A
+    from redafit.render.reda import observed_pyramid, reda_loss, soft_render
+
+    cfg = A.fit_render_config(pyramid_levels=2, sigma=1.0, kernel_size=5)  # 5 taps: partial rim coverage
+    w = 500.0  # a square over the middle of the image turned by 30 degrees (staircase edges), at depth w
+    c, s_ = math.cos(math.pi / 6), math.sin(math.pi / 6)
+    xy = torch.tensor([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) @ torch.tensor([[c, s_], [-s_, c]]) * w
+    clip0 = torch.cat([xy, torch.full((4, 1), 0.5 * w), torch.full((4, 1), w)], -1)
+    tris = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    colour = torch.tensor([0.7, 0.5, 0.4])
+    grads = {}
+    for unpremultiply in (True, False):
+        clip = clip0[None].clone().requires_grad_()
+        soft = soft_render(clip, tris, colour.expand(4, 3), (32, 32), cfg)
+        ctx = SimpleNamespace(cache={"soft": (soft, {"color": (0, 3)})}, extras={"render_cfg": cfg})
+        v = (soft.alpha.detach() >= A.COLOR_INTERIOR).float()
+        rim = v.bool() & (soft.alpha.detach() < 0.9999)
+        assert rim.any()  # there are compared pixels with partial soft coverage
+        pyr = A._channels_pyramid(ctx, "color", v, unpremultiply=unpremultiply)
+        if unpremultiply:
+            assert torch.allclose(pyr[0][rim.expand_as(pyr[0])].view(-1, 3), colour, atol=1e-6)
+        obs = observed_pyramid(colour.expand(1, 32, 32, 3), v, cfg)
+        reda_loss(pyr, obs).backward()
+        grads[unpremultiply] = clip.grad.abs().max().item()
+    assert grads[True] < 1e-3 * grads[False], grads
+
+
+def test_coarse_levels_fade_over_the_stage():
+    """StageConfig.coarse_levels: the coarser levels' weight goes linearly from its first to its last value over the
+    stage; level 0 keeps weight 1; the plain sum and the z-buffer get no weights."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import redafit.fit.attribute_stages as A
+    from redafit.config import RenderConfig
+
+    stage = replace(FitConfig.preset("full").stage("attributes"), iters=5, coarse_levels=(1.0, 0.0))
+    ctx = SimpleNamespace(extras={"render_cfg": A.fit_render_config(pyramid_levels=3)}, iteration=0)
+    assert A.level_weights(ctx, stage) == [1.0, 1.0, 1.0]
+    ctx.iteration = 2
+    assert A.level_weights(ctx, stage) == [1.0, 0.5, 0.5]
+    ctx.iteration = 4
+    assert A.level_weights(ctx, stage) == [1.0, 0.0, 0.0]
+    assert A.level_weights(ctx, replace(stage, coarse_levels=(1.0, 1.0))) is None
+    ctx.extras["render_cfg"] = RenderConfig.zbuffer()
+    assert A.level_weights(ctx, stage) is None
+    full = FitConfig.preset("full")
+    assert full.stage("attributes").coarse_levels == A.COARSE_LEVELS
+    assert full.stage("freeform").coarse_levels == (A.COARSE_LEVELS[1],) * 2

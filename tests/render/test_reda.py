@@ -290,3 +290,61 @@ def test_masked_pyramids_agree_where_render_matches_on_valid_pixels(mode):
     other = torch.where(valid > 0, truth, torch.zeros_like(truth))
     for a, b in zip(observed_pyramid(other, valid, cfg), po):
         torch.testing.assert_close(a, b)
+
+
+def test_reda_loss_level_weights():
+    """Per-level weights scale each level's term; a level weighted 0 is not compared at all."""
+    cfg = RenderConfig(pyramid_levels=3)
+    a = pyramid(torch.rand(1, 16, 16, 2), cfg)
+    b = pyramid(torch.rand(1, 16, 16, 2), cfg)
+    terms = [reda_loss([x], [y]).item() for x, y in zip(a, b)]
+    assert reda_loss(a, b, level_weights=[1.0, 1.0, 1.0]).item() == pytest.approx(sum(terms), rel=1e-6)
+    assert reda_loss(a, b, level_weights=[1.0, 0.5, 0.0]).item() == pytest.approx(terms[0] + 0.5 * terms[1],
+                                                                                   rel=1e-6)
+    b_far = [b[0], b[1], b[2] + 100.0]  # the unweighted level's difference does not count
+    assert reda_loss(a, b_far, level_weights=[1.0, 0.5, 0.0]).item() == pytest.approx(terms[0] + 0.5 * terms[1],
+                                                                                       rel=1e-6)
+    with pytest.raises(InputError, match="level weights"):
+        reda_loss(a, b, level_weights=[1.0, 1.0])
+
+
+def _grid(n=40, x0=-0.5, x1=0.5, w=500.0, jitter=0.004, seed=0):
+    """A flat n x n vertex grid over [x0, x1]^2 in NDC at depth w, its triangles under a pixel at 32 px, the inner
+    vertices jittered."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(x0, x1, n, dtype=torch.float64)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    xy = torch.stack([xx, yy], -1)
+    inner = torch.zeros(n, n, 1, dtype=torch.float64)
+    inner[1:-1, 1:-1] = 1
+    xy = (xy + jitter * torch.randn(n, n, 2, generator=g, dtype=torch.float64) * inner).reshape(-1, 2)
+    clip = torch.cat([xy * w, torch.full((n * n, 1), 0.5 * w, dtype=torch.float64),
+                      torch.full((n * n, 1), w, dtype=torch.float64)], -1)
+    i = torch.arange(n - 1)
+    a = (i[:, None] * n + i[None, :]).reshape(-1)
+    tris = torch.cat([torch.stack([a, a + 1, a + n + 1], 1), torch.stack([a, a + n + 1, a + n], 1)])
+    return clip[None], tris
+
+
+def test_fully_covered_pixels_have_exact_zero_coverage_gradient(monkeypatch):
+    """Where the kernel's whole footprint is covered the soft coverage is 1 and stays 1 under any small motion, so
+    its derivative is 0; sampled on triangles of about a pixel, the transport and area terms only cancel on
+    average, and that noise is dropped. The silhouette band's gradient is untouched."""
+    import redafit.render.reda as R
+
+    clip0, tris = _grid()
+    cfg = RenderConfig(slices=1)
+    grads = {}
+    for exact in (False, True):
+        monkeypatch.setattr(R, "FULL_COVER_EXACT", exact)
+        clip = clip0.clone().requires_grad_()
+        alpha = soft_render(clip, tris, torch.ones(clip.shape[1], 1, dtype=torch.float64), (32, 32), cfg).alpha
+        a = alpha.detach()
+        full, band = a >= 1 - 1e-6, (a > 0.01) & (a < 0.99)
+        assert full.sum() > 100 and band.sum() > 20
+        g_full, = torch.autograd.grad((alpha * full).sum(), clip, retain_graph=True)
+        g_band, = torch.autograd.grad((alpha * band).sum(), clip)
+        grads[exact] = g_full.abs().sum().item(), g_band
+    assert grads[False][0] > 1.0  # the noise the exact derivative removes
+    assert grads[True][0] == 0.0
+    assert torch.allclose(grads[True][1], grads[False][1])
