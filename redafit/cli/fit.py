@@ -37,9 +37,8 @@ def fit_options(f):
     """Options shared by `fit`, `rig` and `track` that shape the FitConfig."""
     opts = [
         click.option("--preset", type=click.Choice(["full", "fast", "landmarks"]), default="full", show_default=True,
-                     help="full: the ReDA four-stage fit; fast: the same stages with the plain z-buffer and its "
-                          "own attribute weights (about 2x faster); landmarks: rigid + landmark identity/expression "
-                          "only."),
+                     help="full: the ReDA four-stage fit; fast: the same stages and weights with the plain z-buffer "
+                          "(25-40 % less time); landmarks: rigid + landmark identity/expression only."),
         click.option("--attributes", default=None, metavar="LIST",
                      help="ReDA attributes, any of color,mask,depth (default color,mask; depth needs --depth)."),
         click.option("--raster", type=click.Choice(["reda", "zbuffer"]), default=None,

@@ -5,7 +5,7 @@ Methods (``method(case, model) -> Prediction``; picklable objects so ``jobs > 1`
 * ``mean`` — the model's mean face (the baseline every fit must beat);
 * ``landmarks`` — :func:`redafit.fit.fit_image` with ``FitConfig.preset("landmarks")``;
 * ``full`` — the full ReDA fit, ``FitConfig.preset("full")``;
-* ``fast`` — the same stages with the plain z-buffer and its own attribute weights, ``FitConfig.preset("fast")``;
+* ``fast`` — the same stages and weights with the plain z-buffer, ``FitConfig.preset("fast")``;
 * ``oracle`` — the ground truth itself (a protocol sanity check: error 0 on synthetic data).
 
 Ablations are configurations of the ``full`` fit (:data:`ABLATIONS`), named ``full[<label>]``.

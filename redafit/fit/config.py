@@ -195,8 +195,8 @@ class FitConfig:
     @staticmethod
     def preset(name: str, **overrides) -> "FitConfig":
         """Named presets: ``landmarks`` (stages 1-2: rigid + landmark identity/expression), ``full`` (the ReDA
-        four-stage optimiser, when the attribute stages are available) and ``fast`` (those four stages with the plain
-        z-buffer and its own attribute weights)."""
+        four-stage optimiser, when the attribute stages are available) and ``fast`` (those four stages and weights
+        with the plain z-buffer)."""
         from redafit.errors import UsageError
 
         presets = _presets()

@@ -49,26 +49,27 @@ def test_full_preset_stages_and_ablation_options():
     assert full_preset(("color", "mask", "depth")).stage("attributes").losses["depth"] > 0
 
 
-def test_fast_preset_is_the_zbuffer_with_its_own_weights():
-    """``fast``: the full preset's four stages, the plain z-buffer and FAST_WEIGHTS; the ablation options (and a
-    depth map) keep those weights instead of falling back to ReDA's."""
+def test_fast_preset_is_the_zbuffer_with_the_same_stages_and_weights():
+    """``fast``: the full preset's four stages and weights through the plain z-buffer; the ablation options (and a
+    depth map) keep the config's weights, and a config built with other weights gives the depth term the same
+    scale."""
     from redafit.cli.fit import build_config
-    from redafit.fit.attribute_stages import ATTR_WEIGHTS, FAST_WEIGHTS
+    from redafit.fit.attribute_stages import ATTR_WEIGHTS
 
     fast, full = FitConfig.preset("fast"), FitConfig.preset("full")
     assert [s.name for s in fast.stages] == [s.name for s in full.stages]
     assert fast.render.mode == "zbuffer" and full.render.mode == "reda"
     for name in ("attributes", "freeform"):
-        assert {a: fast.stage(name).losses[a] for a in ("color", "mask")} == {"color": 160.0, "mask": 16.0}
+        assert fast.stage(name).losses == full.stage(name).losses
         assert fast.stage(name).landmark_guard
     kept = configure(fast, freeform=False, attributes=("color", "mask", "depth"))
     assert kept.render.mode == "zbuffer" and [s.name for s in kept.stages][-1] == "attributes"
-    assert kept.stage("attributes").losses["color"] == FAST_WEIGHTS["color"]
-    assert kept.stage("attributes").losses["depth"] == FAST_WEIGHTS["depth"]
-    assert configure(full, attributes=("color", "mask", "depth")).stage("attributes").losses["depth"] == \
-        ATTR_WEIGHTS["depth"]
+    assert kept.stage("attributes").losses["depth"] == ATTR_WEIGHTS["depth"]
+    half = full_preset(weights={"color": ATTR_WEIGHTS["color"] / 2})
+    assert configure(half, attributes=("color", "mask", "depth")).stage("attributes").losses["depth"] == \
+        ATTR_WEIGHTS["depth"] / 2
     cli = build_config("fast", has_depth=True, no_freeform=True)
-    assert cli.render.mode == "zbuffer" and cli.stage("attributes").losses["depth"] == FAST_WEIGHTS["depth"]
+    assert cli.render.mode == "zbuffer" and cli.stage("attributes").losses["depth"] == ATTR_WEIGHTS["depth"]
     assert [s.name for s in cli.stages] == ["rigid", "landmarks", "attributes"]
 
 
