@@ -97,7 +97,7 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
         "mean": MeanMethod(),
         "landmarks": FitMethod("landmarks", dict(o)),
         "full": full,
-        "zbuffer": FitMethod("full", dict(o), {"mode": "zbuffer"}, label="zbuffer"),  # = the fast preset
+        "zbuffer": FitMethod("fast", dict(o), label="zbuffer"),
         "color": FitMethod("full", {"attributes": ("color",), **o}, label="color"),
         "mask": FitMethod("full", {"attributes": ("mask",), **o}, label="mask"),
         "freeform_off": FitMethod("full", {"freeform": False, **o}, label="freeform_off"),

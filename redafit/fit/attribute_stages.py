@@ -81,12 +81,6 @@ PRIORS = {"id_prior": 1e-3, "exp_prior": 5e-4, "exp_l1": 0.015, "sh_prior": 1e-3
           "albedo_sym": 0.5, "albedo_skin": 0.05}
 
 
-# The "fast" preset: the same stages and weights through the plain z-buffer. Session 12 gave it weights of its own
-# (8x ReDA's of then: on the tuning faces the z-buffer read 0.647 mm at colour/mask 20/1, 0.510 at 160/16, while ReDA
-# got worse above 20-30); since session 13 ReDA takes the same weights (see ATTR_WEIGHTS), and the two renderers
-# are level on the synthetic benchmark.
-
-
 def _attribute_stage(attributes, weights=None) -> StageConfig:
     w = {**ATTR_WEIGHTS, **(weights or {})}
     losses = {"landmarks": LANDMARK_WEIGHT, **{a: w[a] for a in attributes}}
@@ -155,7 +149,8 @@ def full_preset(attributes=("color", "mask"), freeform: bool = True, render: Ren
 
 def fast_preset() -> FitConfig:
     """The same four stages and weights with the plain z-buffer: 25-40 % less time than ReDA, and level with it
-    on the synthetic benchmark (see the README)."""
+    on the synthetic benchmark (see the README). Sessions 12-13 gave it weights of its own, 8x ReDA's of then; since
+    ReDA takes the same ones (docs/ABLATIONS.md, session 13) it has none."""
     return full_preset(render=RenderConfig.zbuffer())
 
 
