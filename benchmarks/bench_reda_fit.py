@@ -16,6 +16,9 @@ ground-truth points to the fitted mesh, mean ± SD in mm):
     (:attr:`redafit.fit.FitConfig.occlusion`);
 4c. the specular highlight in the colour shading off / on (:attr:`redafit.fit.FitConfig.specular`);
 4d. the landmark guard off / on (:attr:`redafit.fit.FitConfig.landmark_guard`);
+4e. tables 2 and 3 again with each case's true parsing map given to the fit (``redafit fit --parsing``;
+    :func:`redafit.eval.synthetic.true_parsing`: a perfect parser of the model's own face area, the paper's parsing
+    network at its best) instead of the landmark + skin-colour parsing (``--no-given-parsing`` skips them);
 5. the full fit on the shared photos with ``.pts`` landmarks: time (median = the issue's number), landmark
    error after the landmark stage and after the full fit, skin IoU, face PSNR - with the default landmark noise
    assumption and with the annotations declared precise (``landmark_sigma`` 1 %), and with the ``fast`` preset;
@@ -86,7 +89,7 @@ def paired_change(a, b, n_boot: int = 2000) -> str:
 
 
 def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, sigma: float | None = None,
-                     shading: str = "physical", highlight: str = "microfacet") -> str:
+                     shading: str = "physical", highlight: str = "microfacet", given_parsing: bool = True) -> str:
     from redafit.eval.runner import FitMethod, MeanMethod, load_cases
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, shading=shading,
@@ -105,6 +108,10 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
         "specular_off": FitMethod("full", {"specular": False, **o}, label="specular_off"),
         "guard_off": FitMethod("full", {"landmark_guard": False, **o}, label="guard_off"),
     }
+    if given_parsing:  # the same fits, parsed perfectly (each case's true parsing map)
+        for name in ("full", "zbuffer", "color", "mask"):
+            m = methods[name]
+            methods[name + "_gp"] = FitMethod(m.preset, dict(m.overrides), label=name + "_gp", given_parsing=True)
     err, sec, fails, elapsed = _measure(cases, methods, model, jobs)
 
     def row(label, m, vs=None):
@@ -131,6 +138,14 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
     out.append(table(h, [row("specular off", "specular_off"), row("specular on", "full", "specular_off")]))
     out.append("\n#### Landmark guard (FitConfig.landmark_guard)\n")
     out.append(table(h, [row("guard off", "guard_off"), row("guard on", "full", "guard_off")]))
+    if given_parsing:
+        out.append("\n#### With each case's true parsing map (--parsing; a perfect parser): rasterizer\n")
+        out.append(table(h, [row("z-buffer (fast preset)", "zbuffer_gp"), row("ReDA", "full_gp", "zbuffer_gp")]))
+        out.append("\n#### With each case's true parsing map: attributes\n")
+        out.append(table(h, [row("colour", "color_gp", "landmarks"), row("mask", "mask_gp", "landmarks"),
+                             row("colour + mask", "full_gp", "landmarks"),
+                             row("colour + mask, vs colour", "full_gp", "color_gp"),
+                             row("colour + mask, vs the photo's own parsing", "full_gp", "full")]))
     return "\n".join(out)
 
 
@@ -218,6 +233,8 @@ def main(argv=None):
                     help="the physical photos' skin highlight (SyntheticConfig.highlight; 'blinn-phong' = the images "
                          "of sessions 10-18, whose lobe the fit's specular term draws exactly)")
     ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--no-given-parsing", action="store_true",
+                    help="skip the tables fitted with each synthetic case's true parsing map")
     args, _ = ap.parse_known_args(argv or [])
 
     from benchmarks.bench_fit import detected_fit, full_fit
@@ -247,7 +264,7 @@ def main(argv=None):
         print(f"### Synthetic benchmark (MICC protocol, point-to-plane after ICP with scale; {args.shading} "
               "shading)\n")
         print(synthetic_tables(model, 4 if args.quick else args.n, args.seed, args.jobs, args.landmark_noise,
-                               args.landmark_sigma, args.shading, args.highlight))
+                               args.landmark_sigma, args.shading, args.highlight, not args.no_given_parsing))
         if args.detail_n > 0:
             print(f"\n#### Out-of-span faces ({args.detail_mm:g} mm of smooth detail outside the span; target: "
                   "free-form on below off)\n")

@@ -260,6 +260,9 @@ def _resolve_outputs(images, output, fmt, params, overlay):
               help="Write each stage's render, mask and error image into this folder.")
 @click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Depth map for RGB-D input (16-bit PNG in mm, or float .npy/.exr in metres).")
+@click.option("--parsing", default=None, type=click.Path(path_type=Path),
+              help="Parsing map computed elsewhere (grey PNG or .npy of CelebAMask-HQ class ids, registered to the "
+                   "photo) instead of parsing the photo; for several images, a folder of <stem>.png|.npy files.")
 @click.option("--texture-size", type=click.IntRange(64, 8192), default=1024, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
 @model_option
@@ -267,7 +270,7 @@ def _resolve_outputs(images, output, fmt, params, overlay):
 @fit_options
 @device_option
 @click.pass_context
-def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, texture_size, as_json,
+def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, as_json,
             model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
@@ -277,6 +280,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit photo.jpg --landmarks photo.pts -o face.obj --params face.json --overlay check.png
       redafit fit imgs/*.jpg -o meshes/ --json > results.jsonl
       redafit fit photo.jpg --preset landmarks -o quick.ply
+      redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
     """
     import torch
 
@@ -287,10 +291,14 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         raise UsageError("--landmarks: with several images, give a folder of <stem>.<ext> landmark files")
     if len(images) > 1 and depth is not None:
         raise UsageError("--depth goes with a single image")
+    if len(images) > 1 and parsing is not None and not parsing.is_dir():
+        raise UsageError("--parsing: with several images, give a folder of <stem>.png|.npy parsing maps")
     jobs = _resolve_outputs(images, output, fmt, params, overlay)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
+    if parsing is not None and not config.attributes:
+        log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     if save_stages is not None:
         from dataclasses import replace
 
@@ -310,7 +318,13 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
                     from redafit.io.depth import load_depth
 
                     depth_map = load_depth(depth, size=(inp.image.shape[1], inp.image.shape[0]))
-                result = fit_loaded(inp, model, config, progress=prog, depth=depth_map)
+                parsing_map = None
+                if parsing is not None:
+                    from redafit.parsing.maps import find_parsing_map, load_parsing_map
+
+                    parsing_map = load_parsing_map(find_parsing_map(img, parsing),
+                                                   size=(inp.image.shape[1], inp.image.shape[0]))
+                result = fit_loaded(inp, model, config, progress=prog, depth=depth_map, parsing=parsing_map)
                 written = write_outputs(inp, result, model, mesh, par, ov, texture_size)
             except RedafitError as e:
                 if len(jobs) == 1:

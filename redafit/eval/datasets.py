@@ -182,6 +182,9 @@ class Case:
     scan_faces: np.ndarray | None = field(default=None, repr=False)  # [F, 3]
     intrinsics: object = None  # redafit.render.camera.Intrinsics when known
     meta: dict = field(default_factory=dict)
+    # a parsing map of the image (class ids, redafit.parsing.maps), for methods that fit with a given parsing
+    parsing_path: Path | None = None
+    parsing: np.ndarray | None = field(default=None, repr=False)
 
     def load_ground_truth(self) -> GroundTruth:
         """The scan, its nose tip and landmarks, all in mm."""
@@ -228,6 +231,16 @@ class Case:
         if im is None:
             raise DatasetError(f"case {self.id}: cannot decode image {self.image_path}")
         return cv2.cvtColor(im, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+
+    def load_parsing(self) -> np.ndarray | None:
+        """[H, W] parsing class ids of the image (:mod:`redafit.parsing.maps`), or None when the case has none."""
+        if self.parsing is not None:
+            return self.parsing
+        if self.parsing_path is None:
+            return None
+        from redafit.parsing.maps import load_parsing_map
+
+        return load_parsing_map(self.parsing_path)
 
     def load_landmarks(self) -> np.ndarray | None:
         """[68, 2] px image landmarks, or None when the case has none (the caller may run a detector)."""

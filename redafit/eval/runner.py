@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from redafit.errors import InputError, RedafitError, UsageError
+from redafit.errors import DatasetError, InputError, RedafitError, UsageError
 from redafit.eval.metrics import (
     NOW_LANDMARKS_68,
     micc_protocol,
@@ -82,7 +82,9 @@ class FitMethod:
     """:func:`redafit.fit.fit_image` with a preset, optionally modified by ``FitConfig`` field overrides.
 
     ``overrides`` maps FitConfig field names to values; ``render_overrides`` modifies its RenderConfig;
-    ``loss_overrides`` sets loss weights ({term: weight}) in every stage that has the term.
+    ``loss_overrides`` sets loss weights ({term: weight}) in every stage that has the term. ``given_parsing``:
+    fit with the case's own parsing map (:meth:`Case.load_parsing`, e.g. a synthetic case's true parsing) instead
+    of parsing the photo.
     """
 
     preset: str = "landmarks"
@@ -90,6 +92,7 @@ class FitMethod:
     render_overrides: dict = field(default_factory=dict)
     label: str = ""
     loss_overrides: dict = field(default_factory=dict)
+    given_parsing: bool = False
 
     @property
     def name(self) -> str:
@@ -131,8 +134,13 @@ class FitMethod:
             from redafit.landmarks import detect_landmarks
 
             lm = detect_landmarks(image)
+        parsing = None
+        if self.given_parsing:
+            parsing = case.load_parsing()
+            if parsing is None:
+                raise DatasetError(f"case {case.id}: no parsing map (method {self.name!r} fits with the case's own)")
         t = time.perf_counter()
-        res = fit_image(image, lm, model, self.config(), intrinsics=case.intrinsics)
+        res = fit_image(image, lm, model, self.config(), intrinsics=case.intrinsics, parsing=parsing)
         return fit_prediction(res, time.perf_counter() - t)
 
 

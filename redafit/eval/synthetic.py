@@ -507,7 +507,8 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
         "camera": K.to_dict(), "sh": np.round(sh, 6).tolist(), "albedo": alb_info, "jaw": jaw_info, "look": look,
         "landmark_noise_px": float(cfg.landmark_noise), "config": asdict(cfg),
     }
-    return Case(id=case_id, image=img.astype(np.float32), landmarks=lm_noisy.astype(np.float64),
+    parsing = render_parsing(model, vc, tris, K, (H, W))
+    return Case(id=case_id, image=img.astype(np.float32), landmarks=lm_noisy.astype(np.float64), parsing=parsing,
                 scan_vertices=vm, scan_faces=tris.astype(np.int64), scan_landmarks=lm3d,
                 scan_landmark_ids=tuple(range(68)), nose_tip=lm3d[30] if np.isfinite(lm3d[30]).all() else None,
                 unit="mm", protocol="micc", intrinsics=K,
@@ -517,8 +518,9 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
 
 def write_case(case: Case, out_dir) -> Path:
     """Write a synthetic case under ``out_dir/<id>/``: image.png, landmarks.pts (with the configured noise),
-    landmarks_gt.pts, mesh_model.obj (ground truth, model frame, mm), gt.npz (model and camera frame meshes,
-    triangles, 2D/3D landmarks) and params.json. Returns the folder."""
+    landmarks_gt.pts, parsing.png (the true parsing, :func:`true_parsing`), mesh_model.obj (ground truth, model
+    frame, mm), gt.npz (model and camera frame meshes, triangles, 2D/3D landmarks) and params.json. Returns the
+    folder."""
     import cv2
 
     from redafit.landmarks.files import write_landmarks
@@ -529,6 +531,10 @@ def write_case(case: Case, out_dir) -> Path:
     cv2.imwrite(str(d / "image.png"), cv2.cvtColor(img8, cv2.COLOR_RGB2BGR))
     write_landmarks(d / "landmarks.pts", case.landmarks)
     write_landmarks(d / "landmarks_gt.pts", case.meta["landmarks_gt"])
+    if case.parsing is not None:
+        from redafit.parsing.maps import save_parsing_map
+
+        save_parsing_map(d / "parsing.png", case.parsing)
     _write_obj(d / "mesh_model.obj", case.scan_vertices, case.scan_faces)
     np.savez_compressed(d / "gt.npz", vertices_model=case.scan_vertices.astype(np.float32),
                         vertices_camera=case.meta["vertices_camera"].astype(np.float32),
@@ -536,6 +542,57 @@ def write_case(case: Case, out_dir) -> Path:
                         landmarks_3d=case.scan_landmarks)
     (d / "params.json").write_text(json.dumps(case.meta["params"], indent=1))
     return d
+
+
+# the parsing class (assets/regions.json's CelebAMask-HQ order) that stands for each of our regions in a true map
+_REGION_CLASS = {"skin": "skin", "brows": "l_brow", "eyes": "l_eye", "nose": "nose", "upper_lip": "u_lip",
+                 "lower_lip": "l_lip", "mouth_interior": "mouth"}
+_OUTSIDE_FACE_CLASS = "neck"  # the model's surface outside its face area (neck, ears, scalp): seen, not face
+
+
+def true_parsing(case: Case, model) -> np.ndarray:
+    """The true parsing map of a synthetic case (see :func:`render_parsing`)."""
+    return render_parsing(model, np.asarray(case.meta["vertices_camera"]), np.asarray(case.scan_faces),
+                          case.intrinsics, case.image.shape[:2])
+
+
+def render_parsing(model, vertices_camera: np.ndarray, triangles: np.ndarray, K, size) -> np.ndarray:
+    """The parsing map a perfect parser would give an image of the model: [H, W] int64 class ids (the class order of
+    ``assets/regions.json``) at the image's pixel centres. The visible surface of the true mesh takes the region
+    of the nearest corner of its triangle (:func:`redafit.parsing.model_labels.vertex_region_index`) where the
+    triangle lies in the model's face area (:func:`~redafit.parsing.model_labels.vertex_face_area`), and the
+    class "neck" elsewhere on the model (not face, not an occluder); background is class 0.
+
+    It is an upper bound on what a parsing network gives: its face area ends where the model's does, which no
+    photo shows (a real parser's skin runs on to the ears and the hairline). For :meth:`write_case` and the
+    benchmark's oracle-parsing rows (``redafit fit --parsing``). ``vertices_camera`` [V, 3] mm of the model's
+    topology, ``K`` the camera's :class:`~redafit.render.camera.Intrinsics`, ``size`` (H, W)."""
+    import torch
+
+    from redafit.parsing.model_labels import vertex_face_area, vertex_region_index
+    from redafit.parsing.regions import REGION_NAMES, load_region_spec
+    from redafit.render import rasterize
+    from redafit.render.camera import to_clip
+
+    names = load_region_spec()["network_classes"]["names"]
+    region_class = np.array([names.index(_REGION_CLASS[r]) for r in REGION_NAMES], np.int64)
+    H, W = (int(x) for x in size)
+    tris = torch.as_tensor(np.asarray(triangles), dtype=torch.long)
+    vc = torch.as_tensor(np.asarray(vertices_camera), dtype=torch.float32)[None]
+    frags = rasterize(to_clip(vc, K), tris, (H, W))
+    tid = frags.tri_id[0].cpu().numpy()
+    corner = frags.bary[0].argmax(-1).cpu().numpy()
+    vreg = vertex_region_index(model).cpu().numpy()
+    face_v = vertex_face_area(model).cpu().numpy()
+    t = tris.numpy()
+    hit = tid >= 0
+    tt = t[np.clip(tid, 0, None)]  # [H, W, 3]
+    vid = np.take_along_axis(tt, corner[..., None], -1)[..., 0]
+    in_face = face_v[tt].all(-1)
+    out = np.zeros((H, W), np.int64)
+    out[hit & in_face] = region_class[vreg[vid[hit & in_face]]]
+    out[hit & ~in_face] = names.index(_OUTSIDE_FACE_CLASS)
+    return out
 
 
 def true_parameters(case: Case, model) -> dict:

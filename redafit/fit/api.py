@@ -132,7 +132,7 @@ def _check_image(image: np.ndarray) -> None:
 def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: FaceModel,
               config: FitConfig | None = None, intrinsics: list[Intrinsics] | None = None,
               shared_id: bool = False, progress=None, depths: list | None = None,
-              init: dict | None = None) -> list[FitResult]:
+              init: dict | None = None, parsings: list | None = None) -> list[FitResult]:
     """Fit B images jointly (one identity when ``shared_id``) and return one :class:`FitResult` each.
 
     ``init`` optionally sets starting values {parameter name: array} (see :class:`FitParams`; a leading size of 1
@@ -140,6 +140,10 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     replaces the attribute stages' own start (mean skin colour, least-squares lighting). Parameters that no stage
     trains keep these values: e.g. ``init={"id": ..., "disp": ...}`` with stages that train neither fits expression and
     pose for a known identity.
+
+    ``depths`` and ``parsings`` optionally give per image (None entries allowed) a registered depth map in mm
+    (:func:`redafit.io.depth.load_depth`) and a parsing map of class ids (:mod:`redafit.parsing.maps`), the latter
+    replacing the attribute stages' own parsing of that photo.
     """
     config = config or FitConfig.preset("landmarks")
     t_start = time.perf_counter()
@@ -175,7 +179,7 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     if needs_attributes:
         from redafit.fit import attribute_stages
 
-        hooks = attribute_stages.prepare(ctx, images, config, depths=depths)
+        hooks = attribute_stages.prepare(ctx, images, config, depths=depths, parsings=parsings)
     reports = []
     for stage in config.stages:
         stage = config.stage_for_run(stage)
@@ -212,7 +216,9 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
 
 
 def fit_image(image: np.ndarray, landmarks: np.ndarray, model: FaceModel, config: FitConfig | None = None,
-              intrinsics: Intrinsics | None = None, progress=None, depth=None) -> FitResult:
-    """Fit the model to one image [H, W, 3] (float RGB in [0, 1]) given its landmarks [68|5, 2] (pixels)."""
+              intrinsics: Intrinsics | None = None, progress=None, depth=None, parsing=None) -> FitResult:
+    """Fit the model to one image [H, W, 3] (float RGB in [0, 1]) given its landmarks [68|5, 2] (pixels); optional
+    registered ``depth`` (mm) and ``parsing`` (class ids) maps as in :func:`fit_batch`."""
     return fit_batch([image], [landmarks], model, config, [intrinsics] if intrinsics else None,
-                     progress=progress, depths=[depth] if depth is not None else None)[0]
+                     progress=progress, depths=[depth] if depth is not None else None,
+                     parsings=[parsing] if parsing is not None else None)[0]

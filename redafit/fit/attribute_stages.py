@@ -258,12 +258,14 @@ def _mirror_index(model) -> torch.Tensor:
     return torch.as_tensor(idx, dtype=torch.long, device=model.mean.device)
 
 
-def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> dict:
+def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None, parsings=None) -> dict:
     """Observed attributes at the fit resolution and the model-side data; returns the fitter hooks.
 
     The photos are parsed by :func:`redafit.parsing.parse_image`, with the network of ``config.parsing_net``
-    when set (loaded once per file, :func:`redafit.parsing.network.cached_parsing_network`)."""
+    when set (loaded once per file, :func:`redafit.parsing.network.cached_parsing_network`), or from a given
+    parsing map of class ids per image (``parsings[b]``, registered to the photo: :mod:`redafit.parsing.maps`)."""
     from redafit.parsing.image import parse_image
+    from redafit.parsing.maps import check_parsing_map
     from redafit.parsing.model_labels import vertex_face_area, vertex_labels
     from redafit.parsing.network import cached_parsing_network
     from redafit.parsing.regions import LANDMARK_ONLY_REGIONS, merge_into_skin
@@ -285,11 +287,20 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
     z_ref = torch.zeros(B, device=dev)
     if ctx.targets.kind != "68":
         raise InputError("the attribute stages need 68 landmarks; with 5-point landmarks use --preset landmarks")
+    if parsings is not None and len(parsings) != B:
+        raise InputError(f"parsings: expected one map (or None) per image, got {len(parsings)} for {B}")
+    maps = [None if p is None else check_parsing_map(p, f"parsing map of image {b}")
+            for b, p in enumerate(parsings or [None] * B)]
+    for b, (m, im) in enumerate(zip(maps, images)):
+        if m is not None and m.shape != im.shape[:2]:
+            raise InputError(f"parsing map of image {b}: {m.shape[1]}x{m.shape[0]} does not match the image "
+                             f"({im.shape[1]}x{im.shape[0]})")
     net_path = getattr(config, "parsing_net", None)
-    network = cached_parsing_network(net_path, dev) if net_path else None
+    network = cached_parsing_network(net_path, dev) if net_path and not all(m is not None for m in maps) else None
     # landmark-drawn nose and brow regions are compared as skin on both sides (see LANDMARK_ONLY_REGIONS); a
-    # network's are image regions of their own, and both sides keep all 7 regions
-    merged = () if network is not None else LANDMARK_ONLY_REGIONS
+    # network's or a given map's are image regions of their own, and both sides keep all 7 regions. The model side
+    # is shared by the batch: when some photos are parsed from landmarks, every photo merges them
+    merged = () if network is not None or all(m is not None for m in maps) else LANDMARK_ONLY_REGIONS
     for b, im in enumerate(images):
         lm_full = ctx.targets.points[b].cpu().numpy().copy()
         lm_full[ctx.targets.weight[b].cpu().numpy() == 0] = np.nan
@@ -298,7 +309,11 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None) -> di
         cam[b] = cam[b] * sc - torch.tensor([0, 0, x0 * sc, y0 * sc], device=dev, dtype=cam.dtype)
         small, inside = crop_resize(im, x0, y0, side, S)
         lm = (lm_full - np.array([x0, y0], np.float32)) * sc
-        par = parse_image(small, lm, network=network)
+        cls = None
+        if maps[b] is not None:
+            cls = crop_resize(maps[b].astype(np.float32), x0, y0, side, S, nearest=True)[0][..., 0]
+            cls = np.rint(cls).astype(np.int64)
+        par = parse_image(small, lm, network=network, classes=cls)
         colour[b] = small
         labels[b] = merge_into_skin(par.labels, merged) * inside[..., None]
         # eyes are ignored by the attribute losses: models such as ICT have holes there, and the landmarks

@@ -94,11 +94,11 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
     return LoadedInput(path, image, meta, lm, source)
 
 
-def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=None):
+def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=None, parsing=None):
     from redafit.fit.api import fit_image
 
     log.info("%s: %s landmarks from %s", inp.path.name, len(inp.landmarks), inp.landmark_source)
-    return fit_image(inp.image, inp.landmarks, model, config, progress=progress, depth=depth)
+    return fit_image(inp.image, inp.landmarks, model, config, progress=progress, depth=depth, parsing=parsing)
 
 
 def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,

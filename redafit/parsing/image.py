@@ -273,7 +273,8 @@ def forehead_edge_band(face_mask: np.ndarray, landmarks: np.ndarray) -> np.ndarr
     return edge & above
 
 
-def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> ParsingResult:
+def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None, classes: np.ndarray | None = None
+                ) -> ParsingResult:
     """Region label maps of a face photo.
 
     Args:
@@ -283,6 +284,9 @@ def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> Parsi
             ones or are left out).
         network: optional :class:`~redafit.parsing.network.ParsingNetwork`; replaces the landmark/colour
             labels with the network's per-pixel classes.
+        classes: optional [H, W] integer map of parsing classes computed elsewhere (a parsing network run
+            outside redafit, hand labels: :mod:`redafit.parsing.maps`), in the class order of ``assets/regions.json``
+            (CelebAMask-HQ's 19 classes); used as a network's output would be. Takes precedence over ``network``.
 
     Both paths make invalid: occluders inside the face zone (pixels the colour model rejects, or the network's
     occluder classes), and the band along the face mask's edge above the brows (:func:`forehead_edge_band`:
@@ -299,6 +303,11 @@ def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> Parsi
     spec = load_region_spec()
     polys = region_polygons(lm, spec)
     zone = fill_polygons([polys.zone], H, W)
+    if classes is not None:
+        cls = np.asarray(classes)
+        if cls.shape != (H, W):
+            raise InputError(f"parsing classes: expected a map [{H}, {W}] like the image, got {list(cls.shape)}")
+        return parse_classes(cls, lm, zone)
     if network is not None:
         return _parse_with_network(img, lm, network, zone)
     feat_idx = paint_regions(polys, H, W, spec)
@@ -315,8 +324,20 @@ def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None) -> Parsi
 
 def _parse_with_network(img: np.ndarray, lm: np.ndarray, network, zone: np.ndarray) -> ParsingResult:
     probs = network(img, lm)  # [H, W, C]
-    region_of_class, occluder = network.region_table()
-    cls = probs.argmax(-1)
+    return parse_classes(probs.argmax(-1), lm, zone, network.region_table())
+
+
+def parse_classes(cls: np.ndarray, lm: np.ndarray, zone: np.ndarray, table=None) -> ParsingResult:
+    """Parsing maps from per-pixel classes [H, W] (``table``: :func:`~redafit.parsing.network.class_region_table`
+    of the classes' names; default the CelebAMask-HQ table); ``zone`` [H, W] bool is the landmarks' face zone,
+    where occluder classes become invalid."""
+    from redafit.parsing.network import class_region_table
+
+    region_of_class, occluder = table if table is not None else class_region_table()
+    cls = np.asarray(cls).astype(np.int64)
+    if cls.size and (cls.min() < 0 or cls.max() >= len(region_of_class)):
+        raise InputError(f"parsing classes: values must lie in 0..{len(region_of_class) - 1}, got "
+                         f"{int(cls.min())}..{int(cls.max())}")
     index = region_of_class[cls]  # -1 background / occluder
     valid = ~(zone & occluder[cls])
     index = np.where(valid, index, -1).astype(np.int8)

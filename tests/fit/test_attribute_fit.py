@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from redafit.errors import InputError
 from redafit.fit import FitConfig, arap, fit_image
 from redafit.fit.attribute_stages import FIT_PYRAMID_LEVELS, configure, crop_resize, face_crop, full_preset
 
@@ -323,6 +324,33 @@ def test_model_and_image_labels_agree_at_the_true_parameters(ict_model, seed):
     assert min(iou[k] for k in ("upper_lip", "lower_lip")) > 0.6, iou
 
 
+def test_true_parsing_map_agrees_with_the_model_labels_at_the_truth(ict_model, synthetic_case):
+    """A synthetic case's true parsing map (what a perfect parser would give), passed as ``parsings``, replaces the
+    photo's parsing: at the true parameters the model's rendered labels match it in all 7 regions - nose and brows
+    as regions of their own, the lips closer than the landmark-drawn ones."""
+    from dataclasses import replace
+
+    from redafit.eval.synthetic import true_parameters, true_parsing
+    from redafit.fit.api import fit_batch
+
+    c = synthetic_case
+    assert np.array_equal(true_parsing(c, ict_model), c.parsing)
+    full = FitConfig.preset("full")
+    probe = replace(full, stages=(replace(full.stage("attributes"), iters=0),))
+    iou = {}
+    for name, maps in (("photo", None), ("true", [c.parsing])):
+        res = fit_batch([c.image], [c.landmarks], ict_model, probe, [c.intrinsics],
+                        init=true_parameters(c, ict_model), parsings=maps)[0]
+        iou[name] = res.quality["attributes"]["parsing_iou"]
+    t = iou["true"]
+    assert t["skin"] > 0.95 and min(t["nose"], t["brows"]) > 0.85, iou
+    assert min(t["upper_lip"], t["lower_lip"]) > 0.8, iou
+    for k in ("upper_lip", "lower_lip"):
+        assert t[k] > iou["photo"][k], iou
+    with pytest.raises(InputError, match="does not match the image"):
+        fit_batch([c.image], [c.landmarks], ict_model, probe, [c.intrinsics], parsings=[c.parsing[:, :-2]])
+
+
 def test_parsing_network_labels_drive_the_mask(ict_model, synthetic_case, tmp_path, monkeypatch):
     """With ``parsing_net`` the observed labels are the network's (a stand-in network: brows in the upper half of a
     disc around its crop's centre, nose in the lower half), and nose and brows stay regions of their own on both
@@ -341,9 +369,9 @@ def test_parsing_network_labels_drive_the_mask(ict_model, synthetic_case, tmp_pa
     seen = []
     prepare = attribute_stages.prepare
 
-    def spy(ctx, images, config, depths=None):
+    def spy(ctx, images, config, **kw):
         seen.append(ctx.extras)
-        return prepare(ctx, images, config, depths=depths)
+        return prepare(ctx, images, config, **kw)
 
     monkeypatch.setattr(attribute_stages, "prepare", spy)
     full = FitConfig.preset("full")
