@@ -12,7 +12,7 @@ import click
               show_default=True, help="Which benchmark (ignored with --manifest).")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset folder (micc, now, bu3dfe).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
-              help="CSV with columns image, scan[, landmarks, nose_tip, scan_landmarks, id, unit].")
+              help="CSV with columns image, scan[, landmarks, nose_tip, scan_landmarks, parsing, id, unit].")
 @click.option("--n", "n", type=click.IntRange(min=1), default=20, show_default=True, help="Synthetic cases.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic dataset seed.")
 @click.option("--size", type=click.IntRange(min=32), default=256, show_default=True,
@@ -35,6 +35,11 @@ import click
               help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
 @click.option("--parsing-net", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="TorchScript face-parsing network for the full fits' parsing mask (see redafit fit --help).")
+@click.option("--weight", "weights", multiple=True, metavar="[STAGE.]TERM=W",
+              help="A loss weight for the fits whose stages have the term (see redafit fit --help); repeatable.")
+@click.option("--given-parsing", is_flag=True,
+              help="Fit with each case's own parsing map (the manifest's parsing column; each synthetic case's "
+                   "true parsing) instead of parsing the photos; a case without one fails alone.")
 @click.option("--occlusion/--no-occlusion", default=None,
               help="The full fits' ambient occlusion in the colour shading (see redafit fit --help; default on).")
 @click.option("--specular/--no-specular", default=None,
@@ -58,8 +63,8 @@ import click
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
 def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, highlight,
-             landmark_sigma, parsing_net, occlusion, specular, landmark_guard, model_name, out_dir, resume, jobs,
-             limit, ablation, methods, heatmaps):
+             landmark_sigma, parsing_net, weights, given_parsing, occlusion, specular, landmark_guard, model_name,
+             out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -69,6 +74,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
       redafit eval --manifest cases.csv --methods mean,full --jobs 2
       redafit eval --dataset synthetic --n 10 --ablation pyramid --methods full
       redafit eval --dataset synthetic --n 10 --detail-mm 1 --ablation freeform --methods landmarks,full
+      redafit eval --dataset synthetic --n 10 --given-parsing --ablation raster --methods full --weight mask=128
     """
     from rich.console import Console
     from rich.markup import escape
@@ -85,6 +91,8 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
 
     if resume and out_dir is None:
         raise UsageError("--resume needs --out DIR")
+    if given_parsing and parsing_net is not None:
+        raise UsageError("--given-parsing and --parsing-net both replace the photos' parsing: give one")
     names = [m.strip() for m in methods.split(",") if m.strip()]
     overrides = {} if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0}
     switches = {"occlusion": occlusion, "specular": specular, "landmark_guard": landmark_guard}
@@ -94,7 +102,10 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
 
         cached_parsing_network(parsing_net)  # a missing or broken file fails here, not in every case
         overrides["parsing_net"] = str(parsing_net)
-    method_objs = make_methods(names, ablation, overrides or None)
+    from redafit.fit.config import parse_loss_weights
+
+    method_objs = make_methods(names, ablation, overrides or None, given_parsing=given_parsing,
+                               loss_weights=parse_loss_weights(weights))
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset

@@ -75,6 +75,10 @@ def fit_options(f):
                           "landmark stage (or the --landmark-sigma noise) did (default: on)."),
         click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
                      help="Multiply every stage's iteration count (speed/quality trade-off)."),
+        click.option("--weight", "weights", multiple=True, metavar="[STAGE.]TERM=W",
+                     help="Set a loss weight in every stage that has the term (mask=128) or in one stage "
+                          "(attributes.landmarks=20); repeatable. Stages and terms: redafit.fit.config; an unknown "
+                          "one is an error that lists them."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -84,9 +88,10 @@ def fit_options(f):
 def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
                  no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False,
                  landmark_drop=None, landmark_sigma=None, parsing_net=None, occlusion=None, specular=None,
-                 landmark_guard=None):
+                 landmark_guard=None, weights=()):
     """Options -> FitConfig (library call; no click types here). A ``parsing_net`` file is loaded here once, so
-    a missing or broken one fails before any fitting (:class:`~redafit.errors.ModelError`)."""
+    a missing or broken one fails before any fitting (:class:`~redafit.errors.ModelError`). ``weights``:
+    ``--weight`` items (:func:`redafit.fit.config.parse_loss_weights`)."""
     from dataclasses import replace
 
     from redafit.fit.config import ATTRIBUTE_PRESETS, FitConfig
@@ -136,6 +141,10 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
     if iters_scale != 1.0:
         config = replace(config, stages=tuple(replace(s, iters=max(1, round(s.iters * iters_scale)))
                                               for s in config.stages))
+    if weights:
+        from redafit.fit.config import parse_loss_weights
+
+        config = config.with_loss_weights(parse_loss_weights(weights))
     return config
 
 

@@ -40,6 +40,9 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 @click.option("--init", "init", type=click.Choice(["auto", "net", "mean"]), default="auto", show_default=True,
               help="Start from the model's init network (auto: when trained, see `redafit models train-init`) "
                    "or from the mean face.")
+@click.option("--parsing", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of <stem>.png|.npy parsing maps computed elsewhere (CelebAMask-HQ class ids, registered "
+                   "to each photo) instead of parsing the photos; an image without one is left out.")
 @click.option("--meshes", is_flag=True, help="Also write each image's mesh (camera frame) into meshes/.")
 @click.option("--overlays", is_flag=True, help="Also write each photo with the fitted mesh over it into overlays/.")
 @click.option("--texture-size", type=click.IntRange(0, 8192), default=1024, show_default=True,
@@ -50,8 +53,8 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 @fit_options
 @device_option
 @click.pass_context
-def rig_cmd(ctx, images, output, landmarks, init, meshes, overlays, texture_size, as_json, model_name, detector,
-            face_index, max_side, device, **fit_kw):
+def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, texture_size, as_json, model_name,
+            detector, face_index, max_side, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
 
@@ -62,6 +65,7 @@ def rig_cmd(ctx, images, output, landmarks, init, meshes, overlays, texture_size
       redafit rig imgs/*.jpg -o rig/
       redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --overlays
       redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
+      redafit rig imgs/*.jpg -o rig/ --parsing parsings/
     """
     import numpy as np
     import torch
@@ -72,6 +76,8 @@ def rig_cmd(ctx, images, output, landmarks, init, meshes, overlays, texture_size
 
     if landmarks is not None and not landmarks.is_dir():
         raise UsageError(f"--landmarks {landmarks}: expected a folder of <stem>.<ext> landmark files")
+    if parsing is not None and not parsing.is_dir():
+        raise UsageError(f"--parsing {parsing}: expected a folder of <stem>.png|.npy parsing maps")
     if len(images) < 2:
         raise UsageError("rig: give at least 2 images of the person")
     stems = [p.stem for p in images]
@@ -80,14 +86,22 @@ def rig_cmd(ctx, images, output, landmarks, init, meshes, overlays, texture_size
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(**fit_kw)
+    if parsing is not None and not config.attributes:
+        log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     model = load_model(model_name, device=dev)
     opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
-    loaded, failures = [], []
+    loaded, parsings, failures = [], [], []
     with _Progress(show_progress(ctx)) as prog:
         for p, name in zip(images, names):
             try:
-                loaded.append((name, load_input(p, landmarks, opts)))
+                inp = load_input(p, landmarks, opts)
+                if parsing is not None:
+                    from redafit.parsing.maps import find_parsing_map, load_parsing_map
+
+                    parsings.append(load_parsing_map(find_parsing_map(p, parsing),
+                                                     size=(inp.image.shape[1], inp.image.shape[0])))
+                loaded.append((name, inp))
             except RedafitError as e:
                 failures.append((p, e))
                 prog.log(f"redafit: error: {p}: {e} (left out)")
@@ -95,7 +109,8 @@ def rig_cmd(ctx, images, output, landmarks, init, meshes, overlays, texture_size
             raise _batch_error(failures, len(images), "rig")
         prog.start(f"rig ({len(loaded)} images)")
         rig = fit_rig([x.image for _, x in loaded], [x.landmarks for _, x in loaded], model, config,
-                      names=[n for n, _ in loaded], init=init, texture_size=texture_size, progress=prog)
+                      names=[n for n, _ in loaded], init=init, texture_size=texture_size, progress=prog,
+                      parsings=parsings if parsing is not None else None)
         rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
         written = save_rig(rig, output, meshes=meshes, model=model,
                            overlays={n: x.image for n, x in loaded} if overlays else None)

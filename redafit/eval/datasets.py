@@ -232,15 +232,16 @@ class Case:
             raise DatasetError(f"case {self.id}: cannot decode image {self.image_path}")
         return cv2.cvtColor(im, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
 
-    def load_parsing(self) -> np.ndarray | None:
-        """[H, W] parsing class ids of the image (:mod:`redafit.parsing.maps`), or None when the case has none."""
+    def load_parsing(self, size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """[H, W] parsing class ids of the image (:mod:`redafit.parsing.maps`), or None when the case has none;
+        a file is resampled to ``size`` (W, H; the image's) when given."""
         if self.parsing is not None:
             return self.parsing
         if self.parsing_path is None:
             return None
         from redafit.parsing.maps import load_parsing_map
 
-        return load_parsing_map(self.parsing_path)
+        return load_parsing_map(self.parsing_path, size=size)
 
     def load_landmarks(self) -> np.ndarray | None:
         """[68, 2] px image landmarks, or None when the case has none (the caller may run a detector)."""
@@ -460,6 +461,8 @@ class ManifestDataset(Dataset):
     * ``nose_tip`` (optional): "x y z" of the scan's nose tip in scan units, or a path to a file holding it;
     * ``scan_landmarks`` (optional): 3D landmark file (.pp/.txt) with 7 NoW points (switches the case to the
       NoW protocol) or 68 iBUG points (initialises ICP);
+    * ``parsing`` (optional): a parsing map of the image (CelebAMask-HQ class ids, :mod:`redafit.parsing.maps`),
+      used by methods that fit with a given parsing (``redafit eval --given-parsing``);
     * ``id`` (optional): the case id (default: the image's stem); ``unit`` (optional): mm, cm, m or auto.
 
     Relative paths are relative to the CSV file's folder.
@@ -512,13 +515,16 @@ class ManifestDataset(Dataset):
                     sids = tuple(range(68))
                 else:
                     raise DatasetError(f"manifest {self.path}, line {n}: scan landmarks must be 7 or 68 points")
+            parsing = rel(row.get("parsing"))
+            if parsing is not None and not parsing.is_file():
+                raise DatasetError(f"manifest {self.path}, line {n}: parsing map not found: {parsing}")
             cid = row.get("id") or image.stem
             if cid in seen:
                 cid = f"{cid}_{n}"
             seen.add(cid)
             out.append(Case(id=cid, image_path=image, scan_path=scan, landmarks_path=rel(row.get("landmarks")),
                             scan_landmarks=slm, scan_landmark_ids=sids, nose_tip=nose, nose_tip_path=nose_path,
-                            unit=unit, protocol=protocol))
+                            unit=unit, protocol=protocol, parsing_path=parsing))
         return out
 
 

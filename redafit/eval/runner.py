@@ -82,7 +82,8 @@ class FitMethod:
     """:func:`redafit.fit.fit_image` with a preset, optionally modified by ``FitConfig`` field overrides.
 
     ``overrides`` maps FitConfig field names to values; ``render_overrides`` modifies its RenderConfig;
-    ``loss_overrides`` sets loss weights ({term: weight}) in every stage that has the term. ``given_parsing``:
+    ``loss_overrides`` sets loss weights ({term: weight} in every stage that has the term, {"stage.term": weight}
+    in one stage; :meth:`~redafit.fit.FitConfig.with_loss_weights`). ``given_parsing``:
     fit with the case's own parsing map (:meth:`Case.load_parsing`, e.g. a synthetic case's true parsing) instead
     of parsing the photo.
     """
@@ -117,12 +118,10 @@ class FitMethod:
 
             cfg = replace(cfg, render=replace(cfg.render or fit_render_config(), **self.render_overrides))
         if self.loss_overrides:
-            unknown = set(self.loss_overrides) - {k for s in cfg.stages for k in s.losses}
-            if unknown:
-                raise UsageError(f"method {self.name!r}: no stage has the loss term(s) {', '.join(sorted(unknown))}")
-            cfg = replace(cfg, stages=tuple(
-                replace(s, losses={k: float(self.loss_overrides.get(k, w)) for k, w in s.losses.items()})
-                for s in cfg.stages))
+            try:
+                cfg = cfg.with_loss_weights(self.loss_overrides)
+            except UsageError as e:
+                raise UsageError(f"method {self.name!r}: {e}") from e
         return cfg
 
     def __call__(self, case, model) -> Prediction:
@@ -136,7 +135,7 @@ class FitMethod:
             lm = detect_landmarks(image)
         parsing = None
         if self.given_parsing:
-            parsing = case.load_parsing()
+            parsing = case.load_parsing(size=(image.shape[1], image.shape[0]))
             if parsing is None:
                 raise DatasetError(f"case {case.id}: no parsing map (method {self.name!r} fits with the case's own)")
         t = time.perf_counter()
@@ -163,10 +162,14 @@ ABLATIONS = {
 }
 
 
-def make_methods(names, ablation: str | None = None, fit_overrides: dict | None = None) -> dict:
+def make_methods(names, ablation: str | None = None, fit_overrides: dict | None = None,
+                 given_parsing: bool = False, loss_weights: dict | None = None) -> dict:
     """Method objects by name (``mean``, ``landmarks``, ``full``, ``oracle``), plus the ablation's configurations
     of the full fit (named ``full[<label>]``) when ``ablation`` is given. ``fit_overrides`` (FitConfig fields,
-    e.g. ``landmark_sigma``) apply to every fit method."""
+    e.g. ``landmark_sigma``) apply to every fit method; ``given_parsing``: the fits use each case's own parsing
+    map (:attr:`FitMethod.given_parsing`); ``loss_weights`` (``eval --weight``, keys as in
+    :meth:`~redafit.fit.FitConfig.with_loss_weights`) apply to each fit method whose stages have the term (the
+    landmark-only fit has no ``mask``), and one that applies to none is a :class:`UsageError`."""
     out = {}
     fo = dict(fit_overrides or {})
     for n in names:
@@ -178,7 +181,7 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
         elif n == "oracle":
             out[n] = OracleMethod()
         elif n in ("landmarks", "full", "fast"):
-            out[n] = FitMethod(n, dict(fo))
+            out[n] = FitMethod(n, dict(fo), given_parsing=given_parsing)
         else:
             raise UsageError(f"unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
     if ablation:
@@ -186,7 +189,26 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
             raise UsageError(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
         for label, ov, rov in ABLATIONS[ablation]:
             name = f"full[{label}]"
-            out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name)
+            out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name, given_parsing=given_parsing)
+    if loss_weights:
+        used = set()
+        for m in out.values():
+            if not isinstance(m, FitMethod):
+                continue
+            base = m.config()
+            for key, w in loss_weights.items():
+                try:
+                    base.with_loss_weights({key: w})
+                except UsageError:
+                    continue
+                m.loss_overrides[key] = float(w)
+                used.add(key)
+        unused = [k for k in loss_weights if k not in used]
+        if unused:
+            fits = [m for m in out.values() if isinstance(m, FitMethod)]
+            if not fits:
+                raise UsageError("--weight: no fit method among the methods")
+            fits[-1].config().with_loss_weights({unused[0]: loss_weights[unused[0]]})  # raises, naming the terms
     return out
 
 

@@ -723,10 +723,12 @@ def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 2
     cases = [render_case(model, i, seed, cfg) for i in range(n)]
     if out_dir is not None:
         out = Path(out_dir)
-        rows = ["id,image,scan,landmarks,nose_tip,unit"]
+        rows = ["id,image,scan,landmarks,nose_tip,unit,parsing"]
         for c in cases:
             d = write_case(c, out)
             nose = " ".join(f"{x:.4f}" for x in c.nose_tip) if c.nose_tip is not None else ""
-            rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm")
+            parsing = f"{d.name}/parsing.png" if c.parsing is not None else ""
+            rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm,"
+                        f"{parsing}")
         (out / "manifest.csv").write_text("\n".join(rows) + "\n")
     return cases

@@ -210,6 +210,57 @@ class FitConfig:
                 return s
         raise KeyError(name)
 
+    def with_loss_weights(self, weights: dict) -> "FitConfig":
+        """A copy with loss weights set: ``{"mask": 128}`` in every stage that has the term, ``{"attributes.
+        landmarks": 20}`` in the named stage only (``redafit fit --weight``). An unknown term or stage is a
+        :class:`~redafit.errors.UsageError` naming the known ones; weights must be finite and >= 0."""
+        import math
+
+        from redafit.errors import UsageError
+
+        stages = list(self.stages)
+        for key, w in weights.items():
+            stage_name, _, term = key.rpartition(".")
+            try:
+                w = float(w)
+            except (TypeError, ValueError):
+                w = float("nan")
+            if not (math.isfinite(w) and w >= 0):
+                raise UsageError(f"loss weight {key}: expected a number >= 0, got {weights[key]!r}")
+            if stage_name and stage_name not in {s.name for s in stages}:
+                raise UsageError(f"loss weight {key}: no stage {stage_name!r} (stages: "
+                                 f"{', '.join(s.name for s in stages)})")
+            hit = [i for i, s in enumerate(stages) if term in s.losses and stage_name in ("", s.name)]
+            if not hit:
+                where = f"stage {stage_name!r} has no" if stage_name else "no stage has the"
+                known = sorted({k for s in stages if stage_name in ("", s.name) for k in s.losses})
+                raise UsageError(f"loss weight {key}: {where} term {term!r} (terms: {', '.join(known)})")
+            for i in hit:
+                stages[i] = replace(stages[i], losses={**stages[i].losses, term: w})
+        return replace(self, stages=tuple(stages))
+
+
+def parse_loss_weights(items) -> dict:
+    """``["mask=128", "attributes.landmarks=20"]`` -> ``{"mask": 128.0, "attributes.landmarks": 20.0}``
+    (:class:`~redafit.errors.UsageError` for a malformed item)."""
+    import math
+
+    from redafit.errors import UsageError
+
+    out = {}
+    for item in items or ():
+        key, sep, val = str(item).partition("=")
+        try:
+            w = float(val)
+        except ValueError:
+            w = None
+        if not sep or not key.strip() or w is None:
+            raise UsageError(f"--weight {item!r}: expected [STAGE.]TERM=VALUE, e.g. mask=128")
+        if not (math.isfinite(w) and w >= 0):
+            raise UsageError(f"--weight {item!r}: the weight must be a number >= 0")
+        out[key.strip()] = w
+    return out
+
 
 # the presets built from the four-stage attribute fit (redafit.fit.attribute_stages): the ablation options apply
 ATTRIBUTE_PRESETS = ("full", "fast")

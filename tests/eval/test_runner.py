@@ -92,6 +92,21 @@ def test_make_methods_and_ablations():
         make_methods(["mean"], ablation="nope")
 
 
+def test_given_parsing_methods(face_model, cases):
+    """``make_methods(given_parsing=True)`` (``eval --given-parsing``): every fit method and ablation
+    configuration fits with the case's own parsing map, and a case without one fails alone with a clear error."""
+    from dataclasses import replace
+
+    from redafit.eval.runner import FitMethod, run_case
+
+    m = make_methods(["mean", "landmarks", "full"], ablation="raster", given_parsing=True)
+    fits = [x for x in m.values() if isinstance(x, FitMethod)]
+    assert len(fits) == 4 and all(x.given_parsing for x in fits)
+    assert not any(x.given_parsing for x in make_methods(["full"], ablation="raster").values())
+    r = run_case(replace(cases[0], parsing=None), "landmarks", m["landmarks"], face_model)
+    assert r.error.startswith("DatasetError") and "no parsing map" in r.error
+
+
 def test_ablation_configs_are_fit_configs():
     fit = pytest.importorskip("redafit.fit")
     try:
@@ -176,6 +191,8 @@ def test_cli_usage_errors(cli, tmp_path):
     assert cli("eval", "--methods", "bogus", "--model", str(MODEL_NPZ)).exit_code == 2
     assert cli("eval", "--resume", "--model", str(MODEL_NPZ)).exit_code == 2
     assert cli("eval", "--shading", "phong", "--model", str(MODEL_NPZ)).exit_code == 2
+    r = cli("eval", "--given-parsing", "--parsing-net", str(MODEL_NPZ), "--model", str(MODEL_NPZ))
+    assert r.exit_code == 2 and "give one" in r.output
     r = cli("eval", "--manifest", str(tmp_path / "none.csv"), "--methods", "mean", "--model", str(MODEL_NPZ))
     assert r.exit_code == 11
 

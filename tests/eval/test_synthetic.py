@@ -98,6 +98,7 @@ def test_written_files_and_manifest(face_model, tmp_path):
     gt = again[0].load_ground_truth()
     np.testing.assert_allclose(gt.vertices, cases[0].scan_vertices, atol=1e-3)
     np.testing.assert_allclose(gt.nose_tip, cases[0].nose_tip, atol=1e-3)
+    np.testing.assert_array_equal(again[0].load_parsing(), cases[0].parsing)  # the manifest's parsing column
 
 
 def test_true_parsing_puts_the_true_landmarks_in_their_regions(face_model, cases):

@@ -134,3 +134,45 @@ def test_cli_missing_files_and_model(rig_case1, model_home, tmp_path):
 def test_train_init_needs_installed_model(model_home):
     res = run_cli(["models", "train-init", "--model", "flame"], model_home)
     assert res.exit_code == 7
+
+
+def test_parsing_maps_given_to_the_rig(rig_case1, model_home, tmp_path, monkeypatch):
+    """--parsing FOLDER hands each photo's <stem> map (CelebAMask-HQ class ids) to the attribute stages of the rig
+    fit; a photo without a map is left out like any bad input; a file instead of a folder is a usage error."""
+    import redafit.fit.api as api
+    from redafit.io.images import load_image
+    from redafit.parsing.image import parse_image
+    from redafit.parsing.maps import save_parsing_map
+    from redafit.parsing.regions import load_region_spec
+
+    images, lms = rig_case1
+    names = load_region_spec()["network_classes"]["names"]
+    cls_of_region = np.array([names.index(k) for k in ("skin", "l_brow", "l_eye", "nose", "u_lip", "l_lip", "mouth")])
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    given = {}
+    for p in images[:2]:
+        idx = parse_image(load_image(p)[0], np.load(lms / f"{p.stem}.npy")).index
+        given[p.stem] = np.where(idx >= 0, cls_of_region[np.clip(idx, 0, None)], 0)
+        save_parsing_map(maps / f"{p.stem}.png", given[p.stem])
+    seen = []
+    real = api.fit_batch
+
+    def spy(*a, **kw):
+        seen.append(kw.get("parsings"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(api, "fit_batch", spy)
+    out = tmp_path / "rig"
+    quick = ["--preset", "full", "--iters-scale", "0.1", "--fit-size", "96", "--texture-size", "0", "--init", "mean"]
+    res = run_cli(["rig", *images[:3], "-o", out, "--landmarks", lms, "--parsing", maps, *quick], model_home)
+    assert res.exit_code == 1, res.output  # the third photo has no map: left out, the rig is still written
+    meta = json.loads((out / "params.json").read_text())
+    assert meta["n_images"] == 2 and [e["image"] for e in meta["excluded"]] == [str(images[2])]
+    assert "no parsing map" in meta["excluded"][0]["error"] and meta["excluded"][0]["exit_code"] == 3
+    assert len(seen) == 1 and len(seen[0]) == 2
+    for p, m in zip(images[:2], seen[0]):
+        assert np.array_equal(m, given[p.stem])
+    res = run_cli(["rig", *images[:2], "-o", tmp_path / "o2", "--parsing", maps / f"{images[0].stem}.png", *quick],
+                  model_home)
+    assert res.exit_code == 2 and "Traceback" not in res.output
