@@ -329,10 +329,9 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
                     depth_map = load_depth(depth, size=(inp.image.shape[1], inp.image.shape[0]))
                 parsing_map = None
                 if parsing is not None:
-                    from redafit.parsing.maps import find_parsing_map, load_parsing_map
+                    from redafit.parsing.maps import parsing_map_for
 
-                    parsing_map = load_parsing_map(find_parsing_map(img, parsing),
-                                                   size=(inp.image.shape[1], inp.image.shape[0]))
+                    parsing_map = parsing_map_for(img, parsing, inp.image)
                 result = fit_loaded(inp, model, config, progress=prog, depth=depth_map, parsing=parsing_map)
                 written = write_outputs(inp, result, model, mesh, par, ov, texture_size)
             except RedafitError as e:

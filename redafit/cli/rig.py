@@ -97,10 +97,9 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
             try:
                 inp = load_input(p, landmarks, opts)
                 if parsing is not None:
-                    from redafit.parsing.maps import find_parsing_map, load_parsing_map
+                    from redafit.parsing.maps import parsing_map_for
 
-                    parsings.append(load_parsing_map(find_parsing_map(p, parsing),
-                                                     size=(inp.image.shape[1], inp.image.shape[0])))
+                    parsings.append(parsing_map_for(p, parsing, inp.image))
                 loaded.append((name, inp))
             except RedafitError as e:
                 failures.append((p, e))

@@ -191,24 +191,16 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
             name = f"full[{label}]"
             out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name, given_parsing=given_parsing)
     if loss_weights:
-        used = set()
-        for m in out.values():
-            if not isinstance(m, FitMethod):
-                continue
-            base = m.config()
-            for key, w in loss_weights.items():
-                try:
-                    base.with_loss_weights({key: w})
-                except UsageError:
-                    continue
+        fits = [m for m in out.values() if isinstance(m, FitMethod)]
+        if not fits:
+            raise UsageError("--weight: no fit method among the methods")
+        configs = [m.config() for m in fits]
+        for key, w in loss_weights.items():
+            takers = [m for m, cfg in zip(fits, configs) if cfg.has_loss(key)]
+            if not takers:
+                raise UsageError(configs[-1].missing_loss_message(key))
+            for m in takers:
                 m.loss_overrides[key] = float(w)
-                used.add(key)
-        unused = [k for k in loss_weights if k not in used]
-        if unused:
-            fits = [m for m in out.values() if isinstance(m, FitMethod)]
-            if not fits:
-                raise UsageError("--weight: no fit method among the methods")
-            fits[-1].config().with_loss_weights({unused[0]: loss_weights[unused[0]]})  # raises, naming the terms
     return out
 
 

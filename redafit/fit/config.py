@@ -210,6 +210,25 @@ class FitConfig:
                 return s
         raise KeyError(name)
 
+    def loss_stages(self, key: str) -> list[int]:
+        """Indices of the stages a loss weight key reaches: ``"mask"`` every stage with that term,
+        ``"attributes.landmarks"`` the named stage only (empty when none has it)."""
+        stage_name, _, term = key.rpartition(".")
+        return [i for i, s in enumerate(self.stages) if term in s.losses and stage_name in ("", s.name)]
+
+    def has_loss(self, key: str) -> bool:
+        """Whether :meth:`with_loss_weights` accepts ``key`` for this configuration."""
+        return bool(self.loss_stages(key))
+
+    def missing_loss_message(self, key: str) -> str:
+        """Why ``key`` reaches no stage, naming the stages or terms that exist (for a one-line error)."""
+        stage_name, _, term = key.rpartition(".")
+        if stage_name and stage_name not in {s.name for s in self.stages}:
+            return f"loss weight {key}: no stage {stage_name!r} (stages: {', '.join(s.name for s in self.stages)})"
+        where = f"stage {stage_name!r} has no" if stage_name else "no stage has the"
+        known = sorted({k for s in self.stages if stage_name in ("", s.name) for k in s.losses})
+        return f"loss weight {key}: {where} term {term!r} (terms: {', '.join(known)})"
+
     def with_loss_weights(self, weights: dict) -> "FitConfig":
         """A copy with loss weights set: ``{"mask": 128}`` in every stage that has the term, ``{"attributes.
         landmarks": 20}`` in the named stage only (``redafit fit --weight``). An unknown term or stage is a
@@ -220,21 +239,16 @@ class FitConfig:
 
         stages = list(self.stages)
         for key, w in weights.items():
-            stage_name, _, term = key.rpartition(".")
+            term = key.rpartition(".")[2]
             try:
                 w = float(w)
             except (TypeError, ValueError):
                 w = float("nan")
             if not (math.isfinite(w) and w >= 0):
                 raise UsageError(f"loss weight {key}: expected a number >= 0, got {weights[key]!r}")
-            if stage_name and stage_name not in {s.name for s in stages}:
-                raise UsageError(f"loss weight {key}: no stage {stage_name!r} (stages: "
-                                 f"{', '.join(s.name for s in stages)})")
-            hit = [i for i, s in enumerate(stages) if term in s.losses and stage_name in ("", s.name)]
+            hit = self.loss_stages(key)
             if not hit:
-                where = f"stage {stage_name!r} has no" if stage_name else "no stage has the"
-                known = sorted({k for s in stages if stage_name in ("", s.name) for k in s.losses})
-                raise UsageError(f"loss weight {key}: {where} term {term!r} (terms: {', '.join(known)})")
+                raise UsageError(self.missing_loss_message(key))
             for i in hit:
                 stages[i] = replace(stages[i], losses={**stages[i].losses, term: w})
         return replace(self, stages=tuple(stages))

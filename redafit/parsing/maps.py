@@ -98,6 +98,12 @@ def load_parsing_map(path, size: tuple[int, int] | None = None) -> np.ndarray:
     return a
 
 
+def parsing_map_for(image_path, where, image: np.ndarray) -> np.ndarray:
+    """The parsing map given for a photo (``redafit fit/rig --parsing FILE|FOLDER``): found beside
+    ``image_path`` as :func:`find_parsing_map` does, read and resampled to the loaded ``image`` ([H, W, 3])."""
+    return load_parsing_map(find_parsing_map(image_path, where), size=(image.shape[1], image.shape[0]))
+
+
 def save_parsing_map(path, classes) -> None:
     """Write an [H, W] class map as an 8-bit grey PNG, atomically."""
     import cv2
@@ -112,4 +118,4 @@ def save_parsing_map(path, classes) -> None:
 
 
 __all__ = ["PARSING_SUFFIXES", "check_parsing_map", "find_parsing_map", "load_parsing_map", "n_classes",
-           "save_parsing_map"]
+           "parsing_map_for", "save_parsing_map"]
