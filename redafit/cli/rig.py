@@ -145,13 +145,17 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
 @click.option("--id-every", type=click.IntRange(1, 100000), default=10, show_default=True,
               help="Re-fit the identity on the cache at most every N frames (when the cache changed).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per frame on stdout.")
+@click.option("--parsing", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of per-frame parsing maps computed elsewhere (CelebAMask-HQ class ids): <frame stem> for "
+                   "a folder of frames, the 6-digit 0-based frame index (000042.png) for a video; a frame without "
+                   "one is parsed itself. Used by the identity fits of --preset full or fast.")
 @model_option
 @input_options
 @fit_options
 @device_option
 @click.pass_context
-def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_every, as_json, model_name, detector,
-              face_index, max_side, device, **fit_kw):
+def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_every, as_json, parsing, model_name,
+              detector, face_index, max_side, device, **fit_kw):
     """Track expression and head pose through a video (or a folder of frames) with a shared identity.
 
     \b
@@ -160,17 +164,25 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
     Examples:
       redafit track clip.mp4 -o track/
       redafit track frames/ -o track/ --every 2 --smooth 1.5
+      redafit track frames/ -o track/ --preset full --parsing parsings/
       redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
     """
     import torch
 
     from redafit.model.store import load_model
-    from redafit.rig.track import open_frames, track, write_track
+    from redafit.rig.track import frame_parsing_maps, open_frames, track, write_track
 
+    if parsing is not None and not parsing.is_dir():
+        raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(**fit_kw)
+    parsing_for = None
+    if parsing is not None and not config.attributes:
+        log.warning("--parsing is used by the identity fits of --preset full or fast; ignored here")
+    elif parsing is not None:
+        parsing_for = frame_parsing_maps(source, parsing)
     model = load_model(model_name, device=dev)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     with _Progress(show_progress(ctx)) as prog:
@@ -183,7 +195,8 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
 
         prog.start("frame 0")
         result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
-                       smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame)
+                       smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
+                       parsing_for=parsing_for)
     write_track(result, output, source=str(source))
     ok = sum(1 for r in result.records if r.get("ok"))
     if not quiet:

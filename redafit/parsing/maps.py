@@ -45,9 +45,10 @@ def check_parsing_map(classes, where: str = "parsing map") -> np.ndarray:
 PARSING_SUFFIXES = (".png", ".npy", ".tif", ".tiff", ".bmp")
 
 
-def find_parsing_map(image, where) -> Path:
+def find_parsing_map(image, where, required: bool = True) -> Path | None:
     """The parsing map for ``image``: ``where`` itself when it is a file, else ``<stem><suffix>`` in the folder
-    ``where`` (:data:`PARSING_SUFFIXES`; :class:`~redafit.errors.InputError` if there is none)."""
+    ``where`` (:data:`PARSING_SUFFIXES`); when there is none, :class:`~redafit.errors.InputError`, or None if
+    not ``required``."""
     where, image = Path(where), Path(image)
     if not where.is_dir():
         return where
@@ -55,6 +56,8 @@ def find_parsing_map(image, where) -> Path:
         p = where / (image.stem + suffix)
         if p.is_file() and p.resolve() != image.resolve():
             return p
+    if not required:
+        return None
     raise InputError(f"no parsing map for {image.name} in {where} (looked for {image.stem}"
                      f"{{{','.join(PARSING_SUFFIXES)}}})")
 

@@ -64,6 +64,7 @@ class CacheEntry:
     yaw: float
     image: np.ndarray = field(repr=False)
     landmarks: np.ndarray = field(repr=False)
+    parsing: np.ndarray | None = field(default=None, repr=False)  # a parsing map given for the frame
 
 
 class FrameCache:
@@ -100,6 +101,37 @@ class FrameCache:
 # ----------------------------------------------------------------------------------------------------------------
 # frames
 # ----------------------------------------------------------------------------------------------------------------
+def frame_files(folder) -> list[Path]:
+    """The frames of a folder source: its images sorted by name (frame i is the i-th)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise InputError(f"{folder}: no images in the folder (expected {', '.join(IMAGE_EXTS)})")
+    return files
+
+
+def frame_parsing_maps(source, folder):
+    """``parsing_for(index, image)`` for :func:`track`: the parsing map given for frame ``index`` in ``folder``
+    (``redafit track --parsing``), resampled to the frame, or None when the folder has none for it. A folder
+    source's frame is named by its file's stem (``frames/0042.jpg`` -> ``0042.png|.npy``), a video's by its
+    0-based frame index in 6 digits (``000042.png``, as ``ffmpeg -i clip.mp4 -start_number 0 %06d.png`` names
+    them). An unreadable or mismatched map is an :class:`~redafit.errors.InputError` (the frame fails alone)."""
+    from redafit.parsing.maps import find_parsing_map, load_parsing_map
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--parsing {folder}: expected a folder of per-frame parsing maps")
+    src = Path(source)
+    files = frame_files(src) if src.is_dir() else None
+
+    def parsing_for(index: int, image: np.ndarray) -> np.ndarray | None:
+        name = files[index] if files is not None else Path(f"{int(index):06d}")
+        path = find_parsing_map(name, folder, required=False)
+        return None if path is None else load_parsing_map(path, size=(image.shape[1], image.shape[0]))
+
+    return parsing_for
+
+
 def open_frames(source, every: int = 1, max_frames: int | None = None, max_side: int = 4096):
     """(frames iterator, fps) for a video file (OpenCV) or a folder of images (sorted by name).
 
@@ -109,9 +141,7 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
     src = Path(source)
     every = max(1, int(every))
     if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        if not files:
-            raise InputError(f"{src}: no images in the folder (expected {', '.join(IMAGE_EXTS)})")
+        files = frame_files(src)
         fps = 30.0
 
         def gen_dir():
@@ -193,13 +223,14 @@ class TrackResult:
     model_name: str = ""
     expression_names: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    parsing_maps: int = 0  # frames fitted with a parsing map given for them (track --parsing)
 
 
 class Tracker:
     """Stateful per-frame tracker; feed frames with :meth:`step`."""
 
     def __init__(self, model, config=None, cache_size: int = 5, id_every: int = 10, detector: str = "dlib",
-                 face_index: int | None = None, progress=None):
+                 face_index: int | None = None, progress=None, parsing_for=None):
         from redafit.fit.config import FitConfig
 
         self.model = model
@@ -209,6 +240,8 @@ class Tracker:
         self.id_every = max(1, int(id_every))
         self.detector, self.face_index = detector, face_index
         self.progress = progress
+        self.parsing_for = parsing_for  # (index, image) -> given parsing map or None (see frame_parsing_maps)
+        self.parsing_maps = 0
         self.identity = None  # [1, Ki]
         self.disp = None  # [1, V, 3]
         self.identity_fits = 0
@@ -225,8 +258,10 @@ class Tracker:
         ims = [e.image for e in self.cache.entries]
         lms = [e.landmarks for e in self.cache.entries]
         init = {"id": self.identity} if self.identity is not None else None
+        parsings = [e.parsing for e in self.cache.entries]
         t0 = time.perf_counter()
-        res = fit_batch(ims, lms, self.model, self.config, shared_id=True, init=init, progress=self.progress)
+        res = fit_batch(ims, lms, self.model, self.config, shared_id=True, init=init, progress=self.progress,
+                        parsings=parsings if any(m is not None for m in parsings) else None)
         self.t_id += time.perf_counter() - t0
         r0 = res[0]
         basis = self.model.exp_basis.detach().cpu().numpy()
@@ -254,6 +289,7 @@ class Tracker:
             if isinstance(image, Exception):
                 raise image
             _check_image(image)
+            parsing = None if self.parsing_for is None else self.parsing_for(index, image)
             if landmarks is None:
                 from redafit.landmarks import detect_landmarks
 
@@ -266,7 +302,8 @@ class Tracker:
 
             r, _ = init_pose(landmarks, self.model, K)
             yaw = float(rotation_to_euler(pose_rotation(torch.as_tensor(r)[None]))[0, 0])
-            changed = self.cache.add(CacheEntry(int(index), yaw, image, landmarks))
+            changed = self.cache.add(CacheEntry(int(index), yaw, image, landmarks, parsing))
+            self.parsing_maps += parsing is not None
             filling = len(self.cache) < self.cache.size or self.identity_fits < self.cache.size
             if self.identity is None or (changed and (filling or self.count - self.last_id_fit >= self.id_every)):
                 self._fit_identity()
@@ -302,12 +339,15 @@ def _pose_record(rot, trans, exp, names) -> dict:
 
 def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id_every: int = 10,
           smooth: float = 0.0, detector: str = "dlib", face_index: int | None = None, landmarks=None,
-          progress=None, on_frame=None) -> TrackResult:
+          progress=None, on_frame=None, parsing_for=None) -> TrackResult:
     """Track ``frames`` (an iterable of (index, time_s, image)); ``landmarks`` optionally gives them per frame
     (a list aligned with the frames) instead of detecting. ``smooth`` > 0: Gaussian temporal smoothing (sigma in
-    frames) of expression, rotation and translation. ``on_frame(record)`` is called after each frame."""
+    frames) of expression, rotation and translation. ``on_frame(record)`` is called after each frame.
+    ``parsing_for(index, image)`` gives a frame's parsing map made elsewhere (:func:`frame_parsing_maps`) or None
+    (the frame is parsed itself); only the identity fits on the cache use it, with a preset that has the mask
+    attribute."""
     t0 = time.perf_counter()
-    tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress)
+    tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for)
     records = []
     for k, (index, t, image) in enumerate(frames):
         lm = landmarks[k] if landmarks is not None else None
@@ -332,7 +372,7 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
                "identity_fit_s_total": round(tr.t_id, 3)}
     return TrackResult(records, None if tr.identity is None else tr.identity[0],
                        None if tr.disp is None else tr.disp[0], tr.cache.frames, tr.identity_fits, fps,
-                       time.perf_counter() - t0, model.name, list(model.expression_names), timings)
+                       time.perf_counter() - t0, model.name, list(model.expression_names), timings, tr.parsing_maps)
 
 
 def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -394,7 +434,8 @@ def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
             "tracked": ok, "identity_fits": result.identity_fits, "cache_frames": result.cache_frames,
             "identity": None if result.identity is None else np.round(result.identity, 6).tolist(),
             "expression_names": result.expression_names, "seconds": round(result.seconds, 3),
-            "seconds_per_frame": round(result.seconds / max(1, len(result.records)), 4), "timings": result.timings}
+            "seconds_per_frame": round(result.seconds / max(1, len(result.records)), 4), "timings": result.timings,
+            "parsing_maps": result.parsing_maps}
     with atomic_write(out / "track.json", "w", encoding="utf-8") as fh:
         json.dump(meta, fh, indent=1)
     return [out / "params.jsonl", out / "track.json"]

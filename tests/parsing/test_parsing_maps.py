@@ -86,6 +86,7 @@ def test_find_parsing_map_by_stem(tmp_path):
     assert find_parsing_map("x.jpg", tmp_path / "b.png") == tmp_path / "b.png"
     with pytest.raises(InputError, match="no parsing map for c.jpg"):
         find_parsing_map("c.jpg", tmp_path)
+    assert find_parsing_map("c.jpg", tmp_path, required=False) is None
 
 
 def test_given_classes_become_regions_occluders_and_background():

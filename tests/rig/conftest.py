@@ -38,6 +38,19 @@ def rig_case1(faces_dir, tmp_path_factory):
     return images, lm_dir
 
 
+def class_map_of(image_path, landmarks_path) -> np.ndarray:
+    """A parsing map (CelebAMask-HQ class ids) of a photo as a network might give it: the photo's own landmark +
+    skin parsing, its regions written as the network's classes."""
+    from redafit.io.images import load_image
+    from redafit.parsing.image import parse_image
+    from redafit.parsing.regions import load_region_spec
+
+    names = load_region_spec()["network_classes"]["names"]
+    cls_of_region = np.array([names.index(k) for k in ("skin", "l_brow", "l_eye", "nose", "u_lip", "l_lip", "mouth")])
+    idx = parse_image(load_image(image_path)[0], np.load(landmarks_path)).index
+    return np.where(idx >= 0, cls_of_region[np.clip(idx, 0, None)], 0)
+
+
 def run_cli(args, env_dir: Path | None = None):
     from click.testing import CliRunner
 

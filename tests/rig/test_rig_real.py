@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from .conftest import run_cli
+from .conftest import class_map_of, run_cli
 
 FAST = ["--preset", "landmarks", "--texture-size", "128", "--init", "mean"]
 
@@ -140,20 +140,14 @@ def test_parsing_maps_given_to_the_rig(rig_case1, model_home, tmp_path, monkeypa
     """--parsing FOLDER hands each photo's <stem> map (CelebAMask-HQ class ids) to the attribute stages of the rig
     fit; a photo without a map is left out like any bad input; a file instead of a folder is a usage error."""
     import redafit.fit.api as api
-    from redafit.io.images import load_image
-    from redafit.parsing.image import parse_image
     from redafit.parsing.maps import save_parsing_map
-    from redafit.parsing.regions import load_region_spec
 
     images, lms = rig_case1
-    names = load_region_spec()["network_classes"]["names"]
-    cls_of_region = np.array([names.index(k) for k in ("skin", "l_brow", "l_eye", "nose", "u_lip", "l_lip", "mouth")])
     maps = tmp_path / "maps"
     maps.mkdir()
     given = {}
     for p in images[:2]:
-        idx = parse_image(load_image(p)[0], np.load(lms / f"{p.stem}.npy")).index
-        given[p.stem] = np.where(idx >= 0, cls_of_region[np.clip(idx, 0, None)], 0)
+        given[p.stem] = class_map_of(p, lms / f"{p.stem}.npy")
         save_parsing_map(maps / f"{p.stem}.png", given[p.stem])
     seen = []
     real = api.fit_batch

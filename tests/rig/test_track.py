@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import run_cli
+from .conftest import class_map_of, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,55 @@ def test_track_bad_inputs(model_home, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run_cli(["track", empty, "-o", tmp_path / "o"], model_home).exit_code == 3
+
+
+def test_track_parsing_maps(rig_case1, model_home, tmp_path, monkeypatch, video):
+    """track --parsing FOLDER hands each cache frame's map (named by the frame's stem) to the identity fits; a
+    frame without one is parsed itself (None), a bad map fails its frame alone (exit code 3 in its record), a file
+    instead of a folder is a usage error; a video's frames are named by their 6-digit index."""
+    import shutil
+
+    import redafit.fit.api as api
+    from redafit.parsing.maps import save_parsing_map
+    from redafit.rig.track import frame_parsing_maps
+
+    images, lms = rig_case1
+    frames, maps = tmp_path / "frames", tmp_path / "maps"
+    frames.mkdir()
+    maps.mkdir()
+    given = {}
+    for i, p in enumerate(images[:4]):
+        shutil.copy(p, frames / f"f{i}.jpg")
+        if i < 2:
+            given[i] = class_map_of(p, lms / f"{p.stem}.npy")
+            save_parsing_map(maps / f"f{i}.png", given[i])
+    import cv2
+
+    cv2.imwrite(str(maps / "f3.png"), np.dstack([np.zeros((256, 256), np.uint8), np.full((256, 256), 9, np.uint8),
+                                                  np.zeros((256, 256), np.uint8)]))  # a colour picture: bad map
+    seen = []
+    real = api.fit_batch
+
+    def spy(*a, **kw):
+        if kw.get("shared_id"):
+            seen.append(kw.get("parsings"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(api, "fit_batch", spy)
+    quick = ["--preset", "full", "--iters-scale", "0.1", "--fit-size", "96", "--cache-size", "3"]
+    out = tmp_path / "t"
+    res = run_cli(["track", frames, "-o", out, "--parsing", maps, *quick], model_home)
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in (out / "params.jsonl").read_text().splitlines()]
+    assert [r["ok"] for r in recs] == [True, True, True, False]
+    assert recs[3]["exit_code"] == 3 and "colour picture" in recs[3]["error"]
+    assert json.loads((out / "track.json").read_text())["parsing_maps"] == 2
+    assert len(seen) == 3 and [len(s) for s in seen] == [1, 2, 3]
+    assert np.array_equal(seen[0][0], given[0]) and np.array_equal(seen[1][1], given[1]) and seen[2][2] is None
+
+    res = run_cli(["track", frames, "-o", tmp_path / "t2", "--parsing", maps / "f0.png", *quick], model_home)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    save_parsing_map(maps / "000001.png", given[1])
+    look = frame_parsing_maps(video, maps)
+    assert look(0, np.zeros((256, 256, 3), np.float32)) is None
+    assert np.array_equal(look(1, np.zeros((128, 128, 3), np.float32)), given[1][::2, ::2])
