@@ -21,6 +21,9 @@ ground-truth points to the fitted mesh, mean ± SD in mm):
     network at its best) instead of the landmark + skin-colour parsing (``--no-given-parsing`` skips them), and
     ReDA vs z-buffer per attribute set (colour, mask, colour + mask) with the true parsing, at the default mask
     weight and at the weight a perfect parse bears (:data:`TRUSTED_MASK_WEIGHT`);
+4f. RGB-D (``--no-depth`` skips it): each case's true depth map (:func:`redafit.eval.synthetic.render_depth`, 1 mm
+    sensor noise) given to the fit (``redafit fit --depth``), the depth attribute added: ReDA vs z-buffer with
+    depth alone and with colour + mask + depth, and what the depth map adds to colour + mask;
 5. the full fit on the shared photos with ``.pts`` landmarks: time (median = the issue's number), landmark
    error after the landmark stage and after the full fit, skin IoU, face PSNR - with the default landmark noise
    assumption and with the annotations declared precise (``landmark_sigma`` 1 %), and with the ``fast`` preset;
@@ -97,7 +100,8 @@ TRUSTED_MASK_WEIGHT = 128.0
 
 
 def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, sigma: float | None = None,
-                     shading: str = "physical", highlight: str = "microfacet", given_parsing: bool = True) -> str:
+                     shading: str = "physical", highlight: str = "microfacet", given_parsing: bool = True,
+                     given_depth: bool = True) -> str:
     from redafit.eval.runner import FitMethod, MeanMethod, load_cases
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, landmark_noise=noise, shading=shading,
@@ -131,10 +135,18 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
                     key = f"{name}{tag}_m{TRUSTED_MASK_WEIGHT:g}_gp"
                     methods[key] = FitMethod(preset, {**over, **o}, label=key, given_parsing=True,
                                              loss_overrides={"mask": TRUSTED_MASK_WEIGHT})
+    if given_depth:  # RGB-D: each case's true depth map (1 mm sensor noise), the depth attribute added
+        for name, over in (("depth", {"attributes": ("depth",)}), ("full", {})):
+            for preset, tag in (("full", ""), ("fast", "_zb")):
+                key = f"{name}{tag}_d"
+                methods[key] = FitMethod(preset, {**over, **o}, label=key, given_depth=True)
     err, sec, fails, elapsed = _measure(cases, methods, model, jobs)
 
     def row(label, m, vs=None):
         return [label, _fmt(err[m]), paired_change(err[m], err[vs]) if vs else "", _seconds(sec[m]), str(fails[m])]
+
+    def zrow(label, reda, zb):
+        return [label, _fmt(err[zb]), _fmt(err[reda]), paired_change(err[reda], err[zb])]
 
     h = ["method", "point-to-plane mm", "vs reference (95 % interval; cases better)", "fit s (median)", "failed"]
     sig = "default" if sigma is None else f"{sigma:.3g}"
@@ -166,10 +178,6 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
                              row("colour + mask, vs colour", "full_gp", "color_gp"),
                              row("colour + mask, vs the photo's own parsing", "full_gp", "full")]))
         w = f"{TRUSTED_MASK_WEIGHT:g}"
-
-        def zrow(label, reda, zb):
-            return [label, _fmt(err[zb]), _fmt(err[reda]), paired_change(err[reda], err[zb])]
-
         out.append(f"\n#### With each case's true parsing map: the rasterizer per attribute set (mask weight 16, "
                    f"the default, and {w}, --weight mask={w})\n")
         out.append(table(["attributes", "z-buffer mm", "ReDA mm", "ReDA vs z-buffer (95 % interval; cases better)"],
@@ -177,6 +185,16 @@ def synthetic_tables(model, n: int, seed: int, jobs: int, noise: float = 1.5, si
                           zrow(f"mask, weight {w}", f"mask_m{w}_gp", f"mask_zb_m{w}_gp"),
                           zrow("colour + mask", "full_gp", "zbuffer_gp"),
                           zrow(f"colour + mask, mask weight {w}", f"full_m{w}_gp", f"full_zb_m{w}_gp")]))
+    if given_depth:
+        out.append("\n#### RGB-D: each case's true depth map (--depth; 1 mm sensor noise, whole mm), the depth "
+                   "attribute added: the rasterizer\n")
+        out.append(table(["attributes", "z-buffer mm", "ReDA mm", "ReDA vs z-buffer (95 % interval; cases better)"],
+                         [zrow("depth", "depth_d", "depth_zb_d"),
+                          zrow("colour + mask + depth", "full_d", "full_zb_d")]))
+        out.append("\n#### RGB-D: what the depth map adds\n")
+        out.append(table(h, [row("depth alone (ReDA), vs landmark-only", "depth_d", "landmarks"),
+                             row("colour + mask + depth (ReDA), vs colour + mask", "full_d", "full"),
+                             row("the same through the z-buffer, vs colour + mask", "full_zb_d", "zbuffer")]))
     return "\n".join(out)
 
 
@@ -266,6 +284,8 @@ def main(argv=None):
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--no-given-parsing", action="store_true",
                     help="skip the tables fitted with each synthetic case's true parsing map")
+    ap.add_argument("--no-depth", action="store_true",
+                    help="skip the RGB-D tables (fitted with each synthetic case's true depth map)")
     args, _ = ap.parse_known_args(argv or [])
 
     from benchmarks.bench_fit import detected_fit, full_fit
@@ -295,7 +315,8 @@ def main(argv=None):
         print(f"### Synthetic benchmark (MICC protocol, point-to-plane after ICP with scale; {args.shading} "
               "shading)\n")
         print(synthetic_tables(model, 4 if args.quick else args.n, args.seed, args.jobs, args.landmark_noise,
-                               args.landmark_sigma, args.shading, args.highlight, not args.no_given_parsing))
+                               args.landmark_sigma, args.shading, args.highlight, not args.no_given_parsing,
+                               not args.no_depth))
         if args.detail_n > 0:
             print(f"\n#### Out-of-span faces ({args.detail_mm:g} mm of smooth detail outside the span; target: "
                   "free-form on below off)\n")

@@ -12,7 +12,8 @@ import click
               show_default=True, help="Which benchmark (ignored with --manifest).")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset folder (micc, now, bu3dfe).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
-              help="CSV with columns image, scan[, landmarks, nose_tip, scan_landmarks, parsing, id, unit].")
+              help="CSV with columns image, scan[, landmarks, nose_tip, scan_landmarks, parsing, depth, id, "
+                   "unit].")
 @click.option("--n", "n", type=click.IntRange(min=1), default=20, show_default=True, help="Synthetic cases.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic dataset seed.")
 @click.option("--size", type=click.IntRange(min=32), default=256, show_default=True,
@@ -40,6 +41,10 @@ import click
 @click.option("--given-parsing", is_flag=True,
               help="Fit with each case's own parsing map (the manifest's parsing column; each synthetic case's "
                    "true parsing) instead of parsing the photos; a case without one fails alone.")
+@click.option("--given-depth", is_flag=True,
+              help="RGB-D: fit with each case's depth map (the manifest's depth column; each synthetic case's true "
+                   "depth, 1 mm sensor noise), the depth attribute added to the full fits'; a case without one fails "
+                   "alone.")
 @click.option("--occlusion/--no-occlusion", default=None,
               help="The full fits' ambient occlusion in the colour shading (see redafit fit --help; default on).")
 @click.option("--specular/--no-specular", default=None,
@@ -63,8 +68,8 @@ import click
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
 def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, highlight,
-             landmark_sigma, parsing_net, weights, given_parsing, occlusion, specular, landmark_guard, model_name,
-             out_dir, resume, jobs, limit, ablation, methods, heatmaps):
+             landmark_sigma, parsing_net, weights, given_parsing, given_depth, occlusion, specular, landmark_guard,
+             model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -75,6 +80,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
       redafit eval --dataset synthetic --n 10 --ablation pyramid --methods full
       redafit eval --dataset synthetic --n 10 --detail-mm 1 --ablation freeform --methods landmarks,full
       redafit eval --dataset synthetic --n 10 --given-parsing --ablation raster --methods full --weight mask=128
+      redafit eval --dataset synthetic --n 10 --given-depth --ablation raster --methods landmarks   # RGB-D
     """
     from rich.console import Console
     from rich.markup import escape
@@ -105,7 +111,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     from redafit.fit.config import parse_loss_weights
 
     method_objs = make_methods(names, ablation, overrides or None, given_parsing=given_parsing,
-                               loss_weights=parse_loss_weights(weights))
+                               loss_weights=parse_loss_weights(weights), given_depth=given_depth)
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset

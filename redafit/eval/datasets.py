@@ -185,6 +185,9 @@ class Case:
     # a parsing map of the image (class ids, redafit.parsing.maps), for methods that fit with a given parsing
     parsing_path: Path | None = None
     parsing: np.ndarray | None = field(default=None, repr=False)
+    # a depth map registered to the image (mm, redafit.io.depth), for methods that fit with it (RGB-D)
+    depth_path: Path | None = None
+    depth: np.ndarray | None = field(default=None, repr=False)
 
     def load_ground_truth(self) -> GroundTruth:
         """The scan, its nose tip and landmarks, all in mm."""
@@ -242,6 +245,17 @@ class Case:
         from redafit.parsing.maps import load_parsing_map
 
         return load_parsing_map(self.parsing_path, size=size)
+
+    def load_depth(self, size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """[H, W] depth (mm, 0 = unknown) registered to the image (:func:`redafit.io.depth.load_depth`), or None when
+        the case has none; a file is resampled to ``size`` (W, H; the image's) when given."""
+        if self.depth is not None:
+            return self.depth
+        if self.depth_path is None:
+            return None
+        from redafit.io.depth import load_depth
+
+        return load_depth(self.depth_path, size=size)
 
     def load_landmarks(self) -> np.ndarray | None:
         """[68, 2] px image landmarks, or None when the case has none (the caller may run a detector)."""
@@ -463,6 +477,8 @@ class ManifestDataset(Dataset):
       NoW protocol) or 68 iBUG points (initialises ICP);
     * ``parsing`` (optional): a parsing map of the image (CelebAMask-HQ class ids, :mod:`redafit.parsing.maps`),
       used by methods that fit with a given parsing (``redafit eval --given-parsing``);
+    * ``depth`` (optional): a depth map registered to the image (16-bit mm PNG, or as ``redafit fit --depth``
+      reads), used by methods that fit with it (``redafit eval --given-depth``, RGB-D);
     * ``id`` (optional): the case id (default: the image's stem); ``unit`` (optional): mm, cm, m or auto.
 
     Relative paths are relative to the CSV file's folder.
@@ -518,13 +534,16 @@ class ManifestDataset(Dataset):
             parsing = rel(row.get("parsing"))
             if parsing is not None and not parsing.is_file():
                 raise DatasetError(f"manifest {self.path}, line {n}: parsing map not found: {parsing}")
+            depth = rel(row.get("depth"))
+            if depth is not None and not depth.is_file():
+                raise DatasetError(f"manifest {self.path}, line {n}: depth map not found: {depth}")
             cid = row.get("id") or image.stem
             if cid in seen:
                 cid = f"{cid}_{n}"
             seen.add(cid)
             out.append(Case(id=cid, image_path=image, scan_path=scan, landmarks_path=rel(row.get("landmarks")),
                             scan_landmarks=slm, scan_landmark_ids=sids, nose_tip=nose, nose_tip_path=nose_path,
-                            unit=unit, protocol=protocol, parsing_path=parsing))
+                            unit=unit, protocol=protocol, parsing_path=parsing, depth_path=depth))
         return out
 
 

@@ -85,7 +85,8 @@ class FitMethod:
     ``loss_overrides`` sets loss weights ({term: weight} in every stage that has the term, {"stage.term": weight}
     in one stage; :meth:`~redafit.fit.FitConfig.with_loss_weights`). ``given_parsing``:
     fit with the case's own parsing map (:meth:`Case.load_parsing`, e.g. a synthetic case's true parsing) instead
-    of parsing the photo.
+    of parsing the photo. ``given_depth``: fit with the case's depth map (:meth:`Case.load_depth`; RGB-D), the
+    depth attribute added to the preset's attributes.
     """
 
     preset: str = "landmarks"
@@ -94,6 +95,7 @@ class FitMethod:
     label: str = ""
     loss_overrides: dict = field(default_factory=dict)
     given_parsing: bool = False
+    given_depth: bool = False
 
     @property
     def name(self) -> str:
@@ -106,13 +108,17 @@ class FitMethod:
         except ImportError as e:  # the fitter is not part of this installation
             raise RedafitError(f"method {self.name!r} needs redafit.fit, which cannot be imported ({e})") from e
         cfg = FitConfig.preset(self.preset)
+        rebuild = bool({"attributes", "freeform"} & set(self.overrides))
         if self.overrides:
             cfg = replace(cfg, **self.overrides)
-            if self.preset in ATTRIBUTE_PRESETS and ({"attributes", "freeform"} & set(self.overrides)):
-                # the stages are built from these fields: rebuild them (replacing the fields alone changed nothing)
-                from redafit.fit.attribute_stages import configure
+        if self.given_depth and cfg.attributes and "depth" not in cfg.attributes:
+            cfg = replace(cfg, attributes=tuple(cfg.attributes) + ("depth",))
+            rebuild = True
+        if rebuild and self.preset in ATTRIBUTE_PRESETS:
+            # the stages are built from these fields: rebuild them (replacing the fields alone changed nothing)
+            from redafit.fit.attribute_stages import configure
 
-                cfg = configure(cfg, attributes=cfg.attributes, freeform=cfg.freeform)
+            cfg = configure(cfg, attributes=cfg.attributes, freeform=cfg.freeform)
         if self.render_overrides:
             from redafit.fit.attribute_stages import fit_render_config
 
@@ -133,13 +139,17 @@ class FitMethod:
             from redafit.landmarks import detect_landmarks
 
             lm = detect_landmarks(image)
-        parsing = None
+        parsing = depth = None
         if self.given_parsing:
             parsing = case.load_parsing(size=(image.shape[1], image.shape[0]))
             if parsing is None:
                 raise DatasetError(f"case {case.id}: no parsing map (method {self.name!r} fits with the case's own)")
+        if self.given_depth:
+            depth = case.load_depth(size=(image.shape[1], image.shape[0]))
+            if depth is None:
+                raise DatasetError(f"case {case.id}: no depth map (method {self.name!r} fits with the case's depth)")
         t = time.perf_counter()
-        res = fit_image(image, lm, model, self.config(), intrinsics=case.intrinsics, parsing=parsing)
+        res = fit_image(image, lm, model, self.config(), intrinsics=case.intrinsics, parsing=parsing, depth=depth)
         return fit_prediction(res, time.perf_counter() - t)
 
 
@@ -163,11 +173,12 @@ ABLATIONS = {
 
 
 def make_methods(names, ablation: str | None = None, fit_overrides: dict | None = None,
-                 given_parsing: bool = False, loss_weights: dict | None = None) -> dict:
+                 given_parsing: bool = False, loss_weights: dict | None = None, given_depth: bool = False) -> dict:
     """Method objects by name (``mean``, ``landmarks``, ``full``, ``oracle``), plus the ablation's configurations
     of the full fit (named ``full[<label>]``) when ``ablation`` is given. ``fit_overrides`` (FitConfig fields,
     e.g. ``landmark_sigma``) apply to every fit method; ``given_parsing``: the fits use each case's own parsing
-    map (:attr:`FitMethod.given_parsing`); ``loss_weights`` (``eval --weight``, keys as in
+    map (:attr:`FitMethod.given_parsing`), ``given_depth`` its depth map (RGB-D, :attr:`FitMethod.given_depth`);
+    ``loss_weights`` (``eval --weight``, keys as in
     :meth:`~redafit.fit.FitConfig.with_loss_weights`) apply to each fit method whose stages have the term (the
     landmark-only fit has no ``mask``), and one that applies to none is a :class:`UsageError`."""
     out = {}
@@ -181,7 +192,7 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
         elif n == "oracle":
             out[n] = OracleMethod()
         elif n in ("landmarks", "full", "fast"):
-            out[n] = FitMethod(n, dict(fo), given_parsing=given_parsing)
+            out[n] = FitMethod(n, dict(fo), given_parsing=given_parsing, given_depth=given_depth)
         else:
             raise UsageError(f"unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
     if ablation:
@@ -189,7 +200,8 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
             raise UsageError(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
         for label, ov, rov in ABLATIONS[ablation]:
             name = f"full[{label}]"
-            out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name, given_parsing=given_parsing)
+            out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name, given_parsing=given_parsing,
+                                  given_depth=given_depth)
     if loss_weights:
         fits = [m for m in out.values() if isinstance(m, FitMethod)]
         if not fits:

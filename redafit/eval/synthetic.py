@@ -96,6 +96,9 @@ class SyntheticConfig:
     # RMS (mm, over the face area) of a smooth displacement along the normals added to the drawn shape: real faces
     # lie outside any model's span, which is what the free-form stage is for; 0 keeps the cases inside the span
     detail_mm: float = 0.0
+    # the true depth map written with each case (an RGB-D sensor's view, ``redafit eval --given-depth``): Gaussian
+    # noise of this std (mm) on the camera-frame z, then rounded to whole millimetres as in a 16-bit depth image
+    depth_noise_mm: float = 1.0
     backend: str = "auto"
 
 
@@ -508,7 +511,9 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
         "landmark_noise_px": float(cfg.landmark_noise), "config": asdict(cfg),
     }
     parsing = render_parsing(model, vc, tris, K, (H, W))
+    depth = render_depth(vc, tris, K, (H, W), cfg.depth_noise_mm, np.random.default_rng([int(seed), int(index), 4]))
     return Case(id=case_id, image=img.astype(np.float32), landmarks=lm_noisy.astype(np.float64), parsing=parsing,
+                depth=depth,
                 scan_vertices=vm, scan_faces=tris.astype(np.int64), scan_landmarks=lm3d,
                 scan_landmark_ids=tuple(range(68)), nose_tip=lm3d[30] if np.isfinite(lm3d[30]).all() else None,
                 unit="mm", protocol="micc", intrinsics=K,
@@ -518,9 +523,9 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
 
 def write_case(case: Case, out_dir) -> Path:
     """Write a synthetic case under ``out_dir/<id>/``: image.png, landmarks.pts (with the configured noise),
-    landmarks_gt.pts, parsing.png (the true parsing, :func:`true_parsing`), mesh_model.obj (ground truth, model
-    frame, mm), gt.npz (model and camera frame meshes, triangles, 2D/3D landmarks) and params.json. Returns the
-    folder."""
+    landmarks_gt.pts, parsing.png (the true parsing, :func:`true_parsing`), depth.png (the true depth, 16-bit mm,
+    :func:`render_depth`), mesh_model.obj (ground truth, model frame, mm), gt.npz (model and camera frame meshes,
+    triangles, 2D/3D landmarks) and params.json. Returns the folder."""
     import cv2
 
     from redafit.landmarks.files import write_landmarks
@@ -535,6 +540,9 @@ def write_case(case: Case, out_dir) -> Path:
         from redafit.parsing.maps import save_parsing_map
 
         save_parsing_map(d / "parsing.png", case.parsing)
+    if case.depth is not None:
+        if not cv2.imwrite(str(d / "depth.png"), np.clip(np.round(case.depth), 0, 65535).astype(np.uint16)):
+            raise InputError(f"cannot write {d / 'depth.png'}")
     _write_obj(d / "mesh_model.obj", case.scan_vertices, case.scan_faces)
     np.savez_compressed(d / "gt.npz", vertices_model=case.scan_vertices.astype(np.float32),
                         vertices_camera=case.meta["vertices_camera"].astype(np.float32),
@@ -593,6 +601,28 @@ def render_parsing(model, vertices_camera: np.ndarray, triangles: np.ndarray, K,
     out[hit & in_face] = region_class[vreg[vid[hit & in_face]]]
     out[hit & ~in_face] = names.index(_OUTSIDE_FACE_CLASS)
     return out
+
+
+def render_depth(vertices_camera: np.ndarray, triangles: np.ndarray, K, size, noise_mm: float = 0.0,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """What an RGB-D sensor registered to the image would measure of the mesh: [H, W] float32 camera-frame depth
+    (z, mm) of the visible surface at the pixel centres, 0 where the mesh does not cover the pixel (the background
+    is unknown, as beyond a sensor's range); with ``noise_mm`` > 0, Gaussian noise of that std from ``rng`` and
+    rounding to whole millimetres (a 16-bit mm depth image). ``K`` the camera's
+    :class:`~redafit.render.camera.Intrinsics`, ``size`` (H, W)."""
+    from redafit.render import interpolate, rasterize
+    from redafit.render.camera import to_clip
+
+    H, W = (int(x) for x in size)
+    tris = torch.as_tensor(np.asarray(triangles), dtype=torch.long)
+    clip = to_clip(torch.as_tensor(np.asarray(vertices_camera), dtype=torch.float32)[None], K)
+    frags = rasterize(clip, tris, (H, W))
+    hit = frags.mask[0].cpu().numpy() > 0
+    z = np.where(hit, interpolate(clip[..., 3:4], frags, tris)[0, ..., 0].cpu().numpy(), 0.0)
+    if noise_mm > 0:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        z = np.where(hit, np.round(z + rng.normal(0.0, noise_mm, z.shape)), 0.0)
+    return z.astype(np.float32)
 
 
 def true_parameters(case: Case, model) -> dict:
@@ -723,12 +753,13 @@ def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 2
     cases = [render_case(model, i, seed, cfg) for i in range(n)]
     if out_dir is not None:
         out = Path(out_dir)
-        rows = ["id,image,scan,landmarks,nose_tip,unit,parsing"]
+        rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth"]
         for c in cases:
             d = write_case(c, out)
             nose = " ".join(f"{x:.4f}" for x in c.nose_tip) if c.nose_tip is not None else ""
             parsing = f"{d.name}/parsing.png" if c.parsing is not None else ""
+            depth = f"{d.name}/depth.png" if c.depth is not None else ""
             rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm,"
-                        f"{parsing}")
+                        f"{parsing},{depth}")
         (out / "manifest.csv").write_text("\n".join(rows) + "\n")
     return cases

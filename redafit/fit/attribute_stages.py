@@ -43,7 +43,8 @@ ALBEDO_BORDER_RINGS = 2
 # pixel, the silhouette band included). The model's face area ends where the photo's skin goes on (forehead, neck,
 # towards the ears), so at its rim the render fades to black over skin: comparing there pulled the outline
 # towards the parsed face mask (started at the true shape with exact landmarks: 0.38 -> 0.26 mm drift, landmarks
-# alone 0.14). Silhouettes are the mask term's job; colour informs through the shading inside.
+# alone 0.14). Silhouettes are the mask term's job; colour informs through the shading inside. The depth term
+# (RGB-D) compares the same pixels (depth_loss).
 COLOR_INTERIOR = 0.99
 DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 
@@ -71,7 +72,11 @@ DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 # mask 16 0.489, 32 0.493, colour alone 0.500: mask 16, the clearest gain over colour alone. 320 was not taken: a
 # heavier colour weight is rewarded in this near-Lambertian synthetic world beyond what real photos (hair,
 # make-up, complex light) would bear.
-ATTR_WEIGHTS = {"color": 160.0, "mask": 16.0, "depth": 4.0}
+# Session 17, RGB-D (the synthetic cases' true depth, 1 mm sensor noise, whole mm; the photo's own parsing; depth
+# compared on the interior, depth_loss): depth weight 4 / 16 / 64 / 256 -> ReDA 0.405 / 0.331 / 0.304 / 0.353 mm,
+# the z-buffer 0.418 / 0.346 / 0.284 / 0.289 (colour + mask alone: 0.491 / 0.510). 64: a registered sensor's depth
+# is the most direct evidence of shape there is; a noisier or badly registered one may want --weight depth=16.
+ATTR_WEIGHTS = {"color": 160.0, "mask": 16.0, "depth": 64.0}
 LANDMARK_WEIGHT = 50.0
 # exp_l1: the landmark stage's sparsity weight (3e-4) times the landmark weight ratio (50); 0.005 and 0.05 were level
 # albedo_smooth (per unit of UV, any map size): with the 8^2 map 0.16 and 0.47 were level on seeds 1-2 (0.676 /
@@ -341,7 +346,7 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None, parsi
     ex["pyr_labels"] = observed_pyramid(labels_t, valid_t, cfg)
     if depths is not None:
         ex["depth_ok"] = t(depth_ok)
-        ex["pyr_depth"] = observed_pyramid(t(depth_obs), ex["depth_ok"], cfg)
+        ex["obs_depth"] = t(depth_obs)  # its pyramid depends on the render (COLOR_INTERIOR): see depth_loss
     # model side
     face_v = vertex_face_area(model)
     tris = model.triangles
@@ -491,6 +496,18 @@ def _channels_pyramid(ctx, name, valid, unpremultiply: bool = False):
     return masked_render_pyramid(img, valid, ctx.extras["render_cfg"])
 
 
+def _interior_pyramids(ctx, name, observed, valid):
+    """(rendered, observed) pyramids of one attribute on the ``valid`` pixels the render fully covers (soft
+    coverage >= :data:`COLOR_INTERIOR`), the rendered channels unpremultiplied by the coverage; the observed
+    pyramid follows the render's interior, so it is rebuilt at each iteration."""
+    from redafit.render.reda import observed_pyramid
+
+    soft, _ = render_attributes(ctx)
+    v = valid * (soft.alpha.detach() >= COLOR_INTERIOR).to(valid.dtype)
+    return (_channels_pyramid(ctx, name, v, unpremultiply=True),
+            observed_pyramid(observed, v, ctx.extras["render_cfg"]))
+
+
 def level_weights(ctx, stage) -> list[float] | None:
     """The attribute pyramids' level weights at the current iteration (``StageConfig.coarse_levels``; None =
     all 1)."""
@@ -512,14 +529,11 @@ def color_loss(ctx, stage):
         if "pyr_colour" not in ex:
             ex["pyr_colour"] = observed_pyramid(ex["obs_colour"], ex["valid"], ex["render_cfg"])
         return reda_loss(_channels_pyramid(ctx, "color", ex["valid"]), ex["pyr_colour"], level_weights=lw)
-    soft, _ = render_attributes(ctx)
-    v = ex["valid"] * (soft.alpha.detach() >= COLOR_INTERIOR).to(ex["valid"].dtype)
     # the colour itself, not premultiplied by the soft coverage: silhouettes are the mask term's job (see
     # COLOR_INTERIOR), and the coverage brought its gradient along - 0.99-1 on the compared rim pixels (a darkening
     # the L1 loss pulled outwards at the full colour weight), and discretisation noise where it is exactly 1
     # (before soft_render's FULL_COVER_EXACT): 0.544 -> 0.492 mm on the tuning faces at colour weight 160
-    return reda_loss(_channels_pyramid(ctx, "color", v, unpremultiply=True),
-                     observed_pyramid(ex["obs_colour"], v, ex["render_cfg"]), level_weights=lw)
+    return reda_loss(*_interior_pyramids(ctx, "color", ex["obs_colour"], ex["valid"]), level_weights=lw)
 
 
 @register("mask")
@@ -536,9 +550,13 @@ def depth_loss(ctx, stage):
     from redafit.render.reda import reda_loss
 
     ex = ctx.extras
-    if "pyr_depth" not in ex:
+    if "obs_depth" not in ex:
         raise InputError("the depth attribute needs a depth map (--depth FILE)")
-    return reda_loss(_channels_pyramid(ctx, "depth", ex["depth_ok"]), ex["pyr_depth"],
+    # compared like the colour (see color_loss, COLOR_INTERIOR): the depth itself where the face area covers the
+    # whole kernel footprint; premultiplied by the soft coverage, the rim's depth faded towards z_ref and the L1 loss
+    # pulled the outline (RGB-D tuning faces, true depth with 1 mm noise, ReDA at depth weight 16 / 64: 0.377 /
+    # 0.416 -> 0.331 / 0.304 mm; the z-buffer, whose coverage is 0 or 1, is unchanged)
+    return reda_loss(*_interior_pyramids(ctx, "depth", ex["obs_depth"], ex["depth_ok"]),
                      level_weights=level_weights(ctx, stage))
 
 

@@ -167,9 +167,11 @@ def test_manifest(tmp_path):
         open_dataset("x", manifest=tmp_path / "bad2.csv").cases()
 
 
-def test_manifest_parsing_column(tmp_path):
-    """An optional parsing column names each image's parsing map (read lazily, resampled to the image on
-    request); a named map that is not there is the manifest's error, with its line."""
+def test_manifest_parsing_and_depth_columns(tmp_path):
+    """Optional parsing and depth columns name each image's parsing map and depth map (read lazily, resampled to
+    the image on request); a named map that is not there is the manifest's error, with its line."""
+    import cv2
+
     from redafit.parsing.maps import save_parsing_map
 
     _obj(tmp_path / "m" / "scan.obj")
@@ -178,16 +180,24 @@ def test_manifest_parsing_column(tmp_path):
     labels[5:15, 10:30] = 1  # skin
     labels[8:10, 14:18] = 10  # nose
     save_parsing_map(tmp_path / "m" / "a_parsing.png", labels)
-    (tmp_path / "cases.csv").write_text("image,scan,parsing\nm/a.png,m/scan.obj,m/a_parsing.png\n"
-                                        "m/a.png,m/scan.obj,\n")
+    depth = np.zeros((20, 40), np.uint16)
+    depth[5:15, 10:30] = 612  # mm
+    cv2.imwrite(str(tmp_path / "m" / "a_depth.png"), depth)
+    (tmp_path / "cases.csv").write_text("image,scan,parsing,depth\nm/a.png,m/scan.obj,m/a_parsing.png,m/a_depth.png\n"
+                                        "m/a.png,m/scan.obj,,\n")
     with_map, without = open_dataset("micc", manifest=tmp_path / "cases.csv").cases()
-    assert without.load_parsing() is None
+    assert without.load_parsing() is None and without.load_depth() is None
+    np.testing.assert_array_equal(with_map.load_depth(), depth.astype(np.float32))
+    assert with_map.load_depth(size=(80, 40))[17, 30] == 612
     np.testing.assert_array_equal(with_map.load_parsing(), labels)
     big = with_map.load_parsing(size=(80, 40))
     assert big.shape == (40, 80) and big[17, 30] == 10 and big[0, 0] == 0
     (tmp_path / "bad3.csv").write_text("image,scan,parsing\nm/a.png,m/scan.obj,m/none.png\n")
     with pytest.raises(DatasetError, match="line 2: parsing map not found"):
         open_dataset("x", manifest=tmp_path / "bad3.csv").cases()
+    (tmp_path / "bad4.csv").write_text("image,scan,depth\nm/a.png,m/scan.obj,m/none.png\n")
+    with pytest.raises(DatasetError, match="line 2: depth map not found"):
+        open_dataset("x", manifest=tmp_path / "bad4.csv").cases()
 
 
 @pytest.mark.parametrize("name", ["micc", "now", "bu3dfe"])

@@ -92,19 +92,26 @@ def test_make_methods_and_ablations():
         make_methods(["mean"], ablation="nope")
 
 
-def test_given_parsing_methods(face_model, cases):
-    """``make_methods(given_parsing=True)`` (``eval --given-parsing``): every fit method and ablation
-    configuration fits with the case's own parsing map, and a case without one fails alone with a clear error."""
+def test_given_parsing_and_depth_methods(face_model, cases):
+    """``make_methods(given_parsing=True, given_depth=True)`` (``eval --given-parsing --given-depth``): every fit
+    method and ablation configuration fits with the case's own parsing map and depth map (the full fits with the
+    depth attribute added), and a case without one fails alone with a clear error."""
     from dataclasses import replace
 
     from redafit.eval.runner import FitMethod, run_case
 
-    m = make_methods(["mean", "landmarks", "full"], ablation="raster", given_parsing=True)
+    m = make_methods(["mean", "landmarks", "full"], ablation="raster", given_parsing=True, given_depth=True)
     fits = [x for x in m.values() if isinstance(x, FitMethod)]
-    assert len(fits) == 4 and all(x.given_parsing for x in fits)
-    assert not any(x.given_parsing for x in make_methods(["full"], ablation="raster").values())
-    r = run_case(replace(cases[0], parsing=None), "landmarks", m["landmarks"], face_model)
-    assert r.error.startswith("DatasetError") and "no parsing map" in r.error
+    assert len(fits) == 4 and all(x.given_parsing and x.given_depth for x in fits)
+    assert not any(x.given_parsing or x.given_depth for x in make_methods(["full"], ablation="raster").values())
+    assert m["landmarks"].config().attributes == ()
+    for name in ("full", "full[z-buffer]"):
+        cfg = m[name].config()
+        assert cfg.attributes == ("color", "mask", "depth") and "depth" in cfg.stage("attributes").losses
+    assert m["full[z-buffer]"].config().render.mode == "zbuffer"
+    for field, what in (("parsing", "no parsing map"), ("depth", "no depth map")):
+        r = run_case(replace(cases[0], **{field: None}), "landmarks", m["landmarks"], face_model)
+        assert r.error.startswith("DatasetError") and what in r.error
 
 
 def test_ablation_configs_are_fit_configs():

@@ -84,8 +84,8 @@ def test_landmarks_project_onto_the_face(face_model, cases):
 def test_written_files_and_manifest(face_model, tmp_path):
     cases = generate_synthetic(face_model, 1, seed=3, size=64, out_dir=tmp_path, supersample=1)
     d = tmp_path / cases[0].id
-    for name in ("image.png", "landmarks.pts", "landmarks_gt.pts", "parsing.png", "mesh_model.obj", "gt.npz",
-                 "params.json"):
+    for name in ("image.png", "landmarks.pts", "landmarks_gt.pts", "parsing.png", "depth.png", "mesh_model.obj",
+                 "gt.npz", "params.json"):
         assert (d / name).is_file(), name
     from redafit.parsing.maps import load_parsing_map
 
@@ -99,6 +99,26 @@ def test_written_files_and_manifest(face_model, tmp_path):
     np.testing.assert_allclose(gt.vertices, cases[0].scan_vertices, atol=1e-3)
     np.testing.assert_allclose(gt.nose_tip, cases[0].nose_tip, atol=1e-3)
     np.testing.assert_array_equal(again[0].load_parsing(), cases[0].parsing)  # the manifest's parsing column
+    np.testing.assert_array_equal(again[0].load_depth(), cases[0].depth)  # its depth column (16-bit mm PNG)
+
+
+def test_true_depth_is_the_camera_z_of_the_surface(face_model, cases):
+    """The true depth map: 0 off the mesh, the camera-frame z (mm) of the visible surface on it - at the projected
+    nose tip the nose tip's own z, nearer than the cheeks' - with 1 mm sensor noise rounded to whole mm."""
+    from redafit.eval.synthetic import render_depth
+
+    for c in cases:
+        d = c.depth
+        vc = c.meta["vertices_camera"]
+        exact = render_depth(vc, c.scan_faces, c.intrinsics, d.shape)
+        assert d.shape == c.image.shape[:2] and np.array_equal(d > 0, exact > 0) and d[0, 0] == 0
+        assert np.array_equal(d, np.round(d))
+        on = exact > 0
+        assert 0.9 < np.std(d[on] - exact[on]) < 1.2 and abs(np.mean(d[on] - exact[on])) < 0.1
+        nose = face_model.landmark_ids.cpu().numpy()[30]
+        x, y = c.meta["landmarks_gt"][30]
+        assert abs(exact[int(y), int(x)] - vc[nose, 2]) < 2.0
+        assert vc[:, 2].min() - 1 <= exact[on].min() and exact[on].max() <= vc[:, 2].max() + 1
 
 
 def test_true_parsing_puts_the_true_landmarks_in_their_regions(face_model, cases):

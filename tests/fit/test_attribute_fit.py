@@ -294,6 +294,21 @@ def test_full_fit_beats_landmark_only_on_a_synthetic_face(ict_model, synthetic_c
     assert np.isfinite(full.vertices_model).all()
 
 
+def test_true_depth_brings_the_fit_closer(ict_model, synthetic_case):
+    """RGB-D: the case's true depth map (1 mm sensor noise) through the depth attribute takes the fit closer to the
+    truth than colour and mask alone (the `fast` preset's stages, to keep the test short; measured 0.45 -> 0.23 mm
+    on this case)."""
+    from redafit.fit.attribute_stages import configure
+
+    c = synthetic_case
+    fast = FitConfig.preset("fast")
+    rgb = fit_image(c.image, c.landmarks, ict_model, fast, intrinsics=c.intrinsics)
+    rgbd = fit_image(c.image, c.landmarks, ict_model, configure(fast, attributes=("color", "mask", "depth")),
+                     intrinsics=c.intrinsics, depth=c.depth)
+    e_rgb, e_rgbd = _p2plane(c, rgb, ict_model), _p2plane(c, rgbd, ict_model)
+    assert e_rgbd < 0.75 * e_rgb, (e_rgb, e_rgbd)
+
+
 def test_landmark_sigma_trades_landmark_fit_for_prior(ict_model, synthetic_case):
     """Trusting the landmarks more (smaller sigma) fits them more closely with larger shape coefficients."""
     from dataclasses import replace
