@@ -268,7 +268,9 @@ def _resolve_outputs(images, output, fmt, params, overlay):
 @click.option("--save-stages", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Write each stage's render, mask and error image into this folder.")
 @click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Depth map for RGB-D input (16-bit PNG in mm, or float .npy/.exr in metres).")
+              help="Depth map for RGB-D input, registered to the photo (16-bit PNG in mm, or float .npy/.exr in "
+                   "metres; 0 = unknown); adds the depth attribute (weight 64; --weight depth=16 for a noisy "
+                   "sensor).")
 @click.option("--parsing", default=None, type=click.Path(path_type=Path),
               help="Parsing map computed elsewhere (grey PNG or .npy of CelebAMask-HQ class ids, registered to the "
                    "photo) instead of parsing the photo; for several images, a folder of <stem>.png|.npy files.")

@@ -718,7 +718,8 @@ def _smooth_step_hook(ctx, stage, it):
 # ------------------------------------------------------------------------------------------------ quality report
 @torch.no_grad()
 def stage_quality(ctx) -> list[dict]:
-    """Per image: landmark error, parsing IoU per region, photometric L2,1 and PSNR over the face region."""
+    """Per image: landmark error, parsing IoU per region, photometric L2,1 and PSNR over the face region, and with a
+    depth map the mean absolute depth error (mm) where the face area and the measurement overlap."""
     from redafit.fit.fitter import landmark_error_px
     from redafit.parsing.regions import REGION_NAMES
 
@@ -756,10 +757,16 @@ def stage_quality(ctx) -> list[dict]:
         l21 = float(diff.norm(dim=-1).mean()) if len(diff) else float("nan")
         mse = float((diff ** 2).mean()) if len(diff) else float("nan")
         psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
-        out.append({"landmark_error_px": round(float(err[i]), 3),
-                    "landmark_error_iod": round(float(err[i] / ctx.targets.scale[i]), 5),
-                    "parsing_iou": ious, "photometric_l21": round(l21, 5),
-                    "psnr_db": round(psnr, 3) if math.isfinite(psnr) else None})
+        q = {"landmark_error_px": round(float(err[i]), 3),
+             "landmark_error_iod": round(float(err[i] / ctx.targets.scale[i]), 5),
+             "parsing_iou": ious, "photometric_l21": round(l21, 5),
+             "psnr_db": round(psnr, 3) if math.isfinite(psnr) else None}
+        if "depth" in layout and "obs_depth" in ex:  # RGB-D: mean |rendered - measured| depth where both exist
+            a, b = layout["depth"]
+            dpx = (ex["depth_ok"][i, ..., 0] > 0.5) & (soft.alpha[i, ..., 0] > 0.5)
+            dd = (img[i, ..., a] - ex["obs_depth"][i, ..., 0])[dpx].abs() * DEPTH_UNIT_MM
+            q["depth_error_mm"] = round(float(dd.mean()), 3) if len(dd) else None
+        out.append(q)
     ex["_last_render"] = (soft, layout)
     return out
 

@@ -307,6 +307,10 @@ def test_true_depth_brings_the_fit_closer(ict_model, synthetic_case):
                      intrinsics=c.intrinsics, depth=c.depth)
     e_rgb, e_rgbd = _p2plane(c, rgb, ict_model), _p2plane(c, rgbd, ict_model)
     assert e_rgbd < 0.75 * e_rgb, (e_rgb, e_rgbd)
+    # the quality report's depth error: it falls from the landmark stage to the end, towards the sensor noise
+    d = {k: q["depth_error_mm"] for k, q in rgbd.quality.items()}
+    assert d["freeform"] < 0.7 * d["landmarks"] and d["freeform"] < 2.0, d
+    assert "depth_error_mm" not in rgb.quality["freeform"]
 
 
 def test_landmark_sigma_trades_landmark_fit_for_prior(ict_model, synthetic_case):
