@@ -542,7 +542,9 @@ def write_case(case: Case, out_dir) -> Path:
         save_parsing_map(d / "parsing.png", case.parsing)
     if case.depth is not None:
         if not cv2.imwrite(str(d / "depth.png"), np.clip(np.round(case.depth), 0, 65535).astype(np.uint16)):
-            raise InputError(f"cannot write {d / 'depth.png'}")
+            from redafit.errors import OutputError
+
+            raise OutputError(f"cannot write {d / 'depth.png'}: the PNG encoder failed")
     _write_obj(d / "mesh_model.obj", case.scan_vertices, case.scan_faces)
     np.savez_compressed(d / "gt.npz", vertices_model=case.scan_vertices.astype(np.float32),
                         vertices_camera=case.meta["vertices_camera"].astype(np.float32),

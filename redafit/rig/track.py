@@ -223,7 +223,7 @@ class TrackResult:
     model_name: str = ""
     expression_names: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
-    parsing_maps: int = 0  # frames fitted with a parsing map given for them (track --parsing)
+    parsing_maps: int = 0  # frames a parsing map was given for (track --parsing; the cache's identity fits use them)
 
 
 class Tracker:
