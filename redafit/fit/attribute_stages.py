@@ -39,13 +39,14 @@ ATTRIBUTES = ("color", "mask", "depth")
 # offset of its own would only absorb the nose's shading.
 ALBEDO_REGIONS = ("brows", "eyes", "upper_lip", "lower_lip", "mouth_interior")
 ALBEDO_BORDER_RINGS = 2
-# The colour term compares only pixels the rendered face area fully covers (soft coverage >= this; 0 = every valid
-# pixel, the silhouette band included). The model's face area ends where the photo's skin goes on (forehead, neck,
-# towards the ears), so at its rim the render fades to black over skin: comparing there pulled the outline
-# towards the parsed face mask (started at the true shape with exact landmarks: 0.38 -> 0.26 mm drift, landmarks
-# alone 0.14). Silhouettes are the mask term's job; colour informs through the shading inside. The depth term
-# (RGB-D) compares the same pixels (depth_loss).
-COLOR_INTERIOR = 0.99
+# The colour and depth terms compare only pixels the rendered face area fully covers (soft coverage >= this;
+# 0 = every valid pixel, the silhouette band included). The model's face area ends where the photo's skin goes on
+# (forehead, neck, towards the ears), so at its rim the render fades to black over skin: comparing there pulled
+# the outline towards the parsed face mask (started at the true shape with exact landmarks: 0.38 -> 0.26 mm
+# drift, landmarks alone 0.14). Silhouettes are the mask term's job; colour informs through the shading inside.
+# The depth term (RGB-D) compares the same pixels (depth_loss): compared premultiplied by the coverage, its rim
+# faded towards the face's median depth (session 17).
+INTERIOR_COVERAGE = 0.99
 DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 
 # Tuned on synthetic seeds 1-2 with 1.5 px landmark noise (2.5 % of the eye distance, about what a 68-point
@@ -342,11 +343,11 @@ def prepare(ctx, images: list[np.ndarray], config: FitConfig, depths=None, parsi
     ex = ctx.extras
     ex.update(render_cfg=cfg, canvas=(Hc, Wc), cam_fit=cam, image_fit=colour_t, labels_obs=labels_t, valid=valid_t,
               face_obs=face_t, z_ref=z_ref, sizes=sizes, attributes=tuple(config.attributes))
-    ex["obs_colour"] = colour_t * face_t  # its pyramid depends on the render (COLOR_INTERIOR): see color_loss
+    ex["obs_colour"] = colour_t * face_t  # its pyramid depends on the render (INTERIOR_COVERAGE): see color_loss
     ex["pyr_labels"] = observed_pyramid(labels_t, valid_t, cfg)
     if depths is not None:
         ex["depth_ok"] = t(depth_ok)
-        ex["obs_depth"] = t(depth_obs)  # its pyramid depends on the render (COLOR_INTERIOR): see depth_loss
+        ex["obs_depth"] = t(depth_obs)  # its pyramid depends on the render (INTERIOR_COVERAGE): see depth_loss
     # model side
     face_v = vertex_face_area(model)
     tris = model.triangles
@@ -498,12 +499,12 @@ def _channels_pyramid(ctx, name, valid, unpremultiply: bool = False):
 
 def _interior_pyramids(ctx, name, observed, valid):
     """(rendered, observed) pyramids of one attribute on the ``valid`` pixels the render fully covers (soft
-    coverage >= :data:`COLOR_INTERIOR`), the rendered channels unpremultiplied by the coverage; the observed
+    coverage >= :data:`INTERIOR_COVERAGE`), the rendered channels unpremultiplied by the coverage; the observed
     pyramid follows the render's interior, so it is rebuilt at each iteration."""
     from redafit.render.reda import observed_pyramid
 
     soft, _ = render_attributes(ctx)
-    v = valid * (soft.alpha.detach() >= COLOR_INTERIOR).to(valid.dtype)
+    v = valid * (soft.alpha.detach() >= INTERIOR_COVERAGE).to(valid.dtype)
     return (_channels_pyramid(ctx, name, v, unpremultiply=True),
             observed_pyramid(observed, v, ctx.extras["render_cfg"]))
 
@@ -525,12 +526,12 @@ def color_loss(ctx, stage):
 
     ex = ctx.extras
     lw = level_weights(ctx, stage)
-    if not COLOR_INTERIOR:  # every valid pixel: the observed pyramid is fixed for the fit
+    if not INTERIOR_COVERAGE:  # every valid pixel: the observed pyramid is fixed for the fit
         if "pyr_colour" not in ex:
             ex["pyr_colour"] = observed_pyramid(ex["obs_colour"], ex["valid"], ex["render_cfg"])
         return reda_loss(_channels_pyramid(ctx, "color", ex["valid"]), ex["pyr_colour"], level_weights=lw)
     # the colour itself, not premultiplied by the soft coverage: silhouettes are the mask term's job (see
-    # COLOR_INTERIOR), and the coverage brought its gradient along - 0.99-1 on the compared rim pixels (a darkening
+    # INTERIOR_COVERAGE), and the coverage brought its gradient along - 0.99-1 on the compared rim pixels (a darkening
     # the L1 loss pulled outwards at the full colour weight), and discretisation noise where it is exactly 1
     # (before soft_render's FULL_COVER_EXACT): 0.544 -> 0.492 mm on the tuning faces at colour weight 160
     return reda_loss(*_interior_pyramids(ctx, "color", ex["obs_colour"], ex["valid"]), level_weights=lw)
@@ -552,7 +553,7 @@ def depth_loss(ctx, stage):
     ex = ctx.extras
     if "obs_depth" not in ex:
         raise InputError("the depth attribute needs a depth map (--depth FILE)")
-    # compared like the colour (see color_loss, COLOR_INTERIOR): the depth itself where the face area covers the
+    # compared like the colour (see color_loss, INTERIOR_COVERAGE): the depth itself where the face area covers the
     # whole kernel footprint; premultiplied by the soft coverage, the rim's depth faded towards z_ref and the L1 loss
     # pulled the outline (RGB-D tuning faces, true depth with 1 mm noise, ReDA at depth weight 16 / 64: 0.377 /
     # 0.416 -> 0.331 / 0.304 mm; the z-buffer, whose coverage is 0 or 1, is unchanged)

@@ -454,7 +454,7 @@ def test_colour_term_keeps_a_perfect_fit_in_place(ict_model, monkeypatch):
     cases = [render_case(ict_model, i, 1, replace(SyntheticConfig(), size=256, shading="model")) for i in (2, 3)]
     now = [drift(c) for c in cases]
     monkeypatch.setattr(A, "ALBEDO_REGIONS", ())
-    monkeypatch.setattr(A, "COLOR_INTERIOR", 0.0)
+    monkeypatch.setattr(A, "INTERIOR_COVERAGE", 0.0)
     before = [drift(c) for c in cases]
     # measured (colour weight 10, 4^2 albedo map): 0.70 / 0.42 mm now, 0.95 / 0.86 before (16^2 map: 0.46 / 0.47
     # vs 0.74 / 0.68); landmarks alone ~0.15
@@ -596,7 +596,7 @@ def test_colour_is_compared_unpremultiplied_by_the_soft_coverage():
         clip = clip0[None].clone().requires_grad_()
         soft = soft_render(clip, tris, colour.expand(4, 3), (32, 32), cfg)
         ctx = SimpleNamespace(cache={"soft": (soft, {"color": (0, 3)})}, extras={"render_cfg": cfg})
-        v = (soft.alpha.detach() >= A.COLOR_INTERIOR).float()
+        v = (soft.alpha.detach() >= A.INTERIOR_COVERAGE).float()
         rim = v.bool() & (soft.alpha.detach() < 0.9999)
         assert rim.any()  # there are compared pixels with partial soft coverage
         pyr = A._channels_pyramid(ctx, "color", v, unpremultiply=unpremultiply)
