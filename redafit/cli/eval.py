@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 import click
@@ -45,6 +46,10 @@ import click
               help="RGB-D: fit with each case's depth map (the manifest's depth column; each synthetic case's true "
                    "depth, 1 mm sensor noise), the depth attribute added to the full fits'; a case without one fails "
                    "alone.")
+@click.option("--detect-landmarks", is_flag=True,
+              help="Fit from the landmark detector's output, as on a photo, even where the cases have landmarks "
+                   "(these then measure the detection: printed as its mean error); a case without a detected face "
+                   "fails alone.")
 @click.option("--occlusion/--no-occlusion", default=None,
               help="The full fits' ambient occlusion in the colour shading (see redafit fit --help; default on).")
 @click.option("--specular/--no-specular", default=None,
@@ -68,8 +73,8 @@ import click
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
 def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, highlight,
-             landmark_sigma, parsing_net, weights, given_parsing, given_depth, occlusion, specular, landmark_guard,
-             model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
+             landmark_sigma, parsing_net, weights, given_parsing, given_depth, detect_landmarks, occlusion, specular,
+             landmark_guard, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -81,6 +86,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
       redafit eval --dataset synthetic --n 10 --detail-mm 1 --ablation freeform --methods landmarks,full
       redafit eval --dataset synthetic --n 10 --given-parsing --ablation raster --methods full --weight mask=128
       redafit eval --dataset synthetic --n 10 --given-depth --ablation raster --methods landmarks   # RGB-D
+      redafit eval --dataset synthetic --n 10 --detect-landmarks --methods landmarks,full,fast
     """
     from rich.console import Console
     from rich.markup import escape
@@ -111,7 +117,8 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     from redafit.fit.config import parse_loss_weights
 
     method_objs = make_methods(names, ablation, overrides or None, given_parsing=given_parsing,
-                               loss_weights=parse_loss_weights(weights), given_depth=given_depth)
+                               loss_weights=parse_loss_weights(weights), given_depth=given_depth,
+                               detect_landmarks=detect_landmarks)
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset
@@ -140,6 +147,10 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
             from pathlib import Path
 
             (Path(out_dir) / f"ablation_{ablation}.md").write_text(markdown_table(h2, r2, f"Ablation: {ablation}"))
+    det = {r.case_id: r.info["detection_error_iod"] for r in report.results if "detection_error_iod" in r.info}
+    if det and not quiet:
+        err.print(f"redafit eval: detected landmarks {100 * statistics.fmean(det.values()):.2f} % of the eye "
+                  f"distance from the cases' own on the mean ({len(det)} case(s))")
     failed = sum(1 for r in report.results if r.error)
     if failed and not quiet:
         err.print(f"redafit eval: {failed} case(s) failed (see --out results.csv for the errors)")

@@ -86,7 +86,10 @@ class FitMethod:
     in one stage; :meth:`~redafit.fit.FitConfig.with_loss_weights`). ``given_parsing``:
     fit with the case's own parsing map (:meth:`Case.load_parsing`, e.g. a synthetic case's true parsing) instead
     of parsing the photo. ``given_depth``: fit with the case's depth map (:meth:`Case.load_depth`; RGB-D), the
-    depth attribute added to the preset's attributes.
+    depth attribute added to the preset's attributes. ``detect_landmarks``: fit from the landmark detector's
+    output (:func:`redafit.landmarks.detect_landmarks`) even where the case has landmarks, which then measure the
+    detection (``info["detection_error_iod"]``, mean distance / eye distance): the whole pipeline as a user runs
+    it on a photo; a case the detector finds no face in fails for this method alone.
     """
 
     preset: str = "landmarks"
@@ -96,6 +99,7 @@ class FitMethod:
     loss_overrides: dict = field(default_factory=dict)
     given_parsing: bool = False
     given_depth: bool = False
+    detect_landmarks: bool = False
 
     @property
     def name(self) -> str:
@@ -135,10 +139,14 @@ class FitMethod:
 
         image = case.load_image()
         lm = case.load_landmarks()
-        if lm is None:
+        detection_error = None
+        if lm is None or self.detect_landmarks:
             from redafit.landmarks import detect_landmarks
+            from redafit.landmarks.files import inter_ocular
 
-            lm = detect_landmarks(image)
+            given, lm = lm, detect_landmarks(image)
+            if given is not None and len(given) == len(lm):
+                detection_error = float(np.nanmean(np.linalg.norm(lm - given, axis=1)) / inter_ocular(given))
         parsing = depth = None
         if self.given_parsing:
             parsing = case.load_parsing(size=(image.shape[1], image.shape[0]))
@@ -150,7 +158,10 @@ class FitMethod:
                 raise DatasetError(f"case {case.id}: no depth map (method {self.name!r} fits with the case's depth)")
         t = time.perf_counter()
         res = fit_image(image, lm, model, self.config(), intrinsics=case.intrinsics, parsing=parsing, depth=depth)
-        return fit_prediction(res, time.perf_counter() - t)
+        pred = fit_prediction(res, time.perf_counter() - t)
+        if detection_error is not None:
+            pred.info["detection_error_iod"] = detection_error
+        return pred
 
 
 def fit_prediction(res, seconds: float) -> Prediction:
@@ -173,11 +184,13 @@ ABLATIONS = {
 
 
 def make_methods(names, ablation: str | None = None, fit_overrides: dict | None = None,
-                 given_parsing: bool = False, loss_weights: dict | None = None, given_depth: bool = False) -> dict:
+                 given_parsing: bool = False, loss_weights: dict | None = None, given_depth: bool = False,
+                 detect_landmarks: bool = False) -> dict:
     """Method objects by name (``mean``, ``landmarks``, ``full``, ``oracle``), plus the ablation's configurations
     of the full fit (named ``full[<label>]``) when ``ablation`` is given. ``fit_overrides`` (FitConfig fields,
     e.g. ``landmark_sigma``) apply to every fit method; ``given_parsing``: the fits use each case's own parsing
-    map (:attr:`FitMethod.given_parsing`), ``given_depth`` its depth map (RGB-D, :attr:`FitMethod.given_depth`);
+    map (:attr:`FitMethod.given_parsing`), ``given_depth`` its depth map (RGB-D, :attr:`FitMethod.given_depth`),
+    ``detect_landmarks`` the detector's landmarks instead of the case's (:attr:`FitMethod.detect_landmarks`);
     ``loss_weights`` (``eval --weight``, keys as in
     :meth:`~redafit.fit.FitConfig.with_loss_weights`) apply to each fit method whose stages have the term (the
     landmark-only fit has no ``mask``), and one that applies to none is a :class:`UsageError`."""
@@ -192,7 +205,8 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
         elif n == "oracle":
             out[n] = OracleMethod()
         elif n in ("landmarks", "full", "fast"):
-            out[n] = FitMethod(n, dict(fo), given_parsing=given_parsing, given_depth=given_depth)
+            out[n] = FitMethod(n, dict(fo), given_parsing=given_parsing, given_depth=given_depth,
+                               detect_landmarks=detect_landmarks)
         else:
             raise UsageError(f"unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
     if ablation:
@@ -201,7 +215,7 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
         for label, ov, rov in ABLATIONS[ablation]:
             name = f"full[{label}]"
             out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name, given_parsing=given_parsing,
-                                  given_depth=given_depth)
+                                  given_depth=given_depth, detect_landmarks=detect_landmarks)
     if loss_weights:
         fits = [m for m in out.values() if isinstance(m, FitMethod)]
         if not fits:
