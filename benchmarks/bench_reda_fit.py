@@ -30,6 +30,10 @@ ground-truth points to the fitted mesh, mean ± SD in mm):
 6. out-of-span faces (``--detail-n`` cases, 0 skips it): the same synthetic faces with ``--detail-mm`` of smooth
    detail outside the model's span (:attr:`redafit.eval.synthetic.SyntheticConfig.detail_mm`), where the free-form
    stage has something to capture: landmark-only, free-form off and on;
+6b. from the detector (``--detected-n`` cases, 0 skips it): the same synthetic faces fitted from dlib's detections
+    (``redafit eval --detect-landmarks``) instead of the noisy true landmarks: the detection's error, landmark-only,
+    z-buffer and ReDA, at the default ``landmark_sigma`` and at 6 % (about these detections' noise); a face dlib
+    does not find fails for every method (its row counts it);
 7. the error budget (``--budget-n`` cases, 0 skips it): the attribute stage's terms started at the true shape
    (:class:`redafit.eval.synthetic.TruthStartMethod`), with the true or the estimated lighting and albedo,
    beside the landmark-only and full fits - where each combination of terms settles, the floor a fit from the
@@ -58,9 +62,9 @@ def _fmt(vals) -> str:
     return "n/a" if not len(v) else f"{v.mean():.3f} ± {v.std():.3f}"
 
 
-def _measure(cases, methods, model, jobs):
+def _measure(cases, methods, model, jobs, with_report: bool = False):
     """Run ``methods`` on ``cases``: point-to-plane errors per case (NaN where the fit failed), fit seconds of the
-    successful fits and failure counts per method, and the wall time."""
+    successful fits and failure counts per method, and the wall time (and the report itself with ``with_report``)."""
     from redafit.eval.runner import run_eval
 
     t0 = time.perf_counter()
@@ -69,7 +73,7 @@ def _measure(cases, methods, model, jobs):
     sec = {m: [r.fit_seconds for r in rep.by_method(m) if r.error is None] for m in methods}
     fails = {m: sum(r.error is not None for r in rep.by_method(m)) for m in methods}
     err = {m: [r.point_to_plane if r.error is None else float("nan") for r in rep.by_method(m)] for m in methods}
-    return err, sec, fails, elapsed
+    return (err, sec, fails, elapsed, rep) if with_report else (err, sec, fails, elapsed)
 
 
 def _seconds(sec) -> str:
@@ -223,6 +227,40 @@ def out_of_span_table(model, n: int, seed: int, jobs: int, noise: float = 1.5, d
                         row("full fit (free-form on)", "full", "landmarks", "freeform_off")]))
 
 
+DETECTED_SIGMA = 0.06  # about the noise of dlib's detections of the synthetic faces (ABLATIONS, session 18)
+
+
+def detected_table(model, n: int, seed: int, jobs: int, shading: str = "physical",
+                   highlight: str = "microfacet") -> str:
+    """ReDA vs the z-buffer from dlib's detections of the synthetic faces (a systematic, larger landmark error than
+    the noisy true landmarks), at the default landmark noise assumption and at :data:`DETECTED_SIGMA`."""
+    from redafit.eval.runner import FitMethod, load_cases
+
+    cases = load_cases("synthetic", model, n=n, seed=seed, size=256, shading=shading, highlight=highlight)
+    o = {"landmark_sigma": DETECTED_SIGMA}
+    methods = {"landmarks": FitMethod("landmarks", detect_landmarks=True),
+               "zbuffer": FitMethod("fast", label="zbuffer", detect_landmarks=True),
+               "full": FitMethod("full", label="full", detect_landmarks=True),
+               "zbuffer_s": FitMethod("fast", dict(o), label="zbuffer_s", detect_landmarks=True),
+               "full_s": FitMethod("full", dict(o), label="full_s", detect_landmarks=True)}
+    err, sec, fails, elapsed, rep = _measure(cases, methods, model, jobs, with_report=True)
+    det = [r.info["detection_error_iod"] for r in rep.by_method("landmarks") if "detection_error_iod" in r.info]
+
+    def row(label, m, vs=None):
+        return [label, _fmt(err[m]), paired_change(err[m], err[vs]) if vs else "", _seconds(sec[m]), str(fails[m])]
+
+    h = ["method (from dlib's detections)", "point-to-plane mm", "vs z-buffer (95 % interval; cases better)",
+         "fit s (median)", "failed"]
+    found = f"{len(det)} of {len(cases)} faces found" if det else "no face found"
+    mean_det = f", detections {100 * float(np.mean(det)):.1f} % of the eye distance off on the mean" if det else ""
+    return (f"_{len(cases)} synthetic cases (seed {seed}, no landmark noise: dlib's detections instead; {found}"
+            f"{mean_det}), {elapsed:.0f} s, jobs {jobs}_\n\n"
+            + table(h, [row("landmark-only", "landmarks"), row("z-buffer (the fast preset)", "zbuffer"),
+                        row("ReDA", "full", "zbuffer"),
+                        row(f"z-buffer, landmark_sigma {DETECTED_SIGMA:.0%}", "zbuffer_s"),
+                        row(f"ReDA, landmark_sigma {DETECTED_SIGMA:.0%}", "full_s", "zbuffer_s")]))
+
+
 BUDGET = (  # (label, terms, appearance, albedo map side: None = the fit's)
     ("landmarks only", ("landmarks",), "estimated", None),
     ("landmarks + colour, true lighting and albedo (16² map)", ("landmarks", "color"), "true", 16),
@@ -274,6 +312,8 @@ def main(argv=None):
                     help="cases of the error-budget table (terms started at the truth); 0 = skip it")
     ap.add_argument("--detail-n", type=int, default=20,
                     help="cases of the out-of-span table (faces with smooth detail outside the span); 0 = skip it")
+    ap.add_argument("--detected-n", type=int, default=20,
+                    help="cases of the table fitted from dlib's detections of the synthetic faces; 0 = skip it")
     ap.add_argument("--detail-mm", type=float, default=1.0, help="RMS of that detail, mm")
     ap.add_argument("--shading", choices=SHADINGS, default="physical",
                     help="how the synthetic photos are drawn (SyntheticConfig.shading; 'model' = the z-buffer fit's "
@@ -322,6 +362,10 @@ def main(argv=None):
                   "free-form on below off)\n")
             print(out_of_span_table(model, 2 if args.quick else args.detail_n, args.seed, args.jobs,
                                     args.landmark_noise, args.detail_mm, args.shading, args.highlight))
+        if args.detected_n > 0:
+            print("\n#### From the detector (ReDA vs z-buffer where the landmarks are systematically off)\n")
+            print(detected_table(model, 2 if args.quick else args.detected_n, args.seed, args.jobs, args.shading,
+                                 args.highlight))
         if args.budget_n > 0:
             print("\n#### Error budget: the terms started at the truth (where each combination settles)\n")
             print(error_budget(model, 2 if args.quick else args.budget_n, args.seed, args.jobs,
