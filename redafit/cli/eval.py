@@ -95,6 +95,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
 
     from redafit.errors import UsageError
     from redafit.eval.runner import (
+        FitMethod,
         ablation_table,
         load_cases,
         make_methods,
@@ -116,10 +117,6 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
 
         cached_parsing_network(parsing_net)  # a missing or broken file fails here, not in every case
         overrides["parsing_net"] = str(parsing_net)
-    if detect_landmarks:
-        from redafit.landmarks.detect import get_detector
-
-        get_detector(detector)  # a missing detector (face-alignment for fan) fails here, not in every case
     from redafit.fit.config import parse_loss_weights
 
     method_objs = make_methods(names, ablation, overrides or None, given_parsing=given_parsing,
@@ -131,6 +128,13 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
                        landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading,
                        highlight=highlight)
+    fits = [m for m in method_objs.values() if isinstance(m, FitMethod)]
+    if detect_landmarks and not fits:
+        raise UsageError("--detect-landmarks: no fit method among the methods (landmarks, full, fast)")
+    if fits and (detect_landmarks or any(c.landmarks is None and c.landmarks_path is None for c in cases)):
+        from redafit.landmarks.detect import get_detector
+
+        get_detector(detector)  # a missing detector (face-alignment for fan) fails here, not in every case
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     if not quiet:
         err.print(f"redafit eval: {len(cases)} {label} case(s) x {len(method_objs)} method(s)")

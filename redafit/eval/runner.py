@@ -88,7 +88,8 @@ class FitMethod:
     of parsing the photo. ``given_depth``: fit with the case's depth map (:meth:`Case.load_depth`; RGB-D), the
     depth attribute added to the preset's attributes. ``detect_landmarks``: fit from the landmark detector's
     output (:func:`redafit.landmarks.detect_landmarks`) even where the case has landmarks, which then measure the
-    detection (``info["detection_error_iod"]``, mean distance / eye distance): the whole pipeline as a user runs
+    detection (``info["detection_error_iod"]``, mean distance / eye distance; a synthetic case's noise-free
+    landmarks, ``meta["landmarks_gt"]``): the whole pipeline as a user runs
     it on a photo; a case the detector finds no face in fails for this method alone. ``detector``: which one
     (:func:`redafit.landmarks.detect_landmarks`: ``dlib``, ``dlib-cnn``, ``fan``), also for cases without landmarks.
     """
@@ -144,11 +145,11 @@ class FitMethod:
         detection_error = None
         if lm is None or self.detect_landmarks:
             from redafit.landmarks import detect_landmarks
-            from redafit.landmarks.files import inter_ocular
 
-            given, lm = lm, detect_landmarks(image, self.detector, name=case.id)
-            if given is not None and len(given) == len(lm):
-                detection_error = float(np.nanmean(np.linalg.norm(lm - given, axis=1)) / inter_ocular(given))
+            truth = case.meta.get("landmarks_gt") if case.meta else None  # synthetic: the noise-free landmarks
+            given = lm if truth is None else np.asarray(truth, np.float64)
+            lm = detect_landmarks(image, self.detector, name=case.id)
+            detection_error = _detection_error(lm, given)
         parsing = depth = None
         if self.given_parsing:
             parsing = case.load_parsing(size=(image.shape[1], image.shape[0]))
@@ -164,6 +165,23 @@ class FitMethod:
         if detection_error is not None:
             pred.info["detection_error_iod"] = detection_error
         return pred
+
+
+def _detection_error(detected: np.ndarray, given: np.ndarray | None) -> float | None:
+    """Mean distance of the detected 68 landmarks from the case's own (68, or 5 compared with the detection's
+    five-point reduction), in eye distances of the case's; None where that cannot be measured."""
+    if given is None:
+        return None
+    from redafit.landmarks.files import five_from_68, inter_ocular
+
+    given = np.asarray(given, np.float64)
+    det = five_from_68(detected) if len(given) == 5 else np.asarray(detected, np.float64)
+    if det.shape != given.shape:
+        return None
+    d = np.linalg.norm(det - given, axis=1)
+    with np.errstate(all="ignore"):
+        e = float(np.nanmean(d)) / inter_ocular(given) if np.isfinite(d).any() else float("nan")
+    return e if math.isfinite(e) else None
 
 
 def fit_prediction(res, seconds: float) -> Prediction:

@@ -44,8 +44,8 @@ ALBEDO_BORDER_RINGS = 2
 # (forehead, neck, towards the ears), so at its rim the render fades to black over skin: comparing there pulled
 # the outline towards the parsed face mask (started at the true shape with exact landmarks: 0.38 -> 0.26 mm
 # drift, landmarks alone 0.14). Silhouettes are the mask term's job; colour informs through the shading inside.
-# The depth term (RGB-D) compares the same pixels (depth_loss): compared premultiplied by the coverage, its rim
-# faded towards the face's median depth (session 17).
+# The depth term (RGB-D) compares the same pixels (depth_loss): premultiplied by the coverage, its rim would fade
+# towards z_ref, the face's median depth (session 17).
 INTERIOR_COVERAGE = 0.99
 DEPTH_UNIT_MM = 50.0  # depth attribute = (z - z_ref) / DEPTH_UNIT_MM
 

