@@ -32,8 +32,9 @@ ground-truth points to the fitted mesh, mean ± SD in mm):
    stage has something to capture: landmark-only, free-form off and on;
 6b. from the detector (``--detected-n`` cases, 0 skips it): the same synthetic faces fitted from dlib's detections
     (``redafit eval --detect-landmarks``) instead of the noisy true landmarks: the detection's error, landmark-only,
-    z-buffer and ReDA, at the default ``landmark_sigma`` and at 6 % (about these detections' noise); a face dlib
-    does not find fails for every method (its row counts it);
+    z-buffer and ReDA, at the default ``landmark_sigma``, at 6 % (about these detections' noise), and with each
+    case's true parsing map and the landmark guard off at mask weight 16 and 128; a face dlib does not find fails
+    for every method (its row counts it);
 7. the error budget (``--budget-n`` cases, 0 skips it): the attribute stage's terms started at the true shape
    (:class:`redafit.eval.synthetic.TruthStartMethod`), with the true or the estimated lighting and albedo,
    beside the landmark-only and full fits - where each combination of terms settles, the floor a fit from the
@@ -233,7 +234,9 @@ DETECTED_SIGMA = 0.06  # about the noise of dlib's detections of the synthetic f
 def detected_table(model, n: int, seed: int, jobs: int, shading: str = "physical",
                    highlight: str = "microfacet") -> str:
     """ReDA vs the z-buffer from dlib's detections of the synthetic faces (a systematic, larger landmark error than
-    the noisy true landmarks), at the default landmark noise assumption and at :data:`DETECTED_SIGMA`."""
+    the noisy true landmarks), at the default landmark noise assumption and at :data:`DETECTED_SIGMA`; and with each
+    case's true parsing map, the landmark guard off (the fit may leave the detections) and the mask weight at the
+    default and at :data:`TRUSTED_MASK_WEIGHT`: where the paper's mechanism, silhouettes pulling the shape, can act."""
     from redafit.eval.runner import FitMethod, load_cases
 
     cases = load_cases("synthetic", model, n=n, seed=seed, size=256, shading=shading, highlight=highlight)
@@ -243,6 +246,13 @@ def detected_table(model, n: int, seed: int, jobs: int, shading: str = "physical
                "full": FitMethod("full", label="full", detect_landmarks=True),
                "zbuffer_s": FitMethod("fast", dict(o), label="zbuffer_s", detect_landmarks=True),
                "full_s": FitMethod("full", dict(o), label="full_s", detect_landmarks=True)}
+    free = {"landmark_guard": False}
+    for w in (None, TRUSTED_MASK_WEIGHT):
+        lw = {} if w is None else {"mask": w}
+        for preset, tag in (("fast", "zbuffer"), ("full", "full")):
+            key = f"{tag}_gp{'' if w is None else f'_m{w:g}'}"
+            methods[key] = FitMethod(preset, dict(free), label=key, detect_landmarks=True, given_parsing=True,
+                                     loss_overrides=dict(lw))
     err, sec, fails, elapsed, rep = _measure(cases, methods, model, jobs, with_report=True)
     det = [r.info["detection_error_iod"] for r in rep.by_method("landmarks") if "detection_error_iod" in r.info]
 
@@ -252,13 +262,18 @@ def detected_table(model, n: int, seed: int, jobs: int, shading: str = "physical
     h = ["method (from dlib's detections)", "point-to-plane mm", "vs z-buffer (95 % interval; cases better)",
          "fit s (median)", "failed"]
     found = f"{len(det)} of {len(cases)} faces found" if det else "no face found"
+    wt = TRUSTED_MASK_WEIGHT
     mean_det = f", detections {100 * float(np.mean(det)):.1f} % of the eye distance off on the mean" if det else ""
     return (f"_{len(cases)} synthetic cases (seed {seed}, no landmark noise: dlib's detections instead; {found}"
             f"{mean_det}), {elapsed:.0f} s, jobs {jobs}_\n\n"
             + table(h, [row("landmark-only", "landmarks"), row("z-buffer (the fast preset)", "zbuffer"),
                         row("ReDA", "full", "zbuffer"),
                         row(f"z-buffer, landmark_sigma {DETECTED_SIGMA:.0%}", "zbuffer_s"),
-                        row(f"ReDA, landmark_sigma {DETECTED_SIGMA:.0%}", "full_s", "zbuffer_s")]))
+                        row(f"ReDA, landmark_sigma {DETECTED_SIGMA:.0%}", "full_s", "zbuffer_s"),
+                        row("z-buffer, true parsing map, guard off", "zbuffer_gp"),
+                        row("ReDA, true parsing map, guard off", "full_gp", "zbuffer_gp"),
+                        row(f"z-buffer, the same at mask weight {wt:g}", f"zbuffer_gp_m{wt:g}"),
+                        row(f"ReDA, the same at mask weight {wt:g}", f"full_gp_m{wt:g}", f"zbuffer_gp_m{wt:g}")]))
 
 
 BUDGET = (  # (label, terms, appearance, albedo map side: None = the fit's)
