@@ -134,7 +134,7 @@ def detected_fit(model, names) -> str:
     """The fits' landmarks against the manual annotations when the input is dlib's detection (the real use):
     the detector itself, the landmark stage and the full fit (mean error, % of the eye distance)."""
     from redafit.fit import FitConfig, fit_image
-    from redafit.landmarks import inter_ocular
+    from redafit.landmarks import landmark_error_iod
     from redafit.landmarks.detect import get_detector
 
     det = get_detector("dlib")
@@ -145,14 +145,9 @@ def detected_fit(model, names) -> str:
         if lm is None:
             rows.append([name, "no face", "", ""])
             continue
-        iod = inter_ocular(gt)
-
-        def err(p, gt=gt, iod=iod):
-            return float(np.nanmean(np.linalg.norm(np.asarray(p) - gt, axis=1))) / iod
-
-        e = {"det": err(lm)}
+        e = {"det": landmark_error_iod(lm, gt)}
         for key, preset in (("lm", "landmarks"), ("full", "full")):
-            e[key] = err(fit_image(img, lm, model, FitConfig.preset(preset)).landmarks_fit)
+            e[key] = landmark_error_iod(fit_image(img, lm, model, FitConfig.preset(preset)).landmarks_fit, gt)
         for k, v in e.items():
             cols[k].append(v)
         rows.append([name] + [f"{e[k]:.2%}" for k in ("det", "lm", "full")])

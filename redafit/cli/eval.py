@@ -131,7 +131,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     fits = [m for m in method_objs.values() if isinstance(m, FitMethod)]
     if detect_landmarks and not fits:
         raise UsageError("--detect-landmarks: no fit method among the methods (landmarks, full, fast)")
-    if fits and (detect_landmarks or any(c.landmarks is None and c.landmarks_path is None for c in cases)):
+    if fits and (detect_landmarks or not all(c.has_landmarks for c in cases)):
         from redafit.landmarks.detect import get_detector
 
         get_detector(detector)  # a missing detector (face-alignment for fan) fails here, not in every case

@@ -257,6 +257,11 @@ class Case:
 
         return load_depth(self.depth_path, size=size)
 
+    @property
+    def has_landmarks(self) -> bool:
+        """Whether the case brings its own image landmarks (else a fit runs a detector)."""
+        return self.landmarks is not None or self.landmarks_path is not None
+
     def load_landmarks(self) -> np.ndarray | None:
         """[68, 2] px image landmarks, or None when the case has none (the caller may run a detector)."""
         if self.landmarks is not None:

@@ -144,12 +144,12 @@ class FitMethod:
         lm = case.load_landmarks()
         detection_error = None
         if lm is None or self.detect_landmarks:
-            from redafit.landmarks import detect_landmarks
+            from redafit.landmarks import detect_landmarks, landmark_error_iod
 
             truth = case.meta.get("landmarks_gt") if case.meta else None  # synthetic: the noise-free landmarks
             given = lm if truth is None else np.asarray(truth, np.float64)
             lm = detect_landmarks(image, self.detector, name=case.id)
-            detection_error = _detection_error(lm, given)
+            detection_error = landmark_error_iod(lm, given)
         parsing = depth = None
         if self.given_parsing:
             parsing = case.load_parsing(size=(image.shape[1], image.shape[0]))
@@ -165,23 +165,6 @@ class FitMethod:
         if detection_error is not None:
             pred.info["detection_error_iod"] = detection_error
         return pred
-
-
-def _detection_error(detected: np.ndarray, given: np.ndarray | None) -> float | None:
-    """Mean distance of the detected 68 landmarks from the case's own (68, or 5 compared with the detection's
-    five-point reduction), in eye distances of the case's; None where that cannot be measured."""
-    if given is None:
-        return None
-    from redafit.landmarks.files import five_from_68, inter_ocular
-
-    given = np.asarray(given, np.float64)
-    det = five_from_68(detected) if len(given) == 5 else np.asarray(detected, np.float64)
-    if det.shape != given.shape:
-        return None
-    d = np.linalg.norm(det - given, axis=1)
-    with np.errstate(all="ignore"):
-        e = float(np.nanmean(d)) / inter_ocular(given) if np.isfinite(d).any() else float("nan")
-    return e if math.isfinite(e) else None
 
 
 def fit_prediction(res, seconds: float) -> Prediction:

@@ -5,7 +5,14 @@ All landmarks are float [68, 2] (iBUG-68 order) or [5, 2] pixels in redafit's co
 """
 
 from redafit.landmarks.detect import Detector, FaceBox, detect_faces, detect_landmarks, landmarks_in_box
-from redafit.landmarks.files import FIVE_FROM_68, five_from_68, inter_ocular, read_landmarks, write_landmarks
+from redafit.landmarks.files import (
+    FIVE_FROM_68,
+    five_from_68,
+    inter_ocular,
+    landmark_error_iod,
+    read_landmarks,
+    write_landmarks,
+)
 
 __all__ = ["Detector", "FaceBox", "detect_faces", "detect_landmarks", "landmarks_in_box", "read_landmarks",
-           "write_landmarks", "FIVE_FROM_68", "five_from_68", "inter_ocular"]
+           "write_landmarks", "FIVE_FROM_68", "five_from_68", "inter_ocular", "landmark_error_iod"]

