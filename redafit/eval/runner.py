@@ -18,18 +18,20 @@ ICP is initialised from the 68 landmark vertices).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import re
 import time
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from redafit.errors import DatasetError, InputError, RedafitError, UsageError
+from redafit.errors import DatasetError, InputError, NoFaceError, RedafitError, UsageError
 from redafit.eval.metrics import (
     NOW_LANDMARKS_68,
     micc_protocol,
@@ -144,11 +146,11 @@ class FitMethod:
         lm = case.load_landmarks()
         detection_error = None
         if lm is None or self.detect_landmarks:
-            from redafit.landmarks import detect_landmarks, landmark_error_iod
+            from redafit.landmarks import landmark_error_iod
 
             truth = case.meta.get("landmarks_gt") if case.meta else None  # synthetic: the noise-free landmarks
             given = lm if truth is None else np.asarray(truth, np.float64)
-            lm = detect_landmarks(image, self.detector, name=case.id)
+            lm = detect_cached(image, self.detector, name=case.id)
             detection_error = landmark_error_iod(lm, given)
         parsing = depth = None
         if self.given_parsing:
@@ -165,6 +167,36 @@ class FitMethod:
         if detection_error is not None:
             pred.info["detection_error_iod"] = detection_error
         return pred
+
+
+# a case's detection, kept for the other methods that fit it (per process; a few hundred 68 x 2 arrays at most)
+_DETECTIONS: OrderedDict = OrderedDict()
+_DETECTIONS_MAX = 512
+
+
+def detect_cached(image: np.ndarray, detector: str, name: str | None = None) -> np.ndarray:
+    """:func:`redafit.landmarks.detect_landmarks` of ``image``, run once per image content and detector in this
+    process: every fit method of an evaluation starts from the same detection (the detectors are deterministic),
+    and a slow one (FAN on the CPU) runs once per case instead of once per method. A face not found is remembered
+    too and raised again. Returns a copy the caller may modify."""
+    from redafit.landmarks import detect
+
+    img = np.ascontiguousarray(image)
+    key = (str(detector), img.shape, str(img.dtype), hashlib.sha1(img.view(np.uint8).reshape(-1)).hexdigest())
+    hit = _DETECTIONS.get(key)
+    if hit is None:
+        try:
+            hit = detect.detect_landmarks(img, detector, name=name)
+        except NoFaceError as e:
+            hit = e
+        _DETECTIONS[key] = hit
+        while len(_DETECTIONS) > _DETECTIONS_MAX:
+            _DETECTIONS.popitem(last=False)
+    else:
+        _DETECTIONS.move_to_end(key)
+    if isinstance(hit, NoFaceError):
+        raise NoFaceError(str(hit))
+    return hit.copy()
 
 
 def fit_prediction(res, seconds: float) -> Prediction:

