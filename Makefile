@@ -17,6 +17,7 @@ setup:
 	else \
 	  $(PYTHON) -m redafit models install ict; \
 	fi
+	$(PYTHON) -m redafit -q models train-init --model ict --if-missing
 
 test:
 	$(PYTHON) -m pytest -q tests

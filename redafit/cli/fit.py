@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -12,6 +11,7 @@ import click
 
 from redafit.cli import device_option, resolve_device, show_progress
 from redafit.errors import RedafitError, UsageError
+from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
 
@@ -190,25 +190,39 @@ class _Progress:
             click.echo(msg, err=True)
 
 
-def _check_distinct(jobs) -> None:
+def _check_distinct(jobs, inputs=()) -> None:
     """A usage error when two outputs of the command are one file: ``-o face.obj --overlay face.png`` (the OBJ's
     texture is ``face.png``, so one would overwrite the other), ``--params`` and ``--overlay`` the same path, or,
-    in a folder, one photo's overlay the texture of another's mesh."""
+    in a folder, one photo's overlay the texture of another's mesh; or when an output would overwrite an input
+    (``redafit fit face.png``: the texture of ``face.obj`` is ``face.png``): the photos and ``inputs``, (path,
+    option) pairs for the landmark, depth and parsing files."""
     from redafit.io.meshes import mesh_files
 
+    given = [(img, f"the input photo {img}") for img, *_ in jobs]
+    given += [(Path(f), f"the input {opt} {f}") for f, opt in inputs if f is not None and not Path(f).is_dir()]
     seen = {}
+    for f, what in given:
+        seen.setdefault(f.resolve(), what)
     for _, mesh, par, ov in jobs:
         named = [(f, f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
                  for f, what in mesh_files(mesh).items()]
         named += [(f, f"{flag} {f}") for f, flag in ((par, "--params"), (ov, "--overlay")) if f is not None]
         for f, what in named:
-            if f.resolve() in seen:
-                raise UsageError(f"{what}: that is also {seen[f.resolve()]}; choose another name")
+            other = seen.get(f.resolve())
+            if other is not None:
+                hint = " (it would be overwritten)" if other.startswith("the input") else ""
+                raise UsageError(f"{what}: that is also {other}{hint}; choose another name")
             seen[f.resolve()] = what
 
 
-def _resolve_outputs(images, output, fmt, params, overlay):
-    """Map every image to (mesh, params, overlay) paths; a folder output for several images."""
+def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
+    """Map every image to (mesh, params, overlay) paths; a folder output for several images. The output folders
+    are created and checked to be writable before any fit (a read-only place fails now, not after minutes of
+    fitting); ``inputs`` (see :func:`_check_distinct`) are never overwritten."""
+    for value, opt in ((output, "-o"), (params, "--params"), (overlay, "--overlay")):
+        if value is not None and str(value) == "-":
+            raise UsageError(f"{opt} -: writing to stdout is not supported; give a file or folder name "
+                             "(--json prints each result on stdout)")
     many = len(images) > 1
     out = Path(output) if output else None
     as_dir = out is not None and (many or str(output).endswith(("/", "\\")) or out.is_dir() or out.suffix == "")
@@ -234,7 +248,7 @@ def _resolve_outputs(images, output, fmt, params, overlay):
             par = Path(params) if params else None
             ov = Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
-    _check_distinct(jobs)
+    _check_distinct(jobs, inputs)
     try:
         if as_dir:
             out.mkdir(parents=True, exist_ok=True)
@@ -249,11 +263,27 @@ def _resolve_outputs(images, output, fmt, params, overlay):
         from redafit.errors import OutputError
 
         raise OutputError(f"cannot create the output folder: {e.strerror}: {e.filename}") from None
+    _check_writable({f.parent for _, *outs in jobs for f in outs if f is not None})
     return jobs
 
 
+def _check_writable(folders) -> None:
+    """An :class:`~redafit.errors.OutputError` unless a file can be created in each folder (tried, not guessed
+    from permission bits: a read-only file system or an ACL says no only when asked)."""
+    import tempfile
+
+    from redafit.errors import OutputError
+
+    for d in sorted(folders, key=str):
+        try:
+            with tempfile.TemporaryFile(dir=d, prefix=".redafit-check."):
+                pass
+        except OSError as e:
+            raise OutputError(f"cannot write into {d}: {e.strerror or e}") from None
+
+
 @click.command("fit")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", default=None,
               help="Mesh file (.obj/.ply/.npz/.glb) for one image, or a folder for several.  [default: <stem>.obj]")
 @click.option("--format", "fmt", type=click.Choice(MESH_FORMATS), default="obj", show_default=True,
@@ -304,7 +334,8 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         raise UsageError("--depth goes with a single image")
     if len(images) > 1 and parsing is not None and not parsing.is_dir():
         raise UsageError("--parsing: with several images, give a folder of <stem>.png|.npy parsing maps")
-    jobs = _resolve_outputs(images, output, fmt, params, overlay)
+    jobs = _resolve_outputs(images, output, fmt, params, overlay,
+                            inputs=[(landmarks, "--landmarks"), (depth, "--depth"), (parsing, "--parsing")])
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
@@ -337,21 +368,23 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
                 result = fit_loaded(inp, model, config, progress=prog, depth=depth_map, parsing=parsing_map)
                 written = write_outputs(inp, result, model, mesh, par, ov, texture_size)
             except RedafitError as e:
+                if as_json:  # one line per image on stdout, a single image's failure too
+                    click.echo(jsonsafe.dumps({"image": str(img), "ok": False, "error": str(e),
+                                               "exit_code": e.exit_code}))
                 if len(jobs) == 1:
                     raise
                 failures.append((img, e))
                 prog.log(f"redafit: error: {img}: {e}")
-                if as_json:
-                    click.echo(json.dumps({"image": str(img), "ok": False, "error": str(e),
-                                           "exit_code": e.exit_code}))
                 continue
             secs = time.perf_counter() - t0
+            if result.failure:  # written (the user may still want it), but said on stderr, not only in --json
+                log.warning("%s: the fit looks implausible: %s", img.name, result.failure)
             if as_json:
                 line = {"image": str(img), "ok": True, "mesh": str(mesh), "outputs": [str(p) for p in written],
                         "seconds": round(secs, 3), "landmark_error_px": round(result.landmark_error_px, 3),
                         "landmark_error_iod": round(result.landmark_error_iod, 5),
                         "pose_deg": [round(float(a), 2) for a in result.euler_deg], "failure": result.failure}
-                click.echo(json.dumps(line))
+                click.echo(jsonsafe.dumps(line))
             elif (ctx.obj or {}).get("verbosity", 0) >= 0:
                 prog.log(f"{img.name}: wrote {', '.join(str(p) for p in written)} "
                          f"(landmark error {result.landmark_error_px:.2f} px, {secs:.1f} s)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -13,7 +12,8 @@ import click
 from redafit.cli import device_option, resolve_device, show_progress
 from redafit.cli.fit import _Progress, build_config, fit_options, input_options, model_option
 from redafit.cli.models import models as models_group
-from redafit.errors import RedafitError, UsageError
+from redafit.errors import NoFaceError, RedafitError, UsageError
+from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
 
@@ -32,7 +32,7 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 
 # ------------------------------------------------------------------------------------------------------------ rig
 @click.command("rig")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Rig folder to write (neutral.obj, expressions.npz, params.json, rig.glb).")
 @click.option("--landmarks", default=None, type=click.Path(path_type=Path),
@@ -78,6 +78,11 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         raise UsageError(f"--landmarks {landmarks}: expected a folder of <stem>.<ext> landmark files")
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of <stem>.png|.npy parsing maps")
+    seen: set = set()
+    unique = [p for p in images if not (p.resolve() in seen or seen.add(p.resolve()))]  # first mention kept
+    if len(unique) < len(images):  # one photo counted twice would weigh twice in the shared identity
+        log.warning("rig: %d photo(s) given more than once; each is used once", len(images) - len(unique))
+        images = tuple(unique)
     if len(images) < 2:
         raise UsageError("rig: give at least 2 images of the person")
     stems = [p.stem for p in images]
@@ -117,7 +122,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
     for f in flagged:
         log.warning("rig: %s looks implausible: %s", f.name, f.failure)
     if as_json:
-        click.echo(json.dumps({"output": str(output), "images": len(images), "used": len(loaded),
+        click.echo(jsonsafe.dumps({"output": str(output), "images": len(images), "used": len(loaded),
                                "excluded": rig.excluded, "init": rig.init, "seconds": round(rig.seconds, 3),
                                "seconds_per_image": round(rig.seconds / len(loaded), 3),
                                "landmark_error_px": [round(f.landmark_error_px, 3) for f in rig.frames],
@@ -190,7 +195,7 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
             if not rec.get("ok"):
                 prog.log(f"redafit: frame {rec['frame']}: {rec.get('error')}")
             if as_json:
-                click.echo(json.dumps(rec))
+                click.echo(jsonsafe.dumps(rec))
             prog.start(f"frame {rec['frame'] + every}")
 
         prog.start("frame 0")
@@ -203,6 +208,10 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
         click.echo(f"track: {ok} of {len(result.records)} frames tracked, {result.identity_fits} identity fits, "
                    f"{result.seconds / max(1, len(result.records)):.2f} s per frame; wrote {output}/params.jsonl",
                    err=True)
+    # as fit and rig: exit 1 when an input failed (an unreadable frame file, a bad parsing map; each reported above
+    # and in params.jsonl); a frame with no face in it is part of a video, reported but not an error
+    if any(not r.get("ok") and r.get("exit_code") != NoFaceError.exit_code for r in result.records):
+        sys.exit(1)
 
 
 # the identity fit of `track` defaults to the fast landmark preset (`fit` and `rig` default to full)
@@ -252,8 +261,10 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
 @click.option("--epochs", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON on stdout.")
+@click.option("--if-missing", is_flag=True,
+              help="Do nothing when the model already has a network trained with these settings (`make setup`).")
 @click.pass_context
-def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json):
+def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json, if_missing):
     """Train the rig initialisation network on synthetic landmarks of the installed model (CPU, deterministic).
 
     \b
@@ -261,6 +272,7 @@ def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json):
     Examples:
       redafit models train-init --model ict
       redafit models train-init --model ict --samples 4000 --epochs 8 --seed 1
+      redafit models train-init --if-missing
     """
     from redafit.errors import ModelError
     from redafit.model.store import is_installed, load_model
@@ -273,6 +285,17 @@ def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json):
     cfg = InitNetConfig(n_id=model.n_id, n_exp=model.n_exp, unit_exp=model.info.expression_prior == "unit",
                         views=views, samples=samples, epochs=epochs, seed=seed)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    if if_missing:
+        from redafit.rig.initnet import load_initnet
+
+        try:
+            have = load_initnet(model)
+        except ModelError:  # unreadable: train a new one
+            have = None
+        if have is not None and have.cfg == cfg:
+            if not quiet:
+                click.echo(f"train-init: {model_name} already has an init network with these settings", err=True)
+            return
     t0 = time.perf_counter()
 
     def progress(ep, total, loss):
@@ -282,8 +305,8 @@ def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json):
     net, report = train_initnet(model, cfg, progress=progress)
     paths = save_initnet(net, model, report)
     if as_json:
-        click.echo(json.dumps({"model": model_name, "files": [str(p) for p in paths],
-                               "seconds": round(report.seconds, 2), "heldout": report.heldout}))
+        click.echo(jsonsafe.dumps({"model": model_name, "files": [str(p) for p in paths],
+                                   "seconds": round(report.seconds, 2), "heldout": report.heldout}))
     elif not quiet:
         h = report.heldout
         click.echo(f"train-init: {report.seconds:.0f} s; held-out identity RMS {h['net']['identity_rms_mm']:.2f} mm "

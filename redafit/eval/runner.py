@@ -38,6 +38,7 @@ from redafit.eval.metrics import (
     now_protocol,
     summarize,
 )
+from redafit.io import jsonsafe
 
 METHOD_NAMES = ("mean", "landmarks", "full", "fast", "oracle")
 HEATMAP_MAX_MM = 5.0
@@ -470,8 +471,8 @@ class EvalReport:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.md").write_text(self.to_markdown())
         (out / "results.csv").write_text(self.to_csv())
-        (out / "summary.json").write_text(json.dumps({"dataset": self.dataset, "summary": self.summary()},
-                                                     indent=1, allow_nan=True))
+        (out / "summary.json").write_text(jsonsafe.dumps({"dataset": self.dataset, "summary": self.summary()},
+                                                         indent=1))
 
 
 def case_json_path(out_dir, method: str, case_id: str) -> Path:

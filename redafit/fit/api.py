@@ -211,8 +211,34 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
         )
         if needs_attributes:
             attribute_stages.finish(ctx, res, b, config)
+        flag_implausible(res)
         results.append(res)
     return results
+
+
+MIN_KNOWN_68 = 20  # fewer known points of a 68-point set leave identity and pose to the priors
+
+
+def flag_implausible(res: FitResult) -> None:
+    """Set ``res.failure`` to the reasons a fit looks implausible, or None: the fitted landmarks more than 10 % of
+    the eye distance from their targets, a face-skin IoU below 0.4 in the last quality report (attribute fits), a
+    pose no photo of a face shows (|yaw| > 80 or |pitch| > 60 degrees), or too few known landmarks to pin the
+    face (fewer than :data:`MIN_KNOWN_68` of 68, any of a 5-point set unknown)."""
+    reasons = []
+    tgt = np.asarray(res.landmarks_target, np.float64)
+    known = int(np.isfinite(tgt).all(1).sum())
+    if (len(tgt) == 68 and known < MIN_KNOWN_68) or (len(tgt) != 68 and known < len(tgt)):
+        reasons.append(f"only {known} of {len(tgt)} landmarks known")
+    if res.landmark_error_iod > 0.10:
+        reasons.append(f"landmark error {res.landmark_error_iod:.1%} of the eye distance")
+    last = res.quality[list(res.quality)[-1]] if res.quality else {}
+    skin = last.get("parsing_iou", {}).get("skin")
+    if skin is not None and skin < 0.4:
+        reasons.append(f"skin IoU {skin:.2f}")
+    yaw, pitch, _ = res.euler_deg
+    if abs(yaw) > 80 or abs(pitch) > 60:
+        reasons.append(f"implausible pose (yaw {yaw:.0f}, pitch {pitch:.0f} deg)")
+    res.failure = "; ".join(reasons) or None
 
 
 def fit_image(image: np.ndarray, landmarks: np.ndarray, model: FaceModel, config: FitConfig | None = None,

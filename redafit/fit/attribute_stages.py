@@ -760,7 +760,7 @@ def stage_quality(ctx) -> list[dict]:
         psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
         q = {"landmark_error_px": round(float(err[i]), 3),
              "landmark_error_iod": round(float(err[i] / ctx.targets.scale[i]), 5),
-             "parsing_iou": ious, "photometric_l21": round(l21, 5),
+             "parsing_iou": ious, "photometric_l21": round(l21, 5) if math.isfinite(l21) else None,
              "psnr_db": round(psnr, 3) if math.isfinite(psnr) else None}
         if "depth" in layout and "obs_depth" in ex:  # RGB-D: mean |rendered - measured| depth where both exist
             a, b = layout["depth"]
@@ -806,7 +806,8 @@ def _save_stage_images(ctx, name: str, folder: Path) -> None:
 
 
 def finish(ctx, result, b: int, config) -> None:
-    """Fill the result's quality report, albedo and failure flag for image ``b``."""
+    """Fill the result's quality report and albedo for image ``b`` (the failure flag reads the report after, in
+    :func:`redafit.fit.api.flag_implausible`)."""
     q = {name: per[b] for name, per in ctx.extras["quality"].items()}
     result.quality = q
     bi = 0 if ctx.params.shared_id else b
@@ -814,14 +815,3 @@ def finish(ctx, result, b: int, config) -> None:
     if ctx.extras.get("specular_exponent") and any("spec" in s.params for s in config.stages):
         result.specular = float(ctx.params.spec[b, 0].detach())
         result.specular_exponent = float(ctx.extras["specular_exponent"])
-    last = q[list(q)[-1]] if q else {}
-    reasons = []
-    if result.landmark_error_iod > 0.10:
-        reasons.append(f"landmark error {result.landmark_error_iod:.1%} of the eye distance")
-    skin = last.get("parsing_iou", {}).get("skin")
-    if skin is not None and skin < 0.4:
-        reasons.append(f"skin IoU {skin:.2f}")
-    yaw, pitch, _ = result.euler_deg
-    if abs(yaw) > 80 or abs(pitch) > 60:
-        reasons.append(f"implausible pose (yaw {yaw:.0f}, pitch {pitch:.0f} deg)")
-    result.failure = "; ".join(reasons) or None

@@ -8,7 +8,6 @@ inpainted from the surrounding texels, so the unseen half of a turned face looks
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -193,12 +192,13 @@ def vertex_colours(image: np.ndarray, result) -> np.ndarray:
 def save_params(path, result, extra: dict | None = None) -> Path:
     """``--params``: all coefficients, camera, pose, landmark errors (and the quality report) as JSON."""
     from redafit.io.atomic import atomic_write
+    from redafit.io.jsonsafe import dump
 
     d = result.to_json()
     if extra:
         d.update(extra)
     with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(d, f, indent=1)
+        dump(d, f, indent=1)
     return Path(path)
 
 

@@ -68,7 +68,8 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
     if landmarks is None:
         from redafit.landmarks import detect_landmarks
 
-        lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index)
+        lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index, name=path.name,
+                              warn_many=True)
         source = f"detector:{opts.detector}"
         return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0)
     if isinstance(landmarks, np.ndarray):
@@ -103,16 +104,20 @@ def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=
 
 def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,
                   texture_size: int = 1024) -> list[Path]:
-    """Write the requested outputs; each is atomic, so a failure leaves no half-written file."""
+    """Write the requested outputs, all or none: they replace their targets together once every one is written
+    (:func:`redafit.io.atomic.atomic_group`), so an error or an interrupt leaves no file half-written and no
+    incomplete set (a mesh without its parameters)."""
     from redafit.fit import outputs
+    from redafit.io.atomic import atomic_group
 
     written: list[Path] = []
-    if mesh_path is not None:
-        written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size)
-    if params_path is not None:
-        extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
-                 "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source}
-        written.append(outputs.save_params(params_path, result, extra))
-    if overlay_path is not None:
-        written.append(outputs.save_overlay(overlay_path, inp.image, result, model))
+    with atomic_group():
+        if mesh_path is not None:
+            written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size)
+        if params_path is not None:
+            extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
+                     "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source}
+            written.append(outputs.save_params(params_path, result, extra))
+        if overlay_path is not None:
+            written.append(outputs.save_overlay(overlay_path, inp.image, result, model))
     return written

@@ -10,6 +10,10 @@ Two context managers:
   (``cv2.imwrite``, ``np.savez``, ``trimesh.export``). The temporary name keeps the target's extension, because
   these libraries choose the format from it (and ``np.savez`` appends ``.npz`` to names without it).
 
+Inside :func:`atomic_group` the renames wait for the group's end: a command's outputs (a mesh, its material and
+texture, the parameters, the overlay) then appear together or, on any error or interrupt, not at all (files
+already there are left as they were).
+
 Operating-system failures become :class:`~redafit.errors.OutputError` (exit code 10) naming the target.
 The target's folder must exist: we do not create folders behind the caller's back.
 """
@@ -20,6 +24,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
@@ -74,6 +79,53 @@ def _remove(p: str | Path) -> None:
         pass
 
 
+# the open atomic_group's pending (temporary file, target) pairs, or None outside a group
+_GROUP: ContextVar[list | None] = ContextVar("redafit_atomic_group", default=None)
+
+
+def _commit(tmp, path: Path) -> None:
+    """Rename ``tmp`` over ``path`` now, or at the end of the open :func:`atomic_group`."""
+    pending = _GROUP.get()
+    if pending is None:
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    else:
+        pending.append((Path(tmp), path))
+
+
+@contextmanager
+def atomic_group() -> Iterator[None]:
+    """All :func:`atomic_write` / :func:`atomic_path` files of the block replace their targets together when the
+    block ends cleanly; on any exception (an error, a full disk, Ctrl-C) every temporary file is removed and no
+    target is touched. Groups nest (the outermost one commits)."""
+    if _GROUP.get() is not None:
+        yield
+        return
+    pending: list = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        _GROUP.reset(token)
+        for tmp, _ in pending:
+            _remove(tmp)
+        raise
+    _GROUP.reset(token)
+    done = 0
+    try:
+        for tmp, path in pending:
+            os.replace(tmp, path)
+            done += 1
+    except BaseException as exc:
+        for tmp, _ in pending[done:]:
+            _remove(tmp)
+        if isinstance(exc, OSError):
+            raise _os_error(pending[done][1], exc) from exc
+        raise
+    for folder in {path.parent for _, path in pending}:
+        _fsync_dir(folder)
+
+
 def _os_error(path: Path, exc: OSError) -> OutputError:
     reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}")
@@ -100,13 +152,12 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None, newline: s
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _mode_for(path))
-        os.replace(tmp, path)
+        _commit(tmp, path)
     except BaseException as exc:
         _remove(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, RedafitError):
             raise _os_error(path, exc) from exc
         raise
-    _fsync_dir(path.parent)
 
 
 @contextmanager
@@ -134,10 +185,9 @@ def atomic_path(path) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.chmod(tmp, _mode_for(path))
-        os.replace(tmp, path)
+        _commit(tmp, path)
     except BaseException as exc:
         _remove(tmp)
         if isinstance(exc, OSError):
             raise _os_error(path, exc) from exc
         raise
-    _fsync_dir(path.parent)

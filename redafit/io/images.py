@@ -203,7 +203,7 @@ def _decode(cv2, buf: np.ndarray):
     old = log.getLogLevel() if log is not None else None
     try:
         if log is not None:
-            log.setLogLevel(log.LOG_LEVEL_ERROR)
+            log.setLogLevel(log.LOG_LEVEL_SILENT)
         return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         return None

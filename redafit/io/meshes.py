@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from redafit.errors import InputError, OutputError
-from redafit.io.atomic import atomic_path, atomic_write
+from redafit.io.atomic import atomic_group, atomic_path, atomic_write
 
 __all__ = ["write_mesh", "mesh_files", "write_obj", "write_ply", "write_npz", "write_glb", "read_obj", "ObjMesh",
            "split_uv_seams", "vertex_normals"]
@@ -100,6 +100,17 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     """Write ``path`` (.obj) and, with a texture, ``<stem>.mtl`` and ``<stem>.png``. Returns the paths written."""
     path = Path(path)
     v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
+    with atomic_group():  # the mesh, its material and texture together or not at all
+        return _write_obj(path, v, f, t, ft, c, texture, material_name)
+
+
+def _text_bytes(text: str) -> bytes:
+    """UTF-8, with a file name that is not valid UTF-8 (read by Python as surrogate escapes) kept byte for byte, so
+    that the OBJ's ``mtllib`` and the MTL's ``map_Kd`` name the files as they are on disk."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _write_obj(path: Path, v, f, t, ft, c, texture, material_name: str) -> list[Path]:
     written = []
     mtl = None
     if texture is not None:
@@ -107,9 +118,9 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
         data = _png_bytes(texture)
         with atomic_write(png) as fh:
             fh.write(data)
-        with atomic_write(mtl, "w") as fh:
-            fh.write(f"# redafit\nnewmtl {material_name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
-                     f"map_Kd {png.name}\n")
+        with atomic_write(mtl) as fh:
+            fh.write(_text_bytes(f"# redafit\nnewmtl {material_name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\n"
+                                 f"illum 1\nmap_Kd {png.name}\n"))
         written += [png, mtl]
     lines = ["# redafit mesh", f"# {len(v)} vertices, {len(f)} triangles"]
     if mtl is not None:
@@ -129,8 +140,8 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
         lines += [f"f {a}/{ta} {b}/{tb} {cc}/{tc}" for (a, b, cc), (ta, tb, tc) in zip(f1, ft1, strict=True)]
     else:
         lines += [f"f {a} {b} {cc}" for a, b, cc in f1]
-    with atomic_write(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    with atomic_write(path) as fh:
+        fh.write(_text_bytes("\n".join(lines) + "\n"))
     return written + [path]
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ __all__ = ["FaceBox", "Detector", "detect_landmarks", "detect_faces", "landmarks
 DLIB_PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 DLIB_CNN = "mmod_human_face_detector.dat"
 MAX_UPSAMPLED_SIDE = 4096  # skip HOG upsampling levels that would make the image larger than this
+
+log = logging.getLogger("redafit")
 
 
 @dataclass(frozen=True)
@@ -281,11 +284,12 @@ def landmarks_in_box(image, box: FaceBox, detector: str | Detector = "dlib") -> 
 
 
 def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int | None = None, upsample: int = 1,
-                     name: str | None = None) -> np.ndarray:
+                     name: str | None = None, warn_many: bool = False) -> np.ndarray:
     """Detect one face and return its 68 landmarks, float64 [68, 2], corner-convention pixels.
 
     image: RGB float [H, W, 3] in [0, 1] (or uint8). The largest face unless ``face_index`` is given (faces
-    sorted left to right). ``name`` (e.g. the file name) goes into error messages. Raises
+    sorted left to right). ``name`` (e.g. the file name) goes into error messages. ``warn_many``: log a warning
+    when the largest face was picked among several (a photo a user fits; not the frames of a video). Raises
     :class:`~redafit.errors.NoFaceError` when there is no face (or no face ``face_index``).
     """
     det = _resolve(detector)
@@ -296,6 +300,9 @@ def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int |
         raise NoFaceError(f"no face found{where} (detector {det.name})")
     if face_index is None:
         box = max(boxes, key=lambda b: b.area)
+        if warn_many and len(boxes) > 1:
+            log.warning("%d faces found%s; fitting the largest (face %d of 0..%d, left to right; --face-index picks "
+                        "another)", len(boxes), where, boxes.index(box), len(boxes) - 1)
     else:
         if not -len(boxes) <= int(face_index) < len(boxes):
             raise NoFaceError(f"face index {face_index} asked for, but {len(boxes)} face(s) found{where} "

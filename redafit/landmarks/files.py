@@ -31,11 +31,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from redafit.errors import LandmarkFileError
+from redafit.io import jsonsafe
 
 N68 = 68
 N5 = 5
@@ -75,7 +77,9 @@ def inter_ocular(lm: np.ndarray) -> float:
         a, b = p[36], p[45]
         if np.isfinite(a).all() and np.isfinite(b).all():
             return float(np.linalg.norm(a - b))
-        a, b = np.nanmean(p[36:42], 0), np.nanmean(p[42:48], 0)
+        with warnings.catch_warnings():  # an eye with no known point: NaN, handled below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            a, b = np.nanmean(p[36:42], 0), np.nanmean(p[42:48], 0)
         if np.isfinite(a).all() and np.isfinite(b).all():
             return float(np.linalg.norm(a - b)) * 1.35
     elif len(p) == N5 and np.isfinite(p[:2]).all():
@@ -336,7 +340,7 @@ def write_landmarks(path, landmarks: np.ndarray, convention: str | None = None) 
                "landmarks": [None if np.isnan(p).any() else [round(float(p[0]), 6), round(float(p[1]), 6)]
                              for p in out]}
         with atomic_write(path, "w") as fh:
-            json.dump(doc, fh, indent=1)
+            jsonsafe.dump(doc, fh, indent=1)
             fh.write("\n")
         return
     rows = [f"{x:.6f} {y:.6f}" if not (math.isnan(x) or math.isnan(y)) else "nan nan" for x, y in out]

@@ -30,6 +30,7 @@ import numpy as np
 
 from redafit.errors import InputError, ModelError, OutputError
 from redafit.render.camera import Intrinsics
+from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
 
@@ -230,8 +231,16 @@ def merge_textures(images: list, results: list, model, size: int = 1024, power: 
 # files
 # ----------------------------------------------------------------------------------------------------------------
 def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None) -> list[Path]:
-    """Write the rig folder (see the module docstring); every file is written atomically. ``overlays``
-    {frame name: image} writes ``overlays/<name>.png`` (needs ``model`` and the rig's fit results)."""
+    """Write the rig folder (see the module docstring), all files or none (they replace their targets together,
+    :func:`redafit.io.atomic.atomic_group`). ``overlays`` {frame name: image} writes ``overlays/<name>.png``
+    (needs ``model`` and the rig's fit results)."""
+    from redafit.io.atomic import atomic_group
+
+    with atomic_group():
+        return _save_rig(rig, folder, meshes, overlays, model)
+
+
+def _save_rig(rig: Rig, folder, meshes: bool, overlays: dict | None, model) -> list[Path]:
     from redafit.io.atomic import atomic_path, atomic_write
     from redafit.io.meshes import write_glb, write_mesh
 
@@ -258,7 +267,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
             "identity": np.round(rig.identity, 6).tolist(),
             "images": [fr.to_json(rig.expression_names) for fr in rig.frames], "excluded": rig.excluded}
     with atomic_write(out / "params.json", "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1)
+        jsonsafe.dump(meta, fh, indent=1)
     written.append(out / "params.json")
     morphs = {n: rig.expression_basis[k] for k, n in enumerate(rig.expression_names)}
     written += write_glb(out / "rig.glb", rig.neutral, rig.triangles, morph_targets=morphs,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from redafit.errors import ModelError
+from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
 
@@ -254,7 +255,7 @@ def save_initnet(net: InitNet, model, report: TrainReport | None = None, folder=
         meta["training"] = {"seconds": round(report.seconds, 2), "epoch_loss": report.epochs,
                             "heldout": report.heldout}
     with atomic_write(cpath, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1)
+        jsonsafe.dump(meta, fh, indent=1)
     return [wpath, cpath]
 
 

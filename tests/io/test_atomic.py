@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from redafit.errors import OutputError
-from redafit.io.atomic import atomic_path, atomic_write
+from redafit.io.atomic import atomic_group, atomic_path, atomic_write
 
 
 def test_atomic_write_creates_and_replaces(tmp_path):
@@ -114,3 +114,44 @@ def test_file_mode_is_not_private(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_group_writes_all_files_together_or_none(tmp_path):
+    """Inside atomic_group the targets change only when the block ends cleanly; an error (or Ctrl-C) part-way leaves
+    every target as it was and no temporary file behind."""
+    old = tmp_path / "params.json"
+    old.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_group():
+            with atomic_write(tmp_path / "mesh.obj", "w") as fh:
+                fh.write("v 0 0 0\n")
+            with atomic_path(tmp_path / "tex.npy") as tmp:
+                np.save(tmp, np.zeros(3))
+            assert not (tmp_path / "mesh.obj").exists()  # written, not yet in place
+            with atomic_write(old, "w") as fh:
+                fh.write("new")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.json"] and old.read_text() == "old"
+    with atomic_group():
+        with atomic_group():  # nested: the outer group commits
+            with atomic_write(tmp_path / "mesh.obj", "w") as fh:
+                fh.write("v 0 0 0\n")
+        assert not (tmp_path / "mesh.obj").exists()
+        with atomic_write(old, "w") as fh:
+            fh.write("new")
+    assert (tmp_path / "mesh.obj").read_text() == "v 0 0 0\n" and old.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.obj", "params.json"]
+
+
+def test_json_safe_writes_no_nan_tokens():
+    import json
+    import math
+
+    from redafit.io.jsonsafe import dumps, json_safe
+
+    d = {"a": float("nan"), "b": np.float32(1.5), "c": [np.inf, -np.inf, 2], "d": np.arange(2), "e": (np.bool_(1),),
+         7: None}
+    assert json_safe(d) == {"a": None, "b": 1.5, "c": [None, None, 2], "d": [0, 1], "e": [True], "7": None}
+    text = dumps(d)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["b"] == 1.5 and not math.isnan(json.loads(text)["c"][2])

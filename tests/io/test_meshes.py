@@ -275,3 +275,35 @@ def test_glb_bad_animation(tmp_path, cube):
     with pytest.raises(InputError, match="morph target"):
         write_glb(tmp_path / "a.glb", v, f, {"a": np.zeros((3, 3))})
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file names as raw bytes are a POSIX matter")
+def test_obj_with_a_non_utf8_file_name(tmp_path, cube):
+    """A photo named in Latin-1 (``caf\\xe9.jpg``) gives an output name Python holds as surrogate escapes: the OBJ's
+    mtllib and the MTL's map_Kd name the companion files byte for byte, and all three are written."""
+    v, f, uv, ft, tex = cube
+    name = os.fsdecode(b"caf\xe9")
+    written = write_mesh(tmp_path / f"{name}.obj", v, f, uv=uv, uv_triangles=ft, texture=tex)
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"caf\xe9.mtl", b"caf\xe9.obj", b"caf\xe9.png"]
+    assert len(written) == 3
+    assert b"mtllib caf\xe9.mtl\n" in (tmp_path / f"{name}.obj").read_bytes()
+    assert b"map_Kd caf\xe9.png\n" in (tmp_path / f"{name}.mtl").read_bytes()
+    m = read_obj(tmp_path / f"{name}.obj")
+    np.testing.assert_allclose(m.vertices, v, atol=1e-6)
+
+
+def test_obj_failure_part_way_leaves_no_companions(tmp_path, cube, monkeypatch):
+    """The OBJ, its material and texture appear together: a failure writing the last leaves none of them."""
+    import redafit.io.meshes as meshes
+
+    v, f, uv, ft, tex = cube
+
+    def boom(text):
+        if text.startswith("# redafit mesh"):
+            raise OSError(28, "No space left on device")
+        return text.encode("utf-8", "surrogateescape")
+
+    monkeypatch.setattr(meshes, "_text_bytes", boom)
+    with pytest.raises(OutputError, match="No space left"):
+        write_mesh(tmp_path / "m.obj", v, f, uv=uv, uv_triangles=ft, texture=tex)
+    assert os.listdir(tmp_path) == []

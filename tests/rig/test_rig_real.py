@@ -111,6 +111,7 @@ def test_too_few_usable_images(rig_case1, model_home, tmp_path):
     (["rig", "a.jpg", "b.jpg"], 2),  # no -o
     (["rig", "a.jpg", "b.jpg", "-o", "out", "--landmarks", "file.pts"], 2),  # landmarks must be a folder
     (["rig", "a.jpg", "b.jpg", "-o", "out", "--init", "bogus"], 2),
+    (["rig", "a.jpg", "./a.jpg", "-o", "out"], 2),  # one photo twice: used once, so fewer than 2 remain
 ])
 def test_cli_usage_errors(args, code, model_home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
