@@ -215,6 +215,26 @@ def _check_distinct(jobs, inputs=()) -> None:
             seen[f.resolve()] = what
 
 
+def _input_files(images, landmarks, depth, parsing) -> list:
+    """(path, option) of every file the fit will read beside the photos: the landmark, depth and parsing files, and
+    for a --landmarks or --parsing folder each photo's own file in it (``--parsing maps/ -o maps/`` would write a
+    texture ``<stem>.png`` over a map ``<stem>.png``)."""
+    from redafit.fit.pipeline import find_landmark_file
+    from redafit.parsing.maps import find_parsing_map
+
+    files = [(depth, "--depth")]
+    for where, opt, find in ((landmarks, "--landmarks", find_landmark_file),
+                             (parsing, "--parsing", lambda img, d: find_parsing_map(img, d, required=False))):
+        if where is None:
+            continue
+        where = Path(where)
+        if where.is_dir():
+            files += [(find(Path(img), where), opt) for img in images]
+        else:
+            files.append((where, opt))
+    return [(f, opt) for f, opt in files if f is not None]
+
+
 def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
     """Map every image to (mesh, params, overlay) paths; a folder output for several images. The output folders
     are created and checked to be writable before any fit (a read-only place fails now, not after minutes of
@@ -334,8 +354,8 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         raise UsageError("--depth goes with a single image")
     if len(images) > 1 and parsing is not None and not parsing.is_dir():
         raise UsageError("--parsing: with several images, give a folder of <stem>.png|.npy parsing maps")
-    jobs = _resolve_outputs(images, output, fmt, params, overlay,
-                            inputs=[(landmarks, "--landmarks"), (depth, "--depth"), (parsing, "--parsing")])
+    jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=_input_files(images, landmarks, depth,
+                                                                                      parsing))
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 
 import click
+from redafit.io import jsonsafe
 
 COMMANDS = []
 
@@ -43,7 +43,7 @@ def list_cmd(as_json: bool):
                          "title": info.get("title", ""), "licence": info.get("licence_summary", ""),
                          "download": False, "install": ""})
     if as_json:
-        click.echo(json.dumps({"model_dir": str(model_dir()), "models": rows}))
+        click.echo(jsonsafe.dumps({"model_dir": str(model_dir()), "models": rows}))
         return
     click.echo(f"model folder: {model_dir()}")
     width = max(len(r["name"]) for r in rows)
@@ -68,7 +68,7 @@ def info_cmd(model: str, as_json: bool):
     summary["path"] = str(path)
     summary["expression_names"] = list(m.expression_names)
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(jsonsafe.dumps(summary))
         return
     for key in ("name", "path", "vertices", "triangles", "identity_modes", "expression_modes", "albedo_modes",
                 "uv_coordinates", "landmarks_fixed", "contour_candidates", "units", "units_in_file",

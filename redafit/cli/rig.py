@@ -293,7 +293,12 @@ def train_init_cmd(ctx, model_name, views, samples, epochs, seed, as_json, if_mi
         except ModelError:  # unreadable: train a new one
             have = None
         if have is not None and have.cfg == cfg:
-            if not quiet:
+            if as_json:
+                from redafit.rig.initnet import initnet_paths
+
+                click.echo(jsonsafe.dumps({"model": model_name, "files": [str(p) for p in initnet_paths(model.name)],
+                                           "skipped": True}))
+            elif not quiet:
                 click.echo(f"train-init: {model_name} already has an init network with these settings", err=True)
             return
     t0 = time.perf_counter()

@@ -189,7 +189,7 @@ def detect_cached(image: np.ndarray, detector: str, name: str | None = None) -> 
         try:
             hit = detect.detect_landmarks(img, detector, name=name)
         except NoFaceError as e:
-            hit = e
+            hit = NoFaceError(str(e))  # the message only: a traceback would keep the image's frames alive
         _DETECTIONS[key] = hit
         while len(_DETECTIONS) > _DETECTIONS_MAX:
             _DETECTIONS.popitem(last=False)
@@ -483,7 +483,7 @@ def _write_case_json(out_dir, r: CaseResult) -> None:
     p = case_json_path(out_dir, r.method, r.case_id)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(r.to_dict(), indent=1, allow_nan=True))
+    tmp.write_text(jsonsafe.dumps(r.to_dict(), indent=1))
     tmp.replace(p)
 
 

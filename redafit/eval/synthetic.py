@@ -37,7 +37,6 @@ Ground truth per case: the model-frame mesh (mm) - what the evaluation compares 
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from redafit.fit.correspondence import (  # noqa: F401 - default_landmark_vertic
     outline_jaw_ids,
 )
 from redafit.render.occlusion import ambient_occlusion, shadow_visibility  # noqa: F401 - also this module's API
+from redafit.io import jsonsafe
 
 SKIN_TONES = np.array([  # linear-ish RGB albedo in [0, 1], light to dark
     [0.87, 0.70, 0.60], [0.80, 0.60, 0.50], [0.72, 0.52, 0.40], [0.62, 0.44, 0.32],
@@ -550,7 +550,7 @@ def write_case(case: Case, out_dir) -> Path:
                         vertices_camera=case.meta["vertices_camera"].astype(np.float32),
                         triangles=case.scan_faces.astype(np.int32), landmarks_2d=case.meta["landmarks_gt"],
                         landmarks_3d=case.scan_landmarks)
-    (d / "params.json").write_text(json.dumps(case.meta["params"], indent=1))
+    (d / "params.json").write_text(jsonsafe.dumps(case.meta["params"], indent=1))
     return d
 
 

@@ -79,50 +79,101 @@ def _remove(p: str | Path) -> None:
         pass
 
 
-# the open atomic_group's pending (temporary file, target) pairs, or None outside a group
-_GROUP: ContextVar[list | None] = ContextVar("redafit_atomic_group", default=None)
+class _Group:
+    """The open :func:`atomic_group`'s pending (temporary file, target) pairs."""
+
+    def __init__(self):
+        self.pending: list[tuple[Path, Path]] = []
+        self.closed = False
+
+
+_GROUP: ContextVar[_Group | None] = ContextVar("redafit_atomic_group", default=None)
 
 
 def _commit(tmp, path: Path) -> None:
     """Rename ``tmp`` over ``path`` now, or at the end of the open :func:`atomic_group`."""
-    pending = _GROUP.get()
-    if pending is None:
+    group = _GROUP.get()
+    if group is None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    else:
-        pending.append((Path(tmp), path))
+        return
+    if group.closed:  # a write that outlived its group (a thread or generator it leaked into): refuse, not lose
+        raise OutputError(f"cannot write {path}: its atomic_group has already ended")
+    group.pending.append((Path(tmp), path))
+
+
+def _backup_name(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _replace_all(pending: list) -> None:
+    """Rename every temporary file over its target; if any rename fails (a target turned into a folder, a file
+    held open on Windows, Ctrl-C between two renames) the targets renamed so far get their old files back (kept
+    under a backup name until the end) and the remaining temporary files are removed."""
+    done: list[tuple[Path, Path | None]] = []  # (target, its old file's backup or None)
+    try:
+        for tmp, path in pending:
+            backup = None
+            if path.is_file():
+                backup = _backup_name(path)
+                os.replace(path, backup)
+            done.append((path, backup))
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for path, backup in reversed(done):
+            try:
+                if backup is not None:
+                    os.replace(backup, path)
+                elif path.is_file():
+                    _remove(path)
+            except OSError:
+                pass
+        for tmp, _ in pending:
+            _remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, RedafitError):
+            raise _os_error(done[-1][0] if done else pending[0][1], exc) from exc
+        raise
+    for _, backup in done:
+        if backup is not None:
+            _remove(backup)
 
 
 @contextmanager
 def atomic_group() -> Iterator[None]:
     """All :func:`atomic_write` / :func:`atomic_path` files of the block replace their targets together when the
     block ends cleanly; on any exception (an error, a full disk, Ctrl-C) every temporary file is removed and no
-    target is touched. Groups nest (the outermost one commits)."""
-    if _GROUP.get() is not None:
-        yield
+    target is touched, and if one of the final renames fails the targets already renamed get their old files
+    back. Groups nest: an inner group's files wait for the outermost group, and an inner group that fails drops
+    its own files even when the caller catches the error. One thread, no ``yield`` inside the block: a write
+    from another thread does not join the group, and one after the group's end is an error. Also a decorator
+    (``@atomic_group()``) for a function that writes several files."""
+    group = _GROUP.get()
+    if group is not None:  # nested
+        start = len(group.pending)
+        try:
+            yield
+        except BaseException:
+            for tmp, _ in group.pending[start:]:
+                _remove(tmp)
+            del group.pending[start:]
+            raise
         return
-    pending: list = []
-    token = _GROUP.set(pending)
+    group = _Group()
+    token = _GROUP.set(group)
     try:
         yield
     except BaseException:
+        group.closed = True
         _GROUP.reset(token)
-        for tmp, _ in pending:
+        for tmp, _ in group.pending:
             _remove(tmp)
         raise
+    group.closed = True
     _GROUP.reset(token)
-    done = 0
-    try:
-        for tmp, path in pending:
-            os.replace(tmp, path)
-            done += 1
-    except BaseException as exc:
-        for tmp, _ in pending[done:]:
-            _remove(tmp)
-        if isinstance(exc, OSError):
-            raise _os_error(pending[done][1], exc) from exc
-        raise
-    for folder in {path.parent for _, path in pending}:
+    _replace_all(group.pending)
+    for folder in {path.parent for _, path in group.pending}:
         _fsync_dir(folder)
 
 

@@ -25,6 +25,7 @@ Every problem is an :class:`~redafit.errors.ImageError` (exit code 4) with one l
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,20 +197,32 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _decode(cv2, buf: np.ndarray):
-    """cv2.imdecode keeping alpha and 16 bits (IMREAD_UNCHANGED ignores EXIF orientation; we apply it), with
-    OpenCV's own warnings on truncated files silenced: the caller reports one clear error instead."""
+@contextmanager
+def quiet_opencv():
+    """OpenCV's own log lines (``[ERROR:0@2.8] global loadsave.cpp ...`` on a corrupt file) silenced for the block:
+    the caller reports one clear error instead. FFmpeg's (video) are silenced by ``OPENCV_FFMPEG_LOGLEVEL``, see
+    :func:`redafit.rig.track.open_frames`."""
+    import cv2
+
     log = getattr(getattr(cv2, "utils", None), "logging", None)
     old = log.getLogLevel() if log is not None else None
     try:
         if log is not None:
             log.setLogLevel(log.LOG_LEVEL_SILENT)
-        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
+        yield
     finally:
         if log is not None:
             log.setLogLevel(old)
+
+
+def _decode(cv2, buf: np.ndarray):
+    """cv2.imdecode keeping alpha and 16 bits (IMREAD_UNCHANGED ignores EXIF orientation; we apply it), quietly
+    (:func:`quiet_opencv`); None when OpenCV cannot decode it."""
+    with quiet_opencv():
+        try:
+            return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            return None
 
 
 def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS

@@ -15,7 +15,7 @@ import numpy as np
 def json_safe(obj):
     """``obj`` with non-finite floats as None, NumPy values as Python values, paths as strings (recursively)."""
     if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
+        return {_key(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
@@ -30,6 +30,13 @@ def json_safe(obj):
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def _key(k) -> str:
+    """A dict key as :mod:`json` writes it (``True`` -> ``"true"``, ``None`` -> ``"null"``, numbers as text)."""
+    if isinstance(k, str):
+        return k
+    return json.dumps(json_safe(k)) if isinstance(k, (bool, np.bool_, type(None))) else str(json_safe(k))
 
 
 def dumps(obj, **kw) -> str:

@@ -16,7 +16,6 @@ Geometry is written as given (redafit's meshes are millimetres); only glTF conve
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from redafit.errors import InputError, OutputError
 from redafit.io.atomic import atomic_group, atomic_path, atomic_write
+from redafit.io import jsonsafe
 
 __all__ = ["write_mesh", "mesh_files", "write_obj", "write_ply", "write_npz", "write_glb", "read_obj", "ObjMesh",
            "split_uv_seams", "vertex_normals"]
@@ -95,22 +95,18 @@ def _png_bytes(texture) -> bytes:
 
 
 # -- OBJ --------------------------------------------------------------------------------------------------------
-def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
-              material_name: str = "face") -> list[Path]:
-    """Write ``path`` (.obj) and, with a texture, ``<stem>.mtl`` and ``<stem>.png``. Returns the paths written."""
-    path = Path(path)
-    v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
-    with atomic_group():  # the mesh, its material and texture together or not at all
-        return _write_obj(path, v, f, t, ft, c, texture, material_name)
-
-
 def _text_bytes(text: str) -> bytes:
     """UTF-8, with a file name that is not valid UTF-8 (read by Python as surrogate escapes) kept byte for byte, so
     that the OBJ's ``mtllib`` and the MTL's ``map_Kd`` name the files as they are on disk."""
     return text.encode("utf-8", "surrogateescape")
 
 
-def _write_obj(path: Path, v, f, t, ft, c, texture, material_name: str) -> list[Path]:
+@atomic_group()  # the mesh, its material and texture together or not at all
+def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
+              material_name: str = "face") -> list[Path]:
+    """Write ``path`` (.obj) and, with a texture, ``<stem>.mtl`` and ``<stem>.png``. Returns the paths written."""
+    path = Path(path)
+    v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
     written = []
     mtl = None
     if texture is not None:
@@ -213,6 +209,7 @@ def _obj_index(token: str, count: int) -> int:
 
 
 # -- PLY --------------------------------------------------------------------------------------------------------
+@atomic_group()  # the mesh and its texture together
 def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None) -> list[Path]:
     """Binary little-endian PLY (see module docstring). Returns the paths written."""
     path = Path(path)
@@ -247,7 +244,7 @@ def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
         face["m"] = 6
         face["tc"] = t[ft].reshape(len(f), 6)
     with atomic_write(path) as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
+        fh.write(_text_bytes("\n".join(header) + "\n"))  # the texture's file name may be any bytes
         fh.write(vert.tobytes())
         fh.write(face.tobytes())
     return written + [path]
@@ -413,7 +410,7 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
     gltf["buffers"] = [{"byteLength": len(b.bin)}]
     gltf["bufferViews"] = b.views
     gltf["accessors"] = b.accessors
-    js = json.dumps(gltf, separators=(",", ":")).encode("utf-8")
+    js = jsonsafe.dumps(gltf, separators=(",", ":")).encode("utf-8")
     js += b" " * (-len(js) % 4)
     total = 12 + 8 + len(js) + 8 + len(b.bin)
     with atomic_write(path) as fh:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from redafit.errors import ModelError, OutputError
 from redafit.model.face_model import FaceModel
+from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
 
@@ -395,7 +396,7 @@ def _write_installed(model: FaceModel, known: KnownModel, dest: Path, origin: st
         "homepage": known.homepage,
         "summary": model.summary(),
     }
-    (dest / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (dest / INFO_FILE).write_text(jsonsafe.dumps(info, indent=2) + "\n")
 
 
 def install_model(name: str, src_dir=None, force: bool = False) -> Path:

@@ -31,6 +31,7 @@ import numpy as np
 from redafit.errors import InputError, ModelError, OutputError
 from redafit.render.camera import Intrinsics
 from redafit.io import jsonsafe
+from redafit.io.atomic import atomic_group
 
 log = logging.getLogger("redafit")
 
@@ -230,17 +231,11 @@ def merge_textures(images: list, results: list, model, size: int = 1024, power: 
 # ----------------------------------------------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------------------------------------------
+@atomic_group()
 def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None) -> list[Path]:
     """Write the rig folder (see the module docstring), all files or none (they replace their targets together,
     :func:`redafit.io.atomic.atomic_group`). ``overlays`` {frame name: image} writes ``overlays/<name>.png``
     (needs ``model`` and the rig's fit results)."""
-    from redafit.io.atomic import atomic_group
-
-    with atomic_group():
-        return _save_rig(rig, folder, meshes, overlays, model)
-
-
-def _save_rig(rig: Rig, folder, meshes: bool, overlays: dict | None, model) -> list[Path]:
     from redafit.io.atomic import atomic_path, atomic_write
     from redafit.io.meshes import write_glb, write_mesh
 

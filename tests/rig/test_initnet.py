@@ -125,8 +125,8 @@ def test_train_init_cli_writes_next_to_model(models_src, tmp_path):
     # --if-missing (make setup): a network with these settings is kept; other settings train a new one
     before = (tmp_path / "ict" / "initnet.pt").stat().st_mtime_ns
     args = ["models", "train-init", "--samples", "64", "--epochs", "1", "--views", "3", "--if-missing"]
-    res = run_cli(args, tmp_path)
-    assert res.exit_code == 0
+    res = run_cli(args + ["--json"], tmp_path)
+    assert res.exit_code == 0 and json.loads(res.output.strip().splitlines()[-1])["skipped"] is True
     assert (tmp_path / "ict" / "initnet.pt").stat().st_mtime_ns == before
     res = run_cli(args[:-2] + ["2", "--if-missing"], tmp_path)
     assert res.exit_code == 0, res.output

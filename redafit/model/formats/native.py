@@ -20,6 +20,7 @@ import numpy as np
 from redafit.errors import ModelError, OutputError
 from redafit.model.face_model import FaceModel, ModelInfo
 from redafit.model.formats import register
+from redafit.io import jsonsafe
 
 FORMAT_TAG = "redafit-face-model-1"
 MODEL_FILE = "model.npz"  # the file name inside an installed model folder
@@ -44,7 +45,7 @@ def save(model: FaceModel, path) -> Path:
     path = Path(path)
     d = model.to_npz_dict()
     d["format"] = np.array(FORMAT_TAG)
-    d["extra_json"] = np.array(json.dumps(model.info.extra, default=str))
+    d["extra_json"] = np.array(jsonsafe.dumps(model.info.extra, default=str))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
