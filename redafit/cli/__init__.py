@@ -31,6 +31,9 @@ class _Group(click.Group):
             _fail(ctx, str(e), e.exit_code, e)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130, None)
+        except click.UsageError as e:  # Click's own option checks: one line too, naming the command's --help
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            _fail(ctx, f"{e.format_message()} (see: {where} --help)", e.exit_code, None)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as e:  # noqa: BLE001 - last-resort guard: one line, never a bare traceback

@@ -109,6 +109,12 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     if given_parsing and parsing_net is not None:
         raise UsageError("--given-parsing and --parsing-net both replace the photos' parsing: give one")
     names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise UsageError(f"--methods {methods!r}: name at least one method")
+    if out_dir is not None:  # before any case: a file in the way or a read-only place fails now (exit 10)
+        from redafit.io.atomic import check_writable, make_folder
+
+        check_writable([make_folder(out_dir)])
     overrides = {} if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0}
     switches = {"occlusion": occlusion, "specular": specular, "landmark_guard": landmark_guard}
     overrides.update({k: bool(v) for k, v in switches.items() if v is not None})
@@ -125,9 +131,14 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset
+    synthetic_dir = None
+    if out_dir is not None and manifest is None and dataset == "synthetic":
+        from pathlib import Path
+
+        synthetic_dir = Path(out_dir) / "synthetic"  # the cases themselves, with a manifest.csv to rerun them by
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
                        landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading,
-                       highlight=highlight)
+                       highlight=highlight, synthetic_dir=synthetic_dir)
     fits = [m for m in method_objs.values() if isinstance(m, FitMethod)]
     if detect_landmarks and not fits:
         raise UsageError("--detect-landmarks: no fit method among the methods (landmarks, full, fast)")

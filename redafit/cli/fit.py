@@ -283,23 +283,11 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
         from redafit.errors import OutputError
 
         raise OutputError(f"cannot create the output folder: {e.strerror}: {e.filename}") from None
-    _check_writable({f.parent for _, *outs in jobs for f in outs if f is not None})
+    from redafit.io.atomic import check_writable
+
+    check_writable({f.parent for _, *outs in jobs for f in outs if f is not None})
     return jobs
 
-
-def _check_writable(folders) -> None:
-    """An :class:`~redafit.errors.OutputError` unless a file can be created in each folder (tried, not guessed
-    from permission bits: a read-only file system or an ACL says no only when asked)."""
-    import tempfile
-
-    from redafit.errors import OutputError
-
-    for d in sorted(folders, key=str):
-        try:
-            with tempfile.TemporaryFile(dir=d, prefix=".redafit-check."):
-                pass
-        except OSError as e:
-            raise OutputError(f"cannot write into {d}: {e.strerror or e}") from None
 
 
 @click.command("fit")

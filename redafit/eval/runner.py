@@ -21,12 +21,13 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import re
 import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,9 @@ from redafit.eval.metrics import (
     summarize,
 )
 from redafit.io import jsonsafe
+from redafit.io.atomic import atomic_group, atomic_write, make_folder
 
+log = logging.getLogger("redafit")
 METHOD_NAMES = ("mean", "landmarks", "full", "fast", "oracle")
 HEATMAP_MAX_MM = 5.0
 
@@ -298,6 +301,7 @@ class CaseResult:
     eval_seconds: float = float("nan")
     error: str | None = None
     info: dict = field(default_factory=dict)
+    settings: str = ""  # fingerprint of the case and method settings (--resume reruns a case whose differ)
     vertex_errors: np.ndarray | None = field(default=None, repr=False)  # [V] mm (not serialised)
     vertices: np.ndarray | None = field(default=None, repr=False)  # [V, 3] aligned prediction (not serialised)
 
@@ -316,13 +320,27 @@ class CaseResult:
     def to_dict(self) -> dict:
         return {"case": self.case_id, "method": self.method, "metrics": self.metrics,
                 "fit_seconds": _finite(self.fit_seconds), "eval_seconds": _finite(self.eval_seconds),
-                "error": self.error, "info": self.info}
+                "error": self.error, "info": self.info, "settings": self.settings}
 
     @staticmethod
     def from_dict(d: dict) -> CaseResult:
         nan = float("nan")
         return CaseResult(d["case"], d["method"], d.get("metrics") or {}, _num(d.get("fit_seconds"), nan),
-                          _num(d.get("eval_seconds"), nan), d.get("error"), d.get("info") or {})
+                          _num(d.get("eval_seconds"), nan), d.get("error"), d.get("info") or {},
+                          str(d.get("settings") or ""))
+
+
+def settings_fingerprint(case, method) -> str:
+    """What a (case, method) result depends on besides the code: the method's settings (preset, overrides, loss
+    weights, given maps, detector) and the case's (a synthetic case's generation settings and parameters, a real
+    case's files), hashed. ``--resume`` reuses a stored result only when this matches, so a rerun at another
+    ``--size``, ``--landmark-noise`` or ``--weight`` does not report the old numbers."""
+    meta = case.meta or {}
+    # a dataclass's repr lists its fields; a plain method object (mean, oracle) is named by its class
+    described = repr(method) if is_dataclass(method) else type(method).__qualname__
+    what = [described, case.id, jsonsafe.dumps(meta.get("params"), sort_keys=True),
+            *(str(getattr(case, k, None)) for k in ("image_path", "landmarks_path", "scan_path"))]
+    return hashlib.sha1("\n".join(what).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def _finite(x):
@@ -467,12 +485,13 @@ class EvalReport:
     def write(self, out_dir) -> None:
         """``summary.md``, ``results.csv`` and ``summary.json`` under ``out_dir`` (per-case JSON is written as the
         run goes, see :func:`run_eval`)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.md").write_text(self.to_markdown())
-        (out / "results.csv").write_text(self.to_csv())
-        (out / "summary.json").write_text(jsonsafe.dumps({"dataset": self.dataset, "summary": self.summary()},
-                                                         indent=1))
+        out = make_folder(out_dir)
+        with atomic_group():
+            for name, text in (("summary.md", self.to_markdown()), ("results.csv", self.to_csv()),
+                               ("summary.json", jsonsafe.dumps({"dataset": self.dataset, "summary": self.summary()},
+                                                               indent=1))):
+                with atomic_write(out / name, "w") as fh:
+                    fh.write(text)
 
 
 def case_json_path(out_dir, method: str, case_id: str) -> Path:
@@ -481,10 +500,9 @@ def case_json_path(out_dir, method: str, case_id: str) -> Path:
 
 def _write_case_json(out_dir, r: CaseResult) -> None:
     p = case_json_path(out_dir, r.method, r.case_id)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(jsonsafe.dumps(r.to_dict(), indent=1))
-    tmp.replace(p)
+    make_folder(p.parent)
+    with atomic_write(p, "w") as fh:
+        fh.write(jsonsafe.dumps(r.to_dict(), indent=1))
 
 
 def run_eval(cases, methods: dict, model, out_dir=None, resume: bool = False, jobs: int = 1,
@@ -501,21 +519,31 @@ def run_eval(cases, methods: dict, model, out_dir=None, resume: bool = False, jo
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     cases = list(cases)
     todo, results = [], []
+    fingerprints: dict = {}
+    stale = 0
     heat_ids = {c.id for c in cases[: max(0, heatmaps)]}
     for m in methods:
         for c in cases:
+            fingerprints[(m, c.id)] = settings_fingerprint(c, methods[m])
             if resume and out_dir is not None and case_json_path(out_dir, m, c.id).is_file():
                 try:
-                    results.append(CaseResult.from_dict(json.loads(case_json_path(out_dir, m, c.id).read_text())))
-                    continue
+                    old = CaseResult.from_dict(json.loads(case_json_path(out_dir, m, c.id).read_text()))
                 except (ValueError, KeyError):
-                    pass  # unreadable: run it again
+                    old = None  # unreadable: run it again
+                if old is not None and old.settings == fingerprints[(m, c.id)]:
+                    results.append(old)
+                    continue
+                stale += old is not None  # made with other settings: run it again
             todo.append((c, m))
     total, done = len(todo), 0
+
+    if stale:
+        log.warning("--resume: %d stored result(s) were made with other settings; running them again", stale)
 
     def finish(r: CaseResult):
         nonlocal done
         done += 1
+        r.settings = fingerprints.get((r.method, r.case_id), "")
         if out_dir is not None:
             _write_case_json(out_dir, r)
             if r.vertex_errors is not None and r.case_id in heat_ids:

@@ -524,7 +524,8 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
 def write_case(case: Case, out_dir) -> Path:
     """Write a synthetic case under ``out_dir/<id>/``: image.png, landmarks.pts (with the configured noise),
     landmarks_gt.pts, parsing.png (the true parsing, :func:`true_parsing`), depth.png (the true depth, 16-bit mm,
-    :func:`render_depth`), mesh_model.obj (ground truth, model frame, mm), gt.npz (model and camera frame meshes,
+    :func:`render_depth`), mesh_model.obj (ground truth, model frame, mm), landmarks_3d.npy (its 68 landmarks, the
+    scoring's ICP start), gt.npz (model and camera frame meshes,
     triangles, 2D/3D landmarks) and params.json. Returns the folder."""
     import cv2
 
@@ -546,6 +547,7 @@ def write_case(case: Case, out_dir) -> Path:
 
             raise OutputError(f"cannot write {d / 'depth.png'}: the PNG encoder failed")
     _write_obj(d / "mesh_model.obj", case.scan_vertices, case.scan_faces)
+    np.save(d / "landmarks_3d.npy", np.asarray(case.scan_landmarks, np.float64))  # the ICP start, as in memory
     np.savez_compressed(d / "gt.npz", vertices_model=case.scan_vertices.astype(np.float32),
                         vertices_camera=case.meta["vertices_camera"].astype(np.float32),
                         triangles=case.scan_faces.astype(np.int32), landmarks_2d=case.meta["landmarks_gt"],
@@ -755,13 +757,13 @@ def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 2
     cases = [render_case(model, i, seed, cfg) for i in range(n)]
     if out_dir is not None:
         out = Path(out_dir)
-        rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth"]
+        rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth,scan_landmarks"]
         for c in cases:
             d = write_case(c, out)
             nose = " ".join(f"{x:.4f}" for x in c.nose_tip) if c.nose_tip is not None else ""
             parsing = f"{d.name}/parsing.png" if c.parsing is not None else ""
             depth = f"{d.name}/depth.png" if c.depth is not None else ""
             rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm,"
-                        f"{parsing},{depth}")
+                        f"{parsing},{depth},{d.name}/landmarks_3d.npy")
         (out / "manifest.csv").write_text("\n".join(rows) + "\n")
     return cases

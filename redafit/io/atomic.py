@@ -177,6 +177,30 @@ def atomic_group() -> Iterator[None]:
         _fsync_dir(folder)
 
 
+def make_folder(folder) -> Path:
+    """Create ``folder`` (and its parents) if needed; an :class:`OutputError` naming it when that fails (a file in
+    the way, no permission)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as e:  # FileExistsError / NotADirectoryError when a file is in the way
+        reason = getattr(e, "strerror", None) or str(e)
+        raise OutputError(f"cannot create the folder {folder}: {reason}") from None
+    return folder
+
+
+def check_writable(folders) -> None:
+    """An :class:`OutputError` unless a file can be created in each folder (tried, not guessed from permission
+    bits: a read-only file system or an ACL says no only when asked). For a command to fail before its work, not
+    after."""
+    for d in sorted({Path(f) for f in folders}, key=str):
+        try:
+            with tempfile.TemporaryFile(dir=d, prefix=".redafit-check."):
+                pass
+        except OSError as e:
+            raise OutputError(f"cannot write into {d}: {e.strerror or e}") from None
+
+
 def _os_error(path: Path, exc: OSError) -> OutputError:
     reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}")

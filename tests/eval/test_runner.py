@@ -183,6 +183,20 @@ def test_cli_synthetic_mean_with_out_and_resume(cli, tmp_path):
     r2 = cli(*args, "--resume")
     assert r2.exit_code == 0, r2.output
     assert (out / "cases" / "mean" / "synth_s0_0000.json").stat().st_mtime_ns == first
+    # the cases themselves are written with a manifest, which reruns them to the same numbers
+    syn = out / "synthetic"
+    assert {"image.png", "landmarks.pts", "parsing.png", "depth.png", "gt.npz", "landmarks_3d.npy"} <= {
+        p.name for p in (syn / "synth_s0_0000").iterdir()}
+    r3 = cli("eval", "--manifest", str(syn / "manifest.csv"), "--methods", "mean", "--out", str(tmp_path / "ev2"),
+             "--model", str(MODEL_NPZ))
+    assert r3.exit_code == 0, r3.output
+    again = json.loads((tmp_path / "ev2" / "summary.json").read_text())["summary"]["mean"]
+    first_run = json.loads((out / "summary.json").read_text())["summary"]["mean"]
+    assert again["point_to_plane"]["mean"] == pytest.approx(first_run["point_to_plane"]["mean"], rel=1e-6)
+    # --resume at another size: the stored results were made with other settings and run again
+    r4 = cli(*[a if a != "96" else "64" for a in args], "--resume")
+    assert r4.exit_code == 0, r4.output
+    assert (out / "cases" / "mean" / "synth_s0_0000.json").stat().st_mtime_ns != first
 
 
 @pytest.mark.parametrize("dataset", ["micc", "now", "bu3dfe"])
@@ -196,6 +210,14 @@ def test_cli_bad_root_is_exit_11_one_line(cli, tmp_path, dataset):
 
 def test_cli_usage_errors(cli, tmp_path):
     assert cli("eval", "--methods", "bogus", "--model", str(MODEL_NPZ)).exit_code == 2
+    assert cli("eval", "--methods", ",", "--model", str(MODEL_NPZ)).exit_code == 2
+    (tmp_path / "afile").write_text("x")
+    r = cli("eval", "--dataset", "synthetic", "--n", "1", "--size", "64", "--methods", "mean", "--out",
+            str(tmp_path / "afile" / "sub"), "--model", str(MODEL_NPZ))
+    assert r.exit_code == 10 and "afile" in r.output  # before any case
+    r = cli("eval", "--out", str(tmp_path / "afile"), "--model", str(MODEL_NPZ))  # Click's own check: one line
+    err = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(err) == 1 and err[0].startswith("redafit: error:") and "--help" in err[0]
     assert cli("eval", "--resume", "--model", str(MODEL_NPZ)).exit_code == 2
     assert cli("eval", "--shading", "phong", "--model", str(MODEL_NPZ)).exit_code == 2
     r = cli("eval", "--given-parsing", "--parsing-net", str(MODEL_NPZ), "--model", str(MODEL_NPZ))
