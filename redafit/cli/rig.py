@@ -85,6 +85,9 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         images = tuple(unique)
     if len(images) < 2:
         raise UsageError("rig: give at least 2 images of the person")
+    from redafit.io.atomic import check_can_create
+
+    check_can_create(output)  # a file in the way or a read-only place fails now, not after the fits
     stems = [p.stem for p in images]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     names = [s if s not in dup else f"{p.parent.name}_{s}" for p, s in zip(images, stems)]
@@ -179,6 +182,9 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
 
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
+    from redafit.io.atomic import check_can_create
+
+    check_can_create(output)  # before the frames are tracked
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
@@ -226,12 +232,14 @@ for _p in track_cmd.params:
 @click.option("--params", "params", required=True, type=click.Path(path_type=Path),
               help="params.jsonl from `redafit track` (or its folder).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: frame_00000.obj ... or anim.glb.")
+              help="Output folder: frame_<source frame>.obj ... or anim.glb.")
 @click.option("--format", "fmt", type=click.Choice(["obj", "ply", "glb"]), default="obj", show_default=True,
               help="Per-frame meshes (obj, ply) or one animated glTF with morph-target weights (glb).")
 @click.option("--pose", type=click.Choice(["rotation", "full", "none"]), default="rotation", show_default=True,
               help="Head motion on the meshes: rotation, rotation + translation, or none.")
-@click.option("--fps", type=click.FloatRange(0.1, 1000), default=None, help="glTF frame rate (default: the track's).")
+@click.option("--fps", type=click.FloatRange(0.1, 1000), default=None,
+              help="Play the tracked frames at this rate (default: the track's own; the glTF keys each frame at "
+                   "its own time, so failed frames leave gaps of their length).")
 @click.pass_context
 def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     """Drive a rig (from `redafit rig`) with the expressions and head poses tracked by `redafit track`.
@@ -247,7 +255,9 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
 
     r = load_rig(rig)
     records, track_fps = read_params(params)
-    written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps)
+    # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
+    written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps,
+                             time_scale=track_fps / fps if fps else 1.0)
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
         click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {len(written)} files to {output}/", err=True)
 

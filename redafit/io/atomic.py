@@ -201,6 +201,19 @@ def check_writable(folders) -> None:
             raise OutputError(f"cannot write into {d}: {e.strerror or e}") from None
 
 
+def check_can_create(folder) -> None:
+    """An :class:`OutputError` unless ``folder`` exists and is writable or could be created (its nearest existing
+    ancestor is a writable folder), without creating anything: a command checks its output folder before its work
+    and makes it only when it has something to write."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"cannot create the folder {folder}: {probe} is a file")
+    check_writable([probe])
+
+
 def _os_error(path: Path, exc: OSError) -> OutputError:
     reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}")

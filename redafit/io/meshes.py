@@ -330,14 +330,15 @@ class _GlbBuilder:
 
 def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=None, uv_triangles=None,
               texture=None, animation=None, fps: float = 30.0, vertex_colors=None, unit_scale: float = 1e-3,
-              name: str = "face", extras: dict | None = None) -> list[Path]:
+              name: str = "face", extras: dict | None = None, times=None) -> list[Path]:
     """Binary glTF 2.0 (``.glb``) of one mesh with morph targets, an embedded PNG texture and an optional
     weights animation.
 
     neutral [V, 3] (model frame: y up, face towards +z, millimetres), triangles [F, 3],
     morph_targets {name: [V, 3] position deltas} (names kept in order in ``mesh.extras.targetNames``),
     uv [T, 2] + uv_triangles [F, 3] (v up; flipped to glTF's v down), texture [Ht, Wt, 3] float in [0, 1] or uint8,
-    animation [Tf, M] morph weights per frame played at ``fps``, vertex_colors [V, 3] in [0, 1].
+    animation [Tf, M] morph weights per frame played at ``fps``, or at ``times`` [Tf] (seconds, increasing: frames
+    that are not evenly spaced, e.g. a track with failed frames), vertex_colors [V, 3] in [0, 1].
     ``unit_scale`` multiplies positions and deltas (default 1e-3: millimetres -> metres, glTF's unit).
 
     Vertices on UV seams are split (one glTF vertex per distinct vertex/UV pair); normals are computed on the
@@ -396,7 +397,13 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
             raise InputError(f"animation: expected shape [frames, {len(targets)}], got {list(w.shape)}")
         if not np.all(np.isfinite(w)) or fps <= 0:
             raise InputError("animation: weights must be finite and fps positive")
-        times = (np.arange(w.shape[0]) / float(fps)).astype(np.float32)
+        if times is None:
+            times = np.arange(w.shape[0]) / float(fps)
+        times = np.asarray(times, np.float64)
+        if times.shape != (w.shape[0],) or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0) \
+                or (len(times) and times[0] < 0):
+            raise InputError(f"animation: times must be {w.shape[0]} increasing seconds >= 0")
+        times = times.astype(np.float32)
         t_acc = b.accessor(times, "SCALAR", minmax=True)
         w_acc = b.accessor(w.astype(np.float32).reshape(-1), "SCALAR")
         gltf["animations"] = [{"name": f"{name}_weights",

@@ -5,9 +5,11 @@ match). Head pose (``pose``): ``"rotation"`` applies the tracked head rotation a
 ``"full"`` adds the translation relative to the first frame, ``"none"`` keeps the head still. Rotations are
 expressed in the model frame (y up, +z towards the viewer): ``R_model = R_FLIP @ rodrigues(r) @ R_FLIP``.
 
-Outputs: one mesh per frame (``frame_00000.obj|ply``, model frame, mm) or one animated glTF (``anim.glb``:
-the rig's morph targets and a morph-weight animation at the track's frame rate; the glTF carries the expression
-animation only, not the head pose).
+Outputs: one mesh per tracked frame, named by the frame's index in the source (``frame_00012.obj|ply``, model
+frame, mm; a frame that failed to track leaves a gap in the numbering, so each file maps to its source frame), or
+one animated glTF (``anim.glb``: the rig's morph targets and a morph-weight animation that follows the frames' own
+times ``time_s``; the glTF carries the expression animation only, not the head pose). The files appear together
+or not at all (:func:`redafit.io.atomic.atomic_group`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from redafit.errors import InputError, OutputError
+from redafit.io.atomic import atomic_group
 
 log = logging.getLogger("redafit")
 
@@ -70,30 +73,80 @@ def head_poses(records: list, mode: str = "rotation") -> tuple[np.ndarray, np.nd
     return R, tm
 
 
-def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotation", fps: float = 30.0) -> list[Path]:
-    """Write the retargeted animation into folder ``out``; returns the files written."""
-    from redafit.io.meshes import write_glb, write_mesh
+def frame_numbers(records: list) -> list[int]:
+    """The records' own source frame indices (``frame``), so that file names map to source frames across the
+    frames that failed to track; 0, 1, 2... when a record lacks one or they do not increase."""
+    f = [r.get("frame") for r in records]
+    if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in f) and all(np.diff(f) > 0):
+        return f
+    log.warning("retarget: the records lack increasing frame indices; frames numbered from 0")
+    return list(range(len(records)))
 
+
+def frame_times(records: list, fps: float) -> np.ndarray:
+    """The records' times in seconds: their ``time_s``, else ``frame / fps``, else ``k / fps`` (k-th record)."""
+    for key, scale in (("time_s", 1.0), ("frame", 1.0 / fps)):
+        try:
+            t = np.array([float(r[key]) * scale for r in records])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue
+        if np.isfinite(t).all() and (t >= 0).all() and (np.diff(t) > 0).all():
+            return t
+    log.warning("retarget: the records lack increasing time stamps; frames keyed at k / %g s", fps)
+    return np.arange(len(records)) / fps
+
+
+def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotation", fps: float = 30.0,
+                   time_scale: float = 1.0) -> list[Path]:
+    """Write the retargeted animation into folder ``out``; returns the files written. The glTF keys each record
+    at its own time (:func:`frame_times`) times ``time_scale`` (a playback speed-up or slow-down). Everything is checked
+    before the folder is made; the files appear together or, on an error or Ctrl-C part-way, not at all (a
+    folder made here is removed again), so a failed run leaves no partial animation."""
     if fmt not in FORMATS:
         raise InputError(f"retarget: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not (np.isfinite(fps) and fps > 0):
+        raise InputError(f"retarget: the frame rate must be positive, got {fps}")
     W = expression_weights(records, rig.expression_names)
+    if fmt == "glb":
+        if pose != "none":
+            log.info("retarget: the glTF animation carries the expressions; head pose is not animated")
+        R = t = names = None
+        times = frame_times(records, fps) * time_scale
+    else:
+        R, t = head_poses(records, pose)
+        names = frame_numbers(records)
+        times = None
     out = Path(out)
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create the output folder {out}: {e.strerror}") from None
+    try:
+        return _write_files(rig, out, fmt, W, R, t, names, times)
+    except BaseException:
+        if made:
+            try:
+                out.rmdir()  # only if empty: the group left nothing of ours in it
+            except OSError:
+                pass
+        raise
+
+
+@atomic_group()
+def _write_files(rig, out: Path, fmt: str, W, R, t, names, times) -> list[Path]:
+    """The ``anim.glb``, or one mesh per frame (named by ``names``), all in one atomic group."""
+    from redafit.io.meshes import write_glb, write_mesh
+
     uvkw = {"uv": rig.uv, "uv_triangles": rig.uv_triangles} if rig.uv is not None and len(rig.uv) else {}
     if fmt == "glb":
-        if pose != "none":
-            log.info("retarget: the glTF animation carries the expressions; head pose is not animated")
         morphs = {n: rig.expression_basis[k] for k, n in enumerate(rig.expression_names)}
-        return write_glb(out / "anim.glb", rig.neutral, rig.triangles, morph_targets=morphs, animation=W, fps=fps,
+        return write_glb(out / "anim.glb", rig.neutral, rig.triangles, morph_targets=morphs, animation=W, times=times,
                          texture=rig.texture if uvkw else None, name="rig", **uvkw)
-    R, t = head_poses(records, pose)
     centre = rig.neutral.mean(0)
     written = []
-    for k in range(len(records)):
+    for k, f in enumerate(names):
         v = rig.shape(W[k])
         v = (v - centre) @ R[k].T + centre + t[k]
-        written += write_mesh(out / f"frame_{k:05d}.{fmt}", v, rig.triangles, **uvkw)
+        written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, rig.triangles, **uvkw)
     return written

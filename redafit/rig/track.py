@@ -454,9 +454,43 @@ def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
     return [out / "params.jsonl", out / "track.json"]
 
 
+def _vector(x, shape: tuple) -> bool:
+    """``x`` is a nested list of finite numbers (not booleans) of ``shape``."""
+    if len(shape) == 0:
+        try:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(float(x)))
+        except OverflowError:  # an integer too large for a float
+            return False
+    return isinstance(x, list) and len(x) == shape[0] and all(_vector(v, shape[1:]) for v in x)
+
+
+def _record_error(r: dict, prev: dict | None) -> str | None:
+    """What is wrong with a tracked record (None when nothing): finite numeric weights, a pose with a 3-vector
+    axis-angle and translation (and a 3x3 rotation when given), frame indices and times increasing."""
+    bad = [k for k, v in r["expression"].items() if not _vector(v, ())]
+    if bad:
+        return f"expression weight {bad[0]!r} is {r['expression'][bad[0]]!r}, expected a finite number"
+    pose = r["pose"]
+    if not isinstance(pose, dict):
+        return "'pose' must be an object"
+    for key, shape in (("axis_angle", (3,)), ("translation_mm", (3,)), ("rotation", (3, 3))):
+        if (key != "rotation" or key in pose) and not _vector(pose.get(key), shape):
+            return f"pose {key!r} must be {' x '.join(map(str, shape))} finite numbers, got {pose.get(key)!r}"
+    for key, kind in (("frame", "a non-negative integer"), ("time_s", "a non-negative number")):
+        if key not in r:
+            continue
+        v = r[key]
+        if not _vector(v, ()) or v < 0 or (key == "frame" and not isinstance(v, int)):
+            return f"{key!r} must be {kind}, got {v!r}"
+        if prev is not None and key in prev and v <= prev[key]:
+            return f"{key!r} {v} does not follow the previous tracked frame's {prev[key]}"
+    return None
+
+
 def read_params(path) -> tuple[list, float]:
     """The tracked frames of a ``params.jsonl`` (ok records only) and their frame rate (from ``track.json``
-    beside it, else from the time stamps, else 30)."""
+    beside it, else 30). Every tracked record is checked here (the one place), so that a malformed one is an
+    :class:`InputError` naming its line rather than a crash in the retargeting."""
     path = Path(path)
     if path.is_dir():
         path = path / "params.jsonl"
@@ -475,6 +509,9 @@ def read_params(path) -> tuple[list, float]:
         if r.get("ok", True) and "expression" in r:
             if not isinstance(r["expression"], dict) or "pose" not in r:
                 raise InputError(f"{path}:{n}: expected 'expression' (name -> weight) and 'pose'")
+            err = _record_error(r, recs[-1] if recs else None)
+            if err:
+                raise InputError(f"{path}:{n}: {err}")
             recs.append(r)
     if not recs:
         raise InputError(f"{path}: no tracked frames in the file")
@@ -484,4 +521,4 @@ def read_params(path) -> tuple[list, float]:
         fps = float(json.loads(meta.read_text())["fps"]) if meta.is_file() else fps
     except (ValueError, KeyError, TypeError, OSError):
         pass
-    return recs, fps
+    return recs, (fps if np.isfinite(fps) and fps > 0 else 30.0)

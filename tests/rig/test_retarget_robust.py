@@ -1,0 +1,155 @@
+"""`redafit retarget` robustness: output files keyed to the source frames and times across a failed frame, a
+malformed params line is exit 3 naming the line (and makes no output folder), a failure part-way writes nothing."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def small_rig(ict, tmp_path_factory):
+    from redafit.fit.config import FitConfig
+    from redafit.rig.fit import fit_rig, save_rig
+    from redafit.rig.synthetic import render_multiview
+
+    mv = render_multiview(ict, n_views=2, seed=3, render=False)
+    rig = fit_rig(mv.images, mv.landmarks, ict, FitConfig.preset("landmarks"), mv.intrinsics, init="mean",
+                  texture_size=64)
+    out = tmp_path_factory.mktemp("rig_robust") / "rig"
+    save_rig(rig, out)
+    return out
+
+
+def _record(i, names, w):
+    """A tracked record as `redafit track` writes it (10 fps): weight ``w`` on the first expression."""
+    return {"frame": i, "time_s": round(i / 10, 4), "ok": True, "expression": {n: (w if k == 0 else 0.0)
+            for k, n in enumerate(names)}, "pose": {"axis_angle": [0.0, 0.05 * i, 0.0], "translation_mm": [0, 0, 500]}}
+
+
+@pytest.fixture
+def params_gap(ict, tmp_path):
+    """params.jsonl of frames 0-4 with frame 2 failed (weights 0, 0.2, -, 0.6, 0.8), track.json at 10 fps."""
+    d = tmp_path / "track"
+    d.mkdir()
+    lines = [_record(i, ict.expression_names, 0.2 * i) for i in (0, 1)]
+    lines.append({"frame": 2, "time_s": 0.2, "ok": False, "error": "no face found", "exit_code": 5})
+    lines += [_record(i, ict.expression_names, 0.2 * i) for i in (3, 4)]
+    (d / "params.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (d / "track.json").write_text(json.dumps({"fps": 10.0}))
+    return d / "params.jsonl"
+
+
+def _glb(path):
+    """(glTF JSON, accessor reader) of a .glb file."""
+    data = path.read_bytes()
+    n, kind = struct.unpack("<I4s", data[12:20])
+    assert data[:4] == b"glTF" and kind == b"JSON"
+    gl = json.loads(data[20:20 + n])
+    binary = data[20 + n + 8:]
+
+    def accessor(i):
+        a = gl["accessors"][i]
+        v = gl["bufferViews"][a["bufferView"]]
+        assert a["componentType"] == 5126 and a["type"] == "SCALAR"
+        return np.frombuffer(binary, np.float32, a["count"], v["byteOffset"] + a.get("byteOffset", 0))
+
+    return gl, accessor
+
+
+def test_meshes_named_by_source_frame(small_rig, params_gap, tmp_path, model_home):
+    from redafit.io.meshes import read_obj
+
+    out = tmp_path / "anim"
+    res = run_cli(["retarget", small_rig, "--params", params_gap, "-o", out], model_home)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_0000{i}.obj" for i in (0, 1, 3, 4)]
+    v = {i: read_obj(out / f"frame_0000{i}.obj").vertices for i in (0, 1, 3, 4)}
+    assert not np.allclose(v[3], v[1])  # frame 3's pose and expression, not frame 2's slot filled with frame 1's
+
+
+def test_glb_keyed_by_time(small_rig, params_gap, tmp_path, model_home):
+    out = tmp_path / "anim"
+    res = run_cli(["retarget", small_rig, "--params", params_gap, "-o", out, "--format", "glb"], model_home)
+    assert res.exit_code == 0, res.output
+    gl, acc = _glb(out / "anim.glb")
+    sampler = gl["animations"][0]["samplers"][0]
+    times, w = acc(sampler["input"]), acc(sampler["output"]).reshape(-1, len(gl["meshes"][0]["weights"]))
+    # keys at the frames' own times: frame 3 plays at 0.3 s (not early at 0.2 s), the failed frame 2 is a gap
+    assert times == pytest.approx([0.0, 0.1, 0.3, 0.4], abs=1e-6)
+    assert w[:, 0] == pytest.approx([0.0, 0.2, 0.6, 0.8], abs=1e-6)
+    assert np.abs(w[:, 1:]).max() == 0
+    # --fps plays them faster: twice the track's 10 frames/s halves every time
+    res = run_cli(["retarget", small_rig, "--params", params_gap, "-o", tmp_path / "fast", "--format", "glb",
+                   "--fps", "20"], model_home)
+    assert res.exit_code == 0, res.output
+    gl, acc = _glb(tmp_path / "fast" / "anim.glb")
+    assert acc(gl["animations"][0]["samplers"][0]["input"]) == pytest.approx([0.0, 0.05, 0.15, 0.2], abs=1e-6)
+
+
+def test_records_without_frame_or_time_fall_back(small_rig, ict, tmp_path):
+    from redafit.rig.fit import load_rig
+    from redafit.rig.retarget import write_retarget
+
+    recs = [_record(i, ict.expression_names, 0.1 * i) for i in range(3)]
+    for r in recs:
+        del r["frame"], r["time_s"]
+    files = write_retarget(load_rig(small_rig), recs, tmp_path / "o", fmt="ply")
+    assert [p.name for p in files] == [f"frame_0000{i}.ply" for i in range(3)]
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda r: r["pose"].update(axis_angle=[0, 0]), "axis_angle"),
+    (lambda r: r["pose"].update(translation_mm=[0, 0, "x"]), "translation_mm"),
+    (lambda r: r["pose"].update(rotation=[[1, 0, 0], [0, 1, 0]]), "rotation"),
+    (lambda r: r.update(pose=[0, 0, 0]), "pose"),
+    (lambda r: r["expression"].update(jawOpen="abc"), "jawOpen"),
+    (lambda r: r["expression"].update(jawOpen=float("nan")), "jawOpen"),
+    (lambda r: r["expression"].update(jawOpen=True), "jawOpen"),
+    (lambda r: r.update(frame=1), "frame"),  # not after the previous tracked frame 1
+    (lambda r: r.update(time_s="0.3"), "time_s"),
+])
+def test_malformed_record_is_input_error(small_rig, params_gap, tmp_path, model_home, change, words):
+    lines = params_gap.read_text().splitlines()
+    r = json.loads(lines[3])
+    change(r)
+    lines[3] = json.dumps(r)
+    params_gap.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o"
+    res = run_cli(["retarget", small_rig, "--params", params_gap, "-o", out], model_home)
+    assert res.exit_code == 3, res.output
+    assert f"{params_gap}:4:" in res.output and words in res.output and "unexpected" not in res.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, OSError])
+def test_failure_part_way_writes_nothing(small_rig, ict, tmp_path, monkeypatch, exc):
+    import redafit.io.meshes as meshes
+    from redafit.rig.fit import load_rig
+    from redafit.rig.retarget import write_retarget
+
+    real, calls = meshes.write_mesh, []
+
+    def failing(*a, **kw):
+        calls.append(a[0])
+        if len(calls) == 3:
+            raise exc("interrupted on the 3rd frame")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(meshes, "write_mesh", failing)
+    rig = load_rig(small_rig)
+    recs = [_record(i, ict.expression_names, 0.1 * i) for i in range(5)]
+    with pytest.raises(exc):
+        write_retarget(rig, recs, tmp_path / "new", fmt="obj")
+    assert len(calls) == 3 and not (tmp_path / "new").exists()  # no frame, and the folder made for it removed
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "frame_00001.obj").write_text("old\n")
+    calls.clear()
+    with pytest.raises(exc):
+        write_retarget(rig, recs, old, fmt="obj")
+    assert [p.name for p in old.iterdir()] == ["frame_00001.obj"]  # the files already there left as they were
+    assert (old / "frame_00001.obj").read_text() == "old\n"
