@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 _DONE = False
@@ -26,3 +27,60 @@ def tune_allocator() -> bool:
         return False
     _DONE = ok
     return ok
+
+
+def _own_running() -> int:
+    """This process's runnable threads (state R in ``/proc/self/task/*/stat``), at least 1: the caller."""
+    n = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for t in tasks:
+        try:
+            with open(f"/proc/self/task/{t}/stat") as fh:
+                n += fh.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            pass
+    return max(1, n)
+
+
+def busy_threads(samples: int = 5, interval: float = 0.01) -> int | None:
+    """How many other processes' threads want a CPU right now: the running count of ``/proc/loadavg`` (runnable
+    threads, this process's included) less this process's own, the median of a few samples ``interval`` seconds
+    apart. Instantaneous, unlike the load average, which still counts a command that ended a minute ago (a shell
+    loop of fits). None where there is no ``/proc/loadavg`` (not Linux)."""
+    import time
+
+    counts = []
+    for k in range(samples):
+        try:
+            with open("/proc/loadavg") as fh:
+                running = int(fh.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(running - _own_running())  # our own threads (NumPy's BLAS pool spins after import) aside
+        if k + 1 < samples:
+            time.sleep(interval)
+    return sorted(counts)[len(counts) // 2]
+
+
+def choose_threads(explicit: int | None = None) -> int | None:
+    """The CPU threads for PyTorch: ``explicit`` (``--threads``/``REDAFIT_THREADS``) when given; else, when other
+    threads are busy on this machine, as many as the CPUs they leave free (at least 1); else None (PyTorch's
+    own choice). PyTorch's OpenMP threads wait for each other by spinning: sharing the cores with another busy
+    process, a 2-thread fit ran ~9x slower (86 s against 9.4 s quiet) and a 1-thread one 13 s (session 19,
+    `fit --preset fast`, takeo, 2 cores). Leaves the choice to an OpenMP setting the user made (``OMP_NUM_THREADS``,
+    ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``)."""
+    if explicit:
+        return int(explicit)
+    if any(os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+        return None
+    others = busy_threads()
+    if not others:
+        return None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - others) if others > 0 else None

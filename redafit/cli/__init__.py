@@ -55,8 +55,8 @@ def _fail(ctx, message: str, code: int, exc):
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, envvar="REDAFIT_THREADS",
-              help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest on a busy machine). "
-                   "Env: REDAFIT_THREADS.")
+              help="CPU threads for PyTorch (default: PyTorch's choice, or the CPUs other busy processes leave "
+                   "free). Env: REDAFIT_THREADS.")
 @click.pass_context
 def main(ctx, verbose: int, quiet: bool, threads: int | None):
     """redafit: 3D face reconstruction from photographs (ReDA soft rasterization, riggable rigs).
@@ -74,13 +74,17 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="redafit: %(levelname)s: %(message)s", stream=sys.stderr)
     log.setLevel(level)
-    from redafit._runtime import tune_allocator
+    from redafit._runtime import choose_threads, tune_allocator
 
     tune_allocator()
-    if threads:
+    n = choose_threads(threads)
+    if n is not None:
         import torch
 
-        torch.set_num_threads(threads)
+        if not threads and n < torch.get_num_threads():
+            log.info("other processes are busy on this machine: using %d CPU thread(s) (--threads sets it)", n)
+        if threads or n < torch.get_num_threads():
+            torch.set_num_threads(n)
 
 
 def device_option(f):

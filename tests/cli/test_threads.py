@@ -1,0 +1,44 @@
+"""The CLI's thread choice on a busy machine (redafit._runtime.choose_threads)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from redafit import _runtime
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/loadavg")
+def test_a_busy_process_is_seen_and_our_own_threads_are_not():
+    """A process spinning on a CPU counts as busy; this process's own threads (NumPy's BLAS pool, pytest) do not."""
+    import numpy as np
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # wakes the BLAS threads of this process
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert _runtime.busy_threads(samples=9, interval=0.02) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_choose_threads_rules(monkeypatch):
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(_runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(_runtime, "busy_threads", lambda: 0)
+    assert _runtime.choose_threads() is None  # quiet: PyTorch's own choice
+    assert _runtime.choose_threads(3) == 3  # --threads always wins
+    monkeypatch.setattr(_runtime, "busy_threads", lambda: 2)
+    assert _runtime.choose_threads() == 2  # the CPUs left free
+    monkeypatch.setattr(_runtime, "busy_threads", lambda: 7)
+    assert _runtime.choose_threads() == 1
+    monkeypatch.setattr(_runtime, "busy_threads", lambda: None)  # not Linux
+    assert _runtime.choose_threads() is None
+    monkeypatch.setattr(_runtime, "busy_threads", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's own OpenMP setting is left alone
+    assert _runtime.choose_threads() is None
