@@ -112,9 +112,9 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     if not names:
         raise UsageError(f"--methods {methods!r}: name at least one method")
     if out_dir is not None:  # before any case: a file in the way or a read-only place fails now (exit 10)
-        from redafit.io.atomic import check_writable, make_folder
+        from redafit.io.atomic import check_can_create
 
-        check_writable([make_folder(out_dir)])
+        check_can_create(out_dir)
     overrides = {} if landmark_sigma is None else {"landmark_sigma": landmark_sigma / 100.0}
     switches = {"occlusion": occlusion, "specular": specular, "landmark_guard": landmark_guard}
     overrides.update({k: bool(v) for k, v in switches.items() if v is not None})
@@ -131,14 +131,9 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
     model = load_model(model_name)
     err = Console(stderr=True)
     label = "manifest" if manifest else dataset
-    synthetic_dir = None
-    if out_dir is not None and manifest is None and dataset == "synthetic":
-        from pathlib import Path
-
-        synthetic_dir = Path(out_dir) / "synthetic"  # the cases themselves, with a manifest.csv to rerun them by
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
                        landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading,
-                       highlight=highlight, synthetic_dir=synthetic_dir)
+                       highlight=highlight)
     fits = [m for m in method_objs.values() if isinstance(m, FitMethod)]
     if detect_landmarks and not fits:
         raise UsageError("--detect-landmarks: no fit method among the methods (landmarks, full, fast)")
@@ -146,6 +141,16 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
         from redafit.landmarks.detect import get_detector
 
         get_detector(detector)  # a missing detector (face-alignment for fan) fails here, not in every case
+    if out_dir is not None:  # every check passed: now the folder, and the synthetic cases themselves in it
+        from pathlib import Path
+
+        from redafit.io.atomic import check_writable, make_folder
+
+        check_writable([make_folder(out_dir)])
+        if manifest is None and dataset == "synthetic":
+            from redafit.eval.synthetic import write_cases
+
+            write_cases(cases, Path(out_dir) / "synthetic")  # with a manifest.csv that reruns them
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     if not quiet:
         err.print(f"redafit eval: {len(cases)} {label} case(s) x {len(method_objs)} method(s)")

@@ -756,14 +756,22 @@ def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 2
         raise InputError(f"synthetic: image size must be >= 32 px, got {cfg.size}")
     cases = [render_case(model, i, seed, cfg) for i in range(n)]
     if out_dir is not None:
-        out = Path(out_dir)
-        rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth,scan_landmarks"]
-        for c in cases:
-            d = write_case(c, out)
-            nose = " ".join(f"{x:.4f}" for x in c.nose_tip) if c.nose_tip is not None else ""
-            parsing = f"{d.name}/parsing.png" if c.parsing is not None else ""
-            depth = f"{d.name}/depth.png" if c.depth is not None else ""
-            rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm,"
-                        f"{parsing},{depth},{d.name}/landmarks_3d.npy")
-        (out / "manifest.csv").write_text("\n".join(rows) + "\n")
+        write_cases(cases, out_dir)
     return cases
+
+
+def write_cases(cases, out_dir) -> Path:
+    """Write each synthetic case (:func:`write_case`) and a ``manifest.csv`` that ``redafit eval --manifest`` reads
+    back to the same cases (and scores to the same numbers). Returns the manifest's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth,scan_landmarks"]
+    for c in cases:
+        d = write_case(c, out)
+        nose = " ".join(f"{x:.4f}" for x in c.nose_tip) if c.nose_tip is not None else ""
+        parsing = f"{d.name}/parsing.png" if c.parsing is not None else ""
+        depth = f"{d.name}/depth.png" if c.depth is not None else ""
+        rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm,"
+                    f"{parsing},{depth},{d.name}/landmarks_3d.npy")
+    (out / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return out / "manifest.csv"

@@ -59,3 +59,18 @@ def run_cli(args, env_dir: Path | None = None):
     runner = CliRunner()
     env = {"REDAFIT_MODEL_DIR": str(env_dir)} if env_dir else None
     return runner.invoke(main, ["-q", *map(str, args)], env=env, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def small_rig(ict, tmp_path_factory):
+    """A rig folder fitted to two synthetic views (landmarks preset, 64 px texture): what retarget drives."""
+    from redafit.fit.config import FitConfig
+    from redafit.rig.fit import fit_rig, save_rig
+    from redafit.rig.synthetic import render_multiview
+
+    mv = render_multiview(ict, n_views=2, seed=3, render=False)
+    rig = fit_rig(mv.images, mv.landmarks, ict, FitConfig.preset("landmarks"), mv.intrinsics, init="mean",
+                  texture_size=64)
+    out = tmp_path_factory.mktemp("rig") / "rig"
+    save_rig(rig, out)
+    return out

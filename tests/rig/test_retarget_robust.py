@@ -10,20 +10,6 @@ import pytest
 from .conftest import run_cli
 
 
-@pytest.fixture(scope="module")
-def small_rig(ict, tmp_path_factory):
-    from redafit.fit.config import FitConfig
-    from redafit.rig.fit import fit_rig, save_rig
-    from redafit.rig.synthetic import render_multiview
-
-    mv = render_multiview(ict, n_views=2, seed=3, render=False)
-    rig = fit_rig(mv.images, mv.landmarks, ict, FitConfig.preset("landmarks"), mv.intrinsics, init="mean",
-                  texture_size=64)
-    out = tmp_path_factory.mktemp("rig_robust") / "rig"
-    save_rig(rig, out)
-    return out
-
-
 def _record(i, names, w):
     """A tracked record as `redafit track` writes it (10 fps): weight ``w`` on the first expression."""
     return {"frame": i, "time_s": round(i / 10, 4), "ok": True, "expression": {n: (w if k == 0 else 0.0)

@@ -88,20 +88,6 @@ def test_smoothing_reduces_jitter():
     assert "yaw_deg" in sm[0]["pose"]
 
 
-@pytest.fixture(scope="module")
-def small_rig(ict, tmp_path_factory):
-    from redafit.fit.config import FitConfig
-    from redafit.rig.fit import fit_rig, save_rig
-    from redafit.rig.synthetic import render_multiview
-
-    mv = render_multiview(ict, n_views=2, seed=3, render=False)
-    rig = fit_rig(mv.images, mv.landmarks, ict, FitConfig.preset("landmarks"), mv.intrinsics, init="mean",
-                  texture_size=64)
-    out = tmp_path_factory.mktemp("rig2") / "rig"
-    save_rig(rig, out)
-    return out
-
-
 @pytest.mark.parametrize("fmt", ["obj", "ply"])
 def test_retarget_meshes(small_rig, track_dir, tmp_path, fmt, model_home):
     out = tmp_path / "anim"
