@@ -23,7 +23,24 @@ log = logging.getLogger("redafit")
 _COMMAND_MODULES = ["redafit.cli.models", "redafit.cli.fit", "redafit.cli.eval", "redafit.cli.rig"]
 
 
+class _OneLineError(click.ClickException):
+    """A usage error found while parsing redafit's own options (before any command runs), shown as one line."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"redafit: error: {self.format_message()}", err=True)
+
+
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:  # `redafit --threads 0 ...`, `redafit --bogus ...`
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `redafit`: Click shows the help itself
+                raise
+            raise _OneLineError(f"{e.format_message()} (see: redafit --help)") from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -32,6 +49,8 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130, None)
         except click.UsageError as e:  # Click's own option checks: one line too, naming the command's --help
+            if type(e).__name__ == "NoArgsIsHelpError":  # a bare sub-group (`redafit models`): its help
+                raise
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             _fail(ctx, f"{e.format_message()} (see: {where} --help)", e.exit_code, None)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):

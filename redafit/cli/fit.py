@@ -235,6 +235,18 @@ def _input_files(images, landmarks, depth, parsing) -> list:
     return [(f, opt) for f, opt in files if f is not None]
 
 
+def output_names(images) -> list[str]:
+    """One distinct output name per photo: its stem; where stems repeat, the folder's name before it
+    (``a/img.jpg`` -> ``a_img``); where that repeats too (``b.jpg`` and ``b.png`` in one folder), the extension
+    after it (``x_b_png``)."""
+    paths = [Path(p) for p in images]
+    names = [p.stem for p in paths]
+    for widen in (lambda p, n: f"{p.parent.name}_{n}", lambda p, n: f"{n}_{p.suffix.lstrip('.')}"):
+        dup = {n for n in names if names.count(n) > 1}
+        names = [widen(p, n) if n in dup else n for p, n in zip(paths, names)]
+    return names
+
+
 def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
     """Map every image to (mesh, params, overlay) paths; a folder output for several images. The output folders
     are created and checked to be writable before any fit (a read-only place fails now, not after minutes of
@@ -254,11 +266,8 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
         if Path(overlay).suffix.lower() not in SAVE_EXTENSIONS:
             raise UsageError(f"--overlay {overlay}: unsupported image extension (use one of "
                              f"{', '.join(sorted(SAVE_EXTENSIONS))}, or a folder for several images)")
-    stems = [Path(p).stem for p in images]
-    dup = {s for s in stems if stems.count(s) > 1}
     jobs = []
-    for p, stem in zip(images, stems):
-        name = stem if stem not in dup else f"{Path(p).parent.name}_{stem}"
+    for p, name in zip(images, output_names(images)):
         if as_dir:
             mesh = out / f"{name}.{fmt}"
             par = (Path(params) / f"{name}.json") if params else None
@@ -336,6 +345,11 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     from redafit.fit.pipeline import InputOptions, fit_loaded, load_input, write_outputs
     from redafit.model.store import load_model
 
+    seen: set = set()
+    unique = tuple(p for p in images if not (p.resolve() in seen or seen.add(p.resolve())))
+    if len(unique) < len(images):  # fitted once: two fits would write the same outputs
+        log.warning("%d photo(s) given more than once; each is fitted once", len(images) - len(unique))
+        images = unique
     if len(images) > 1 and landmarks is not None and not landmarks.is_dir():
         raise UsageError("--landmarks: with several images, give a folder of <stem>.<ext> landmark files")
     if len(images) > 1 and depth is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from redafit.cli import device_option, resolve_device, show_progress
-from redafit.cli.fit import _Progress, build_config, fit_options, input_options, model_option
+from redafit.cli.fit import _Progress, build_config, fit_options, input_options, model_option, output_names
 from redafit.cli.models import models as models_group
 from redafit.errors import NoFaceError, RedafitError, UsageError
 from redafit.io import jsonsafe
@@ -87,10 +87,10 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         raise UsageError("rig: give at least 2 images of the person")
     from redafit.io.atomic import check_can_create
 
+    if str(output) == "-":
+        raise UsageError("-o -: writing to stdout is not supported; give a folder name (--json prints a summary)")
     check_can_create(output)  # a file in the way or a read-only place fails now, not after the fits
-    stems = [p.stem for p in images]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    names = [s if s not in dup else f"{p.parent.name}_{s}" for p, s in zip(images, stems)]
+    names = output_names(images)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(**fit_kw)
@@ -184,6 +184,8 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
     from redafit.io.atomic import check_can_create
 
+    if str(output) == "-":
+        raise UsageError("-o -: writing to stdout is not supported; give a folder name (--json prints a summary)")
     check_can_create(output)  # before the frames are tracked
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side)
     dev = resolve_device(device)
@@ -253,6 +255,8 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     from redafit.rig.retarget import write_retarget
     from redafit.rig.track import read_params
 
+    if str(output) == "-":
+        raise UsageError("-o -: writing to stdout is not supported; give a folder name")
     r = load_rig(rig)
     records, track_fps = read_params(params)
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)

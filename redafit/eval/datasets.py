@@ -230,7 +230,9 @@ class Case:
             return load_image(self.image_path)[0]
         import cv2
 
-        im = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
+        from redafit.io.images import read_image_file
+
+        im = read_image_file(self.image_path, cv2.IMREAD_COLOR)
         if im is None:
             raise DatasetError(f"case {self.id}: cannot decode image {self.image_path}")
         return cv2.cvtColor(im, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0

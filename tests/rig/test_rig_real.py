@@ -113,6 +113,7 @@ def test_too_few_usable_images(rig_case1, model_home, tmp_path):
     (["rig", "a.jpg", "b.jpg", "-o", "out", "--init", "bogus"], 2),
     (["rig", "a.jpg", "./a.jpg", "-o", "out"], 2),  # one photo twice: used once, so fewer than 2 remain
     (["rig", "a.jpg", "b.jpg", "-o", "file.pts/rig"], 10),  # a file in the output's way: before reading photos
+    (["rig", "a.jpg", "b.jpg", "-o", "-"], 2),  # not a folder named "-"
 ])
 def test_cli_usage_errors(args, code, model_home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
