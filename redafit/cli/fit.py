@@ -298,7 +298,6 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
     return jobs
 
 
-
 @click.command("fit")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", default=None,
