@@ -278,23 +278,13 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
             ov = Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
     _check_distinct(jobs, inputs)
-    try:
-        if as_dir:
-            out.mkdir(parents=True, exist_ok=True)
-            for d in (params, overlay):
-                if d:
-                    Path(d).mkdir(parents=True, exist_ok=True)
-        else:
-            for p in (out, params, overlay):
-                if p:
-                    Path(p).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        from redafit.errors import OutputError
+    from redafit.io.atomic import check_can_create, make_folder
 
-        raise OutputError(f"cannot create the output folder: {e.strerror}: {e.filename}") from None
-    from redafit.io.atomic import check_writable
-
-    check_writable({f.parent for _, *outs in jobs for f in outs if f is not None})
+    folders = sorted({f.parent for _, *outs in jobs for f in outs if f is not None}, key=str)
+    for d in folders:  # every one checked before any is made: a failure leaves no empty folder behind
+        check_can_create(d)
+    for d in folders:
+        make_folder(d)
     return jobs
 
 
