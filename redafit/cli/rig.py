@@ -178,7 +178,7 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
     import torch
 
     from redafit.model.store import load_model
-    from redafit.rig.track import frame_parsing_maps, open_frames, track, write_track
+    from redafit.rig.track import frame_files, frame_parsing_maps, open_frames, track, write_track
 
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
@@ -187,7 +187,8 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
     if str(output) == "-":
         raise UsageError("-o -: writing to stdout is not supported; give a folder name (--json prints a summary)")
     check_can_create(output)  # before the frames are tracked
-    frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side)
+    files = frame_files(source) if Path(source).is_dir() else None  # listed once, for the frames and their maps
+    frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(**fit_kw)
@@ -195,7 +196,7 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the identity fits of --preset full or fast; ignored here")
     elif parsing is not None:
-        parsing_for = frame_parsing_maps(source, parsing)
+        parsing_for = frame_parsing_maps(source, parsing, files=files)
     model = load_model(model_name, device=dev)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     with _Progress(show_progress(ctx)) as prog:

@@ -113,19 +113,22 @@ def frame_files(folder) -> list[Path]:
     return files
 
 
-def frame_parsing_maps(source, folder):
+def frame_parsing_maps(source, folder, files: list | None = None):
     """``parsing_for(index, image)`` for :func:`track`: the parsing map given for frame ``index`` in ``folder``
     (``redafit track --parsing``), resampled to the frame, or None when the folder has none for it. A folder
     source's frame is named by its file's stem (``frames/0042.jpg`` -> ``0042.png|.npy``), a video's by its
     0-based frame index in 6 digits (``000042.png``, as ``ffmpeg -i clip.mp4 -start_number 0 %06d.png`` names
-    them). An unreadable or mismatched map is an :class:`~redafit.errors.InputError` (the frame fails alone)."""
+    them). An unreadable or mismatched map is an :class:`~redafit.errors.InputError` (the frame fails alone).
+    ``files``: the folder source's frame files as :func:`open_frames` was given them (listed once for both, so a
+    frame added meanwhile cannot shift the names)."""
     from redafit.parsing.maps import find_parsing_map, load_parsing_map
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--parsing {folder}: expected a folder of per-frame parsing maps")
     src = Path(source)
-    files = frame_files(src) if src.is_dir() else None
+    if files is None and src.is_dir():
+        files = frame_files(src)
 
     def parsing_for(index: int, image: np.ndarray) -> np.ndarray | None:
         name = files[index] if files is not None else Path(f"{int(index):06d}")
@@ -135,7 +138,8 @@ def frame_parsing_maps(source, folder):
     return parsing_for
 
 
-def open_frames(source, every: int = 1, max_frames: int | None = None, max_side: int = 4096):
+def open_frames(source, every: int = 1, max_frames: int | None = None, max_side: int = 4096,
+                files: list | None = None):
     """(frames iterator, fps) for a video file (OpenCV) or a folder of images (sorted by name).
 
     The iterator yields (frame index in the source, time in seconds, float32 RGB [H, W, 3]); ``every`` keeps every
@@ -144,7 +148,7 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
     src = Path(source)
     every = max(1, int(every))
     if src.is_dir():
-        files = frame_files(src)
+        files = frame_files(src) if files is None else files  # ``files``: listed by the caller (see above)
         fps = 30.0
 
         def gen_dir():
