@@ -235,6 +235,34 @@ def _input_files(images, landmarks, depth, parsing) -> list:
     return [(f, opt) for f, opt in files if f is not None]
 
 
+def distinct_photos(images, command: str) -> tuple:
+    """The photos with each file once (first mention kept, however it was spelled), and a warning when one was
+    given more than once: fitted twice it would write the same outputs (``fit``) or weigh twice in a shared
+    identity (``rig``)."""
+    seen: set = set()
+    unique = tuple(p for p in images if not (p.resolve() in seen or seen.add(p.resolve())))
+    if len(unique) < len(images):
+        log.warning("%s: %d photo(s) given more than once; each is used once", command, len(images) - len(unique))
+    return unique
+
+
+def refuse_stdout(value, opt: str = "-o") -> None:
+    """A usage error for ``-`` as an output (it would become a file or folder named ``-``); ``--json`` prints results
+    on stdout instead."""
+    if value is not None and str(value) == "-":
+        raise UsageError(f"{opt} -: writing to stdout is not supported; give a file or folder name (--json prints "
+                         "results on stdout)")
+
+
+def check_output_folder(output) -> None:
+    """Before any work: ``-o`` is not ``-``, and the output folder exists writable or could be made (a file in the
+    way or a read-only place fails now, exit 10, not after the fits); nothing is created."""
+    from redafit.io.atomic import check_can_create
+
+    refuse_stdout(output)
+    check_can_create(output)
+
+
 def output_names(images) -> list[str]:
     """One distinct output name per photo: its stem; where stems repeat, the folder's name before it
     (``a/img.jpg`` -> ``a_img``); where that repeats too (``b.jpg`` and ``b.png`` in one folder), the extension
@@ -252,9 +280,7 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
     are created and checked to be writable before any fit (a read-only place fails now, not after minutes of
     fitting); ``inputs`` (see :func:`_check_distinct`) are never overwritten."""
     for value, opt in ((output, "-o"), (params, "--params"), (overlay, "--overlay")):
-        if value is not None and str(value) == "-":
-            raise UsageError(f"{opt} -: writing to stdout is not supported; give a file or folder name "
-                             "(--json prints each result on stdout)")
+        refuse_stdout(value, opt)
     many = len(images) > 1
     out = Path(output) if output else None
     as_dir = out is not None and (many or str(output).endswith(("/", "\\")) or out.is_dir() or out.suffix == "")
@@ -334,11 +360,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     from redafit.fit.pipeline import InputOptions, fit_loaded, load_input, write_outputs
     from redafit.model.store import load_model
 
-    seen: set = set()
-    unique = tuple(p for p in images if not (p.resolve() in seen or seen.add(p.resolve())))
-    if len(unique) < len(images):  # fitted once: two fits would write the same outputs
-        log.warning("%d photo(s) given more than once; each is fitted once", len(images) - len(unique))
-        images = unique
+    images = distinct_photos(images, "fit")
     if len(images) > 1 and landmarks is not None and not landmarks.is_dir():
         raise UsageError("--landmarks: with several images, give a folder of <stem>.<ext> landmark files")
     if len(images) > 1 and depth is not None:

@@ -10,7 +10,17 @@ from pathlib import Path
 import click
 
 from redafit.cli import device_option, resolve_device, show_progress
-from redafit.cli.fit import _Progress, build_config, fit_options, input_options, model_option, output_names
+from redafit.cli.fit import (
+    _Progress,
+    build_config,
+    check_output_folder,
+    distinct_photos,
+    fit_options,
+    input_options,
+    model_option,
+    output_names,
+    refuse_stdout,
+)
 from redafit.cli.models import models as models_group
 from redafit.errors import NoFaceError, RedafitError, UsageError
 from redafit.io import jsonsafe
@@ -78,18 +88,10 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         raise UsageError(f"--landmarks {landmarks}: expected a folder of <stem>.<ext> landmark files")
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of <stem>.png|.npy parsing maps")
-    seen: set = set()
-    unique = [p for p in images if not (p.resolve() in seen or seen.add(p.resolve()))]  # first mention kept
-    if len(unique) < len(images):  # one photo counted twice would weigh twice in the shared identity
-        log.warning("rig: %d photo(s) given more than once; each is used once", len(images) - len(unique))
-        images = tuple(unique)
+    images = distinct_photos(images, "rig")
     if len(images) < 2:
         raise UsageError("rig: give at least 2 images of the person")
-    from redafit.io.atomic import check_can_create
-
-    if str(output) == "-":
-        raise UsageError("-o -: writing to stdout is not supported; give a folder name (--json prints a summary)")
-    check_can_create(output)  # a file in the way or a read-only place fails now, not after the fits
+    check_output_folder(output)
     names = output_names(images)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
@@ -182,11 +184,7 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
 
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
-    from redafit.io.atomic import check_can_create
-
-    if str(output) == "-":
-        raise UsageError("-o -: writing to stdout is not supported; give a folder name (--json prints a summary)")
-    check_can_create(output)  # before the frames are tracked
+    check_output_folder(output)  # before the frames are tracked
     files = frame_files(source) if Path(source).is_dir() else None  # listed once, for the frames and their maps
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files)
     dev = resolve_device(device)
@@ -256,8 +254,7 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     from redafit.rig.retarget import write_retarget
     from redafit.rig.track import read_params
 
-    if str(output) == "-":
-        raise UsageError("-o -: writing to stdout is not supported; give a folder name")
+    refuse_stdout(output)
     r = load_rig(rig)
     records, track_fps = read_params(params)
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
