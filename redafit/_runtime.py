@@ -77,10 +77,10 @@ def choose_threads(explicit: int | None = None) -> int | None:
     if any(os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
         return None
     others = busy_threads()
-    if not others:
+    if others is None or others <= 0:
         return None
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, cpus - others) if others > 0 else None
+    return max(1, cpus - others)

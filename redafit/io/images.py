@@ -215,12 +215,12 @@ def quiet_opencv():
             log.setLogLevel(old)
 
 
-def _decode(cv2, buf: np.ndarray):
-    """cv2.imdecode keeping alpha and 16 bits (IMREAD_UNCHANGED ignores EXIF orientation; we apply it), quietly
-    (:func:`quiet_opencv`); None when OpenCV cannot decode it."""
+def _decode(cv2, buf: np.ndarray, flags: int | None = None):
+    """cv2.imdecode, by default keeping alpha and 16 bits (IMREAD_UNCHANGED ignores EXIF orientation; we apply it),
+    quietly (:func:`quiet_opencv`); None when OpenCV cannot decode it."""
     with quiet_opencv():
         try:
-            return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED if flags is None else flags)
         except cv2.error:
             return None
 
@@ -312,12 +312,7 @@ def read_image_file(path, flags: int | None = None):
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    flags = cv2.IMREAD_UNCHANGED if flags is None else flags
-    with quiet_opencv():
-        try:
-            return cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
-        except cv2.error:
-            return None
+    return _decode(cv2, np.frombuffer(data, np.uint8), flags) if data else None
 
 
 def write_image_file(path, array: np.ndarray, params=()) -> None:
