@@ -527,25 +527,20 @@ def write_case(case: Case, out_dir) -> Path:
     :func:`render_depth`), mesh_model.obj (ground truth, model frame, mm), landmarks_3d.npy (its 68 landmarks, the
     scoring's ICP start), gt.npz (model and camera frame meshes,
     triangles, 2D/3D landmarks) and params.json. Returns the folder."""
-    import cv2
-
+    from redafit.io.images import save_image, write_image_file
     from redafit.landmarks.files import write_landmarks
 
     d = Path(out_dir) / case.id
     d.mkdir(parents=True, exist_ok=True)
-    img8 = (np.clip(case.image, 0, 1) * 255 + 0.5).astype(np.uint8)
-    cv2.imwrite(str(d / "image.png"), cv2.cvtColor(img8, cv2.COLOR_RGB2BGR))
+    save_image(d / "image.png", (np.clip(case.image, 0, 1) * 255 + 0.5).astype(np.uint8))
     write_landmarks(d / "landmarks.pts", case.landmarks)
     write_landmarks(d / "landmarks_gt.pts", case.meta["landmarks_gt"])
     if case.parsing is not None:
         from redafit.parsing.maps import save_parsing_map
 
         save_parsing_map(d / "parsing.png", case.parsing)
-    if case.depth is not None:
-        if not cv2.imwrite(str(d / "depth.png"), np.clip(np.round(case.depth), 0, 65535).astype(np.uint16)):
-            from redafit.errors import OutputError
-
-            raise OutputError(f"cannot write {d / 'depth.png'}: the PNG encoder failed")
+    if case.depth is not None:  # 16-bit mm
+        write_image_file(d / "depth.png", np.clip(np.round(case.depth), 0, 65535).astype(np.uint16))
     _write_obj(d / "mesh_model.obj", case.scan_vertices, case.scan_faces)
     np.save(d / "landmarks_3d.npy", np.asarray(case.scan_landmarks, np.float64))  # the ICP start, as in memory
     np.savez_compressed(d / "gt.npz", vertices_model=case.scan_vertices.astype(np.float32),
