@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from redafit.errors import InputError, ModelError, OutputError
+from redafit.errors import InputError, ModelError
 from redafit.render.camera import Intrinsics
 from redafit.io import jsonsafe
-from redafit.io.atomic import atomic_group
+from redafit.io.atomic import atomic_group, make_folder
 
 log = logging.getLogger("redafit")
 
@@ -240,10 +240,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     from redafit.io.meshes import write_glb, write_mesh
 
     out = Path(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create the rig folder {out}: {e.strerror}") from None
+    make_folder(out)
     written: list[Path] = []
     uvkw = {"uv": rig.uv, "uv_triangles": rig.uv_triangles} if rig.uv is not None and len(rig.uv) else {}
     written += write_mesh(out / "neutral.obj", rig.neutral, rig.triangles, texture=rig.texture if uvkw else None,

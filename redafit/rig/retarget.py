@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from redafit.errors import InputError, OutputError
-from redafit.io.atomic import atomic_group
+from redafit.errors import InputError
+from redafit.io.atomic import atomic_group, make_folder
 
 log = logging.getLogger("redafit")
 
@@ -118,10 +118,7 @@ def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotat
         times = None
     out = Path(out)
     made = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create the output folder {out}: {e.strerror}") from None
+    make_folder(out)
     try:
         return _write_files(rig, out, fmt, W, R, t, names, times)
     except BaseException:

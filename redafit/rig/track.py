@@ -30,7 +30,7 @@ import numpy as np
 
 from redafit.errors import ImageError, InputError, RedafitError
 from redafit.io import jsonsafe
-from redafit.io.atomic import atomic_group
+from redafit.io.atomic import atomic_group, make_folder
 
 log = logging.getLogger("redafit")
 
@@ -435,14 +435,10 @@ def smooth_records(records: list, sigma: float, unit_exp: bool = True) -> list:
 def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
     """``params.jsonl`` (one line per frame) and ``track.json`` (summary), both or neither
     (:func:`redafit.io.atomic.atomic_group`)."""
-    from redafit.errors import OutputError
     from redafit.io.atomic import atomic_write
 
     out = Path(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create the output folder {out}: {e.strerror}") from None
+    make_folder(out)
     with atomic_write(out / "params.jsonl", "w", encoding="utf-8") as fh:
         for r in result.records:
             fh.write(jsonsafe.dumps(r) + "\n")
