@@ -31,15 +31,6 @@ def _raster_cam(verts_cam: np.ndarray, tris: np.ndarray, K: Intrinsics, max_side
     return frags, Ks
 
 
-def _uv_corner_vertices(model) -> np.ndarray:
-    """For each UV coordinate index, the vertex it belongs to ([T] long)."""
-    tris = model.triangles.cpu().numpy().reshape(-1)
-    uvt = model.uv_triangles.cpu().numpy().reshape(-1)
-    out = np.zeros(model.uv.shape[0], np.int64)
-    out[uvt] = tris
-    return out
-
-
 MIRROR_WEIGHT = 0.3  # confidence of a texel filled from its mirrored point (``return_weights``)
 
 
@@ -50,33 +41,58 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
     visibility of a direct sample, ``MIRROR_WEIGHT`` x that of the mirrored sample where it fills in, 0 where
     the texel was inpainted (used to blend textures from several views).
     """
+    if not model.has_uv:
+        raise OutputError(f"model '{model.name}' has no UV coordinates: write .ply or .npz instead of a texture")
+    tris = model.triangles.cpu()
+    return _unwrap(image, result, result.vertices_camera, result.vertices_model, tris, tris, model.uv.cpu(),
+                   model.uv_triangles.cpu(), (size, size), return_weights)
+
+
+def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024) -> np.ndarray:
+    """The texture of a mesh with eye caps (:mod:`redafit.model.eyecaps`): the model's tile
+    (:func:`unwrap_texture`) on top of the strip holding the caps, [size + strip_rows(size), size, 3]."""
+    from redafit.model.eyecaps import strip_rows
+
+    tile = unwrap_texture(image, result, model, size)
+    vc = np.concatenate([result.vertices_camera, caps.vertices(result.vertices_camera)])
+    vm = np.concatenate([result.vertices_model, caps.vertices(result.vertices_model)])
+    face = model.triangles.cpu()
+    every = torch.cat([face, torch.as_tensor(caps.triangles)])  # normals of the loop vertices see both sides
+    strip = _unwrap(image, result, vc, vm, torch.as_tensor(caps.triangles), every, torch.as_tensor(caps.uv),
+                    torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), False, occluders=face)
+    return np.concatenate([tile, strip])
+
+
+def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, hw, return_weights, occluders=None):
+    """Sample ``image`` into an [H, W] texture of the triangles ``tris`` laid out by ``uv``/``uvt`` (see
+    :func:`unwrap_texture`); vertex normals come from ``normal_tris``, the depth test from ``occluders`` (default
+    ``tris``)."""
     import cv2
 
     from redafit.render import interpolate, rasterize
     from redafit.render.shading import vertex_normals
 
-    if not model.has_uv:
-        raise OutputError(f"model '{model.name}' has no UV coordinates: write .ply or .npz instead of a texture")
     K = result.intrinsics
-    vc = torch.as_tensor(result.vertices_camera, dtype=torch.float32)
-    vm = torch.as_tensor(result.vertices_model, dtype=torch.float32)
-    tris = model.triangles.cpu()
-    uv = model.uv.cpu()
-    uvt = model.uv_triangles.cpu()
-    corner_v = torch.as_tensor(_uv_corner_vertices(model))
+    H, W = hw
+    vc = torch.as_tensor(verts_cam, dtype=torch.float32)
+    vm = torch.as_tensor(verts_model, dtype=torch.float32)
+    uv = uv.float()
+    corner_v = torch.zeros(len(uv), dtype=torch.long)
+    corner_v[uvt.reshape(-1)] = tris.reshape(-1)  # the vertex of each UV coordinate
     # UV-space raster: clip = (2u - 1, 1 - 2v, 0, 1) so row 0 is v = 1
     clip_uv = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
-    fr_uv = rasterize(clip_uv, uvt, (size, size), backend="torch")
+    fr_uv = rasterize(clip_uv, uvt, (H, W), backend="torch")
     inside = fr_uv.mask[0].numpy()
     R = torch.as_tensor(result.rotation, dtype=torch.float32)
     t = torch.as_tensor(result.trans, dtype=torch.float32)
-    n_cam = vertex_normals(vc[None], tris)[0]
+    n_cam = vertex_normals(vc[None], normal_tris)[0]
     attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v]], -1)[None]  # [1, T, 9]
-    tex_attr = interpolate(attrs, fr_uv, uvt)[0]  # [S, S, 9]
+    tex_attr = interpolate(attrs, fr_uv, uvt)[0]  # [H, W, 9]
     p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
     p_mir = (p_mod * torch.tensor([-1.0, 1.0, 1.0])) @ R.T + t  # mirrored point, in the camera frame
 
-    frags, Ks = _raster_cam(result.vertices_camera, model.triangles.cpu().numpy(), K)
+    occ = tris if occluders is None else occluders
+    frags, Ks = _raster_cam(verts_cam, occ.numpy(), K)
     zbuf = frags.depth[0].numpy()
     zbuf = np.where(zbuf > 0, zbuf, np.inf).astype(np.float32)
     img = cv2.resize(image, (Ks.width, Ks.height), interpolation=cv2.INTER_AREA) if (Ks.width, Ks.height) != (
@@ -113,11 +129,16 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
     tex = np.where(known[..., None] > 1e-3, tex / np.maximum(known[..., None], 1e-3), 0)
     hole = (known < 0.05)
     # inpaint the rest (and a margin outside the UV islands so bilinear lookups at seams stay clean)
-    small = max(64, size // 4)
-    t8 = (np.clip(cv2.resize(tex, (small, small), interpolation=cv2.INTER_AREA), 0, 1) * 255).astype(np.uint8)
-    h8 = (cv2.resize(hole.astype(np.uint8), (small, small), interpolation=cv2.INTER_NEAREST))
+    # at a quarter of the size; the known texels averaged alone (the holes' zeros would darken the islands' rims,
+    # and bilinear lookups along a rim would show them as a dotted dark line)
+    sh, sw = max(min(64, H), H // 4), max(min(64, W), W // 4)
+    seen = (~hole).astype(np.float32)
+    num = cv2.resize(tex * seen[..., None], (sw, sh), interpolation=cv2.INTER_AREA)
+    den = cv2.resize(seen, (sw, sh), interpolation=cv2.INTER_AREA)[..., None]
+    t8 = (np.clip(num / np.maximum(den, 1e-6), 0, 1) * 255).astype(np.uint8)
+    h8 = (den[..., 0] < 0.5).astype(np.uint8)
     filled = cv2.inpaint(t8, h8, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
-    filled = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+    filled = cv2.resize(filled, (W, H), interpolation=cv2.INTER_LINEAR)
     tex = np.where(hole[..., None], filled, tex)
     tex = np.clip(tex, 0, 1).astype(np.float32)
     if return_weights:
@@ -157,32 +178,50 @@ def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_l
     return out8.astype(np.float32) / 255
 
 
-def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024) -> list[Path]:
-    """Write the fitted mesh (camera frame, mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``.
+def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024,
+              eye_caps: bool = True) -> list[Path]:
+    """Write the fitted mesh (camera frame, mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``, ``.ply``
+    vertex colours sampled from it.
+
+    ``eye_caps``: close the model's eye holes (:mod:`redafit.model.eyecaps`; models without any are written as they
+    are): the caps' vertices and triangles come after the model's, and a texture becomes the atlas of
+    :func:`unwrap_atlas` (the model's tile on top of the eyes' strip). ``.npz`` always holds the model's own
+    vertices and triangles.
 
     glTF is y-up in metres: a ``.glb`` holds the camera-frame mesh with OpenGL camera axes (x right, y up, z towards
     the viewer), i.e. y and z negated, scaled to metres by the writer, so it opens upright in any viewer.
     """
     from redafit.io.meshes import write_mesh
+    from redafit.model.eyecaps import eye_caps as find_caps
 
     path = Path(path)
     ext = path.suffix.lower()
-    verts = result.vertices_camera * np.array([1.0, -1.0, -1.0], np.float32) if ext == ".glb" else \
-        result.vertices_camera
+    caps = find_caps(model) if eye_caps and ext != ".npz" else None
+    verts, tris = result.vertices_camera, result.triangles
+    if caps is not None:
+        verts = np.concatenate([verts, caps.vertices(verts)])
+        tris = np.concatenate([tris, caps.triangles])
     kw = {}
     if model.has_uv:
-        kw.update(uv=model.uv.cpu().numpy(), uv_triangles=model.uv_triangles.cpu().numpy())
+        uv, uvt = model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()
+        if caps is not None:
+            uv, uvt = caps.atlas_uv(uv, texture_size), np.concatenate([uvt, caps.uv_triangles + len(uv)])
+        kw.update(uv=uv, uv_triangles=uvt)
     if ext in (".obj", ".glb") and image is not None and model.has_uv:
-        kw["texture"] = unwrap_texture(image, result, model, texture_size)
+        kw["texture"] = unwrap_texture(image, result, model, texture_size) if caps is None else \
+            unwrap_atlas(image, result, model, caps, texture_size)
     elif ext == ".ply" and image is not None:
-        kw["vertex_colors"] = vertex_colours(image, result)
-    return write_mesh(path, verts, result.triangles, **kw)
+        kw["vertex_colors"] = vertex_colours(image, result, verts)
+    if ext == ".glb":
+        verts = verts * np.array([1.0, -1.0, -1.0], np.float32)
+    return write_mesh(path, verts, tris, **kw)
 
 
-def vertex_colours(image: np.ndarray, result) -> np.ndarray:
-    """Per-vertex colours [V, 3] sampled at the vertices' projections (nearest pixel, clamped)."""
+def vertex_colours(image: np.ndarray, result, vertices: np.ndarray | None = None) -> np.ndarray:
+    """Per-vertex colours [V, 3] sampled at the projections of ``vertices`` (default: the fit's camera-frame
+    vertices; nearest pixel, clamped)."""
     K = result.intrinsics
-    p = result.vertices_camera
+    p = result.vertices_camera if vertices is None else np.asarray(vertices)
     z = np.maximum(p[:, 2], 1e-3)
     u = np.clip((K.fx * p[:, 0] / z + K.cx).astype(int), 0, image.shape[1] - 1)
     v = np.clip((K.fy * p[:, 1] / z + K.cy).astype(int), 0, image.shape[0] - 1)

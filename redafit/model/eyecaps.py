@@ -1,0 +1,209 @@
+"""Eye caps: surfaces that close a face model's eye holes in the meshes redafit writes.
+
+Face-area models such as ICT's stop at the eyelid margins (the eyeballs are separate meshes upstream), so a fitted
+mesh opened in a viewer shows two holes where the photo shows eyes. :func:`eye_caps` finds the two boundary
+loops of the model's mesh nearest its eye landmarks (iBUG points 36-41 and 42-47) and builds for each a cap of
+two inner rings and a centre vertex, bulging out of the loop's plane like the eyeball behind the lids. The caps
+are *appended*: the model's vertices, triangles and UV coordinates keep their indices, so a written mesh still
+corresponds vertex for vertex to the model; only new vertices, triangles and UVs come after them.
+
+Texture: the model's UV tile has no room for the eyes (ICT's eye holes are slits a few texels high in UV space),
+so a textured mesh with caps uses an *atlas*: the model's tile on top, a strip a quarter of its height below with
+each eye in its own half (:data:`STRIP`, :meth:`EyeCaps.atlas_uv`: the model's ``v`` becomes ``s + (1 - s) v`` with
+``s`` the strip's share of the atlas height, 0.2).
+
+A model with no hole near each eye (a closed mesh, no landmark ids) has no caps: :func:`eye_caps` returns None.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+STRIP = 0.25  # the eye strip's height, in the model tile's (a 1024 px tile: a 1024 x 1280 atlas)
+RINGS = (2.0 / 3.0, 1.0 / 3.0)  # relative radii of the inner rings (the loop is 1, the centre 0)
+BULGE = 0.3  # the centre's height over the loop's plane, in rms loop radii (~3 mm for ICT's eyes)
+_MARGIN = 0.01  # of the atlas width, around each eye's island in the strip
+_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))  # iBUG-68 eye contours (the subject's right, left)
+
+
+@dataclass(frozen=True)
+class EyeCaps:
+    """Caps for a model with V vertices and T UV coordinates (see the module docstring).
+
+    Attributes:
+        loops: per eye, the loop's vertex ids [n], ordered along the face triangles' boundary edges.
+        triangles: [Fc, 3] cap triangles; ids >= V are the new vertices (:meth:`vertices` order).
+        uv: [Tc, 2] the caps' UV coordinates in the strip (u across the atlas, v in [0, 1] up the strip; one per
+            new vertex and per loop vertex).
+        uv_triangles: [Fc, 3] into ``uv`` (0-based within the caps' own UVs; offset by T when appended).
+    """
+
+    loops: tuple[np.ndarray, ...]
+    triangles: np.ndarray
+    uv: np.ndarray
+    uv_triangles: np.ndarray
+
+    @property
+    def n_new(self) -> int:
+        """New vertices: two inner rings and a centre per eye."""
+        return sum(len(RINGS) * len(loop) + 1 for loop in self.loops)
+
+    def vertices(self, vertices: np.ndarray) -> np.ndarray:
+        """The new vertices [n_new, 3] for a mesh of the model (any frame: they follow it rigidly)."""
+        v = np.asarray(vertices, np.float64)
+        centroid = v.mean(0)
+        out = []
+        for loop in self.loops:
+            p = v[loop]
+            c = p.mean(0)
+            normal = np.linalg.svd(p - c, full_matrices=False)[2][2]
+            if normal @ (c - centroid) < 0:  # out of the head
+                normal = -normal
+            rho = np.sqrt(((p - c) ** 2).sum(1).mean())
+            for r in RINGS:
+                out.append(c + r * (p - c) + BULGE * rho * (1 - r * r) * normal)
+            out.append((c + BULGE * rho * normal)[None])
+        return np.concatenate(out).astype(np.asarray(vertices).dtype, copy=False)
+
+    def atlas_uv(self, uv: np.ndarray, size: int) -> np.ndarray:
+        """The model's UVs [T, 2] moved to the top of a ``size``-wide atlas (:func:`strip_rows`), then the caps' UVs:
+        [T + Tc, 2]."""
+        s = strip_rows(size) / (size + strip_rows(size))
+        top = np.asarray(uv, np.float64) * [1.0, 1.0 - s] + [0.0, s]
+        return np.concatenate([top, self.uv * [1.0, s]]).astype(np.float32)
+
+
+def strip_rows(size: int) -> int:
+    """Rows of the eye strip under a ``size`` x ``size`` model tile."""
+    return max(1, round(size * STRIP))
+
+
+def _boundary_loops(triangles: np.ndarray) -> list[np.ndarray]:
+    """The mesh's boundary loops, each ordered along its triangles' directed edges."""
+    tri = np.asarray(triangles, np.int64)
+    directed = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    und = np.sort(directed, 1)
+    _, inv, counts = np.unique(und, axis=0, return_inverse=True, return_counts=True)
+    nxt: dict[int, int] = {}
+    starts = defaultdict(int)
+    for a, b in directed[counts[inv.reshape(-1)] == 1]:
+        nxt[int(a)] = int(b)
+        starts[int(a)] += 1
+    if any(n > 1 for n in starts.values()):  # a vertex on two holes: not a simple boundary, no caps
+        return []
+    loops, seen = [], set()
+    for s in nxt:
+        if s in seen:
+            continue
+        loop = [s]
+        seen.add(s)
+        cur = nxt[s]
+        while cur != s:
+            if cur in seen or cur not in nxt:
+                return []
+            loop.append(cur)
+            seen.add(cur)
+            cur = nxt[cur]
+        loops.append(np.array(loop, np.int64))
+    return loops
+
+
+def _cap_triangles(loop: np.ndarray, first_new: int) -> np.ndarray:
+    """Triangles of one cap: bands between the loop and the inner rings, then a fan to the centre. The loop runs
+    along the face triangles' edges, so each band's triangles traverse those edges the other way (consistent
+    winding with the face)."""
+    n = len(loop)
+    rings = [loop] + [first_new + k * n + np.arange(n) for k in range(len(RINGS))]
+    centre = first_new + len(RINGS) * n
+    out = []
+    for outer, inner in zip(rings[:-1], rings[1:]):
+        o1, i1 = np.roll(outer, -1), np.roll(inner, -1)
+        out += [np.stack([o1, outer, inner], 1), np.stack([o1, inner, i1], 1)]
+    last = rings[-1]
+    out.append(np.stack([np.roll(last, -1), last, np.full(n, centre)], 1))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _cap_uv(mean: np.ndarray, loop: np.ndarray, new: np.ndarray, half: int) -> np.ndarray:
+    """UVs of a cap's loop and new vertices ([n + n_new, 2]): the mean shape's cap projected on its loop's plane
+    (first axis the eye's width, pointing away from the face's midline), scaled to fit half ``half`` of the strip
+    with the same texel density along u and v."""
+    pts = np.concatenate([mean[loop], new])
+    c = mean[loop].mean(0)
+    axes = np.linalg.svd(mean[loop] - c, full_matrices=False)[2]
+    a1, a2 = axes[0], axes[1]
+    if a1[0] * c[0] < 0:  # width axis outwards (mirror-symmetric layouts for the two eyes)
+        a1 = -a1
+    if a2[1] < 0:  # height axis up (v up)
+        a2 = -a2
+    x, y = (pts - c) @ a1, (pts - c) @ a2
+    # in atlas-width units the half is 0.5 wide and STRIP high
+    w, h = 0.5 - 2 * _MARGIN, STRIP - 2 * _MARGIN
+    k = min(w / max(np.ptp(x), 1e-9), h / max(np.ptp(y), 1e-9))
+    u = 0.5 * half + 0.25 + (x - (x.max() + x.min()) / 2) * k
+    v = 0.5 + (y - (y.max() + y.min()) / 2) * k / STRIP
+    return np.stack([u, v], 1)
+
+
+def eye_caps(model) -> EyeCaps | None:
+    """The caps of ``model``'s eye holes (cached with the model), or None when it has none to close."""
+    from redafit.model.face_model import derived_cache
+
+    entry = derived_cache(model)
+    if "eye_caps" not in entry:
+        entry["eye_caps"] = _build(model)
+    return entry["eye_caps"]
+
+
+def _build(model) -> EyeCaps | None:
+    mean = model.mean.detach().cpu().double().numpy().reshape(-1, 3)
+    tris = model.triangles.cpu().numpy()
+    lm = model.landmark_ids.cpu().numpy()
+    loops = _boundary_loops(tris)
+    if len(loops) < 3:  # the outline and two eyes at least
+        return None
+    loops = sorted(loops, key=len)[:-1]  # the longest is the face's outline
+    centres = np.array([mean[loop].mean(0) for loop in loops])
+    eye_centres = []
+    for ids in _EYES:
+        ids = lm[list(ids)]
+        if (ids < 0).any():
+            return None
+        eye_centres.append(mean[ids].mean(0))
+    span = np.linalg.norm(eye_centres[0] - eye_centres[1])
+    chosen = []
+    for ec in eye_centres:
+        d = np.linalg.norm(centres - ec, axis=1)
+        k = int(d.argmin())
+        if d[k] > 0.35 * span or k in chosen:
+            return None
+        chosen.append(k)
+    # the eye with the larger model x goes to the strip's right half
+    chosen.sort(key=lambda k: centres[k][0])
+    V = len(mean)
+    cap_loops = tuple(loops[k] for k in chosen)
+    caps = EyeCaps(cap_loops, np.zeros((0, 3), np.int64), np.zeros((0, 2)), np.zeros((0, 3), np.int64))
+    new = caps.vertices(mean)
+    tri_parts, uv_parts, uvt_parts = [], [], []
+    first, uv_base, new_at = V, 0, 0
+    for half, loop in enumerate(cap_loops):
+        n = len(loop)
+        n_new = len(RINGS) * n + 1
+        t = _cap_triangles(loop, first)
+        tri_parts.append(t)
+        uv_parts.append(_cap_uv(mean, loop, new[new_at:new_at + n_new], half))
+        # the cap's own UV ids: the loop's vertices first (0..n-1), then the new vertices (n..)
+        local = np.where(t >= V, t - first + n, 0)
+        pos = {int(vid): i for i, vid in enumerate(loop)}
+        for j in range(3):
+            old = t[:, j] < V
+            local[old, j] = [pos[int(x)] for x in t[old, j]]
+        uvt_parts.append(local + uv_base)
+        first += n_new
+        new_at += n_new
+        uv_base += n + n_new
+    return EyeCaps(cap_loops, np.concatenate(tri_parts), np.concatenate(uv_parts).astype(np.float32),
+                   np.concatenate(uvt_parts))
