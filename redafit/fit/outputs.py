@@ -48,18 +48,21 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
                    model.uv_triangles.cpu(), (size, size), return_weights)
 
 
-def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024) -> np.ndarray:
+def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, return_weights: bool = False):
     """The texture of a mesh with eye caps (:mod:`redafit.model.eyecaps`): the model's tile
-    (:func:`unwrap_texture`) on top of the strip holding the caps, [size + strip_rows(size), size, 3]."""
+    (:func:`unwrap_texture`) on top of the strip holding the caps, [size + strip_rows(size), size, 3]; with
+    ``return_weights`` also the per-texel confidence, as :func:`unwrap_texture` gives it."""
     from redafit.model.eyecaps import strip_rows
 
-    tile = unwrap_texture(image, result, model, size)
+    tile = unwrap_texture(image, result, model, size, return_weights)
     vc = np.concatenate([result.vertices_camera, caps.vertices(result.vertices_camera)])
     vm = np.concatenate([result.vertices_model, caps.vertices(result.vertices_model)])
     face = model.triangles.cpu()
     every = torch.cat([face, torch.as_tensor(caps.triangles)])  # normals of the loop vertices see both sides
     strip = _unwrap(image, result, vc, vm, torch.as_tensor(caps.triangles), every, torch.as_tensor(caps.uv),
-                    torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), False, occluders=face)
+                    torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), return_weights, occluders=face)
+    if return_weights:
+        return np.concatenate([tile[0], strip[0]]), np.concatenate([tile[1], strip[1]])
     return np.concatenate([tile, strip])
 
 
@@ -198,15 +201,10 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     ext = path.suffix.lower()
     caps = find_caps(model) if eye_caps and ext != ".npz" else None
     verts, tris = result.vertices_camera, result.triangles
+    uv, uvt = (model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()) if model.has_uv else (None, None)
     if caps is not None:
-        verts = np.concatenate([verts, caps.vertices(verts)])
-        tris = np.concatenate([tris, caps.triangles])
-    kw = {}
-    if model.has_uv:
-        uv, uvt = model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()
-        if caps is not None:
-            uv, uvt = caps.atlas_uv(uv, texture_size), np.concatenate([uvt, caps.uv_triangles + len(uv)])
-        kw.update(uv=uv, uv_triangles=uvt)
+        verts, tris, uv, uvt = caps.extend(verts, tris, uv, uvt, texture_size)
+    kw = {} if uv is None else {"uv": uv, "uv_triangles": uvt}
     if ext in (".obj", ".glb") and image is not None and model.has_uv:
         kw["texture"] = unwrap_texture(image, result, model, texture_size) if caps is None else \
             unwrap_atlas(image, result, model, caps, texture_size)

@@ -68,6 +68,40 @@ class EyeCaps:
             out.append((c + BULGE * rho * normal)[None])
         return np.concatenate(out).astype(np.asarray(vertices).dtype, copy=False)
 
+    def morph(self, base: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """The new vertices' morph-target delta [n_new, 3] for a delta [V, 3] of the model's vertices at ``base``:
+        exact at weight 1 (the caps of ``base + delta``), linear in between, as glTF blends it."""
+        return self.vertices(np.asarray(base) + delta) - self.vertices(base)
+
+    def extend(self, vertices, triangles, uv=None, uv_triangles=None, size: int = 1024):
+        """A mesh of the model with the caps appended: (vertices, triangles, uv, uv_triangles), the UVs in the atlas
+        of a ``size``-wide texture (None when ``uv`` is None)."""
+        v = np.concatenate([vertices, self.vertices(vertices)])
+        f = np.concatenate([triangles, self.triangles])
+        if uv is None:
+            return v, f, None, None
+        return v, f, self.atlas_uv(uv, size), np.concatenate([uv_triangles, self.uv_triangles + len(uv)])
+
+    def to_arrays(self, prefix: str = "eyecap_") -> dict:
+        """The caps as named arrays (for an ``.npz``; :meth:`from_arrays` reads them back)."""
+        out = {f"{prefix}loop{k}": loop.astype(np.int32) for k, loop in enumerate(self.loops)}
+        out.update({f"{prefix}triangles": self.triangles.astype(np.int32), f"{prefix}uv": self.uv.astype(np.float32),
+                    f"{prefix}uv_triangles": self.uv_triangles.astype(np.int32)})
+        return out
+
+    @staticmethod
+    def from_arrays(arrays, prefix: str = "eyecap_") -> EyeCaps | None:
+        """The caps stored by :meth:`to_arrays` in ``arrays`` (a dict or an open ``.npz``), or None."""
+        if f"{prefix}triangles" not in arrays:
+            return None
+        loops, k = [], 0
+        while f"{prefix}loop{k}" in arrays:
+            loops.append(np.asarray(arrays[f"{prefix}loop{k}"], np.int64))
+            k += 1
+        return EyeCaps(tuple(loops), np.asarray(arrays[f"{prefix}triangles"], np.int64),
+                       np.asarray(arrays[f"{prefix}uv"], np.float32),
+                       np.asarray(arrays[f"{prefix}uv_triangles"], np.int64))
+
     def atlas_uv(self, uv: np.ndarray, size: int) -> np.ndarray:
         """The model's UVs [T, 2] moved to the top of a ``size``-wide atlas (:func:`strip_rows`), then the caps' UVs:
         [T + Tc, 2]."""

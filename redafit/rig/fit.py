@@ -8,9 +8,10 @@ photos of a person, per-image expression, pose and lighting (riggable reconstruc
 
 Rig folder::
 
-    neutral.obj/.mtl/.png  neutral mesh (model frame, mm), texture merged from all views
+    neutral.obj/.mtl/.png  neutral mesh (model frame, mm), texture merged from all views; the eye holes closed by
+                           caps after the model's vertices, the texture their atlas (redafit.model.eyecaps)
     expressions.npz        neutral [V,3], basis [Ke,V,3] mm, names [Ke], triangles, uv, uv_triangles, identity,
-                           displacement [V,3]
+                           displacement [V,3] (the model's topology), eyecap_* (the caps, when made)
     params.json            per image: expression, pose, camera, lighting, landmark error; excluded images
     rig.glb                glTF 2.0 with one morph target per expression (the model's names: ARKit for ICT)
     meshes/<name>.obj      (optional) each image's mesh with its expression, camera frame (aligned to the photo)
@@ -102,7 +103,8 @@ class Rig:
     frames: list  # [B] RigFrame
     uv: np.ndarray | None = None  # [T, 2]
     uv_triangles: np.ndarray | None = None  # [F, 3]
-    texture: np.ndarray | None = None  # [S, S, 3] float in [0, 1]
+    texture: np.ndarray | None = None  # [S, S, 3] float in [0, 1]; with eye caps the atlas [S + S/4, S, 3]
+    eye_caps: object | None = None  # redafit.model.eyecaps.EyeCaps closing the eye holes in the written meshes
     albedo: np.ndarray | None = None  # [Ha, Wa, 3] fitted UV albedo (colour attribute)
     excluded: list = field(default_factory=list)  # [{"image", "error", "exit_code"}]
     init: str = "mean"  # how the fit was initialised: "net" or "mean"
@@ -119,6 +121,26 @@ class Rig:
         """Camera-frame vertices [V, 3] of frame ``i`` (aligned with its photo)."""
         fr = self.frames[i]
         return self.shape(fr.expression) @ np.asarray(fr.rotation).T + np.asarray(fr.trans)
+
+    def mesh(self, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """The mesh to write for rig vertices [V, 3]: (vertices, triangles, {uv, uv_triangles} or {}), with the eye
+        caps appended when the rig has them (:meth:`redafit.model.eyecaps.EyeCaps.extend`)."""
+        uv = self.uv if self.uv is not None and len(self.uv) else None
+        v, f, uvt = vertices, self.triangles, self.uv_triangles
+        if self.eye_caps is not None:
+            size = self.texture.shape[1] if self.texture is not None else 1024
+            v, f, uv, uvt = self.eye_caps.extend(vertices, self.triangles, uv, uvt, size)
+        return v, f, ({} if uv is None else {"uv": uv, "uv_triangles": uvt})
+
+    def morph_targets(self) -> dict:
+        """{expression name: delta [V (+ the caps' vertices), 3]} for the glTF, in the model's order."""
+        out = {}
+        for k, n in enumerate(self.expression_names):
+            d = self.expression_basis[k]
+            if self.eye_caps is not None:
+                d = np.concatenate([d, self.eye_caps.morph(self.neutral, d)])
+            out[n] = d
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -141,7 +163,7 @@ def resolve_initnet(model, init: str = "auto"):
 
 def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list | None = None,
             names: list | None = None, init="auto", texture_size: int = 1024, progress=None,
-            parsings: list | None = None) -> Rig:
+            parsings: list | None = None, eye_caps: bool = True) -> Rig:
     """Fit one rig to B >= 2 images [H, W, 3] (float RGB in [0, 1]) with their landmarks [68|5, 2] (px).
 
     ``parsings`` optionally gives per image (None entries allowed) a parsing map of class ids registered to it
@@ -149,6 +171,8 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
 
     ``init``: ``"auto"`` (the model's init network when installed, else the mean face), ``"net"`` (required),
     ``"mean"``, or an already loaded :class:`~redafit.rig.initnet.InitNet`. ``texture_size`` 0 skips the texture.
+    ``eye_caps``: close the model's eye holes in the rig's meshes (:mod:`redafit.model.eyecaps`; the texture is then
+    the atlas of :func:`redafit.fit.outputs.unwrap_atlas`).
     """
     from redafit.fit.api import fit_batch
     from redafit.fit.config import FitConfig
@@ -181,8 +205,12 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
                         init=start, parsings=parsings)
     rig = rig_from_results(results, model, names)
     rig.init = "net" if start is not None else "mean"
+    if eye_caps:
+        from redafit.model.eyecaps import eye_caps as find_caps
+
+        rig.eye_caps = find_caps(model)
     if texture_size and model.has_uv:
-        rig.texture = merge_textures(images, results, model, texture_size)
+        rig.texture = merge_textures(images, results, model, texture_size, caps=rig.eye_caps)
     rig.seconds = time.perf_counter() - t0
     return rig
 
@@ -212,19 +240,21 @@ def rig_from_results(results: list, model, names: list) -> Rig:
                albedo=r0.albedo, results=list(results))
 
 
-def merge_textures(images: list, results: list, model, size: int = 1024, power: float = 2.0) -> np.ndarray:
-    """One texture [S, S, 3] from all views: each view is unwrapped with per-texel confidence (facing-weighted
+def merge_textures(images: list, results: list, model, size: int = 1024, power: float = 2.0,
+                   caps=None) -> np.ndarray:
+    """One texture [S, S, 3] from all views (with eye ``caps``, the atlas [S + S/4, S, 3] of
+    :func:`redafit.fit.outputs.unwrap_atlas`): each view is unwrapped with per-texel confidence (facing-weighted
     visibility, see :func:`redafit.fit.outputs.unwrap_texture`) and the views are averaged with weights
     ``confidence ** power`` (a small floor keeps texels nobody saw as the plain mean of the inpainted views)."""
-    from redafit.fit.outputs import unwrap_texture
+    from redafit.fit.outputs import unwrap_atlas, unwrap_texture
 
-    acc = np.zeros((size, size, 3), np.float64)
-    wsum = np.zeros((size, size, 1), np.float64)
+    acc = wsum = 0.0
     for im, res in zip(images, results):
-        tex, conf = unwrap_texture(im, res, model, size, return_weights=True)
-        w = (np.clip(conf, 0, 1) ** power + 1e-4)[..., None]
-        acc += w * tex
-        wsum += w
+        tex, conf = unwrap_texture(im, res, model, size, return_weights=True) if caps is None else \
+            unwrap_atlas(im, res, model, caps, size, return_weights=True)
+        w = (np.clip(conf, 0, 1) ** power + 1e-4)[..., None].astype(np.float64)
+        acc = acc + w * tex
+        wsum = wsum + w
     return np.clip(acc / wsum, 0, 1).astype(np.float32)
 
 
@@ -242,14 +272,15 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     out = Path(folder)
     make_folder(out)
     written: list[Path] = []
-    uvkw = {"uv": rig.uv, "uv_triangles": rig.uv_triangles} if rig.uv is not None and len(rig.uv) else {}
-    written += write_mesh(out / "neutral.obj", rig.neutral, rig.triangles, texture=rig.texture if uvkw else None,
-                          **uvkw)
+    v, f, uvkw = rig.mesh(rig.neutral)
+    written += write_mesh(out / "neutral.obj", v, f, texture=rig.texture if uvkw else None, **uvkw)
     arrays = {"neutral": rig.neutral.astype(np.float32), "basis": rig.expression_basis.astype(np.float32),
               "names": np.array(rig.expression_names, dtype=str), "triangles": rig.triangles.astype(np.int32),
               "identity": rig.identity.astype(np.float32), "displacement": rig.displacement.astype(np.float32)}
-    if uvkw:
+    if rig.uv is not None and len(rig.uv):
         arrays.update(uv=rig.uv.astype(np.float32), uv_triangles=rig.uv_triangles.astype(np.int32))
+    if rig.eye_caps is not None:
+        arrays.update(rig.eye_caps.to_arrays())
     with atomic_path(out / "expressions.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -261,15 +292,15 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     with atomic_write(out / "params.json", "w", encoding="utf-8") as fh:
         jsonsafe.dump(meta, fh, indent=1)
     written.append(out / "params.json")
-    morphs = {n: rig.expression_basis[k] for k, n in enumerate(rig.expression_names)}
-    written += write_glb(out / "rig.glb", rig.neutral, rig.triangles, morph_targets=morphs,
+    written += write_glb(out / "rig.glb", v, f, morph_targets=rig.morph_targets(),
                          texture=rig.texture if uvkw else None, name="rig",
                          extras={"model": rig.model_name, "units": "morph targets: the model's expressions"},
                          **uvkw)
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
         for i, fr in enumerate(rig.frames):
-            written += write_mesh(out / "meshes" / f"{fr.name}.obj", rig.posed(i), rig.triangles, **uvkw)
+            pv, pf, _ = rig.mesh(rig.posed(i))
+            written += write_mesh(out / "meshes" / f"{fr.name}.obj", pv, pf, **uvkw)
     if overlays:
         from redafit.fit.outputs import render_overlay
         from redafit.io.images import save_image
@@ -281,6 +312,21 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
                 save_image(p, render_overlay(overlays[fr.name], res, model))
                 written.append(p)
     return written
+
+
+def _checked_caps(arrays):
+    """The eye caps stored in a rig's arrays, their indices checked against the rig's vertices (ValueError)."""
+    from redafit.model.eyecaps import EyeCaps
+
+    caps = EyeCaps.from_arrays(arrays)
+    if caps is not None:
+        V = len(arrays["neutral"])
+        if not caps.loops or any(len(loop) < 3 or loop.min() < 0 or loop.max() >= V for loop in caps.loops) \
+                or caps.triangles.min() < 0 or caps.triangles.max() >= V + caps.n_new \
+                or caps.uv_triangles.shape != caps.triangles.shape or caps.uv_triangles.min() < 0 \
+                or caps.uv_triangles.max() >= len(caps.uv):
+            raise ValueError("eye cap indices out of range")
+    return caps
 
 
 def load_rig(folder) -> Rig:
@@ -306,7 +352,8 @@ def load_rig(folder) -> Rig:
                    expression_names=names, identity=d["identity"].astype(np.float64),
                    displacement=d["displacement"].astype(np.float64), frames=frames,
                    uv=d["uv"] if "uv" in d else None, uv_triangles=d["uv_triangles"].astype(np.int64)
-                   if "uv_triangles" in d else None, texture=texture, excluded=meta.get("excluded", []),
+                   if "uv_triangles" in d else None, texture=texture, eye_caps=_checked_caps(d),
+                   excluded=meta.get("excluded", []),
                    init=meta.get("init", "mean"), seconds=float(meta.get("seconds", 0.0)))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{folder}: the rig files are malformed ({type(e).__name__}: {e})") from None

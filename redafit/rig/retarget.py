@@ -135,15 +135,14 @@ def _write_files(rig, out: Path, fmt: str, W, R, t, names, times) -> list[Path]:
     """The ``anim.glb``, or one mesh per frame (named by ``names``), all in one atomic group."""
     from redafit.io.meshes import write_glb, write_mesh
 
-    uvkw = {"uv": rig.uv, "uv_triangles": rig.uv_triangles} if rig.uv is not None and len(rig.uv) else {}
     if fmt == "glb":
-        morphs = {n: rig.expression_basis[k] for k, n in enumerate(rig.expression_names)}
-        return write_glb(out / "anim.glb", rig.neutral, rig.triangles, morph_targets=morphs, animation=W, times=times,
+        v, tris, uvkw = rig.mesh(rig.neutral)
+        return write_glb(out / "anim.glb", v, tris, morph_targets=rig.morph_targets(), animation=W, times=times,
                          texture=rig.texture if uvkw else None, name="rig", **uvkw)
     centre = rig.neutral.mean(0)
     written = []
     for k, f in enumerate(names):
         v = rig.shape(W[k])
-        v = (v - centre) @ R[k].T + centre + t[k]
-        written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, rig.triangles, **uvkw)
+        v, tris, uvkw = rig.mesh((v - centre) @ R[k].T + centre + t[k])
+        written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, tris, **uvkw)
     return written
