@@ -139,3 +139,29 @@ def test_failure_part_way_writes_nothing(small_rig, ict, tmp_path, monkeypatch, 
         write_retarget(rig, recs, old, fmt="obj")
     assert [p.name for p in old.iterdir()] == ["frame_00001.obj"]  # the files already there left as they were
     assert (old / "frame_00001.obj").read_text() == "old\n"
+
+
+@pytest.mark.parametrize("damage", ["loop out of range", "no caps"])
+def test_rig_eye_caps_on_load(small_rig, params_gap, tmp_path, model_home, damage):
+    """A rig folder's stored eye caps are checked on load (a bad index is exit 3 naming the folder, not an
+    IndexError while writing); a rig folder without them (made before the caps, or --no-eye-caps) retargets to
+    the model's own topology."""
+    import shutil
+
+    from redafit.io.meshes import read_obj
+
+    rig = tmp_path / "rig"
+    shutil.copytree(small_rig, rig)
+    d = dict(np.load(rig / "expressions.npz"))
+    if damage == "loop out of range":
+        d["eyecap_loop0"] = d["eyecap_loop0"] + len(d["neutral"])
+    else:
+        d = {k: v for k, v in d.items() if not k.startswith("eyecap_")}
+    np.savez(rig / "expressions.npz", **d)
+    out = tmp_path / "anim"
+    res = run_cli(["retarget", rig, "--params", params_gap, "-o", out, "--format", "obj"], model_home)
+    if damage == "loop out of range":
+        assert res.exit_code == 3 and "malformed" in res.stderr and not out.exists()
+    else:
+        assert res.exit_code == 0, res.output
+        assert read_obj(sorted(out.glob("*.obj"))[0]).vertices.shape == d["neutral"].shape
