@@ -337,16 +337,17 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
               help="Parsing map computed elsewhere (grey PNG or .npy of CelebAMask-HQ class ids, registered to the "
                    "photo) instead of parsing the photo; for several images, a folder of <stem>.png|.npy files.")
 @click.option("--texture-size", type=click.IntRange(64, 8192), default=1024, show_default=True,
-              help="Side of the model's texture tile (with eye caps the PNG is a quarter taller: the eyes' strip).")
-@click.option("--eye-caps/--no-eye-caps", default=True, show_default=True,
-              help="Close the model's eye holes with textured caps (new vertices after the model's; .npz never).")
+              help="Side of the model's texture tile (with caps the PNG is a quarter taller: the caps' strip).")
+@click.option("--caps/--no-caps", default=True, show_default=True,
+              help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
+                   ".npz never).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
 @model_option
 @input_options
 @fit_options
 @device_option
 @click.pass_context
-def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, eye_caps,
+def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
             as_json, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
@@ -402,7 +403,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
 
                     parsing_map = parsing_map_for(img, parsing, inp.image)
                 result = fit_loaded(inp, model, config, progress=prog, depth=depth_map, parsing=parsing_map)
-                written = write_outputs(inp, result, model, mesh, par, ov, texture_size, eye_caps)
+                written = write_outputs(inp, result, model, mesh, par, ov, texture_size, caps)
             except RedafitError as e:
                 if as_json:  # one line per image on stdout, a single image's failure too
                     click.echo(jsonsafe.dumps({"image": str(img), "ok": False, "error": str(e),

@@ -56,9 +56,9 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 @click.option("--meshes", is_flag=True, help="Also write each image's mesh (camera frame) into meshes/.")
 @click.option("--overlays", is_flag=True, help="Also write each photo with the fitted mesh over it into overlays/.")
 @click.option("--texture-size", type=click.IntRange(0, 8192), default=1024, show_default=True,
-              help="Side of the merged texture (0: no texture; with eye caps a quarter taller: the eyes' strip).")
-@click.option("--eye-caps/--no-eye-caps", default=True, show_default=True,
-              help="Close the model's eye holes in the rig's meshes (new vertices after the model's; "
+              help="Side of the merged texture (0: no texture; with caps a quarter taller: the caps' strip).")
+@click.option("--caps/--no-caps", default=True, show_default=True,
+              help="Close the model's eye and mouth holes in the rig's meshes (new vertices after the model's; "
                    "expressions.npz keeps the model's topology and stores the caps).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 @model_option
@@ -66,7 +66,7 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 @fit_options
 @device_option
 @click.pass_context
-def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, texture_size, eye_caps, as_json,
+def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, texture_size, caps, as_json,
             model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
@@ -122,7 +122,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         prog.start(f"rig ({len(loaded)} images)")
         rig = fit_rig([x.image for _, x in loaded], [x.landmarks for _, x in loaded], model, config,
                       names=[n for n, _ in loaded], init=init, texture_size=texture_size, progress=prog,
-                      parsings=parsings if parsing is not None else None, eye_caps=eye_caps)
+                      parsings=parsings if parsing is not None else None, caps=caps)
         rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
         written = save_rig(rig, output, meshes=meshes, model=model,
                            overlays={n: x.image for n, x in loaded} if overlays else None)

@@ -49,10 +49,10 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
 
 
 def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, return_weights: bool = False):
-    """The texture of a mesh with eye caps (:mod:`redafit.model.eyecaps`): the model's tile
+    """The texture of a mesh with caps (:mod:`redafit.model.caps`): the model's tile
     (:func:`unwrap_texture`) on top of the strip holding the caps, [size + strip_rows(size), size, 3]; with
     ``return_weights`` also the per-texel confidence, as :func:`unwrap_texture` gives it."""
-    from redafit.model.eyecaps import strip_rows
+    from redafit.model.caps import strip_rows
 
     tile = unwrap_texture(image, result, model, size, return_weights)
     vc = np.concatenate([result.vertices_camera, caps.vertices(result.vertices_camera)])
@@ -182,11 +182,11 @@ def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_l
 
 
 def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024,
-              eye_caps: bool = True) -> list[Path]:
+              caps: bool = True) -> list[Path]:
     """Write the fitted mesh (camera frame, mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``, ``.ply``
     vertex colours sampled from it.
 
-    ``eye_caps``: close the model's eye holes (:mod:`redafit.model.eyecaps`; models without any are written as they
+    ``caps``: close the model's eye and mouth holes (:mod:`redafit.model.caps`; models without any are written as they
     are): the caps' vertices and triangles come after the model's, and a texture becomes the atlas of
     :func:`unwrap_atlas` (the model's tile on top of the eyes' strip). ``.npz`` always holds the model's own
     vertices and triangles.
@@ -195,19 +195,19 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     the viewer), i.e. y and z negated, scaled to metres by the writer, so it opens upright in any viewer.
     """
     from redafit.io.meshes import write_mesh
-    from redafit.model.eyecaps import eye_caps as find_caps
+    from redafit.model.caps import hole_caps
 
     path = Path(path)
     ext = path.suffix.lower()
-    caps = find_caps(model) if eye_caps and ext != ".npz" else None
+    hc = hole_caps(model) if caps and ext != ".npz" else None
     verts, tris = result.vertices_camera, result.triangles
     uv, uvt = (model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()) if model.has_uv else (None, None)
-    if caps is not None:
-        verts, tris, uv, uvt = caps.extend(verts, tris, uv, uvt, texture_size)
+    if hc is not None:
+        verts, tris, uv, uvt = hc.extend(verts, tris, uv, uvt, texture_size)
     kw = {} if uv is None else {"uv": uv, "uv_triangles": uvt}
     if ext in (".obj", ".glb") and image is not None and model.has_uv:
-        kw["texture"] = unwrap_texture(image, result, model, texture_size) if caps is None else \
-            unwrap_atlas(image, result, model, caps, texture_size)
+        kw["texture"] = unwrap_texture(image, result, model, texture_size) if hc is None else \
+            unwrap_atlas(image, result, model, hc, texture_size)
     elif ext == ".ply" and image is not None:
         kw["vertex_colors"] = vertex_colours(image, result, verts)
     if ext == ".glb":

@@ -103,7 +103,7 @@ def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=
 
 
 def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,
-                  texture_size: int = 1024, eye_caps: bool = True) -> list[Path]:
+                  texture_size: int = 1024, caps: bool = True) -> list[Path]:
     """Write the requested outputs, all or none: they replace their targets together once every one is written
     (:func:`redafit.io.atomic.atomic_group`), so an error or an interrupt leaves no file half-written and no
     incomplete set (a mesh without its parameters)."""
@@ -113,7 +113,7 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
     written: list[Path] = []
     with atomic_group():
         if mesh_path is not None:
-            written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size, eye_caps=eye_caps)
+            written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size, caps=caps)
         if params_path is not None:
             extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
                      "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source}

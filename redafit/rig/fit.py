@@ -8,10 +8,10 @@ photos of a person, per-image expression, pose and lighting (riggable reconstruc
 
 Rig folder::
 
-    neutral.obj/.mtl/.png  neutral mesh (model frame, mm), texture merged from all views; the eye holes closed by
-                           caps after the model's vertices, the texture their atlas (redafit.model.eyecaps)
+    neutral.obj/.mtl/.png  neutral mesh (model frame, mm), texture merged from all views; the eye and mouth holes
+                           closed by caps after the model's vertices, the texture their atlas (redafit.model.caps)
     expressions.npz        neutral [V,3], basis [Ke,V,3] mm, names [Ke], triangles, uv, uv_triangles, identity,
-                           displacement [V,3] (the model's topology), eyecap_* (the caps, when made)
+                           displacement [V,3] (the model's topology), cap_* (the caps, when made)
     params.json            per image: expression, pose, camera, lighting, landmark error; excluded images
     rig.glb                glTF 2.0 with one morph target per expression (the model's names: ARKit for ICT)
     meshes/<name>.obj      (optional) each image's mesh with its expression, camera frame (aligned to the photo)
@@ -103,8 +103,8 @@ class Rig:
     frames: list  # [B] RigFrame
     uv: np.ndarray | None = None  # [T, 2]
     uv_triangles: np.ndarray | None = None  # [F, 3]
-    texture: np.ndarray | None = None  # [S, S, 3] float in [0, 1]; with eye caps the atlas [S + S/4, S, 3]
-    eye_caps: object | None = None  # redafit.model.eyecaps.EyeCaps closing the eye holes in the written meshes
+    texture: np.ndarray | None = None  # [S, S, 3] float in [0, 1]; with caps the atlas [S + S/4, S, 3]
+    caps: object | None = None  # redafit.model.caps.Caps closing the eye/mouth holes in written meshes
     albedo: np.ndarray | None = None  # [Ha, Wa, 3] fitted UV albedo (colour attribute)
     excluded: list = field(default_factory=list)  # [{"image", "error", "exit_code"}]
     init: str = "mean"  # how the fit was initialised: "net" or "mean"
@@ -124,12 +124,12 @@ class Rig:
 
     def mesh(self, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """The mesh to write for rig vertices [V, 3]: (vertices, triangles, {uv, uv_triangles} or {}), with the eye
-        caps appended when the rig has them (:meth:`redafit.model.eyecaps.EyeCaps.extend`)."""
+        caps appended when the rig has them (:meth:`redafit.model.caps.Caps.extend`)."""
         uv = self.uv if self.uv is not None and len(self.uv) else None
         v, f, uvt = vertices, self.triangles, self.uv_triangles
-        if self.eye_caps is not None:
+        if self.caps is not None:
             size = self.texture.shape[1] if self.texture is not None else 1024
-            v, f, uv, uvt = self.eye_caps.extend(vertices, self.triangles, uv, uvt, size)
+            v, f, uv, uvt = self.caps.extend(vertices, self.triangles, uv, uvt, size)
         return v, f, ({} if uv is None else {"uv": uv, "uv_triangles": uvt})
 
     def morph_targets(self) -> dict:
@@ -137,8 +137,8 @@ class Rig:
         out = {}
         for k, n in enumerate(self.expression_names):
             d = self.expression_basis[k]
-            if self.eye_caps is not None:
-                d = np.concatenate([d, self.eye_caps.morph(self.neutral, d)])
+            if self.caps is not None:
+                d = np.concatenate([d, self.caps.morph(self.neutral, d)])
             out[n] = d
         return out
 
@@ -163,7 +163,7 @@ def resolve_initnet(model, init: str = "auto"):
 
 def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list | None = None,
             names: list | None = None, init="auto", texture_size: int = 1024, progress=None,
-            parsings: list | None = None, eye_caps: bool = True) -> Rig:
+            parsings: list | None = None, caps: bool = True) -> Rig:
     """Fit one rig to B >= 2 images [H, W, 3] (float RGB in [0, 1]) with their landmarks [68|5, 2] (px).
 
     ``parsings`` optionally gives per image (None entries allowed) a parsing map of class ids registered to it
@@ -171,7 +171,7 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
 
     ``init``: ``"auto"`` (the model's init network when installed, else the mean face), ``"net"`` (required),
     ``"mean"``, or an already loaded :class:`~redafit.rig.initnet.InitNet`. ``texture_size`` 0 skips the texture.
-    ``eye_caps``: close the model's eye holes in the rig's meshes (:mod:`redafit.model.eyecaps`; the texture is then
+    ``caps``: close the model's eye and mouth holes in the rig's meshes (:mod:`redafit.model.caps`; the texture is then
     the atlas of :func:`redafit.fit.outputs.unwrap_atlas`).
     """
     from redafit.fit.api import fit_batch
@@ -205,12 +205,12 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
                         init=start, parsings=parsings)
     rig = rig_from_results(results, model, names)
     rig.init = "net" if start is not None else "mean"
-    if eye_caps:
-        from redafit.model.eyecaps import eye_caps as find_caps
+    if caps:
+        from redafit.model.caps import hole_caps
 
-        rig.eye_caps = find_caps(model)
+        rig.caps = hole_caps(model)
     if texture_size and model.has_uv:
-        rig.texture = merge_textures(images, results, model, texture_size, caps=rig.eye_caps)
+        rig.texture = merge_textures(images, results, model, texture_size, caps=rig.caps)
     rig.seconds = time.perf_counter() - t0
     return rig
 
@@ -279,8 +279,8 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
               "identity": rig.identity.astype(np.float32), "displacement": rig.displacement.astype(np.float32)}
     if rig.uv is not None and len(rig.uv):
         arrays.update(uv=rig.uv.astype(np.float32), uv_triangles=rig.uv_triangles.astype(np.int32))
-    if rig.eye_caps is not None:
-        arrays.update(rig.eye_caps.to_arrays())
+    if rig.caps is not None:
+        arrays.update(rig.caps.to_arrays())
     with atomic_path(out / "expressions.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -315,10 +315,10 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
 
 
 def _checked_caps(arrays):
-    """The eye caps stored in a rig's arrays, their indices checked against the rig's vertices (ValueError)."""
-    from redafit.model.eyecaps import EyeCaps
+    """The caps stored in a rig's arrays, their indices checked against the rig's vertices (ValueError)."""
+    from redafit.model.caps import Caps
 
-    caps = EyeCaps.from_arrays(arrays)
+    caps = Caps.from_arrays(arrays)
     if caps is not None:
         V = len(arrays["neutral"])
         if not caps.loops or any(len(loop) < 3 or loop.min() < 0 or loop.max() >= V for loop in caps.loops) \
@@ -352,7 +352,7 @@ def load_rig(folder) -> Rig:
                    expression_names=names, identity=d["identity"].astype(np.float64),
                    displacement=d["displacement"].astype(np.float64), frames=frames,
                    uv=d["uv"] if "uv" in d else None, uv_triangles=d["uv_triangles"].astype(np.int64)
-                   if "uv_triangles" in d else None, texture=texture, eye_caps=_checked_caps(d),
+                   if "uv_triangles" in d else None, texture=texture, caps=_checked_caps(d),
                    excluded=meta.get("excluded", []),
                    init=meta.get("init", "mean"), seconds=float(meta.get("seconds", 0.0)))
     except (OSError, ValueError, KeyError, TypeError) as e:

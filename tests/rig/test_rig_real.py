@@ -50,15 +50,15 @@ def test_rig_folder_complete(rig_dir, ict):
 
 
 def test_rig_meshes_close_the_eyes(rig_dir, ict, tmp_path):
-    """The rig's meshes carry the eye caps after the model's vertices, the texture is their atlas, the glTF's morph
+    """The rig's meshes carry the caps after the model's vertices, the texture is their atlas, the glTF's morph
     targets move the caps with the lids, and expressions.npz keeps the model's topology plus the caps."""
     import cv2
 
     from redafit.io.meshes import read_obj
-    from redafit.model.eyecaps import eye_caps, strip_rows
+    from redafit.model.caps import hole_caps, strip_rows
     from redafit.rig.fit import load_rig
 
-    caps = eye_caps(ict)
+    caps = hole_caps(ict)
     V, F = ict.n_vertices, ict.n_triangles
     m = read_obj(rig_dir / "neutral.obj")
     assert (len(m.vertices), len(m.triangles)) == (V + caps.n_new, F + len(caps.triangles))
@@ -66,8 +66,8 @@ def test_rig_meshes_close_the_eyes(rig_dir, ict, tmp_path):
     first = sorted((rig_dir / "meshes").glob("*.obj"))[0]
     assert read_obj(first).vertices.shape == m.vertices.shape
     rig = load_rig(rig_dir)
-    assert rig.neutral.shape == (V, 3) and rig.eye_caps is not None
-    np.testing.assert_array_equal(rig.eye_caps.triangles, caps.triangles)
+    assert rig.neutral.shape == (V, 3) and rig.caps is not None
+    np.testing.assert_array_equal(rig.caps.triangles, caps.triangles)
     # a blink morph moves the caps: its delta on the new vertices is the caps' motion with the lids
     k = rig.expression_names.index("eyeBlink_L")
     d = rig.morph_targets()["eyeBlink_L"]
@@ -76,16 +76,16 @@ def test_rig_meshes_close_the_eyes(rig_dir, ict, tmp_path):
     assert np.abs(d[V:]).max() > 1.0  # mm
 
 
-def test_rig_without_eye_caps(rig_case1, model_home, tmp_path):
+def test_rig_without_caps(rig_case1, model_home, tmp_path):
     from redafit.io.meshes import read_obj
     from redafit.rig.fit import load_rig
 
     images, lms = rig_case1
     out = tmp_path / "rig"
-    res = run_cli(["rig", *images[:2], "-o", out, "--landmarks", lms, "--no-eye-caps", *FAST], model_home)
+    res = run_cli(["rig", *images[:2], "-o", out, "--landmarks", lms, "--no-caps", *FAST], model_home)
     assert res.exit_code == 0, res.output
     assert read_obj(out / "neutral.obj").vertices.shape == (9409, 3)
-    assert load_rig(out).eye_caps is None
+    assert load_rig(out).caps is None
 
 
 def test_glb_loads_with_named_morph_targets(rig_dir, ict):

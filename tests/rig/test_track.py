@@ -102,8 +102,8 @@ def test_retarget_meshes(small_rig, track_dir, tmp_path, fmt, model_home):
 
         rig = load_rig(small_rig)
         m = read_obj(files[0])
-        assert m.vertices.shape == (len(rig.neutral) + rig.eye_caps.n_new, 3)  # the model's, then the eye caps
-        assert len(m.triangles) == len(rig.triangles) + len(rig.eye_caps.triangles)
+        assert m.vertices.shape == (len(rig.neutral) + rig.caps.n_new, 3)  # the model's, then the caps
+        assert len(m.triangles) == len(rig.triangles) + len(rig.caps.triangles)
         assert not np.allclose(read_obj(files[1]).vertices, m.vertices)
 
 
