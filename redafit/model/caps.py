@@ -113,8 +113,8 @@ class Caps:
         if len(kinds) != len(loops) or not set(kinds) <= {"eye", "mouth"}:
             raise ValueError("cap kinds do not match the loops")
         return Caps(tuple(loops), kinds, np.asarray(arrays[f"{prefix}triangles"], np.int64),
-                       np.asarray(arrays[f"{prefix}uv"], np.float32),
-                       np.asarray(arrays[f"{prefix}uv_triangles"], np.int64))
+                    np.asarray(arrays[f"{prefix}uv"], np.float32),
+                    np.asarray(arrays[f"{prefix}uv_triangles"], np.int64))
 
     def atlas_uv(self, uv: np.ndarray, size: int) -> np.ndarray:
         """The model's UVs [T, 2] moved to the top of a ``size``-wide atlas (:func:`strip_rows`), then the caps' UVs:
