@@ -116,11 +116,16 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
     """
     if not model.has_uv:
         raise OutputError(f"model '{model.name}' has no UV coordinates: write .ply or .npz instead of a texture")
+    from redafit.errors import ModelError
     from redafit.parsing.model_labels import vertex_face_area
 
+    try:
+        face = vertex_face_area(model).cpu()
+    except ModelError:  # no landmark vertex ids to find the face area with: every texel sampled alike
+        face = None
     tris = model.triangles.cpu()
     return _unwrap(image, result, result.vertices_camera, result.vertices_model, tris, tris, model.uv.cpu(),
-                   model.uv_triangles.cpu(), (size, size), return_weights, face_vertices=vertex_face_area(model).cpu())
+                   model.uv_triangles.cpu(), (size, size), return_weights, face_vertices=face)
 
 
 def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, return_weights: bool = False):
@@ -166,7 +171,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     R = torch.as_tensor(result.rotation, dtype=torch.float32)
     t = torch.as_tensor(result.trans, dtype=torch.float32)
     n_cam = vertex_normals(vc[None], normal_tris)[0]
-    fv = torch.zeros(len(vc)) if face_vertices is None else _smoothed_flag(face_vertices, tris)
+    fv = torch.zeros(len(vc)) if face_vertices is None else face_flag(face_vertices, tris)
     attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None]], -1)[None]  # [1, T, 10]
     tex_attr = interpolate(attrs, fr_uv, uvt)[0]  # [H, W, 10]
     p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
@@ -240,17 +245,17 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     return tex
 
 
-def _smoothed_flag(flag, tris: torch.Tensor, iters: int = 8) -> torch.Tensor:
-    """A per-vertex 0/1 flag [V] averaged over each vertex's neighbours ``iters`` times: interpolated over the
-    triangles its 0.5 level is a smooth curve, not the zigzag of the flagged triangles' edges."""
-    x = torch.as_tensor(flag).float().cpu()
-    V = len(x)
-    e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]).cpu()
-    e = torch.cat([e, e.flip(1)])
-    deg = torch.zeros(V).index_add_(0, e[:, 0], torch.ones(len(e))).clamp_min(1)
-    for _ in range(iters):
-        x = 0.5 * x + 0.5 * torch.zeros(V).index_add_(0, e[:, 0], x[e[:, 1]]) / deg
-    return x
+FACE_FLAG_SMOOTHING = 5  # one-ring averages of the face-area flag: its 0.5 level a smooth curve over the mesh
+
+
+def face_flag(face_vertices, tris: torch.Tensor) -> torch.Tensor:
+    """The face-area flag per vertex [V] (0/1) smoothed over the mesh (:data:`FACE_FLAG_SMOOTHING` one-ring
+    averages): interpolated over the triangles, its 0.5 level is a smooth curve, not the zigzag of the flagged
+    triangles' edges, and its values between 0 and 1 blend the face's fill into the rest along it."""
+    from redafit.parsing.model_labels import smooth_vertex_values
+
+    flag = np.asarray(torch.as_tensor(face_vertices).cpu().numpy(), np.float64)[:, None]
+    return torch.as_tensor(smooth_vertex_values(flag, tris.cpu().numpy(), FACE_FLAG_SMOOTHING)[:, 0]).float()
 
 
 def _inpainted(tex: np.ndarray, known: np.ndarray) -> np.ndarray:

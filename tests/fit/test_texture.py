@@ -12,7 +12,7 @@ from tests.conftest import read_photo
 def _face_texels_below_the_eyes(model, size):
     """[size, size] bool: texels of the model's face area below its eyes' line (the model frame's landmarks),
     less the rim where the unwrap blends the face's fill into the neck's and ears' (its smoothed face flag < 1)."""
-    from redafit.fit.outputs import _smoothed_flag
+    from redafit.fit.outputs import face_flag
     from redafit.parsing.model_labels import vertex_face_area
     from redafit.render import rasterize
 
@@ -20,7 +20,7 @@ def _face_texels_below_the_eyes(model, size):
     lm = mean[model.landmark_ids.numpy()]
     up = lm[27] - lm[8]
     below = (mean - lm[36:48].mean(0)) @ up < 0
-    inner = _smoothed_flag(vertex_face_area(model), model.triangles).numpy() > 0.99
+    inner = face_flag(vertex_face_area(model), model.triangles).numpy() > 0.99
     keep = torch.as_tensor(inner & below)[model.triangles].all(1)
     uv = model.uv.float()
     clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
