@@ -8,9 +8,10 @@ inpainted from the surrounding texels, so the unseen half of a turned face looks
 A fit's outline is a few pixels off the face's in the photo, most on the far cheek of a turned face, where much
 surface projects onto few pixels: sampled as it was, the background beside the face (a wall, foliage) was smeared
 across the cheek and the jaw as a streak. So the face area's texels below the eyes take no sample from what is not
-the face in the photo (:func:`photo_off_face`: outside the landmark and skin-colour face mask and not skin-coloured),
-and their holes are inpainted from the face's own texels; any texel's sample within a band of the mesh's outline
-in the photo (:data:`OUTLINE_BAND`) is weighted down the same way.
+the face in the photo (:func:`photo_off_face`: outside the landmark and skin-colour face mask and not skin-coloured,
+with a soft edge): the weight the guard takes from a sample goes to the mirror's and to a fill from the face's own
+texels, so its edge blends rather than cuts; any texel's sample within a band of the mesh's outline in the photo
+(:data:`OUTLINE_BAND`) is weighted down too.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ OUTLINE_BAND = 0.015
 
 
 OFF_FACE_CROP = 256  # px: the face crop the photo is parsed at to find what beside the face is not the face
+OFF_FACE_BLUR = 1.5  # crop px: the off-face map's soft edge
 OFF_FACE_MIN_COVER = 0.5  # a parse whose face mask covers less of the fitted face than this is not used
 
 
@@ -82,6 +84,7 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
     yy, xx = np.mgrid[0:S, 0:S]
     above = ((xx + 0.5 - eye_c[0]) * up[0] + (yy + 0.5 - eye_c[1]) * up[1]) > 0
     off = (~face & ~skin & ~above & inside).astype(np.float32)
+    off = cv2.GaussianBlur(off, (0, 0), OFF_FACE_BLUR)  # the crop's pixel steps would show on the face's texels
     # raster pixel i (centre i + 0.5 in Ks) -> image x = (i + 0.5) K.width / Ks.width
     # -> crop pixel (x - x0) S / side - 0.5
     mx = ((np.arange(Ks.width) + 0.5) * (K.width / Ks.width) - x0) * S / side - 0.5
@@ -196,7 +199,10 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         if face_px.any() and float((off_face[face_px] < 0.5).mean()) < OFF_FACE_MIN_COVER:
             off_face = None
 
+    face_weight = _smoothstep(face_texel, 0.25, 0.75)  # how much a texel is the face's, for the guard
+
     def sample(points: torch.Tensor, facing: np.ndarray):
+        """(colour, confidence in [0, 1] of a sample, the part of it the off-face guard keeps in [0, 1])"""
         p = points.numpy()
         z = np.maximum(p[..., 2], 1e-3)
         u = (Ks.fx * p[..., 0] / z + Ks.cx - 0.5).astype(np.float32)
@@ -207,40 +213,46 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         inb = (u >= 0) & (v >= 0) & (u <= Ks.width - 1) & (v <= Ks.height - 1)
         vis = inb & (z <= zb * 1.01 + 2.0) & inside
         trust = cv2.remap(trust_map, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        keep = np.ones_like(trust)
         if off_face is not None:
             off = cv2.remap(off_face, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            # a hard cut: a weak sample still counts whole once the weights are normalised (tex / known)
-            trust = trust * (1 - (face_texel > 0.5) * (off > 0.25))
+            keep = 1 - face_weight * _smoothstep(off, 0.02, 0.3)
         w = np.clip(facing, 0, 1) * vis * trust
-        return col, w
+        return col, np.clip(w / 0.35, 0, 1), keep
 
     view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     facing = (torch.nn.functional.normalize(n_tex, dim=-1) * view).sum(-1).numpy()
-    col, w = sample(p_cam, facing)
+    col, a, keep = sample(p_cam, facing)
     # the mirrored point's facing: mirror its normal too
     n_mod = n_tex @ R  # camera -> model (R orthonormal)
     n_mir = (n_mod * torch.tensor([-1.0, 1.0, 1.0])) @ R.T
     view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
-    col_m, w_m = sample(p_mir, facing_m)
+    col_m, b, keep_m = sample(p_mir, facing_m)
     # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
-    a = np.clip(w / 0.35, 0, 1)[..., None]
-    b = np.clip(w_m / 0.35, 0, 1)[..., None]
-    tex = a * col + (1 - a) * b * col_m
-    known = (a + (1 - a) * b)[..., 0]
+    direct = a * keep
+    mirror = (1 - direct) * b * keep_m
+    known = direct + mirror
+    tex = direct[..., None] * col + mirror[..., None] * col_m
     tex = np.where(known[..., None] > 1e-3, tex / np.maximum(known[..., None], 1e-3), 0)
-    hole = (known < 0.05)
+    # the weight the off-face guard took from the samples goes to a fill from the face's own texels, so that a
+    # weak sample of the background does not count whole once the weights are normalised, and the guard's edge
+    # blends rather than cuts (the neck's and the ears' texels beside the face may show what the face's were kept
+    # from, so the fill is from the face's alone)
+    guarded = np.maximum(a + (1 - a) * b - known, 0) if off_face is not None else np.zeros_like(known)
+    hole = (known + guarded < 0.05)
+    if off_face is not None:
+        face_fill = _inpainted(tex, (known > 0.25) & (guarded < 0.05) & (face_texel > 0.5))
+        tex = (known[..., None] * tex + guarded[..., None] * face_fill) / np.maximum(known + guarded, 1e-3)[..., None]
     tex = np.where(hole[..., None], _inpainted(tex, ~hole), tex)
     if off_face is not None:
-        # the face's holes (the samples the parse turned away, at the jaw and the far cheek) are filled from the
-        # face's own texels: the neck's and the ears' beside them may show what the face's were kept from
-        # (blended across the face area's edge by its smoothed flag, so the edge does not show as a seam)
+        # the face's unseen texels are filled from the face's own too, blended across the face area's edge by
+        # its smoothed flag, so the edge does not show as a seam
         ft = np.clip(face_texel, 0, 1)[..., None]
-        face_fill = _inpainted(tex, ~hole & (face_texel > 0.5))
         tex = np.where(hole[..., None], ft * face_fill + (1 - ft) * tex, tex)
     tex = np.clip(tex, 0, 1).astype(np.float32)
     if return_weights:
-        conf = (a + MIRROR_WEIGHT * (1 - a) * b)[..., 0] * inside
+        conf = (direct + MIRROR_WEIGHT * mirror) * inside
         return tex, np.where(hole, 0.0, conf).astype(np.float32)
     return tex
 
@@ -256,6 +268,11 @@ def face_flag(face_vertices, tris: torch.Tensor) -> torch.Tensor:
 
     flag = np.asarray(torch.as_tensor(face_vertices).cpu().numpy(), np.float64)[:, None]
     return torch.as_tensor(smooth_vertex_values(flag, tris.cpu().numpy(), FACE_FLAG_SMOOTHING)[:, 0]).float()
+
+
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0, 1)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
 
 
 def _inpainted(tex: np.ndarray, known: np.ndarray) -> np.ndarray:
