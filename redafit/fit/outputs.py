@@ -3,7 +3,8 @@
 The texture is unwrapped from the photo onto the model's UVs: every texel's surface point is projected into the
 photo and sampled where it is visible (depth test + facing the camera); texels hidden in the photo take the
 colour of their mirror-symmetric point (x -> -x in the model frame) when that one is visible, and the rest is
-inpainted from the surrounding texels, so the unseen half of a turned face looks plausible.
+inpainted from the well-seen texels around it, so the unseen half of a turned face looks plausible; weakly seen
+texels blend their sample with that fill by its confidence (:data:`SOLID`), so the fill's edge is not a step.
 
 A fit's outline is a few pixels off the face's in the photo, most on the far cheek of a turned face, where much
 surface projects onto few pixels: sampled as it was, the background beside the face (a wall, foliage) was smeared
@@ -39,6 +40,7 @@ def _raster_cam(verts_cam: np.ndarray, tris: np.ndarray, K: Intrinsics, max_side
     return frags, Ks
 
 
+SOLID = 0.25  # a texel's sample confidence from which it is used as it is (and fills its neighbours' gaps)
 MIRROR_WEIGHT = 0.3  # confidence of a texel filled from its mirrored point (``return_weights``)
 # A photo sample this close to the mesh's outline in the photo is not trusted: a fit's outline is a few pixels off
 # the face's (more on the far cheek, where much surface projects onto few pixels), and what lies just outside the
@@ -240,20 +242,22 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     # blends rather than cuts (the neck's and the ears' texels beside the face may show what the face's were kept
     # from, so the fill is from the face's alone)
     guarded = np.maximum(a + (1 - a) * b - known, 0) if off_face is not None else np.zeros_like(known)
-    hole = (known + guarded < 0.05)
     if off_face is not None:
-        face_fill = _inpainted(tex, (known > 0.25) & (guarded < 0.05) & (face_texel > 0.5))
+        face_fill = _inpainted(tex, (known > SOLID) & (guarded < 0.05) & (face_texel > 0.5))
         tex = (known[..., None] * tex + guarded[..., None] * face_fill) / np.maximum(known + guarded, 1e-3)[..., None]
-    tex = np.where(hole[..., None], _inpainted(tex, ~hole), tex)
+    # texels seen weakly or not at all are filled from the well-seen ones, blended by their confidence, so the
+    # fill's edge does not show as a step from detail to blur
+    sampled = known + guarded
+    fill = _inpainted(tex, sampled > SOLID)
     if off_face is not None:
-        # the face's unseen texels are filled from the face's own too, blended across the face area's edge by
-        # its smoothed flag, so the edge does not show as a seam
+        # the face's are filled from the face's own, blended across the face area's edge by its smoothed flag
         ft = np.clip(face_texel, 0, 1)[..., None]
-        tex = np.where(hole[..., None], ft * face_fill + (1 - ft) * tex, tex)
-    tex = np.clip(tex, 0, 1).astype(np.float32)
+        fill = ft * face_fill + (1 - ft) * fill
+    alpha = _smoothstep(sampled, 0.02, SOLID)[..., None]
+    tex = np.clip(alpha * tex + (1 - alpha) * fill, 0, 1).astype(np.float32)
     if return_weights:
-        conf = (direct + MIRROR_WEIGHT * mirror) * inside
-        return tex, np.where(hole, 0.0, conf).astype(np.float32)
+        conf = (direct + MIRROR_WEIGHT * mirror) * inside * alpha[..., 0]
+        return tex, conf.astype(np.float32)
     return tex
 
 
