@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -196,23 +197,48 @@ def _check_distinct(jobs, inputs=()) -> None:
     in a folder, one photo's overlay the texture of another's mesh; or when an output would overwrite an input
     (``redafit fit face.png``: the texture of ``face.obj`` is ``face.png``): the photos and ``inputs``, (path,
     option) pairs for the landmark, depth and parsing files."""
+    from redafit.io.images import STDIN
     from redafit.io.meshes import mesh_files
 
-    given = [(img, f"the input photo {img}") for img, *_ in jobs]
+    given = [(img, f"the input photo {img}") for img, *_ in jobs if str(img) != STDIN]
     given += [(Path(f), f"the input {opt} {f}") for f, opt in inputs if f is not None and not Path(f).is_dir()]
     seen = {}
     for f, what in given:
         seen.setdefault(f.resolve(), what)
+    piped = _stdin_file() if any(str(img) == STDIN for img, *_ in jobs) else None
     for _, mesh, par, ov in jobs:
         named = [(f, f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
                  for f, what in mesh_files(mesh).items()]
         named += [(f, f"{flag} {f}") for f, flag in ((par, "--params"), (ov, "--overlay")) if f is not None]
         for f, what in named:
             other = seen.get(f.resolve())
+            if other is None and piped is not None and _same_file(f, piped):
+                other = "the photo piped in on standard input"
             if other is not None:
-                hint = " (it would be overwritten)" if other.startswith("the input") else ""
+                hint = " (it would be overwritten)" if other.startswith("the ") and " of -o " not in other else ""
                 raise UsageError(f"{what}: that is also {other}{hint}; choose another name")
             seen[f.resolve()] = what
+
+
+def _stdin_file():
+    """(device, inode) of the file standard input reads (``redafit fit - < me.png``), None for a pipe or a
+    terminal."""
+    import os
+    import stat
+
+    try:
+        st = os.fstat(sys.stdin.fileno())
+    except (AttributeError, ValueError, OSError):  # no stdin, or a stream without a descriptor (an embedding)
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _same_file(path: Path, ident) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == ident
 
 
 def _input_files(images, landmarks, depth, parsing) -> list:
@@ -236,42 +262,100 @@ def _input_files(images, landmarks, depth, parsing) -> list:
 
 
 def files_from_option(f):
-    return click.option("--files-from", default=None, metavar="FILE", type=click.Path(path_type=Path),
-                        help="Also take the photos listed in FILE (- for stdin), one path per line or NUL-separated "
-                             "(find -print0); relative paths from the current folder.")(f)
+    return click.option("--files-from", multiple=True, metavar="FILE", type=click.Path(path_type=str),
+                        help="Also take the photos listed in FILE (- for stdin; may be repeated): one path per line "
+                             "or NUL-separated (find -print0), relative to the current folder; taken as written "
+                             "(no comments), but a line's surrounding spaces are dropped unless the name with them "
+                             "exists.")(f)
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is None or sys.stdin.isatty()
+
+
+_BINARY = re.compile(rb"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control bytes no list of paths holds
+
+
+def parse_photo_list(data: bytes, source: str) -> tuple:
+    """The photos a ``--files-from`` list names (see :func:`files_from_option`): NUL-separated when it holds a NUL
+    byte, else one per line (LF or CRLF); UTF-8 or the file system's encoding, a UTF-8 BOM dropped, UTF-16 with a
+    BOM (what Windows tools write) decoded; blank entries skipped. A usage error when it is not a list of paths
+    (a photo, UTF-16 without a BOM, other binary data)."""
+    import os
+
+    what = f"--files-from {source}"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            data = os.fsencode(data.decode("utf-16"))
+        except (UnicodeError, ValueError):
+            raise UsageError(f"{what}: not a list of paths (undecodable UTF-16)") from None
+    elif data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    nul = b"\0" in data
+    items = [x for x in (data.split(b"\0") if nul else data.splitlines()) if x.strip()]
+    if _BINARY.search(data) or (nul and len(items) > 2 and sum(len(x) <= 1 for x in items) > len(items) // 2):
+        raise UsageError(f"{what}: not a list of paths (it holds binary data: a photo, or UTF-16 text without a "
+                         "BOM?); give one path per line, or NUL-separated")
+    listed = []
+    for x in items:
+        name = os.fsdecode(x)
+        if not nul and name != name.strip() and not Path(name).exists():
+            name = name.strip()
+        listed.append(Path(name))
+    return tuple(listed)
+
+
+def _photo_path(arg) -> Path:
+    """A photo argument as a path: ``-`` is standard input (:data:`~redafit.io.images.STDIN`); a file named ``-``
+    is reached as ``./-`` (which a path would shorten to ``-``)."""
+    from redafit.io.images import STDIN
+
+    arg = str(arg)
+    if arg != STDIN and Path(arg) == Path(STDIN):
+        return Path.cwd() / STDIN
+    return Path(arg)
 
 
 def gather_photos(images, files_from, command: str) -> tuple:
-    """The photos of the command line followed by those listed in ``files_from`` (a file, or ``-``: standard input):
-    one path per line, or NUL-separated when the list holds a NUL byte (``find ... -print0``); blank lines are
-    skipped, a name is taken as it is otherwise (spaces kept, bytes decoded as the file system does). A usage
-    error when no photo is given at all, or when standard input would be both the list and a photo (``-``)."""
-    import os
+    """The photos of the command line followed by those listed in each of ``files_from`` (files, or ``-``:
+    standard input; :func:`parse_photo_list`). A usage error when no photo is given at all, when standard input
+    would be read twice (``-`` as the photo and as a list, or as two lists) or is a terminal where it is read."""
+    from redafit.io.images import STDIN
 
-    images = tuple(Path(p) for p in images)
+    if isinstance(files_from, (str, Path)):
+        files_from = (files_from,)
+    files_from = tuple(str(f) for f in files_from or ())
+    images = tuple(_photo_path(p) for p in images)
+    stdin_photo = any(str(p) == STDIN for p in images)
+    if files_from.count(STDIN) > 1:
+        raise UsageError("--files-from - is given twice: standard input can be read once")
+    if stdin_photo and STDIN in files_from:
+        raise UsageError("--files-from - and the photo - would both read standard input; save the photo to a file")
+    if stdin_photo and _stdin_is_terminal():
+        raise UsageError(f"the photo is - (standard input), but nothing is piped in: use `redafit {command} - < "
+                         f"photo.jpg` or `cat photo.jpg | redafit {command} -`")
     listed: tuple = ()
-    if files_from is not None:
-        from redafit.io.images import STDIN
-
-        if str(files_from) == STDIN:
-            if any(str(p) == STDIN for p in images):
-                raise UsageError("--files-from - and the photo - would both read standard input; save the photo "
-                                 "to a file")
-            if sys.stdin is None or sys.stdin.isatty():
+    for source in files_from:
+        if source == STDIN:
+            if _stdin_is_terminal():
                 raise UsageError("--files-from -: nothing is piped in (e.g. `find imgs -name '*.jpg' | redafit "
                                  f"{command} --files-from - ...`)")
             data = sys.stdin.buffer.read()
         else:
             try:
-                data = Path(files_from).read_bytes()
+                data = Path(source).read_bytes()
             except OSError as exc:
-                raise InputError(f"--files-from {files_from}: cannot read it: {exc.strerror or exc}") from exc
-        items = data.split(b"\0") if b"\0" in data else data.splitlines()
-        listed = tuple(Path(os.fsdecode(x)) for x in items if x.strip())
-        if not listed:
-            raise UsageError(f"--files-from {files_from}: it lists no photos")
-        if str(files_from) == STDIN and any(str(p) == STDIN for p in listed):
-            raise UsageError("--files-from - lists the photo -, which would read standard input again")
+                raise InputError(f"--files-from {source}: cannot read it: {exc.strerror or exc}") from exc
+        these = parse_photo_list(data, source)
+        if not these:
+            raise UsageError(f"--files-from {source}: it lists no photos")
+        if any(str(p) == STDIN for p in these):
+            if source == STDIN or stdin_photo or STDIN in files_from:
+                raise UsageError(f"--files-from {source} lists the photo -, which would read standard input again")
+            if _stdin_is_terminal():
+                raise UsageError(f"--files-from {source} lists the photo - (standard input), but nothing is piped in")
+            stdin_photo = True
+        listed += these
     if not images and not listed:
         raise UsageError(f"{command}: give the photos (or --files-from FILE)")
     return images + listed
@@ -308,14 +392,42 @@ def check_output_folder(output) -> None:
 def output_names(images) -> list[str]:
     """One distinct output name per photo: its stem; where stems repeat, the folder's name before it
     (``a/img.jpg`` -> ``a_img``); where that repeats too (``b.jpg`` and ``b.png`` in one folder), the extension
-    after it (``x_b_png``)."""
-    from redafit.io.images import photo_stem
+    after it (``x_b_png``); then more of the folders above it (``2023/day1/img.jpg`` and ``2024/day1/img.jpg`` ->
+    ``2023_day1_img_jpg``), and a number as the last resort."""
+    from collections import Counter
+
+    from redafit.io.images import STDIN, photo_stem
+
+    def repeated(names):
+        return {n for n, k in Counter(names).items() if k > 1}
 
     paths = [Path(p) for p in images]
     names = [photo_stem(p) for p in paths]
-    for widen in (lambda p, n: f"{p.parent.name}_{n}", lambda p, n: f"{n}_{p.suffix.lstrip('.')}"):
-        dup = {n for n in names if names.count(n) > 1}
-        names = [widen(p, n) if n in dup else n for p, n in zip(paths, names)]
+    piped = [str(p) == STDIN for p in paths]  # stays "stdin": the other photo of that name is widened
+    widen = [lambda p, n: f"{p.absolute().parent.name}_{n}", lambda p, n: f"{n}_{p.suffix.lstrip('.')}"]
+    for step in widen:
+        dup = repeated(names)
+        names = [step(p, n) if n in dup and not pipe else n for p, n, pipe in zip(paths, names, piped)]
+    folders = [() if pipe else p.absolute().parent.parts[1:] for p, pipe in zip(paths, piped)]
+    for depth in range(2, max((len(f) for f in folders), default=0) + 1):
+        dup = repeated(names)
+        if not dup:
+            break
+        names = ["_".join([*f[-depth:], photo_stem(p), p.suffix.lstrip(".")]) if n in dup and f else n
+                 for p, f, n in zip(paths, folders, names)]
+    dup = repeated(names)
+    if dup:
+        taken, count, unique = set(names), Counter(), []
+        for n in names:
+            if n in dup:
+                count[n] += 1
+                if count[n] > 1:
+                    while f"{n}_{count[n]}" in taken:
+                        count[n] += 1
+                    n = f"{n}_{count[n]}"
+                    taken.add(n)
+            unique.append(n)
+        names = unique
     return names
 
 
@@ -330,9 +442,17 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
     as_dir = out is not None and (many or str(output).endswith(("/", "\\")) or out.is_dir() or out.suffix == "")
     if out is not None and not as_dir and out.suffix.lower().lstrip(".") not in MESH_FORMATS:
         raise UsageError(f"-o {output}: unsupported mesh extension (use .obj, .ply, .npz or .glb, or a folder)")
-    if overlay and not as_dir:
-        from redafit.io.images import SAVE_EXTENSIONS
+    from redafit.io.images import SAVE_EXTENSIONS
 
+    if many:  # a name for one file would become a folder of that name (face.obj/)
+        for value, opt, exts, eg in ((output, "-o", {f".{f}" for f in MESH_FORMATS}, "meshes/"),
+                                     (params, "--params", {".json"}, "params/"),
+                                     (overlay, "--overlay", SAVE_EXTENSIONS, "overlays/")):
+            v = Path(value) if value is not None else None
+            if v is not None and v.suffix.lower() in exts and not v.is_dir() and not str(value).endswith(("/", "\\")):
+                raise UsageError(f"{opt} {value} names one file, but {len(images)} photos are given: give a folder "
+                                 f"(e.g. {opt} {eg})")
+    if overlay and not as_dir:
         if Path(overlay).suffix.lower() not in SAVE_EXTENSIONS:
             raise UsageError(f"--overlay {overlay}: unsupported image extension (use one of "
                              f"{', '.join(sorted(SAVE_EXTENSIONS))}, or a folder for several images)")
@@ -348,20 +468,27 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
             ov = Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
     _check_distinct(jobs, inputs)
-    from redafit.io.atomic import check_can_create, make_folder
+    from redafit.io.atomic import check_can_create
 
     folders = sorted({f.parent for _, *outs in jobs for f in outs if f is not None}, key=str)
-    for d in folders:  # every one checked before any is made: a failure leaves no empty folder behind
+    for d in folders:  # checked now, made when a fit has something to write (a failed one leaves no empty folder)
         check_can_create(d)
-    for d in folders:
-        make_folder(d)
     return jobs
 
 
+def _make_folders(*outputs) -> None:
+    from redafit.io.atomic import make_folder
+
+    for f in outputs:
+        if f is not None:
+            make_folder(Path(f).parent)
+
+
 @click.command("fit")
-@click.argument("images", nargs=-1, required=False, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=False, type=click.Path(path_type=str))
 @click.option("-o", "--output", default=None,
-              help="Mesh file (.obj/.ply/.npz/.glb) for one image, or a folder for several.  [default: <stem>.obj]")
+              help="Mesh file (.obj/.ply/.npz/.glb) for one image, or a folder for several.  [default: <stem>.obj; "
+                   "stdin.obj for the photo -]")
 @click.option("--format", "fmt", type=click.Choice(MESH_FORMATS), default="obj", show_default=True,
               help="Mesh format when -o is a folder.")
 @click.option("--landmarks", "landmarks", default=None, type=click.Path(exists=False, path_type=Path),
@@ -396,6 +523,9 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
             as_json, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
+    The photo - is read from standard input (its outputs are named stdin.* unless -o names them). With several
+    photos -o, --params and --overlay are folders; a failed photo is reported and the rest go on (exit 1).
+
     \b
     Examples:
       redafit fit photo.jpg -o face.obj
@@ -403,7 +533,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit imgs/*.jpg -o meshes/ --json > results.jsonl
       redafit fit photo.jpg --preset landmarks -o quick.ply
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
-      curl -s https://example.org/me.jpg | redafit fit - -o face.obj
+      curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
       find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
     """
     import torch
@@ -450,6 +580,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
 
                     parsing_map = parsing_map_for(img, parsing, inp.image)
                 result = fit_loaded(inp, model, config, progress=prog, depth=depth_map, parsing=parsing_map)
+                _make_folders(mesh, par, ov)
                 written = write_outputs(inp, result, model, mesh, par, ov, texture_size, caps)
             except RedafitError as e:
                 if as_json:  # one line per image on stdout, a single image's failure too

@@ -44,7 +44,7 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 
 # ------------------------------------------------------------------------------------------------------------ rig
 @click.command("rig")
-@click.argument("images", nargs=-1, required=False, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=False, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Rig folder to write (neutral.obj, expressions.npz, params.json, rig.glb).")
 @click.option("--landmarks", default=None, type=click.Path(path_type=Path),
@@ -76,6 +76,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
 
     \b
     Bad images (unreadable, no face) are reported and left out; at least 2 must remain.
+    The photo - is read from standard input (named stdin in the rig's outputs).
     Exit codes: 0 all images used; 1 some left out (the rig is still written); the error's own code otherwise.
     Examples:
       redafit rig imgs/*.jpg -o rig/

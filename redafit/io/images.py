@@ -187,6 +187,8 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
 
 # -- loading ----------------------------------------------------------------------------------------------------
 STDIN = "-"  # the image path that means "read the photo's bytes from standard input"
+MAX_STDIN_BYTES = 512 << 20  # a photo's file from stdin is at most this (a 100-megapixel 16-bit PNG is ~600 MB
+# decoded, ~200-400 MB as a file); more is refused before it fills the memory
 _stdin_read: tuple = (None, b"")  # (the stream, its bytes): standard input is read once per stream
 
 
@@ -202,9 +204,18 @@ def read_stdin_bytes() -> bytes:
         if stream is None or stream.isatty():
             raise InputError("the photo is - (standard input), but nothing is piped in: "
                              "use `redafit fit - < photo.jpg` or `cat photo.jpg | redafit fit -`")
-        data = getattr(stream, "buffer", stream).read()
+        src = getattr(stream, "buffer", stream)
+        data = src.read(MAX_STDIN_BYTES + 1)  # read() may return less than asked only at the end of the stream
         if isinstance(data, str):  # a text stream without a buffer (an embedding that replaced stdin)
             data = data.encode("latin-1")
+        while len(data) <= MAX_STDIN_BYTES:
+            more = src.read(MAX_STDIN_BYTES + 1 - len(data))
+            if not more:
+                break
+            data += more.encode("latin-1") if isinstance(more, str) else more
+        if len(data) > MAX_STDIN_BYTES:
+            raise ImageError(f"cannot read the image from standard input: it holds more than "
+                             f"{MAX_STDIN_BYTES >> 20} MiB, more than a photo's file")
         _stdin_read = (stream, data)
     if not _stdin_read[1]:
         raise ImageError("cannot read the image from standard input: nothing was piped in")

