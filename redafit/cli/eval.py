@@ -59,7 +59,7 @@ import click
 @click.option("--landmark-guard/--no-landmark-guard", default=None,
               help="The full fits' landmark guard (see redafit fit --help; default on).")
 @click.option("--model", "model_name", default="ict", show_default=True, help="Installed face model (or path).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(), default=None,
               help="Write per-case JSON, results.csv, summary.md and heat maps here.")
 @click.option("--resume", is_flag=True, help="Skip cases whose JSON already exists in --out.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
@@ -129,7 +129,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
                                loss_weights=parse_loss_weights(weights), given_depth=given_depth,
                                detect_landmarks=detect_landmarks, detector=detector)
     model = load_model(model_name)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # a progress line stays one line in a log (not cut at 80 columns)
     label = "manifest" if manifest else dataset
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
                        landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading,
@@ -172,14 +172,20 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
         if out_dir is not None:
             from pathlib import Path
 
-            (Path(out_dir) / f"ablation_{ablation}.md").write_text(markdown_table(h2, r2, f"Ablation: {ablation}"))
+            from redafit.io.atomic import atomic_write
+
+            with atomic_write(Path(out_dir) / f"ablation_{ablation}.md", "w") as fh:
+                fh.write(markdown_table(h2, r2, f"Ablation: {ablation}"))
     det = {r.case_id: r.info["detection_error_iod"] for r in report.results if "detection_error_iod" in r.info}
     if det and not quiet:
         err.print(f"redafit eval: detected landmarks {100 * statistics.fmean(det.values()):.2f} % of the eye "
                   f"distance from the cases' own on the mean ({len(det)} case(s))")
     failed = sum(1 for r in report.results if r.error)
-    if failed and not quiet:
-        err.print(f"redafit eval: {failed} case(s) failed (see --out results.csv for the errors)")
+    if failed:  # as fit's and rig's batches: the rest were measured, and the exit status says not all were
+        if not quiet:
+            where = f"{out_dir}/results.csv" if out_dir is not None else "the lines above"
+            err.print(escape(f"redafit eval: {failed} of {len(report.results)} fit(s) failed (errors: {where})"))
+        sys.exit(1)
 
 
 def rich_table(title: str, header: list, rows: list):

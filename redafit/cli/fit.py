@@ -26,7 +26,7 @@ def model_option(f):
 
 def input_options(f):
     f = click.option("--detector", type=click.Choice(["dlib", "dlib-cnn", "fan"]), default="dlib",
-                     show_default=True, help="Landmark detector used when no --landmarks are given.")(f)
+                     show_default=True, help="Landmark detector for the photos without a landmark file.")(f)
     f = click.option("--face-index", type=int, default=None,
                      help="Which detected face to fit, counted left to right from 0 (default: the largest).")(f)
     f = click.option("--max-side", type=click.IntRange(64, 16384), default=4096, show_default=True,
@@ -41,7 +41,7 @@ def fit_options(f):
                      help="full: the ReDA four-stage fit; fast: the same stages and weights with the plain z-buffer "
                           "(25-40 % less time); landmarks: rigid + landmark identity/expression only."),
         click.option("--attributes", default=None, metavar="LIST",
-                     help="ReDA attributes, any of color,mask,depth (default color,mask; depth needs --depth)."),
+                     help="ReDA attributes, any of color,mask,depth (default color,mask; depth needs fit's --depth)."),
         click.option("--raster", type=click.Choice(["reda", "zbuffer"]), default=None,
                      help="Soft ReDA rasterization (default) or the plain z-buffer baseline."),
         click.option("--raster-backend", type=click.Choice(["auto", "torch", "nvdiffrast"]), default="auto",
@@ -92,7 +92,8 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
                  landmark_guard=None, weights=()):
     """Options -> FitConfig (library call; no click types here). A ``parsing_net`` file is loaded here once, so
     a missing or broken one fails before any fitting (:class:`~redafit.errors.ModelError`). ``weights``:
-    ``--weight`` items (:func:`redafit.fit.config.parse_loss_weights`)."""
+    ``--weight`` items (:func:`redafit.fit.config.parse_loss_weights`). ``has_depth``: whether a depth map is given,
+    or None for a command that takes none (``rig``, ``track``)."""
     from dataclasses import replace
 
     from redafit.fit.config import ATTRIBUTE_PRESETS, FitConfig
@@ -111,7 +112,8 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
         if bad or not attrs:
             raise UsageError(f"--attributes: expected a list of color, mask, depth; got {attributes!r}")
         if "depth" in attrs and not has_depth:
-            raise UsageError("--attributes depth needs a depth map (--depth FILE)")
+            where = "--depth FILE" if has_depth is not None else "`redafit fit photo --depth FILE` (rig, track: none)"
+            raise UsageError(f"--attributes depth needs a depth map: {where}")
     elif has_depth:
         attrs = tuple(config.attributes) + ("depth",)
     if preset in ATTRIBUTE_PRESETS:
@@ -500,7 +502,7 @@ def _make_folders(*outputs) -> None:
               help="Write all coefficients, camera, pose and errors as JSON (a folder for several images).")
 @click.option("--overlay", default=None, type=click.Path(path_type=Path),
               help="Write the photo with the fitted mesh drawn over it (PNG; a folder for several images).")
-@click.option("--save-stages", default=None, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--save-stages", default=None, type=click.Path(path_type=Path),
               help="Write each stage's render, mask and error image into this folder.")
 @click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Depth map for RGB-D input, registered to the photo (16-bit PNG in mm, or float .npy/.exr in "
@@ -561,6 +563,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     if save_stages is not None:
         from dataclasses import replace
 
+        check_output_folder(save_stages)  # a file in the way or a read-only place: exit 10 before any fit
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     model = load_model(model_name, device=dev)
     opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side)

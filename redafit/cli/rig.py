@@ -21,7 +21,6 @@ from redafit.cli.fit import (
     input_options,
     model_option,
     output_names,
-    refuse_stdout,
 )
 from redafit.cli.models import models as models_group
 from redafit.errors import NoFaceError, RedafitError, UsageError
@@ -45,7 +44,7 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
 # ------------------------------------------------------------------------------------------------------------ rig
 @click.command("rig")
 @click.argument("images", nargs=-1, required=False, type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
               help="Rig folder to write (neutral.obj, expressions.npz, params.json, rig.glb).")
 @click.option("--landmarks", default=None, type=click.Path(path_type=Path),
               help="Folder of <stem>.pts|.txt|.npy|.json landmark files instead of detecting.")
@@ -103,7 +102,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
     names = output_names(images)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
-    config = build_config(**fit_kw)
+    config = build_config(has_depth=None, **fit_kw)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     model = load_model(model_name, device=dev)
@@ -152,7 +151,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
 # ---------------------------------------------------------------------------------------------------------- track
 @click.command("track")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
               help="Folder for params.jsonl (one line per frame) and track.json.")
 @click.option("--every", type=click.IntRange(1, 10000), default=1, show_default=True, help="Use every N-th frame.")
 @click.option("--max-frames", type=click.IntRange(1, 10 ** 7), default=None, help="Stop after this many frames.")
@@ -197,7 +196,7 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
-    config = build_config(**fit_kw)
+    config = build_config(has_depth=None, **fit_kw)
     parsing_for = None
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the identity fits of --preset full or fast; ignored here")
@@ -240,7 +239,7 @@ for _p in track_cmd.params:
 @click.argument("rig", type=click.Path(path_type=Path))
 @click.option("--params", "params", required=True, type=click.Path(path_type=Path),
               help="params.jsonl from `redafit track` (or its folder).")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
               help="Output folder: frame_<source frame>.obj ... or anim.glb.")
 @click.option("--format", "fmt", type=click.Choice(["obj", "ply", "glb"]), default="obj", show_default=True,
               help="Per-frame meshes (obj, ply) or one animated glTF with morph-target weights (glb).")
@@ -262,14 +261,15 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     from redafit.rig.retarget import write_retarget
     from redafit.rig.track import read_params
 
-    refuse_stdout(output)
+    check_output_folder(output)  # a file in the way or a read-only place: exit 10 before the rig is read
     r = load_rig(rig)
     records, track_fps = read_params(params)
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
     written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps,
                              time_scale=track_fps / fps if fps else 1.0)
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
-        click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {len(written)} files to {output}/", err=True)
+        files = f"{len(written)} file" + ("s" if len(written) != 1 else "")
+        click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {files} to {output}/", err=True)
 
 
 # ---------------------------------------------------------------------------------------------- models train-init

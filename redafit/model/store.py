@@ -399,6 +399,30 @@ def _write_installed(model: FaceModel, known: KnownModel, dest: Path, origin: st
     (dest / INFO_FILE).write_text(jsonsafe.dumps(info, indent=2) + "\n")
 
 
+# files trained for an installed model and kept beside it (the rig's init network, `redafit models train-init`)
+TRAINED_FILES = ("initnet.pt", "initnet.json")  # weights, config (redafit.rig.initnet)
+
+
+def _keep_trained_files(old: Path, new: Path, name: str) -> None:
+    """Carry the files trained for the model at ``old`` over to the one built at ``new`` when the model itself is
+    the same (``install --force`` from the same source); drop them, saying so, when it changed."""
+    trained = [f for f in TRAINED_FILES if (old / f).is_file()]
+    if not trained:
+        return
+    try:
+        same = (json.loads((old / INFO_FILE).read_text())["model_sha256"]
+                == json.loads((new / INFO_FILE).read_text())["model_sha256"])
+    except (OSError, ValueError, KeyError):
+        same = False
+    if same:
+        for f in trained:
+            shutil.copy2(old / f, new / f)
+        log.info("kept %s (trained for this same model)", ", ".join(trained))
+    else:
+        log.warning("model '%s' changed: the rig init network trained for the old one is removed; retrain it with "
+                    "`redafit models train-init --model %s`", name, name)
+
+
 def install_model(name: str, src_dir=None, force: bool = False) -> Path:
     """Install the known model ``name`` into ``<model_dir>/<name>/`` (``model.npz`` + ``info.json``).
 
@@ -434,6 +458,7 @@ def install_model(name: str, src_dir=None, force: bool = False) -> Path:
             model = _load_source(known, fetched)
             origin = known.files[0].url if len(known.files) == 1 else known.homepage
         _write_installed(model, known, build, origin, digests)
+        _keep_trained_files(target, build, name)
         old = None
         if target.exists():
             old = work / "old"

@@ -29,11 +29,11 @@ from torch import nn
 from redafit.errors import ModelError
 from redafit.io import jsonsafe
 from redafit.io.atomic import atomic_group
+from redafit.model.store import TRAINED_FILES
 
 log = logging.getLogger("redafit")
 
-WEIGHTS_FILE = "initnet.pt"
-CONFIG_FILE = "initnet.json"
+WEIGHTS_FILE, CONFIG_FILE = TRAINED_FILES  # beside the installed model; `models install --force` keeps them
 N_IN = 136  # 68 x 2
 
 

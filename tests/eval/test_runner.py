@@ -215,15 +215,41 @@ def test_cli_usage_errors(cli, tmp_path):
     r = cli("eval", "--dataset", "synthetic", "--n", "1", "--size", "64", "--methods", "mean", "--out",
             str(tmp_path / "afile" / "sub"), "--model", str(MODEL_NPZ))
     assert r.exit_code == 10 and "afile" in r.output  # before any case
-    r = cli("eval", "--out", str(tmp_path / "afile"), "--model", str(MODEL_NPZ))  # Click's own check: one line
+    r = cli("eval", "--out", str(tmp_path / "afile"), "--model", str(MODEL_NPZ))  # the file itself: exit 10 too
     err = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert r.exit_code == 2 and len(err) == 1 and err[0].startswith("redafit: error:") and "--help" in err[0]
+    assert r.exit_code == 10 and len(err) == 1 and err[0].startswith("redafit: error:") and "is a file" in err[0]
     assert cli("eval", "--resume", "--model", str(MODEL_NPZ)).exit_code == 2
     assert cli("eval", "--shading", "phong", "--model", str(MODEL_NPZ)).exit_code == 2
     r = cli("eval", "--given-parsing", "--parsing-net", str(MODEL_NPZ), "--model", str(MODEL_NPZ))
     assert r.exit_code == 2 and "give one" in r.output
     r = cli("eval", "--manifest", str(tmp_path / "none.csv"), "--methods", "mean", "--model", str(MODEL_NPZ))
     assert r.exit_code == 11
+
+
+def test_cli_failed_cases_exit_1_and_the_rest_are_measured(cli, tmp_path):
+    """A case that cannot be fitted (no face in its photo, no landmarks given) is reported and the others are
+    measured; the exit status says not all were (as fit's and rig's batches)."""
+    import cv2
+
+    out = tmp_path / "ev"
+    r = cli("eval", "--dataset", "synthetic", "--n", "2", "--size", "96", "--methods", "mean", "--out", str(out),
+            "--model", str(MODEL_NPZ))
+    assert r.exit_code == 0, r.output
+    syn = out / "synthetic"
+    lines = (syn / "manifest.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cv2.imwrite(str(syn / "synth_s0_0001" / "image.png"), np.full((96, 96, 3), 128, np.uint8))  # no face
+    (syn / "synth_s0_0001" / "landmarks.pts").unlink()
+    row = lines[2].split(",")  # the blank case's row: no landmark file, so its photo is searched for a face
+    row[header.index("landmarks")] = ""
+    lines[2] = ",".join(row)
+    (syn / "manifest.csv").write_text("\n".join(lines) + "\n")
+    r = cli("eval", "--manifest", str(syn / "manifest.csv"), "--methods", "landmarks", "--model", str(MODEL_NPZ),
+            "--out", str(tmp_path / "ev2"))
+    assert r.exit_code == 1, r.output
+    assert "1 of 2 fit(s) failed" in r.output and "results.csv" in r.output
+    summary = json.loads((tmp_path / "ev2" / "summary.json").read_text())["summary"]["landmarks"]
+    assert summary["n"] == 1 and summary["failed"] == 1
 
 
 def test_cli_choices_are_the_generators_and_ablations():

@@ -143,6 +143,25 @@ def test_install_from_paths_and_force(mdir, models_src, tmp_path):
     assert sorted(x.name for x in mdir.iterdir()) == ["sfm"]  # failures leave nothing behind
 
 
+def test_force_reinstall_keeps_the_init_network_of_the_same_model(mdir, models_src, caplog):
+    """`install --force` from the same source builds the same model.npz: the rig init network trained for it stays
+    (it was silently deleted); when the model changed it is removed, with a warning to retrain."""
+    import json
+
+    install_model("sfm", src_dir=models_src)
+    d = mdir / "sfm"
+    (d / "initnet.pt").write_bytes(b"weights")
+    (d / "initnet.json").write_text("{}")
+    install_model("sfm", src_dir=models_src, force=True)
+    assert (d / "initnet.pt").read_bytes() == b"weights" and (d / "initnet.json").is_file()
+    info = json.loads((d / "info.json").read_text())
+    (d / "info.json").write_text(json.dumps({**info, "model_sha256": "0" * 64}))  # installed from another source
+    with caplog.at_level("WARNING"):
+        install_model("sfm", src_dir=models_src, force=True)
+    assert not (d / "initnet.pt").exists() and not (d / "initnet.json").exists()
+    assert "retrain" in caplog.text and "train-init --model sfm" in caplog.text
+
+
 def test_install_ict_from_partial_upstream_layout_fails(mdir, models_src):
     with pytest.raises(ModelError, match="missing.*complete ICT-FaceKit"):
         install_model("ict", src_dir=models_src / "ict-face" / "raw")

@@ -55,6 +55,10 @@ def test_meshes_named_by_source_frame(small_rig, params_gap, tmp_path, model_hom
     assert sorted(p.name for p in out.iterdir()) == [f"frame_0000{i}.obj" for i in (0, 1, 3, 4)]
     v = {i: read_obj(out / f"frame_0000{i}.obj").vertices for i in (0, 1, 3, 4)}
     assert not np.allclose(v[3], v[1])  # frame 3's pose and expression, not frame 2's slot filled with frame 1's
+    # a file where the output folder should be: exit 10 (an output that cannot be written), one line, before work
+    (tmp_path / "afile").write_text("x")
+    res = run_cli(["retarget", small_rig, "--params", params_gap, "-o", tmp_path / "afile"], model_home)
+    assert res.exit_code == 10 and "is a file" in res.output and "Traceback" not in res.output
 
 
 def test_glb_keyed_by_time(small_rig, params_gap, tmp_path, model_home):

@@ -148,6 +148,7 @@ def test_track_bad_inputs(model_home, tmp_path):
     empty.mkdir()
     assert run_cli(["track", empty, "-o", tmp_path / "o"], model_home).exit_code == 3
     assert run_cli(["track", empty, "-o", junk / "o"], model_home).exit_code == 10  # checked before any frame
+    assert run_cli(["track", empty, "-o", junk], model_home).exit_code == 10  # the file itself, too
 
 
 def test_track_parsing_maps(rig_case1, model_home, tmp_path, monkeypatch, video):
