@@ -154,7 +154,13 @@ def resolve_initnet(model, init: str = "auto"):
         return None
     from redafit.rig.initnet import initnet_paths, load_initnet
 
-    net = load_initnet(model)
+    try:
+        net = load_initnet(model)
+    except ModelError as e:  # trained for another model of this name (a model given by path), or unreadable
+        if init == "net":
+            raise
+        log.warning("%s; starting from the mean face", e)
+        return None
     if net is None and init == "net":
         raise ModelError(f"no init network for model '{model.name}' (looked for {initnet_paths(model.name)[0]}); "
                          f"train one with: redafit models train-init --model {model.name}")

@@ -79,6 +79,27 @@ def test_mismatched_network_is_a_model_error(ict, tiny_net, tmp_path):
         load_initnet(ict, folder=tmp_path)
 
 
+def test_auto_start_falls_back_when_the_network_is_another_models(ict, tiny_net, env_models, caplog):
+    """A network stored under the model's name but trained for another model (a model of that name given by path,
+    with other modes): `init="auto"` warns and starts from the mean face (it failed the rig, exit 7); "net" fails."""
+    import logging
+
+    from redafit.rig.fit import resolve_initnet
+    from redafit.rig.initnet import InitNet, save_initnet
+
+    net, _ = tiny_net
+    paths = save_initnet(InitNet(replace(net.cfg, n_id=10)), ict)
+    try:
+        with caplog.at_level(logging.WARNING, logger="redafit"):
+            assert resolve_initnet(ict, "auto") is None
+        assert "another model" in caplog.text and "mean face" in caplog.text
+        with pytest.raises(ModelError, match="another model"):
+            resolve_initnet(ict, "net")
+    finally:
+        for p in paths:
+            p.unlink()
+
+
 def test_rig_uses_installed_network(ict, tiny_net, env_models, caplog):
     """`fit_rig(init="auto")` picks up <model_dir>/<name>/initnet.pt and says so; "net" without one fails."""
     import logging
