@@ -12,7 +12,9 @@ across the cheek and the jaw as a streak. So the face area's texels below the ey
 the face in the photo (:func:`photo_off_face`: outside the landmark and skin-colour face mask and not skin-coloured,
 with a soft edge): the weight the guard takes from a sample goes to the mirror's and to a fill from the face's own
 texels, so its edge blends rather than cuts; any texel's sample within a band of the mesh's outline in the photo
-(:data:`OUTLINE_BAND`) is weighted down too.
+(:data:`OUTLINE_BAND`) is weighted down too. The model's neck reaches below a shirt's collar: its texels
+(:func:`neck_flag`) are guarded alike, so a collar, a tie or a scarf in front of the neck is not painted on it
+(the neck's and the face's own unguarded texels fill it).
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
     camera, scaled): outside the face mask of :func:`redafit.parsing.image.face_and_skin` at the fit's
     landmarks, and not skin-coloured (the neck, the ears and a cheek past the landmarks' outline are skin, not
     off the face). Above the eyes (hair, hats and their brims) 0: the face area's texels there keep what the
-    photo shows. None without 68 landmarks or when the parse covers less than :data:`OFF_FACE_MIN_COVER` of the
-    fitted face (see :func:`_unwrap`)."""
+    photo shows. Parsed in a crop around the landmarks grown to take in the whole projected mesh (the neck), at
+    the face crop's scale. None without 68 landmarks or when the parse covers less than
+    :data:`OFF_FACE_MIN_COVER` of the fitted face (see :func:`_unwrap`)."""
     import cv2
 
     from redafit.errors import RedafitError
@@ -73,8 +76,19 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
     lm = np.asarray(result.landmarks_target, np.float64)
     if lm.shape != (68, 2) or np.isfinite(lm).all(1).sum() < 20 or not np.isfinite(lm[[8, 27]]).all():
         return None
-    S = OFF_FACE_CROP
     x0, y0, side = face_crop(lm)
+    S = OFF_FACE_CROP
+    # grown to take in the whole fitted mesh (the neck reaches below the face's crop), at the face crop's scale
+    v = np.asarray(result.vertices_camera, np.float64)
+    z = np.maximum(v[:, 2], 1e-3)
+    u, w = K.fx * v[:, 0] / z + K.cx, K.fy * v[:, 1] / z + K.cy
+    ok = np.isfinite(u) & np.isfinite(w)
+    if ok.any():
+        lo = np.minimum([x0, y0], [u[ok].min(), w[ok].min()])
+        hi = np.maximum([x0 + side, y0 + side], [u[ok].max(), w[ok].max()])
+        grown = float(max(hi - lo))
+        S = int(min(OFF_FACE_CROP * grown / side, 2 * OFF_FACE_CROP))
+        x0, y0, side = float((lo[0] + hi[0] - grown) / 2), float((lo[1] + hi[1] - grown) / 2), grown
     small, inside = crop_resize(image, x0, y0, side, S)
     lmc = ((lm - [x0, y0]) * S / side).astype(np.float32)
     try:
@@ -87,7 +101,8 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
     yy, xx = np.mgrid[0:S, 0:S]
     above = ((xx + 0.5 - eye_c[0]) * up[0] + (yy + 0.5 - eye_c[1]) * up[1]) > 0
     off = (~face & ~skin & ~above & inside).astype(np.float32)
-    off = cv2.GaussianBlur(off, (0, 0), OFF_FACE_BLUR)  # the crop's pixel steps would show on the face's texels
+    # the crop's pixel steps would show on the face's texels (the blur at the face crop's scale)
+    off = cv2.GaussianBlur(off, (0, 0), OFF_FACE_BLUR * S / OFF_FACE_CROP)
     # raster pixel i (centre i + 0.5 in Ks) -> image x = (i + 0.5) K.width / Ks.width
     # -> crop pixel (x - x0) S / side - 0.5
     mx = ((np.arange(Ks.width) + 0.5) * (K.width / Ks.width) - x0) * S / side - 0.5
@@ -156,8 +171,8 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
             face_vertices=None):
     """Sample ``image`` into an [H, W] texture of the triangles ``tris`` laid out by ``uv``/``uvt`` (see
     :func:`unwrap_texture`); vertex normals come from ``normal_tris``, the depth test from ``occluders`` (default
-    ``tris``). ``face_vertices`` ([V] bool, the model's face area): their texels never take a sample from what is
-    not the face in the photo (:func:`photo_off_face`)."""
+    ``tris``). ``face_vertices`` ([V] bool, the model's face area): their texels, and the neck's below them
+    (:func:`neck_flag`), never take a sample from what is not the face in the photo (:func:`photo_off_face`)."""
     import cv2
 
     from redafit.render import interpolate, rasterize
@@ -176,7 +191,9 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     t = torch.as_tensor(result.trans, dtype=torch.float32)
     n_cam = vertex_normals(vc[None], normal_tris)[0]
     fv = torch.zeros(len(vc)) if face_vertices is None else face_flag(face_vertices, tris)
-    attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None]], -1)[None]  # [1, T, 10]
+    nv = torch.zeros(len(vc)) if face_vertices is None else neck_flag(vm, face_vertices, fv)
+    attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None], nv[corner_v, None]],
+                      -1)[None]  # [1, T, 11]
 
     occ = tris if occluders is None else occluders
     frags, Ks = _raster_cam(verts_cam, occ.numpy(), K)
@@ -217,7 +234,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
 
     # the texels in bands of rows (a large texture's per-texel tensors would take several GB at once)
     col, col_m = np.zeros((H, W, 3), np.float32), np.zeros((H, W, 3), np.float32)
-    a, keep, b, keep_m, face_texel = (np.zeros((H, W), np.float32) for _ in range(5))
+    a, keep, b, keep_m, face_texel, neck_texel = (np.zeros((H, W), np.float32) for _ in range(6))
     inside = np.zeros((H, W), bool)
     flip = torch.tensor([-1.0, 1.0, 1.0])
     for r0 in range(0, H, UNWRAP_BAND):
@@ -230,7 +247,8 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 10]
         p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
         ft = tex_attr[..., 9].numpy()
-        fw = _smoothstep(ft, 0.25, 0.75)  # how much a texel is the face's, for the guard
+        nt = tex_attr[..., 10].numpy()
+        fw = np.maximum(_smoothstep(ft, 0.25, 0.75), nt)  # how much a texel is the face's or neck's, for the guard
         p_mir = (p_mod * flip) @ R.T + t  # mirrored point, in the camera frame
         view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         facing = (torch.nn.functional.normalize(n_tex, dim=-1) * view).sum(-1).numpy()
@@ -241,7 +259,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
         col_m[rows], b[rows], keep_m[rows] = sample(p_mir, facing_m, ins, fw)
-        inside[rows], face_texel[rows] = ins, ft
+        inside[rows], face_texel[rows], neck_texel[rows] = ins, ft, nt
     # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
     direct = a * keep
     mirror = (1 - direct) * b * keep_m
@@ -254,7 +272,8 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     # from, so the fill is from the face's alone)
     guarded = np.maximum(a + (1 - a) * b - known, 0) if off_face is not None else np.zeros_like(known)
     if off_face is not None:
-        face_fill = _inpainted(tex, (known > SOLID) & (guarded < 0.05) & (face_texel > 0.5))
+        own = (face_texel > 0.5) | (neck_texel > 0.5)
+        face_fill = _inpainted(tex, (known > SOLID) & (guarded < 0.05) & own)
         tex = (known[..., None] * tex + guarded[..., None] * face_fill) / np.maximum(known + guarded, 1e-3)[..., None]
     # texels seen weakly or not at all are filled from the well-seen ones, blended by their confidence, so the
     # fill's edge does not show as a step from detail to blur
@@ -262,7 +281,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     fill = _inpainted(tex, sampled > SOLID)
     if off_face is not None:
         # the face's are filled from the face's own, blended across the face area's edge by its smoothed flag
-        ft = np.clip(face_texel, 0, 1)[..., None]
+        ft = np.clip(face_texel + neck_texel, 0, 1)[..., None]
         fill = ft * face_fill + (1 - ft) * fill
     alpha = _smoothstep(sampled, 0.02, SOLID)[..., None]
     tex = np.clip(alpha * tex + (1 - alpha) * fill, 0, 1).astype(np.float32)
@@ -283,6 +302,25 @@ def face_flag(face_vertices, tris: torch.Tensor) -> torch.Tensor:
 
     flag = np.asarray(torch.as_tensor(face_vertices).cpu().numpy(), np.float64)[:, None]
     return torch.as_tensor(smooth_vertex_values(flag, tris.cpu().numpy(), FACE_FLAG_SMOOTHING)[:, 0]).float()
+
+
+NECK_TOP = 0.25  # the neck's texels: below the chin + this x the face area's height (the ears' lobes are above)
+NECK_RAMP = 0.1  # x the face area's height: the neck flag's soft upper edge
+
+
+def neck_flag(verts_model, face_vertices, face_weight: torch.Tensor) -> torch.Tensor:
+    """[V] in [0, 1]: how much each vertex is the neck's - below the face area (model frame, y up) by
+    :data:`NECK_TOP`, with a soft edge of :data:`NECK_RAMP`, and not the face's (1 - its smoothed flag). A collar,
+    a scarf or a hand in front of the neck is what the photo shows there: the guard keeps it off these texels as
+    it keeps the background off the face's."""
+    y = torch.as_tensor(verts_model, dtype=torch.float32)[:, 1]
+    face = torch.as_tensor(face_vertices, dtype=torch.bool)
+    if not face.any():
+        return torch.zeros_like(y)
+    lo, hi = float(y[face].min()), float(y[face].max())
+    h = max(hi - lo, 1e-6)
+    below = ((lo + NECK_TOP * h - y) / (NECK_RAMP * h)).clamp(0, 1)
+    return below * (1 - face_weight.clamp(0, 1))
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:

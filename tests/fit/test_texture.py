@@ -65,3 +65,44 @@ def test_the_background_beside_the_face_stays_off_the_face_texels(ict_model, fac
     unguarded = greenish(outputs.unwrap_texture(green, res, ict_model, size))
     assert unguarded > 0.002
     assert guarded < 0.0005
+
+
+def _neck_texels(model, size):
+    """[size, size] bool: texels of the model's neck (its neck flag 1 on every corner: below the face area)."""
+    from redafit.fit.outputs import face_flag, neck_flag
+    from redafit.parsing.model_labels import vertex_face_area
+    from redafit.render import rasterize
+
+    face = vertex_face_area(model)
+    neck = neck_flag(model.mean, face, face_flag(face, model.triangles)).numpy() > 0.99
+    keep = torch.as_tensor(neck)[model.triangles].all(1)
+    uv = model.uv.float()
+    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
+    return rasterize(clip, model.uv_triangles[keep], (size, size), backend="torch").mask[0].numpy().reshape(size,
+                                                                                                         size)
+
+
+def test_a_collar_in_front_of_the_neck_stays_off_the_neck_texels(ict_model, faces_dir, monkeypatch):
+    """The model's neck reaches below a shirt's collar: where the photo shows the collar, the tie and the jacket
+    there (fr_obama), the neck's texels take the skin around them instead. Measured as the share of neck texels
+    whose colour is far from the face's own skin (the median of its texels below the eyes): without the neck's
+    guard (``neck_flag`` zero) most of the neck is shirt and suit."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    from redafit.io.images import load_image
+    from redafit.landmarks import detect_landmarks
+
+    img, _ = load_image(faces_dir / "fr_obama.jpg")  # no annotation: dlib's landmarks
+    res = fit_image(img, detect_landmarks(img), ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
+
+    def not_skin(tex):
+        skin = np.median(tex[face], 0)
+        return float((np.linalg.norm(tex[neck] - skin, axis=-1) > 0.25).mean())
+
+    guarded = not_skin(outputs.unwrap_texture(img, res, ict_model, size))
+    monkeypatch.setattr(outputs, "neck_flag", lambda vm, face, fw: torch.zeros(len(fw)))
+    unguarded = not_skin(outputs.unwrap_texture(img, res, ict_model, size))
+    assert unguarded > 0.3
+    assert guarded < 0.05
