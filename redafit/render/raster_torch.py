@@ -6,10 +6,12 @@ Two passes:
    vertices in front of the camera, finite, non-degenerate, optionally front-facing, optionally selected by a
    per-instance mask) enumerates the pixel centres of its clamped screen bounding box *exactly*
    (``repeat_interleave`` over the per-triangle box sizes, so there is no padding and no Python loop over
-   triangles or pixels). Edge functions decide coverage; the perspective-correct depth of each covered
-   candidate is packed with the triangle id into one int64 key — the float32 bit pattern of the (positive)
-   depth in the high 32 bits, the triangle id in the low 32 bits, so integer order = depth order, ties to the
-   lower id — and ``scatter_reduce(amin)`` resolves the z-buffer.
+   triangles or pixels). Edge functions decide coverage; the depth of each covered candidate - NDC z = z_c / w,
+   affine in screen space, as nvdiffrast's depth test uses (with redafit's perspective camera the same order as
+   camera depth; an orthographic clip with w = 1 is depth-tested by its z too) - is packed with the triangle id
+   into one int64 key: the float32 bits of the depth made order-preserving as a signed integer in the high 32
+   bits, the triangle id in the low 32 bits, so integer order = depth order, ties to the lower id; and
+   ``scatter_reduce(amin)`` resolves the z-buffer.
 2. **Barycentrics** (differentiable). For the covered pixels only, the barycentrics and depth are recomputed
    from the clip-space vertices with autograd, and scattered into dense images.
 
@@ -84,7 +86,8 @@ def _visibility(clip: torch.Tensor, tris: torch.Tensor, H: int, W: int, tri_mask
     b = torch.stack([x2 - x1, x0 - x2, x1 - x0], -1) * inv_area[:, None]
     cc = torch.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], -1) * inv_area[:, None]
     base = (bi * (H * W) + by0 * W + bx0)
-    per_tri = torch.cat([a, b, cc, iw], -1)  # [N, 12]
+    zw = vv[sel][..., 2] * iw  # NDC z of each vertex
+    per_tri = torch.cat([a, b, cc, iw, zw], -1)  # [N, 15]
     # enumerate every pixel centre of every box, exactly
     inst = torch.repeat_interleave(torch.arange(n.numel(), device=dev), n)  # [T]
     start = torch.cumsum(n, 0) - n
@@ -94,7 +97,7 @@ def _visibility(clip: torch.Tensor, tris: torch.Tensor, H: int, W: int, tri_mask
     dx = k - dy * nxi
     px = (bx0[inst] + dx).to(c.dtype) + 0.5
     py = (by0[inst] + dy).to(c.dtype) + 0.5
-    p = per_tri[inst]  # [T, 12]
+    p = per_tri[inst]  # [T, 15]
     lam = p[:, 0:3] * px[:, None] + p[:, 3:6] * py[:, None] + p[:, 6:9]  # [T, 3]
     inside = (lam >= -INSIDE_EPS).all(-1)
     invz = (lam * p[:, 9:12]).sum(-1)
@@ -102,8 +105,13 @@ def _visibility(clip: torch.Tensor, tris: torch.Tensor, H: int, W: int, tri_mask
     idx = torch.nonzero(inside).squeeze(1)
     if idx.numel() == 0:
         return out
-    depth = (1.0 / invz[idx]).float()
-    key = (depth.view(torch.int32).long() << 32) | fi[inst[idx]]
+    # NDC z, affine in screen space; normalised by the barycentrics' sum, whose float error (a sliver's large edge
+    # coefficients) would otherwise shift z by about its value, far more than the gap between two surfaces
+    lam_i = lam[idx]
+    depth = ((lam_i * p[idx, 12:15]).sum(-1) / lam_i.sum(-1)).float()
+    bits = depth.view(torch.int32)
+    order = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # IEEE bits -> a signed integer in the floats' order
+    key = (order.long() << 32) | fi[inst[idx]]
     pix = base[inst[idx]] + dy[idx] * W + dx[idx]
     out.scatter_reduce_(0, pix, key, "amin", include_self=True)
     return out

@@ -7,11 +7,12 @@ import math
 import torch
 
 
-def quad_clip(x0, y0, x1, y1, w, dtype=torch.float64):
-    """An axis-aligned quad [x0, x1] x [y0, y1] in NDC at camera depth w: clip [4, 4], tris [2, 3]."""
+def quad_clip(x0, y0, x1, y1, w, dtype=torch.float64, near=10.0, far=10000.0):
+    """An axis-aligned quad [x0, x1] x [y0, y1] in NDC at camera depth w (clip z as
+    :func:`redafit.render.camera.to_clip` makes it): clip [4, 4], tris [2, 3]."""
     pts = torch.tensor([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=dtype)
-    clip = torch.cat([pts * w, torch.full((4, 1), 0.5 * w, dtype=dtype), torch.full((4, 1), float(w), dtype=dtype)],
-                     -1)
+    zc = w * (far + near) / (far - near) - 2 * far * near / (far - near)
+    clip = torch.cat([pts * w, torch.full((4, 1), zc, dtype=dtype), torch.full((4, 1), float(w), dtype=dtype)], -1)
     tris = torch.tensor([[0, 1, 2], [0, 2, 3]])
     return clip, tris
 
