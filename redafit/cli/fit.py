@@ -513,7 +513,7 @@ def _make_folders(*outputs) -> None:
                    "photo) instead of parsing the photo; for several images, a folder of <stem>.png|.npy files.")
 @click.option("--texture-size", type=click.IntRange(64, 4096), default=1024, show_default=True,
               help="Side of the model's texture tile (with caps the PNG is a quarter taller: the caps' strip); "
-                   "1024 takes ~1.5 s and 0.7 GB to write, 4096 ~20 s and 3 GB.")
+                   "1024 takes ~1.5 s and 0.7 GB to write, 4096 ~25 s and 3 GB.")
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")

@@ -97,22 +97,24 @@ def _visibility(clip: torch.Tensor, tris: torch.Tensor, H: int, W: int, tri_mask
     dx = k - dy * nxi
     px = (bx0[inst] + dx).to(c.dtype) + 0.5
     py = (by0[inst] + dy).to(c.dtype) + 0.5
-    p = per_tri[inst]  # [T, 15]
+    p = per_tri[:, 0:9][inst]  # [T, 9]: the edge functions only, for every candidate
     lam = p[:, 0:3] * px[:, None] + p[:, 3:6] * py[:, None] + p[:, 6:9]  # [T, 3]
-    inside = (lam >= -INSIDE_EPS).all(-1)
-    invz = (lam * p[:, 9:12]).sum(-1)
-    inside &= invz > 0
-    idx = torch.nonzero(inside).squeeze(1)
+    del p
+    idx = torch.nonzero((lam >= -INSIDE_EPS).all(-1)).squeeze(1)
+    lam, ti = lam[idx], inst[idx]  # the covered candidates
+    q = per_tri[ti, 9:15]  # [N, 6]: 1 / w and z / w of the corners
+    ok = (lam * q[:, 0:3]).sum(-1) > 0  # in front of the camera at the pixel
+    if not bool(ok.all()):
+        idx, lam, ti, q = idx[ok], lam[ok], ti[ok], q[ok]
     if idx.numel() == 0:
         return out
     # NDC z, affine in screen space; normalised by the barycentrics' sum, whose float error (a sliver's large edge
     # coefficients) would otherwise shift z by about its value, far more than the gap between two surfaces
-    lam_i = lam[idx]
-    depth = ((lam_i * p[idx, 12:15]).sum(-1) / lam_i.sum(-1)).float()
+    depth = ((lam * q[:, 3:6]).sum(-1) / lam.sum(-1)).float()
     bits = depth.view(torch.int32)
     order = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # IEEE bits -> a signed integer in the floats' order
-    key = (order.long() << 32) | fi[inst[idx]]
-    pix = base[inst[idx]] + dy[idx] * W + dx[idx]
+    key = (order.long() << 32) | fi[ti]
+    pix = base[ti] + dy[idx] * W + dx[idx]
     out.scatter_reduce_(0, pix, key, "amin", include_self=True)
     return out
 
