@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from redafit.errors import OutputError
-from redafit.render.camera import Intrinsics, to_clip
+from redafit.render.camera import Intrinsics, project, to_clip
 
 UNWRAP_BAND = 512  # texture rows unwrapped at a time
 MAX_RENDER_SIDE = 1024  # overlays and visibility are rasterized at most this large (then resampled)
@@ -79,13 +79,11 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
     x0, y0, side = face_crop(lm)
     S = OFF_FACE_CROP
     # grown to take in the whole fitted mesh (the neck reaches below the face's crop), at the face crop's scale
-    v = np.asarray(result.vertices_camera, np.float64)
-    z = np.maximum(v[:, 2], 1e-3)
-    u, w = K.fx * v[:, 0] / z + K.cx, K.fy * v[:, 1] / z + K.cy
-    ok = np.isfinite(u) & np.isfinite(w)
-    if ok.any():
-        lo = np.minimum([x0, y0], [u[ok].min(), w[ok].min()])
-        hi = np.maximum([x0 + side, y0 + side], [u[ok].max(), w[ok].max()])
+    px = project(torch.as_tensor(np.asarray(result.vertices_camera), dtype=torch.float64)[None], K)[0].numpy()
+    px = px[np.isfinite(px).all(1)]
+    if len(px):
+        lo = np.minimum([x0, y0], px.min(0))
+        hi = np.maximum([x0 + side, y0 + side], px.max(0))
         grown = float(max(hi - lo))
         S = int(min(OFF_FACE_CROP * grown / side, 2 * OFF_FACE_CROP))
         x0, y0, side = float((lo[0] + hi[0] - grown) / 2), float((lo[1] + hi[1] - grown) / 2), grown
@@ -244,7 +242,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         fr = rasterize(torch.stack([clip_uv[..., 0], y, clip_uv[..., 2], clip_uv[..., 3]], -1), uvt, (r1 - r0, W),
                        backend="torch")
         ins = fr.mask[0].numpy()
-        tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 10]
+        tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 11]
         p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
         ft = tex_attr[..., 9].numpy()
         nt = tex_attr[..., 10].numpy()

@@ -29,7 +29,7 @@ from torch import nn
 from redafit.errors import ModelError
 from redafit.io import jsonsafe
 from redafit.io.atomic import atomic_group
-from redafit.model.store import TRAINED_FILES
+from redafit.model.store import TRAINED_FILES, model_dir
 
 log = logging.getLogger("redafit")
 
@@ -233,8 +233,6 @@ def evaluate_initnet(net: InitNet, model, n_sets: int = 256, seed: int = 12345, 
 # storage
 # ----------------------------------------------------------------------------------------------------------------
 def initnet_paths(model_name: str) -> tuple[Path, Path]:
-    from redafit.model.store import model_dir
-
     d = model_dir() / model_name
     return d / WEIGHTS_FILE, d / CONFIG_FILE
 
