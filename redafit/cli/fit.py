@@ -263,9 +263,12 @@ def _input_files(images, landmarks, depth, parsing) -> list:
     return [(f, opt) for f, opt in files if f is not None]
 
 
-def files_from_option(f):
+def files_from_option(f=None, *, noun: str = "photos"):
+    """``--files-from FILE`` (:func:`gather_photos` reads it); ``noun``: what the list names in the help."""
+    if f is None:
+        return lambda g: files_from_option(g, noun=noun)
     return click.option("--files-from", multiple=True, metavar="FILE", type=click.Path(path_type=str),
-                        help="Also take the photos listed in FILE (- for stdin; may be repeated): one path per line "
+                        help=f"Also take the {noun} listed in FILE (- for stdin; may be repeated): one path per line "
                              "or NUL-separated (find -print0), relative to the current folder; taken as written "
                              "(no comments), but a line's surrounding spaces are dropped unless the name with them "
                              "exists.")(f)
@@ -350,7 +353,7 @@ def gather_photos(images, files_from, command: str) -> tuple:
                 raise InputError(f"--files-from {source}: cannot read it: {exc.strerror or exc}") from exc
         these = parse_photo_list(data, source)
         if not these:
-            raise UsageError(f"--files-from {source}: it lists no photos")
+            raise UsageError(f"--files-from {source}: it lists no {'frames' if command == 'track' else 'photos'}")
         if any(str(p) == STDIN for p in these):
             if source == STDIN or stdin_photo or STDIN in files_from:
                 raise UsageError(f"--files-from {source} lists the photo -, which would read standard input again")
@@ -395,13 +398,19 @@ def output_names(images) -> list[str]:
     """One distinct output name per photo: its stem; where stems repeat, the folder's name before it
     (``a/img.jpg`` -> ``a_img``); where that repeats too (``b.jpg`` and ``b.png`` in one folder), the extension
     after it (``x_b_png``); then more of the folders above it (``2023/day1/img.jpg`` and ``2024/day1/img.jpg`` ->
-    ``2023_day1_img_jpg``), and a number as the last resort."""
+    ``2023_day1_img_jpg``), and a number as the last resort, which also parts names that differ only in case or
+    in spaces against underscores (``A.jpg``, ``a.jpg`` -> ``A``, ``a_2``: one file on a case-insensitive disk;
+    ``my face``, ``my_face``: one OBJ texture name, see :func:`redafit.io.meshes.mesh_files`)."""
     from collections import Counter
 
     from redafit.io.images import STDIN, photo_stem
 
-    def repeated(names):
-        return {n for n, k in Counter(names).items() if k > 1}
+    def same(n):
+        return "".join("_" if c.isspace() else c for c in n).casefold()
+
+    def repeated(names, key=lambda n: n):
+        counts = Counter(key(n) for n in names)
+        return {n for n in names if counts[key(n)] > 1}
 
     paths = [Path(p) for p in images]
     names = [photo_stem(p) for p in paths]
@@ -417,17 +426,19 @@ def output_names(images) -> list[str]:
             break
         names = ["_".join([*f[-depth:], photo_stem(p), p.suffix.lstrip(".")]) if n in dup and f else n
                  for p, f, n in zip(paths, folders, names)]
-    dup = repeated(names)
+    dup = repeated(names, same)  # the last resort also parts names that differ only in case or spaces
     if dup:
-        taken, count, unique = set(names), Counter(), []
+        taken, count, unique = {same(n) for n in names}, Counter(), []
         for n in names:
             if n in dup:
-                count[n] += 1
-                if count[n] > 1:
-                    while f"{n}_{count[n]}" in taken:
-                        count[n] += 1
-                    n = f"{n}_{count[n]}"
-                    taken.add(n)
+                count[same(n)] += 1
+                if count[same(n)] > 1:
+                    k = count[same(n)]
+                    while same(f"{n}_{k}") in taken:
+                        k += 1
+                    count[same(n)] = k
+                    n = f"{n}_{k}"
+                    taken.add(same(n))
             unique.append(n)
         names = unique
     return names

@@ -150,11 +150,13 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
 
 # ---------------------------------------------------------------------------------------------------------- track
 @click.command("track")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("sources", metavar="[SOURCE]...", nargs=-1, required=False, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
               help="Folder for params.jsonl (one line per frame) and track.json.")
 @click.option("--every", type=click.IntRange(1, 10000), default=1, show_default=True, help="Use every N-th frame.")
 @click.option("--max-frames", type=click.IntRange(1, 10 ** 7), default=None, help="Stop after this many frames.")
+@click.option("--fps", type=click.FloatRange(0, 10000, min_open=True), default=None,
+              help="Frame rate of the frames: an image sequence's (default 30), or a video's instead of its own.")
 @click.option("--smooth", type=click.FloatRange(0, 100), default=0.0, show_default=True,
               help="Temporal Gaussian smoothing of expression and pose (sigma in frames; 0 = off).")
 @click.option("--cache-size", type=click.IntRange(2, 20), default=5, show_default=True,
@@ -166,22 +168,27 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
               help="Folder of per-frame parsing maps computed elsewhere (CelebAMask-HQ class ids): <frame stem> for "
                    "a folder of frames, the 6-digit 0-based frame index (000042.png) for a video; a frame without "
                    "one is parsed itself. Used by the identity fits of --preset full or fast.")
+@files_from_option(noun="frames")
 @model_option
 @input_options
 @fit_options
 @device_option
 @click.pass_context
-def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_every, as_json, parsing, model_name,
-              detector, face_index, max_side, device, **fit_kw):
-    """Track expression and head pose through a video (or a folder of frames) with a shared identity.
+def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, id_every, as_json, parsing,
+              files_from, model_name, detector, face_index, max_side, device, **fit_kw):
+    """Track expression and head pose through a video, a folder of frames or a list of frame images, with a
+    shared identity.
 
     \b
+    SOURCE: one video, one folder (its images in natural name order: f2.png before f10.png), or image files
+    (in the order given, then those of --files-from).
     The identity is fitted jointly on a cache of frames covering the widest yaw range; each frame gets its own
     expression and pose (landmark stages). --preset sets how the identity is fitted (default: landmarks).
     Examples:
       redafit track clip.mp4 -o track/
-      redafit track frames/ -o track/ --every 2 --smooth 1.5
+      redafit track frames/ -o track/ --every 2 --smooth 1.5 --fps 25
       redafit track frames/ -o track/ --preset full --parsing parsings/
+      ls -v shoot/*.png | redafit track --files-from - -o track/
       redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
     """
     import torch
@@ -191,9 +198,11 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
 
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
+    source, files, label = _track_source(sources, files_from)
     check_output_folder(output)  # before the frames are tracked
-    files = frame_files(source) if Path(source).is_dir() else None  # listed once, for the frames and their maps
-    frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files)
+    if source is not None and Path(source).is_dir():
+        files = frame_files(source)  # listed once, for the frames and their maps
+    frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files, fps=fps)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=None, **fit_kw)
@@ -215,8 +224,8 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
         prog.start("frame 0")
         result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
                        smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
-                       parsing_for=parsing_for)
-    write_track(result, output, source=str(source))
+                       parsing_for=parsing_for, files=files)
+    write_track(result, output, source=label)
     ok = sum(1 for r in result.records if r.get("ok"))
     if not quiet:
         click.echo(f"track: {ok} of {len(result.records)} frames tracked, {result.identity_fits} identity fits, "
@@ -226,6 +235,44 @@ def track_cmd(ctx, source, output, every, max_frames, smooth, cache_size, id_eve
     # and in params.jsonl); a frame with no face in it is part of a video, reported but not an error
     if any(not r.get("ok") and r.get("exit_code") != NoFaceError.exit_code for r in result.records):
         sys.exit(1)
+
+
+def _track_source(sources, files_from) -> tuple:
+    """(source, files, label) of ``redafit track``: one video or folder (``files`` None: a folder is listed later),
+    or a list of frame images (``source`` None; the command line's in order, then ``--files-from``'s). A usage
+    error for no source, a folder or video among other sources, or standard input as a frame."""
+    from redafit.io.images import STDIN
+    from redafit.rig.track import VIDEO_EXTS, natural_key
+
+    if any(str(s) == STDIN for s in sources):
+        raise UsageError("track: a frame cannot be read from standard input; list the frames' files with "
+                         "--files-from - (e.g. `ls -v frames/*.png | redafit track --files-from - -o track/`)")
+    if not sources and not files_from:
+        raise UsageError("track: give a video, a folder of frames, frame images, or --files-from FILE")
+    if len(sources) == 1 and not files_from:
+        one = Path(sources[0])
+        if one.is_dir() or not _is_image_name(one):  # a video (or what is not an image: read as one)
+            return one, None, str(one)
+    paths = gather_photos(sources, files_from, "track")
+    if any(str(p) == STDIN for p in paths):
+        raise UsageError("track: a frame cannot be read from standard input (a list names the file -)")
+    alone = [p for p in paths if p.is_dir() or p.suffix.lower() in VIDEO_EXTS]
+    if alone:
+        raise UsageError(f"track: {alone[0]} is a {'folder' if alone[0].is_dir() else 'video'}, tracked alone; "
+                         "give one video or folder, or frame images")
+    names = [natural_key(p.name) for p in paths]
+    if names != sorted(names):
+        log.warning("track: the %d frames are taken in the order given, which is not their names' order (%s before "
+                    "%s); sort them (ls -v) if that is not meant", len(paths),
+                    *next((paths[i].name, paths[i + 1].name) for i in range(len(paths) - 1) if names[i] > names[i + 1]))
+    label = str(paths[0]) if len(paths) == 1 else f"{len(paths)} frame images ({paths[0]} ... {paths[-1]})"
+    return None, list(paths), label
+
+
+def _is_image_name(path: Path) -> bool:
+    from redafit.rig.track import IMAGE_EXTS
+
+    return path.suffix.lower() in IMAGE_EXTS
 
 
 # the identity fit of `track` defaults to the fast landmark preset (`fit` and `rig` default to full)

@@ -4,7 +4,9 @@
 
 * ``.obj`` — Wavefront OBJ with ``v`` (and optional per-vertex colours as ``v x y z r g b``), ``vt`` and
   ``f v/vt`` (1-based), plus ``<stem>.mtl`` and the texture ``<stem>.png`` when a texture is given. The texture
-  and material are written first and the OBJ last, so an OBJ on disk always has its companions.
+  and material are written first and the OBJ last, so an OBJ on disk always has its companions. OBJ's
+  ``mtllib`` and MTL's ``map_Kd`` are lists of whitespace-separated names, so a stem with spaces gets companions
+  named with underscores (``my face.obj`` -> ``my_face.mtl``, ``my_face.png``) that every reader takes whole.
 * ``.ply`` — binary little-endian PLY: float32 x y z, optional uchar red green blue, int32 triangle lists and,
   with UVs, MeshLab-style per-face ``texcoord`` lists (``comment TextureFile <stem>.png`` when textured).
 * ``.npz`` — the raw arrays (``vertices``, ``triangles`` and whatever optional arrays were given).
@@ -37,7 +39,10 @@ def mesh_files(path) -> dict[Path, str]:
     """Every file :func:`write_mesh` may write for ``path``, with what it is: the companions first (texture,
     material; written when a texture is given), then ``"mesh"``."""
     path = Path(path)
-    files = {path.with_suffix(ext): what for ext, what in _COMPANIONS.get(path.suffix.lower(), {}).items()}
+    suffix = path.suffix.lower()
+    # an OBJ names its material and the material its texture in whitespace-separated lists: no spaces in them
+    stem = "".join("_" if c.isspace() else c for c in path.stem) if suffix == ".obj" else path.stem
+    files = {path.with_name(stem + ext): what for ext, what in _COMPANIONS.get(suffix, {}).items()}
     files[path] = "mesh"
     return files
 
@@ -104,7 +109,8 @@ def _text_bytes(text: str) -> bytes:
 @atomic_group()  # the mesh, its material and texture together or not at all
 def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
               material_name: str = "face") -> list[Path]:
-    """Write ``path`` (.obj) and, with a texture, ``<stem>.mtl`` and ``<stem>.png``. Returns the paths written."""
+    """Write ``path`` (.obj) and, with a texture, ``<stem>.mtl`` and ``<stem>.png`` (spaces in the stem made
+    underscores: :func:`mesh_files`). Returns the paths written."""
     path = Path(path)
     v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
     written = []

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -104,10 +105,22 @@ class FrameCache:
 # ----------------------------------------------------------------------------------------------------------------
 # frames
 # ----------------------------------------------------------------------------------------------------------------
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the runs of digits in ``name`` by value (``f2`` before ``f10``, as a frame counter
+    without leading zeros means), the rest by text; ties (``f02``, ``f2``) by the name itself."""
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(x), "") if i % 2 else (1, 0, x) for i, x in enumerate(parts) if x), name
+
+
 def frame_files(folder) -> list[Path]:
-    """The frames of a folder source: its images sorted by name (frame i is the i-th)."""
+    """The frames of a folder source: its images in natural name order (``f2.png`` before ``f10.png``; frame i
+    is the i-th)."""
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    try:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()),
+                       key=lambda p: natural_key(p.name))
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
     if not files:
         raise InputError(f"{folder}: no images in the folder (expected {', '.join(IMAGE_EXTS)})")
     return files
@@ -119,16 +132,15 @@ def frame_parsing_maps(source, folder, files: list | None = None):
     source's frame is named by its file's stem (``frames/0042.jpg`` -> ``0042.png|.npy``), a video's by its
     0-based frame index in 6 digits (``000042.png``, as ``ffmpeg -i clip.mp4 -start_number 0 %06d.png`` names
     them). An unreadable or mismatched map is an :class:`~redafit.errors.InputError` (the frame fails alone).
-    ``files``: the folder source's frame files as :func:`open_frames` was given them (listed once for both, so a
-    frame added meanwhile cannot shift the names)."""
+    ``files``: the frame files as :func:`open_frames` was given them (a folder source's listed once for both, so a
+    frame added meanwhile cannot shift the names; a list of files, ``source`` None, is named the same way)."""
     from redafit.parsing.maps import find_parsing_map, load_parsing_map
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--parsing {folder}: expected a folder of per-frame parsing maps")
-    src = Path(source)
-    if files is None and src.is_dir():
-        files = frame_files(src)
+    if files is None and source is not None and Path(source).is_dir():
+        files = frame_files(source)
 
     def parsing_for(index: int, image: np.ndarray) -> np.ndarray | None:
         name = files[index] if files is not None else Path(f"{int(index):06d}")
@@ -139,17 +151,25 @@ def frame_parsing_maps(source, folder, files: list | None = None):
 
 
 def open_frames(source, every: int = 1, max_frames: int | None = None, max_side: int = 4096,
-                files: list | None = None):
-    """(frames iterator, fps) for a video file (OpenCV) or a folder of images (sorted by name).
+                files: list | None = None, fps: float | None = None):
+    """(frames iterator, fps) for a video file (OpenCV), a folder of images (:func:`frame_files`' order) or a list
+    of image files (``source`` None, ``files`` the frames in order: ``redafit track --files-from``).
 
     The iterator yields (frame index in the source, time in seconds, float32 RGB [H, W, 3]); ``every`` keeps every
-    N-th frame, ``max_frames`` stops after that many kept frames.
+    N-th frame, ``max_frames`` stops after that many kept frames. ``fps``: the frames' rate (an image sequence's
+    default 30; a video's own rate unless given). A frame file that cannot be read is yielded as its error (the
+    frame fails alone).
     """
-    src = Path(source)
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise InputError(f"frame rate must be positive, got {fps}")
     every = max(1, int(every))
-    if src.is_dir():
-        files = frame_files(src) if files is None else files  # ``files``: listed by the caller (see above)
-        fps = 30.0
+    src = None if source is None else Path(source)
+    if src is None or src.is_dir():
+        if src is not None and files is None:
+            files = frame_files(src)  # ``files``: listed by the caller (see frame_parsing_maps)
+        if not files:
+            raise InputError("track: no frames given")
+        fps = float(fps or 30.0)
 
         def gen_dir():
             from redafit.io.images import load_image
@@ -184,7 +204,7 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
     if not first[0]:  # a file OpenCV opens but cannot decode a frame of is as unreadable as one it cannot open
         cap.release()
         raise ImageError(f"{src}: OpenCV cannot read a frame of this video (unsupported codec or not a video)")
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+    fps = float(fps or cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
 
     def gen_video():
         kept, i = 0, -1
@@ -354,19 +374,22 @@ def _pose_record(rot, trans, exp, names) -> dict:
 
 def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id_every: int = 10,
           smooth: float = 0.0, detector: str = "dlib", face_index: int | None = None, landmarks=None,
-          progress=None, on_frame=None, parsing_for=None) -> TrackResult:
+          progress=None, on_frame=None, parsing_for=None, files=None) -> TrackResult:
     """Track ``frames`` (an iterable of (index, time_s, image)); ``landmarks`` optionally gives them per frame
     (a list aligned with the frames) instead of detecting. ``smooth`` > 0: Gaussian temporal smoothing (sigma in
     frames) of expression, rotation and translation. ``on_frame(record)`` is called after each frame.
     ``parsing_for(index, image)`` gives a frame's parsing map made elsewhere (:func:`frame_parsing_maps`) or None
     (the frame is parsed itself); only the identity fits on the cache use it, with a preset that has the mask
-    attribute."""
+    attribute. ``files``: the image files the frames were read from (frame index -> file); each record then names
+    its ``file``."""
     t0 = time.perf_counter()
     tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for)
     records = []
     for k, (index, t, image) in enumerate(frames):
         lm = landmarks[k] if landmarks is not None else None
         rec = tr.step(index, t, image, lm)
+        if files is not None:
+            rec = {"frame": rec.pop("frame"), "file": str(files[index]), **rec}
         records.append(rec)
         if on_frame is not None:
             on_frame(rec)

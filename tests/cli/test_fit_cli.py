@@ -448,6 +448,9 @@ def test_output_names_stay_distinct():
 
     assert output_names(["two/b.jpg", "two/b.png", "c/a.jpg", "d/a.jpg", "x.jpg"]) == [
         "two_b_jpg", "two_b_png", "c_a", "d_a", "x"]
+    # one file on a case-insensitive disk, one OBJ texture name (my_face.png): numbered, not widened
+    assert output_names(["p/A.jpg", "p/a.jpg", "p/my face.jpg", "p/my_face.jpg", "p/a_2.png"]) == [
+        "A", "a_3", "my face", "my_face_2", "a_2"]
 
 
 def test_top_level_option_errors_are_one_line():

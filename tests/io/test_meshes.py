@@ -124,6 +124,25 @@ def test_mesh_files_names_what_each_writer_writes(tmp_path, cube):
                                               tmp_path / "a.obj": "mesh"}
 
 
+def test_obj_named_with_spaces_names_its_companions_without(tmp_path, cube):
+    """OBJ's mtllib and MTL's map_Kd are whitespace-separated lists: `my face.obj` names `my_face.mtl` and
+    `my_face.png`, which a strict reader (split on spaces) and trimesh both find."""
+    import trimesh
+
+    v, f, uv, ft, tex = cube
+    path = tmp_path / "my face\tv2.obj"
+    written = write_mesh(path, v, f, uv=uv, uv_triangles=ft, texture=tex)
+    assert set(written) == set(mesh_files(path)) == {path, tmp_path / "my_face_v2.mtl", tmp_path / "my_face_v2.png"}
+    obj = path.read_text()
+    assert "mtllib my_face_v2.mtl\n" in obj
+    mtllib = next(line for line in obj.splitlines() if line.startswith("mtllib")).split()
+    assert mtllib == ["mtllib", "my_face_v2.mtl"]  # one name however the line is split
+    assert (tmp_path / "my_face_v2.mtl").read_text().splitlines()[-1].split() == ["map_Kd", "my_face_v2.png"]
+    tm = trimesh.load(path, process=False, force="mesh")
+    assert tm.visual.kind == "texture" and len(tm.faces) == len(f)
+    assert mesh_files(tmp_path / "my face.ply")[tmp_path / "my face.png"] == "texture"  # a PLY's comment is whole
+
+
 def test_npz_round_trip(tmp_path, cube):
     v, f, uv, ft, tex = cube
     write_mesh(tmp_path / "m.npz", v, f, uv=uv, uv_triangles=ft, texture=tex)

@@ -201,3 +201,75 @@ def test_track_parsing_maps(rig_case1, model_home, tmp_path, monkeypatch, video)
     look = frame_parsing_maps(video, maps)
     assert look(0, np.zeros((256, 256, 3), np.float32)) is None
     assert np.array_equal(look(1, np.zeros((128, 128, 3), np.float32)), given[1][::2, ::2])
+
+
+def test_track_frame_images_in_order(rig_case1, model_home, tmp_path):
+    """A folder's frames in natural name order (f9 before f10); frame images on the command line and through
+    --files-from (stdin) in the order given, each record naming its file; --fps sets the frames' times."""
+    import shutil
+
+    images, _ = rig_case1
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    names = ["f9.jpg", "f10.jpg", "f11.jpg"]
+    for name, p in zip(names, images[:3]):
+        shutil.copy(p, frames / name)
+
+    def records(out):
+        return [json.loads(x) for x in (out / "params.jsonl").read_text().splitlines()]
+
+    res = run_cli(["track", frames, "-o", tmp_path / "a", "--fps", "12.5"], model_home)
+    assert res.exit_code == 0, res.output
+    recs = records(tmp_path / "a")
+    assert [r["file"] for r in recs] == [str(frames / n) for n in names]
+    assert [r["time_s"] for r in recs] == [0.0, 0.08, 0.16] and all(r["ok"] for r in recs)
+    assert json.loads((tmp_path / "a" / "track.json").read_text())["fps"] == 12.5
+
+    listed = [frames / "f11.jpg", frames / "f9.jpg"]
+    res = run_cli(["track", frames / "f10.jpg", "--files-from", "-", "-o", tmp_path / "b"], model_home)
+    assert res.exit_code == 2 and "lists no frames" in res.output  # the runner's stdin is empty: an empty list
+    from click.testing import CliRunner
+
+    from redafit.cli import main
+
+    res = CliRunner().invoke(main, ["-q", "track", str(frames / "f10.jpg"), "--files-from", "-", "-o",
+                                    str(tmp_path / "b")], input="\n".join(map(str, listed)) + "\n",
+                             env={"REDAFIT_MODEL_DIR": str(model_home)}, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    recs = records(tmp_path / "b")
+    assert [r["file"] for r in recs] == [str(frames / "f10.jpg"), *map(str, listed)]
+    assert [r["frame"] for r in recs] == [0, 1, 2]
+    meta = json.loads((tmp_path / "b" / "track.json").read_text())
+    assert meta["source"].startswith("3 frame images") and meta["fps"] == 30.0
+    # the same frames tracked from the folder and from the list agree where they are the same frame first
+    first = records(tmp_path / "a")[1]
+    assert recs[0]["landmark_error_px"] == pytest.approx(first["landmark_error_px"], abs=0.5)
+
+
+def test_track_source_errors(rig_case1, model_home, tmp_path, caplog):
+    """One-line usage errors (exit 2) for no source, standard input as a frame, a folder or video among frame
+    images; a missing frame file fails alone (exit 1, the others tracked); a list out of name order warns."""
+    import logging
+    import shutil
+
+    from redafit.cli.rig import _track_source
+
+    images, _ = rig_case1
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(images[0], frames / "f2.png")
+    shutil.copy(images[1], frames / "f10.png")
+    for args in ([], ["-"], [frames, frames / "f2.png"], [frames / "f2.png", tmp_path / "clip.mp4"]):
+        res = run_cli(["track", *args, "-o", tmp_path / "o"], model_home)
+        assert res.exit_code == 2 and "Traceback" not in res.output, (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "o").exists()
+    res = run_cli(["track", frames / "f2.png", tmp_path / "gone.png", frames / "f10.png", "-o", tmp_path / "o"],
+                  model_home)
+    assert res.exit_code == 1, res.output
+    recs = [json.loads(x) for x in (tmp_path / "o" / "params.jsonl").read_text().splitlines()]
+    assert [r["ok"] for r in recs] == [True, False, True] and recs[1]["file"] == str(tmp_path / "gone.png")
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        _, files, _ = _track_source((str(frames / "f10.png"), str(frames / "f2.png")), ())
+    assert files == [frames / "f10.png", frames / "f2.png"]
+    assert "f10.png before f2.png" in caplog.text
