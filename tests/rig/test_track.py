@@ -49,10 +49,12 @@ def test_track_writes_jsonl(track_dir, ict):
 
 def test_track_every_and_max_frames(video, model_home, tmp_path):
     out = tmp_path / "t"
-    res = run_cli(["track", video, "-o", out, "--every", "2", "--max-frames", "3"], model_home)
+    res = run_cli(["track", video, "-o", out, "--every", "2", "--max-frames", "3", "--fps", "20"], model_home)
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in (out / "params.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in lines] == [0, 2, 4]
+    assert [r["time_s"] for r in lines] == [0.0, 0.1, 0.2] and "file" not in lines[0]  # --fps over the video's 10
+    assert json.loads((out / "track.json").read_text())["fps"] == 10.0  # 20 per second, every 2nd frame kept
 
 
 def test_tracker_follows_synthetic_head_turn(ict):
