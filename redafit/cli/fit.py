@@ -321,10 +321,11 @@ def _photo_path(arg) -> Path:
     return Path(arg)
 
 
-def gather_photos(images, files_from, command: str) -> tuple:
+def gather_photos(images, files_from, command: str, noun: str = "photos") -> tuple:
     """The photos of the command line followed by those listed in each of ``files_from`` (files, or ``-``:
     standard input; :func:`parse_photo_list`). A usage error when no photo is given at all, when standard input
-    would be read twice (``-`` as the photo and as a list, or as two lists) or is a terminal where it is read."""
+    would be read twice (``-`` as the photo and as a list, or as two lists) or is a terminal where it is read.
+    ``noun``: what the lists name, in the messages (``track``'s are frames)."""
     from redafit.io.images import STDIN
 
     if isinstance(files_from, (str, Path)):
@@ -353,7 +354,7 @@ def gather_photos(images, files_from, command: str) -> tuple:
                 raise InputError(f"--files-from {source}: cannot read it: {exc.strerror or exc}") from exc
         these = parse_photo_list(data, source)
         if not these:
-            raise UsageError(f"--files-from {source}: it lists no {'frames' if command == 'track' else 'photos'}")
+            raise UsageError(f"--files-from {source}: it lists no {noun}")
         if any(str(p) == STDIN for p in these):
             if source == STDIN or stdin_photo or STDIN in files_from:
                 raise UsageError(f"--files-from {source} lists the photo -, which would read standard input again")
@@ -404,9 +405,10 @@ def output_names(images) -> list[str]:
     from collections import Counter
 
     from redafit.io.images import STDIN, photo_stem
+    from redafit.io.meshes import spaceless
 
     def same(n):
-        return "".join("_" if c.isspace() else c for c in n).casefold()
+        return spaceless(n).casefold()
 
     def repeated(names, key=lambda n: n):
         counts = Counter(key(n) for n in names)

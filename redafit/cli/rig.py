@@ -242,7 +242,7 @@ def _track_source(sources, files_from) -> tuple:
     or a list of frame images (``source`` None; the command line's in order, then ``--files-from``'s). A usage
     error for no source, a folder or video among other sources, or standard input as a frame."""
     from redafit.io.images import STDIN
-    from redafit.rig.track import VIDEO_EXTS, natural_key
+    from redafit.rig.track import IMAGE_EXTS, VIDEO_EXTS, natural_key
 
     if any(str(s) == STDIN for s in sources):
         raise UsageError("track: a frame cannot be read from standard input; list the frames' files with "
@@ -251,9 +251,9 @@ def _track_source(sources, files_from) -> tuple:
         raise UsageError("track: give a video, a folder of frames, frame images, or --files-from FILE")
     if len(sources) == 1 and not files_from:
         one = Path(sources[0])
-        if one.is_dir() or not _is_image_name(one):  # a video (or what is not an image: read as one)
+        if one.is_dir() or one.suffix.lower() not in IMAGE_EXTS:  # a video (or what is not an image: read as one)
             return one, None, str(one)
-    paths = gather_photos(sources, files_from, "track")
+    paths = gather_photos(sources, files_from, "track", noun="frames")
     if any(str(p) == STDIN for p in paths):
         raise UsageError("track: a frame cannot be read from standard input (a list names the file -)")
     alone = [p for p in paths if p.is_dir() or p.suffix.lower() in VIDEO_EXTS]
@@ -267,12 +267,6 @@ def _track_source(sources, files_from) -> tuple:
                     *next((paths[i].name, paths[i + 1].name) for i in range(len(paths) - 1) if names[i] > names[i + 1]))
     label = str(paths[0]) if len(paths) == 1 else f"{len(paths)} frame images ({paths[0]} ... {paths[-1]})"
     return None, list(paths), label
-
-
-def _is_image_name(path: Path) -> bool:
-    from redafit.rig.track import IMAGE_EXTS
-
-    return path.suffix.lower() in IMAGE_EXTS
 
 
 # the identity fit of `track` defaults to the fast landmark preset (`fit` and `rig` default to full)

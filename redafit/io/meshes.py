@@ -28,11 +28,17 @@ from redafit.errors import InputError, OutputError
 from redafit.io.atomic import atomic_group, atomic_path, atomic_write
 from redafit.io import jsonsafe
 
-__all__ = ["write_mesh", "mesh_files", "write_obj", "write_ply", "write_npz", "write_glb", "read_obj", "ObjMesh",
-           "split_uv_seams", "vertex_normals"]
+__all__ = ["write_mesh", "mesh_files", "spaceless", "write_obj", "write_ply", "write_npz", "write_glb", "read_obj",
+           "ObjMesh", "split_uv_seams", "vertex_normals"]
 
 # the companion files a format writes beside the mesh (with a texture): suffix -> what it is
 _COMPANIONS = {".obj": {".png": "texture", ".mtl": "material file"}, ".ply": {".png": "texture"}}
+
+
+def spaceless(name: str) -> str:
+    """``name`` with every whitespace character made ``_``: the name an OBJ's ``mtllib`` or an MTL's ``map_Kd``
+    can give (both are lists of whitespace-separated names)."""
+    return "".join("_" if c.isspace() else c for c in name)
 
 
 def mesh_files(path) -> dict[Path, str]:
@@ -40,8 +46,7 @@ def mesh_files(path) -> dict[Path, str]:
     material; written when a texture is given), then ``"mesh"``."""
     path = Path(path)
     suffix = path.suffix.lower()
-    # an OBJ names its material and the material its texture in whitespace-separated lists: no spaces in them
-    stem = "".join("_" if c.isspace() else c for c in path.stem) if suffix == ".obj" else path.stem
+    stem = spaceless(path.stem) if suffix == ".obj" else path.stem  # the names an OBJ and its MTL give
     files = {path.with_name(stem + ext): what for ext, what in _COMPANIONS.get(suffix, {}).items()}
     files[path] = "mesh"
     return files
