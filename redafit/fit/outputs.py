@@ -143,7 +143,8 @@ def _not_the_face_by_edges(small, inside, face, skin, samples, px, tris, finite)
     disk = lambda r: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(int(r), 1) + 1,) * 2)
     mesh = np.zeros((S, S), np.uint8)
     whole = tris[finite[tris].all(1)]
-    cv2.fillPoly(mesh, list(np.round(px[whole] * 4 - 2).astype(np.int32)), 1, lineType=cv2.LINE_8, shift=2)
+    corners = np.round(np.clip(px[whole], -S, 2 * S) * 4 - 2).astype(np.int32)  # 1/4 px, in int32's range
+    cv2.fillPoly(mesh, list(corners), 1, lineType=cv2.LINE_8, shift=2)
     mesh = cv2.dilate(mesh, disk(SILHOUETTE_MARGIN * S)).astype(bool)
     markers = np.zeros((S, S), np.int32)
     markers[~face & (~skin | ~mesh) | ~inside] = 2
