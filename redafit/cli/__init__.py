@@ -2,13 +2,15 @@
 
 Logs and progress go to stderr, results to stdout. A :class:`~redafit.errors.RedafitError` becomes one line
 ``redafit: error: …`` on stderr and its exit code; anything else unexpected becomes exit code 1 with one line
-(``-v`` shows the traceback).
+(``-v`` shows the traceback). An interrupt (Ctrl-C, SIGINT) exits 130 and a SIGTERM (``timeout``, ``kill``) 143,
+each after the outputs being written are cleaned up (no temporary file left, no target half-replaced).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 import click
@@ -32,6 +34,15 @@ class _OneLineError(click.ClickException):
         click.echo(f"redafit: error: {self.format_message()}", err=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler of a running command: a KeyboardInterrupt, so that whatever cleans up after an
+    interrupt (:mod:`redafit.io.atomic`) cleans up after a termination too."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 class _Group(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -42,10 +53,18 @@ class _Group(click.Group):
             raise _OneLineError(f"{e.format_message()} (see: redafit --help)") from None
 
     def invoke(self, ctx):
+        previous = None
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # not when the caller has chosen otherwise
+            try:
+                previous = signal.signal(signal.SIGTERM, _terminate)
+            except ValueError:  # not the main thread: SIGTERM keeps its default
+                pass
         try:
             return super().invoke(ctx)
         except RedafitError as e:
             _fail(ctx, str(e), e.exit_code, e)
+        except Terminated:
+            _fail(ctx, "terminated", 143, None)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130, None)
         except click.UsageError as e:  # Click's own option checks: one line too, naming the command's --help
@@ -57,6 +76,9 @@ class _Group(click.Group):
             raise
         except Exception as e:  # noqa: BLE001 - last-resort guard: one line, never a bare traceback
             _fail(ctx, f"unexpected {type(e).__name__}: {e} (run with -v for details)", 1, e)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(ctx, message: str, code: int, exc):

