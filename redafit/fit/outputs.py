@@ -57,11 +57,16 @@ OUTLINE_BAND = 0.015
 OFF_FACE_CROP = 256  # px: the face crop the photo is parsed at to find what beside the face is not the face
 OFF_FACE_BLUR = 1.5  # crop px: the off-face map's soft edge
 OFF_FACE_MIN_COVER = 0.5  # a parse whose face mask covers less of the fitted face than this is not used
-# The parse's crop reaches this far (x the nose bridge -> chin vector) below the projected mesh, so that what is
-# worn below the neck - a shirt, a scarf - is in it, outside the mesh, where it seeds what is not the face.
+# In a grey photo the parse's crop reaches this far (x the nose bridge -> chin vector) below the projected mesh,
+# so that what is worn below the neck - a shirt - is in it, outside the mesh, where it seeds what is not the face.
 NECK_CONTEXT = 0.6
 SILHOUETTE_MARGIN = 0.03  # x the crop's side: the projected mesh grown by this before what lies outside it counts
 FACE_SEED_ERODE = 0.02  # x the crop's side: the face mask shrunk by this seeds the face's skin
+# In a colour photo a pixel darker than the face's skin by a factor f is held to f ** 0.5 of the chromaticity
+# tolerance the parse gives it (f: :meth:`redafit.parsing.image.SkinColourModel.distance2`). Shared photos, neck
+# texels whose chromaticity is off the face's: Breaking Bad's scarf 0.66 at the parse's f, 0.11 at f ** 0.5, 0.07
+# at full tolerance; the neck in shadow the photos show (Amanda's, d3d_000037's) is kept better at f ** 0.5.
+GUARD_DARK_RELAX = 0.5
 
 
 def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tris=None) -> np.ndarray | None:
@@ -72,34 +77,36 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     fitted face (see :func:`_unwrap`).
 
     Off the face is what lies outside the face mask of :func:`redafit.parsing.image.face_and_skin` at the fit's
-    landmarks and is either not skin-coloured or, with the mesh's triangles ``tris``, not reached from the face
-    without crossing an edge in the photo: a marker watershed (:func:`cv2.watershed`) grows the face's skin
-    (its mask, shrunk, and the skin model's samples) against what is surely not the face (what is not
-    skin-coloured, and whatever lies outside the projected mesh: the background, the hair beyond the scalp, the
-    clothes below the neck). The skin colour test alone passed a white collar in a grey photo (there intensity is
-    its only feature, and shading widens its tolerance) and dark grey cloth (a dark pixel's chromaticity is
-    noisy, and the test relaxes it); the edge between the chin and a collar stops the face's flood, and the
-    collar is reached from the shirt below. A neck whose skin meets the face only across the jaw's shadow line
-    goes to the other side too: its texels are filled from the face's own (:func:`_unwrap`). Parsed in a crop
-    around the landmarks grown to take in the whole projected mesh and :data:`NECK_CONTEXT` below it, at the face
-    crop's scale."""
+    landmarks and is not the face's skin. In a colour photo that is what its skin colour model rejects, relaxing
+    a dark pixel's chromaticity tolerance less than the parse does (:data:`GUARD_DARK_RELAX`: a shadow's colour
+    is noisy, but the parse's tolerance took dark grey cloth, Breaking Bad's scarf, for the neck in shadow). A
+    grey photo has only intensity, whose tolerance shading widens (Takeo's white collar passed it): there, with
+    the mesh's triangles ``tris``, it is what the face's skin does not reach without crossing an edge in the
+    photo, by a marker watershed (:func:`cv2.watershed`) of the face's skin (its mask, shrunk, and the skin
+    model's samples) against what is surely not the face (what is not skin-coloured, and whatever lies outside
+    the projected mesh: the background, the hair beyond the scalp, the clothes below the neck,
+    :data:`NECK_CONTEXT`): the edge between the chin and a collar stops the face's flood. (In colour photos the
+    watershed took the neck from most of them: the jaw's shadow line is an edge too.) Parsed in a crop around the
+    landmarks grown to take in the whole projected mesh, at the face crop's scale."""
     import cv2
 
     from redafit.errors import RedafitError
     from redafit.fit.attribute_stages import crop_resize, face_crop
-    from redafit.parsing.image import face_and_skin
+    from redafit.parsing.image import SKIN_THRESHOLD, colour_features, face_and_skin, monochrome
 
     lm = np.asarray(result.landmarks_target, np.float64)
     if lm.shape != (68, 2) or np.isfinite(lm).all(1).sum() < 20 or not np.isfinite(lm[[8, 27]]).all():
         return None
     x0, y0, side = face_crop(lm)
     S = OFF_FACE_CROP
-    # grown to take in the whole fitted mesh (the neck reaches below the face's crop) and what is below it, at
-    # the face crop's scale
+    # grown to take in the whole fitted mesh (the neck reaches below the face's crop), at the face crop's scale
     px = project(torch.as_tensor(np.asarray(result.vertices_camera), dtype=torch.float64)[None], K)[0].numpy()
     finite = np.isfinite(px).all(1)
+    by_edges = tris is not None and finite.any() and monochrome(image)
     if finite.any():
-        reach = np.concatenate([px[finite], px[finite] + NECK_CONTEXT * (lm[8] - lm[27])])
+        reach = px[finite]
+        if by_edges:
+            reach = np.concatenate([reach, reach + NECK_CONTEXT * (lm[8] - lm[27])])
         lo = np.minimum([x0, y0], reach.min(0))
         hi = np.maximum([x0 + side, y0 + side], reach.max(0))
         grown = float(max(hi - lo))
@@ -108,18 +115,23 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     small, inside = crop_resize(image, x0, y0, side, S)
     lmc = ((lm - [x0, y0]) * S / side).astype(np.float32)
     try:
-        face, skin, samples = face_and_skin(small, lmc)
+        found = face_and_skin(small, lmc)
     except RedafitError:
         return None
+    face = found.face
+    if by_edges:
+        other = ~face & ~_face_side_of_the_edges(small, inside, found, (px - [x0, y0]) * S / side,
+                                                 np.asarray(tris), finite)
+    elif found.model is not None:
+        feats = colour_features(np.clip(small, 0, 1))
+        other = ~face & (found.model.distance2(feats, relax_dark=GUARD_DARK_RELAX) >= SKIN_THRESHOLD ** 2)
+    else:
+        other = ~face
     up = lmc[27] - lmc[8]
     eyes = lmc[36:48][np.isfinite(lmc[36:48]).all(1)]
     eye_c = eyes.mean(0) if len(eyes) else lmc[27]
     yy, xx = np.mgrid[0:S, 0:S]
     above = ((xx + 0.5 - eye_c[0]) * up[0] + (yy + 0.5 - eye_c[1]) * up[1]) > 0
-    other = ~face & ~skin & inside
-    if tris is not None and finite.any():
-        other = other | ~face & ~_not_the_face_by_edges(small, inside, face, skin, samples,
-                                                         (px - [x0, y0]) * S / side, np.asarray(tris), finite)
     off = (other & ~above & inside).astype(np.float32)
     # the crop's pixel steps would show on the face's texels (the blur at the face crop's scale)
     off = cv2.GaussianBlur(off, (0, 0), OFF_FACE_BLUR * S / OFF_FACE_CROP)
@@ -132,11 +144,12 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     return cv2.remap(off, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def _not_the_face_by_edges(small, inside, face, skin, samples, px, tris, finite) -> np.ndarray:
+def _face_side_of_the_edges(small, inside, found, px, tris, finite) -> np.ndarray:
     """[S, S] bool: the face's side of a marker watershed on the crop ``small`` (see :func:`photo_off_face`):
     seeded with the face mask shrunk by :data:`FACE_SEED_ERODE` and the skin samples on one side, and on the
     other with what is not skin-coloured, outside the crop's image, or outside the projected mesh (crop pixels
-    ``px`` of the vertices, triangles ``tris``) grown by :data:`SILHOUETTE_MARGIN`."""
+    ``px`` of the vertices, triangles ``tris``) grown by :data:`SILHOUETTE_MARGIN` (``found``: the crop's
+    :func:`redafit.parsing.image.face_and_skin`)."""
     import cv2
 
     S = small.shape[0]
@@ -147,8 +160,9 @@ def _not_the_face_by_edges(small, inside, face, skin, samples, px, tris, finite)
     cv2.fillPoly(mesh, list(corners), 1, lineType=cv2.LINE_8, shift=2)
     mesh = cv2.dilate(mesh, disk(SILHOUETTE_MARGIN * S)).astype(bool)
     markers = np.zeros((S, S), np.int32)
-    markers[~face & (~skin | ~mesh) | ~inside] = 2
-    markers[cv2.erode(face.astype(np.uint8), disk(FACE_SEED_ERODE * S)).astype(bool) | samples & inside] = 1
+    markers[~found.face & (~found.skin | ~mesh) | ~inside] = 2
+    markers[cv2.erode(found.face.astype(np.uint8), disk(FACE_SEED_ERODE * S)).astype(bool)
+            | found.samples & inside] = 1
     bgr = np.ascontiguousarray((np.clip(small, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
     cv2.watershed(bgr, markers)
     return markers == 1

