@@ -519,7 +519,8 @@ def _make_folders(*outputs) -> None:
 @click.option("--overlay", default=None, type=click.Path(path_type=Path),
               help="Write the photo with the fitted mesh drawn over it (PNG; a folder for several images).")
 @click.option("--save-stages", default=None, type=click.Path(path_type=Path),
-              help="Write each stage's render, mask and error image into this folder.")
+              help="Write each stage's render, mask and error image into this folder (for several images, a "
+                   "subfolder per photo, named as its outputs).")
 @click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Depth map for RGB-D input, registered to the photo (16-bit PNG in mm, or float .npy/.exr in "
                    "metres; 0 = unknown); adds the depth attribute (weight 64; --weight depth=16 for a noisy "
@@ -588,7 +589,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side),
-                              config, texture_size, caps)
+                              config, texture_size, caps, stages_per_photo=len(jobs) > 1)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
     with _Progress(show_progress(ctx) and (n_jobs == 1 or len(jobs) == 1)) as prog:
@@ -626,6 +627,7 @@ class _PhotoSettings:
     config: object  # redafit.fit.FitConfig
     texture_size: int
     caps: bool
+    stages_per_photo: bool = False  # --save-stages DIR/<the photo's output name>/ (a batch)
 
 
 def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> dict:
@@ -645,7 +647,12 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             from redafit.parsing.maps import parsing_map_for
 
             parsing_map = parsing_map_for(img, s.parsing, inp.image)
-        result = fit_loaded(inp, model, s.config, progress=progress, depth=depth_map, parsing=parsing_map)
+        config = s.config
+        if s.stages_per_photo and getattr(config, "save_stages", None):
+            from dataclasses import replace
+
+            config = replace(config, save_stages=str(Path(config.save_stages) / Path(mesh).stem))
+        result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
         _make_folders(mesh, par, ov)
         written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps)
     except RedafitError as e:

