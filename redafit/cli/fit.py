@@ -592,7 +592,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
                               config, texture_size, caps, stages_per_photo=len(jobs) > 1)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
-    with _Progress(show_progress(ctx) and (n_jobs == 1 or len(jobs) == 1)) as prog:
+    with _Progress(show_progress(ctx)) as prog:
         for img, record in _fitted(model, settings, jobs, n_jobs, prog):
             if "error" in record:
                 if as_json:  # one line per image on stdout, a single image's failure too
@@ -665,8 +665,9 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
 
 def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):
     """(photo, record of :func:`_fit_photo`) for every job (photo, mesh, params, overlay), in the jobs' order: one
-    at a time here (with the progress bar), or ``n_jobs`` at a time in worker processes, the CPU threads shared out
-    among them (a worker's record has no ``exception``: an error's class need not survive pickling)."""
+    at a time here (the progress bar following each stage), or ``n_jobs`` at a time in worker processes, the CPU
+    threads shared out among them (the bar naming the photo waited for; a worker's record has no ``exception``:
+    an error's class need not survive pickling)."""
     if n_jobs == 1 or len(jobs) == 1:
         for i, (img, mesh, par, ov) in enumerate(jobs):
             prog.start(f"[{i + 1}/{len(jobs)}] {img.name}" if len(jobs) > 1 else img.name)
@@ -695,7 +696,8 @@ def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):
                                        logging.getLogger("redafit").level)) as ex:
         futures = [(img, ex.submit(_fit_in_worker, img, mesh, par, ov)) for img, mesh, par, ov in jobs]
         try:
-            for img, fut in futures:
+            for i, (img, fut) in enumerate(futures):
+                prog.start(f"[{i + 1}/{len(jobs)}] {img.name} ({n_jobs} at a time)")
                 try:
                     record = fut.result()
                 except BrokenProcessPool:  # a worker was killed (out of memory?): this photo and all after it

@@ -735,7 +735,7 @@ def test_spawned_workers_fit_like_forked_ones(ict_model, faces_dir, tmp_path, mo
     for method in ("fork", "spawn"):
         monkeypatch.setattr(fit_cli, "_START_METHOD", method)
         jobs = [(p, tmp_path / method / f"{p.stem}.ply", None, None) for p in photos]
-        records[method] = list(fit_cli._fitted(ict_model, settings, jobs, 2, None))
+        records[method] = list(fit_cli._fitted(ict_model, settings, jobs, 2, fit_cli._Progress(False)))
         assert [img for img, _ in records[method]] == photos
         assert all((tmp_path / method / f"{p.stem}.ply").is_file() for p in photos)
     for (_, a), (_, b) in zip(records["fork"], records["spawn"]):
