@@ -2,13 +2,15 @@
 
 :func:`write_mesh` dispatches on the extension:
 
-* ``.obj`` — Wavefront OBJ with ``v`` (and optional per-vertex colours as ``v x y z r g b``), ``vt`` and
-  ``f v/vt`` (1-based), plus ``<stem>.mtl`` and the texture ``<stem>.png`` when a texture is given. The texture
-  and material are written first and the OBJ last, so an OBJ on disk always has its companions. OBJ's
-  ``mtllib`` and MTL's ``map_Kd`` are lists of whitespace-separated names, so a stem with spaces gets companions
-  named with underscores (``my face.obj`` -> ``my_face.mtl``, ``my_face.png``) that every reader takes whole.
-* ``.ply`` — binary little-endian PLY: float32 x y z, optional uchar red green blue, int32 triangle lists and,
-  with UVs, MeshLab-style per-face ``texcoord`` lists (``comment TextureFile <stem>.png`` when textured).
+* ``.obj`` — Wavefront OBJ with ``v`` (and optional per-vertex colours as ``v x y z r g b``), ``vt``, smooth
+  vertex normals ``vn`` (one per vertex, :func:`vertex_normals`) and ``f v/vt/vn`` (1-based), plus ``<stem>.mtl``
+  and the texture ``<stem>.png`` when a texture is given. The texture and material are written first and the OBJ
+  last, so an OBJ on disk always has its companions. OBJ's ``mtllib`` and MTL's ``map_Kd`` are lists of
+  whitespace-separated names, so a stem with spaces gets companions named with underscores (``my face.obj`` ->
+  ``my_face.mtl``, ``my_face.png``) that every reader takes whole.
+* ``.ply`` — binary little-endian PLY: float32 x y z and normals nx ny nz, optional uchar red green blue, int32
+  triangle lists and, with UVs, MeshLab-style per-face ``texcoord`` lists (``comment TextureFile <stem>.png`` when
+  textured).
 * ``.npz`` — the raw arrays (``vertices``, ``triangles`` and whatever optional arrays were given).
 * ``.glb`` — :func:`write_glb` without morph targets.
 
@@ -139,14 +141,17 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
         lines += [f"v {a:.6f} {b:.6f} {z:.6f}" for a, b, z in v]
     if t is not None:
         lines += [f"vt {a:.6f} {b:.6f}" for a, b in t]
+    # smooth shading in any viewer (one without normals shades every triangle flat): vertex i's normal is vn i
+    lines += [f"vn {a:.5f} {b:.5f} {z:.5f}" for a, b, z in vertex_normals(v, f)]
     if mtl is not None:
         lines.append(f"usemtl {material_name}")
     f1 = f + 1
     if t is not None:
         ft1 = ft + 1
-        lines += [f"f {a}/{ta} {b}/{tb} {cc}/{tc}" for (a, b, cc), (ta, tb, tc) in zip(f1, ft1, strict=True)]
+        lines += [f"f {a}/{ta}/{a} {b}/{tb}/{b} {cc}/{tc}/{cc}"
+                  for (a, b, cc), (ta, tb, tc) in zip(f1, ft1, strict=True)]
     else:
-        lines += [f"f {a} {b} {cc}" for a, b, cc in f1]
+        lines += [f"f {a}//{a} {b}//{b} {cc}//{cc}" for a, b, cc in f1]
     with atomic_write(path) as fh:
         fh.write(_text_bytes("\n".join(lines) + "\n"))
     return written + [path]
@@ -233,8 +238,9 @@ def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
             fh.write(_png_bytes(texture))
         written.append(png)
         header.append(f"comment TextureFile {png.name}")
-    header += [f"element vertex {len(v)}", "property float x", "property float y", "property float z"]
-    vdt = [("xyz", "<f4", 3)]
+    header += [f"element vertex {len(v)}", "property float x", "property float y", "property float z",
+               "property float nx", "property float ny", "property float nz"]
+    vdt = [("xyz", "<f4", 3), ("n", "<f4", 3)]
     if c is not None:
         header += ["property uchar red", "property uchar green", "property uchar blue"]
         vdt.append(("rgb", "u1", 3))
@@ -246,6 +252,7 @@ def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
     header.append("end_header")
     vert = np.zeros(len(v), dtype=vdt)
     vert["xyz"] = v
+    vert["n"] = vertex_normals(v, f)  # smooth shading (see write_obj)
     if c is not None:
         vert["rgb"] = (np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)
     face = np.zeros(len(f), dtype=fdt)

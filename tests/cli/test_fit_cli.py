@@ -38,6 +38,12 @@ def test_fit_writes_textured_obj_params_overlay(use_models, faces_dir, tmp_path)
     mesh = trimesh.load(out, process=False, force="mesh")
     assert len(mesh.vertices) >= 9409 + 319 and len(mesh.faces) == 18460 + 790  # the model's, then three caps
     assert mesh.vertices[:, 2].min() > 0  # camera frame, in front of the camera (mm)
+    # smooth normals, facing outwards: at the vertex nearest the camera (the nose's tip) towards it
+    lines = out.read_text().splitlines()
+    verts = np.array([ln.split()[1:4] for ln in lines if ln.startswith("v ")], float)
+    normals = np.array([ln.split()[1:] for ln in lines if ln.startswith("vn ")], float)
+    assert normals.shape == verts.shape
+    assert normals[np.argmin(verts[:, 2]), 2] < -0.9
     p = json.loads((tmp_path / "p.json").read_text())
     assert p["landmark_error_px"] < 3.0
     assert {"camera", "pose", "identity", "expression", "lighting_sh"} <= set(p)

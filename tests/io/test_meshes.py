@@ -89,6 +89,31 @@ def test_read_obj_malformed(tmp_path):
         read_obj(tmp_path / "bad2.obj")
 
 
+def test_obj_and_ply_carry_smooth_outward_normals(tmp_path, cube):
+    """Both carry one unit normal per vertex, the area-weighted mean of its triangles' (a viewer without them
+    shades every triangle flat): at the cube's corner 0 the diagonal away from the cube; every OBJ corner names
+    its vertex's normal."""
+    import trimesh
+
+    from redafit.io.meshes import vertex_normals
+
+    v, f, uv, ft, tex = cube
+    write_mesh(tmp_path / "m.obj", v, f, uv=uv, uv_triangles=ft, texture=tex)
+    write_mesh(tmp_path / "m.ply", v, f)
+    lines = (tmp_path / "m.obj").read_text().splitlines()
+    vn = np.array([ln.split()[1:] for ln in lines if ln.startswith("vn ")], float)
+    np.testing.assert_allclose(vn, vertex_normals(v, f), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vn, axis=1), 1, atol=1e-4)
+    np.testing.assert_allclose(vn[0], -np.ones(3) / np.sqrt(3), atol=1e-5)
+    for ln in (ln for ln in lines if ln.startswith("f ")):
+        assert all(c.split("/")[0] == c.split("/")[2] for c in ln.split()[1:]), ln
+    assert read_obj(tmp_path / "m.obj").triangles.tolist() == f.tolist()
+    ply = trimesh.load(tmp_path / "m.ply", process=False)
+    np.testing.assert_allclose(ply.vertex_normals, vertex_normals(v, f), atol=1e-5)
+    raw = (tmp_path / "m.ply").read_bytes()
+    assert b"property float nx" in raw[:400]
+
+
 def test_ply_binary_round_trip(tmp_path, cube):
     import trimesh
 
