@@ -92,7 +92,7 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
 
     from redafit.errors import RedafitError
     from redafit.fit.attribute_stages import crop_resize, face_crop
-    from redafit.parsing.image import SKIN_THRESHOLD, colour_features, face_and_skin, monochrome
+    from redafit.parsing.image import face_and_skin, monochrome
 
     lm = np.asarray(result.landmarks_target, np.float64)
     if lm.shape != (68, 2) or np.isfinite(lm).all(1).sum() < 20 or not np.isfinite(lm[[8, 27]]).all():
@@ -115,18 +115,16 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     small, inside = crop_resize(image, x0, y0, side, S)
     lmc = ((lm - [x0, y0]) * S / side).astype(np.float32)
     try:
-        found = face_and_skin(small, lmc)
+        # a grey photo's chromaticity carries nothing: its skin test stays the parse's
+        found = face_and_skin(small, lmc, relax_dark=1.0 if by_edges else GUARD_DARK_RELAX)
     except RedafitError:
         return None
     face = found.face
     if by_edges:
         other = ~face & ~_face_side_of_the_edges(small, inside, found, (px - [x0, y0]) * S / side,
                                                  np.asarray(tris), finite)
-    elif found.model is not None:
-        feats = colour_features(np.clip(small, 0, 1))
-        other = ~face & (found.model.distance2(feats, relax_dark=GUARD_DARK_RELAX) >= SKIN_THRESHOLD ** 2)
     else:
-        other = ~face
+        other = ~face & ~found.skin
     up = lmc[27] - lmc[8]
     eyes = lmc[36:48][np.isfinite(lmc[36:48]).all(1)]
     eye_c = eyes.mean(0) if len(eyes) else lmc[27]

@@ -185,14 +185,15 @@ def _fill_small_holes(mask: np.ndarray, zone: np.ndarray, max_area: float) -> np
 
 
 def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarray,
-                    ) -> tuple[np.ndarray, SkinColourModel | None]:
-    """Skin-coloured face silhouette [H, W] bool inside the search zone (features not included)."""
+                    ) -> tuple[np.ndarray, SkinColourModel | None, np.ndarray]:
+    """(skin-coloured face silhouette [H, W] bool inside the search zone, features not included; the skin colour
+    model, None when it cannot be fitted; the pixels sampled for it [H, W] bool)."""
     H, W = image.shape[:2]
     s = polys.frame.scale
     search = fill_polygons([polys.search], H, W)
     ys, xs = np.nonzero(search)
     if len(ys) == 0:
-        return np.zeros((H, W), bool), None
+        return np.zeros((H, W), bool), None, np.zeros((H, W), bool)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # work in the zone's bounding box
     feats = colour_features(image[y0:y1, x0:x1])
     sub = lambda m: m[y0:y1, x0:x1]
@@ -201,7 +202,7 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
         hull = fill_polygons([polys.outline], H, W)
         samples = cv2.erode(hull.astype(np.uint8), _kernel(0.1 * s)).astype(bool) & ~features
     if samples.sum() < 5:
-        return np.zeros((H, W), bool), None
+        return np.zeros((H, W), bool), None, samples
     model = fit_skin_model(feats[sub(samples)])
     coloured = model.distance2(feats) < SKIN_THRESHOLD ** 2
     coloured &= sub(search)
@@ -215,7 +216,7 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
     skin = _fill_small_holes(skin | sub(features), sub(search), (0.12 * s) ** 2) & ~sub(features)
     out = np.zeros((H, W), bool)
     out[y0:y1, x0:x1] = skin
-    return out, model
+    return out, model, samples
 
 
 class FaceAndSkin(NamedTuple):
@@ -227,22 +228,22 @@ class FaceAndSkin(NamedTuple):
     model: SkinColourModel | None  # None when it could not be fitted (skin all False)
 
 
-def face_and_skin(image: np.ndarray, landmarks: np.ndarray) -> FaceAndSkin:
+def face_and_skin(image: np.ndarray, landmarks: np.ndarray, relax_dark: float = 1.0) -> FaceAndSkin:
     """The face mask as :func:`parse_image` makes it without a network (the skin-coloured silhouette and the
     landmark regions), from the landmarks and the skin colour model alone; every pixel of the image the face's
-    skin colour model accepts - the neck, the ears and a cheek past the landmarks' outline too (all False when
-    the model cannot be fitted); the pixels the model was fitted to (the shrunk cheek, chin and nose-bridge
-    polygons less the feature regions); and the model."""
+    skin colour model accepts, with ``relax_dark`` (:meth:`SkinColourModel.distance2`) - the neck, the ears and a
+    cheek past the landmarks' outline too (all False when the model cannot be fitted); the pixels the model was
+    fitted to (the shrunk cheek, chin and nose-bridge polygons less the feature regions); and the model."""
     img, lm = _check_inputs(image, landmarks)
     H, W = img.shape[:2]
     spec = load_region_spec()
     polys = region_polygons(lm, spec)
     features = paint_regions(polys, H, W, spec) > 0
-    samples = fill_polygons(polys.samples, H, W) & ~features
-    skin, model = skin_silhouette(img, polys, features)
+    skin, model, samples = skin_silhouette(img, polys, features)
     if model is None:
         return FaceAndSkin(features, np.zeros((H, W), bool), samples, None)
-    return FaceAndSkin(skin | features, model.distance2(colour_features(img)) < SKIN_THRESHOLD ** 2, samples, model)
+    coloured = model.distance2(colour_features(img), relax_dark=relax_dark) < SKIN_THRESHOLD ** 2
+    return FaceAndSkin(skin | features, coloured, samples, model)
 
 
 def monochrome(image: np.ndarray) -> bool:
@@ -357,7 +358,7 @@ def parse_image(image: np.ndarray, landmarks: np.ndarray, network=None, classes:
         return _parse_with_network(img, lm, network, zone)
     feat_idx = paint_regions(polys, H, W, spec)
     features = feat_idx > 0
-    skin, skin_model = skin_silhouette(img, polys, features)
+    skin, skin_model, _ = skin_silhouette(img, polys, features)
     face = skin | features
     index = np.where(features, feat_idx, np.where(skin, 0, -1)).astype(np.int8)
     valid = ~(zone & ~face)
