@@ -19,6 +19,7 @@ from redafit import __version__
 from redafit.errors import RedafitError
 
 log = logging.getLogger("redafit")
+LOG_FORMAT = "redafit: %(levelname)s: %(message)s"  # every log line on stderr (the command's and its workers')
 
 # Sub-command modules, each defining one or more Click commands registered below. Importing them is cheap:
 # heavy imports (torch, cv2, dlib) happen inside the command functions.
@@ -43,6 +44,12 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def interruption(terminated: bool) -> tuple[str, int]:
+    """(message, exit code) of a command stopped by a signal: a termination (SIGTERM) 143, an interrupt (Ctrl-C,
+    SIGINT) 130."""
+    return ("terminated", 143) if terminated else ("interrupted", 130)
+
+
 class _Group(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -63,10 +70,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except RedafitError as e:
             _fail(ctx, str(e), e.exit_code, e)
-        except Terminated:
-            _fail(ctx, "terminated", 143, None)
-        except KeyboardInterrupt:
-            _fail(ctx, "interrupted", 130, None)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+            _fail(ctx, *interruption(isinstance(e, Terminated)), None)
         except click.UsageError as e:  # Click's own option checks: one line too, naming the command's --help
             if type(e).__name__ == "NoArgsIsHelpError":  # a bare sub-group (`redafit models`): its help
                 raise
@@ -113,7 +118,7 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = -1 if quiet else verbose
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="redafit: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     log.setLevel(level)
     from redafit._runtime import choose_threads, tune_allocator
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from redafit.cli import Terminated, device_option, resolve_device, show_progress
+from redafit.cli import LOG_FORMAT, Terminated, device_option, interruption, resolve_device, show_progress
 from redafit.errors import InputError, RedafitError, UsageError
 from redafit.io import jsonsafe
 
@@ -705,10 +705,8 @@ def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):
                               "exit_code": 1}
                 yield img, record
         except BaseException as e:
-            # an interrupt or a termination: the queued photos are not started, and the workers stop the ones
-            # they are fitting (a Ctrl-C reached them already; a signal to this process alone did not)
-            for _, fut in futures:
-                fut.cancel()
+            # an interrupt or a termination: the workers stop the photos they are fitting (a Ctrl-C reached them
+            # already; a signal to this process alone did not) and start no other, the queued ones are cancelled
             sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
             for child in multiprocessing.active_children():
                 try:
@@ -733,7 +731,7 @@ def _init_fit_worker(model, device: str, settings, threads: int, log_level: int)
     torch.set_num_threads(threads)
     torch.set_grad_enabled(True)
     if not logging.getLogger().handlers:  # spawned: the command's logging set-up is not inherited
-        logging.basicConfig(level=log_level, format="redafit: %(levelname)s: %(message)s", stream=sys.stderr)
+        logging.basicConfig(level=log_level, format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("redafit").setLevel(log_level)
     _WORKER.update(model=model, settings=settings, busy=False, stop=None)
     signal.signal(signal.SIGINT, _stop_worker)
@@ -765,9 +763,8 @@ def _fit_in_worker(img, mesh, par, ov) -> dict:
 
 
 def _stopped() -> dict:
-    if _WORKER["stop"] is Terminated:
-        return {"error": "terminated", "exit_code": 143}
-    return {"error": "interrupted", "exit_code": 130}
+    message, code = interruption(_WORKER["stop"] is Terminated)
+    return {"error": message, "exit_code": code}
 
 
 COMMANDS = [fit_cmd]
