@@ -9,12 +9,21 @@ import torch
 from tests.conftest import read_photo
 
 
+def _uv_raster(model, uv_triangles, size):
+    """The fragments of ``uv_triangles`` rasterized in the model's UV square, [size, size], row 0 at v = 1 (an OBJ
+    texture's layout, as :func:`redafit.fit.outputs.unwrap_texture` lays it out)."""
+    from redafit.render import rasterize
+
+    uv = model.uv.float()
+    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
+    return rasterize(clip, uv_triangles, (size, size), backend="torch")
+
+
 def _face_texels_below_the_eyes(model, size):
     """[size, size] bool: texels of the model's face area below its eyes' line (the model frame's landmarks),
     less the rim where the unwrap blends the face's fill into the neck's and ears' (its smoothed face flag < 1)."""
     from redafit.fit.outputs import face_flag
     from redafit.parsing.model_labels import vertex_face_area
-    from redafit.render import rasterize
 
     mean = model.mean.double().numpy()
     lm = mean[model.landmark_ids.numpy()]
@@ -22,10 +31,7 @@ def _face_texels_below_the_eyes(model, size):
     below = (mean - lm[36:48].mean(0)) @ up < 0
     inner = face_flag(vertex_face_area(model), model.triangles).numpy() > 0.99
     keep = torch.as_tensor(inner & below)[model.triangles].all(1)
-    uv = model.uv.float()
-    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
-    return rasterize(clip, model.uv_triangles[keep], (size, size), backend="torch").mask[0].numpy().reshape(size,
-                                                                                                         size)
+    return _uv_raster(model, model.uv_triangles[keep], size).mask[0].numpy().reshape(size, size)
 
 
 def _greened(img, lms):
@@ -71,15 +77,11 @@ def _neck_texels(model, size):
     """[size, size] bool: texels of the model's neck (its neck flag 1 on every corner: below the face area)."""
     from redafit.fit.outputs import face_flag, neck_flag
     from redafit.parsing.model_labels import vertex_face_area
-    from redafit.render import rasterize
 
     face = vertex_face_area(model)
     neck = neck_flag(model.mean, face, face_flag(face, model.triangles)).numpy() > 0.99
     keep = torch.as_tensor(neck)[model.triangles].all(1)
-    uv = model.uv.float()
-    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
-    return rasterize(clip, model.uv_triangles[keep], (size, size), backend="torch").mask[0].numpy().reshape(size,
-                                                                                                         size)
+    return _uv_raster(model, model.uv_triangles[keep], size).mask[0].numpy().reshape(size, size)
 
 
 def test_a_collar_in_front_of_the_neck_stays_off_the_neck_texels(ict_model, faces_dir, monkeypatch):
@@ -113,18 +115,16 @@ def _under_the_chin(model, size):
     and 1) and the neck's ramp has reached 1 below it: where neither flag alone is whole."""
     from redafit.fit.outputs import NECK_RAMP, NECK_TOP, face_flag
     from redafit.parsing.model_labels import vertex_face_area
-    from redafit.render import interpolate, rasterize
+    from redafit.render import interpolate
 
     face = vertex_face_area(model)
     fv = face_flag(face, model.triangles)
     y = model.mean[:, 1]
     lo, hi = float(y[face].min()), float(y[face].max())
     below = ((lo + NECK_TOP * (hi - lo) - y) / (NECK_RAMP * (hi - lo))).clamp(0, 1)
-    uv = model.uv.float()
-    corner = torch.zeros(len(uv), dtype=torch.long)
+    corner = torch.zeros(len(model.uv), dtype=torch.long)
     corner[model.uv_triangles.reshape(-1)] = model.triangles.reshape(-1)
-    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros(len(uv)), torch.ones(len(uv))], -1)[None]
-    frags = rasterize(clip, model.uv_triangles, (size, size), backend="torch")
+    frags = _uv_raster(model, model.uv_triangles, size)
     att = interpolate(torch.stack([fv, below], -1)[corner][None], frags, model.uv_triangles)[0].numpy()
     inside = frags.mask[0].numpy().reshape(size, size)
     return inside & (att[..., 0] > 0.1) & (att[..., 0] < 0.9) & (att[..., 1] > 0.999)
