@@ -79,7 +79,9 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     Off the face is what lies outside the face mask of :func:`redafit.parsing.image.face_and_skin` at the fit's
     landmarks and is not the face's skin. In a colour photo that is what its skin colour model rejects, relaxing
     a dark pixel's chromaticity tolerance less than the parse does (:data:`GUARD_DARK_RELAX`: a shadow's colour
-    is noisy, but the parse's tolerance took dark grey cloth, Breaking Bad's scarf, for the neck in shadow). A
+    is noisy, but the parse's tolerance took dark grey cloth, Breaking Bad's scarf, for the neck in shadow), and
+    skin-coloured pixels that no path of skin-coloured ones joins to the face mask (the highlights on a leather
+    seat beside the neck, a background of the skin's hue seen past the shoulders). A
     grey photo has only intensity, whose tolerance shading widens (Takeo's white collar passed it): there, with
     the mesh's triangles ``tris``, it is what the face's skin does not reach without crossing an edge in the
     photo, by a marker watershed (:func:`cv2.watershed`) of the face's skin (its mask, shrunk, and the skin
@@ -124,7 +126,7 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
         other = ~face & ~_face_side_of_the_edges(small, inside, found, (px - [x0, y0]) * S / side,
                                                  np.asarray(tris), finite)
     else:
-        other = ~face & ~found.skin
+        other = ~face & ~_connected_to(found.skin, face)
     up = lmc[27] - lmc[8]
     eyes = lmc[36:48][np.isfinite(lmc[36:48]).all(1)]
     eye_c = eyes.mean(0) if len(eyes) else lmc[27]
@@ -140,6 +142,15 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     map_x = np.broadcast_to(mx[None, :], (Ks.height, Ks.width)).astype(np.float32)
     map_y = np.broadcast_to(my[:, None], (Ks.height, Ks.width)).astype(np.float32)
     return cv2.remap(off, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _connected_to(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` [H, W] bool connected (8-neighbours, through ``mask`` or ``seed``) to ``seed``."""
+    import cv2
+
+    _, lab = cv2.connectedComponents((mask | seed).astype(np.uint8), connectivity=8)
+    ids = np.unique(lab[seed])
+    return mask & np.isin(lab, ids[ids > 0])
 
 
 def _face_side_of_the_edges(small, inside, found, px, tris, finite) -> np.ndarray:

