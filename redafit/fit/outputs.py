@@ -67,6 +67,10 @@ FACE_SEED_ERODE = 0.02  # x the crop's side: the face mask shrunk by this seeds 
 # texels whose chromaticity is off the face's: Breaking Bad's scarf 0.66 at the parse's f, 0.11 at f ** 0.5, 0.07
 # at full tolerance; the neck in shadow the photos show (Amanda's, d3d_000037's) is kept better at f ** 0.5.
 GUARD_DARK_RELAX = 0.5
+# A neck is rarely lit brighter than the face's skin: a pixel beside the face brighter than this percentile of the face
+# mask's intensities is not its skin (mica_carell's white collar: the share of neck texels brighter than the face's
+# 98th percentile 0.040 -> 0; the other 12 shared photos' within 0.006 of before).
+BRIGHTEST_SKIN: float | None = 99.0  # None: no cap
 
 
 def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tris=None) -> np.ndarray | None:
@@ -80,8 +84,9 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     landmarks and is not the face's skin. In a colour photo that is what its skin colour model rejects, relaxing
     a dark pixel's chromaticity tolerance less than the parse does (:data:`GUARD_DARK_RELAX`: a shadow's colour
     is noisy, but the parse's tolerance took dark grey cloth, Breaking Bad's scarf, for the neck in shadow), and
-    skin-coloured pixels that no path of skin-coloured ones joins to the face mask (the highlights on a leather
-    seat beside the neck, a background of the skin's hue seen past the shoulders). A
+    skin-coloured pixels brighter than the face's brightest (:data:`BRIGHTEST_SKIN`: a white collar, which the
+    intensity tolerance that shading needs lets pass) or that no path of skin-coloured ones joins to the face mask
+    (the highlights on a leather seat beside the neck, a background of the skin's hue seen past the shoulders). A
     grey photo has only intensity, whose tolerance shading widens (Takeo's white collar passed it): there, with
     the mesh's triangles ``tris``, it is what the face's skin does not reach without crossing an edge in the
     photo, by a marker watershed (:func:`cv2.watershed`) of the face's skin (its mask, shrunk, and the skin
@@ -126,7 +131,10 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
         other = ~face & ~_face_side_of_the_edges(small, inside, found, (px - [x0, y0]) * S / side,
                                                  np.asarray(tris), finite)
     else:
-        other = ~face & ~_connected_to(found.skin, face)
+        lum = small.mean(-1)
+        capped = BRIGHTEST_SKIN is not None and face.any()
+        dim = lum <= np.percentile(lum[face], BRIGHTEST_SKIN) if capped else np.ones_like(face)
+        other = ~face & ~_connected_to(found.skin & dim, face)
     up = lmc[27] - lmc[8]
     eyes = lmc[36:48][np.isfinite(lmc[36:48]).all(1)]
     eye_c = eyes.mean(0) if len(eyes) else lmc[27]

@@ -153,6 +153,12 @@ def test_the_background_below_the_chin_stays_off_its_texels(ict_model, faces_dir
     assert whole < 0.01, whole
 
 
+def _whiter_than_the_face(tex, face, neck):
+    """The share of the ``neck`` texels brighter than the ``face`` texels' 98th percentile."""
+    lum = tex.mean(-1)
+    return float((lum[neck] > np.percentile(lum[face], 98)).mean())
+
+
 def _off_the_face_chroma(tex, face, neck):
     """The share of the ``neck`` texels whose chromaticity is off the median of the ``face`` texels' by 0.05."""
     rg = tex[..., :2] / np.maximum(tex.sum(-1, keepdims=True), 1e-3)
@@ -168,6 +174,7 @@ def _skin_colour_test_only(monkeypatch):
 
     monkeypatch.setattr(outputs, "_face_side_of_the_edges", lambda small, *a: np.ones(small.shape[:2], bool))
     monkeypatch.setattr(outputs, "_connected_to", lambda mask, seed: mask)
+    monkeypatch.setattr(outputs, "BRIGHTEST_SKIN", None)
     relaxed = SkinColourModel.distance2
     monkeypatch.setattr(SkinColourModel, "distance2", lambda self, f, relax_dark=1.0: relaxed(self, f))
 
@@ -185,13 +192,9 @@ def test_a_white_collar_in_a_grey_photo_stays_off_the_neck_texels(ict_model, fac
     size = 256
     face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
 
-    def whiter_than_the_face(tex):
-        lum = tex.mean(-1)
-        return float((lum[neck] > np.percentile(lum[face], 98)).mean())
-
-    guarded = whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size))
+    guarded = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
     _skin_colour_test_only(monkeypatch)
-    colour_only = whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size))
+    colour_only = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
     assert colour_only > 0.3, colour_only
     assert guarded < 0.02, guarded
 
@@ -232,6 +235,26 @@ def test_skin_coloured_things_apart_from_the_face_stay_off_the_neck_texels(ict_m
     anywhere = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
     assert anywhere > 0.06, anywhere
     assert joined < 0.02, joined
+
+
+def test_a_white_collar_brighter_than_the_face_stays_off_the_neck_texels(ict_model, faces_dir, monkeypatch):
+    """mica_carell's white shirt collar lies against his neck, and the intensity tolerance the skin colour model
+    needs for shading lets it pass as skin: it was painted on the neck's lower part. Pixels beside the face brighter
+    than the face mask's 99th percentile are not its skin. Measured as the share of neck texels brighter than the
+    face's texels' 98th percentile."""
+    from redafit.fit import FitConfig, fit_image, outputs
+    from redafit.io.images import load_image
+    from redafit.landmarks import detect_landmarks
+
+    img, _ = load_image(faces_dir / "mica_carell.jpg")  # no annotation: dlib's landmarks
+    res = fit_image(img, detect_landmarks(img), ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
+    capped = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    monkeypatch.setattr(outputs, "BRIGHTEST_SKIN", None)
+    uncapped = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    assert uncapped > 0.02, uncapped
+    assert capped < 0.005, capped
 
 
 def test_a_large_hole_is_filled_from_all_around_without_streaks():
