@@ -133,6 +133,20 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
             torch.set_num_threads(n)
 
 
+class FiniteRange(click.FloatRange):
+    """:class:`click.FloatRange` that also refuses ``nan`` and ``inf`` (a NaN passes every range comparison)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
 def device_option(f):
     """``--device auto|cpu|cuda`` (auto = CUDA when available)."""
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from redafit.cli import FiniteRange
+
 
 @click.command("eval")
 @click.option("--dataset", type=click.Choice(["synthetic", "micc", "now", "bu3dfe"]), default="synthetic",
@@ -19,9 +21,9 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic dataset seed.")
 @click.option("--size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Synthetic image size (px).")
-@click.option("--landmark-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--landmark-noise", type=FiniteRange(min=0), default=0.0, show_default=True,
               help="Gaussian noise (px) on the synthetic landmark files.")
-@click.option("--detail-mm", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--detail-mm", type=FiniteRange(min=0), default=0.0, show_default=True,
               help="Synthetic faces: RMS (mm) of smooth detail outside the model's span added to the shapes "
                    "(what the free-form stage is for).")
 # the choices are redafit.eval.synthetic.SHADINGS, spelled out so that the CLI does not import torch to start (test)
@@ -33,7 +35,7 @@ import click
               show_default=True,
               help="Synthetic 'physical' images: the skin highlight's model, 'microfacet' (GGX with Fresnel, "
                    "varying over the face) or 'blinn-phong' (the uniform lobe of the images before session 12).")
-@click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
+@click.option("--landmark-sigma", type=FiniteRange(0.1, 20), default=None, metavar="PCT",
               help="The fits' expected landmark noise in % of the eye distance (see redafit fit --help).")
 @click.option("--parsing-net", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="TorchScript face-parsing network for the full fits' parsing mask (see redafit fit --help).")

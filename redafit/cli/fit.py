@@ -13,7 +13,15 @@ from pathlib import Path
 
 import click
 
-from redafit.cli import LOG_FORMAT, Terminated, device_option, interruption, resolve_device, show_progress
+from redafit.cli import (
+    LOG_FORMAT,
+    FiniteRange,
+    Terminated,
+    device_option,
+    interruption,
+    resolve_device,
+    show_progress,
+)
 from redafit.errors import InputError, RedafitError, UsageError
 from redafit.io import jsonsafe
 
@@ -53,14 +61,14 @@ def fit_options(f):
                      help="ReDA pyramid levels (4: the coarsest 24 px at the 192 px fit size; the paper's 6)."),
         click.option("--slices", type=click.IntRange(1, 32), default=None, help="ReDA depth slices K (5)."),
         click.option("--no-freeform", is_flag=True, help="Skip the free-form (ARAP) deformation stage."),
-        click.option("--focal", type=float, default=None,
+        click.option("--focal", type=FiniteRange(min=0, min_open=True), default=None,
                      help="Focal length in pixels (default 1.6 x the larger image side)."),
         click.option("--fit-size", type=click.IntRange(64, 2048), default=None,
                      help="Render size (longer side, px) of the attribute stages (192)."),
-        click.option("--landmark-drop", type=click.FloatRange(0, 100), default=None, metavar="PX",
+        click.option("--landmark-drop", type=FiniteRange(0, 100), default=None, metavar="PX",
                      help="In the last stage, landmarks within PX pixels (at the fit size) stop pulling (the "
                           "paper's stage-3 rule; default 0: every landmark keeps pulling)."),
-        click.option("--landmark-sigma", type=click.FloatRange(0.1, 20), default=None, metavar="PCT",
+        click.option("--landmark-sigma", type=FiniteRange(0.1, 20), default=None, metavar="PCT",
                      help="Expected landmark noise per coordinate, in % of the eye distance (2.5: detector "
                           "landmarks). The shape priors scale with its square: lower it for precise landmarks "
                           "(manual or synthetic), raise it for poor ones."),
@@ -77,7 +85,7 @@ def fit_options(f):
         click.option("--landmark-guard/--no-landmark-guard", default=None,
                      help="Keep the attribute stages from leaving the fit further from the landmarks than the "
                           "landmark stage (or the --landmark-sigma noise) did (default: on)."),
-        click.option("--iters-scale", type=click.FloatRange(0.05, 20), default=1.0, show_default=True,
+        click.option("--iters-scale", type=FiniteRange(0.05, 20), default=1.0, show_default=True,
                      help="Multiply every stage's iteration count (speed/quality trade-off)."),
         click.option("--weight", "weights", multiple=True, metavar="[STAGE.]TERM=W",
                      help="Set a loss weight in every stage that has the term (mask=128) or in one stage "
@@ -196,6 +204,15 @@ class _Progress:
             click.echo(msg, err=True)
 
 
+def resolved(path) -> Path:
+    """``path`` made absolute with its symbolic links followed; where they loop, only made absolute (the file is
+    then reported unreadable when it is read: ``Path.resolve`` raises RuntimeError on a loop)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
+
+
 def _check_distinct(jobs, inputs=()) -> None:
     """A usage error when two outputs of the command are one file: ``-o face.obj --overlay face.png`` (the OBJ's
     texture is ``face.png``, so one would overwrite the other), ``--params`` and ``--overlay`` the same path, or,
@@ -209,20 +226,54 @@ def _check_distinct(jobs, inputs=()) -> None:
     given += [(Path(f), f"the input {opt} {f}") for f, opt in inputs if f is not None and not Path(f).is_dir()]
     seen = {}
     for f, what in given:
-        seen.setdefault(f.resolve(), what)
+        seen.setdefault(resolved(f), what)
     piped = _stdin_file() if any(str(img) == STDIN for img, *_ in jobs) else None
     for _, mesh, par, ov in jobs:
         named = [(f, f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
                  for f, what in mesh_files(mesh).items()]
         named += [(f, f"{flag} {f}") for f, flag in ((par, "--params"), (ov, "--overlay")) if f is not None]
         for f, what in named:
-            other = seen.get(f.resolve())
+            other = seen.get(resolved(f))
             if other is None and piped is not None and _same_file(f, piped):
                 other = "the photo piped in on standard input"
             if other is not None:
                 hint = " (it would be overwritten)" if other.startswith("the ") and " of -o " not in other else ""
                 raise UsageError(f"{what}: that is also {other}{hint}; choose another name")
-            seen[f.resolve()] = what
+            seen[resolved(f)] = what
+
+
+def _check_stage_images(folder, jobs, config, inputs=()) -> None:
+    """A usage error, before any fit, when ``--save-stages`` names one of the command's other outputs (``-o x.obj
+    --save-stages x.obj``: the stage images went into a folder ``x.obj/`` and the mesh could not be written) or
+    when a stage image it will write (``<stage>_render.png``, ``_mask``, ``_error``; in a subfolder per photo for
+    several) is an input or another output."""
+    from redafit.io.images import STDIN
+    from redafit.io.meshes import mesh_files
+
+    folder = Path(folder)
+    taken = {}
+    for img, mesh, par, ov in jobs:
+        if str(img) != STDIN:
+            taken.setdefault(resolved(img), f"the input photo {img}")
+        for f, what in mesh_files(mesh).items():
+            taken.setdefault(resolved(f), f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
+        for f, flag in ((par, "--params"), (ov, "--overlay")):
+            if f is not None:
+                taken.setdefault(resolved(f), f"{flag} {f}")
+    for f, opt in inputs:
+        taken.setdefault(resolved(f), f"the input {opt} {f}")
+    if resolved(folder) in taken:
+        raise UsageError(f"--save-stages {folder}: that is also {taken[resolved(folder)]}; choose another folder")
+    if not config.attributes:  # the landmark stages write no images
+        return
+    subfolders = [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]
+    for sub in subfolders:
+        for stage in config.stages:
+            for kind in ("render", "mask", "error"):
+                f = sub / f"{stage.name}_{kind}.png"
+                if resolved(f) in taken:
+                    raise UsageError(f"--save-stages {folder}: its stage image {f} would be {taken[resolved(f)]}; "
+                                     f"choose another folder")
 
 
 def _stdin_file():
@@ -375,7 +426,7 @@ def distinct_photos(images, command: str) -> tuple:
     given more than once: fitted twice it would write the same outputs (``fit``) or weigh twice in a shared
     identity (``rig``)."""
     seen: set = set()
-    unique = tuple(p for p in images if not (p.resolve() in seen or seen.add(p.resolve())))
+    unique = tuple(p for p in images if not (resolved(p) in seen or seen.add(resolved(p))))
     if len(unique) < len(images):
         log.warning("%s: %d photo(s) given more than once; each is used once", command, len(images) - len(unique))
     return unique
@@ -581,9 +632,16 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     config = build_config(has_depth=depth is not None, **fit_kw)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
+    if depth is not None and not config.attributes:
+        log.warning("--depth is used by the attribute stages of --preset full or fast; ignored here")
     if save_stages is not None:
         from dataclasses import replace
 
+        if not config.attributes:
+            log.warning("--save-stages writes the images of the attribute stages of --preset full or fast; "
+                        "nothing to write here")
+
+        _check_stage_images(save_stages, jobs, config, _input_files(images, landmarks, depth, parsing))
         check_output_folder(save_stages)  # a file in the way or a read-only place: exit 10 before any fit
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     model = load_model(model_name, device=dev)

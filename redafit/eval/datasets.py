@@ -506,11 +506,15 @@ class ManifestDataset(Dataset):
         rel = lambda s: (Path(s) if Path(s).is_absolute() else base / s) if s else None
         try:
             with open(self.path, newline="") as fh:
-                rows = list(csv.DictReader(fh))
+                reader = csv.DictReader(fh)
+                rows = list(reader)
+                header = reader.fieldnames or []
         except (OSError, csv.Error, UnicodeDecodeError) as e:
             raise DatasetError(f"manifest {self.path}: cannot read CSV ({e})") from e
-        if not rows or not {"image", "scan"} <= set(rows[0].keys()):
+        if not {"image", "scan"} <= set(header):
             raise DatasetError(f"manifest {self.path}: needs a header with at least the columns image, scan")
+        if not rows:
+            raise DatasetError(f"manifest {self.path}: no cases (a header and no rows)")
         out, seen = [], set()
         for n, row in enumerate(rows, start=2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k}

@@ -210,6 +210,9 @@ def face_crop(landmarks: np.ndarray, margin: float = 1.9) -> tuple[float, float,
     return float(cx - side / 2), float(cy - side / 2), max(side, 8.0)
 
 
+SHRINK_FIRST = 1 / 64  # output/crop scale below which crop_resize area-shrinks the image before its prefilter
+
+
 def crop_resize(img: np.ndarray, x0: float, y0: float, side: float, size: int, nearest: bool = False):
     """The square (x0, y0, side) of img resampled to size x size (zeros outside the image) and the [size, size]
     bool map of canvas pixels that lie inside the image.
@@ -228,12 +231,22 @@ def crop_resize(img: np.ndarray, x0: float, y0: float, side: float, size: int, n
     if src.ndim == 2:
         src = src[..., None]
     C = src.shape[2]
-    if not nearest and s < 1:
-        sig = math.sqrt((1 / s ** 2 - 1) / 12)
-        src = cv2.GaussianBlur(src, (0, 0), sigmaX=sig, sigmaY=sig, borderType=cv2.BORDER_REFLECT)
-        src = src.reshape(h, w, C)
-    # pixel indices (centres at integer coordinates): dst = s * src + (0.5 - x0) * s - 0.5
-    M = np.array([[s, 0.0, (0.5 - x0) * s - 0.5], [0.0, s, (0.5 - y0) * s - 0.5]])
+    fx = fy = 1.0  # the source's scale against img's, per axis
+    if not nearest and s < SHRINK_FIRST:
+        # a crop dozens of times the output's size (a diverged fit's mesh, an absurd focal length): the prefilter's
+        # kernel would span thousands of pixels (a negative focal length hung here for minutes, gigabytes growing),
+        # so the image is area-shrunk first to four times the output's scale
+        nh, nw = max(1, round(h * 4 * s)), max(1, round(w * 4 * s))
+        src = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_AREA).reshape(nh, nw, C)
+        fx, fy = nw / w, nh / h
+    sx, sy = s / fx, s / fy
+    if not nearest and min(sx, sy) < 1:
+        sig_x, sig_y = (math.sqrt(max(1 / v ** 2 - 1, 0.0) / 12) for v in (sx, sy))
+        src = cv2.GaussianBlur(src, (0, 0), sigmaX=sig_x, sigmaY=sig_y, borderType=cv2.BORDER_REFLECT)
+        src = src.reshape(src.shape[0], src.shape[1], C)
+    # pixel indices (centres at integer coordinates): dst = s * (x + 0.5 - x0) - 0.5 for the image's x, where
+    # x + 0.5 = (x_src + 0.5) / fx for the source's
+    M = np.array([[sx, 0.0, (0.5 / fx - x0) * s - 0.5], [0.0, sy, (0.5 / fy - y0) * s - 0.5]])
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     chans = [cv2.warpAffine(np.ascontiguousarray(src[..., c]), M, (size, size), flags=interp,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0) for c in range(C)]

@@ -93,6 +93,8 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
     finite = lm[np.isfinite(lm).all(1)]
     h, w = image.shape[:2]
     if len(finite) and (finite.max(0) < 0).any() or len(finite) and (finite.min(0) > [w, h]).any():
+        if source.startswith("file:"):  # the landmark file of another photo, or of this one at another size
+            raise LandmarkFileError(f"{source[5:]}: its landmarks lie outside {path.name} ({w}x{h})")
         raise InputError(f"{path.name}: the landmarks lie outside the image ({w}x{h})")
     return LoadedInput(path, image, meta, lm, source)
 

@@ -62,5 +62,10 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
     if size is not None and (d.shape[1], d.shape[0]) != tuple(size):
         import cv2
 
+        (w, h), (dw, dh) = size, (d.shape[1], d.shape[0])
+        # registered at another resolution keeps the photo's aspect (up to a pixel's rounding on either side)
+        if abs(dw / dh - w / h) > (w / h) * (1 / dh + 1 / h) + 1 / dh:
+            raise InputError(f"depth map {path}: {dw} x {dh} is not the photo's shape ({w} x {h}) at another "
+                             f"resolution; it must be registered to the photo")
         d = cv2.resize(d, tuple(size), interpolation=cv2.INTER_NEAREST)
     return d

@@ -17,12 +17,16 @@ library so every decision is explicit):
   area averaging; ``meta.scale`` = loaded / original, so ``xy_original = xy_loaded / meta.scale`` (corner
   convention, see :mod:`redafit.render.camera`);
 * images whose header claims more than ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) are refused before
-  decoding (decompression bombs).
+  decoding (decompression bombs); files larger than ``max_bytes`` (default :data:`MAX_IMAGE_BYTES`, 512 MiB)
+  before they are read;
+* what is not a regular file (a FIFO, a device such as ``/dev/zero``, a socket) is refused before it is opened:
+  reading one could block forever or never end. A symbolic link loop is an :class:`~redafit.errors.InputError`.
 
 The path ``-`` (:data:`STDIN`) reads the image's bytes from standard input (``redafit fit - < photo.jpg``); they
 are decoded like a file's.
 
-Every problem is an :class:`~redafit.errors.ImageError` (exit code 4) with one line naming the file.
+Every problem is an :class:`~redafit.errors.InputError` with one line naming the file: a missing file, a link
+loop or a file of the wrong kind exit code 3, anything else an :class:`~redafit.errors.ImageError` (exit code 4).
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from redafit.errors import ImageError, InputError, OutputError
+from redafit.io.inputs import read_input_file
 
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 x 10000 image); decoding would need > 1 GB
 
 __all__ = ["ImageMeta", "load_image", "STDIN", "read_stdin_bytes", "photo_stem", "save_image", "probe_size",
-           "exif_orientation", "apply_orientation", "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS"]
+           "exif_orientation", "apply_orientation", "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS", "MAX_IMAGE_BYTES"]
 
 
 @dataclass(frozen=True)
@@ -187,8 +192,10 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
 
 # -- loading ----------------------------------------------------------------------------------------------------
 STDIN = "-"  # the image path that means "read the photo's bytes from standard input"
-MAX_STDIN_BYTES = 512 << 20  # a photo's file from stdin is at most this (a 100-megapixel 16-bit PNG is ~600 MB
-# decoded, ~200-400 MB as a file); more is refused before it fills the memory
+MAX_IMAGE_BYTES = 512 << 20  # a photo's file is at most this (the largest real photos are tens of MB; a
+# 100-megapixel (DEFAULT_MAX_PIXELS) 16-bit PNG is ~600 MB decoded, ~200-400 MB as a file); a larger file, or more
+# bytes on standard input, is refused before it is read into memory
+MAX_STDIN_BYTES = MAX_IMAGE_BYTES
 _stdin_read: tuple = (None, b"")  # (the stream, its bytes): standard input is read once per stream
 
 
@@ -227,17 +234,15 @@ def photo_stem(path) -> str:
     return "stdin" if str(path) == STDIN else Path(path).stem
 
 
-def _read_bytes(path: Path) -> bytes:
+_STDIN_HINT = " (to read a photo piped in, name it -)"
+
+
+def _read_bytes(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """The photo's bytes (standard input for ``-``): a FIFO, a device or a socket is refused before it is opened
+    (it could block forever or never end), a file of more than ``max_bytes`` before it is read."""
     if str(path) == STDIN:
         return read_stdin_bytes()
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if path.is_dir():
-        raise ImageError(f"cannot read image {path}: it is a folder")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    data = read_input_file(path, "image", max_bytes, error=InputError, read_error=ImageError, hint=_STDIN_HINT)
     if len(data) == 0:
         raise ImageError(f"cannot read image {path}: the file is empty")
     return data
@@ -271,17 +276,19 @@ def _decode(cv2, buf: np.ndarray, flags: int | None = None):
             return None
 
 
-def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
-               ) -> tuple[np.ndarray, ImageMeta]:
+def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_bytes: int = MAX_IMAGE_BYTES) -> tuple[np.ndarray, ImageMeta]:
     """Read an image file -> (float32 RGB [H, W, 3] in [0, 1], :class:`ImageMeta`).
 
     ``max_side``: downscale so the larger side is at most this many pixels (None or 0: never).
     ``max_pixels``: refuse images whose pixel count exceeds this (checked on the header before decoding).
+    ``max_bytes``: refuse files larger than this (checked before reading; standard input: always
+    :data:`MAX_STDIN_BYTES`).
     """
     import cv2
 
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, max_bytes)
     size = probe_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageError(f"image {path} is too large: {size[0]} x {size[1]} pixels "
@@ -350,14 +357,12 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
 def read_image_file(path, flags: int | None = None):
     """``cv2.imread`` without handing OpenCV the file name: the bytes are read by Python and decoded from memory
     (quietly), because OpenCV crashes the process on a name that is not valid UTF-8. None when it cannot be
-    decoded; an :class:`~redafit.errors.ImageError` when the file cannot be read."""
+    decoded; an :class:`~redafit.errors.ImageError` when the file cannot be read, is not a regular file (a FIFO,
+    a device: refused before it is opened) or is larger than :data:`MAX_IMAGE_BYTES`."""
     import cv2
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    data = read_input_file(path, "image", MAX_IMAGE_BYTES, error=ImageError)
     return _decode(cv2, np.frombuffer(data, np.uint8), flags) if data else None
 
 

@@ -23,11 +23,13 @@ Defaults by file name (override with ``convention=``, or a ``"convention"`` key 
 Content rules: 68 rows (iBUG-68 order) or 5 rows (eye on the image's left, eye on the image's right, nose tip,
 mouth corner left, mouth corner right — the order of ``*.5pt.txt``); a row of NaN (``nan`` in text, ``null``
 in JSON) marks an unknown point. Anything else raises :class:`~redafit.errors.LandmarkFileError` (exit 6)
-naming the file and, for text, the line.
+naming the file and, for text, the line; so does a file that cannot be read: missing, a symbolic link loop, not a
+regular file (a FIFO, a device: refused before it is opened) or larger than :data:`MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -38,11 +40,13 @@ import numpy as np
 
 from redafit.errors import LandmarkFileError
 from redafit.io import jsonsafe
+from redafit.io.inputs import check_input_file, read_input_file
 
 N68 = 68
 N5 = 5
 VALID_COUNTS = (N68, N5)
 CONVENTIONS = {"corner": 0.0, "index0": 0.5, "index1": -0.5}
+MAX_FILE_BYTES = 64 << 20  # a landmark file is at most this (68 points take a few KB); larger is refused unread
 
 # 68 -> 5: (left eye centre, right eye centre, nose tip, left mouth corner, right mouth corner), "left" and
 # "right" as seen in the image. Each entry lists the 68-point ids averaged.
@@ -164,11 +168,14 @@ def _parse_rows(path: Path, lines: list[tuple[int, str]]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; what is not a regular file (a FIFO, a device: reading it could block forever or never
+    end) is refused before it is opened, a file of more than :data:`MAX_FILE_BYTES` before it is read."""
+    return read_input_file(path, "landmark file", MAX_FILE_BYTES, error=LandmarkFileError)
+
+
 def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise LandmarkFileError(f"cannot read landmark file {path}: {exc.strerror or exc}") from exc
+    data = _read_bytes(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -224,8 +231,9 @@ def _read_rows(path: Path) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    data = _read_bytes(path)
     try:
-        a = np.load(path, allow_pickle=False)
+        a = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise LandmarkFileError(f"{path}: not a readable .npy array ({exc})") from None
     if not np.issubdtype(a.dtype, np.number):
@@ -280,10 +288,7 @@ def read_landmarks(path, convention: str | None = None, n_points: int | None = N
     the per-format default (see the module docstring); ``n_points`` (68 or 5) demands a count.
     """
     path = Path(path)
-    if not path.exists():
-        raise LandmarkFileError(f"landmark file not found: {path}")
-    if path.is_dir():
-        raise LandmarkFileError(f"cannot read landmark file {path}: it is a folder")
+    check_input_file(path, "landmark file", error=LandmarkFileError)  # not found, a folder, a link loop, a FIFO
     ext = path.suffix.lower()
     file_conv = None
     if ext == ".pts":

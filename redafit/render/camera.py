@@ -41,6 +41,18 @@ class Intrinsics:
     width: int
     height: int
 
+    def __post_init__(self):
+        import math
+
+        from redafit.errors import InputError
+
+        if not all(math.isfinite(v) and v > 0 for v in (self.fx, self.fy)):
+            raise InputError(f"camera: the focal length must be a positive number of pixels, got fx={self.fx}, "
+                             f"fy={self.fy}")
+        if not (math.isfinite(self.cx) and math.isfinite(self.cy)) or self.width < 1 or self.height < 1:
+            raise InputError(f"camera: expected a finite principal point and a positive image size, got "
+                             f"cx={self.cx}, cy={self.cy}, {self.width} x {self.height}")
+
     @staticmethod
     def default(width: int, height: int, focal: float | None = None) -> "Intrinsics":
         """Principal point at the image centre, ``focal`` in pixels (default 1.6 x the larger side)."""

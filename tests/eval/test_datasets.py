@@ -217,3 +217,14 @@ def test_unknown_dataset_and_missing_manifest(tmp_path):
         open_dataset("lfw", root=tmp_path)
     with pytest.raises(DatasetError):
         open_dataset("micc", manifest=tmp_path / "none.csv")
+
+
+def test_a_manifest_without_rows_or_columns_says_which(tmp_path):
+    """A manifest with its header and no rows said it "needs a header with at least the columns image, scan"."""
+    empty, wrong = tmp_path / "empty.csv", tmp_path / "wrong.csv"
+    empty.write_text("image,scan\n")
+    wrong.write_text("photo,mesh\na.jpg,a.obj\n")
+    with pytest.raises(DatasetError, match="no cases"):
+        open_dataset("micc", manifest=empty).cases()
+    with pytest.raises(DatasetError, match="columns image, scan"):
+        open_dataset("micc", manifest=wrong).cases()

@@ -104,6 +104,36 @@ def test_crop_resize_is_exact_to_subpixel(x0, y0, side):
     assert set(np.unique(d[core])) <= set(np.unique(img[..., 0]))
 
 
+def test_a_crop_far_larger_than_the_image_keeps_its_prefilter_small_and_its_mapping(monkeypatch):
+    """A diverged fit or an absurd focal length asks for a crop far larger than the image: the antialiasing
+    prefilter's kernel grows with the crop (a negative --focal made one of thousands of pixels, which ran for
+    minutes, gigabytes growing). The image is area-shrunk first, so the Gaussian stays a few pixels wide, and the
+    crop's mapping stays right: an image whose left half is red and right half blue lands where
+    u = (x - x0) * size / side puts it, the halves meeting at its middle."""
+    import cv2
+
+    sigmas = []
+    blur = cv2.GaussianBlur
+    monkeypatch.setattr(cv2, "GaussianBlur", lambda src, k, **kw: sigmas.append(kw["sigmaX"]) or blur(src, k, **kw))
+    h, w, size = 900, 1200, 512
+    img = np.zeros((h, w, 3), np.float32)
+    img[:, : w // 2, 0] = 1.0
+    img[:, w // 2:, 2] = 1.0
+    x0, y0, side = -1.9e4, -2.1e4, 4.0e4
+    out, inside = crop_resize(img, x0, y0, side, size)
+    s = size / side
+    assert s < 1 / 64  # the shrinking path
+    u = (np.arange(size) + 0.5) / s
+    expect = ((y0 + u >= 0) & (y0 + u <= h))[:, None] & ((x0 + u >= 0) & (x0 + u <= w))[None, :]
+    np.testing.assert_array_equal(inside, expect)
+    rows = np.nonzero(inside.any(1))[0]
+    mid = out[rows[len(rows) // 2]]
+    red, blue = np.nonzero(inside.any(0) & (mid[:, 0] > 0.9))[0], np.nonzero(inside.any(0) & (mid[:, 2] > 0.9))[0]
+    assert len(red) >= 4 and len(blue) >= 4 and red.max() < blue.min()
+    assert abs((red.max() + blue.min()) / 2 + 0.5 - (w / 2 - x0) * s) <= 1.0
+    assert sigmas and max(sigmas) < 2.0, sigmas  # 22.5 px without the shrinking (a 135-pixel kernel)
+
+
 # --------------------------------------------------------------------------------------------------------- ARAP
 def _grid_mesh(n=6):
     ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
