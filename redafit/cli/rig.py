@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from redafit.cli import device_option, resolve_device, show_progress
+from redafit.cli import FiniteRange, device_option, resolve_device, show_progress
 from redafit.cli.fit import (
     _Progress,
     build_config,
@@ -39,6 +39,52 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
     detail = "; ".join(f"{Path(p).name}: {e}" for p, e in failures[:3])
     return cls(f"{what}: {total - len(failures)} of {total} images usable, need at least 2"
                + (f" ({detail})" if detail else ""))
+
+
+def _file_id(path: Path):
+    """(device, inode) of the regular file at ``path`` (links followed), None when there is none."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool = False) -> None:
+    """Before any work, a usage error when a file the command would write is one of the files it reads (``redafit
+    rig shoot/neutral.png shoot/side.jpg -o shoot/``: the rig's texture is ``neutral.png``), as ``fit`` refuses
+    one. ``outputs`` and ``inputs`` are (path, what) pairs; paths are compared with symbolic links resolved, and
+    existing files by identity (a hard link; with ``stdin_photo``, the file piped in on standard input)."""
+    from redafit.cli.fit import _stdin_file, resolved
+    from redafit.io.images import STDIN
+
+    by_path, by_file = {}, {}
+    for f, what in inputs:
+        if f is None or str(f) == STDIN:
+            continue
+        by_path.setdefault(resolved(f), what)
+        ident = _file_id(Path(f))
+        if ident is not None:
+            by_file.setdefault(ident, what)
+    piped = _stdin_file() if stdin_photo else None
+    if piped is not None:
+        by_file.setdefault(piped, "the photo piped in on standard input")
+    for f, what in outputs:
+        other = by_path.get(resolved(f)) or by_file.get(_file_id(Path(f)))
+        if other is not None:
+            raise UsageError(f"{command}: {what} {f} is also {other} (it would be overwritten); choose another "
+                             "output folder")
+
+
+def _common_inputs(files_from, model_name) -> list:
+    """(path, what) of the --files-from lists and a --model file: read, so never overwritten."""
+    inputs = [(Path(f), f"the --files-from list {f}") for f in files_from or () if str(f) != "-"]
+    if model_name and Path(model_name).is_file():
+        inputs.append((Path(model_name), f"the --model file {model_name}"))
+    return inputs
 
 
 # ------------------------------------------------------------------------------------------------------------ rig
@@ -88,6 +134,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
     import torch
 
     from redafit.fit.pipeline import InputOptions, load_input
+    from redafit.io.images import STDIN
     from redafit.model.store import load_model
     from redafit.rig.fit import fit_rig, save_rig
 
@@ -100,6 +147,9 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         raise UsageError("rig: give at least 2 images of the person")
     check_output_folder(output)
     names = output_names(images)
+    refuse_overwriting_inputs("rig", _rig_files(output, names, meshes, overlays, texture_size),
+                              _rig_inputs(images, landmarks, parsing, files_from, model_name),
+                              stdin_photo=any(str(p) == STDIN for p in images))
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=None, **fit_kw)
@@ -148,6 +198,28 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         sys.exit(1)
 
 
+def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_size: int) -> list:
+    """(path, what) of the files :func:`redafit.rig.fit.save_rig` writes into the rig folder ``output``."""
+    from redafit.io.meshes import mesh_files
+
+    files = [(f, f"the rig's {what}") for f, what in mesh_files(output / "neutral.obj").items()
+             if texture_size or what == "mesh"]
+    files += [(output / "expressions.npz", "the rig's expressions"), (output / "params.json", "the rig's parameters"),
+              (output / "rig.glb", "the rig's glTF")]
+    files += [(output / "meshes" / f"{n}.obj", f"the mesh of {n}") for n in names if meshes]
+    files += [(output / "overlays" / f"{n}.png", f"the overlay of {n}") for n in names if overlays]
+    return files
+
+
+def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
+    """(path, what) of every file ``rig`` reads: the photos, their landmark files and parsing maps, the lists."""
+    from redafit.cli.fit import _input_files
+
+    inputs = [(Path(p), f"the input photo {p}") for p in images]
+    inputs += [(Path(f), f"the input {opt} file {f}") for f, opt in _input_files(images, landmarks, None, parsing)]
+    return inputs + _common_inputs(files_from, model_name)
+
+
 # ---------------------------------------------------------------------------------------------------------- track
 @click.command("track")
 @click.argument("sources", metavar="[SOURCE]...", nargs=-1, required=False, type=click.Path(path_type=str))
@@ -155,9 +227,9 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
               help="Folder for params.jsonl (one line per frame) and track.json.")
 @click.option("--every", type=click.IntRange(1, 10000), default=1, show_default=True, help="Use every N-th frame.")
 @click.option("--max-frames", type=click.IntRange(1, 10 ** 7), default=None, help="Stop after this many frames.")
-@click.option("--fps", type=click.FloatRange(0, 10000, min_open=True), default=None,
+@click.option("--fps", type=FiniteRange(0, 10000, min_open=True), default=None,
               help="Frame rate of the frames: an image sequence's (default 30), or a video's instead of its own.")
-@click.option("--smooth", type=click.FloatRange(0, 100), default=0.0, show_default=True,
+@click.option("--smooth", type=FiniteRange(0, 100), default=0.0, show_default=True,
               help="Temporal Gaussian smoothing of expression and pose (sigma in frames; 0 = off).")
 @click.option("--cache-size", type=click.IntRange(2, 20), default=5, show_default=True,
               help="Frames kept for the identity (widest yaw coverage).")
@@ -200,6 +272,12 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
     source, files, label = _track_source(sources, files_from)
     check_output_folder(output)  # before the frames are tracked
+    inputs = [(Path(f), f"the input frame {f}") for f in files or []] + _common_inputs(files_from, model_name)
+    if source is not None and not Path(source).is_dir():
+        inputs.append((Path(source), f"the input video {source}"))
+    refuse_overwriting_inputs(
+        "track", [(output / "params.jsonl", "the track's parameters"), (output / "track.json", "the track's summary")],
+        inputs)
     if source is not None and Path(source).is_dir():
         files = frame_files(source)  # listed once, for the frames and their maps
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files, fps=fps)
@@ -286,7 +364,7 @@ for _p in track_cmd.params:
               help="Per-frame meshes (obj, ply) or one animated glTF with morph-target weights (glb).")
 @click.option("--pose", type=click.Choice(["rotation", "full", "none"]), default="rotation", show_default=True,
               help="Head motion on the meshes: rotation, rotation + translation, or none.")
-@click.option("--fps", type=click.FloatRange(0.1, 1000), default=None,
+@click.option("--fps", type=FiniteRange(0.1, 1000), default=None,
               help="Play the tracked frames at this rate (default: the track's own; the glTF keys each frame at "
                    "its own time, so failed frames leave gaps of their length).")
 @click.pass_context
@@ -299,12 +377,18 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
       redafit retarget rig/ --params track/params.jsonl -o meshes/ --format ply --pose full
     """
     from redafit.rig.fit import load_rig
-    from redafit.rig.retarget import write_retarget
+    from redafit.rig.retarget import retarget_files, write_retarget
     from redafit.rig.track import read_params
 
     check_output_folder(output)  # a file in the way or a read-only place: exit 10 before the rig is read
     r = load_rig(rig)
     records, track_fps = read_params(params)
+    track = params / "params.jsonl" if params.is_dir() else params
+    refuse_overwriting_inputs("retarget", [(f, "the output") for f in retarget_files(records, output, fmt)],
+                              [(track, f"the --params file {track}"),
+                               (track.parent / "track.json", f"the track summary {track.parent / 'track.json'}")]
+                              + [(rig / f, f"the rig's file {rig / f}")
+                                 for f in ("expressions.npz", "params.json", "neutral.png")])
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
     written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps,
                              time_scale=track_fps / fps if fps else 1.0)

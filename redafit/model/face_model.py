@@ -32,6 +32,63 @@ def blend(mean: torch.Tensor, basis: torch.Tensor, coeffs: torch.Tensor) -> torc
     return mean.unsqueeze(0) + (coeffs @ flat).reshape(B, *mean.shape)
 
 
+class ModelArrayError(ModelError):
+    """A model's arrays are malformed or do not fit together (wrong shapes, NaN, text, indices out of range): raised
+    by the :class:`FaceModel` constructor, which knows no file; :func:`redafit.model.formats.load_file` adds the
+    file's name."""
+
+
+_KINDS = {"U": "text", "S": "bytes", "b": "booleans", "O": "objects", "c": "complex numbers", "M": "dates",
+          "m": "time spans", "V": "raw records"}
+
+
+def _numbers(name: str, a, index: bool = False) -> np.ndarray:
+    """``a`` (array-like or tensor) as a numpy array of real numbers: float32 and finite, or (``index``) int64 of
+    whole numbers; :class:`ModelArrayError` naming the array otherwise."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise ModelArrayError(f"model {name}: expected numbers, got {_KINDS.get(a.dtype.kind, str(a.dtype))}")
+    if index:
+        if a.dtype.kind == "f" and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            raise ModelArrayError(f"model {name}: expected whole-number indices, got fractional or non-finite values")
+        return a.astype(np.int64, copy=False)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+        a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise ModelArrayError(f"model {name}: contains NaN or infinite values")
+    return a
+
+
+def _check_shape(name: str, a: np.ndarray, expected: tuple, note: str = "") -> None:
+    """:class:`ModelArrayError` unless ``a.shape`` matches ``expected`` (ints, or None for any size)."""
+    shape = tuple(a.shape)
+    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+        want = ", ".join("*" if e is None else str(e) for e in expected)
+        raise ModelArrayError(f"model {name}: expected shape [{want}]{note}, got {list(shape)}")
+
+
+def _basis(name: str, a, V: int) -> np.ndarray:
+    """A basis [K, V, 3] (also given flattened [K, V*3]); None is an empty one [0, V, 3]."""
+    if a is None:
+        return np.zeros((0, V, 3), np.float32)
+    a = _numbers(name, a)
+    if a.ndim == 2 and a.shape[1] == 3 * V:
+        a = a.reshape(-1, V, 3)
+    _check_shape(name, a, (None, V, 3), f" ({V} vertices, as the mean)")
+    return a
+
+
+def _indices(name: str, a, expected: tuple, n: int, low: int = 0, note: str = "") -> np.ndarray:
+    """Whole-number ids [``expected``] into ``n`` items (``low``: the smallest allowed, -1 for "none")."""
+    a = _numbers(name, a, index=True)
+    _check_shape(name, a, expected, note)
+    if a.size and (a.min() < low or a.max() >= n):
+        raise ModelArrayError(f"model {name}: index outside {low}..{n - 1} (got {a.min()}..{a.max()})")
+    return a
+
+
 @dataclass
 class ModelInfo:
     """Descriptive metadata of a model (not used by the math)."""
@@ -79,28 +136,37 @@ class FaceModel(torch.nn.Module):
         info: ModelInfo | None = None,
     ):
         super().__init__()
-        f = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-        i = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
-        mean = f(mean)
+        mean = _numbers("mean", mean)
+        if mean.ndim != 2 or mean.shape[1] != 3 or mean.shape[0] == 0:
+            raise ModelArrayError(f"model mean: expected shape [V, 3], got {list(mean.shape)}")
         V = mean.shape[0]
-        if mean.ndim != 2 or mean.shape[1] != 3:
-            raise ModelError(f"model mean: expected shape [V, 3], got {list(mean.shape)}")
-        id_basis = f(id_basis).reshape(-1, V, 3) if id_basis is not None else torch.zeros(0, V, 3)
-        exp_basis = f(exp_basis).reshape(-1, V, 3) if exp_basis is not None else torch.zeros(0, V, 3)
-        triangles = i(triangles)
-        if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.numel() == 0:
-            raise ModelError(f"model triangles: expected shape [F, 3], got {list(triangles.shape)}")
-        if int(triangles.min()) < 0 or int(triangles.max()) >= V:
-            raise ModelError(f"model triangles index outside 0..{V - 1}")
-        if uv is None:
-            uv, uv_triangles = torch.zeros(0, 2), triangles.clone()
-        uv = f(uv)
-        uv_triangles = i(uv_triangles) if uv_triangles is not None else triangles.clone()
-        if landmark_ids is None:
-            landmark_ids = -torch.ones(N_LANDMARKS, dtype=torch.long)
-        landmark_ids = i(landmark_ids)
-        if landmark_ids.shape != (N_LANDMARKS,):
-            raise ModelError(f"model landmark ids: expected 68, got {list(landmark_ids.shape)}")
+        id_basis = _basis("id_basis", id_basis, V)
+        exp_basis = _basis("exp_basis", exp_basis, V)
+        triangles = _indices("triangles", triangles, (None, 3), V)
+        if triangles.shape[0] == 0:
+            raise ModelArrayError("model triangles: expected shape [F, 3] with F > 0, got [0, 3]")
+        F = triangles.shape[0]
+        uv = _numbers("uv", uv) if uv is not None else np.zeros((0, 2), np.float32)
+        _check_shape("uv", uv, (None, 2))
+        if uv.shape[0] == 0:  # no UVs: the UV triangles are the triangles
+            uv_triangles = triangles.copy()
+        else:
+            uv_triangles = _indices("uv_triangles", uv_triangles if uv_triangles is not None else triangles,
+                                    (F, 3), uv.shape[0], note=f" (one per triangle, ids into the {uv.shape[0]} uv)")
+        landmark_ids = (_indices("landmark_ids", landmark_ids, (N_LANDMARKS,), V, low=-1)
+                        if landmark_ids is not None else np.full(N_LANDMARKS, -1, np.int64))
+        contour_right = _indices("contour_right", contour_right if contour_right is not None else [], (None,), V)
+        contour_left = _indices("contour_left", contour_left if contour_left is not None else [], (None,), V)
+        albedo_mean = _numbers("albedo_mean", albedo_mean) if albedo_mean is not None else np.zeros(0)
+        if albedo_mean.size == 0:  # no albedo
+            albedo_mean = np.zeros((0, 3), np.float32)
+        else:
+            _check_shape("albedo_mean", albedo_mean, (V, 3), f" ({V} vertices, as the mean)")
+        albedo_basis = _basis("albedo_basis", albedo_basis, V)
+        f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        i = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+        mean, id_basis, exp_basis, uv = f(mean), f(id_basis), f(exp_basis), f(uv)
+        triangles, uv_triangles, landmark_ids = i(triangles), i(uv_triangles), i(landmark_ids)
         self.register_buffer("mean", mean)
         self.register_buffer("id_basis", id_basis)
         self.register_buffer("exp_basis", exp_basis)
@@ -108,17 +174,16 @@ class FaceModel(torch.nn.Module):
         self.register_buffer("uv", uv)
         self.register_buffer("uv_triangles", uv_triangles)
         self.register_buffer("landmark_ids", landmark_ids)
-        self.register_buffer("contour_right", i(contour_right if contour_right is not None else []))
-        self.register_buffer("contour_left", i(contour_left if contour_left is not None else []))
-        self.register_buffer("albedo_mean", f(albedo_mean) if albedo_mean is not None else torch.zeros(0, 3))
-        self.register_buffer(
-            "albedo_basis", f(albedo_basis).reshape(-1, V, 3) if albedo_basis is not None else torch.zeros(0, V, 3)
-        )
+        self.register_buffer("contour_right", i(contour_right))
+        self.register_buffer("contour_left", i(contour_left))
+        self.register_buffer("albedo_mean", f(albedo_mean))
+        self.register_buffer("albedo_basis", f(albedo_basis))
         self.expression_names = list(expression_names) if expression_names is not None else [
             f"exp{k:03d}" for k in range(exp_basis.shape[0])
         ]
         if len(self.expression_names) != exp_basis.shape[0]:
-            raise ModelError("model: number of expression names differs from the expression basis")
+            raise ModelArrayError(f"model expression_names: {len(self.expression_names)} names for the "
+                                  f"{exp_basis.shape[0]} modes of exp_basis")
         self.info = info or ModelInfo(name="custom")
 
     # -- sizes -------------------------------------------------------------------------------------------------

@@ -240,9 +240,10 @@ def resolve_model_path(name_or_path) -> Path:
     s = str(name_or_path)
     if isinstance(name_or_path, str) and _looks_like_name(s):
         p = model_path(s)
-        if not p.is_file():
+        if p.is_file():
+            return p
+        if not Path(s).exists():  # an existing file or folder of that name is taken as a path (./name)
             raise _not_installed(s)
-        return p
     p = Path(s).expanduser()
     if not p.exists():
         raise ModelError(f"model file not found: {p}")
@@ -252,7 +253,8 @@ def resolve_model_path(name_or_path) -> Path:
 def load_model(name_or_path, device=None) -> FaceModel:
     """Load a face model (mm, model frame) by installed name (``"ict"``) or by path (file or folder, any format).
 
-    A bare name (letters, digits, ``-``, ``_``) is always a model name; write ``./name`` for a folder of that name.
+    A bare name (letters, digits, ``-``, ``_``) is an installed model's name; when no model of that name is installed
+    but a file or folder of that name exists, it is that path (``./name`` is always a path).
     Returns a fresh :class:`FaceModel` each call (its own buffers), on ``device`` (default CPU); the parsed file is
     cached in-process. Raises :class:`ModelError` (exit code 7) when the model is missing or malformed.
     """

@@ -320,46 +320,214 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     return written
 
 
-def _checked_caps(arrays):
-    """The caps stored in a rig's arrays, their indices checked against the rig's vertices (ValueError)."""
+def _checked_caps(arrays: dict, npz: Path):
+    """The caps stored in a rig's arrays (None when it has none): their types, shapes and indices checked against
+    the rig's vertices; :class:`InputError` naming ``npz`` otherwise."""
     from redafit.model.caps import Caps
 
-    caps = Caps.from_arrays(arrays)
-    if caps is not None:
-        V = len(arrays["neutral"])
-        if not caps.loops or any(len(loop) < 3 or loop.min() < 0 or loop.max() >= V for loop in caps.loops) \
-                or caps.triangles.min() < 0 or caps.triangles.max() >= V + caps.n_new \
-                or caps.uv_triangles.shape != caps.triangles.shape or caps.uv_triangles.min() < 0 \
+    if "cap_triangles" not in arrays:
+        return None
+    V = len(arrays["neutral"])
+    try:
+        for key in sorted(k for k in arrays if k.startswith("cap_")):
+            kinds = "US" if key == "cap_kinds" else "fiu" if key == "cap_uv" else "iu"
+            if arrays[key].dtype.kind not in kinds:
+                raise ValueError(f"'{key}' holds {arrays[key].dtype}")
+        caps = Caps.from_arrays(arrays)
+        if not caps.loops or any(loop.ndim != 1 or len(loop) < 3 for loop in caps.loops):
+            raise ValueError("expected loops of 3 or more vertex ids")
+        if caps.triangles.ndim != 2 or caps.triangles.shape[1] != 3 or caps.uv.ndim != 2 or caps.uv.shape[1] != 2 \
+                or caps.uv_triangles.shape != caps.triangles.shape:
+            raise ValueError(f"the shapes of cap_triangles {list(caps.triangles.shape)}, cap_uv "
+                             f"{list(caps.uv.shape)} and cap_uv_triangles {list(caps.uv_triangles.shape)} do not fit")
+        if not np.isfinite(caps.uv).all():
+            raise ValueError("cap_uv contains NaN or infinite values")
+        if any(loop.min() < 0 or loop.max() >= V for loop in caps.loops) or caps.triangles.min() < 0 \
+                or caps.triangles.max() >= V + caps.n_new or caps.uv_triangles.min() < 0 \
                 or caps.uv_triangles.max() >= len(caps.uv):
             raise ValueError("eye cap indices out of range")
+    except KeyError as e:
+        raise InputError(f"{npz}: malformed eye caps (no array {e})") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{npz}: malformed eye caps ({e})") from None
     return caps
 
 
+_KINDS = {"float": ("fiu", "numbers"), "int": ("iu", "integers"), "str": ("US", "text")}
+
+
+def _rig_array(arrays: dict, npz: Path, key: str, kind: str, shape: tuple, note: str = "") -> np.ndarray:
+    """The array ``key`` of a rig's ``expressions.npz``: of ``kind`` (float: finite numbers, int, str) and ``shape``
+    (ints, or None for any size); :class:`InputError` naming the file, the array and what is wrong otherwise."""
+    if key not in arrays:
+        raise InputError(f"{npz}: lacks the array '{key}' (make the rig again with `redafit rig`)")
+    a = arrays[key]
+    kinds, words = _KINDS[kind]
+    if a.dtype.kind not in kinds:
+        got = {"U": "text", "S": "bytes", "b": "booleans", "f": "floats", "c": "complex numbers"}.get(a.dtype.kind)
+        raise InputError(f"{npz}: array '{key}': expected {words}, got {got or a.dtype} ({a.dtype})")
+    if len(a.shape) != len(shape) or any(e is not None and e != n for e, n in zip(shape, a.shape)):
+        want = ", ".join("*" if e is None else str(e) for e in shape)
+        raise InputError(f"{npz}: array '{key}': expected shape [{want}]{note}, got {list(a.shape)}")
+    if kind == "float" and not np.isfinite(a).all():
+        raise InputError(f"{npz}: array '{key}' contains NaN or infinite values")
+    return a
+
+
+def _rig_ids(arrays: dict, npz: Path, key: str, shape: tuple, n: int, into: str) -> np.ndarray:
+    """Integer ids [``shape``] into ``n`` items (the array ``into``)."""
+    a = _rig_array(arrays, npz, key, "int", shape).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise InputError(f"{npz}: array '{key}' has ids outside 0..{n - 1} (the rows of '{into}')")
+    return a
+
+
+def _read_npz(npz: Path) -> dict:
+    """Every array of a rig's ``expressions.npz``, read now (a truncated or damaged member fails here, not while
+    writing); :class:`InputError` naming the file when it is no readable archive of plain arrays."""
+    import zipfile
+    import zlib
+
+    try:
+        with open(npz, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise InputError(f"{npz}: cannot read it ({e.strerror or e})") from None
+    if not magic.startswith(b"PK"):  # a .npz is a zip archive; np.load would try a pickle
+        raise InputError(f"{npz}: not an .npz archive of arrays (expected the file `redafit rig` writes)")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(f"{npz}: an array holds Python objects (pickled data), which are not read") from None
+        raise InputError(f"{npz}: damaged .npz archive ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise InputError(f"{npz}: truncated or damaged .npz archive ({type(e).__name__}: {e})") from None
+
+
+def _rig_arrays(npz: Path) -> dict:
+    """The checked arrays of a rig's ``expressions.npz``: shapes consistent with ``neutral`` [V, 3] and ``names``
+    [Ke], finite numbers, ids in range (see the module docstring)."""
+    d = _read_npz(npz)
+    neutral = _rig_array(d, npz, "neutral", "float", (None, 3))
+    V = len(neutral)
+    if V == 0:
+        raise InputError(f"{npz}: array 'neutral' has no vertices")
+    names = _rig_array(d, npz, "names", "str", (None,))
+    if len(set(names.tolist())) < len(names):
+        raise InputError(f"{npz}: array 'names' repeats an expression name")
+    vs = f" ({V} vertices of 'neutral')"
+    out = {"neutral": neutral, "names": [str(n) for n in names],
+           "basis": _rig_array(d, npz, "basis", "float", (len(names), V, 3),
+                               f" ({len(names)} expressions of 'names', {V} vertices of 'neutral')"),
+           "triangles": _rig_ids(d, npz, "triangles", (None, 3), V, "neutral"),
+           "identity": _rig_array(d, npz, "identity", "float", (None,)),
+           "displacement": _rig_array(d, npz, "displacement", "float", (V, 3), vs)}
+    if len(out["triangles"]) == 0:
+        raise InputError(f"{npz}: array 'triangles' has no triangles")
+    out["uv"] = out["uv_triangles"] = None
+    if "uv" in d or "uv_triangles" in d:
+        uv = _rig_array(d, npz, "uv", "float", (None, 2))
+        if len(uv):
+            out["uv"] = uv
+            out["uv_triangles"] = _rig_ids(d, npz, "uv_triangles", (len(out["triangles"]), 3), len(uv), "uv")
+    out["caps"] = _checked_caps(d, npz)
+    return out
+
+
+def _frame_error(d, names: list) -> str | None:
+    """What is wrong with one image of a rig's ``params.json`` (None when nothing): an object with a name, a pose
+    (3x3 rotation, 3-vector axis-angle and translation), a camera (positive focal lengths and image size, finite
+    principal point), finite expression weights and lighting."""
+    from redafit.rig.track import _vector
+
+    if not isinstance(d, dict):
+        return "expected an object"
+    if not isinstance(d.get("name"), str):
+        return "'name' must be a string"
+    pose = d.get("pose")
+    if not isinstance(pose, dict):
+        return "'pose' must be an object"
+    for key, shape in (("rotation", (3, 3)), ("axis_angle", (3,)), ("translation_mm", (3,))):
+        if not _vector(pose.get(key), shape):
+            return f"'pose.{key}' must be a {'x'.join(map(str, shape))} list of finite numbers"
+    bad = [k for k in ("yaw_deg", "pitch_deg", "roll_deg") if k in pose and not _vector(pose[k], ())]
+    if bad:
+        return f"'pose.{bad[0]}' must be a finite number"
+    cam = d.get("camera")
+    if not isinstance(cam, dict):
+        return "'camera' must be an object"
+    bad = [k for k in ("fx", "fy", "cx", "cy", "width", "height") if not _vector(cam.get(k), ())]
+    if bad or min(cam["fx"], cam["fy"], cam["width"], cam["height"]) <= 0:
+        return "'camera' must hold positive focal lengths fx, fy and image size width, height, and cx, cy"
+    expr = d.get("expression")
+    if not isinstance(expr, dict) or not all(_vector(expr.get(n, 0.0), ()) for n in names):
+        return "'expression' must map the expression names to finite numbers"
+    if "lighting_sh" in d and not _vector(d["lighting_sh"], (9, 3)):
+        return "'lighting_sh' must be a 9x3 list of finite numbers"
+    if d.get("failure") is not None and not isinstance(d["failure"], str):
+        return "'failure' must be a string or null"
+    return None
+
+
+def _rig_meta(par: Path, names: list) -> dict:
+    """A rig's ``params.json``, checked: an object whose ``images`` (:func:`_frame_error`) and ``excluded`` are lists,
+    ``model`` and ``init`` strings and ``seconds`` a number when present."""
+    try:
+        meta = json.loads(par.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{par}: not UTF-8 text (expected the rig's JSON parameters)") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{par}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except OSError as e:
+        raise InputError(f"{par}: cannot read it ({e.strerror or e})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{par}: expected a JSON object (the rig's parameters), got {type(meta).__name__} "
+                         f"{jsonsafe.dumps(meta)[:40]}")
+    for key, kind, what in (("images", list, "a list"), ("excluded", list, "a list"), ("model", str, "a string"),
+                            ("init", str, "a string")):
+        if key in meta and not isinstance(meta[key], kind):
+            raise InputError(f"{par}: '{key}' must be {what}, got {jsonsafe.dumps(meta[key])[:40]}")
+    if "seconds" in meta and _num(meta["seconds"]) is None:
+        raise InputError(f"{par}: 'seconds' must be a finite number, got {jsonsafe.dumps(meta['seconds'])[:40]}")
+    for k, im in enumerate(meta.get("images", [])):
+        err = _frame_error(im, names)
+        if err:
+            name = f" ({im['name']})" if isinstance(im, dict) and isinstance(im.get("name"), str) else ""
+            raise InputError(f"{par}: image {k}{name}: {err}")
+    return meta
+
+
 def load_rig(folder) -> Rig:
-    """Read a rig folder written by :func:`save_rig` (texture from ``neutral.png`` when present)."""
+    """Read a rig folder written by :func:`save_rig` (texture from ``neutral.png`` when present). Every file is
+    checked here (types, shapes against each other, finite values, ids in range), so that a malformed one is an
+    :class:`InputError` naming it rather than a crash while the rig is used."""
     folder = Path(folder)
     npz, par = folder / "expressions.npz", folder / "params.json"
     if not folder.is_dir() or not npz.is_file() or not par.is_file():
         raise InputError(f"{folder}: not a rig folder (expected expressions.npz and params.json; "
                          "make one with `redafit rig`)")
+    a = _rig_arrays(npz)
+    names = a["names"]
+    meta = _rig_meta(par, names)
     try:
-        d = np.load(npz, allow_pickle=False)
-        meta = json.loads(par.read_text(encoding="utf-8"))
-        names = [str(n) for n in d["names"]]
         frames = [RigFrame.from_json(f, names) for f in meta.get("images", [])]
-        texture = None
-        png = folder / "neutral.png"
-        if png.is_file():
-            from redafit.io.images import load_image
+    except InputError as e:  # the camera's own checks
+        raise InputError(f"{par}: {e}") from None
+    texture = None
+    png = folder / "neutral.png"
+    if png.is_file():
+        from redafit.io.images import load_image
 
+        try:
             texture = load_image(png)[0]
-        return Rig(model_name=str(meta.get("model", "")), neutral=d["neutral"].astype(np.float64),
-                   triangles=d["triangles"].astype(np.int64), expression_basis=d["basis"].astype(np.float64),
-                   expression_names=names, identity=d["identity"].astype(np.float64),
-                   displacement=d["displacement"].astype(np.float64), frames=frames,
-                   uv=d["uv"] if "uv" in d else None, uv_triangles=d["uv_triangles"].astype(np.int64)
-                   if "uv_triangles" in d else None, texture=texture, caps=_checked_caps(d),
-                   excluded=meta.get("excluded", []),
-                   init=meta.get("init", "mean"), seconds=float(meta.get("seconds", 0.0)))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{folder}: the rig files are malformed ({type(e).__name__}: {e})") from None
+        except InputError as e:  # an ImageError (exit 4) too: here it is a malformed rig file
+            raise InputError(f"the rig's texture: {e}") from None
+    return Rig(model_name=str(meta.get("model", "")), neutral=a["neutral"].astype(np.float64),
+               triangles=a["triangles"], expression_basis=a["basis"].astype(np.float64),
+               expression_names=names, identity=a["identity"].astype(np.float64),
+               displacement=a["displacement"].astype(np.float64), frames=frames,
+               uv=a["uv"], uv_triangles=a["uv_triangles"], texture=texture, caps=a["caps"],
+               excluded=meta.get("excluded", []), init=meta.get("init", "mean"),
+               seconds=float(meta.get("seconds", 0.0)))

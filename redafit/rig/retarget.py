@@ -73,14 +73,24 @@ def head_poses(records: list, mode: str = "rotation") -> tuple[np.ndarray, np.nd
     return R, tm
 
 
-def frame_numbers(records: list) -> list[int]:
+def frame_numbers(records: list, warn: bool = True) -> list[int]:
     """The records' own source frame indices (``frame``), so that file names map to source frames across the
-    frames that failed to track; 0, 1, 2... when a record lacks one or they do not increase."""
+    frames that failed to track; 0, 1, 2... when a record lacks one or they do not increase (said when ``warn``)."""
     f = [r.get("frame") for r in records]
     if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in f) and all(np.diff(f) > 0):
         return f
-    log.warning("retarget: the records lack increasing frame indices; frames numbered from 0")
+    if warn:
+        log.warning("retarget: the records lack increasing frame indices; frames numbered from 0")
     return list(range(len(records)))
+
+
+def retarget_files(records: list, out, fmt: str = "obj") -> list[Path]:
+    """The files :func:`write_retarget` writes into folder ``out`` for ``records`` (checked against the inputs
+    before anything is written, so that no output replaces one)."""
+    out = Path(out)
+    if fmt == "glb":
+        return [out / "anim.glb"]
+    return [out / f"frame_{f:05d}.{fmt}" for f in frame_numbers(records, warn=False)]
 
 
 def frame_times(records: list, fps: float) -> np.ndarray:

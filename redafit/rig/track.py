@@ -519,8 +519,14 @@ def read_params(path) -> tuple[list, float]:
         path = path / "params.jsonl"
     if not path.is_file():
         raise InputError(f"{path}: no such params file (expected the params.jsonl of `redafit track`)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (expected the params.jsonl of `redafit track`)") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e})") from None
     recs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

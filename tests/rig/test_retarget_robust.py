@@ -1,7 +1,9 @@
 """`redafit retarget` robustness: output files keyed to the source frames and times across a failed frame, a
-malformed params line is exit 3 naming the line (and makes no output folder), a failure part-way writes nothing."""
+malformed params line is exit 3 naming the line (and makes no output folder), so is a malformed rig file (naming the
+file), a failure part-way writes nothing."""
 
 import json
+import shutil
 import struct
 
 import numpy as np
@@ -169,3 +171,70 @@ def test_rig_caps_on_load(small_rig, params_gap, tmp_path, model_home, damage):
     else:
         assert res.exit_code == 0, res.output
         assert read_obj(sorted(out.glob("*.obj"))[0]).vertices.shape == d["neutral"].shape
+
+
+def _npz_edit(change):
+    """A damage to expressions.npz: ``change`` applied to its arrays (a dict), saved back."""
+    def damage(rig):
+        d = dict(np.load(rig / "expressions.npz"))
+        change(d)
+        np.savez(rig / "expressions.npz", **d)
+    return damage
+
+
+def _params_edit(change):
+    """A damage to params.json: ``change`` applied to its parsed object, written back."""
+    def damage(rig):
+        meta = json.loads((rig / "params.json").read_text())
+        (rig / "params.json").write_text(json.dumps(change(meta) or meta))
+    return damage
+
+
+def _truncate(rig):
+    data = (rig / "expressions.npz").read_bytes()
+    (rig / "expressions.npz").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage, file, words", [
+    (lambda rig: (rig / "params.json").write_text("[1, 2, 3]"), "params.json", "expected a JSON object"),
+    (lambda rig: (rig / "params.json").write_text("{\"images\": "), "params.json", "not JSON"),
+    (_params_edit(lambda m: m["images"][0]["pose"].update(rotation=[1, 2])), "params.json", "pose.rotation"),
+    (_params_edit(lambda m: m["images"][1].update(expression=[0.5])), "params.json", "image 1"),
+    (_params_edit(lambda m: m.update(seconds="soon")), "params.json", "seconds"),
+    (_truncate, "expressions.npz", "truncated"),
+    (lambda rig: (rig / "expressions.npz").write_text("neutral basis names\n"), "expressions.npz",
+     "not an .npz archive"),
+    (_npz_edit(lambda d: d["neutral"].fill(np.nan)), "expressions.npz", "'neutral' contains NaN"),
+    (_npz_edit(lambda d: d.update(basis=d["basis"][:, :100])), "expressions.npz", "array 'basis': expected shape"),
+    (_npz_edit(lambda d: d.update(names=d["names"][:3])), "expressions.npz", "array 'basis': expected shape [3,"),
+    (_npz_edit(lambda d: d.update(triangles=d["triangles"] + 0.5)), "expressions.npz", "expected integers"),
+    (_npz_edit(lambda d: d["uv_triangles"].__setitem__((0, 0), 10 ** 6)), "expressions.npz", "'uv_triangles' has ids"),
+    (_npz_edit(lambda d: d.update(displacement=d["displacement"][:5])), "expressions.npz", "'displacement'"),
+    (_npz_edit(lambda d: d.pop("basis")), "expressions.npz", "lacks the array 'basis'"),
+    (_npz_edit(lambda d: d.update(cap_triangles=d["cap_triangles"] + 0.5)), "expressions.npz", "malformed eye caps"),
+    (lambda rig: (rig / "neutral.png").write_text("not a png"), "neutral.png", "texture"),
+], ids=["params-list", "params-cut", "rotation-2", "expression-list", "seconds-text", "npz-truncated", "npz-text",
+        "neutral-nan", "basis-vertices", "names-short", "triangles-float", "uv-id-range", "displacement-rows",
+        "no-basis", "caps-float", "texture-text"])
+def test_malformed_rig_is_input_error(small_rig, params_gap, tmp_path, model_home, damage, file, words):
+    """Every malformed rig file (a JSON list for params.json, a truncated or text expressions.npz, NaN in the neutral
+    shape, arrays whose shapes or types do not fit together, a texture that is no image) is exit 3 with one line
+    naming the file and what is wrong, before any output: not a crash ("unexpected ...", exit 1) while writing."""
+    rig = tmp_path / "rig"
+    shutil.copytree(small_rig, rig)
+    damage(rig)
+    out = tmp_path / "anim"
+    res = run_cli(["retarget", rig, "--params", params_gap, "-o", out, "--format", "obj"], model_home)
+    assert res.exit_code == 3, res.output
+    assert str(rig / file) in res.stderr and words in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1 and "unexpected" not in res.stderr and "pickled" not in res.stderr
+    assert not out.exists()
+
+
+def test_binary_params_file_is_input_error(small_rig, tmp_path, model_home):
+    """A --params file that is no text (a glTF given by mistake) is exit 3 naming it, not a UnicodeDecodeError."""
+    params = tmp_path / "anim.glb"
+    params.write_bytes(b"glTF\x02\x00\x00\x00\x94\xff\x00binary")
+    res = run_cli(["retarget", small_rig, "--params", params, "-o", tmp_path / "o"], model_home)
+    assert res.exit_code == 3, res.output
+    assert f"{params}: not UTF-8 text" in res.stderr and "unexpected" not in res.stderr

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redafit.errors import ModelError
+from redafit.model.face_model import ModelArrayError
 
 # Detection order matters: the first format whose ``detect`` accepts a path wins.
 _FORMAT_MODULES = ["native", "ict", "sfm", "bfm2009", "bfm2017", "flame"]
@@ -101,12 +102,17 @@ def detect_format(path) -> str:
 
 
 def load_file(path, format: str | None = None):
-    """Load the face model at ``path`` (file or folder) as a :class:`~redafit.model.FaceModel` (mm)."""
+    """Load the face model at ``path`` (file or folder) as a :class:`~redafit.model.FaceModel` (mm); a
+    :class:`ModelError` naming the file when it is missing, in no known format, or malformed (its arrays' shapes,
+    types and values are checked against each other by the model)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelError(f"model file not found: {p}")
     name = format or detect_format(p)
-    return get_loader(name).load(p)
+    try:
+        return get_loader(name).load(p)
+    except ModelArrayError as e:  # the model's own checks (shapes, NaN, indices) know no file: name it
+        raise ModelError(f"{p}: {e}") from None
 
 
 __all__ = ["Loader", "detect_format", "format_names", "get_loader", "load_file", "loaders", "register"]

@@ -97,8 +97,9 @@ def load(path: Path) -> FaceModel:
                 albedo_basis=z["albedo_basis"] if has_albedo else None,
                 info=info,
             )
-        except KeyError as e:
-            raise ModelError(f"{path}: model file lacks the array {e}") from None
+        except KeyError as e:  # numpy says "'<key> is not a file in the archive'"
+            key = str(e.args[0] if e.args else e).split(" is not a file")[0]
+            raise ModelError(f"{path}: model file lacks the array '{key}'") from None
         except (ValueError, zipfile.BadZipFile, EOFError, OSError) as e:
             raise ModelError(f"{path}: corrupt model file ({e})") from None
 
