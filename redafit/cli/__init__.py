@@ -79,11 +79,25 @@ class _Group(click.Group):
             _fail(ctx, f"{e.format_message()} (see: {where} --help)", e.exit_code, None)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # stdout closed by the reader (`redafit models list | head -1`): stop quietly
+            _stdout_gone()
+            ctx.exit(141)  # 128 + SIGPIPE, what a shell tool killed by the closed pipe reports
         except Exception as e:  # noqa: BLE001 - last-resort guard: one line, never a bare traceback
             _fail(ctx, f"unexpected {type(e).__name__}: {e} (run with -v for details)", 1, e)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of a closed pipe prints nothing either."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush
+        pass
 
 
 def _fail(ctx, message: str, code: int, exc):

@@ -18,7 +18,7 @@ from redafit.cli import FiniteRange
               help="CSV with columns image, scan[, landmarks, nose_tip, scan_landmarks, parsing, depth, id, "
                    "unit].")
 @click.option("--n", "n", type=click.IntRange(min=1), default=20, show_default=True, help="Synthetic cases.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Synthetic dataset seed.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Synthetic dataset seed.")
 @click.option("--size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Synthetic image size (px).")
 @click.option("--landmark-noise", type=FiniteRange(min=0), default=0.0, show_default=True,

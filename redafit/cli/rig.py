@@ -404,7 +404,7 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
 @click.option("--samples", type=click.IntRange(16, 10 ** 7), default=12000, show_default=True,
               help="Synthetic training sets.")
 @click.option("--epochs", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2 ** 63 - 1), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON on stdout.")
 @click.option("--if-missing", is_flag=True,
               help="Do nothing when the model already has a network trained with these settings (`make setup`).")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from redafit.errors import InputError
+from redafit.errors import InputError, LandmarkFileError
 from redafit.fit.config import FitConfig
 from redafit.fit.correspondence import build_targets, gather_points
 from redafit.fit.fitter import FitContext, StageReport, landmark_error_px, landmark_subset, run_stage
@@ -127,6 +127,27 @@ def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[n
 def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         raise InputError(f"image: expected an array [H, W, 3], got {getattr(image, 'shape', type(image))}")
+    if not np.issubdtype(image.dtype, np.floating):  # uint8 straight from cv2.imread / PIL
+        raise InputError(f"image: expected float RGB values in [0, 1], got {image.dtype} (divide 8-bit values by 255, "
+                         "or read it with redafit.io.images.load_image)")
+    if not np.isfinite(image).all():
+        raise InputError("image: contains NaN or infinite values")
+    if float(image.max()) > 1.5:  # a float copy of 8-bit values: every colour term would be off by 255x
+        raise InputError(f"image: expected float RGB values in [0, 1], got values up to {float(image.max()):g} "
+                         "(divide 8-bit values by 255)")
+
+
+def _check_landmarks(landmarks) -> np.ndarray:
+    """``landmarks`` as a float32 array [N, 2] (pixels, NaN rows unknown); anything else (None, a file name, [68, 3]
+    points) is a :class:`LandmarkFileError` here rather than a NumPy or OpenCV error in the pose initialisation."""
+    try:
+        lm = np.asarray(landmarks, dtype=np.float32)
+    except (TypeError, ValueError):
+        lm = None
+    if lm is None or landmarks is None or lm.ndim != 2 or lm.shape[1] != 2:
+        got = getattr(landmarks, "shape", None) or type(landmarks).__name__
+        raise LandmarkFileError(f"landmarks: expected an array [68|5, 2] of pixel coordinates, got {got}")
+    return lm
 
 
 def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: FaceModel,
@@ -150,8 +171,9 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     torch.manual_seed(config.seed)
     for im in images:
         _check_image(im)
-    if len(images) != len(landmarks) or not images:
+    if landmarks is None or len(images) != len(landmarks) or not images:
         raise InputError("fit: need one landmark set per image")
+    landmarks = [_check_landmarks(lm) for lm in landmarks]
     dev = model.mean.device
     Ks = intrinsics or [Intrinsics.default(im.shape[1], im.shape[0], config.focal) for im in images]
     targets = build_targets(list(landmarks), model).to(dev)

@@ -68,8 +68,12 @@ def head_poses(records: list, mode: str = "rotation") -> tuple[np.ndarray, np.nd
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"retarget: malformed pose in the params ({e})") from None
     F = R_FLIP.double()
-    R = (F @ rodrigues(r) @ F).numpy()
-    tm = (t - t[0]) @ F.numpy().T if mode == "full" else np.zeros((T, 3))
+    with np.errstate(over="ignore", invalid="ignore"):  # finite but huge numbers (1e308) overflow: refused below
+        R = (F @ rodrigues(r) @ F).numpy()
+        tm = (t - t[0]) @ F.numpy().T if mode == "full" else np.zeros((T, 3))
+        if not (np.isfinite(R).all() and (np.abs(tm) <= 1e6).all()):  # a head moving over 1 km: not a track
+            raise InputError("retarget: the tracked head poses are out of range (rotation overflows or the head "
+                             "moves by more than 1 km)")
     return R, tm
 
 

