@@ -227,7 +227,7 @@ def _check_distinct(jobs, inputs=()) -> None:
     seen = {}
     for f, what in given:
         seen.setdefault(resolved(f), what)
-    piped = _stdin_file() if any(str(img) == STDIN for img, *_ in jobs) else None
+    piped = stdin_file() if any(str(img) == STDIN for img, *_ in jobs) else None
     for _, mesh, par, ov in jobs:
         named = [(f, f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
                  for f, what in mesh_files(mesh).items()]
@@ -276,7 +276,7 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
                                      f"choose another folder")
 
 
-def _stdin_file():
+def stdin_file():
     """(device, inode) of the file standard input reads (``redafit fit - < me.png``), None for a pipe or a
     terminal."""
     import os
@@ -297,7 +297,7 @@ def _same_file(path: Path, ident) -> bool:
     return (st.st_dev, st.st_ino) == ident
 
 
-def _input_files(images, landmarks, depth, parsing) -> list:
+def input_files(images, landmarks, depth, parsing) -> list:
     """(path, option) of every file the fit will read beside the photos: the landmark, depth and parsing files, and
     for a --landmarks or --parsing folder each photo's own file in it (``--parsing maps/ -o maps/`` would write a
     texture ``<stem>.png`` over a map ``<stem>.png``)."""
@@ -625,7 +625,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         raise UsageError("--depth goes with a single image")
     if len(images) > 1 and parsing is not None and not parsing.is_dir():
         raise UsageError("--parsing: with several images, give a folder of <stem>.png|.npy parsing maps")
-    jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=_input_files(images, landmarks, depth,
+    jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=input_files(images, landmarks, depth,
                                                                                       parsing))
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
@@ -641,7 +641,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
             log.warning("--save-stages writes the images of the attribute stages of --preset full or fast; "
                         "nothing to write here")
 
-        _check_stage_images(save_stages, jobs, config, _input_files(images, landmarks, depth, parsing))
+        _check_stage_images(save_stages, jobs, config, input_files(images, landmarks, depth, parsing))
         check_output_folder(save_stages)  # a file in the way or a read-only place: exit 10 before any fit
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     model = load_model(model_name, device=dev)

@@ -58,7 +58,7 @@ def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool =
     rig shoot/neutral.png shoot/side.jpg -o shoot/``: the rig's texture is ``neutral.png``), as ``fit`` refuses
     one. ``outputs`` and ``inputs`` are (path, what) pairs; paths are compared with symbolic links resolved, and
     existing files by identity (a hard link; with ``stdin_photo``, the file piped in on standard input)."""
-    from redafit.cli.fit import _stdin_file, resolved
+    from redafit.cli.fit import resolved, stdin_file
     from redafit.io.images import STDIN
 
     by_path, by_file = {}, {}
@@ -69,7 +69,7 @@ def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool =
         ident = _file_id(Path(f))
         if ident is not None:
             by_file.setdefault(ident, what)
-    piped = _stdin_file() if stdin_photo else None
+    piped = stdin_file() if stdin_photo else None
     if piped is not None:
         by_file.setdefault(piped, "the photo piped in on standard input")
     for f, what in outputs:
@@ -213,10 +213,10 @@ def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_
 
 def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
     """(path, what) of every file ``rig`` reads: the photos, their landmark files and parsing maps, the lists."""
-    from redafit.cli.fit import _input_files
+    from redafit.cli.fit import input_files
 
     inputs = [(Path(p), f"the input photo {p}") for p in images]
-    inputs += [(Path(f), f"the input {opt} file {f}") for f, opt in _input_files(images, landmarks, None, parsing)]
+    inputs += [(Path(f), f"the input {opt} file {f}") for f, opt in input_files(images, landmarks, None, parsing)]
     return inputs + _common_inputs(files_from, model_name)
 
 
