@@ -213,6 +213,28 @@ def resolved(path) -> Path:
         return Path(os.path.abspath(path))
 
 
+def _named_inputs(jobs, inputs=()) -> dict:
+    """Resolved path -> how a message names it, of the photos of ``jobs`` and of ``inputs`` ((path, option) pairs
+    for the landmark, depth and parsing files; a folder of them is not a file to overwrite)."""
+    from redafit.io.images import STDIN
+
+    given = [(img, f"the input photo {img}") for img, *_ in jobs if str(img) != STDIN]
+    given += [(Path(f), f"the input {opt} {f}") for f, opt in inputs if f is not None and not Path(f).is_dir()]
+    seen = {}
+    for f, what in given:
+        seen.setdefault(resolved(f), what)
+    return seen
+
+
+def _named_outputs(mesh, par, ov) -> list:
+    """(path, how a message names it) of one photo's outputs: the mesh's files, ``--params`` and ``--overlay``."""
+    from redafit.io.meshes import mesh_files
+
+    named = [(f, f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
+             for f, what in mesh_files(mesh).items()]
+    return named + [(f, f"{flag} {f}") for f, flag in ((par, "--params"), (ov, "--overlay")) if f is not None]
+
+
 def _check_distinct(jobs, inputs=()) -> None:
     """A usage error when two outputs of the command are one file: ``-o face.obj --overlay face.png`` (the OBJ's
     texture is ``face.png``, so one would overwrite the other), ``--params`` and ``--overlay`` the same path, or,
@@ -220,19 +242,11 @@ def _check_distinct(jobs, inputs=()) -> None:
     (``redafit fit face.png``: the texture of ``face.obj`` is ``face.png``): the photos and ``inputs``, (path,
     option) pairs for the landmark, depth and parsing files."""
     from redafit.io.images import STDIN
-    from redafit.io.meshes import mesh_files
 
-    given = [(img, f"the input photo {img}") for img, *_ in jobs if str(img) != STDIN]
-    given += [(Path(f), f"the input {opt} {f}") for f, opt in inputs if f is not None and not Path(f).is_dir()]
-    seen = {}
-    for f, what in given:
-        seen.setdefault(resolved(f), what)
+    seen = _named_inputs(jobs, inputs)
     piped = stdin_file() if any(str(img) == STDIN for img, *_ in jobs) else None
     for _, mesh, par, ov in jobs:
-        named = [(f, f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
-                 for f, what in mesh_files(mesh).items()]
-        named += [(f, f"{flag} {f}") for f, flag in ((par, "--params"), (ov, "--overlay")) if f is not None]
-        for f, what in named:
+        for f, what in _named_outputs(mesh, par, ov):
             other = seen.get(resolved(f))
             if other is None and piped is not None and _same_file(f, piped):
                 other = "the photo piped in on standard input"
@@ -247,21 +261,11 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
     --save-stages x.obj``: the stage images went into a folder ``x.obj/`` and the mesh could not be written) or
     when a stage image it will write (``<stage>_render.png``, ``_mask``, ``_error``; in a subfolder per photo for
     several) is an input or another output."""
-    from redafit.io.images import STDIN
-    from redafit.io.meshes import mesh_files
-
     folder = Path(folder)
-    taken = {}
-    for img, mesh, par, ov in jobs:
-        if str(img) != STDIN:
-            taken.setdefault(resolved(img), f"the input photo {img}")
-        for f, what in mesh_files(mesh).items():
-            taken.setdefault(resolved(f), f"-o {mesh}" if what == "mesh" else f"the {what} of -o {mesh}")
-        for f, flag in ((par, "--params"), (ov, "--overlay")):
-            if f is not None:
-                taken.setdefault(resolved(f), f"{flag} {f}")
-    for f, opt in inputs:
-        taken.setdefault(resolved(f), f"the input {opt} {f}")
+    taken = _named_inputs(jobs, inputs)
+    for _, mesh, par, ov in jobs:
+        for f, what in _named_outputs(mesh, par, ov):
+            taken.setdefault(resolved(f), what)
     if resolved(folder) in taken:
         raise UsageError(f"--save-stages {folder}: that is also {taken[resolved(folder)]}; choose another folder")
     if not config.attributes:  # the landmark stages write no images
