@@ -169,16 +169,17 @@ def _face_side_of_the_edges(small, inside, found, px, tris, finite) -> np.ndarra
     :func:`redafit.parsing.image.face_and_skin`)."""
     import cv2
 
+    from redafit.parsing.image import disk_kernel
+
     S = small.shape[0]
-    disk = lambda r: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(int(r), 1) + 1,) * 2)
     mesh = np.zeros((S, S), np.uint8)
     whole = tris[finite[tris].all(1)]
     corners = np.round(np.clip(px[whole], -S, 2 * S) * 4 - 2).astype(np.int32)  # 1/4 px, in int32's range
     cv2.fillPoly(mesh, list(corners), 1, lineType=cv2.LINE_8, shift=2)
-    mesh = cv2.dilate(mesh, disk(SILHOUETTE_MARGIN * S)).astype(bool)
+    mesh = cv2.dilate(mesh, disk_kernel(SILHOUETTE_MARGIN * S)).astype(bool)
     markers = np.zeros((S, S), np.int32)
     markers[~found.face & (~found.skin | ~mesh) | ~inside] = 2
-    markers[cv2.erode(found.face.astype(np.uint8), disk(FACE_SEED_ERODE * S)).astype(bool)
+    markers[cv2.erode(found.face.astype(np.uint8), disk_kernel(FACE_SEED_ERODE * S)).astype(bool)
             | found.samples & inside] = 1
     bgr = np.ascontiguousarray((np.clip(small, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
     cv2.watershed(bgr, markers)

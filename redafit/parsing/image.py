@@ -165,7 +165,8 @@ def _check_inputs(image, landmarks) -> tuple[np.ndarray, np.ndarray]:
     return img, lm
 
 
-def _kernel(radius: int) -> np.ndarray:
+def disk_kernel(radius: int) -> np.ndarray:
+    """The elliptical structuring element of ``radius`` pixels (at least 1) for OpenCV's morphology."""
     r = max(int(radius), 1)
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
@@ -176,7 +177,7 @@ def _fill_small_holes(mask: np.ndarray, zone: np.ndarray, max_area: float) -> np
     n, lab, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=4)
     if n <= 1:
         return mask
-    border = cv2.dilate((~zone).astype(np.uint8), _kernel(1)).astype(bool)
+    border = cv2.dilate((~zone).astype(np.uint8), disk_kernel(1)).astype(bool)
     touching = np.zeros(n, bool)
     touching[np.unique(lab[border & (lab > 0)])] = True
     small = (stats[:, cv2.CC_STAT_AREA] < max_area) & ~touching
@@ -200,14 +201,14 @@ def skin_silhouette(image: np.ndarray, polys: RegionPolygons, features: np.ndarr
     samples = fill_polygons(polys.samples, H, W) & ~features
     if samples.sum() < 20:  # landmarks too sparse for the sampling polygons: the eroded hull minus features
         hull = fill_polygons([polys.outline], H, W)
-        samples = cv2.erode(hull.astype(np.uint8), _kernel(0.1 * s)).astype(bool) & ~features
+        samples = cv2.erode(hull.astype(np.uint8), disk_kernel(0.1 * s)).astype(bool) & ~features
     if samples.sum() < 5:
         return np.zeros((H, W), bool), None, samples
     model = fit_skin_model(feats[sub(samples)])
     coloured = model.distance2(feats) < SKIN_THRESHOLD ** 2
     coloured &= sub(search)
     # remove speckle; keep what is connected to the sampled skin
-    coloured = cv2.morphologyEx(coloured.astype(np.uint8), cv2.MORPH_OPEN, _kernel(_SPECKLE * s)).astype(bool)
+    coloured = cv2.morphologyEx(coloured.astype(np.uint8), cv2.MORPH_OPEN, disk_kernel(_SPECKLE * s)).astype(bool)
     n, lab = cv2.connectedComponents((coloured | sub(features)).astype(np.uint8), connectivity=8)
     keep = np.zeros(n, bool)
     keep[np.unique(lab[sub(samples) & coloured])] = True
@@ -272,7 +273,7 @@ def ambiguous_edges(image: np.ndarray, face: np.ndarray, model: SkinColourModel,
     of colour, and a model's face area ends at a line of its own. Edges against background or hair (true
     silhouettes) are kept."""
     H, W = face.shape
-    near = cv2.dilate(face.astype(np.uint8), _kernel(AMBIGUOUS_REACH * scale)).astype(bool) & ~face
+    near = cv2.dilate(face.astype(np.uint8), disk_kernel(AMBIGUOUS_REACH * scale)).astype(bool) & ~face
     if not near.any():
         return np.zeros((H, W), bool)
     ys, xs = np.nonzero(near)
@@ -280,8 +281,8 @@ def ambiguous_edges(image: np.ndarray, face: np.ndarray, model: SkinColourModel,
     coloured = np.zeros((H, W), bool)
     coloured[y0:y1, x0:x1] = model.distance2(colour_features(image[y0:y1, x0:x1])) < SKIN_THRESHOLD ** 2
     other = coloured & near
-    other = cv2.morphologyEx(other.astype(np.uint8), cv2.MORPH_OPEN, _kernel(_SPECKLE * scale)).astype(bool)
-    band = cv2.dilate(other.astype(np.uint8), _kernel(AMBIGUOUS_BAND * scale)).astype(bool) & face
+    other = cv2.morphologyEx(other.astype(np.uint8), cv2.MORPH_OPEN, disk_kernel(_SPECKLE * scale)).astype(bool)
+    band = cv2.dilate(other.astype(np.uint8), disk_kernel(AMBIGUOUS_BAND * scale)).astype(bool) & face
     return other | band
 
 
@@ -309,7 +310,7 @@ def forehead_edge_band(face_mask: np.ndarray, landmarks: np.ndarray) -> np.ndarr
     if scale < 1:
         return np.zeros(face_mask.shape, bool)
     up = up / scale
-    k = _kernel(max(1, int(round(FOREHEAD_BAND * scale))))
+    k = disk_kernel(max(1, int(round(FOREHEAD_BAND * scale))))
     m = face_mask.astype(np.uint8)
     edge = (cv2.dilate(m, k) - cv2.erode(m, k)) > 0
     h, w = face_mask.shape
