@@ -629,8 +629,8 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         raise UsageError("--depth goes with a single image")
     if len(images) > 1 and parsing is not None and not parsing.is_dir():
         raise UsageError("--parsing: with several images, give a folder of <stem>.png|.npy parsing maps")
-    jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=input_files(images, landmarks, depth,
-                                                                                      parsing))
+    inputs = input_files(images, landmarks, depth, parsing)
+    jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
@@ -645,7 +645,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
             log.warning("--save-stages writes the images of the attribute stages of --preset full or fast; "
                         "nothing to write here")
 
-        _check_stage_images(save_stages, jobs, config, input_files(images, landmarks, depth, parsing))
+        _check_stage_images(save_stages, jobs, config, inputs)
         check_output_folder(save_stages)  # a file in the way or a read-only place: exit 10 before any fit
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     model = load_model(model_name, device=dev)
