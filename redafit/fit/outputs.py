@@ -21,6 +21,7 @@ fill it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,6 +43,16 @@ def _raster_cam(verts_cam: np.ndarray, tris: np.ndarray, K: Intrinsics, max_side
     t = torch.as_tensor(tris, dtype=torch.long)
     frags = rasterize(to_clip(v, Ks), t, (Ks.height, Ks.width), backend="torch")
     return frags, Ks
+
+
+class TexelWeights(NamedTuple):
+    """What ``return_weights`` gives beside a texture, per texel [H, W] (used to merge several views' textures)."""
+
+    confidence: np.ndarray  # in [0, 1]: the direct sample's confidence (facing-weighted visibility, saturating),
+    #                         MIRROR_WEIGHT x the mirrored sample's where it fills in, 0 where inpainted
+    quality: np.ndarray  # in [0, 1]: the direct sample's cosine between the surface normal and the view ray x
+    #                      visibility x outline trust x the off-face guard's keep (not saturating: tells a view that
+    #                      sees a texel face on from one that sees it at 40 degrees)
 
 
 SOLID = 0.25  # a texel's sample confidence from which it is used as it is (and fills its neighbours' gaps)
@@ -205,9 +216,10 @@ def outline_distance(zbuf: np.ndarray) -> tuple[np.ndarray, float]:
 def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False):
     """Texture [size, size, 3] float in [0, 1] (row 0 = v 1, as in an OBJ texture) sampled from ``image``.
 
-    With ``return_weights`` also returns the per-texel confidence [size, size] in [0, 1]: the facing-weighted
-    visibility of a direct sample, ``MIRROR_WEIGHT`` x that of the mirrored sample where it fills in, 0 where
-    the texel was inpainted (used to blend textures from several views).
+    With ``return_weights`` also returns the per-texel :class:`TexelWeights` [size, size] (used to merge textures
+    from several views): the confidence in [0, 1] (the facing-weighted visibility of a direct sample,
+    ``MIRROR_WEIGHT`` x that of the mirrored sample where it fills in, 0 where the texel was inpainted) and the
+    direct sample's quality.
     """
     if not model.has_uv:
         raise OutputError(f"model '{model.name}' has no UV coordinates: write .ply or .npz instead of a texture")
@@ -226,7 +238,7 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
 def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, return_weights: bool = False):
     """The texture of a mesh with caps (:mod:`redafit.model.caps`): the model's tile
     (:func:`unwrap_texture`) on top of the strip holding the caps, [size + strip_rows(size), size, 3]; with
-    ``return_weights`` also the per-texel confidence, as :func:`unwrap_texture` gives it."""
+    ``return_weights`` also the per-texel :class:`TexelWeights`, as :func:`unwrap_texture` gives them."""
     from redafit.model.caps import strip_rows
 
     tile = unwrap_texture(image, result, model, size, return_weights)
@@ -237,7 +249,7 @@ def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, retur
     strip = _unwrap(image, result, vc, vm, torch.as_tensor(caps.triangles), every, torch.as_tensor(caps.uv),
                     torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), return_weights, occluders=face)
     if return_weights:
-        return np.concatenate([tile[0], strip[0]]), np.concatenate([tile[1], strip[1]])
+        return np.concatenate([tile[0], strip[0]]), TexelWeights(*map(np.concatenate, zip(tile[1], strip[1])))
     return np.concatenate([tile, strip])
 
 
@@ -288,7 +300,8 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
             off_face = None
 
     def sample(points: torch.Tensor, facing: np.ndarray, inside: np.ndarray, face_weight: np.ndarray):
-        """(colour, confidence in [0, 1] of a sample, the part of it the off-face guard keeps in [0, 1])"""
+        """(colour, confidence in [0, 1] of a sample, the part of it the off-face guard keeps in [0, 1], its
+        quality: the cosine between the surface normal and the view ray x visibility x outline trust x guard)"""
         p = points.numpy()
         z = np.maximum(p[..., 2], 1e-3)
         u = (Ks.fx * p[..., 0] / z + Ks.cx - 0.5).astype(np.float32)
@@ -304,11 +317,11 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
             off = cv2.remap(off_face, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             keep = 1 - face_weight * _smoothstep(off, 0.02, 0.3)
         w = np.clip(facing, 0, 1) * vis * trust
-        return col, np.clip(w / 0.35, 0, 1), keep
+        return col, np.clip(w / 0.35, 0, 1), keep, w * keep
 
     # the texels in bands of rows (a large texture's per-texel tensors would take several GB at once)
     col, col_m = np.zeros((H, W, 3), np.float32), np.zeros((H, W, 3), np.float32)
-    a, keep, b, keep_m, face_texel, neck_texel = (np.zeros((H, W), np.float32) for _ in range(6))
+    a, keep, b, keep_m, face_texel, neck_texel, quality = (np.zeros((H, W), np.float32) for _ in range(7))
     inside = np.zeros((H, W), bool)
     flip = torch.tensor([-1.0, 1.0, 1.0])
     for r0 in range(0, H, UNWRAP_BAND):
@@ -327,12 +340,12 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         view = -p_cam / p_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         facing = (torch.nn.functional.normalize(n_tex, dim=-1) * view).sum(-1).numpy()
         rows = slice(r0, r1)
-        col[rows], a[rows], keep[rows] = sample(p_cam, facing, ins, fw)
+        col[rows], a[rows], keep[rows], quality[rows] = sample(p_cam, facing, ins, fw)
         # the mirrored point's facing: mirror its normal too
         n_mir = ((n_tex @ R) * flip) @ R.T  # camera -> model (R orthonormal), mirrored, back
         view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
-        col_m[rows], b[rows], keep_m[rows] = sample(p_mir, facing_m, ins, fw)
+        col_m[rows], b[rows], keep_m[rows], _ = sample(p_mir, facing_m, ins, fw)
         inside[rows], face_texel[rows], neck_texel[rows] = ins, ft, nt
     # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
     direct = a * keep
@@ -361,7 +374,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     tex = np.clip(alpha * tex + (1 - alpha) * fill, 0, 1).astype(np.float32)
     if return_weights:
         conf = (direct + MIRROR_WEIGHT * mirror) * inside * alpha[..., 0]
-        return tex, conf.astype(np.float32)
+        return tex, TexelWeights(conf.astype(np.float32), (quality * inside).astype(np.float32))
     return tex
 
 

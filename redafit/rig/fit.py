@@ -246,22 +246,81 @@ def rig_from_results(results: list, model, names: list) -> Rig:
                albedo=r0.albedo, results=list(results))
 
 
-def merge_textures(images: list, results: list, model, size: int = 1024, power: float = 2.0,
-                   caps=None) -> np.ndarray:
+MERGE_SHARPNESS = 8.0  # each view's weight at a texel: its sample's quality (TexelWeights.quality) to this power
+LEAD_WEIGHT = 1e3  # x the lead view's weight: it gives each texel it sees with over 1e3 ** (-1 / 8) = 0.42 x
+#                    the quality of another view's sample of it
+MERGE_LEVELS = 6  # bands of the blend (each view's detail switches within a few texels, its mean colour broadly)
+LEAD_MIN_SCALE = 0.5  # the lead view is the most frontal of those whose face is at least this x the largest's
+MERGE_BLUR = 1 / 256  # x the texture's side: the Gaussian blur of the quality maps (no speckle of views' choices)
+
+
+def lead_view(results: list) -> int:
+    """Which view's texture the merged texture keeps wherever that view sees the surface well
+    (:func:`merge_textures`): the most frontal (cosine of yaw x cosine of pitch) of the plausible fits whose face
+    is at least :data:`LEAD_MIN_SCALE` as large in its photo (pixels per mm: focal length / depth) as the largest."""
+    scale = np.array([r.intrinsics.fx / max(float(np.asarray(r.trans)[2]), 1e-6) for r in results])
+    yaw, pitch = np.radians(np.array([np.asarray(r.euler_deg, np.float64)[:2] for r in results])).T
+    frontal = np.cos(yaw) * np.cos(pitch)
+    ok = np.array([r.failure is None for r in results])
+    ok = ok if ok.any() else np.ones_like(ok)
+    frontal[~ok | (scale < LEAD_MIN_SCALE * scale[ok].max())] = -np.inf
+    return int(np.argmax(frontal))
+
+
+def merge_textures(images: list, results: list, model, size: int = 1024, caps=None) -> np.ndarray:
     """One texture [S, S, 3] from all views (with eye ``caps``, the atlas [S + S/4, S, 3] of
-    :func:`redafit.fit.outputs.unwrap_atlas`): each view is unwrapped with per-texel confidence (facing-weighted
-    visibility, see :func:`redafit.fit.outputs.unwrap_texture`) and the views are averaged with weights
-    ``confidence ** power`` (a small floor keeps texels nobody saw as the plain mean of the inpainted views)."""
+    :func:`redafit.fit.outputs.unwrap_atlas`).
+
+    Averaging the views' textures blurs them: the fits are a few texels apart from view to view, and the face's
+    expression differs. So one view leads (:func:`lead_view`, the most frontal) and gives every texel it sees
+    well; the others give what it sees at a grazing angle or not at all (its far cheek, where it only has its
+    mirror image), each texel from the views that see it most nearly face on. Each view's weight is its samples'
+    quality (:class:`redafit.fit.outputs.TexelWeights`) to the power :data:`MERGE_SHARPNESS`, the lead's times
+    :data:`LEAD_WEIGHT`, and the views are blended band by band (Burt and Adelson's multi-band blend: each band of
+    detail of the textures' Laplacian pyramids weighted by the same band of the weights' Gaussian pyramids), so a
+    switch between views is sharp in the fine detail and gradual in the colour, and shows no seam. Texels no view
+    sees directly (a guarded neck, the hidden side in every view) take the mean of the views' fills, weighted by
+    their confidence.
+    """
+    import cv2
+
     from redafit.fit.outputs import unwrap_atlas, unwrap_texture
 
-    acc = wsum = 0.0
-    for im, res in zip(images, results):
-        tex, conf = unwrap_texture(im, res, model, size, return_weights=True) if caps is None else \
+    lead = lead_view(results)
+    acc = den = None
+    for i, (im, res) in enumerate(zip(images, results)):
+        tex, tw = unwrap_texture(im, res, model, size, return_weights=True) if caps is None else \
             unwrap_atlas(im, res, model, caps, size, return_weights=True)
-        w = (np.clip(conf, 0, 1) ** power + 1e-4)[..., None].astype(np.float64)
-        acc = acc + w * tex
-        wsum = wsum + w
-    return np.clip(acc / wsum, 0, 1).astype(np.float32)
+        q = cv2.GaussianBlur(np.clip(tw.quality, 0, 1), (0, 0), max(MERGE_BLUR * size, 0.5))
+        w = q.astype(np.float64) ** MERGE_SHARPNESS * (LEAD_WEIGHT if i == lead else 1.0)
+        w = w + 1e-9 * (np.clip(tw.confidence, 0, 1) ** 2 + 1e-3)  # the fallback where no view sees a texel
+        bands = _laplacian_pyramid(tex.astype(np.float64), MERGE_LEVELS)
+        wp = _gaussian_pyramid(w, MERGE_LEVELS)
+        acc = [wl[..., None] * b for wl, b in zip(wp, bands)] if acc is None else \
+            [a + wl[..., None] * b for a, wl, b in zip(acc, wp, bands)]
+        den = wp if den is None else [d + wl for d, wl in zip(den, wp)]
+    levels = [a / d[..., None] for a, d in zip(acc, den)]
+    out = levels[-1]
+    for band in levels[-2::-1]:
+        out = cv2.pyrUp(out, dstsize=band.shape[1::-1]) + band
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def _gaussian_pyramid(a: np.ndarray, levels: int) -> list:
+    import cv2
+
+    out = [a]
+    for _ in range(levels):
+        out.append(cv2.pyrDown(out[-1]))
+    return out
+
+
+def _laplacian_pyramid(a: np.ndarray, levels: int) -> list:
+    """Band-pass levels [a - up(down(a)), ...] and the coarsest Gaussian level last; sum of the upsampled levels = a."""
+    import cv2
+
+    g = _gaussian_pyramid(a, levels)
+    return [g[i] - cv2.pyrUp(g[i + 1], dstsize=g[i].shape[1::-1]) for i in range(levels)] + [g[-1]]
 
 
 # ----------------------------------------------------------------------------------------------------------------

