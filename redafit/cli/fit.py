@@ -589,6 +589,10 @@ def _make_folders(*outputs) -> None:
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")
+@click.option("--frame", type=click.Choice(["camera", "head"]), default="camera", show_default=True,
+              help="The mesh's frame: camera - OpenCV camera axes (y down, z forward; a .glb y-up), the mesh "
+                   "lying over the photo; head - the head's own frame without its pose (y up, z out of the face): "
+                   "upright and frontal in any viewer, several photos' meshes lined up.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
 @click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Photos fitted at once, each in a worker process, the CPU threads shared out among them "
@@ -600,7 +604,7 @@ def _make_folders(*outputs) -> None:
 @device_option
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
-            as_json, n_jobs, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
+            frame, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
     The photo - is read from standard input (its outputs are named stdin.* unless -o names them). With several
@@ -612,6 +616,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit photo.jpg --landmarks photo.pts -o face.obj --params face.json --overlay check.png
       redafit fit imgs/*.jpg -o meshes/ --json > results.jsonl
       redafit fit photo.jpg --preset landmarks -o quick.ply
+      redafit fit photo.jpg --frame head -o upright.obj
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
       curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
       find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
@@ -651,7 +656,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side),
-                              config, texture_size, caps, stages_per_photo=len(jobs) > 1)
+                              config, texture_size, caps, frame, stages_per_photo=len(jobs) > 1)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
     with _Progress(show_progress(ctx)) as prog:
@@ -689,6 +694,7 @@ class _PhotoSettings:
     config: object  # redafit.fit.FitConfig
     texture_size: int
     caps: bool
+    frame: str = "camera"  # the mesh's (redafit.fit.outputs.MESH_FRAMES)
     stages_per_photo: bool = False  # --save-stages DIR/<the photo's output name>/ (a batch)
 
 
@@ -716,7 +722,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             config = replace(config, save_stages=str(Path(config.save_stages) / Path(mesh).stem))
         result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
         _make_folders(mesh, par, ov)
-        written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps)
+        written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame)
     except RedafitError as e:
         return {"error": str(e), "exit_code": e.exit_code, "exception": e}
     return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),

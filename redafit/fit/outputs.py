@@ -488,11 +488,18 @@ def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_l
     return out8.astype(np.float32) / 255
 
 
+MESH_FRAMES = ("camera", "head")
+
+
 def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024,
-              caps: bool = True) -> list[Path]:
-    """Write the fitted mesh (camera frame, mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``, ``.ply``
-    vertex colours read from such a texture (:data:`PLY_TEXTURE`; sampled from the photo directly for a model
-    without UVs).
+              caps: bool = True, frame: str = "camera") -> list[Path]:
+    """Write the fitted mesh (mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``, ``.ply`` vertex colours
+    read from such a texture (:data:`PLY_TEXTURE`; sampled from the photo directly for a model without UVs).
+
+    ``frame``: ``"camera"`` - the camera frame (OpenCV axes: x right, y down, z forward), where the mesh lies over
+    the photo; ``"head"`` - the head's own frame, the model's (y up, z out of the face), the fitted shape and
+    expression without the head's pose: upright and facing the viewer in any mesh viewer, and the meshes of several
+    photos line up.
 
     ``caps``: close the model's eye and mouth holes (:mod:`redafit.model.caps`; models without any are written as they
     are): the caps' vertices and triangles come after the model's, and a texture becomes the atlas of
@@ -500,15 +507,19 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     vertices and triangles.
 
     glTF is y-up in metres: a ``.glb`` holds the camera-frame mesh with OpenGL camera axes (x right, y up, z towards
-    the viewer), i.e. y and z negated, scaled to metres by the writer, so it opens upright in any viewer.
+    the viewer), i.e. y and z negated, scaled to metres by the writer, so it opens upright in any viewer (the head
+    frame is y-up already: written as it is).
     """
     from redafit.io.meshes import write_mesh
     from redafit.model.caps import hole_caps
 
+    if frame not in MESH_FRAMES:
+        raise ValueError(f"frame must be one of {MESH_FRAMES}, not {frame!r}")
     path = Path(path)
     ext = path.suffix.lower()
     hc = hole_caps(model) if caps and ext != ".npz" else None
-    verts, tris = result.vertices_camera, result.triangles
+    verts = result.vertices_camera if frame == "camera" else result.vertices_model
+    tris = result.triangles
     uv, uvt = (model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()) if model.has_uv else (None, None)
     if ext == ".ply":
         texture_size = PLY_TEXTURE  # the texture is only read for the vertex colours
@@ -527,7 +538,7 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
             kw = {"vertex_colors": texture_at_vertices(tex, uv, uvt, tris, len(verts))}
         else:
             kw["vertex_colors"] = vertex_colours(image, result, verts)
-    if ext == ".glb":
+    if ext == ".glb" and frame == "camera":
         verts = verts * np.array([1.0, -1.0, -1.0], np.float32)
     return write_mesh(path, verts, tris, **kw)
 

