@@ -213,17 +213,54 @@ def resolved(path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _named_inputs(jobs, inputs=()) -> dict:
-    """Resolved path -> how a message names it, of the photos of ``jobs`` and of ``inputs`` ((path, option) pairs
-    for the landmark, depth and parsing files; a folder of them is not a file to overwrite)."""
+class NamedFiles:
+    """Files a command reads or writes, each with how its messages name it, found by path (symbolic links followed,
+    :func:`resolved`) and, for an existing regular file, by identity (device, inode): a hard link to it, or the file
+    piped in on standard input (:func:`stdin_file`)."""
+
+    def __init__(self, named=()):
+        self._by_path: dict = {}
+        self._by_file: dict = {}
+        for f, what in named:
+            self.add(f, what)
+
+    def add(self, path, what: str) -> None:
+        """Name ``path`` ``what``, unless it is named already."""
+        self._by_path.setdefault(resolved(path), what)
+        self.add_identity(file_id(path), what)
+
+    def add_identity(self, ident, what: str) -> None:
+        if ident is not None:
+            self._by_file.setdefault(ident, what)
+
+    def get(self, path) -> str | None:
+        """How the file at ``path`` is named, None when it is none of these."""
+        return self._by_path.get(resolved(path)) or self._by_file.get(file_id(path))
+
+
+def file_id(path):
+    """(device, inode) of the regular file at ``path`` (links followed), None when there is none."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _named_inputs(jobs, inputs=()) -> NamedFiles:
+    """The photos of ``jobs`` and ``inputs`` ((path, option) pairs for the landmark, depth and parsing files; a
+    folder of them is not a file to overwrite), named for the messages; a photo piped in on standard input by its
+    file's identity."""
     from redafit.io.images import STDIN
 
     given = [(img, f"the input photo {img}") for img, *_ in jobs if str(img) != STDIN]
     given += [(Path(f), f"the input {opt} {f}") for f, opt in inputs if f is not None and not Path(f).is_dir()]
-    seen = {}
-    for f, what in given:
-        seen.setdefault(resolved(f), what)
-    return seen
+    named = NamedFiles(given)
+    if any(str(img) == STDIN for img, *_ in jobs):
+        named.add_identity(stdin_file(), "the photo piped in on standard input")
+    return named
 
 
 def _named_outputs(mesh, par, ov) -> list:
@@ -241,19 +278,14 @@ def _check_distinct(jobs, inputs=()) -> None:
     in a folder, one photo's overlay the texture of another's mesh; or when an output would overwrite an input
     (``redafit fit face.png``: the texture of ``face.obj`` is ``face.png``): the photos and ``inputs``, (path,
     option) pairs for the landmark, depth and parsing files."""
-    from redafit.io.images import STDIN
-
     seen = _named_inputs(jobs, inputs)
-    piped = stdin_file() if any(str(img) == STDIN for img, *_ in jobs) else None
     for _, mesh, par, ov in jobs:
         for f, what in _named_outputs(mesh, par, ov):
-            other = seen.get(resolved(f))
-            if other is None and piped is not None and _same_file(f, piped):
-                other = "the photo piped in on standard input"
+            other = seen.get(f)
             if other is not None:
                 hint = " (it would be overwritten)" if other.startswith("the ") and " of -o " not in other else ""
                 raise UsageError(f"{what}: that is also {other}{hint}; choose another name")
-            seen[resolved(f)] = what
+            seen.add(f, what)
 
 
 def _check_stage_images(folder, jobs, config, inputs=()) -> None:
@@ -265,9 +297,9 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
     taken = _named_inputs(jobs, inputs)
     for _, mesh, par, ov in jobs:
         for f, what in _named_outputs(mesh, par, ov):
-            taken.setdefault(resolved(f), what)
-    if resolved(folder) in taken:
-        raise UsageError(f"--save-stages {folder}: that is also {taken[resolved(folder)]}; choose another folder")
+            taken.add(f, what)
+    if taken.get(folder) is not None:
+        raise UsageError(f"--save-stages {folder}: that is also {taken.get(folder)}; choose another folder")
     if not config.attributes:  # the landmark stages write no images
         return
     subfolders = [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]
@@ -275,8 +307,8 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
         for stage in config.stages:
             for kind in ("render", "mask", "error"):
                 f = sub / f"{stage.name}_{kind}.png"
-                if resolved(f) in taken:
-                    raise UsageError(f"--save-stages {folder}: its stage image {f} would be {taken[resolved(f)]}; "
+                if taken.get(f) is not None:
+                    raise UsageError(f"--save-stages {folder}: its stage image {f} would be {taken.get(f)}; "
                                      f"choose another folder")
 
 
@@ -291,14 +323,6 @@ def stdin_file():
     except (AttributeError, ValueError, OSError):  # no stdin, or a stream without a descriptor (an embedding)
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
-
-
-def _same_file(path: Path, ident) -> bool:
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == ident
 
 
 def input_files(images, landmarks, depth, parsing) -> list:

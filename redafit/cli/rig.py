@@ -41,39 +41,19 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
                + (f" ({detail})" if detail else ""))
 
 
-def _file_id(path: Path):
-    """(device, inode) of the regular file at ``path`` (links followed), None when there is none."""
-    import os
-    import stat
-
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
-
-
 def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool = False) -> None:
     """Before any work, a usage error when a file the command would write is one of the files it reads (``redafit
     rig shoot/neutral.png shoot/side.jpg -o shoot/``: the rig's texture is ``neutral.png``), as ``fit`` refuses
     one. ``outputs`` and ``inputs`` are (path, what) pairs; paths are compared with symbolic links resolved, and
     existing files by identity (a hard link; with ``stdin_photo``, the file piped in on standard input)."""
-    from redafit.cli.fit import resolved, stdin_file
+    from redafit.cli.fit import NamedFiles, stdin_file
     from redafit.io.images import STDIN
 
-    by_path, by_file = {}, {}
-    for f, what in inputs:
-        if f is None or str(f) == STDIN:
-            continue
-        by_path.setdefault(resolved(f), what)
-        ident = _file_id(Path(f))
-        if ident is not None:
-            by_file.setdefault(ident, what)
-    piped = stdin_file() if stdin_photo else None
-    if piped is not None:
-        by_file.setdefault(piped, "the photo piped in on standard input")
+    taken = NamedFiles((f, what) for f, what in inputs if f is not None and str(f) != STDIN)
+    if stdin_photo:
+        taken.add_identity(stdin_file(), "the photo piped in on standard input")
     for f, what in outputs:
-        other = by_path.get(resolved(f)) or by_file.get(_file_id(Path(f)))
+        other = taken.get(f)
         if other is not None:
             raise UsageError(f"{command}: {what} {f} is also {other} (it would be overwritten); choose another "
                              "output folder")

