@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from redafit.errors import ModelError
+from redafit.io.arrays import kind_words, shape_problem
 
 N_LANDMARKS = 68
 
@@ -38,8 +39,6 @@ class ModelArrayError(ModelError):
     file's name."""
 
 
-_KINDS = {"U": "text", "S": "bytes", "b": "booleans", "O": "objects", "c": "complex numbers", "M": "dates",
-          "m": "time spans", "V": "raw records"}
 
 
 def _numbers(name: str, a, index: bool = False) -> np.ndarray:
@@ -49,7 +48,7 @@ def _numbers(name: str, a, index: bool = False) -> np.ndarray:
         a = a.detach().cpu().numpy()
     a = np.asarray(a)
     if a.dtype.kind not in "fiu":
-        raise ModelArrayError(f"model {name}: expected numbers, got {_KINDS.get(a.dtype.kind, str(a.dtype))}")
+        raise ModelArrayError(f"model {name}: expected numbers, got {kind_words(a.dtype)}")
     if index:
         if a.dtype.kind == "f" and not (np.isfinite(a).all() and (a == np.round(a)).all()):
             raise ModelArrayError(f"model {name}: expected whole-number indices, got fractional or non-finite values")
@@ -63,10 +62,9 @@ def _numbers(name: str, a, index: bool = False) -> np.ndarray:
 
 def _check_shape(name: str, a: np.ndarray, expected: tuple, note: str = "") -> None:
     """:class:`ModelArrayError` unless ``a.shape`` matches ``expected`` (ints, or None for any size)."""
-    shape = tuple(a.shape)
-    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
-        want = ", ".join("*" if e is None else str(e) for e in expected)
-        raise ModelArrayError(f"model {name}: expected shape [{want}]{note}, got {list(shape)}")
+    problem = shape_problem(a.shape, expected, note)
+    if problem:
+        raise ModelArrayError(f"model {name}: {problem}")
 
 
 def _basis(name: str, a, V: int) -> np.ndarray:

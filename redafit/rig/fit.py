@@ -32,6 +32,7 @@ import numpy as np
 from redafit.errors import InputError, ModelError
 from redafit.render.camera import Intrinsics
 from redafit.io import jsonsafe
+from redafit.io.arrays import kind_words, shape_problem
 from redafit.io.atomic import atomic_group, make_folder
 
 log = logging.getLogger("redafit")
@@ -423,11 +424,10 @@ def _rig_array(arrays: dict, npz: Path, key: str, kind: str, shape: tuple, note:
     a = arrays[key]
     kinds, words = _KINDS[kind]
     if a.dtype.kind not in kinds:
-        got = {"U": "text", "S": "bytes", "b": "booleans", "f": "floats", "c": "complex numbers"}.get(a.dtype.kind)
-        raise InputError(f"{npz}: array '{key}': expected {words}, got {got or a.dtype} ({a.dtype})")
-    if len(a.shape) != len(shape) or any(e is not None and e != n for e, n in zip(shape, a.shape)):
-        want = ", ".join("*" if e is None else str(e) for e in shape)
-        raise InputError(f"{npz}: array '{key}': expected shape [{want}]{note}, got {list(a.shape)}")
+        raise InputError(f"{npz}: array '{key}': expected {words}, got {kind_words(a.dtype)} ({a.dtype})")
+    problem = shape_problem(a.shape, shape, note)
+    if problem:
+        raise InputError(f"{npz}: array '{key}': {problem}")
     if kind == "float" and not np.isfinite(a).all():
         raise InputError(f"{npz}: array '{key}' contains NaN or infinite values")
     return a
