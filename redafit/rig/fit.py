@@ -252,20 +252,47 @@ LEAD_WEIGHT = 1e3  # x the lead view's weight: it gives each texel it sees with 
 #                    the quality of another view's sample of it
 MERGE_LEVELS = 6  # bands of the blend (each view's detail switches within a few texels, its mean colour broadly)
 LEAD_MIN_SCALE = 0.5  # the lead view is the most frontal of those whose face is at least this x the largest's
+LEAD_NEUTRAL_MM = 1.5  # ... and whose expression moves the face by at most this much more than the most neutral's
 MERGE_BLUR = 1 / 256  # x the texture's side: the Gaussian blur of the quality maps (no speckle of views' choices)
 
 
-def lead_view(results: list) -> int:
+def lead_view(results: list, model=None) -> int:
     """Which view's texture the merged texture keeps wherever that view sees the surface well
     (:func:`merge_textures`): the most frontal (cosine of yaw x cosine of pitch) of the plausible fits whose face
-    is at least :data:`LEAD_MIN_SCALE` as large in its photo (pixels per mm: focal length / depth) as the largest."""
+    is at least :data:`LEAD_MIN_SCALE` as large in its photo (pixels per mm: focal length / depth) as the largest
+    and, given the ``model``, whose expression is near neutral (:func:`expression_offset` within
+    :data:`LEAD_NEUTRAL_MM` of the smallest): the texture goes on the neutral mesh, and a smile or a blink in it
+    would stay there."""
     scale = np.array([r.intrinsics.fx / max(float(np.asarray(r.trans)[2]), 1e-6) for r in results])
     yaw, pitch = np.radians(np.array([np.asarray(r.euler_deg, np.float64)[:2] for r in results])).T
     frontal = np.cos(yaw) * np.cos(pitch)
     ok = np.array([r.failure is None for r in results])
     ok = ok if ok.any() else np.ones_like(ok)
-    frontal[~ok | (scale < LEAD_MIN_SCALE * scale[ok].max())] = -np.inf
+    ok &= scale >= LEAD_MIN_SCALE * scale[ok].max()
+    if model is not None:
+        offset = np.array([expression_offset(model, r) for r in results])
+        ok &= offset <= offset[ok].min() + LEAD_NEUTRAL_MM
+    frontal[~ok] = -np.inf
     return int(np.argmax(frontal))
+
+
+def expression_offset(model, result) -> float:
+    """How far (mm) the fitted expression moves the face from neutral: the 98th percentile of the face area's
+    vertices' movement, so that a blink or a raised brow, which move few vertices far, count as well as an open jaw
+    (ICT: both eyes closed 5.8 mm, a smile 14.7, the jaw open 39.5)."""
+    import torch
+
+    from redafit.parsing.model_labels import vertex_face_area
+
+    beta = torch.as_tensor(np.asarray(result.exp_coeffs, np.float64), dtype=model.exp_basis.dtype,
+                           device=model.exp_basis.device)
+    k = min(len(beta), model.n_exp)
+    moved = torch.einsum("k,kvc->vc", beta[:k], model.exp_basis[:k]).norm(dim=-1)
+    try:
+        moved = moved[vertex_face_area(model).to(moved.device)]
+    except ModelError:  # no landmark vertex ids to find the face area with: every vertex
+        pass
+    return float(torch.quantile(moved.float(), 0.98)) if moved.numel() else 0.0
 
 
 def merge_textures(images: list, results: list, model, size: int = 1024, caps=None) -> np.ndarray:
@@ -273,9 +300,9 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
     :func:`redafit.fit.outputs.unwrap_atlas`).
 
     Averaging the views' textures blurs them: the fits are a few texels apart from view to view, and the face's
-    expression differs. So one view leads (:func:`lead_view`, the most frontal) and gives every texel it sees
-    well; the others give what it sees at a grazing angle or not at all (its far cheek, where it only has its
-    mirror image), each texel from the views that see it most nearly face on. Each view's weight is its samples'
+    expression differs. So one view leads (:func:`lead_view`: the most frontal of the near-neutral ones) and gives
+    every texel it sees well; the others give what it sees at a grazing angle or not at all (its far cheek, where
+    it only has its mirror image), each texel from the views that see it most nearly face on. Each view's weight is its samples'
     quality (:class:`redafit.fit.outputs.TexelWeights`) to the power :data:`MERGE_SHARPNESS`, the lead's times
     :data:`LEAD_WEIGHT`, and the views are blended band by band (Burt and Adelson's multi-band blend: each band of
     detail of the textures' Laplacian pyramids weighted by the same band of the weights' Gaussian pyramids), so a
@@ -287,7 +314,7 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
 
     from redafit.fit.outputs import unwrap_atlas, unwrap_texture
 
-    lead = lead_view(results)
+    lead = lead_view(results, model)
     acc = den = None
     for i, (im, res) in enumerate(zip(images, results)):
         tex, tw = unwrap_texture(im, res, model, size, return_weights=True) if caps is None else \

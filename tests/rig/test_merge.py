@@ -40,14 +40,22 @@ def _detail(tex, where):
     return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[where].mean())
 
 
-def test_lead_view_is_the_most_frontal_plausible_large_one(views):
-    from redafit.rig.fit import lead_view
+def test_lead_view_is_the_most_frontal_plausible_large_neutral_one(views, ict):
+    from redafit.rig.fit import LEAD_NEUTRAL_MM, expression_offset, lead_view
 
     _, results, _ = views
     yaw, pitch = np.radians([r.euler_deg[:2] for r in results]).T
     frontal = np.cos(yaw) * np.cos(pitch)
-    lead = lead_view(results)
-    assert lead == int(np.argmax(frontal))
+    lead = lead_view(results, ict)
+    assert lead == lead_view(results) == int(np.argmax(frontal))  # rig_case1's expressions are alike
+    # a smile, or closed eyes: another view leads (the texture goes on the neutral mesh)
+    for names in (("mouthSmile_L", "mouthSmile_R"), ("eyeBlink_L", "eyeBlink_R")):
+        beta = np.array(results[lead].exp_coeffs, np.float64)
+        for name in names:
+            beta[ict.expression_names.index(name)] = 1.0
+        posed = [dataclasses.replace(r, exp_coeffs=beta) if i == lead else r for i, r in enumerate(results)]
+        assert expression_offset(ict, posed[lead]) > LEAD_NEUTRAL_MM + min(expression_offset(ict, r) for r in results), names
+        assert lead_view(posed, ict) != lead and lead_view(posed) == lead, names
     # an implausible fit does not lead, nor a view whose face is under half as large in its photo as the largest
     flagged = [dataclasses.replace(r, failure="test") if i == lead else r for i, r in enumerate(results)]
     second = int(np.argsort(-frontal)[1])
@@ -57,13 +65,13 @@ def test_lead_view_is_the_most_frontal_plausible_large_one(views):
     assert lead_view(small) == second
 
 
-def test_merged_texture_keeps_the_lead_view_s_detail(views, merged):
+def test_merged_texture_keeps_the_lead_view_s_detail(views, merged, ict):
     """Where the most frontal view sees the face well the merged texture is that view's, as sharp; the views' plain
     confidence-weighted mean (the merge before session 27) is visibly blurred, the fits being a few texels apart."""
     from redafit.rig.fit import lead_view
 
     _, results, unwrapped = views
-    lead = lead_view(results)
+    lead = lead_view(results, ict)
     tex, tw = unwrapped[lead]
     well = tw.quality > 0.6
     assert well.mean() > 0.1
@@ -74,13 +82,13 @@ def test_merged_texture_keeps_the_lead_view_s_detail(views, merged):
     assert _detail(merged, well) > 1.2 * _detail(mean, well)
 
 
-def test_far_side_comes_from_the_views_that_see_it(views, merged):
+def test_far_side_comes_from_the_views_that_see_it(views, merged, ict):
     """Texels the lead view sees badly or not at all (its far cheek: its texture has the mirror image there) take the
     views that see them face on."""
     from redafit.rig.fit import lead_view
 
     _, results, unwrapped = views
-    lead = lead_view(results)
+    lead = lead_view(results, ict)
     q = np.stack([u[1].quality for u in unwrapped])
     others = np.delete(q, lead, 0)
     far = (q[lead] < 0.1) & (others.max(0) > 0.6)
@@ -90,13 +98,13 @@ def test_far_side_comes_from_the_views_that_see_it(views, merged):
     assert np.abs(merged - from_best)[far].mean() < 0.5 * np.abs(merged - unwrapped[lead][0])[far].mean()
 
 
-def test_no_seam_where_the_views_take_over(views, merged):
+def test_no_seam_where_the_views_take_over(views, merged, ict):
     """The switch from one view to another is blended: the merged texture's steps between neighbouring texels are
     no larger along the switch than elsewhere on the well-seen face, where a hard switch's are."""
     from redafit.rig.fit import LEAD_WEIGHT, MERGE_SHARPNESS, lead_view
 
     _, results, unwrapped = views
-    lead = lead_view(results)
+    lead = lead_view(results, ict)
     q = np.stack([cv2.GaussianBlur(u[1].quality, (0, 0), 2.0) for u in unwrapped]) ** MERGE_SHARPNESS
     q[lead] *= LEAD_WEIGHT
     choice = np.argmax(q, 0)
