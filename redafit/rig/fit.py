@@ -301,14 +301,14 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
 
     Averaging the views' textures blurs them: the fits are a few texels apart from view to view, and the face's
     expression differs. So one view leads (:func:`lead_view`: the most frontal of the near-neutral ones) and gives
-    every texel it sees well; the others give what it sees at a grazing angle or not at all (its far cheek, where
-    it only has its mirror image), each texel from the views that see it most nearly face on. Each view's weight is its samples'
-    quality (:class:`redafit.fit.outputs.TexelWeights`) to the power :data:`MERGE_SHARPNESS`, the lead's times
-    :data:`LEAD_WEIGHT`, and the views are blended band by band (Burt and Adelson's multi-band blend: each band of
-    detail of the textures' Laplacian pyramids weighted by the same band of the weights' Gaussian pyramids), so a
-    switch between views is sharp in the fine detail and gradual in the colour, and shows no seam. Texels no view
-    sees directly (a guarded neck, the hidden side in every view) take the mean of the views' fills, weighted by
-    their confidence.
+    every texel it sees well; the others give what it sees at a grazing angle or not at all (its far cheek, where it
+    only has its mirror image), each texel from the views that see it most nearly face on. Each view's weight is its
+    samples' quality (:class:`redafit.fit.outputs.TexelWeights`) to the power :data:`MERGE_SHARPNESS`, the lead's
+    times :data:`LEAD_WEIGHT`, and the views are blended band by band (Burt and Adelson's multi-band blend: each
+    band of detail of the textures' Laplacian pyramids weighted by the same band of the weights' Gaussian pyramids),
+    so a switch between views is sharp in the fine detail and gradual in the colour, and shows no seam. Texels no
+    view sees directly (a guarded neck, the hidden side in every view) take the mean of the views' fills, weighted
+    by their confidence.
     """
     import cv2
 

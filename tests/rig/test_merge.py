@@ -54,7 +54,8 @@ def test_lead_view_is_the_most_frontal_plausible_large_neutral_one(views, ict):
         for name in names:
             beta[ict.expression_names.index(name)] = 1.0
         posed = [dataclasses.replace(r, exp_coeffs=beta) if i == lead else r for i, r in enumerate(results)]
-        assert expression_offset(ict, posed[lead]) > LEAD_NEUTRAL_MM + min(expression_offset(ict, r) for r in results), names
+        least = min(expression_offset(ict, r) for r in results)
+        assert expression_offset(ict, posed[lead]) > LEAD_NEUTRAL_MM + least, names
         assert lead_view(posed, ict) != lead and lead_view(posed) == lead, names
     # an implausible fit does not lead, nor a view whose face is under half as large in its photo as the largest
     flagged = [dataclasses.replace(r, failure="test") if i == lead else r for i, r in enumerate(results)]
