@@ -320,9 +320,9 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
         tex, tw = unwrap_texture(im, res, model, size, return_weights=True) if caps is None else \
             unwrap_atlas(im, res, model, caps, size, return_weights=True)
         q = cv2.GaussianBlur(np.clip(tw.quality, 0, 1), (0, 0), max(MERGE_BLUR * size, 0.5))
-        w = q.astype(np.float64) ** MERGE_SHARPNESS * (LEAD_WEIGHT if i == lead else 1.0)
-        w = w + 1e-9 * (np.clip(tw.confidence, 0, 1) ** 2 + 1e-3)  # the fallback where no view sees a texel
-        bands = _laplacian_pyramid(tex.astype(np.float64), MERGE_LEVELS)
+        w = q.astype(np.float32) ** MERGE_SHARPNESS * (LEAD_WEIGHT if i == lead else 1.0)
+        w = w + np.float32(1e-9) * (np.clip(tw.confidence, 0, 1) ** 2 + 1e-3)  # where no view sees a texel
+        bands = _laplacian_pyramid(tex.astype(np.float32), MERGE_LEVELS)
         wp = _gaussian_pyramid(w, MERGE_LEVELS)
         acc = [wl[..., None] * b for wl, b in zip(wp, bands)] if acc is None else \
             [a + wl[..., None] * b for a, wl, b in zip(acc, wp, bands)]
