@@ -536,8 +536,9 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
             tex = unwrap_texture(image, result, model, texture_size) if hc is None else \
                 unwrap_atlas(image, result, model, hc, texture_size)
             kw = {"vertex_colors": texture_at_vertices(tex, uv, uvt, tris, len(verts))}
-        else:
-            kw["vertex_colors"] = vertex_colours(image, result, verts)
+        else:  # sampled where the camera-frame vertices project, whatever the frame written
+            cam = result.vertices_camera if hc is None else hc.extend(result.vertices_camera, result.triangles)[0]
+            kw["vertex_colors"] = vertex_colours(image, result, cam)
     if ext == ".glb" and frame == "camera":
         verts = verts * np.array([1.0, -1.0, -1.0], np.float32)
     return write_mesh(path, verts, tris, **kw)

