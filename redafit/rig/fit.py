@@ -253,6 +253,8 @@ LEAD_WEIGHT = 1e3  # x the lead view's weight: it gives each texel it sees with 
 MERGE_LEVELS = 6  # bands of the blend (each view's detail switches within a few texels, its mean colour broadly)
 LEAD_MIN_SCALE = 0.5  # the lead view is the most frontal of those whose face is at least this x the largest's
 LEAD_NEUTRAL_MM = 1.5  # ... and whose expression moves the face by at most this much more than the most neutral's
+IMPLAUSIBLE_WEIGHT = 1e-12  # x the weight of a view whose fit looks implausible (FitResult.failure), unless all
+#                             do: under the plausible views' fallback, so it gives only what none of them has
 MERGE_BLUR = 1 / 256  # x the texture's side: the Gaussian blur of the quality maps (no speckle of views' choices)
 
 
@@ -308,13 +310,14 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
     band of detail of the textures' Laplacian pyramids weighted by the same band of the weights' Gaussian pyramids),
     so a switch between views is sharp in the fine detail and gradual in the colour, and shows no seam. Texels no
     view sees directly (a guarded neck, the hidden side in every view) take the mean of the views' fills, weighted
-    by their confidence.
+    by their confidence. A view whose fit looks implausible (``failure``) gives only what no other view can.
     """
     import cv2
 
     from redafit.fit.outputs import unwrap_atlas, unwrap_texture
 
     lead = lead_view(results, model)
+    all_doubtful = all(r.failure is not None for r in results)
     acc = den = None
     for i, (im, res) in enumerate(zip(images, results)):
         tex, tw = unwrap_texture(im, res, model, size, return_weights=True) if caps is None else \
@@ -322,6 +325,8 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
         q = cv2.GaussianBlur(np.clip(tw.quality, 0, 1), (0, 0), max(MERGE_BLUR * size, 0.5))
         w = q.astype(np.float32) ** MERGE_SHARPNESS * (LEAD_WEIGHT if i == lead else 1.0)
         w = w + np.float32(1e-9) * (np.clip(tw.confidence, 0, 1) ** 2 + 1e-3)  # where no view sees a texel
+        if res.failure is not None and not all_doubtful:
+            w *= IMPLAUSIBLE_WEIGHT
         bands = _laplacian_pyramid(tex.astype(np.float32), MERGE_LEVELS)
         wp = _gaussian_pyramid(w, MERGE_LEVELS)
         acc = [wl[..., None] * b for wl, b in zip(wp, bands)] if acc is None else \

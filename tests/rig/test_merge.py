@@ -123,3 +123,16 @@ def test_no_seam_where_the_views_take_over(views, merged, ict):
 
     assert step(hard)[switch].mean() > 1.5 * step(hard)[seen].mean()  # the views do disagree there
     assert step(merged)[switch].mean() < 1.2 * step(merged)[seen].mean()
+
+
+def test_implausible_views_give_only_what_no_other_can(views, ict):
+    """With every view but the lead flagged implausible, the merged texture is the lead's own, its far side the
+    mirror image rather than the flagged views' samples."""
+    from redafit.rig.fit import lead_view, merge_textures
+
+    images, results, unwrapped = views
+    lead = lead_view(results, ict)
+    flagged = [r if i == lead else dataclasses.replace(r, failure="test") for i, r in enumerate(results)]
+    merged = merge_textures(images, flagged, ict, SIZE)
+    assert np.abs(merged - unwrapped[lead][0]).mean() < 0.005
+    assert np.abs(merge_textures(images, results, ict, SIZE) - unwrapped[lead][0]).mean() > 0.01
