@@ -23,3 +23,5 @@ def test_library_example_runs(use_models, faces_dir, tmp_path, monkeypatch, caps
 
     mesh = trimesh.load(tmp_path / "face.obj", process=False, force="mesh")
     assert mesh.vertices[:, 2].min() > 0 and len(mesh.faces) > 18000
+    head = trimesh.load(tmp_path / "head.ply", process=False, force="mesh")
+    assert len(head.faces) == len(mesh.faces) and abs(head.vertices.mean(0)[2]) < 100  # about the origin
