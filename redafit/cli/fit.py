@@ -240,12 +240,15 @@ class NamedFiles:
 
 def file_id(path):
     """(device, inode) of the regular file at ``path`` (links followed), None when there is none."""
-    import stat
-
     try:
-        st = os.stat(path)
+        return _regular_file_id(os.stat(path))
     except (OSError, ValueError):
         return None
+
+
+def _regular_file_id(st: os.stat_result):
+    import stat
+
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
@@ -298,8 +301,9 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
     for _, mesh, par, ov in jobs:
         for f, what in _named_outputs(mesh, par, ov):
             taken.add(f, what)
-    if taken.get(folder) is not None:
-        raise UsageError(f"--save-stages {folder}: that is also {taken.get(folder)}; choose another folder")
+    other = taken.get(folder)
+    if other is not None:
+        raise UsageError(f"--save-stages {folder}: that is also {other}; choose another folder")
     if not config.attributes:  # the landmark stages write no images
         return
     subfolders = [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]
@@ -307,22 +311,19 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
         for stage in config.stages:
             for kind in ("render", "mask", "error"):
                 f = sub / f"{stage.name}_{kind}.png"
-                if taken.get(f) is not None:
-                    raise UsageError(f"--save-stages {folder}: its stage image {f} would be {taken.get(f)}; "
+                other = taken.get(f)
+                if other is not None:
+                    raise UsageError(f"--save-stages {folder}: its stage image {f} would be {other}; "
                                      f"choose another folder")
 
 
 def stdin_file():
     """(device, inode) of the file standard input reads (``redafit fit - < me.png``), None for a pipe or a
     terminal."""
-    import os
-    import stat
-
     try:
-        st = os.fstat(sys.stdin.fileno())
+        return _regular_file_id(os.fstat(sys.stdin.fileno()))
     except (AttributeError, ValueError, OSError):  # no stdin, or a stream without a descriptor (an embedding)
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def input_files(images, landmarks, depth, parsing) -> list:
@@ -613,6 +614,7 @@ def _make_folders(*outputs) -> None:
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")
+# the choices are redafit.fit.outputs.MESH_FRAMES, spelled out so that the CLI does not import torch to start (test)
 @click.option("--frame", type=click.Choice(["camera", "head"]), default="camera", show_default=True,
               help="The mesh's frame: camera - OpenCV camera axes (y down, z forward; a .glb y-up), the mesh "
                    "lying over the photo; head - the head's own frame without its pose (y up, z out of the face): "

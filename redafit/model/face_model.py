@@ -39,8 +39,6 @@ class ModelArrayError(ModelError):
     file's name."""
 
 
-
-
 def _numbers(name: str, a, index: bool = False) -> np.ndarray:
     """``a`` (array-like or tensor) as a numpy array of real numbers: float32 and finite, or (``index``) int64 of
     whole numbers; :class:`ModelArrayError` naming the array otherwise."""

