@@ -346,6 +346,10 @@ def input_files(images, landmarks, depth, parsing) -> list:
     return [(f, opt) for f, opt in files if f is not None]
 
 
+# redafit.fit.outputs.MESH_FRAMES, spelled out so that the CLI does not import torch to start (a test compares them)
+MESH_FRAME_CHOICES = ("camera", "head")
+
+
 def files_from_option(f=None, *, noun: str = "photos"):
     """``--files-from FILE`` (:func:`gather_photos` reads it); ``noun``: what the list names in the help."""
     if f is None:
@@ -614,8 +618,7 @@ def _make_folders(*outputs) -> None:
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")
-# the choices are redafit.fit.outputs.MESH_FRAMES, spelled out so that the CLI does not import torch to start (test)
-@click.option("--frame", type=click.Choice(["camera", "head"]), default="camera", show_default=True,
+@click.option("--frame", type=click.Choice(MESH_FRAME_CHOICES), default="camera", show_default=True,
               help="The mesh's frame: camera - OpenCV camera axes (y down, z forward; a .glb y-up), the mesh "
                    "lying over the photo; head - the head's own frame without its pose (y up, z out of the face): "
                    "upright and frontal in any viewer, several photos' meshes lined up.")

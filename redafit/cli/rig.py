@@ -11,6 +11,7 @@ import click
 
 from redafit.cli import FiniteRange, device_option, resolve_device, show_progress
 from redafit.cli.fit import (
+    MESH_FRAME_CHOICES,
     _Progress,
     build_config,
     check_output_folder,
@@ -80,7 +81,10 @@ def _common_inputs(files_from, model_name) -> list:
 @click.option("--parsing", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of <stem>.png|.npy parsing maps computed elsewhere (CelebAMask-HQ class ids, registered "
                    "to each photo) instead of parsing the photos; an image without one is left out.")
-@click.option("--meshes", is_flag=True, help="Also write each image's mesh (camera frame) into meshes/.")
+@click.option("--meshes", is_flag=True, help="Also write each image's mesh (with its expression) into meshes/.")
+@click.option("--frame", type=click.Choice(MESH_FRAME_CHOICES), default="camera", show_default=True,
+              help="The frame of --meshes' meshes: camera - each lying over its photo (OpenCV axes); head - the "
+                   "neutral's frame without the image's pose (y up, z out of the face), the meshes lined up.")
 @click.option("--overlays", is_flag=True, help="Also write each photo with the fitted mesh over it into overlays/.")
 @click.option("--texture-size", type=click.IntRange(0, 4096), default=1024, show_default=True,
               help="Side of the merged texture (0: no texture; with caps a quarter taller: the caps' strip).")
@@ -94,7 +98,7 @@ def _common_inputs(files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, texture_size, caps, as_json,
+def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, texture_size, caps, as_json,
             files_from, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
@@ -105,7 +109,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
     Exit codes: 0 all images used; 1 some left out (the rig is still written); the error's own code otherwise.
     Examples:
       redafit rig imgs/*.jpg -o rig/
-      redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --overlays
+      redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --frame head --overlays
       redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
       redafit rig imgs/*.jpg -o rig/ --parsing parsings/
       ls shoot/*.jpg | redafit rig --files-from - -o rig/
@@ -122,6 +126,8 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
         raise UsageError(f"--landmarks {landmarks}: expected a folder of <stem>.<ext> landmark files")
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of <stem>.png|.npy parsing maps")
+    if frame != "camera" and not meshes:
+        log.warning("--frame %s sets the frame of --meshes' meshes; ignored without --meshes", frame)
     images = distinct_photos(gather_photos(images, files_from, "rig"), "rig")
     if len(images) < 2:
         raise UsageError("rig: give at least 2 images of the person")
@@ -158,7 +164,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, overlays, tex
                       names=[n for n, _ in loaded], init=init, texture_size=texture_size, progress=prog,
                       parsings=parsings if parsing is not None else None, caps=caps)
         rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
-        written = save_rig(rig, output, meshes=meshes, model=model,
+        written = save_rig(rig, output, meshes=meshes, model=model, frame=frame,
                            overlays={n: x.image for n, x in loaded} if overlays else None)
     flagged = [f for f in rig.frames if f.failure]
     for f in flagged:

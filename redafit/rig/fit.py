@@ -14,7 +14,9 @@ Rig folder::
                            displacement [V,3] (the model's topology), cap_* (the caps, when made)
     params.json            per image: expression, pose, camera, lighting, landmark error; excluded images
     rig.glb                glTF 2.0 with one morph target per expression (the model's names: ARKit for ICT)
-    meshes/<name>.obj      (optional) each image's mesh with its expression, camera frame (aligned to the photo)
+    meshes/<name>.obj      (optional) each image's mesh with its expression: camera frame (aligned to the photo) or
+                           head frame (the neutral's, posed by nothing: the meshes line up); params.json's
+                           mesh_frame says which
 
 Shapes: B images, V vertices, Ke expression modes, S texture side.
 """
@@ -360,12 +362,19 @@ def _laplacian_pyramid(a: np.ndarray, levels: int) -> list:
 # files
 # ----------------------------------------------------------------------------------------------------------------
 @atomic_group()
-def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None) -> list[Path]:
+def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None,
+             frame: str = "camera") -> list[Path]:
     """Write the rig folder (see the module docstring), all files or none (they replace their targets together,
-    :func:`redafit.io.atomic.atomic_group`). ``overlays`` {frame name: image} writes ``overlays/<name>.png``
-    (needs ``model`` and the rig's fit results)."""
+    :func:`redafit.io.atomic.atomic_group`). ``meshes`` writes each image's mesh in ``frame`` (one of
+    :data:`redafit.fit.outputs.MESH_FRAMES`: ``"camera"``, aligned with its photo, or ``"head"``, the model's frame
+    without the image's pose). ``overlays`` {frame name: image} writes ``overlays/<name>.png`` (needs ``model`` and
+    the rig's fit results)."""
+    from redafit.fit.outputs import MESH_FRAMES
     from redafit.io.atomic import atomic_path, atomic_write
     from redafit.io.meshes import write_glb, write_mesh
+
+    if frame not in MESH_FRAMES:
+        raise ValueError(f"frame must be one of {MESH_FRAMES}, not {frame!r}")
 
     out = Path(folder)
     make_folder(out)
@@ -387,6 +396,8 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
             "seconds": round(rig.seconds, 3), "expression_names": rig.expression_names,
             "identity": np.round(rig.identity, 6).tolist(),
             "images": [fr.to_json(rig.expression_names) for fr in rig.frames], "excluded": rig.excluded}
+    if meshes:
+        meta["mesh_frame"] = frame
     with atomic_write(out / "params.json", "w", encoding="utf-8") as fh:
         jsonsafe.dump(meta, fh, indent=1)
     written.append(out / "params.json")
@@ -397,7 +408,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
         for i, fr in enumerate(rig.frames):
-            pv, pf, _ = rig.mesh(rig.posed(i))
+            pv, pf, _ = rig.mesh(rig.posed(i) if frame == "camera" else rig.shape(fr.expression))
             written += write_mesh(out / "meshes" / f"{fr.name}.obj", pv, pf, **uvkw)
     if overlays:
         from redafit.fit.outputs import render_overlay

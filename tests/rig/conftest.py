@@ -51,14 +51,15 @@ def class_map_of(image_path, landmarks_path) -> np.ndarray:
     return np.where(idx >= 0, cls_of_region[np.clip(idx, 0, None)], 0)
 
 
-def run_cli(args, env_dir: Path | None = None):
+def run_cli(args, env_dir: Path | None = None, quiet: bool = True):
+    """``redafit [-q] args`` in-process; without ``quiet`` its warnings reach the ``redafit`` logger (caplog)."""
     from click.testing import CliRunner
 
     from redafit.cli import main
 
     runner = CliRunner()
     env = {"REDAFIT_MODEL_DIR": str(env_dir)} if env_dir else None
-    return runner.invoke(main, ["-q", *map(str, args)], env=env, catch_exceptions=False)
+    return runner.invoke(main, ["-q"] * quiet + [*map(str, args)], env=env, catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 targets, the per-image fits line up with the landmarks; bad images are left out; CLI errors."""
 
 import json
+import logging
 import shutil
 import struct
 
@@ -86,6 +87,42 @@ def test_rig_without_caps(rig_case1, model_home, tmp_path):
     assert res.exit_code == 0, res.output
     assert read_obj(out / "neutral.obj").vertices.shape == (9409, 3)
     assert load_rig(out).caps is None
+
+
+def test_rig_meshes_in_the_head_frame(rig_case1, model_home, ict, tmp_path, caplog):
+    """--meshes --frame head writes each image's mesh in the neutral's frame (its expression, no pose): upright,
+    facing +z, lined up with the neutral; the camera-frame mesh is it moved by params.json's pose. --frame without
+    --meshes is reported as ignored."""
+    from redafit.cli.rig import rig_cmd
+    from redafit.fit.outputs import MESH_FRAMES
+    from redafit.io.meshes import read_obj
+    from redafit.rig.fit import load_rig
+
+    assert tuple(next(o for o in rig_cmd.params if o.name == "frame").type.choices) == MESH_FRAMES
+    images, lms = rig_case1
+    out = tmp_path / "rig"
+    res = run_cli(["rig", *images[:2], "-o", out, "--landmarks", lms, "--meshes", "--frame", "head", "--no-caps",
+                   *FAST], model_home)
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "params.json").read_text())
+    assert meta["mesh_frame"] == "head"
+    rig = load_rig(out)
+    lm = ict.landmark_ids.numpy()
+    neutral = read_obj(out / "neutral.obj").vertices
+    for i, fr in enumerate(rig.frames):
+        head = read_obj(out / "meshes" / f"{fr.name}.obj").vertices
+        assert np.abs(head - rig.shape(fr.expression)).max() < 0.01  # mm (the OBJ's 6 decimals)
+        im = meta["images"][i]
+        R, t = np.array(im["pose"]["rotation"]), np.array(im["pose"]["translation_mm"])
+        assert np.abs(head @ R.T + t - rig.posed(i)).max() < 0.01
+        chin, brow, nose_tip = head[lm[8]], head[lm[27]], head[lm[30]]
+        assert brow[1] - chin[1] > 80 and abs(brow[0] - chin[0]) < 10  # upright
+        assert nose_tip[2] > head[:, 2].mean() + 40  # the face towards +z
+        assert np.median(np.linalg.norm(head - neutral, axis=1)) < 1.0  # lined up: only the expression moves it
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        res = run_cli(["rig", tmp_path / "no1.jpg", tmp_path / "no2.jpg", "-o", tmp_path / "o", "--frame", "head"],
+                      model_home, quiet=False)
+    assert res.exit_code == 3 and "ignored without --meshes" in caplog.text
 
 
 def test_glb_loads_with_named_morph_targets(rig_dir, ict):
