@@ -364,12 +364,12 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     """
     from redafit.rig.fit import load_rig
     from redafit.rig.retarget import retarget_files, write_retarget
-    from redafit.rig.track import read_params
+    from redafit.rig.track import params_file, read_params
 
     check_output_folder(output)  # a file in the way or a read-only place: exit 10 before the rig is read
     r = load_rig(rig)
     records, track_fps = read_params(params)
-    track = params / "params.jsonl" if params.is_dir() else params
+    track = params_file(params)
     refuse_overwriting_inputs("retarget", [(f, "the output") for f in retarget_files(records, output, fmt)],
                               [(track, f"the --params file {track}"),
                                (track.parent / "track.json", f"the track summary {track.parent / 'track.json'}")]

@@ -19,7 +19,7 @@ import stat
 
 from redafit.errors import InputError
 
-__all__ = ["special_file_kind", "check_input_file", "read_input_file"]
+__all__ = ["special_file_kind", "check_input_file", "read_input_file", "read_text_file"]
 
 _NOT_FOUND = (errno.ENOENT, errno.ENOTDIR)
 
@@ -126,3 +126,15 @@ def read_input_file(path, what: str, max_bytes: int, *, error: type[InputError] 
     if len(data) > max_bytes:
         raise too_large(f"it grew past {max_bytes} bytes while being read")
     return data
+
+
+def read_text_file(path, what: str, max_bytes: int, *, error: type[InputError] = InputError,
+                   read_error: type[InputError] | None = None) -> str:
+    """The text of the UTF-8 file ``path`` (a leading byte-order mark dropped), read by :func:`read_input_file`
+    (``error``, ``read_error`` as there); ``"<what> <path> is not UTF-8 text (byte N)"`` (``read_error``) when
+    it cannot be decoded."""
+    data = read_input_file(path, what, max_bytes, error=error, read_error=read_error)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise (read_error or error)(f"{what} {path} is not UTF-8 text (byte {e.start})") from None

@@ -40,7 +40,7 @@ import numpy as np
 
 from redafit.errors import LandmarkFileError
 from redafit.io import jsonsafe
-from redafit.io.inputs import check_input_file, read_input_file
+from redafit.io.inputs import check_input_file, read_input_file, read_text_file
 
 N68 = 68
 N5 = 5
@@ -175,11 +175,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _read_text(path: Path) -> str:
-    data = _read_bytes(path)
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise LandmarkFileError(f"{path}: not a text file (cannot decode as UTF-8)") from None
+    return read_text_file(path, "landmark file", MAX_FILE_BYTES, error=LandmarkFileError)
 
 
 def _read_pts(path: Path) -> np.ndarray:

@@ -573,17 +573,18 @@ def _frame_error(d, names: list) -> str | None:
     return None
 
 
+MAX_META_BYTES = 1 << 30  # a rig's params.json (a few KB per image) larger than this is refused unread
+
+
 def _rig_meta(par: Path, names: list) -> dict:
     """A rig's ``params.json``, checked: an object whose ``images`` (:func:`_frame_error`) and ``excluded`` are lists,
     ``model`` and ``init`` strings and ``seconds`` a number when present."""
+    from redafit.io.inputs import read_text_file
+
     try:
-        meta = json.loads(par.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{par}: not UTF-8 text (expected the rig's JSON parameters)") from None
+        meta = json.loads(read_text_file(par, "rig params file", MAX_META_BYTES))
     except json.JSONDecodeError as e:
         raise InputError(f"{par}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except OSError as e:
-        raise InputError(f"{par}: cannot read it ({e.strerror or e})") from None
     if not isinstance(meta, dict):
         raise InputError(f"{par}: expected a JSON object (the rig's parameters), got {type(meta).__name__} "
                          f"{jsonsafe.dumps(meta)[:40]}")

@@ -510,21 +510,23 @@ def _record_error(r: dict, prev: dict | None) -> str | None:
     return None
 
 
+MAX_PARAMS_BYTES = 4 << 30  # a track's params.jsonl (about 2 KB a frame: 4 GB is a day at 25 fps), unread beyond
+
+
+def params_file(path) -> Path:
+    """The ``params.jsonl`` that ``path`` names: the file itself, or the one in the folder ``path``."""
+    path = Path(path)
+    return path / "params.jsonl" if path.is_dir() else path
+
+
 def read_params(path) -> tuple[list, float]:
     """The tracked frames of a ``params.jsonl`` (ok records only) and their frame rate (from ``track.json``
     beside it, else 30). Every tracked record is checked here (the one place), so that a malformed one is an
     :class:`InputError` naming its line rather than a crash in the retargeting."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "params.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path}: no such params file (expected the params.jsonl of `redafit track`)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text (expected the params.jsonl of `redafit track`)") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read it ({e.strerror or e})") from None
+    from redafit.io.inputs import read_text_file
+
+    path = params_file(path)
+    text = read_text_file(path, "track params file", MAX_PARAMS_BYTES)
     recs = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -207,7 +207,7 @@ def test_missing_empty_binary(tmp_path):
     with pytest.raises(LandmarkFileError, match="no landmarks"):
         read_landmarks(tmp_path / "e.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81" * 10)
-    with pytest.raises(LandmarkFileError, match="not a text file"):
+    with pytest.raises(LandmarkFileError, match="bin.txt is not UTF-8 text"):
         read_landmarks(tmp_path / "bin.txt")
 
 

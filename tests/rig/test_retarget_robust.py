@@ -257,4 +257,4 @@ def test_binary_params_file_is_input_error(small_rig, tmp_path, model_home):
     params.write_bytes(b"glTF\x02\x00\x00\x00\x94\xff\x00binary")
     res = run_cli(["retarget", small_rig, "--params", params, "-o", tmp_path / "o"], model_home)
     assert res.exit_code == 3, res.output
-    assert f"{params}: not UTF-8 text" in res.stderr and "unexpected" not in res.stderr
+    assert f"{params} is not UTF-8 text" in res.stderr and "unexpected" not in res.stderr
