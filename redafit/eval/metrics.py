@@ -344,14 +344,16 @@ def micc_protocol(pred_vertices: np.ndarray, pred_faces: np.ndarray, gt_vertices
     p2plane = point_to_plane(gt_c, pa, normals)
     p2p = symmetric_point_to_point(gt_c, pa[keep_p])
     s2m = MeshQuery(pa, pf).query(gt_c).distances
-    gq = None
-    if gf is not None and len(gf):
-        # ground-truth triangles whose vertices all lie in the crop
-        fk = gf[keep_gt[gf].all(1)]
-        if len(fk):
-            gq = MeshQuery(gv, fk)
-    verr = _vertex_errors(pa, keep_p, gt_c, gq)
+    verr = _vertex_errors(pa, keep_p, gt_c, _cropped_query(gv, gf, keep_gt))
     return ShapeError("micc", float(p2plane.mean()), p2p, summarize(s2m), al, len(gt_c), verr)
+
+
+def _cropped_query(verts: np.ndarray, faces: np.ndarray | None, keep: np.ndarray) -> MeshQuery | None:
+    """A closest-point query on the triangles whose vertices all lie in the crop ``keep``; None without any."""
+    if faces is None or not len(faces):
+        return None
+    fk = faces[keep[faces].all(1)]
+    return MeshQuery(verts, fk) if len(fk) else None
 
 
 def now_protocol(pred_vertices: np.ndarray, pred_faces: np.ndarray, pred_landmarks: np.ndarray,
@@ -382,10 +384,5 @@ def now_protocol(pred_vertices: np.ndarray, pred_faces: np.ndarray, pred_landmar
     p2plane = point_to_plane(pts, pa, vertex_normals(pa, pf))
     keep_p = crop_mask(pa, nose, radius) if (radius is not None and nose is not None) else np.ones(len(pa), bool)
     p2p = symmetric_point_to_point(pts, pa[keep_p])
-    gq = None
-    if sf is not None and len(sf):
-        fk = sf[keep[sf].all(1)]
-        if len(fk):
-            gq = MeshQuery(sv, fk)
-    verr = _vertex_errors(pa, keep_p, pts, gq)
+    verr = _vertex_errors(pa, keep_p, pts, _cropped_query(sv, sf, keep))
     return ShapeError("now", float(p2plane.mean()), p2p, summarize(s2m), al, len(pts), verr)

@@ -124,7 +124,7 @@ def render_multiview(model, n_views: int = 5, seed: int = 0, index: int = 0, siz
     yaws = rng.uniform(edges[:-1], edges[1:])
     rng.shuffle(yaws)
     neutral = _shape(model, alpha, None)
-    images, lms, Ks, exps, eulers, verts = [], [], [], [], [], []
+    views = []
     for k in range(n_views):
         beta = sample_expression(model, rng)
         euler = (float(yaws[k]), float(rng.uniform(-pitch, pitch)), float(rng.uniform(-roll, roll)))
@@ -137,13 +137,14 @@ def render_multiview(model, n_views: int = 5, seed: int = 0, index: int = 0, siz
             img, lm, K = _project_only(model, vm, euler, size, fill, off)
         if landmark_noise > 0:
             lm = lm + rng.normal(0, landmark_noise, lm.shape).astype(np.float32)
-        images.append(img)
-        lms.append(lm)
-        Ks.append(K)
-        exps.append(beta)
-        eulers.append(euler)
-        verts.append(vm)
-    return MultiViewSet(images, lms, Ks, alpha, np.array(exps), np.array(eulers), neutral, verts)
+        views.append((img, lm, K, beta, euler, vm))
+    return _view_set(views, alpha, neutral)
+
+
+def _view_set(views: list, identity: np.ndarray, neutral: np.ndarray) -> MultiViewSet:
+    """The set of ``views``: (image, landmarks, intrinsics, expression, euler, model-frame vertices) each."""
+    images, lms, Ks, exps, eulers, verts = (list(x) for x in zip(*views))
+    return MultiViewSet(images, lms, Ks, identity, np.array(exps), np.array(eulers), neutral, verts)
 
 
 def _project_only(model, vm, euler, size, fill, offset):
@@ -175,7 +176,7 @@ def render_sequence(model, n_frames: int = 24, seed: int = 0, size: int = 256, y
     drive = [names.index(n) for n in ("jawOpen", "mouthSmile_L", "mouthSmile_R") if n in names] or list(
         range(min(2, model.n_exp)))
     neutral = _shape(model, alpha, None)
-    images, lms, Ks, exps, eulers, verts = [], [], [], [], [], []
+    views = []
     for f in range(n_frames):
         phase = f / max(1, n_frames - 1)
         euler = (float(yaw * np.sin(2 * np.pi * phase)), 5.0 * float(np.sin(4 * np.pi * phase)), 0.0)
@@ -186,13 +187,8 @@ def render_sequence(model, n_frames: int = 24, seed: int = 0, size: int = 256, y
                 beta[k] = 0.5 * max(0.0, -np.sin(2 * np.pi * phase))
         vm = _shape(model, alpha, beta)
         img, lm, K = render_view(model, vm, euler, size, rng, albedo, sh=sh, bg=bg, supersample=s, noise=0.005)
-        images.append(img)
-        lms.append(lm)
-        Ks.append(K)
-        exps.append(beta)
-        eulers.append(euler)
-        verts.append(vm)
-    return MultiViewSet(images, lms, Ks, alpha, np.array(exps), np.array(eulers), neutral, verts)
+        views.append((img, lm, K, beta, euler, vm))
+    return _view_set(views, alpha, neutral)
 
 
 # ----------------------------------------------------------------------------------------------------------------
