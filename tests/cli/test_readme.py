@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -25,3 +27,21 @@ def test_library_example_runs(use_models, faces_dir, tmp_path, monkeypatch, caps
     assert mesh.vertices[:, 2].min() > 0 and len(mesh.faces) > 18000
     head = trimesh.load(tmp_path / "head.ply", process=False, force="mesh")
     assert len(head.faces) == len(mesh.faces) and abs(head.vertices.mean(0)[2]) < 100  # about the origin
+
+
+def test_library_rig_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
+    """The second example: a rig of the photos in shoot/ (two of rig_case1's here), written and read back."""
+    text = README.read_text()
+    section = text[text.index("## Library use"):text.index("## Exit codes")]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    assert "fit_rig" in code and "shoot/*.jpg" in code
+    (tmp_path / "shoot").mkdir()
+    pytest.importorskip("dlib")
+    for p in sorted((faces_dir / "rig_case1").glob("*.jpg"))[:2]:
+        (tmp_path / "shoot" / p.name).write_bytes(p.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(README), "exec"), {})
+    n, err, shape = capsys.readouterr().out.split(" ", 2)
+    assert n == "2" and float(err) < 10 and "9409, 3" in shape
+    assert len(list((tmp_path / "rig" / "meshes").glob("*.obj"))) == 2
+    assert (tmp_path / "rig" / "rig.glb").is_file() and (tmp_path / "rig" / "neutral.png").is_file()
