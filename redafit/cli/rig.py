@@ -192,7 +192,11 @@ def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_
              if texture_size or what == "mesh"]
     files += [(output / "expressions.npz", "the rig's expressions"), (output / "params.json", "the rig's parameters"),
               (output / "rig.glb", "the rig's glTF")]
-    files += [(output / "meshes" / f"{n}.obj", f"the mesh of {n}") for n in names if meshes]
+    if meshes:
+        from redafit.rig.fit import MESHES_MATERIAL
+
+        files += [(output / "meshes" / f"{n}.obj", f"the mesh of {n}") for n in names]
+        files += [(output / "meshes" / f"{MESHES_MATERIAL}.mtl", "the meshes' material")] if texture_size else []
     files += [(output / "overlays" / f"{n}.png", f"the overlay of {n}") for n in names if overlays]
     return files
 
@@ -370,7 +374,8 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     r = load_rig(rig)
     records, track_fps = read_params(params)
     track = params_file(params)
-    refuse_overwriting_inputs("retarget", [(f, "the output") for f in retarget_files(records, output, fmt)],
+    outputs = retarget_files(records, output, fmt, textured=r.texture is not None)
+    refuse_overwriting_inputs("retarget", [(f, "the output") for f in outputs],
                               [(track, f"the --params file {track}"),
                                (track.parent / "track.json", f"the track summary {track.parent / 'track.json'}")]
                               + [(rig / f, f"the rig's file {rig / f}")

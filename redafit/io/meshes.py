@@ -5,9 +5,10 @@
 * ``.obj`` — Wavefront OBJ with ``v`` (and optional per-vertex colours as ``v x y z r g b``), ``vt``, smooth
   vertex normals ``vn`` (one per vertex, :func:`vertex_normals`) and ``f v/vt/vn`` (1-based), plus ``<stem>.mtl``
   and the texture ``<stem>.png`` when a texture is given. The texture and material are written first and the OBJ
-  last, so an OBJ on disk always has its companions. OBJ's ``mtllib`` and MTL's ``map_Kd`` are lists of
-  whitespace-separated names, so a stem with spaces gets companions named with underscores (``my face.obj`` ->
-  ``my_face.mtl``, ``my_face.png``) that every reader takes whole.
+  last, so an OBJ on disk always has its companions. Meshes that share one texture (a rig's per-image meshes,
+  an animation's frames) refer to one material file instead (:func:`shared_texture`). OBJ's ``mtllib`` and
+  MTL's ``map_Kd`` are lists of whitespace-separated names, so a stem with spaces gets companions named with
+  underscores (``my face.obj`` -> ``my_face.mtl``, ``my_face.png``) that every reader takes whole.
 * ``.ply`` — binary little-endian PLY: float32 x y z and normals nx ny nz, optional uchar red green blue, int32
   triangle lists and, with UVs, MeshLab-style per-face ``texcoord`` lists (``comment TextureFile <stem>.png`` when
   textured).
@@ -30,8 +31,8 @@ from redafit.errors import InputError, OutputError
 from redafit.io.atomic import atomic_group, atomic_path, atomic_write
 from redafit.io import jsonsafe
 
-__all__ = ["write_mesh", "mesh_files", "spaceless", "write_obj", "write_ply", "write_npz", "write_glb", "read_obj",
-           "ObjMesh", "split_uv_seams", "vertex_normals"]
+__all__ = ["write_mesh", "shared_texture", "mesh_files", "spaceless", "write_obj", "write_material", "write_ply",
+           "write_npz", "write_glb", "read_obj", "ObjMesh", "split_uv_seams", "vertex_normals"]
 
 # the companion files a format writes beside the mesh (with a texture): suffix -> what it is
 _COMPANIONS = {".obj": {".png": "texture", ".mtl": "material file"}, ".ply": {".png": "texture"}}
@@ -113,13 +114,34 @@ def _text_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def write_material(path, texture_name: str, material_name: str = "face") -> list[Path]:
+    """Write the MTL file ``path``: one material ``material_name`` whose colour is the texture ``texture_name``
+    (a name relative to ``path``'s folder, without white space). Returns [path]."""
+    path = Path(path)
+    _check_reference("texture", texture_name)
+    with atomic_write(path) as fh:
+        fh.write(_text_bytes(f"# redafit\nnewmtl {material_name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\n"
+                             f"illum 1\nmap_Kd {texture_name}\n"))
+    return [path]
+
+
+def _check_reference(what: str, name: str) -> None:
+    """A name an OBJ's ``mtllib``, an MTL's ``map_Kd`` or a PLY's ``TextureFile`` comment can carry."""
+    if not name or spaceless(name) != name:
+        raise InputError(f"{what} reference {name!r}: expected a file name without white space")
+
+
 @atomic_group()  # the mesh, its material and texture together or not at all
 def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
-              material_name: str = "face") -> list[Path]:
+              material_name: str = "face", material: str | None = None) -> list[Path]:
     """Write ``path`` (.obj) and, with a texture, ``<stem>.mtl`` and ``<stem>.png`` (spaces in the stem made
-    underscores: :func:`mesh_files`). Returns the paths written."""
+    underscores: :func:`mesh_files`). ``material`` instead names an MTL file written elsewhere
+    (:func:`write_material`, relative to ``path``'s folder) that the OBJ uses: meshes that share one texture
+    (a rig's, an animation's frames) refer to it rather than each carry a copy. Returns the paths written."""
     path = Path(path)
     v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
+    if material is not None and texture is not None:
+        raise InputError("write_obj: give a texture or the name of a material file, not both")
     written = []
     mtl = None
     if texture is not None:
@@ -127,12 +149,12 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
         data = _png_bytes(texture)
         with atomic_write(png) as fh:
             fh.write(data)
-        with atomic_write(mtl) as fh:
-            fh.write(_text_bytes(f"# redafit\nnewmtl {material_name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\n"
-                                 f"illum 1\nmap_Kd {png.name}\n"))
-        written += [png, mtl]
+        written += [png] + write_material(mtl, png.name, material_name)
     lines = ["# redafit mesh", f"# {len(v)} vertices, {len(f)} triangles"]
-    if mtl is not None:
+    if material is not None:
+        _check_reference("material", material)
+        lines.append(f"mtllib {material}")
+    elif mtl is not None:
         lines.append(f"mtllib {mtl.name}")
     if c is not None:
         lines += [f"v {a:.6f} {b:.6f} {z:.6f} {r:.4f} {g:.4f} {bb:.4f}"
@@ -143,7 +165,7 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
         lines += [f"vt {a:.6f} {b:.6f}" for a, b in t]
     # smooth shading in any viewer (one without normals shades every triangle flat): vertex i's normal is vn i
     lines += [f"vn {a:.5f} {b:.5f} {z:.5f}" for a, b, z in vertex_normals(v, f)]
-    if mtl is not None:
+    if mtl is not None or material is not None:
         lines.append(f"usemtl {material_name}")
     f1 = f + 1
     if t is not None:
@@ -226,12 +248,19 @@ def _obj_index(token: str, count: int) -> int:
 
 # -- PLY --------------------------------------------------------------------------------------------------------
 @atomic_group()  # the mesh and its texture together
-def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None) -> list[Path]:
-    """Binary little-endian PLY (see module docstring). Returns the paths written."""
+def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
+              texture_file: str | None = None) -> list[Path]:
+    """Binary little-endian PLY (see module docstring). ``texture_file`` instead of ``texture`` names a texture
+    written elsewhere (relative to ``path``'s folder) for the ``TextureFile`` comment. Returns the paths written."""
     path = Path(path)
     v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
+    if texture_file is not None and texture is not None:
+        raise InputError("write_ply: give a texture or the name of a texture file, not both")
     written = []
     header = ["ply", "format binary_little_endian 1.0", "comment redafit mesh"]
+    if texture_file is not None and t is not None:
+        _check_reference("texture", texture_file)
+        header.append(f"comment TextureFile {texture_file}")
     if texture is not None and t is not None:
         png = _companion(path, "texture")
         with atomic_write(png) as fh:
@@ -451,20 +480,34 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
 _WRITERS = {".obj": write_obj, ".ply": write_ply, ".npz": write_npz, ".glb": write_glb}
 
 
-def write_mesh(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None) -> list[Path]:
+def write_mesh(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
+               **shared) -> list[Path]:
     """Write a mesh; the format comes from the extension (.obj, .ply, .npz, .glb). Returns the paths written.
 
     vertices [V, 3], triangles [F, 3] (0-based, counter-clockwise), uv [T, 2] (v up) with uv_triangles [F, 3]
     (defaults to ``triangles`` when uv has one entry per vertex), texture [Ht, Wt, 3] float in [0, 1],
-    vertex_colors [V, 3] in [0, 1].
+    vertex_colors [V, 3] in [0, 1]. ``shared``: what :func:`shared_texture` returns for this format, so that the
+    mesh refers to a texture written once for many meshes.
     """
     path = Path(path)
     writer = _WRITERS.get(path.suffix.lower())
     if writer is None:
         raise OutputError(f"cannot write mesh {path}: unsupported extension {path.suffix or '(none)'} "
                           f"(use .obj, .ply, .npz or .glb)")
-    if writer is write_glb:
-        return write_glb(path, vertices, triangles, uv=uv, uv_triangles=uv_triangles, texture=texture,
-                         vertex_colors=vertex_colors)
     return writer(path, vertices, triangles, uv=uv, uv_triangles=uv_triangles, texture=texture,
-                  vertex_colors=vertex_colors)
+                  vertex_colors=vertex_colors, **shared)
+
+
+def shared_texture(folder, ext: str, texture: str, name: str) -> tuple[list[Path], dict]:
+    """Make the meshes of format ``ext`` written into ``folder`` refer to one texture file, ``texture`` (a PNG
+    written by the caller; its name relative to ``folder``, e.g. ``../neutral.png``), instead of each carrying
+    a copy: an OBJ needs a material file, written here as ``<name>.mtl``; a PLY names the PNG itself; the other
+    formats embed their texture or none. Returns (the files written, the keywords for :func:`write_mesh`)."""
+    ext = ext.lower()
+    if ext == ".obj":
+        mtl = f"{name}.mtl"
+        return write_material(Path(folder) / mtl, texture), {"material": mtl}
+    if ext == ".ply":
+        _check_reference("texture", texture)
+        return [], {"texture_file": texture}
+    return [], {}

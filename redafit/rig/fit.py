@@ -16,7 +16,7 @@ Rig folder::
     rig.glb                glTF 2.0 with one morph target per expression (the model's names: ARKit for ICT)
     meshes/<name>.obj      (optional) each image's mesh with its expression: camera frame (aligned to the photo) or
                            head frame (the neutral's, posed by nothing: the meshes line up); params.json's
-                           mesh_frame says which
+                           mesh_frame says which. They wear neutral.png through meshes/rig.mtl
 
 Shapes: B images, V vertices, Ke expression modes, S texture side.
 """
@@ -371,7 +371,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     the rig's fit results)."""
     from redafit.fit.outputs import MESH_FRAMES
     from redafit.io.atomic import atomic_path, atomic_write
-    from redafit.io.meshes import write_glb, write_mesh
+    from redafit.io.meshes import shared_texture, write_glb, write_mesh
 
     if frame not in MESH_FRAMES:
         raise ValueError(f"frame must be one of {MESH_FRAMES}, not {frame!r}")
@@ -407,9 +407,13 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
                          **uvkw)
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
+        shared = {}
+        if uvkw and rig.texture is not None:  # the meshes wear neutral.png (the same UVs), through meshes/rig.mtl
+            files, shared = shared_texture(out / "meshes", ".obj", "../neutral.png", MESHES_MATERIAL)
+            written += files
         for i, fr in enumerate(rig.frames):
             pv, pf, _ = rig.mesh(rig.posed(i) if frame == "camera" else rig.shape(fr.expression))
-            written += write_mesh(out / "meshes" / f"{fr.name}.obj", pv, pf, **uvkw)
+            written += write_mesh(out / "meshes" / f"{fr.name}.obj", pv, pf, **uvkw, **shared)
     if overlays:
         from redafit.fit.outputs import render_overlay
         from redafit.io.images import save_image
@@ -572,6 +576,8 @@ def _frame_error(d, names: list) -> str | None:
         return "'failure' must be a string or null"
     return None
 
+
+MESHES_MATERIAL = "rig"  # meshes/rig.mtl: the per-image meshes' material, neutral.png
 
 MAX_META_BYTES = 1 << 30  # a rig's params.json (a few KB per image) larger than this is refused unread
 

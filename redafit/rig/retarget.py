@@ -6,7 +6,8 @@ match). Head pose (``pose``): ``"rotation"`` applies the tracked head rotation a
 expressed in the model frame (y up, +z towards the viewer): ``R_model = R_FLIP @ rodrigues(r) @ R_FLIP``.
 
 Outputs: one mesh per tracked frame, named by the frame's index in the source (``frame_00012.obj|ply``, model
-frame, mm; a frame that failed to track leaves a gap in the numbering, so each file maps to its source frame), or
+frame, mm; a frame that failed to track leaves a gap in the numbering, so each file maps to its source frame; with
+the rig's texture, ``rig.png``, through ``rig.mtl`` for OBJ), or
 one animated glTF (``anim.glb``: the rig's morph targets and a morph-weight animation that follows the frames' own
 times ``time_s``; the glTF carries the expression animation only, not the head pose). The files appear together
 or not at all (:func:`redafit.io.atomic.atomic_group`).
@@ -26,6 +27,8 @@ log = logging.getLogger("redafit")
 
 POSE_MODES = ("rotation", "full", "none")
 FORMATS = ("obj", "ply", "glb")
+MATERIAL = "rig"  # the frames' shared material (OBJ: rig.mtl) and texture, a copy of the rig's
+TEXTURE_FILE = "rig.png"
 
 
 def expression_weights(records: list, names: list) -> np.ndarray:
@@ -88,13 +91,14 @@ def frame_numbers(records: list, warn: bool = True) -> list[int]:
     return list(range(len(records)))
 
 
-def retarget_files(records: list, out, fmt: str = "obj") -> list[Path]:
+def retarget_files(records: list, out, fmt: str = "obj", textured: bool = False) -> list[Path]:
     """The files :func:`write_retarget` writes into folder ``out`` for ``records`` (checked against the inputs
-    before anything is written, so that no output replaces one)."""
+    before anything is written, so that no output replaces one); ``textured``: the rig has a texture."""
     out = Path(out)
     if fmt == "glb":
         return [out / "anim.glb"]
-    return [out / f"frame_{f:05d}.{fmt}" for f in frame_numbers(records, warn=False)]
+    shared = [out / TEXTURE_FILE] + ([out / f"{MATERIAL}.mtl"] if fmt == "obj" else []) if textured else []
+    return shared + [out / f"frame_{f:05d}.{fmt}" for f in frame_numbers(records, warn=False)]
 
 
 def frame_times(records: list, fps: float) -> np.ndarray:
@@ -147,16 +151,21 @@ def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotat
 @atomic_group()
 def _write_files(rig, out: Path, fmt: str, W, R, t, names, times) -> list[Path]:
     """The ``anim.glb``, or one mesh per frame (named by ``names``), all in one atomic group."""
-    from redafit.io.meshes import write_glb, write_mesh
+    from redafit.io.images import save_image
+    from redafit.io.meshes import shared_texture, write_glb, write_mesh
 
+    v, tris, uvkw = rig.mesh(rig.neutral)
     if fmt == "glb":
-        v, tris, uvkw = rig.mesh(rig.neutral)
         return write_glb(out / "anim.glb", v, tris, morph_targets=rig.morph_targets(), animation=W, times=times,
                          texture=rig.texture if uvkw else None, name="rig", **uvkw)
     centre = rig.neutral.mean(0)
-    written = []
+    written, shared = [], {}
+    if uvkw and rig.texture is not None:  # every frame wears one copy of the rig's texture
+        save_image(out / TEXTURE_FILE, rig.texture)
+        files, shared = shared_texture(out, f".{fmt}", TEXTURE_FILE, MATERIAL)
+        written += [out / TEXTURE_FILE] + files
     for k, f in enumerate(names):
         v = rig.shape(W[k])
         v, tris, uvkw = rig.mesh((v - centre) @ R[k].T + centre + t[k])
-        written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, tris, **uvkw)
+        written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, tris, **uvkw, **shared)
     return written

@@ -27,6 +27,31 @@ def cube():
     return v, f, uv, ft, tex
 
 
+def test_meshes_sharing_one_texture(tmp_path, cube):
+    """shared_texture: OBJs name one material file (written once), PLYs the PNG itself, NPZ and GLB nothing; no
+    mesh writes a texture of its own, and a name a reader would split at white space is refused."""
+    from redafit.io.meshes import shared_texture
+
+    v, f, uv, ft, tex = cube
+    files, kw = shared_texture(tmp_path, ".obj", "../skin.png", "shared")
+    assert files == [tmp_path / "shared.mtl"] and kw == {"material": "shared.mtl"}
+    assert "map_Kd ../skin.png" in (tmp_path / "shared.mtl").read_text()
+    for name in ("a.obj", "b.obj"):
+        assert write_mesh(tmp_path / name, v, f, uv=uv, uv_triangles=ft, **kw) == [tmp_path / name]
+        assert read_obj(tmp_path / name).mtllib == "shared.mtl"
+        assert "usemtl face" in (tmp_path / name).read_text()
+    files, kw = shared_texture(tmp_path, ".PLY", "skin.png", "shared")
+    assert files == [] and kw == {"texture_file": "skin.png"}
+    assert write_mesh(tmp_path / "c.ply", v, f, uv=uv, uv_triangles=ft, **kw) == [tmp_path / "c.ply"]
+    assert b"comment TextureFile skin.png" in (tmp_path / "c.ply").read_bytes()[:300]
+    assert shared_texture(tmp_path, ".npz", "skin.png", "shared") == ([], {})
+    assert sorted(os.listdir(tmp_path)) == ["a.obj", "b.obj", "c.ply", "shared.mtl"]
+    with pytest.raises(InputError, match="without white space"):
+        shared_texture(tmp_path, ".obj", "my skin.png", "x")
+    with pytest.raises(InputError, match="not both"):
+        write_mesh(tmp_path / "d.obj", v, f, uv=uv, uv_triangles=ft, texture=tex, material="shared.mtl")
+
+
 def test_obj_with_texture_round_trip(tmp_path, cube):
     v, f, uv, ft, tex = cube
     written = write_mesh(tmp_path / "m.obj", v, f, uv=uv, uv_triangles=ft, texture=tex)

@@ -75,3 +75,16 @@ def small_rig(ict, tmp_path_factory):
     out = tmp_path_factory.mktemp("rig") / "rig"
     save_rig(rig, out)
     return out
+
+
+def worn_texture(mesh: Path) -> Path:
+    """The texture file a viewer finds for ``mesh``, as it finds it: an OBJ's ``mtllib``, then that MTL's
+    ``map_Kd``; a PLY's ``comment TextureFile``; each relative to the file that names it."""
+    from redafit.io.meshes import read_obj
+
+    if mesh.suffix == ".obj":
+        mtl = mesh.parent / read_obj(mesh).mtllib
+        name = next(ln.split()[1] for ln in mtl.read_text().splitlines() if ln.startswith("map_Kd "))
+        return mtl.parent / name
+    header = mesh.read_bytes().split(b"end_header")[0].decode()
+    return mesh.parent / next(ln.split()[2] for ln in header.splitlines() if ln.startswith("comment TextureFile "))

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from .conftest import class_map_of, run_cli
+from .conftest import class_map_of, run_cli, worn_texture
 
 FAST = ["--preset", "landmarks", "--texture-size", "128", "--init", "mean"]
 
@@ -66,6 +66,9 @@ def test_rig_meshes_close_the_eyes(rig_dir, ict, tmp_path):
     assert cv2.imread(str(rig_dir / "neutral.png")).shape[:2] == (128 + strip_rows(128), 128)
     first = sorted((rig_dir / "meshes").glob("*.obj"))[0]
     assert read_obj(first).vertices.shape == m.vertices.shape
+    # the per-image meshes wear the rig's texture: meshes/rig.mtl names ../neutral.png
+    assert {worn_texture(p).resolve() for p in (rig_dir / "meshes").glob("*.obj")} == {
+        (rig_dir / "neutral.png").resolve()}
     rig = load_rig(rig_dir)
     assert rig.neutral.shape == (V, 3) and rig.caps is not None
     np.testing.assert_array_equal(rig.caps.triangles, caps.triangles)

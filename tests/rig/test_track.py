@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import class_map_of, run_cli
+from .conftest import class_map_of, run_cli, worn_texture
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,14 @@ def test_retarget_meshes(small_rig, track_dir, tmp_path, fmt, model_home):
     assert res.exit_code == 0, res.output
     files = sorted(out.glob(f"frame_*.{fmt}"))
     assert len(files) == 8  # the tracked frames
+    # every frame wears one copy of the rig's texture (OBJ: through rig.mtl), as a viewer finds it
+    import cv2
+
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("frame_")) == (
+        ["rig.mtl", "rig.png"] if fmt == "obj" else ["rig.png"])
+    tex = cv2.imread(str(out / "rig.png"))
+    np.testing.assert_array_equal(tex, cv2.imread(str(small_rig / "neutral.png")))
+    assert {worn_texture(f) for f in files} == {out / "rig.png"}
     if fmt == "obj":
         from redafit.io.meshes import read_obj
         from redafit.rig.fit import load_rig
