@@ -408,11 +408,12 @@ def _photo_path(arg) -> Path:
     return Path(arg)
 
 
-def gather_photos(images, files_from, command: str, noun: str = "photos") -> tuple:
+def gather_photos(images, files_from, command: str, noun: str = "photos", folders: bool = False) -> tuple:
     """The photos of the command line followed by those listed in each of ``files_from`` (files, or ``-``:
     standard input; :func:`parse_photo_list`). A usage error when no photo is given at all, when standard input
     would be read twice (``-`` as the photo and as a list, or as two lists) or is a terminal where it is read.
-    ``noun``: what the lists name, in the messages (``track``'s are frames)."""
+    ``noun``: what the lists name, in the messages (``track``'s are frames). ``folders``: a folder among them
+    stands for the images in it (:func:`_folder_photos`: natural name order, no subfolders)."""
     from redafit.io.images import STDIN
 
     if isinstance(files_from, (str, Path)):
@@ -451,7 +452,20 @@ def gather_photos(images, files_from, command: str, noun: str = "photos") -> tup
         listed += these
     if not images and not listed:
         raise UsageError(f"{command}: give the photos (or --files-from FILE)")
-    return images + listed
+    return tuple(q for p in images + listed for q in (_folder_photos(p) if folders and p.is_dir() else [p]))
+
+
+def _folder_photos(folder: Path) -> list:
+    """The images in ``folder`` (:func:`redafit.io.images.folder_images`), or the folder itself when it holds
+    none (a glob's catch, ``shots/*.jpg`` matching a folder ``x.jpg``): then it fails as one bad input, and the rest
+    of a batch goes on."""
+    from redafit.io.images import folder_images
+
+    try:
+        return folder_images(folder)
+    except InputError as e:
+        log.warning("%s", e)
+        return [folder]
 
 
 def distinct_photos(images, command: str) -> tuple:
@@ -636,14 +650,16 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
             frame, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
-    The photo - is read from standard input (its outputs are named stdin.* unless -o names them). With several
-    photos -o, --params and --overlay are folders; a failed photo is reported and the rest go on (exit 1).
+    The photo - is read from standard input (its outputs are named stdin.* unless -o names them). A folder stands
+    for the images in it (not its subfolders), in natural name order. With several photos -o, --params and
+    --overlay are folders; a failed photo is reported and the rest go on (exit 1).
 
     \b
     Examples:
       redafit fit photo.jpg -o face.obj
       redafit fit photo.jpg --landmarks photo.pts -o face.obj --params face.json --overlay check.png
       redafit fit imgs/*.jpg -o meshes/ --json > results.jsonl
+      redafit fit imgs/ -o meshes/ --overlay overlays/
       redafit fit photo.jpg --preset landmarks -o quick.ply
       redafit fit photo.jpg --frame head -o upright.obj
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
@@ -656,7 +672,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     from redafit.fit.pipeline import InputOptions
     from redafit.model.store import load_model
 
-    images = distinct_photos(gather_photos(images, files_from, "fit"), "fit")
+    images = distinct_photos(gather_photos(images, files_from, "fit", folders=True), "fit")
     if len(images) > 1 and landmarks is not None and not landmarks.is_dir():
         raise UsageError("--landmarks: with several images, give a folder of <stem>.<ext> landmark files")
     if len(images) > 1 and depth is not None:

@@ -104,11 +104,13 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     several photos of a person.
 
     \b
-    Bad images (unreadable, no face) are reported and left out; at least 2 must remain.
+    A folder stands for the images in it (not its subfolders). Bad images (unreadable, no face) are reported and
+    left out; at least 2 must remain.
     The photo - is read from standard input (named stdin in the rig's outputs).
     Exit codes: 0 all images used; 1 some left out (the rig is still written); the error's own code otherwise.
     Examples:
       redafit rig imgs/*.jpg -o rig/
+      redafit rig shoot/ -o rig/
       redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --frame head --overlays
       redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
       redafit rig imgs/*.jpg -o rig/ --parsing parsings/
@@ -128,7 +130,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
         raise UsageError(f"--parsing {parsing}: expected a folder of <stem>.png|.npy parsing maps")
     if frame != "camera" and not meshes:
         log.warning("--frame %s sets the frame of --meshes' meshes; ignored without --meshes", frame)
-    images = distinct_photos(gather_photos(images, files_from, "rig"), "rig")
+    images = distinct_photos(gather_photos(images, files_from, "rig", folders=True), "rig")
     if len(images) < 2:
         raise UsageError("rig: give at least 2 images of the person")
     check_output_folder(output)
@@ -310,7 +312,8 @@ def _track_source(sources, files_from) -> tuple:
     or a list of frame images (``source`` None; the command line's in order, then ``--files-from``'s). A usage
     error for no source, a folder or video among other sources, or standard input as a frame."""
     from redafit.io.images import STDIN
-    from redafit.rig.track import IMAGE_EXTS, VIDEO_EXTS, natural_key
+    from redafit.io.images import IMAGE_EXTS, natural_key
+    from redafit.rig.track import VIDEO_EXTS
 
     if any(str(s) == STDIN for s in sources):
         raise UsageError("track: a frame cannot be read from standard input; list the frames' files with "

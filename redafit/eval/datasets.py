@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from redafit.errors import DatasetError
+from redafit.io.images import IMAGE_EXTS
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MESH_EXTS = (".obj", ".wrl", ".ply", ".off", ".stl")
 LANDMARK_2D_EXTS = (".pts", ".npy", ".txt", ".json")
 

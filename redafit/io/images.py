@@ -31,6 +31,7 @@ loop or a file of the wrong kind exit code 3, anything else an :class:`~redafit.
 
 from __future__ import annotations
 
+import re
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,6 +228,30 @@ def read_stdin_bytes() -> bytes:
     if not _stdin_read[1]:
         raise ImageError("cannot read the image from standard input: nothing was piped in")
     return _stdin_read[1]
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # a folder's images (folder_images)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the runs of digits in ``name`` by value (``f2`` before ``f10``, as a frame counter
+    without leading zeros means), the rest by text; ties (``f02``, ``f2``) by the name itself."""
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(x), "") if i % 2 else (1, 0, x) for i, x in enumerate(parts) if x), name
+
+
+def folder_images(folder) -> list[Path]:
+    """The images directly in ``folder`` (by :data:`IMAGE_EXTS`, any case; no subfolders, no hidden files) in
+    natural name order (:func:`natural_key`); :class:`InputError` when it cannot be listed or holds none."""
+    folder = Path(folder)
+    try:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+                        and p.is_file()), key=lambda p: natural_key(p.name))
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
+    if not files:
+        raise InputError(f"{folder}: no images in the folder (expected {', '.join(IMAGE_EXTS)})")
+    return files
 
 
 def photo_stem(path) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,11 +31,11 @@ import numpy as np
 from redafit.errors import ImageError, InputError, RedafitError
 from redafit.io import jsonsafe
 from redafit.io.atomic import atomic_group, make_folder
+from redafit.io.images import folder_images
 
 log = logging.getLogger("redafit")
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LANDMARK_ONLY_LOSSES = {"landmarks", "id_prior", "exp_prior", "exp_l1"}
 
 
@@ -105,25 +104,10 @@ class FrameCache:
 # ----------------------------------------------------------------------------------------------------------------
 # frames
 # ----------------------------------------------------------------------------------------------------------------
-def natural_key(name: str) -> tuple:
-    """Sort key that orders the runs of digits in ``name`` by value (``f2`` before ``f10``, as a frame counter
-    without leading zeros means), the rest by text; ties (``f02``, ``f2``) by the name itself."""
-    parts = re.split(r"(\d+)", name)
-    return tuple((0, int(x), "") if i % 2 else (1, 0, x) for i, x in enumerate(parts) if x), name
-
-
 def frame_files(folder) -> list[Path]:
     """The frames of a folder source: its images in natural name order (``f2.png`` before ``f10.png``; frame i
-    is the i-th)."""
-    folder = Path(folder)
-    try:
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()),
-                       key=lambda p: natural_key(p.name))
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
-    if not files:
-        raise InputError(f"{folder}: no images in the folder (expected {', '.join(IMAGE_EXTS)})")
-    return files
+    is the i-th; :func:`redafit.io.images.folder_images`)."""
+    return folder_images(folder)
 
 
 def frame_parsing_maps(source, folder, files: list | None = None):

