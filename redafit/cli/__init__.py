@@ -23,7 +23,7 @@ LOG_FORMAT = "redafit: %(levelname)s: %(message)s"  # every log line on stderr (
 
 # Sub-command modules, each defining one or more Click commands registered below. Importing them is cheap:
 # heavy imports (torch, cv2, dlib) happen inside the command functions.
-_COMMAND_MODULES = ["redafit.cli.models", "redafit.cli.fit", "redafit.cli.eval", "redafit.cli.rig"]
+_COMMAND_MODULES = ["redafit.cli.models", "redafit.cli.fit", "redafit.cli.eval", "redafit.cli.rig", "redafit.cli.view"]
 
 
 class _OneLineError(click.ClickException):
@@ -125,6 +125,7 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     Examples:
       redafit fit photo.jpg -o face.obj
       redafit fit imgs/*.jpg -o out/ --json
+      redafit view face.obj -o face_views.png
       redafit rig imgs/*.jpg -o rig/
       redafit eval --dataset synthetic --n 20
       redafit models install ict --from ../shared/data/models

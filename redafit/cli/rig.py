@@ -42,7 +42,8 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
                + (f" ({detail})" if detail else ""))
 
 
-def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool = False) -> None:
+def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool = False,
+                              choose: str = "output folder") -> None:
     """Before any work, a usage error when a file the command would write is one of the files it reads (``redafit
     rig shoot/neutral.png shoot/side.jpg -o shoot/``: the rig's texture is ``neutral.png``), as ``fit`` refuses
     one. ``outputs`` and ``inputs`` are (path, what) pairs; paths are compared with symbolic links resolved, and
@@ -57,7 +58,7 @@ def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool =
         other = taken.get(f)
         if other is not None:
             raise UsageError(f"{command}: {what} {f} is also {other} (it would be overwritten); choose another "
-                             "output folder")
+                             f"{choose}")
 
 
 def _common_inputs(files_from, model_name) -> list:

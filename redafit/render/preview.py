@@ -1,0 +1,242 @@
+"""Views of a mesh file from several angles, as one image (``redafit view``): what a 3D viewer would show, for a
+look at a fit's shape and texture without one - in a batch's report, on a machine without a display.
+
+:func:`read_view_mesh` reads what redafit writes (and other meshes of those formats): an OBJ with its MTL's
+texture (``map_Kd``) or per-vertex colours, a PLY with vertex colours or texture coordinates and its
+``TextureFile``, a binary glTF (``.glb``) with its embedded texture. :func:`render_views` draws it with the torch
+rasterizer: one row of the colours as stored (a texture carries the photo's light already: no shading is added)
+and one of grey Lambert shading, which shows the shape alone.
+
+Frames (``frame``): ``"camera"`` - OpenCV camera axes (x right, y down, z forward), how ``redafit fit`` writes a
+mesh by default, seen from where the photo was taken; ``"head"`` - y up, the face towards +z (``fit --frame head``,
+a rig's meshes, most meshes made elsewhere), seen from the front. ``"auto"`` takes a mesh lying in front of the
+origin, farther than twice its own depth, for a camera-frame one. A ``.glb`` is y-up whatever it holds (glTF's
+axes). Yaw turns the mesh about the vertical axis through its centre: positive yaw brings its right side (the
+viewer's left at yaw 0) into view; positive pitch shows it from above.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from redafit.errors import InputError
+
+log = logging.getLogger("redafit")
+
+VIEW_FRAMES = ("auto", "camera", "head")
+VIEW_FORMATS = (".obj", ".ply", ".glb")
+BACKGROUND = 0.15  # grey of the empty pixels
+SUPERSAMPLE = 2  # each view rasterized this many times larger, then averaged down: smooth outlines
+_LIGHT = np.array([-0.4, -0.5, -0.77])  # from the viewer's upper left (camera axes: y down, z away from the viewer)
+
+
+@dataclass
+class ViewMesh:
+    """A mesh to view: millimetres or any unit (the views fit it to the frame)."""
+
+    vertices: np.ndarray  # [V, 3]
+    triangles: np.ndarray  # [F, 3]
+    uv: np.ndarray | None = None  # [T, 2], v up
+    uv_triangles: np.ndarray | None = None  # [F, 3]
+    texture: np.ndarray | None = None  # [Ht, Wt, 3] float RGB in [0, 1]
+    colors: np.ndarray | None = None  # [V, 3] in [0, 1]
+    y_up: bool | None = None  # the file's axes say so (glTF); None: the caller's frame decides
+    files: tuple = ()  # the files read: the mesh's, its material's and texture's
+
+
+def read_view_mesh(path) -> ViewMesh:
+    """The mesh file ``path`` (.obj, .ply, .glb) with its colours: an :class:`InputError` naming it when it is
+    missing, unreadable or has no triangles. A texture it names but that cannot be read is left out with a
+    warning (the mesh is still drawn, grey)."""
+    from redafit.io.inputs import check_input_file
+
+    path = Path(path)
+    check_input_file(path, "mesh")
+    ext = path.suffix.lower()
+    if ext not in VIEW_FORMATS:
+        raise InputError(f"mesh {path}: unsupported extension {path.suffix or '(none)'} (use .obj, .ply or .glb)")
+    mesh = _read_obj(path) if ext == ".obj" else _read_trimesh(path)
+    if not len(mesh.triangles):
+        raise InputError(f"mesh {path}: no triangles in it")
+    if not np.isfinite(mesh.vertices).all():
+        raise InputError(f"mesh {path}: its vertices are not all finite numbers")
+    return mesh
+
+
+def _texture_file(path: Path, name: str | None) -> tuple[np.ndarray | None, tuple]:
+    """(the texture image ``name``, relative to ``path``'s folder; its path): None with a warning when it cannot
+    be read."""
+    if not name:
+        return None, ()
+    from redafit.errors import RedafitError
+    from redafit.io.images import load_image
+
+    try:
+        return load_image(path.parent / name, max_side=None)[0], (path.parent / name,)
+    except RedafitError as e:
+        log.warning("%s: its texture is left out: %s", path, e)
+        return None, ()
+
+
+def _read_obj(path: Path) -> ViewMesh:
+    from redafit.io.meshes import read_obj
+
+    m = read_obj(path)
+    tex, files = None, (path,)
+    if m.mtllib and m.uv is not None:
+        mtl = path.parent / m.mtllib
+        try:
+            lines = mtl.read_text(encoding="utf-8", errors="replace").splitlines() if mtl.is_file() else None
+        except OSError:
+            lines = None
+        if lines is None:
+            log.warning("%s: its material file %s cannot be read; drawn without its texture", path, mtl)
+        else:
+            name = next((ln.split(None, 1)[1].strip() for ln in lines if ln.split()[:1] == ["map_Kd"]
+                         and len(ln.split()) > 1), None)
+            tex, read = _texture_file(mtl, name)
+            files += (mtl,) + read
+    return ViewMesh(m.vertices, m.triangles, m.uv if tex is not None else None,
+                    m.uv_triangles if tex is not None else None, tex, m.vertex_colors, files=files)
+
+
+def _read_trimesh(path: Path) -> ViewMesh:
+    """A PLY or glTF through trimesh's parsers, geometry and colours only: trimesh loads a texture with Pillow,
+    which redafit does not need, so the texture is read here (:func:`_ply_texture`, :func:`_glb_texture`)."""
+    ext = path.suffix.lower()
+    try:
+        with open(path, "rb") as fh:
+            if ext == ".ply":
+                from trimesh.exchange.ply import load_ply
+
+                kw = load_ply(fh)
+            else:
+                import trimesh
+
+                kw = _glb_kwargs(trimesh.load(fh, file_type="glb", process=False, force="mesh"))
+    except Exception as e:  # noqa: BLE001 - trimesh's parsers raise anything on a malformed file
+        raise InputError(f"mesh {path}: cannot be read ({type(e).__name__}: {e})") from None
+    v = np.asarray(kw["vertices"], np.float64).reshape(-1, 3)
+    f = np.asarray(kw["faces"], np.int64).reshape(-1, 3)
+    uv = colors = tex = None
+    files = (path,)
+    if getattr(kw.get("visual"), "uv", None) is not None:
+        uv = np.asarray(kw["visual"].uv, np.float64)
+        tex, read = _ply_texture(path) if ext == ".ply" else (_glb_texture(path), ())
+        files += read
+    elif kw.get("vertex_colors") is not None and len(kw["vertex_colors"]) == len(v):
+        colors = np.asarray(kw["vertex_colors"], np.float64)[:, :3] / 255.0
+    if ext == ".glb" and np.ptp(v, axis=0).max() < 10:  # glTF is in metres; redafit's meshes are millimetres
+        v = v * 1000.0
+    return ViewMesh(v, f, uv if tex is not None else None, f if tex is not None else None, tex, colors,
+                    y_up=True if ext == ".glb" else None, files=files)
+
+
+def _glb_kwargs(m) -> dict:
+    visual = getattr(m, "visual", None)
+    out = {"vertices": m.vertices, "faces": m.faces}
+    if getattr(visual, "kind", None) == "texture":
+        out["visual"] = visual
+    elif getattr(visual, "kind", None) == "vertex":
+        out["vertex_colors"] = visual.vertex_colors
+    return out
+
+
+def _ply_texture(path: Path) -> tuple[np.ndarray | None, tuple]:
+    with open(path, "rb") as fh:
+        header = fh.read(1 << 16).split(b"end_header")[0].decode("utf-8", "replace")
+    name = next((ln.split(None, 2)[2].strip() for ln in header.splitlines()
+                 if ln.startswith("comment TextureFile ") and len(ln.split()) > 2), None)
+    return _texture_file(path, name)
+
+
+def _glb_texture(path: Path) -> np.ndarray | None:
+    """The first image embedded in a binary glTF (decoded here: trimesh needs Pillow for it)."""
+    import cv2
+
+    try:
+        data = path.read_bytes()
+        n = struct.unpack_from("<I", data, 12)[0]
+        doc = json.loads(data[20:20 + n])
+        view = doc["bufferViews"][doc["images"][0]["bufferView"]]
+        start = 20 + n + 8 + view.get("byteOffset", 0)  # the BIN chunk's data follows its 8-byte header
+        img = cv2.imdecode(np.frombuffer(data[start:start + view["byteLength"]], np.uint8), cv2.IMREAD_COLOR)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error):
+        return None
+    return None if img is None else img[:, :, ::-1].astype(np.float32) / 255.0
+
+
+def camera_frame(vertices: np.ndarray) -> bool:
+    """Whether ``vertices`` look like a camera-frame mesh: all in front of the origin (z > 0), their centre farther
+    than twice their own depth (a head-frame mesh lies about the origin)."""
+    z = np.asarray(vertices)[:, 2]
+    return bool(z.min() > 0 and z.mean() > 2 * np.ptp(z))
+
+
+def _rotation(yaw: float, pitch: float) -> np.ndarray:
+    a, b = np.radians(yaw), np.radians(pitch)
+    ry = np.array([[np.cos(a), 0, -np.sin(a)], [0, 1, 0], [np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rx @ ry
+
+
+def render_views(mesh: ViewMesh, yaws=(-40.0, 0.0, 40.0), pitch: float = 0.0, size: int = 512,
+                 frame: str = "auto", shaded: bool = True, coloured: bool = True) -> np.ndarray:
+    """One image [rows x size, len(yaws) x size, 3] float RGB: the mesh from each yaw (degrees) at ``pitch``, a row
+    of its colours (``coloured``; grey where it has none) and a row of grey shading (``shaded``); see the module
+    docstring for ``frame``. The mesh is fitted to the frame by its bounding sphere, seen in perspective."""
+    import cv2
+
+    from redafit.render import interpolate, rasterize, texture
+    from redafit.render.camera import Intrinsics, to_clip
+    from redafit.render.shading import vertex_normals
+
+    if frame not in VIEW_FRAMES:
+        raise InputError(f"frame must be one of {VIEW_FRAMES}, not {frame!r}")
+    if not (shaded or coloured):
+        raise InputError("render_views: nothing to draw (neither coloured nor shaded)")
+    v = np.asarray(mesh.vertices, np.float64)
+    y_up = mesh.y_up if mesh.y_up is not None else (frame == "head" or (frame == "auto" and not camera_frame(v)))
+    if y_up:
+        v = v * np.array([1.0, -1.0, -1.0])  # to camera axes: y down, the face away from +z, towards the viewer
+    used = np.unique(mesh.triangles)
+    centre = (v[used].min(0) + v[used].max(0)) / 2
+    radius = max(float(np.linalg.norm(v[used] - centre, axis=1).max()), 1e-9)
+    dist = 4.0 * radius
+    big = size * SUPERSAMPLE
+    focal = 0.5 * big * dist / (1.08 * radius) * np.sqrt(1 - 1 / 16)  # the bounding sphere's outline, 8 % margin
+    K = Intrinsics(fx=focal, fy=focal, cx=big / 2, cy=big / 2, width=big, height=big)
+    tris = torch.as_tensor(mesh.triangles, dtype=torch.long)
+    rows_c, rows_s = [], []
+    for yaw in yaws:
+        p = (v - centre) @ _rotation(float(yaw), float(pitch)).T + np.array([0.0, 0.0, dist])
+        pt = torch.as_tensor(p, dtype=torch.float32)[None]
+        frags = rasterize(to_clip(pt, K, near=dist - 1.5 * radius, far=dist + 1.5 * radius), tris, (big, big),
+                          backend="torch")
+        cover = frags.mask[0].numpy().astype(np.float32)[..., None]
+        if coloured:
+            if mesh.texture is not None and mesh.uv is not None:
+                uvi = interpolate(torch.as_tensor(mesh.uv, dtype=torch.float32)[None], frags,
+                                  torch.as_tensor(mesh.uv_triangles, dtype=torch.long))
+                col = texture(torch.as_tensor(mesh.texture, dtype=torch.float32), uvi)[0].numpy()
+            elif mesh.colors is not None:
+                col = interpolate(torch.as_tensor(mesh.colors, dtype=torch.float32)[None], frags, tris)[0].numpy()
+            else:
+                col = np.full((big, big, 3), 0.7, np.float32)
+            rows_c.append(col * cover + BACKGROUND * (1 - cover))
+        if shaded:
+            n = interpolate(vertex_normals(pt, tris), frags, tris)[0]
+            n = torch.nn.functional.normalize(n, dim=-1).numpy()
+            lam = np.abs(n @ (_LIGHT / np.linalg.norm(_LIGHT)))[..., None] * 0.75 + 0.2
+            rows_s.append(lam * np.array([0.85, 0.87, 0.9]) * cover + BACKGROUND * (1 - cover))
+    rows = [np.hstack(r) for r in (rows_c, rows_s) if r]
+    out = np.vstack(rows).astype(np.float32)
+    h, w = out.shape[:2]
+    return np.clip(cv2.resize(out, (w // SUPERSAMPLE, h // SUPERSAMPLE), interpolation=cv2.INTER_AREA), 0, 1)

