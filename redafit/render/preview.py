@@ -5,7 +5,7 @@ look at a fit's shape and texture without one - in a batch's report, on a machin
 texture (``map_Kd``) or per-vertex colours, a PLY with vertex colours or texture coordinates and its
 ``TextureFile``, a binary glTF (``.glb``) with its embedded texture. :func:`render_views` draws it with the torch
 rasterizer: one row of the colours as stored (a texture carries the photo's light already: no shading is added)
-and one of grey Lambert shading, which shows the shape alone.
+and one of grey Lambert shading, which shows the shape alone; back faces (an open mesh's inside) darker.
 
 Frames (``frame``): ``"camera"`` - OpenCV camera axes (x right, y down, z forward), how ``redafit fit`` writes a
 mesh by default, seen from where the photo was taken; ``"head"`` - y up, the face towards +z (``fit --frame head``,
@@ -34,6 +34,7 @@ VIEW_FRAMES = ("auto", "camera", "head")
 VIEW_FORMATS = (".obj", ".ply", ".glb")
 BACKGROUND = 0.15  # grey of the empty pixels
 SUPERSAMPLE = 2  # each view rasterized this many times larger, then averaged down: smooth outlines
+BACK_DIM = 0.45  # back faces (an open mesh's inside) drawn this much darker
 _LIGHT = np.array([-0.4, -0.5, -0.77])  # from the viewer's upper left (camera axes: y down, z away from the viewer)
 
 
@@ -221,6 +222,10 @@ def render_views(mesh: ViewMesh, yaws=(-40.0, 0.0, 40.0), pitch: float = 0.0, si
         frags = rasterize(to_clip(pt, K, near=dist - 1.5 * radius, far=dist + 1.5 * radius), tris, (big, big),
                           backend="torch")
         cover = frags.mask[0].numpy().astype(np.float32)[..., None]
+        # the inside of an open mesh (a face mask seen from behind) drawn darker, as a viewer draws back faces
+        n = torch.nn.functional.normalize(interpolate(vertex_normals(pt, tris), frags, tris)[0], dim=-1).numpy()
+        ray = interpolate(pt, frags, tris)[0].numpy()
+        dim = np.where(((n * ray).sum(-1) > 0)[..., None], BACK_DIM, 1.0)
         if coloured:
             if mesh.texture is not None and mesh.uv is not None:
                 uvi = interpolate(torch.as_tensor(mesh.uv, dtype=torch.float32)[None], frags,
@@ -230,12 +235,10 @@ def render_views(mesh: ViewMesh, yaws=(-40.0, 0.0, 40.0), pitch: float = 0.0, si
                 col = interpolate(torch.as_tensor(mesh.colors, dtype=torch.float32)[None], frags, tris)[0].numpy()
             else:
                 col = np.full((big, big, 3), 0.7, np.float32)
-            rows_c.append(col * cover + BACKGROUND * (1 - cover))
+            rows_c.append(col * dim * cover + BACKGROUND * (1 - cover))
         if shaded:
-            n = interpolate(vertex_normals(pt, tris), frags, tris)[0]
-            n = torch.nn.functional.normalize(n, dim=-1).numpy()
             lam = np.abs(n @ (_LIGHT / np.linalg.norm(_LIGHT)))[..., None] * 0.75 + 0.2
-            rows_s.append(lam * np.array([0.85, 0.87, 0.9]) * cover + BACKGROUND * (1 - cover))
+            rows_s.append(lam * np.array([0.85, 0.87, 0.9]) * dim * cover + BACKGROUND * (1 - cover))
     rows = [np.hstack(r) for r in (rows_c, rows_s) if r]
     out = np.vstack(rows).astype(np.float32)
     h, w = out.shape[:2]

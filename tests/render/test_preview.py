@@ -124,6 +124,16 @@ def test_every_written_kind_of_texture_is_read(tmp_path, fmt):
     assert path in mesh.files
 
 
+def test_back_faces_are_dimmed():
+    """An open mesh seen from behind (a face mask's inside) is drawn darker, as viewers draw back faces."""
+    from redafit.render.preview import BACK_DIM
+
+    v, f, _, _ = _textured_quad()
+    quad = ViewMesh(v, f, colors=np.tile(np.array(RED), (4, 1)))
+    front, back = (render_views(quad, yaws=(y,), size=64, frame="head", shaded=False) for y in (0, 180))
+    assert _share(front, RED) > 0.3 and _share(back, np.array(RED) * BACK_DIM) > 0.3
+
+
 def test_vertex_colours_and_untextured(tmp_path):
     box = _box({"+z": RED})
     write_mesh(tmp_path / "c.ply", box.vertices, box.triangles, vertex_colors=box.colors)
