@@ -90,8 +90,10 @@ def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows):
 
     blocks = [render_views(m, yaws, pitch, size, frame, shaded=rows != "colour", coloured=rows != "shaded")
               for _, m in loaded]
-    if len(loaded) > 1:
-        blocks = [_labelled(b, p.name) for b, (p, _) in zip(blocks, loaded)]
+    if len(loaded) > 1:  # each block named by its file's name, or by its path as given where names repeat
+        names = [p.name for p, _ in loaded]
+        names = [n if names.count(n) == 1 else str(p) for n, (p, _) in zip(names, loaded)]
+        blocks = [_labelled(b, n) for b, n in zip(blocks, names)]
     make_folder(output.parent)
     save_image(output, np.vstack(blocks))
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
