@@ -49,8 +49,8 @@ def _angles(ctx, param, value: str) -> tuple:
                    "light), grey shading (the shape alone), or both.")
 @click.pass_context
 def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows):
-    """Draw meshes (.obj with its texture, .ply, .glb) from several angles into one image: a look at a fit's shape
-    and texture without a 3D viewer.
+    """Draw meshes (.obj with its texture, .ply, .glb, .npz) from several angles into one image: a look at a fit's
+    shape and texture without a 3D viewer.
 
     A mesh that cannot be read is reported and left out (exit 1; the others are drawn).
 

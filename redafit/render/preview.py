@@ -3,9 +3,10 @@ look at a fit's shape and texture without one - in a batch's report, on a machin
 
 :func:`read_view_mesh` reads what redafit writes (and other meshes of those formats): an OBJ with its MTL's
 texture (``map_Kd``) or per-vertex colours, a PLY with vertex colours or texture coordinates and its
-``TextureFile``, a binary glTF (``.glb``) with its embedded texture. :func:`render_views` draws it with the torch
-rasterizer: one row of the colours as stored (a texture carries the photo's light already: no shading is added)
-and one of grey Lambert shading, which shows the shape alone; back faces (an open mesh's inside) darker.
+``TextureFile``, a binary glTF (``.glb``) with its embedded texture, an ``.npz`` of the mesh's arrays.
+:func:`render_views` draws it with the torch rasterizer: one row of the colours as stored (a texture carries the
+photo's light already: no shading is added) and one of grey Lambert shading, which shows the shape alone; back
+faces (an open mesh's inside) darker.
 
 Frames (``frame``): ``"camera"`` - OpenCV camera axes (x right, y down, z forward), how ``redafit fit`` writes a
 mesh by default, seen from where the photo was taken; ``"head"`` - y up, the face towards +z (``fit --frame head``,
@@ -31,7 +32,7 @@ from redafit.errors import InputError
 log = logging.getLogger("redafit")
 
 VIEW_FRAMES = ("auto", "camera", "head")
-VIEW_FORMATS = (".obj", ".ply", ".glb")
+VIEW_FORMATS = (".obj", ".ply", ".glb", ".npz")
 BACKGROUND = 0.15  # grey of the empty pixels
 SUPERSAMPLE = 2  # each view rasterized this many times larger, then averaged down: smooth outlines
 BACK_DIM = 0.45  # back faces (an open mesh's inside) drawn this much darker
@@ -62,8 +63,9 @@ def read_view_mesh(path) -> ViewMesh:
     check_input_file(path, "mesh")
     ext = path.suffix.lower()
     if ext not in VIEW_FORMATS:
-        raise InputError(f"mesh {path}: unsupported extension {path.suffix or '(none)'} (use .obj, .ply or .glb)")
-    mesh = _read_obj(path) if ext == ".obj" else _read_trimesh(path)
+        raise InputError(f"mesh {path}: unsupported extension {path.suffix or '(none)'} (use .obj, .ply, .glb or "
+                         ".npz)")
+    mesh = _read_obj(path) if ext == ".obj" else _read_npz(path) if ext == ".npz" else _read_trimesh(path)
     if not len(mesh.triangles):
         raise InputError(f"mesh {path}: no triangles in it")
     if not np.isfinite(mesh.vertices).all():
@@ -106,6 +108,36 @@ def _read_obj(path: Path) -> ViewMesh:
             files += (mtl,) + read
     return ViewMesh(m.vertices, m.triangles, m.uv if tex is not None else None,
                     m.uv_triangles if tex is not None else None, tex, m.vertex_colors, files=files)
+
+
+def _read_npz(path: Path) -> ViewMesh:
+    """A mesh's arrays (``redafit fit -o face.npz``, :func:`redafit.io.meshes.write_npz`): ``vertices`` and
+    ``triangles``, with ``vertex_colors`` or ``texture`` + ``uv`` + ``uv_triangles`` when it has them."""
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            arrays = {k: d[k] for k in d.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"mesh {path}: cannot be read as an .npz of arrays ({e})") from None
+    from redafit.io.arrays import shape_problem
+
+    for key, shape in (("vertices", (None, 3)), ("triangles", (None, 3))):
+        if key not in arrays:
+            raise InputError(f"mesh {path}: no '{key}' array in it")
+        problem = shape_problem(arrays[key].shape, shape)
+        if problem or not np.issubdtype(arrays[key].dtype, np.number):
+            raise InputError(f"mesh {path}: '{key}': {problem or 'expected numbers'}")
+    v, f = arrays["vertices"].astype(np.float64), arrays["triangles"].astype(np.int64)
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise InputError(f"mesh {path}: a triangle index outside 0..{len(v) - 1}")
+    tex = arrays.get("texture")
+    uv, uvt = arrays.get("uv"), arrays.get("uv_triangles")
+    textured = tex is not None and tex.ndim == 3 and uv is not None and uvt is not None and uvt.shape == f.shape
+    colors = arrays.get("vertex_colors")
+    if textured and tex.dtype == np.uint8:
+        tex = tex / 255.0
+    return ViewMesh(v, f, uv if textured else None, uvt if textured else None,
+                    tex[..., :3].astype(np.float32) if textured else None,
+                    colors[:, :3] if colors is not None and colors.shape[:1] == v.shape[:1] else None, files=(path,))
 
 
 def _read_trimesh(path: Path) -> ViewMesh:

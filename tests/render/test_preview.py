@@ -95,7 +95,7 @@ def _textured_quad():
     return v, f, uv, tex
 
 
-@pytest.mark.parametrize("fmt", ["obj", "ply", "glb", "shared_obj", "shared_ply"])
+@pytest.mark.parametrize("fmt", ["obj", "ply", "glb", "npz", "shared_obj", "shared_ply"])
 def test_every_written_kind_of_texture_is_read(tmp_path, fmt):
     v, f, uv, tex = _textured_quad()
     if fmt.startswith("shared"):
@@ -168,6 +168,15 @@ def test_bad_meshes_are_input_errors(tmp_path, content, words):
         p.write_bytes(content)
     with pytest.raises(InputError, match=words):
         read_view_mesh(p)
+    (tmp_path / "m.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="cannot be read as an .npz"):
+        read_view_mesh(tmp_path / "m.npz")
+    np.savez(tmp_path / "m.npz", vertices=np.zeros((3, 3)), triangles=np.array([[0, 1, 3]]))
+    with pytest.raises(InputError, match="triangle index outside"):
+        read_view_mesh(tmp_path / "m.npz")
+    np.savez(tmp_path / "m.npz", vertices=np.zeros((3, 2)), triangles=np.array([[0, 1, 2]]))
+    with pytest.raises(InputError, match="'vertices': expected shape"):
+        read_view_mesh(tmp_path / "m.npz")
     (tmp_path / "m.stl").write_text("solid")
     with pytest.raises(InputError, match="unsupported extension"):
         read_view_mesh(tmp_path / "m.stl")
