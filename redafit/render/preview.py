@@ -32,7 +32,6 @@ from redafit.errors import InputError
 log = logging.getLogger("redafit")
 
 VIEW_FRAMES = ("auto", "camera", "head")
-VIEW_FORMATS = (".obj", ".ply", ".glb", ".npz")
 BACKGROUND = 0.15  # grey of the empty pixels
 SUPERSAMPLE = 2  # each view rasterized this many times larger, then averaged down: smooth outlines
 BACK_DIM = 0.45  # back faces (an open mesh's inside) drawn this much darker
@@ -62,10 +61,11 @@ def read_view_mesh(path) -> ViewMesh:
     path = Path(path)
     check_input_file(path, "mesh")
     ext = path.suffix.lower()
-    if ext not in VIEW_FORMATS:
+    reader = _READERS.get(ext)
+    if reader is None:
         raise InputError(f"mesh {path}: unsupported extension {path.suffix or '(none)'} (use .obj, .ply, .glb or "
                          ".npz)")
-    mesh = _read_obj(path) if ext == ".obj" else _read_npz(path) if ext == ".npz" else _read_trimesh(path)
+    mesh = reader(path)
     if not len(mesh.triangles):
         raise InputError(f"mesh {path}: no triangles in it")
     if not np.isfinite(mesh.vertices).all():
@@ -204,6 +204,11 @@ def _glb_texture(path: Path) -> np.ndarray | None:
     except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error):
         return None
     return None if img is None else img[:, :, ::-1].astype(np.float32) / 255.0
+
+
+# one reader per file format (by extension): each returns the ViewMesh of a file that passed check_input_file
+_READERS = {".obj": _read_obj, ".ply": _read_trimesh, ".glb": _read_trimesh, ".npz": _read_npz}
+VIEW_FORMATS = tuple(_READERS)
 
 
 def camera_frame(vertices: np.ndarray) -> bool:
