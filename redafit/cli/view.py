@@ -47,31 +47,41 @@ def _angles(ctx, param, value: str) -> tuple:
 @click.option("--rows", type=click.Choice(["both", "colour", "shaded"]), default="both", show_default=True,
               help="What to draw: the mesh's colours (texture or vertex colours, unlit: they hold the photo's "
                    "light), grey shading (the shape alone), or both.")
+@click.option("--expressions", default="", metavar="LIST",
+              help="For a rig folder: also draw its neutral with each of these expressions at weight 1 "
+                   "(comma-separated names, e.g. jawOpen,mouthSmile_L,eyeBlink_L).")
 @click.pass_context
-def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows):
-    """Draw meshes (.obj with its texture, .ply, .glb, .npz) from several angles into one image: a look at a fit's
-    shape and texture without a 3D viewer.
+def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions):
+    """Draw meshes (.obj with its texture, .ply, .glb, .npz) or rig folders from several angles into one image: a
+    look at a fit's shape and texture without a 3D viewer.
 
-    A mesh that cannot be read is reported and left out (exit 1; the others are drawn).
+    A rig folder (`redafit rig`) is drawn as its neutral, and with --expressions each of those expressions too. A
+    mesh that cannot be read is reported and left out (exit 1; the others are drawn).
 
     \b
     Examples:
       redafit view face.obj -o face_views.png
       redafit view a.obj b.obj --yaw -60,-30,0,30,60 --rows shaded -o compare.png
-      redafit view rig/neutral.obj --pitch 15 --size 512 -o rig_views.jpg
+      redafit view rig/ --expressions jawOpen,eyeBlink_L --pitch 15 --size 512 -o rig_views.jpg
     """
     from redafit.cli.rig import refuse_overwriting_inputs
     from redafit.io.images import SAVE_EXTENSIONS
 
     if output.suffix.lower() not in SAVE_EXTENSIONS:
         raise UsageError(f"-o {output}: unsupported image extension (use one of {', '.join(sorted(SAVE_EXTENSIONS))})")
-    from redafit.render.preview import read_view_mesh
+    from redafit.render.preview import read_view_mesh, rig_view_meshes
 
+    exprs = tuple(e.strip() for e in expressions.split(",") if e.strip())
+    if exprs and not any(Path(p).is_dir() for p in meshes):
+        raise UsageError("--expressions draws a rig's expressions: give a rig folder (redafit rig's output)")
     loaded, failures = [], []
     paths = list(dict.fromkeys(meshes))  # each file once
     for p in paths:
         try:
-            loaded.append((p, read_view_mesh(p)))
+            if p.is_dir():  # a rig folder: its neutral and the expressions asked for, each its own block
+                loaded += [(p / name, m) for name, m in rig_view_meshes(p, exprs)]
+            else:
+                loaded.append((p, read_view_mesh(p)))
         except RedafitError as e:
             if len(paths) == 1:
                 raise
