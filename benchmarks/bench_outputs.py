@@ -2,8 +2,9 @@
 
 Fits Obama's photo once (910 x 1137 px; landmark preset, dlib's landmarks), then writes the textured OBJ (with
 the caps' atlas) at each texture size in a fresh process, timing ``save_mesh`` and reading the process's peak
-memory; a PLY (vertex colours read from a 512 px texture) and the overlay for comparison. Prints a markdown
-table. About a minute on 2 cores.
+memory; a PLY (vertex colours read from a 512 px texture) and the overlay for comparison, and what ``redafit
+view`` does with the 1024 px OBJ (read it, draw three 384 px views, save them). Prints a markdown table. About a
+minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ inp, res = pickle.load(open(sys.argv[1], "rb"))
 t0 = time.perf_counter()
 if sys.argv[3] == "overlay":
     save_overlay(sys.argv[2], inp.image, res, model)
+elif sys.argv[3].startswith("view:"):  # redafit view's work: read an OBJ written above, draw 3 views, save them
+    from redafit.io.images import save_image
+    from redafit.render.preview import read_view_mesh, render_views
+    save_image(sys.argv[2], render_views(read_view_mesh(sys.argv[3][5:]), size=384))
 else:
     save_mesh(sys.argv[2], res, model, inp.image, int(sys.argv[3]))
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -44,8 +49,11 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pk = Path(tmp) / "fit.pkl"
         pk.write_bytes(pickle.dumps((inp, res)))
-        for what, name, arg in ([(f"OBJ, texture {s} px", "face.obj", str(s)) for s in SIZES]
-                                + [("PLY, vertex colours", "face.ply", "0"), ("overlay PNG", "ov.png", "overlay")]):
+        obj1024 = Path(tmp) / "face1024.obj"
+        for what, name, arg in ([(f"OBJ, texture {s} px", f"face{s}.obj", str(s)) for s in SIZES]
+                                + [("PLY, vertex colours", "face.ply", "0"), ("overlay PNG", "ov.png", "overlay"),
+                                   ("view PNG (the 1024 px OBJ read, 3 views of 384 px)", "views.png",
+                                    f"view:{obj1024}")]):
             r = subprocess.run([sys.executable, "-c", WRITE, str(pk), str(Path(tmp) / name), arg],
                                capture_output=True, text=True)
             if r.returncode != 0:
