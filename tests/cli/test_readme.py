@@ -45,3 +45,18 @@ def test_library_rig_example_runs(use_models, faces_dir, tmp_path, monkeypatch, 
     assert n == "2" and float(err) < 10 and "9409, 3" in shape
     assert len(list((tmp_path / "rig" / "meshes").glob("*.obj"))) == 2
     assert (tmp_path / "rig" / "rig.glb").is_file() and (tmp_path / "rig" / "neutral.png").is_file()
+
+
+def test_shell_completion_as_the_readme_says():
+    """The README's completion line works: Click's bash script, and completion of a command's options."""
+    import os
+    import subprocess
+    import sys
+
+    assert "_REDAFIT_COMPLETE=bash_source redafit" in README.read_text()
+    env = {**os.environ, "_REDAFIT_COMPLETE": "bash_source"}
+    script = subprocess.run([sys.executable, "-m", "redafit"], env=env, capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and "_redafit_completion()" in script.stdout
+    env.update(_REDAFIT_COMPLETE="bash_complete", COMP_WORDS="redafit view --ro", COMP_CWORD="2")
+    words = subprocess.run([sys.executable, "-m", "redafit"], env=env, capture_output=True, text=True, timeout=60)
+    assert words.stdout.split() == ["plain,--rows"]
