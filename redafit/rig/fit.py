@@ -361,6 +361,10 @@ def _laplacian_pyramid(a: np.ndarray, levels: int) -> list:
 # ----------------------------------------------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------------------------------------------
+MESHES_MATERIAL = "rig"  # meshes/rig.mtl: the per-image meshes' material, neutral.png
+MAX_META_BYTES = 1 << 30  # a rig's params.json (a few KB per image) larger than this is refused unread
+
+
 @atomic_group()
 def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None,
              frame: str = "camera") -> list[Path]:
@@ -575,11 +579,6 @@ def _frame_error(d, names: list) -> str | None:
     if d.get("failure") is not None and not isinstance(d["failure"], str):
         return "'failure' must be a string or null"
     return None
-
-
-MESHES_MATERIAL = "rig"  # meshes/rig.mtl: the per-image meshes' material, neutral.png
-
-MAX_META_BYTES = 1 << 30  # a rig's params.json (a few KB per image) larger than this is refused unread
 
 
 def _rig_meta(par: Path, names: list) -> dict:
