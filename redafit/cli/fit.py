@@ -636,6 +636,10 @@ def _make_folders(*outputs) -> None:
               help="The mesh's frame: camera - OpenCV camera axes (y down, z forward; a .glb y-up), the mesh "
                    "lying over the photo; head - the head's own frame without its pose (y up, z out of the face): "
                    "upright and frontal in any viewer, several photos' meshes lined up.")
+@click.option("--neutral", is_flag=True,
+              help="Write the head without its fitted expression (the identity and its detail, the mouth closed, "
+                   "the eyes open; the texture still the photo's). A .glb then carries the model's expressions as "
+                   "morph targets: an animatable head from one photo.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
 @click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Photos fitted at once, each in a worker process, the CPU threads shared out among them "
@@ -647,7 +651,8 @@ def _make_folders(*outputs) -> None:
 @device_option
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
-            frame, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, device, **fit_kw):
+            frame, neutral, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, device,
+            **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
     The photo - is read from standard input (its outputs are named stdin.* unless -o names them). A folder stands
@@ -662,6 +667,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit imgs/ -o meshes/ --overlay overlays/
       redafit fit photo.jpg --preset landmarks -o quick.ply
       redafit fit photo.jpg --frame head -o upright.obj
+      redafit fit photo.jpg --neutral --frame head -o avatar.glb
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
       curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
       find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
@@ -701,7 +707,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side),
-                              config, texture_size, caps, frame, stages_per_photo=len(jobs) > 1)
+                              config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
     with _Progress(show_progress(ctx)) as prog:
@@ -740,6 +746,7 @@ class _PhotoSettings:
     texture_size: int
     caps: bool
     frame: str = "camera"  # the mesh's (redafit.fit.outputs.MESH_FRAMES)
+    neutral: bool = False  # the mesh without its fitted expression (redafit.fit.outputs.save_mesh)
     stages_per_photo: bool = False  # --save-stages DIR/<the photo's output name>/ (a batch)
 
 
@@ -767,7 +774,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             config = replace(config, save_stages=str(Path(config.save_stages) / Path(mesh).stem))
         result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
         _make_folders(mesh, par, ov)
-        written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame)
+        written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame, s.neutral)
     except RedafitError as e:
         return {"error": str(e), "exit_code": e.exit_code, "exception": e}
     return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),

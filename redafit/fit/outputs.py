@@ -491,8 +491,16 @@ def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_l
 MESH_FRAMES = ("camera", "head")
 
 
+def neutral_vertices(result, model) -> np.ndarray:
+    """[V, 3] mm, model frame: the fitted head with its expression taken away - the identity and the free-form
+    detail at expression 0 (the neutral face of a blendshape model as ICT's, the mean expression of a PCA one)."""
+    basis = model.exp_basis.detach().cpu().double().numpy()  # [Ke, V, 3]
+    e = np.asarray(result.exp_coeffs, np.float64)[: len(basis)]
+    return np.asarray(result.vertices_model, np.float64) - np.tensordot(e, basis[: len(e)], axes=1)
+
+
 def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024,
-              caps: bool = True, frame: str = "camera") -> list[Path]:
+              caps: bool = True, frame: str = "camera", neutral: bool = False) -> list[Path]:
     """Write the fitted mesh (mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``, ``.ply`` vertex colours
     read from such a texture (:data:`PLY_TEXTURE`; sampled from the photo directly for a model without UVs).
 
@@ -509,6 +517,11 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     glTF is y-up in metres: a ``.glb`` holds the camera-frame mesh with OpenGL camera axes (x right, y up, z towards
     the viewer), i.e. y and z negated, scaled to metres by the writer, so it opens upright in any viewer (the head
     frame is y-up already: written as it is).
+
+    ``neutral``: the head without its fitted expression (:func:`neutral_vertices`), in ``frame`` (posed as the
+    photo in the camera frame); the texture is still the photo's, unwrapped on the fitted head. A ``.glb`` then
+    carries the model's expressions as morph targets (the caps moving with the lids and lips), named as the
+    model names them: the head animates, and at the fitted weights (``--params``' ``expression``) it is the fit.
     """
     from redafit.io.meshes import write_mesh
     from redafit.model.caps import hole_caps
@@ -518,7 +531,13 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     path = Path(path)
     ext = path.suffix.lower()
     hc = hole_caps(model) if caps and ext != ".npz" else None
-    verts = result.vertices_camera if frame == "camera" else result.vertices_model
+    R, t = np.asarray(result.rotation, np.float64), np.asarray(result.trans, np.float64)
+    if neutral:
+        head = neutral_vertices(result, model)
+        verts = head @ R.T + t if frame == "camera" else head
+    else:
+        head = result.vertices_model
+        verts = result.vertices_camera if frame == "camera" else result.vertices_model
     tris = result.triangles
     uv, uvt = (model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()) if model.has_uv else (None, None)
     if ext == ".ply":
@@ -539,8 +558,20 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
         else:  # sampled where the camera-frame vertices project, whatever the frame written
             cam = result.vertices_camera if hc is None else hc.extend(result.vertices_camera, result.triangles)[0]
             kw["vertex_colors"] = vertex_colours(image, result, cam)
-    if ext == ".glb" and frame == "camera":
-        verts = verts * np.array([1.0, -1.0, -1.0], np.float32)
+    to_gl = np.array([1.0, -1.0, -1.0]) if ext == ".glb" and frame == "camera" else np.ones(3)
+    verts = verts * to_gl
+    if neutral and ext == ".glb" and model.n_exp:
+        from redafit.io.meshes import write_glb
+
+        basis = model.exp_basis.detach().cpu().double().numpy()
+        names = list(result.expression_names) or [f"expression{k}" for k in range(len(basis))]
+        morphs = {}
+        for n, d in zip(names, basis):
+            if hc is not None:
+                d = np.concatenate([d, hc.morph(head, d)])
+            morphs[n] = (d @ R.T if frame == "camera" else d) * to_gl
+        return write_glb(path, verts, tris, morph_targets=morphs, name="face",
+                         extras={"model": result.model_name, "units": "morph targets: the model's expressions"}, **kw)
     return write_mesh(path, verts, tris, **kw)
 
 

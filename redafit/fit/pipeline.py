@@ -107,22 +107,25 @@ def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=
 
 
 def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,
-                  texture_size: int = 1024, caps: bool = True, frame: str = "camera") -> list[Path]:
+                  texture_size: int = 1024, caps: bool = True, frame: str = "camera",
+                  neutral: bool = False) -> list[Path]:
     """Write the requested outputs, all or none: they replace their targets together once every one is written
     (:func:`redafit.io.atomic.atomic_group`), so an error or an interrupt leaves no file half-written and no
-    incomplete set (a mesh without its parameters). ``frame``: the mesh's (:func:`redafit.fit.outputs.save_mesh`),
-    also recorded in the parameters as ``mesh_frame``."""
+    incomplete set (a mesh without its parameters). ``frame`` and ``neutral``: the mesh's
+    (:func:`redafit.fit.outputs.save_mesh`), also recorded in the parameters as ``mesh_frame`` and
+    ``mesh_expression`` (``"fitted"`` or ``"neutral"``)."""
     from redafit.fit import outputs
     from redafit.io.atomic import atomic_group
 
     written: list[Path] = []
     with atomic_group():
         if mesh_path is not None:
-            written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size, caps=caps, frame=frame)
+            written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size, caps=caps, frame=frame,
+                                         neutral=neutral)
         if params_path is not None:
             extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
                      "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source,
-                     "mesh_frame": frame}
+                     "mesh_frame": frame, "mesh_expression": "neutral" if neutral else "fitted"}
             written.append(outputs.save_params(params_path, result, extra))
         if overlay_path is not None:
             written.append(outputs.save_overlay(overlay_path, inp.image, result, model))

@@ -102,6 +102,61 @@ def test_frame_head_writes_the_upright_frontal_head(use_models, ict_model, faces
     assert cKDTree(head).query(glb)[0].max() < 0.01  # the same points (split along the UV seams), not negated
 
 
+def test_neutral_takes_the_expression_away_and_the_glb_animates(use_models, ict_model, faces_dir, tmp_path):
+    """--neutral writes Obama's smiling fit without its expression: the fitted head minus the expression recorded in
+    --params (the mouth narrower, no longer smiling); a .glb then carries the model's 53 expressions as morph
+    targets over that neutral head, posed as in the photo."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    from redafit.io.meshes import read_obj
+
+    photo = faces_dir / "fr_obama.jpg"
+    r = run("fit", photo, "-o", tmp_path / "f.obj", "--frame", "head", "--params", tmp_path / "f.json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    r = run("fit", photo, "-o", tmp_path / "n.obj", "--frame", "head", "--params", tmp_path / "n.json", "--neutral",
+            *FAST)
+    assert r.exit_code == 0, r.stderr
+    p = json.loads((tmp_path / "n.json").read_text())
+    assert p["mesh_expression"] == "neutral" and json.loads((tmp_path / "f.json").read_text())["mesh_expression"] == (
+        "fitted")
+    e = np.array([p["expression"][k] for k in ict_model.expression_names])
+    assert e.max() > 0.3  # the smile fitted
+    V = ict_model.n_vertices
+    fitted, neutral = read_obj(tmp_path / "f.obj").vertices, read_obj(tmp_path / "n.obj").vertices
+    basis = ict_model.exp_basis.cpu().numpy()
+    assert np.abs(neutral[:V] + np.tensordot(e, basis, axes=1) - fitted[:V]).max() < 0.01  # mm
+    lm = ict_model.landmark_ids.numpy()
+    width = lambda v: np.linalg.norm(v[lm[48]] - v[lm[54]])  # noqa: E731 - the mouth's corners
+    assert width(neutral) < width(fitted) - 3
+    r = run("fit", photo, "-o", tmp_path / "n.glb", "--neutral", *FAST)  # camera frame: posed as the photo
+    assert r.exit_code == 0, r.stderr
+    pygltflib = pytest.importorskip("pygltflib")
+    g = pygltflib.GLTF2().load(str(tmp_path / "n.glb"))
+    assert g.meshes[0].extras["targetNames"] == ict_model.expression_names
+    prim, blob = g.meshes[0].primitives[0], g.binary_blob()
+
+    def vec3(i):
+        acc = g.accessors[i]
+        off = g.bufferViews[acc.bufferView].byteOffset + (acc.byteOffset or 0)
+        return np.frombuffer(blob, np.float32, acc.count * 3, off).reshape(-1, 3).astype(np.float64) * 1000  # mm
+
+    assert len(prim.targets) == 53
+    R, t = np.array(p["pose"]["rotation"]), np.array(p["pose"]["translation_mm"])
+    gl_axes = np.array([1, -1, -1])  # glTF's: y and z negated
+    base = vec3(prim.attributes.POSITION)
+    assert cKDTree((neutral @ R.T + t) * gl_axes).query(base)[0].max() < 0.05  # mm
+    # at the fitted weights the morph targets give back the fit, posed as in the photo (the model's vertices; the
+    # caps' follow each target exactly at weight 1 and linearly in between, as glTF blends them)
+    model_v = cKDTree((neutral[:V] @ R.T + t) * gl_axes).query(base)[0] < 0.01
+    assert model_v.sum() >= V
+    animated = base + sum(w * vec3(tg["POSITION"]) for w, tg in zip(e, prim.targets))
+    assert cKDTree((fitted[:V] @ R.T + t) * gl_axes).query(animated[model_v])[0].max() < 0.05
+    assert np.asarray(trimesh.load(tmp_path / "n.glb", force="mesh", process=False).vertices).shape == base.shape
+    r = run("fit", photo, "-o", tmp_path / "f.glb", *FAST)
+    assert r.exit_code == 0 and not pygltflib.GLTF2().load(str(tmp_path / "f.glb")).meshes[0].primitives[0].targets
+
+
 def test_frame_head_ply_of_a_model_without_uvs_keeps_the_photo_s_colours(ict_model, faces_dir, tmp_path):
     """A model without UVs gets its PLY's vertex colours from where the vertices project in the photo: from the
     camera-frame vertices, whichever frame the mesh is written in."""
