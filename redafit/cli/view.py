@@ -1,4 +1,5 @@
-"""``redafit view``: meshes drawn from several angles into one image (:mod:`redafit.render.preview`)."""
+"""``redafit view``: meshes drawn from several angles into one image, or into a video's frames
+(:mod:`redafit.render.preview`)."""
 
 from __future__ import annotations
 
@@ -14,29 +15,48 @@ log = logging.getLogger("redafit")
 
 # redafit.render.preview.VIEW_FRAMES, spelled out so that the CLI does not import torch to start (a test compares)
 VIEW_FRAME_CHOICES = ("auto", "camera", "head")
-MAX_VIEWS = 12
+MAX_VIEWS = 12  # views side by side in an image
+MAX_FRAMES = 3600  # yaws of a video (a turntable)
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # a video output's extension -> the FourCC OpenCV writes it with
 
 
 def _angles(ctx, param, value: str) -> tuple:
-    """``--yaw -40,0,40``: 1 to :data:`MAX_VIEWS` finite angles in [-180, 180] degrees."""
+    """``--yaw -40,0,40`` or ``--yaw -60:60:5`` (from, to, step: both ends included), or a mix: finite angles in
+    [-180, 180] degrees, at most :data:`MAX_FRAMES`."""
     import math
 
-    try:
-        angles = tuple(float(a) for a in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected degrees separated by commas (e.g. -40,0,40)") from None
-    if not 1 <= len(angles) <= MAX_VIEWS or not all(math.isfinite(a) and -180 <= a <= 180 for a in angles):
-        raise click.BadParameter(f"{value!r}: expected 1 to {MAX_VIEWS} angles between -180 and 180 degrees")
-    return angles
+    out: list = []
+    for part in value.split(","):
+        try:
+            nums = [float(x) for x in part.split(":")]
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected degrees separated by commas (e.g. -40,0,40) or a range "
+                                     "from:to:step (e.g. -60:60:5)") from None
+        if len(nums) == 3:
+            a, b, step = nums
+            if not (math.isfinite(step) and step > 0 and math.isfinite(a) and math.isfinite(b)):
+                raise click.BadParameter(f"{part!r}: a range from:to:step needs a positive step")
+            n = int(math.floor(abs(b - a) / step + 1e-9)) + 1
+            if n > MAX_FRAMES:
+                raise click.BadParameter(f"{part!r}: more than {MAX_FRAMES} angles")
+            out += [a + math.copysign(k * step, b - a) for k in range(n)]
+        elif len(nums) == 1:
+            out += nums
+        else:
+            raise click.BadParameter(f"{part!r}: expected an angle or a range from:to:step")
+    if not 1 <= len(out) <= MAX_FRAMES or not all(math.isfinite(a) and -180 <= a <= 180 for a in out):
+        raise click.BadParameter(f"{value!r}: expected 1 to {MAX_FRAMES} angles between -180 and 180 degrees")
+    return tuple(out)
 
 
 @click.command("view")
 @click.argument("meshes", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="The image to write (.png, .jpg, ...): per mesh a row of its colours and a row of grey shading.")
+              help="The image to write (.png, .jpg, ...): per mesh a row of its colours and a row of grey shading; "
+                   "or a video (.mp4, .avi): a frame per mesh and yaw, in order.")
 @click.option("--yaw", "yaws", default="-40,0,40", show_default=True, callback=_angles,
-              help="The views' turns about the vertical axis, in degrees, separated by commas (positive: the mesh's "
-                   "right side comes into view).")
+              help="The views' turns about the vertical axis in degrees (positive: the mesh's right side comes "
+                   "into view): a list (-40,0,40) or a range from:to:step (-60:60:5, a video's turntable).")
 @click.option("--pitch", type=click.FloatRange(-89, 89), default=0.0, show_default=True,
               help="Degrees above (positive) or below the mesh.")
 @click.option("--size", type=click.IntRange(64, 1024), default=384, show_default=True, help="Side of each view (px).")
@@ -50,38 +70,81 @@ def _angles(ctx, param, value: str) -> tuple:
 @click.option("--expressions", default="", metavar="LIST",
               help="For a rig folder: also draw its neutral with each of these expressions at weight 1 "
                    "(comma-separated names, e.g. jawOpen,mouthSmile_L,eyeBlink_L).")
+@click.option("--fps", type=click.FloatRange(1, 240), default=25.0, show_default=True,
+              help="A video's frame rate.")
 @click.pass_context
-def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions):
-    """Draw meshes (.obj with its texture, .ply, .glb, .npz) or rig folders from several angles into one image: a
-    look at a fit's shape and texture without a 3D viewer.
+def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions, fps):
+    """Draw meshes (.obj with its texture, .ply, .glb, .npz) or rig folders from several angles into one image or a
+    video: a look at a fit's shape and texture without a 3D viewer.
 
-    A rig folder (`redafit rig`) is drawn as its neutral, and with --expressions each of those expressions too. A
-    mesh that cannot be read is reported and left out (exit 1; the others are drawn).
+    A rig folder (`redafit rig`) is drawn as its neutral, and with --expressions each of those expressions too;
+    another folder stands for the meshes in it, in natural name order (retarget's frames). A video's frames all
+    share one framing, so a head that moves from mesh to mesh moves in the video. A mesh that cannot be read is
+    reported and left out (exit 1; the others are drawn).
 
     \b
     Examples:
       redafit view face.obj -o face_views.png
       redafit view a.obj b.obj --yaw -60,-30,0,30,60 --rows shaded -o compare.png
       redafit view rig/ --expressions jawOpen,eyeBlink_L --pitch 15 --size 512 -o rig_views.jpg
+      redafit view face.obj --yaw -90:90:3 -o turntable.mp4
+      redafit view anim/ --yaw 0 --fps 30 -o anim.mp4
     """
     from redafit.cli.rig import refuse_overwriting_inputs
     from redafit.io.images import SAVE_EXTENSIONS
 
-    if output.suffix.lower() not in SAVE_EXTENSIONS:
-        raise UsageError(f"-o {output}: unsupported image extension (use one of {', '.join(sorted(SAVE_EXTENSIONS))})")
-    from redafit.render.preview import read_view_mesh, rig_view_meshes
-
+    ext = output.suffix.lower()
+    video = ext in VIDEO_CODECS
+    if not video and ext not in SAVE_EXTENSIONS:
+        raise UsageError(f"-o {output}: unsupported extension (an image: {', '.join(sorted(SAVE_EXTENSIONS))}; a "
+                         f"video: {', '.join(VIDEO_CODECS)})")
+    if not video and len(yaws) > MAX_VIEWS:
+        raise UsageError(f"--yaw: {len(yaws)} views, at most {MAX_VIEWS} side by side in an image (a video, "
+                         f"-o {output.stem}.mp4, takes up to {MAX_FRAMES})")
     exprs = tuple(e.strip() for e in expressions.split(",") if e.strip())
-    if exprs and not any(Path(p).is_dir() for p in meshes):
+    if exprs and not any(_is_rig(p) for p in meshes):
         raise UsageError("--expressions draws a rig's expressions: give a rig folder (redafit rig's output)")
-    loaded, failures = [], []
-    paths = list(dict.fromkeys(meshes))  # each file once
+    loaded, failures = _load(meshes, exprs)
+    refuse_overwriting_inputs("view", [(output, "the output")],
+                              [(f, f"the input {f}") for _, m in loaded for f in m.files], choose="name")
+    from redafit.io.atomic import make_folder
+
+    make_folder(output.parent)
+    kw = {"pitch": pitch, "size": size, "frame": frame, "shaded": rows != "colour", "coloured": rows != "shaded"}
+    n = _write_video(output, loaded, yaws, fps, **kw) if video else _write_image(output, loaded, yaws, **kw)
+    if (ctx.obj or {}).get("verbosity", 0) >= 0:
+        what = f"{n} frame(s)" if video else f"{len(yaws)} view(s) each"
+        click.echo(f"view: {len(loaded)} mesh(es), {what}; wrote {output}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _is_rig(path: Path) -> bool:
+    return path.is_dir() and (path / "expressions.npz").is_file()
+
+
+def _load(meshes, exprs) -> tuple[list, list]:
+    """([(path, ViewMesh)], [exit codes of the meshes left out]): each argument once; a rig folder its neutral and
+    ``exprs``; another folder its mesh files in natural name order. One argument that fails is its own error; of
+    several, each failure is reported and left out, and all failing exits with their common code (else 1)."""
+    from redafit.io.images import natural_key
+    from redafit.render.preview import VIEW_FORMATS, read_view_mesh, rig_view_meshes
+
+    loaded, failures, textures = [], [], {}
+    paths = list(dict.fromkeys(meshes))
     for p in paths:
         try:
-            if p.is_dir():  # a rig folder: its neutral and the expressions asked for, each its own block
+            if _is_rig(p):  # its neutral and the expressions asked for, each its own block
                 loaded += [(p / name, m) for name, m in rig_view_meshes(p, exprs)]
+            elif p.is_dir():
+                files = sorted((f for f in p.iterdir() if f.suffix.lower() in VIEW_FORMATS and f.is_file()),
+                               key=lambda f: natural_key(f.name))
+                if not files:
+                    raise UsageError(f"{p}: no meshes in the folder (expected {', '.join(VIEW_FORMATS)}) and not a "
+                                     "rig folder")
+                loaded += [(f, read_view_mesh(f, textures)) for f in files]
             else:
-                loaded.append((p, read_view_mesh(p)))
+                loaded.append((p, read_view_mesh(p, textures)))
         except RedafitError as e:
             if len(paths) == 1:
                 raise
@@ -90,26 +153,56 @@ def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions):
     if not loaded:  # every one failed: their common exit code, else 1
         click.echo(f"redafit: none of the {len(paths)} meshes can be read", err=True)
         sys.exit(failures[0] if len(set(failures)) == 1 else 1)
-    refuse_overwriting_inputs("view", [(output, "the output")],
-                              [(f, f"the input {f}") for _, m in loaded for f in m.files], choose="name")
+    return loaded, failures
+
+
+def _write_image(output: Path, loaded: list, yaws, **kw) -> int:
+    """Each mesh's block of views one below the other, labelled when there are several."""
     import numpy as np
 
-    from redafit.io.atomic import make_folder
     from redafit.io.images import save_image
     from redafit.render.preview import render_views
 
-    blocks = [render_views(m, yaws, pitch, size, frame, shaded=rows != "colour", coloured=rows != "shaded")
-              for _, m in loaded]
+    blocks = [render_views(m, yaws, **kw) for _, m in loaded]
     if len(loaded) > 1:  # each block named by its file's name, or by its path as given where names repeat
         names = [p.name for p, _ in loaded]
         names = [n if names.count(n) == 1 else str(p) for n, (p, _) in zip(names, loaded)]
         blocks = [_labelled(b, n) for b, n in zip(blocks, names)]
-    make_folder(output.parent)
     save_image(output, np.vstack(blocks))
-    if (ctx.obj or {}).get("verbosity", 0) >= 0:
-        click.echo(f"view: {len(loaded)} mesh(es), {len(yaws)} view(s) each; wrote {output}", err=True)
-    if failures:
-        sys.exit(1)
+    return len(blocks)
+
+
+def _write_video(output: Path, loaded: list, yaws, fps: float, **kw) -> int:
+    """A frame per mesh and yaw (the meshes in order, each turned through the yaws), all in one framing: the
+    sphere around every mesh. Written to a temporary file that replaces ``output`` once complete."""
+    import cv2
+    import numpy as np
+
+    from redafit.errors import OutputError
+    from redafit.io.atomic import atomic_path
+    from redafit.render.preview import render_views, view_bounds
+
+    bounds = view_bounds([m for _, m in loaded], kw["frame"])
+    n = 0
+    with atomic_path(output) as tmp:
+        writer = None
+        try:
+            for _, m in loaded:
+                for yaw in yaws:
+                    img = (np.clip(render_views(m, (yaw,), bounds=bounds, **kw), 0, 1) * 255 + 0.5).astype(np.uint8)
+                    if writer is None:
+                        h, w = img.shape[:2]
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_CODECS[output.suffix.lower()]),
+                                                 float(fps), (w, h))
+                        if not writer.isOpened():
+                            raise OutputError(f"cannot write video {output}: OpenCV cannot encode "
+                                              f"{output.suffix} here")
+                    writer.write(np.ascontiguousarray(img[:, :, ::-1]))
+                    n += 1
+        finally:
+            if writer is not None:
+                writer.release()
+    return n
 
 
 def _labelled(block, name: str):

@@ -52,10 +52,11 @@ class ViewMesh:
     files: tuple = ()  # the files read: the mesh's, its material's and texture's
 
 
-def read_view_mesh(path) -> ViewMesh:
-    """The mesh file ``path`` (.obj, .ply, .glb) with its colours: an :class:`InputError` naming it when it is
-    missing, unreadable or has no triangles. A texture it names but that cannot be read is left out with a
-    warning (the mesh is still drawn, grey)."""
+def read_view_mesh(path, textures: dict | None = None) -> ViewMesh:
+    """The mesh file ``path`` (.obj, .ply, .glb, .npz) with its colours: an :class:`InputError` naming it when it
+    is missing, unreadable or has no triangles. A texture it names but that cannot be read is left out with a
+    warning (the mesh is still drawn, grey). ``textures``: a cache of the texture files read, shared by the calls
+    given it (an animation's frames all wear one texture)."""
     from redafit.io.inputs import check_input_file
 
     path = Path(path)
@@ -65,7 +66,7 @@ def read_view_mesh(path) -> ViewMesh:
     if reader is None:
         raise InputError(f"mesh {path}: unsupported extension {path.suffix or '(none)'} (use .obj, .ply, .glb or "
                          ".npz)")
-    mesh = reader(path)
+    mesh = reader(path, {} if textures is None else textures)
     if not len(mesh.triangles):
         raise InputError(f"mesh {path}: no triangles in it")
     if not np.isfinite(mesh.vertices).all():
@@ -73,22 +74,26 @@ def read_view_mesh(path) -> ViewMesh:
     return mesh
 
 
-def _texture_file(path: Path, name: str | None) -> tuple[np.ndarray | None, tuple]:
+def _texture_file(path: Path, name: str | None, textures: dict) -> tuple[np.ndarray | None, tuple]:
     """(the texture image ``name``, relative to ``path``'s folder; its path): None with a warning when it cannot
-    be read."""
+    be read. ``textures`` caches them by resolved path."""
     if not name:
         return None, ()
     from redafit.errors import RedafitError
     from redafit.io.images import load_image
 
-    try:
-        return load_image(path.parent / name, max_side=None)[0], (path.parent / name,)
-    except RedafitError as e:
-        log.warning("%s: its texture is left out: %s", path, e)
-        return None, ()
+    tex_path = path.parent / name
+    key = tex_path.resolve()
+    if key not in textures:
+        try:
+            textures[key] = load_image(tex_path, max_side=None)[0]
+        except RedafitError as e:
+            log.warning("%s: its texture is left out: %s", path, e)
+            textures[key] = None
+    return textures[key], (() if textures[key] is None else (tex_path,))
 
 
-def _read_obj(path: Path) -> ViewMesh:
+def _read_obj(path: Path, textures: dict) -> ViewMesh:
     from redafit.io.meshes import read_obj
 
     m = read_obj(path)
@@ -104,13 +109,13 @@ def _read_obj(path: Path) -> ViewMesh:
         else:
             name = next((ln.split(None, 1)[1].strip() for ln in lines if ln.split()[:1] == ["map_Kd"]
                          and len(ln.split()) > 1), None)
-            tex, read = _texture_file(mtl, name)
+            tex, read = _texture_file(mtl, name, textures)
             files += (mtl,) + read
     return ViewMesh(m.vertices, m.triangles, m.uv if tex is not None else None,
                     m.uv_triangles if tex is not None else None, tex, m.vertex_colors, files=files)
 
 
-def _read_npz(path: Path) -> ViewMesh:
+def _read_npz(path: Path, textures: dict) -> ViewMesh:
     """A mesh's arrays (``redafit fit -o face.npz``, :func:`redafit.io.meshes.write_npz`): ``vertices`` and
     ``triangles``, with ``vertex_colors`` or ``texture`` + ``uv`` + ``uv_triangles`` when it has them."""
     try:
@@ -140,7 +145,7 @@ def _read_npz(path: Path) -> ViewMesh:
                     colors[:, :3] if colors is not None and colors.shape[:1] == v.shape[:1] else None, files=(path,))
 
 
-def _read_trimesh(path: Path) -> ViewMesh:
+def _read_trimesh(path: Path, textures: dict) -> ViewMesh:
     """A PLY or glTF through trimesh's parsers, geometry and colours only: trimesh loads a texture with Pillow,
     which redafit does not need, so the texture is read here (:func:`_ply_texture`, :func:`_glb_texture`)."""
     ext = path.suffix.lower()
@@ -162,7 +167,7 @@ def _read_trimesh(path: Path) -> ViewMesh:
     files = (path,)
     if getattr(kw.get("visual"), "uv", None) is not None:
         uv = np.asarray(kw["visual"].uv, np.float64)
-        tex, read = _ply_texture(path) if ext == ".ply" else (_glb_texture(path), ())
+        tex, read = _ply_texture(path, textures) if ext == ".ply" else (_glb_texture(path), ())
         files += read
     elif kw.get("vertex_colors") is not None and len(kw["vertex_colors"]) == len(v):
         colors = np.asarray(kw["vertex_colors"], np.float64)[:, :3] / 255.0
@@ -182,12 +187,12 @@ def _glb_kwargs(m) -> dict:
     return out
 
 
-def _ply_texture(path: Path) -> tuple[np.ndarray | None, tuple]:
+def _ply_texture(path: Path, textures: dict) -> tuple[np.ndarray | None, tuple]:
     with open(path, "rb") as fh:
         header = fh.read(1 << 16).split(b"end_header")[0].decode("utf-8", "replace")
     name = next((ln.split(None, 2)[2].strip() for ln in header.splitlines()
                  if ln.startswith("comment TextureFile ") and len(ln.split()) > 2), None)
-    return _texture_file(path, name)
+    return _texture_file(path, name, textures)
 
 
 def _glb_texture(path: Path) -> np.ndarray | None:
@@ -249,28 +254,42 @@ def _rotation(yaw: float, pitch: float) -> np.ndarray:
     return rx @ ry
 
 
+def _oriented(mesh: ViewMesh, frame: str) -> np.ndarray:
+    """The mesh's vertices [V, 3] in camera axes (y down, the viewer's side towards -z), per ``frame``."""
+    if frame not in VIEW_FRAMES:
+        raise InputError(f"frame must be one of {VIEW_FRAMES}, not {frame!r}")
+    v = np.asarray(mesh.vertices, np.float64)
+    y_up = mesh.y_up if mesh.y_up is not None else (frame == "head" or (frame == "auto" and not camera_frame(v)))
+    return v * np.array([1.0, -1.0, -1.0]) if y_up else v  # y up, the face towards +z -> camera axes
+
+
+def view_bounds(meshes, frame: str = "auto") -> tuple[np.ndarray, float]:
+    """(centre [3], radius) of a sphere around all ``meshes`` as :func:`render_views` orients them: pass it as its
+    ``bounds`` to draw them all in one framing (an animation's frames, where the head moves)."""
+    pts = [_oriented(m, frame)[np.unique(m.triangles)] for m in meshes]
+    lo = np.min([p.min(0) for p in pts], axis=0)
+    hi = np.max([p.max(0) for p in pts], axis=0)
+    centre = (lo + hi) / 2
+    return centre, max(max(float(np.linalg.norm(p - centre, axis=1).max()) for p in pts), 1e-9)
+
+
 def render_views(mesh: ViewMesh, yaws=(-40.0, 0.0, 40.0), pitch: float = 0.0, size: int = 512,
-                 frame: str = "auto", shaded: bool = True, coloured: bool = True) -> np.ndarray:
+                 frame: str = "auto", shaded: bool = True, coloured: bool = True, bounds=None) -> np.ndarray:
     """One image [rows x size, len(yaws) x size, 3] float RGB: the mesh from each yaw (degrees) at ``pitch``, a row
     of its colours (``coloured``; grey where it has none) and a row of grey shading (``shaded``); see the module
-    docstring for ``frame``. The mesh is fitted to the frame by its bounding sphere, seen in perspective."""
+    docstring for ``frame``. The mesh is fitted to the frame by its bounding sphere (``bounds``: another sphere,
+    :func:`view_bounds`), seen in perspective; the views turn about the sphere's centre."""
     import cv2
 
     from redafit.render import interpolate, rasterize, texture
     from redafit.render.camera import Intrinsics, to_clip
     from redafit.render.shading import vertex_normals
 
-    if frame not in VIEW_FRAMES:
-        raise InputError(f"frame must be one of {VIEW_FRAMES}, not {frame!r}")
     if not (shaded or coloured):
         raise InputError("render_views: nothing to draw (neither coloured nor shaded)")
-    v = np.asarray(mesh.vertices, np.float64)
-    y_up = mesh.y_up if mesh.y_up is not None else (frame == "head" or (frame == "auto" and not camera_frame(v)))
-    if y_up:
-        v = v * np.array([1.0, -1.0, -1.0])  # to camera axes: y down, the face away from +z, towards the viewer
-    used = np.unique(mesh.triangles)
-    centre = (v[used].min(0) + v[used].max(0)) / 2
-    radius = max(float(np.linalg.norm(v[used] - centre, axis=1).max()), 1e-9)
+    v = _oriented(mesh, frame)
+    centre, radius = bounds if bounds is not None else view_bounds([mesh], frame)
+    centre, radius = np.asarray(centre, np.float64), float(radius)
     dist = 4.0 * radius
     big = size * SUPERSAMPLE
     focal = 0.5 * big * dist / (1.08 * radius) * np.sqrt(1 - 1 / 16)  # the bounding sphere's outline, 8 % margin

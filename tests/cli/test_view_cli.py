@@ -73,9 +73,57 @@ def test_several_meshes_labelled_and_a_bad_one_left_out(turned_fits, tmp_path):
     assert cv2.imread(str(tmp_path / "all.jpg")).shape == (4 * 64, 2 * 64, 3)  # two meshes, two rows each
 
 
+def test_video_turntable_and_a_folder_of_meshes(turned_fits, tmp_path):
+    """-o x.mp4: a frame per mesh and yaw (a range from:to:step); a folder of meshes (not a rig) is its meshes in
+    natural name order, as retarget writes its frames."""
+    r = run("view", turned_fits / "head.obj", "--yaw", "30:-30:30", "--fps", "10", "--size", "64", "-o",
+            tmp_path / "t.mp4")
+    assert r.exit_code == 0, r.stderr
+    video = cv2.VideoCapture(str(tmp_path / "t.mp4"))
+    assert video.get(cv2.CAP_PROP_FPS) == 10
+    frames = []
+    while True:
+        ok, f = video.read()
+        if not ok:
+            break
+        frames.append(f.astype(np.float32))
+    assert len(frames) == 3 and frames[0].shape == (128, 64, 3)  # colours over shading
+    r = run("view", turned_fits / "head.obj", "--yaw", "-30,0,30", "--size", "64", "-o", tmp_path / "t.png")
+    still = cv2.imread(str(tmp_path / "t.png")).astype(np.float32)
+    for k, f in enumerate(frames):  # 30, 0, -30: the image's views in reverse, up to the video's compression
+        assert np.abs(f - still[:, (2 - k) * 64:(3 - k) * 64]).mean() < 6
+    assert np.abs(frames[0] - frames[2]).mean() > 6  # the head turns
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, name in ((10, "camera"), (2, "head")):
+        for ext in (".obj", ".mtl", ".png"):
+            (folder / f"f{k}{ext}").write_bytes((turned_fits / f"{name}{ext}").read_bytes().replace(
+                f"{name}.".encode(), f"f{k}.".encode()))
+    r = run("view", folder, "--yaw", "0", "--size", "64", "--rows", "shaded", "-o", tmp_path / "f.png")
+    assert r.exit_code == 0, r.stderr
+    both = _silhouette(cv2.imread(str(tmp_path / "f.png")))
+    assert both.shape == (128, 64)
+    asym = [float((m ^ m[:, ::-1]).sum() / m.sum()) for m in (both[:64], both[64:])]
+    assert asym[0] < 0.15 < asym[1]  # f2 (the head frame, frontal) before f10 (the camera frame, turned)
+    r = run("view", turned_fits / "head.obj", "--yaw", "-60:60:1", "-o", tmp_path / "x.png")
+    assert r.exit_code == 2 and "at most 12 side by side" in r.stderr
+
+
+@pytest.mark.parametrize("value,angles", [("-40,0,40", (-40, 0, 40)), ("-60:60:30", (-60, -30, 0, 30, 60)),
+                                          ("30:-30:30", (30, 0, -30)), ("0:10:4,90", (0, 4, 8, 90)), ("5", (5,))])
+def test_yaw_lists_and_ranges(value, angles):
+    from redafit.cli.view import _angles
+
+    assert _angles(None, None, value) == pytest.approx(angles)
+
+
 @pytest.mark.parametrize("args,code,words", [
     (["missing.obj", "-o", "v.png"], 3, "mesh not found"),
-    (["face.obj", "-o", "v.txt"], 2, "unsupported image extension"),
+    (["face.obj", "-o", "v.txt"], 2, "unsupported extension"),
+    (["face.obj", "--yaw", "0:10:0", "-o", "v.mp4"], 2, "positive step"),
+    (["face.obj", "--yaw", "0:10:1:2", "-o", "v.mp4"], 2, "from:to:step"),
+    (["face.obj", "--yaw", "-180:180:0.05", "-o", "v.mp4"], 2, "more than 3600"),
+    (["empty_dir", "-o", "v.png"], 2, "no meshes in the folder"),
     (["face.obj", "-o", "face.png"], 2, "is also the input"),  # the OBJ's own texture
     (["face.obj", "--yaw", "0,200", "-o", "v.png"], 2, "between -180 and 180"),
     (["face.obj", "--yaw", "", "-o", "v.png"], 2, "--yaw"),
@@ -90,6 +138,7 @@ def test_errors_one_line(turned_fits, tmp_path, monkeypatch, args, code, words):
         shutil.copy(turned_fits / name, tmp_path / name.replace("head", "face"))
     (tmp_path / "face.obj").write_text((tmp_path / "face.obj").read_text().replace("head.mtl", "face.mtl"))
     (tmp_path / "face.mtl").write_text((tmp_path / "face.mtl").read_text().replace("head.png", "face.png"))
+    (tmp_path / "empty_dir").mkdir()
     monkeypatch.chdir(tmp_path)
     before = (tmp_path / "face.png").read_bytes()
     r = run("view", *args)

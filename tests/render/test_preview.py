@@ -70,6 +70,24 @@ def test_pitch_shows_the_top_and_frames_agree():
     np.testing.assert_allclose(render_views(box, yaws=(0,), pitch=40, size=96, shaded=False), above, atol=1e-4)
 
 
+def test_shared_bounds_keep_a_moving_mesh_moving():
+    """view_bounds: one framing for several meshes (an animation's frames) - a box moved 20 mm to the right is drawn
+    to the right of the first, where each framed alone is drawn in the middle."""
+    from redafit.render.preview import view_bounds
+
+    a = _box({"+z": RED})
+    b = ViewMesh(a.vertices + np.array([20.0, 0, 0]), a.triangles, colors=a.colors)
+    bounds = view_bounds([a, b], "head")
+    assert np.allclose(bounds[0], [10, 0, 0])
+
+    def centre_x(mesh, bounds=None):
+        img = render_views(mesh, yaws=(0,), size=96, frame="head", shaded=False, bounds=bounds)
+        return np.argwhere(np.abs(img - 0.15).max(-1) > 0.02)[:, 1].mean()
+
+    assert abs(centre_x(a) - centre_x(b)) < 1  # each alone: centred
+    assert centre_x(b, bounds) - centre_x(a, bounds) > 20  # together: the second to the right
+
+
 def test_shaded_row_is_grey_and_lit_from_the_upper_left():
     img = render_views(_box({}), yaws=(30,), pitch=30, size=96, frame="head", coloured=False)
     face = np.abs(img - 0.15).max(-1) > 0.02
