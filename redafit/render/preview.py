@@ -118,12 +118,9 @@ def _read_obj(path: Path, textures: dict) -> ViewMesh:
 def _read_npz(path: Path, textures: dict) -> ViewMesh:
     """A mesh's arrays (``redafit fit -o face.npz``, :func:`redafit.io.meshes.write_npz`): ``vertices`` and
     ``triangles``, with ``vertex_colors`` or ``texture`` + ``uv`` + ``uv_triangles`` when it has them."""
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            arrays = {k: d[k] for k in d.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"mesh {path}: cannot be read as an .npz of arrays ({e})") from None
-    from redafit.io.arrays import shape_problem
+    from redafit.io.arrays import read_npz, shape_problem
+
+    arrays = read_npz(path, "a mesh's arrays, as `redafit fit -o face.npz` writes them")
 
     for key, shape in (("vertices", (None, 3)), ("triangles", (None, 3))):
         if key not in arrays:

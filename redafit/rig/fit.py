@@ -34,7 +34,7 @@ import numpy as np
 from redafit.errors import InputError, ModelError
 from redafit.render.camera import Intrinsics
 from redafit.io import jsonsafe
-from redafit.io.arrays import kind_words, shape_problem
+from redafit.io.arrays import kind_words, read_npz, shape_problem
 from redafit.io.atomic import atomic_group, make_folder
 
 log = logging.getLogger("redafit")
@@ -492,34 +492,10 @@ def _rig_ids(arrays: dict, npz: Path, key: str, shape: tuple, n: int, into: str)
     return a
 
 
-def _read_npz(npz: Path) -> dict:
-    """Every array of a rig's ``expressions.npz``, read now (a truncated or damaged member fails here, not while
-    writing); :class:`InputError` naming the file when it is no readable archive of plain arrays."""
-    import zipfile
-    import zlib
-
-    try:
-        with open(npz, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as e:
-        raise InputError(f"{npz}: cannot read it ({e.strerror or e})") from None
-    if not magic.startswith(b"PK"):  # a .npz is a zip archive; np.load would try a pickle
-        raise InputError(f"{npz}: not an .npz archive of arrays (expected the file `redafit rig` writes)")
-    try:
-        with np.load(npz, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise InputError(f"{npz}: an array holds Python objects (pickled data), which are not read") from None
-        raise InputError(f"{npz}: damaged .npz archive ({e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise InputError(f"{npz}: truncated or damaged .npz archive ({type(e).__name__}: {e})") from None
-
-
 def _rig_arrays(npz: Path) -> dict:
     """The checked arrays of a rig's ``expressions.npz``: shapes consistent with ``neutral`` [V, 3] and ``names``
     [Ke], finite numbers, ids in range (see the module docstring)."""
-    d = _read_npz(npz)
+    d = read_npz(npz, "the file `redafit rig` writes")
     neutral = _rig_array(d, npz, "neutral", "float", (None, 3))
     V = len(neutral)
     if V == 0:

@@ -187,7 +187,12 @@ def test_bad_meshes_are_input_errors(tmp_path, content, words):
     with pytest.raises(InputError, match=words):
         read_view_mesh(p)
     (tmp_path / "m.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="cannot be read as an .npz"):
+    with pytest.raises(InputError, match="not an .npz archive of arrays"):
+        read_view_mesh(tmp_path / "m.npz")
+    np.savez(tmp_path / "m.npz", vertices=np.zeros((300, 3)), triangles=np.zeros((100, 3), int))
+    data = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "m.npz").write_bytes(data[: len(data) // 2])  # cut short: a zip without its directory
+    with pytest.raises(InputError, match="truncated or damaged .npz archive"):
         read_view_mesh(tmp_path / "m.npz")
     np.savez(tmp_path / "m.npz", vertices=np.zeros((3, 3)), triangles=np.array([[0, 1, 3]]))
     with pytest.raises(InputError, match="triangle index outside"):
