@@ -313,7 +313,8 @@ def _track_source(sources, files_from) -> tuple:
     or a list of frame images (``source`` None; the command line's in order, then ``--files-from``'s). A usage
     error for no source, a folder or video among other sources, or standard input as a frame."""
     from redafit.io.images import STDIN
-    from redafit.io.images import IMAGE_EXTS, natural_key
+    from redafit.io.images import IMAGE_EXTS
+    from redafit.io.inputs import natural_key
     from redafit.rig.track import VIDEO_EXTS
 
     if any(str(s) == STDIN for s in sources):

@@ -127,7 +127,7 @@ def _load(meshes, exprs) -> tuple[list, list]:
     """([(path, ViewMesh)], [exit codes of the meshes left out]): each argument once; a rig folder its neutral and
     ``exprs``; another folder its mesh files in natural name order. One argument that fails is its own error; of
     several, each failure is reported and left out, and all failing exits with their common code (else 1)."""
-    from redafit.io.images import natural_key
+    from redafit.io.inputs import folder_files
     from redafit.render.preview import VIEW_FORMATS, read_view_mesh, rig_view_meshes
 
     loaded, failures, textures = [], [], {}
@@ -137,11 +137,7 @@ def _load(meshes, exprs) -> tuple[list, list]:
             if _is_rig(p):  # its neutral and the expressions asked for, each its own block
                 loaded += [(p / name, m) for name, m in rig_view_meshes(p, exprs)]
             elif p.is_dir():
-                files = sorted((f for f in p.iterdir() if f.suffix.lower() in VIEW_FORMATS and f.is_file()),
-                               key=lambda f: natural_key(f.name))
-                if not files:
-                    raise UsageError(f"{p}: no meshes in the folder (expected {', '.join(VIEW_FORMATS)}) and not a "
-                                     "rig folder")
+                files = folder_files(p, VIEW_FORMATS, "meshes", error=UsageError, hint=" and not a rig folder")
                 loaded += [(f, read_view_mesh(f, textures)) for f in files]
             else:
                 loaded.append((p, read_view_mesh(p, textures)))

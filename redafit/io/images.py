@@ -31,7 +31,6 @@ loop or a file of the wrong kind exit code 3, anything else an :class:`~redafit.
 
 from __future__ import annotations
 
-import re
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from redafit.errors import ImageError, InputError, OutputError
-from redafit.io.inputs import read_input_file
+from redafit.io.inputs import folder_files, read_input_file
 
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 x 10000 image); decoding would need > 1 GB
@@ -233,25 +232,11 @@ def read_stdin_bytes() -> bytes:
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # a folder's images (folder_images)
 
 
-def natural_key(name: str) -> tuple:
-    """Sort key that orders the runs of digits in ``name`` by value (``f2`` before ``f10``, as a frame counter
-    without leading zeros means), the rest by text; ties (``f02``, ``f2``) by the name itself."""
-    parts = re.split(r"(\d+)", name)
-    return tuple((0, int(x), "") if i % 2 else (1, 0, x) for i, x in enumerate(parts) if x), name
-
-
 def folder_images(folder) -> list[Path]:
-    """The images directly in ``folder`` (by :data:`IMAGE_EXTS`, any case; no subfolders, no hidden files) in
-    natural name order (:func:`natural_key`); :class:`InputError` when it cannot be listed or holds none."""
-    folder = Path(folder)
-    try:
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-                        and p.is_file()), key=lambda p: natural_key(p.name))
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
-    if not files:
-        raise InputError(f"{folder}: no images in the folder (expected {', '.join(IMAGE_EXTS)})")
-    return files
+    """The images directly in ``folder`` (by :data:`IMAGE_EXTS`; :func:`redafit.io.inputs.folder_files`: any case,
+    no subfolders, no hidden files, natural name order); :class:`InputError` when it cannot be listed or holds
+    none."""
+    return folder_files(folder, IMAGE_EXTS, "images")
 
 
 def photo_stem(path) -> str:

@@ -19,7 +19,8 @@ import stat
 
 from redafit.errors import InputError
 
-__all__ = ["special_file_kind", "check_input_file", "read_input_file", "read_text_file"]
+__all__ = ["special_file_kind", "check_input_file", "read_input_file", "read_text_file", "natural_key",
+           "folder_files"]
 
 _NOT_FOUND = (errno.ENOENT, errno.ENOTDIR)
 
@@ -138,3 +139,29 @@ def read_text_file(path, what: str, max_bytes: int, *, error: type[InputError] =
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise (read_error or error)(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the runs of digits in ``name`` by value (``f2`` before ``f10``, as a frame counter
+    without leading zeros means), the rest by text; ties (``f02``, ``f2``) by the name itself."""
+    import re
+
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(x), "") if i % 2 else (1, 0, x) for i, x in enumerate(parts) if x), name
+
+
+def folder_files(folder, exts, what: str, *, error: type[InputError] = InputError, hint: str = "") -> list:
+    """The files directly in ``folder`` whose extension (any case) is one of ``exts``, hidden ones left aside, in
+    natural name order (:func:`natural_key`); ``error`` when the folder cannot be listed, or holds none of them
+    (``"<folder>: no <what> in the folder (expected <exts>)<hint>"``)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    try:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith(".")
+                        and p.is_file()), key=lambda p: natural_key(p.name))
+    except OSError as exc:
+        raise error(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
+    if not files:
+        raise error(f"{folder}: no {what} in the folder (expected {', '.join(exts)}){hint}")
+    return files
