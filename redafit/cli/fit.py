@@ -238,6 +238,24 @@ class NamedFiles:
         return self._by_path.get(resolved(path)) or self._by_file.get(file_id(path))
 
 
+def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool = False,
+                              choose: str = "output folder") -> None:
+    """Before any work, a usage error when a file the command would write is one of the files it reads (``redafit
+    rig shoot/neutral.png shoot/side.jpg -o shoot/``: the rig's texture is ``neutral.png``), as ``fit`` refuses
+    one. ``outputs`` and ``inputs`` are (path, what) pairs; paths are compared with symbolic links resolved, and
+    existing files by identity (a hard link; with ``stdin_photo``, the file piped in on standard input)."""
+    from redafit.io.images import STDIN
+
+    taken = NamedFiles((f, what) for f, what in inputs if f is not None and str(f) != STDIN)
+    if stdin_photo:
+        taken.add_identity(stdin_file(), "the photo piped in on standard input")
+    for f, what in outputs:
+        other = taken.get(f)
+        if other is not None:
+            raise UsageError(f"{command}: {what} {f} is also {other} (it would be overwritten); choose another "
+                             f"{choose}")
+
+
 def file_id(path):
     """(device, inode) of the regular file at ``path`` (links followed), None when there is none."""
     try:

@@ -22,6 +22,7 @@ from redafit.cli.fit import (
     input_options,
     model_option,
     output_names,
+    refuse_overwriting_inputs,
 )
 from redafit.cli.models import models as models_group
 from redafit.errors import NoFaceError, RedafitError, UsageError
@@ -40,25 +41,6 @@ def _batch_error(failures: list, total: int, what: str) -> RedafitError:
     detail = "; ".join(f"{Path(p).name}: {e}" for p, e in failures[:3])
     return cls(f"{what}: {total - len(failures)} of {total} images usable, need at least 2"
                + (f" ({detail})" if detail else ""))
-
-
-def refuse_overwriting_inputs(command: str, outputs, inputs, stdin_photo: bool = False,
-                              choose: str = "output folder") -> None:
-    """Before any work, a usage error when a file the command would write is one of the files it reads (``redafit
-    rig shoot/neutral.png shoot/side.jpg -o shoot/``: the rig's texture is ``neutral.png``), as ``fit`` refuses
-    one. ``outputs`` and ``inputs`` are (path, what) pairs; paths are compared with symbolic links resolved, and
-    existing files by identity (a hard link; with ``stdin_photo``, the file piped in on standard input)."""
-    from redafit.cli.fit import NamedFiles, stdin_file
-    from redafit.io.images import STDIN
-
-    taken = NamedFiles((f, what) for f, what in inputs if f is not None and str(f) != STDIN)
-    if stdin_photo:
-        taken.add_identity(stdin_file(), "the photo piped in on standard input")
-    for f, what in outputs:
-        other = taken.get(f)
-        if other is not None:
-            raise UsageError(f"{command}: {what} {f} is also {other} (it would be overwritten); choose another "
-                             f"{choose}")
 
 
 def _common_inputs(files_from, model_name) -> list:

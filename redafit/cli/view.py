@@ -90,7 +90,7 @@ def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions, f
       redafit view face.obj --yaw -90:90:3 -o turntable.mp4
       redafit view anim/ --yaw 0 --fps 30 -o anim.mp4
     """
-    from redafit.cli.rig import refuse_overwriting_inputs
+    from redafit.cli.fit import refuse_overwriting_inputs
     from redafit.io.images import SAVE_EXTENSIONS
 
     ext = output.suffix.lower()
