@@ -178,10 +178,13 @@ def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_
     files += [(output / "expressions.npz", "the rig's expressions"), (output / "params.json", "the rig's parameters"),
               (output / "rig.glb", "the rig's glTF")]
     if meshes:
+        from redafit.io.meshes import shared_texture_files
         from redafit.rig.fit import MESHES_MATERIAL
 
         files += [(output / "meshes" / f"{n}.obj", f"the mesh of {n}") for n in names]
-        files += [(output / "meshes" / f"{MESHES_MATERIAL}.mtl", "the meshes' material")] if texture_size else []
+        if texture_size:
+            files += [(f, "the meshes' material") for f in shared_texture_files(output / "meshes", ".obj",
+                                                                                 MESHES_MATERIAL)]
     files += [(output / "overlays" / f"{n}.png", f"the overlay of {n}") for n in names if overlays]
     return files
 
@@ -353,7 +356,7 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
       redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
       redafit retarget rig/ --params track/params.jsonl -o meshes/ --format ply --pose full
     """
-    from redafit.rig.fit import load_rig
+    from redafit.rig.fit import load_rig, rig_files
     from redafit.rig.retarget import retarget_files, write_retarget
     from redafit.rig.track import params_file, read_params
 
@@ -361,12 +364,11 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     r = load_rig(rig)
     records, track_fps = read_params(params)
     track = params_file(params)
-    outputs = retarget_files(records, output, fmt, textured=r.texture is not None)
+    outputs = retarget_files(records, output, fmt, textured=r.textured)
     refuse_overwriting_inputs("retarget", [(f, "the output") for f in outputs],
                               [(track, f"the --params file {track}"),
                                (track.parent / "track.json", f"the track summary {track.parent / 'track.json'}")]
-                              + [(rig / f, f"the rig's file {rig / f}")
-                                 for f in ("expressions.npz", "params.json", "neutral.png")])
+                              + [(f, f"the rig's file {f}") for f in rig_files(rig)])
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
     written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps,
                              time_scale=track_fps / fps if fps else 1.0)

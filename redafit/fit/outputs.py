@@ -562,14 +562,12 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     verts = verts * to_gl
     if neutral and ext == ".glb" and model.n_exp:
         from redafit.io.meshes import write_glb
+        from redafit.model.caps import morph_targets
 
         basis = model.exp_basis.detach().cpu().double().numpy()
         names = list(result.expression_names) or [f"expression{k}" for k in range(len(basis))]
-        morphs = {}
-        for n, d in zip(names, basis):
-            if hc is not None:
-                d = np.concatenate([d, hc.morph(head, d)])
-            morphs[n] = (d @ R.T if frame == "camera" else d) * to_gl
+        morphs = {n: (d @ R.T if frame == "camera" else d) * to_gl
+                  for n, d in morph_targets(names, basis, head, hc).items()}
         return write_glb(path, verts, tris, morph_targets=morphs, name="face",
                          extras={"model": result.model_name, "units": "morph targets: the model's expressions"}, **kw)
     return write_mesh(path, verts, tris, **kw)

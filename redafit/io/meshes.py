@@ -31,8 +31,9 @@ from redafit.errors import InputError, OutputError
 from redafit.io.atomic import atomic_group, atomic_path, atomic_write
 from redafit.io import jsonsafe
 
-__all__ = ["write_mesh", "shared_texture", "mesh_files", "spaceless", "write_obj", "write_material", "write_ply",
-           "write_npz", "write_glb", "read_obj", "ObjMesh", "split_uv_seams", "vertex_normals"]
+__all__ = ["write_mesh", "shared_texture", "shared_texture_files", "mesh_files", "spaceless", "write_obj",
+           "write_material", "write_ply", "write_npz", "write_glb", "read_obj", "ObjMesh", "split_uv_seams",
+           "vertex_normals"]
 
 # the companion files a format writes beside the mesh (with a texture): suffix -> what it is
 _COMPANIONS = {".obj": {".png": "texture", ".mtl": "material file"}, ".ply": {".png": "texture"}}
@@ -505,9 +506,15 @@ def shared_texture(folder, ext: str, texture: str, name: str) -> tuple[list[Path
     formats embed their texture or none. Returns (the files written, the keywords for :func:`write_mesh`)."""
     ext = ext.lower()
     if ext == ".obj":
-        mtl = f"{name}.mtl"
-        return write_material(Path(folder) / mtl, texture), {"material": mtl}
+        mtl = shared_texture_files(folder, ext, name)[0]
+        return write_material(mtl, texture), {"material": mtl.name}
     if ext == ".ply":
         _check_reference("texture", texture)
         return [], {"texture_file": texture}
     return [], {}
+
+
+def shared_texture_files(folder, ext: str, name: str) -> list[Path]:
+    """The files :func:`shared_texture` writes for meshes of format ``ext`` in ``folder``: ``<name>.mtl`` for OBJ,
+    none for the others."""
+    return [Path(folder) / f"{name}.mtl"] if ext.lower() == ".obj" else []

@@ -300,3 +300,10 @@ def _build(model) -> Caps | None:
         uv_base += n + n_new
     return Caps(cap_loops, cap_kinds, np.concatenate(tri_parts), np.concatenate(uv_parts).astype(np.float32),
                 np.concatenate(uvt_parts))
+
+
+def morph_targets(names, basis, base, caps: Caps | None = None) -> dict:
+    """{name: position delta [V (+ the caps' new vertices), 3]} of each expression of ``basis`` [Ke, V, 3] over the
+    mesh ``base`` [V, 3], for a glTF's morph targets: with ``caps``, their new vertices' deltas appended
+    (:meth:`Caps.morph`: exact at weight 1, linear in between)."""
+    return {n: d if caps is None else np.concatenate([d, caps.morph(base, d)]) for n, d in zip(names, basis)}

@@ -216,7 +216,7 @@ VIEW_FORMATS = tuple(_READERS)
 def rig_view_meshes(folder, expressions=()) -> list[tuple[str, ViewMesh]]:
     """(label, mesh) of a rig folder (``redafit rig``): its neutral, then the neutral with each of ``expressions``
     (the rig's expression names) at weight 1, each with the rig's texture and caps, in the head frame (y up)."""
-    from redafit.rig.fit import load_rig
+    from redafit.rig.fit import load_rig, rig_files
 
     rig = load_rig(folder)
     unknown = [e for e in expressions if e not in rig.expression_names]
@@ -224,13 +224,13 @@ def rig_view_meshes(folder, expressions=()) -> list[tuple[str, ViewMesh]]:
         raise InputError(f"{folder}: the rig has no expression {unknown[0]!r} (its {len(rig.expression_names)} are "
                          f"e.g. {', '.join(rig.expression_names[:4])}; all in params.json's expression_names)")
     out = []
-    files = tuple(Path(folder) / f for f in ("expressions.npz", "params.json", "neutral.png"))
+    files = rig_files(folder)
     for name in ("neutral", *expressions):
         w = np.zeros(len(rig.expression_names))
         if name != "neutral":
             w[rig.expression_names.index(name)] = 1.0
         v, f, uvkw = rig.mesh(rig.shape(w))
-        tex = rig.texture if uvkw else None
+        tex = rig.texture if rig.textured else None
         out.append((name, ViewMesh(v, f, uvkw.get("uv") if tex is not None else None,
                                    uvkw.get("uv_triangles") if tex is not None else None, tex, y_up=True,
                                    files=files)))

@@ -135,15 +135,16 @@ class Rig:
             v, f, uv, uvt = self.caps.extend(vertices, self.triangles, uv, uvt, size)
         return v, f, ({} if uv is None else {"uv": uv, "uv_triangles": uvt})
 
+    @property
+    def textured(self) -> bool:
+        """Whether the rig's meshes wear a texture: it has one, and UVs to lay it on."""
+        return self.texture is not None and self.uv is not None and len(self.uv) > 0
+
     def morph_targets(self) -> dict:
         """{expression name: delta [V (+ the caps' vertices), 3]} for the glTF, in the model's order."""
-        out = {}
-        for k, n in enumerate(self.expression_names):
-            d = self.expression_basis[k]
-            if self.caps is not None:
-                d = np.concatenate([d, self.caps.morph(self.neutral, d)])
-            out[n] = d
-        return out
+        from redafit.model.caps import morph_targets
+
+        return morph_targets(self.expression_names, self.expression_basis, self.neutral, self.caps)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -412,7 +413,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
         shared = {}
-        if uvkw and rig.texture is not None:  # the meshes wear neutral.png (the same UVs), through meshes/rig.mtl
+        if rig.textured:  # the meshes wear neutral.png (the same UVs), through meshes/rig.mtl
             files, shared = shared_texture(out / "meshes", ".obj", "../neutral.png", MESHES_MATERIAL)
             written += files
         for i, fr in enumerate(rig.frames):
@@ -583,12 +584,19 @@ def _rig_meta(par: Path, names: list) -> dict:
     return meta
 
 
+def rig_files(folder) -> tuple[Path, Path, Path]:
+    """The files of a rig folder that :func:`load_rig` reads: ``expressions.npz``, ``params.json`` and the texture
+    ``neutral.png`` (when there is one)."""
+    folder = Path(folder)
+    return folder / "expressions.npz", folder / "params.json", folder / "neutral.png"
+
+
 def load_rig(folder) -> Rig:
     """Read a rig folder written by :func:`save_rig` (texture from ``neutral.png`` when present). Every file is
     checked here (types, shapes against each other, finite values, ids in range), so that a malformed one is an
     :class:`InputError` naming it rather than a crash while the rig is used."""
     folder = Path(folder)
-    npz, par = folder / "expressions.npz", folder / "params.json"
+    npz, par, png = rig_files(folder)
     if not folder.is_dir() or not npz.is_file() or not par.is_file():
         raise InputError(f"{folder}: not a rig folder (expected expressions.npz and params.json; "
                          "make one with `redafit rig`)")
@@ -600,7 +608,6 @@ def load_rig(folder) -> Rig:
     except InputError as e:  # the camera's own checks
         raise InputError(f"{par}: {e}") from None
     texture = None
-    png = folder / "neutral.png"
     if png.is_file():
         from redafit.io.images import load_image
 

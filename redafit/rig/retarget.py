@@ -97,7 +97,9 @@ def retarget_files(records: list, out, fmt: str = "obj", textured: bool = False)
     out = Path(out)
     if fmt == "glb":
         return [out / "anim.glb"]
-    shared = [out / TEXTURE_FILE] + ([out / f"{MATERIAL}.mtl"] if fmt == "obj" else []) if textured else []
+    from redafit.io.meshes import shared_texture_files
+
+    shared = [out / TEXTURE_FILE, *shared_texture_files(out, f".{fmt}", MATERIAL)] if textured else []
     return shared + [out / f"frame_{f:05d}.{fmt}" for f in frame_numbers(records, warn=False)]
 
 
@@ -154,13 +156,13 @@ def _write_files(rig, out: Path, fmt: str, W, R, t, names, times) -> list[Path]:
     from redafit.io.images import save_image
     from redafit.io.meshes import shared_texture, write_glb, write_mesh
 
-    v, tris, uvkw = rig.mesh(rig.neutral)
     if fmt == "glb":
+        v, tris, uvkw = rig.mesh(rig.neutral)
         return write_glb(out / "anim.glb", v, tris, morph_targets=rig.morph_targets(), animation=W, times=times,
                          texture=rig.texture if uvkw else None, name="rig", **uvkw)
     centre = rig.neutral.mean(0)
     written, shared = [], {}
-    if uvkw and rig.texture is not None:  # every frame wears one copy of the rig's texture
+    if rig.textured:  # every frame wears one copy of the rig's texture
         save_image(out / TEXTURE_FILE, rig.texture)
         files, shared = shared_texture(out, f".{fmt}", TEXTURE_FILE, MATERIAL)
         written += [out / TEXTURE_FILE] + files
