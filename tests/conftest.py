@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,71 @@ def read_photo(faces_dir, name):
 
     img, _ = load_image(faces_dir / name)
     return img, read_landmarks(faces_dir / (Path(name).stem + ".pts"))
+
+
+def exif_segment(orientation: int | None = None, make: str | None = None, model: str | None = None,
+                 focal_mm: float | None = None, focal_35mm: int | None = None,
+                 pixel_size: tuple[int, int] | None = None, big_endian: bool = False) -> bytes:
+    """A JPEG APP1 EXIF segment written by the TIFF/EXIF 2.3 layout: IFD0 (Make, Model, Orientation, the EXIF
+    sub-IFD's offset) and the EXIF sub-IFD (FocalLength, PixelX/YDimension, FocalLengthIn35mmFilm), the tags a
+    phone writes; values that do not fit an entry's 4 bytes follow the directories."""
+    e = ">" if big_endian else "<"
+    ifd0 = []  # (tag, type, count, payload bytes)
+    if make is not None:
+        ifd0.append((0x010F, 2, len(make) + 1, make.encode() + b"\x00"))
+    if model is not None:
+        ifd0.append((0x0110, 2, len(model) + 1, model.encode() + b"\x00"))
+    if orientation is not None:
+        ifd0.append((0x0112, 3, 1, struct.pack(e + "H", orientation)))
+    sub = []
+    if focal_mm is not None:
+        sub.append((0x920A, 5, 1, struct.pack(e + "II", round(focal_mm * 100), 100)))
+    if pixel_size is not None:
+        sub.append((0xA002, 4, 1, struct.pack(e + "I", pixel_size[0])))
+        sub.append((0xA003, 3, 1, struct.pack(e + "H", pixel_size[1])))
+    if focal_35mm is not None:
+        sub.append((0xA405, 3, 1, struct.pack(e + "H", focal_35mm)))
+    if sub:
+        ifd0.append((0x8769, 4, 1, None))  # the sub-IFD's offset, filled below
+
+    def size(entries):
+        return 2 + 12 * len(entries) + 4
+
+    sub_at = 8 + size(ifd0)
+    data_at = sub_at + size(sub)
+    extra = b""
+
+    def directory(entries):
+        nonlocal extra
+        out = struct.pack(e + "H", len(entries))
+        for tag, typ, n, payload in sorted(entries, key=lambda x: x[0]):
+            if payload is None:
+                payload = struct.pack(e + "I", sub_at)
+            if len(payload) <= 4:
+                value = payload.ljust(4, b"\x00")
+            else:
+                value = struct.pack(e + "I", data_at + len(extra))
+                extra += payload + b"\x00" * (len(payload) % 2)
+            out += struct.pack(e + "HHI", tag, typ, n) + value
+        return out + struct.pack(e + "I", 0)
+
+    tiff = (b"MM" if big_endian else b"II") + struct.pack(e + "HI", 42, 8) + directory(ifd0)
+    tiff += directory(sub) if sub else b""
+    payload = b"Exif\x00\x00" + tiff + extra
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def write_jpeg_with_exif(path, rgb, **tags) -> Path:
+    """``rgb`` (uint8 or float in [0, 1]) as a JPEG at ``path`` with an EXIF segment of ``tags``
+    (:func:`exif_segment`)."""
+    import cv2
+    import numpy as np
+
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        rgb = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    data = buf.tobytes()
+    Path(path).write_bytes(data[:2] + exif_segment(**tags) + data[2:])
+    return Path(path)

@@ -162,6 +162,22 @@ class FiniteRange(click.FloatRange):
         return rv
 
 
+class FocalType(click.ParamType):
+    """``--focal``: ``auto``, pixels (``1200``, ``1200px``), a 35 mm-equivalent length (``26mm``) or a multiple of
+    the longer image side (``1.6x``) -> :class:`redafit.render.camera.FocalSpec`."""
+
+    name = "focal"
+
+    def convert(self, value, param, ctx):
+        from redafit.errors import UsageError
+        from redafit.render.camera import FocalSpec
+
+        try:
+            return FocalSpec.parse(value)
+        except UsageError as e:
+            self.fail(str(e).split(": ", 1)[-1], param, ctx)
+
+
 def device_option(f):
     """``--device auto|cpu|cuda`` (auto = CUDA when available)."""
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

@@ -26,6 +26,13 @@ from redafit.cli import FiniteRange
 @click.option("--detail-mm", type=FiniteRange(min=0), default=0.0, show_default=True,
               help="Synthetic faces: RMS (mm) of smooth detail outside the model's span added to the shapes "
                    "(what the free-form stage is for).")
+@click.option("--focal-factor", type=FiniteRange(0.2, 20), default=1.6, show_default=True, metavar="F",
+              help="Synthetic cameras: focal length / image side (1.6: the fits' default, a ~50 mm lens; 0.8: a "
+                   "phone's 24-26 mm lens, the face seen from closer, in stronger perspective).")
+@click.option("--unknown-focal", is_flag=True,
+              help="Fit with the default focal length (1.6 x the longer side) instead of each case's camera (the "
+                   "synthetic cases' own, the manifest's focal column, the photo's EXIF): what a photo without "
+                   "camera data gets.")
 # the choices are redafit.eval.synthetic.SHADINGS, spelled out so that the CLI does not import torch to start (test)
 @click.option("--shading", type=click.Choice(["physical", "model"]), default="physical", show_default=True,
               help="Synthetic images: 'physical' (per-pixel light with shadows, occlusion, highlights, fine "
@@ -76,7 +83,8 @@ from redafit.cli import FiniteRange
 @click.option("--heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
               help="Error heat maps for the first N cases (with --out).")
 @click.pass_context
-def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, shading, highlight,
+def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail_mm, focal_factor, unknown_focal,
+             shading, highlight,
              landmark_sigma, parsing_net, weights, given_parsing, given_depth, detect_landmarks, detector, occlusion,
              specular, landmark_guard, model_name, out_dir, resume, jobs, limit, ablation, methods, heatmaps):
     """Measure reconstruction accuracy (mm) against ground-truth shapes.
@@ -91,6 +99,7 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
       redafit eval --dataset synthetic --n 10 --given-parsing --ablation raster --methods full --weight mask=128
       redafit eval --dataset synthetic --n 10 --given-depth --ablation raster --methods landmarks   # RGB-D
       redafit eval --manifest cases.csv --detect-landmarks --detector fan --methods landmarks,full
+      redafit eval --dataset synthetic --n 10 --focal-factor 0.8 --unknown-focal --methods landmarks,full
     """
     from rich.console import Console
     from rich.markup import escape
@@ -129,13 +138,13 @@ def eval_cmd(ctx, dataset, root, manifest, n, seed, size, landmark_noise, detail
 
     method_objs = make_methods(names, ablation, overrides or None, given_parsing=given_parsing,
                                loss_weights=parse_loss_weights(weights), given_depth=given_depth,
-                               detect_landmarks=detect_landmarks, detector=detector)
+                               detect_landmarks=detect_landmarks, detector=detector, unknown_focal=unknown_focal)
     model = load_model(model_name)
     err = Console(stderr=True, soft_wrap=True)  # a progress line stays one line in a log (not cut at 80 columns)
     label = "manifest" if manifest else dataset
     cases = load_cases(dataset, model, root=root, manifest=manifest, n=n, seed=seed, size=size,
                        landmark_noise=landmark_noise, limit=limit, detail_mm=detail_mm, shading=shading,
-                       highlight=highlight)
+                       highlight=highlight, focal_factor=focal_factor)
     fits = [m for m in method_objs.values() if isinstance(m, FitMethod)]
     if detect_landmarks and not fits:
         raise UsageError("--detect-landmarks: no fit method among the methods (landmarks, full, fast)")

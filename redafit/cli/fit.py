@@ -16,6 +16,7 @@ import click
 from redafit.cli import (
     LOG_FORMAT,
     FiniteRange,
+    FocalType,
     Terminated,
     device_option,
     interruption,
@@ -61,8 +62,11 @@ def fit_options(f):
                      help="ReDA pyramid levels (4: the coarsest 24 px at the 192 px fit size; the paper's 6)."),
         click.option("--slices", type=click.IntRange(1, 32), default=None, help="ReDA depth slices K (5)."),
         click.option("--no-freeform", is_flag=True, help="Skip the free-form (ARAP) deformation stage."),
-        click.option("--focal", type=FiniteRange(min=0, min_open=True), default=None,
-                     help="Focal length in pixels (default 1.6 x the larger image side)."),
+        click.option("--focal", type=FocalType(), default="auto", show_default=True, metavar="auto|PX|MMmm|Fx",
+                     help="The camera's focal length: auto - from the photo's EXIF (its 35 mm-equivalent focal "
+                          "length, which phones write) unless it was cropped since, else 1.6 x the longer image "
+                          "side (a ~50 mm lens); PX pixels of the photo as stored (1200); a 35 mm-equivalent length "
+                          "(26mm); or a multiple of the longer side (1.6x: the default, ignoring EXIF)."),
         click.option("--fit-size", type=click.IntRange(64, 2048), default=None,
                      help="Render size (longer side, px) of the attribute stages (192)."),
         click.option("--landmark-drop", type=FiniteRange(0, 100), default=None, metavar="PX",
@@ -98,7 +102,7 @@ def fit_options(f):
 
 
 def build_config(preset, attributes=None, raster=None, raster_backend="auto", pyramid_levels=None, slices=None,
-                 no_freeform=False, focal=None, fit_size=None, iters_scale=1.0, has_depth=False,
+                 no_freeform=False, fit_size=None, iters_scale=1.0, has_depth=False,
                  landmark_drop=None, landmark_sigma=None, parsing_net=None, occlusion=None, specular=None,
                  landmark_guard=None, weights=()):
     """Options -> FitConfig (library call; no click types here). A ``parsing_net`` file is loaded here once, so
@@ -136,8 +140,6 @@ def build_config(preset, attributes=None, raster=None, raster_backend="auto", py
             config = configure(config, attributes=attrs, raster=raster, raster_backend=raster_backend,
                                pyramid_levels=pyramid_levels, slices=slices,
                                freeform=False if no_freeform else None, fit_size=fit_size)
-    if focal is not None:
-        config = replace(config, focal=focal)
     if landmark_drop is not None and preset in ATTRIBUTE_PRESETS:
         config = replace(config, stages=config.stages[:-1] + (replace(config.stages[-1],
                                                                       landmark_drop_px=landmark_drop),))
@@ -669,7 +671,7 @@ def _make_folders(*outputs) -> None:
 @device_option
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
-            frame, neutral, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, device,
+            frame, neutral, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, focal, device,
             **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
@@ -687,6 +689,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit photo.jpg --frame head -o upright.obj
       redafit fit photo.jpg --neutral --frame head -o avatar.glb
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
+      redafit fit cropped_selfie.jpg --focal 26mm -o face.obj
       curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
       find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
       redafit fit shoot/*.jpg -o meshes/ --jobs 4
@@ -724,7 +727,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
-                                                                       max_side=max_side),
+                                                                       max_side=max_side, focal=focal),
                               config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []

@@ -82,7 +82,7 @@ def _common_inputs(files_from, model_name) -> list:
 @device_option
 @click.pass_context
 def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, texture_size, caps, as_json,
-            files_from, model_name, detector, face_index, max_side, device, **fit_kw):
+            files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
 
@@ -127,7 +127,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     model = load_model(model_name, device=dev)
-    opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side)
+    opts = InputOptions(detector=detector, face_index=face_index, max_side=max_side, focal=focal)
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     loaded, parsings, failures = [], [], []
     with _Progress(show_progress(ctx)) as prog:
@@ -146,7 +146,8 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
             raise _batch_error(failures, len(images), "rig")
         prog.start(f"rig ({len(loaded)} images)")
         rig = fit_rig([x.image for _, x in loaded], [x.landmarks for _, x in loaded], model, config,
-                      names=[n for n, _ in loaded], init=init, texture_size=texture_size, progress=prog,
+                      intrinsics=[x.intrinsics for _, x in loaded], names=[n for n, _ in loaded], init=init,
+                      texture_size=texture_size, progress=prog,
                       parsings=parsings if parsing is not None else None, caps=caps)
         rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
         written = save_rig(rig, output, meshes=meshes, model=model, frame=frame,
@@ -225,7 +226,7 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @device_option
 @click.pass_context
 def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, id_every, as_json, parsing,
-              files_from, model_name, detector, face_index, max_side, device, **fit_kw):
+              files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Track expression and head pose through a video, a folder of frames or a list of frame images, with a
     shared identity.
 
@@ -280,7 +281,7 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         prog.start("frame 0")
         result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
                        smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
-                       parsing_for=parsing_for, files=files)
+                       parsing_for=parsing_for, files=files, focal=focal)
     write_track(result, output, source=label)
     ok = sum(1 for r in result.records if r.get("ok"))
     if not quiet:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from redafit.errors import DatasetError
+from redafit.errors import DatasetError, UsageError
 from redafit.io.images import IMAGE_EXTS
 
 MESH_EXTS = (".obj", ".wrl", ".ply", ".off", ".stl")
@@ -181,6 +181,9 @@ class Case:
     scan_vertices: np.ndarray | None = field(default=None, repr=False)  # [N, 3] mm
     scan_faces: np.ndarray | None = field(default=None, repr=False)  # [F, 3]
     intrinsics: object = None  # redafit.render.camera.Intrinsics when known
+    # how the fits choose the focal length when ``intrinsics`` is not known: ``redafit fit --focal``'s forms
+    # (redafit.render.camera.FocalSpec); "" is its default, "auto" (the photo's EXIF, else 1.6 x the longer side)
+    focal: str = ""
     meta: dict = field(default_factory=dict)
     # a parsing map of the image (class ids, redafit.parsing.maps), for methods that fit with a given parsing
     parsing_path: Path | None = None
@@ -218,8 +221,19 @@ class Case:
 
     def load_image(self) -> np.ndarray:
         """[H, W, 3] float32 RGB in [0, 1]."""
+        return self.load_image_camera()[0]
+
+    def load_image_camera(self) -> tuple:
+        """(the image [H, W, 3] float32 RGB in [0, 1], the :class:`~redafit.render.camera.Intrinsics` a fit of it
+        takes): the case's own ``intrinsics`` where known (the synthetic cases), else chosen by ``focal`` as
+        ``redafit fit`` chooses it for the photo (None where the fitter is not installed)."""
         if self.image is not None:
-            return self.image
+            if self.intrinsics is not None:
+                return self.image, self.intrinsics
+            from redafit.render.camera import FocalSpec
+
+            h, w = self.image.shape[:2]
+            return self.image, FocalSpec.parse(self.focal or "auto").intrinsics(w, h)[0]
         if self.image_path is None or not Path(self.image_path).is_file():
             raise DatasetError(f"case {self.id}: image not found: {self.image_path}")
         try:
@@ -227,7 +241,13 @@ class Case:
         except ImportError:
             load_image = None
         if load_image is not None:
-            return load_image(self.image_path)[0]
+            image, meta = load_image(self.image_path)
+            if self.intrinsics is not None:
+                return image, self.intrinsics
+            from redafit.render.camera import FocalSpec
+
+            K = FocalSpec.parse(self.focal or "auto").intrinsics(*meta.size, meta.scale, meta.camera)[0]
+            return image, K
         import cv2
 
         from redafit.io.images import read_image_file
@@ -235,7 +255,7 @@ class Case:
         im = read_image_file(self.image_path, cv2.IMREAD_COLOR)
         if im is None:
             raise DatasetError(f"case {self.id}: cannot decode image {self.image_path}")
-        return cv2.cvtColor(im, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+        return cv2.cvtColor(im, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0, self.intrinsics
 
     def load_parsing(self, size: tuple[int, int] | None = None) -> np.ndarray | None:
         """[H, W] parsing class ids of the image (:mod:`redafit.parsing.maps`), or None when the case has none;
@@ -486,6 +506,8 @@ class ManifestDataset(Dataset):
       used by methods that fit with a given parsing (``redafit eval --given-parsing``);
     * ``depth`` (optional): a depth map registered to the image (16-bit mm PNG, or as ``redafit fit --depth``
       reads), used by methods that fit with it (``redafit eval --given-depth``, RGB-D);
+    * ``focal`` (optional): the camera's focal length in ``redafit fit --focal``'s forms (``1200`` pixels,
+      ``26mm`` 35 mm-equivalent, ``1.6x`` the longer side; default ``auto``: the image's EXIF, else 1.6x);
     * ``id`` (optional): the case id (default: the image's stem); ``unit`` (optional): mm, cm, m or auto.
 
     Relative paths are relative to the CSV file's folder.
@@ -548,13 +570,22 @@ class ManifestDataset(Dataset):
             depth = rel(row.get("depth"))
             if depth is not None and not depth.is_file():
                 raise DatasetError(f"manifest {self.path}, line {n}: depth map not found: {depth}")
+            focal = row.get("focal") or ""
+            if focal:
+                from redafit.render.camera import FocalSpec
+
+                try:
+                    FocalSpec.parse(focal)
+                except UsageError:
+                    raise DatasetError(f"manifest {self.path}, line {n}: bad focal {focal!r} (expected auto, pixels "
+                                       f"such as 1200, a 35 mm-equivalent length such as 26mm, or 1.6x)") from None
             cid = row.get("id") or image.stem
             if cid in seen:
                 cid = f"{cid}_{n}"
             seen.add(cid)
             out.append(Case(id=cid, image_path=image, scan_path=scan, landmarks_path=rel(row.get("landmarks")),
                             scan_landmarks=slm, scan_landmark_ids=sids, nose_tip=nose, nose_tip_path=nose_path,
-                            unit=unit, protocol=protocol, parsing_path=parsing, depth_path=depth))
+                            unit=unit, protocol=protocol, parsing_path=parsing, depth_path=depth, focal=focal))
         return out
 
 

@@ -109,6 +109,9 @@ class FitMethod:
     given_depth: bool = False
     detect_landmarks: bool = False
     detector: str = "dlib"
+    # fit with the default focal length (1.6 x the longer side) whatever the case's camera: what a photo without
+    # camera data gets (``redafit eval --unknown-focal``)
+    unknown_focal: bool = False
 
     @property
     def name(self) -> str:
@@ -146,7 +149,11 @@ class FitMethod:
     def __call__(self, case, model) -> Prediction:
         from redafit.fit import fit_image
 
-        image = case.load_image()
+        image, K = case.load_image_camera()
+        if self.unknown_focal or K is None:
+            from redafit.render.camera import Intrinsics
+
+            K = Intrinsics.default(image.shape[1], image.shape[0])
         lm = case.load_landmarks()
         detection_error = None
         if lm is None or self.detect_landmarks:
@@ -165,8 +172,10 @@ class FitMethod:
             depth = case.load_depth(size=(image.shape[1], image.shape[0]))
             if depth is None:
                 raise DatasetError(f"case {case.id}: no depth map (method {self.name!r} fits with the case's depth)")
+        config = self.config()
         t = time.perf_counter()
-        res = fit_image(image, lm, model, self.config(), intrinsics=case.intrinsics, parsing=parsing, depth=depth)
+        res = fit_image(image, lm, model, config, intrinsics=None if config.focal else K, parsing=parsing,
+                        depth=depth)
         pred = fit_prediction(res, time.perf_counter() - t)
         if detection_error is not None:
             pred.info["detection_error_iod"] = detection_error
@@ -205,7 +214,8 @@ def detect_cached(image: np.ndarray, detector: str, name: str | None = None) -> 
 
 def fit_prediction(res, seconds: float) -> Prediction:
     """A :class:`Prediction` of a :class:`~redafit.fit.FitResult` (model-frame mesh, landmark error, failure)."""
-    info = {"landmark_error_px": float(res.landmark_error_px), "failure": res.failure}
+    info = {"landmark_error_px": float(res.landmark_error_px), "failure": res.failure,
+            "focal_px": float(res.intrinsics.fx)}
     return Prediction(np.asarray(res.vertices_model, np.float64), np.asarray(res.triangles), seconds, info)
 
 
@@ -224,12 +234,13 @@ ABLATIONS = {
 
 def make_methods(names, ablation: str | None = None, fit_overrides: dict | None = None,
                  given_parsing: bool = False, loss_weights: dict | None = None, given_depth: bool = False,
-                 detect_landmarks: bool = False, detector: str = "dlib") -> dict:
+                 detect_landmarks: bool = False, detector: str = "dlib", unknown_focal: bool = False) -> dict:
     """Method objects by name (``mean``, ``landmarks``, ``full``, ``oracle``), plus the ablation's configurations
     of the full fit (named ``full[<label>]``) when ``ablation`` is given. ``fit_overrides`` (FitConfig fields,
     e.g. ``landmark_sigma``) apply to every fit method; ``given_parsing``: the fits use each case's own parsing
     map (:attr:`FitMethod.given_parsing`), ``given_depth`` its depth map (RGB-D, :attr:`FitMethod.given_depth`),
-    ``detect_landmarks`` the ``detector``'s landmarks instead of the case's (:attr:`FitMethod.detect_landmarks`);
+    ``detect_landmarks`` the ``detector``'s landmarks instead of the case's (:attr:`FitMethod.detect_landmarks`),
+    ``unknown_focal`` the default focal length instead of the case's camera (:attr:`FitMethod.unknown_focal`);
     ``loss_weights`` (``eval --weight``, keys as in
     :meth:`~redafit.fit.FitConfig.with_loss_weights`) apply to each fit method whose stages have the term (the
     landmark-only fit has no ``mask``), and one that applies to none is a :class:`UsageError`."""
@@ -245,7 +256,7 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
             out[n] = OracleMethod()
         elif n in ("landmarks", "full", "fast"):
             out[n] = FitMethod(n, dict(fo), given_parsing=given_parsing, given_depth=given_depth,
-                               detect_landmarks=detect_landmarks, detector=detector)
+                               detect_landmarks=detect_landmarks, detector=detector, unknown_focal=unknown_focal)
         else:
             raise UsageError(f"unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
     if ablation:
@@ -254,7 +265,8 @@ def make_methods(names, ablation: str | None = None, fit_overrides: dict | None 
         for label, ov, rov in ABLATIONS[ablation]:
             name = f"full[{label}]"
             out[name] = FitMethod("full", {**fo, **ov}, dict(rov), label=name, given_parsing=given_parsing,
-                                  given_depth=given_depth, detect_landmarks=detect_landmarks, detector=detector)
+                                  given_depth=given_depth, detect_landmarks=detect_landmarks, detector=detector,
+                                  unknown_focal=unknown_focal)
     if loss_weights:
         fits = [m for m in out.values() if isinstance(m, FitMethod)]
         if not fits:
@@ -339,7 +351,7 @@ def settings_fingerprint(case, method) -> str:
     # a dataclass's repr lists its fields; a plain method object (mean, oracle) is named by its class
     described = repr(method) if is_dataclass(method) else type(method).__qualname__
     what = [described, case.id, jsonsafe.dumps(meta.get("params"), sort_keys=True),
-            *(str(getattr(case, k, None)) for k in ("image_path", "landmarks_path", "scan_path"))]
+            *(str(getattr(case, k, None)) for k in ("image_path", "landmarks_path", "scan_path", "focal"))]
     return hashlib.sha1("\n".join(what).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
@@ -652,12 +664,14 @@ def markdown_table(header, rows, title: str = "") -> str:
 
 def load_cases(dataset: str, model=None, root=None, manifest=None, n: int = 20, seed: int = 0, size: int = 256,
                landmark_noise: float = 0.0, limit: int | None = None, synthetic_dir=None,
-               detail_mm: float = 0.0, shading: str = "physical", highlight: str = "microfacet") -> list:
+               detail_mm: float = 0.0, shading: str = "physical", highlight: str = "microfacet",
+               focal_factor: float | None = None) -> list:
     """Cases of ``dataset`` ("synthetic" or a registered adapter; ``manifest`` overrides), first ``limit`` only.
     ``detail_mm``: synthetic shapes get that much smooth detail outside the model's span
     (:attr:`redafit.eval.synthetic.SyntheticConfig.detail_mm`); ``shading``: how synthetic images are drawn
     (:attr:`~redafit.eval.synthetic.SyntheticConfig.shading`) and their highlight
-    (:attr:`~redafit.eval.synthetic.SyntheticConfig.highlight`)."""
+    (:attr:`~redafit.eval.synthetic.SyntheticConfig.highlight`); ``focal_factor``: their camera's focal length
+    over the image side (:attr:`~redafit.eval.synthetic.SyntheticConfig.focal_factor`; None: its default)."""
     if manifest is not None:
         from redafit.eval.datasets import open_dataset
 
@@ -670,7 +684,8 @@ def load_cases(dataset: str, model=None, root=None, manifest=None, n: int = 20, 
         count = n if limit is None else min(n, limit)
         cases = generate_synthetic(model, count, seed=seed, out_dir=synthetic_dir, size=size,
                                    landmark_noise=landmark_noise, detail_mm=detail_mm, shading=shading,
-                                   highlight=highlight)
+                                   highlight=highlight,
+                                   **({} if focal_factor is None else {"focal_factor": focal_factor}))
     else:
         from redafit.eval.datasets import open_dataset
 

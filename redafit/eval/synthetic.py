@@ -53,6 +53,7 @@ from redafit.fit.correspondence import (  # noqa: F401 - default_landmark_vertic
     default_landmark_vertices,
     outline_jaw_ids,
 )
+from redafit.render.camera import DEFAULT_FOCAL_FACTOR
 from redafit.render.occlusion import ambient_occlusion, shadow_visibility  # noqa: F401 - also this module's API
 from redafit.io import jsonsafe
 
@@ -75,6 +76,10 @@ class SyntheticConfig:
     pitch: float = 20.0
     roll: float = 10.0
     face_fill: float = 0.5  # jaw width / image width
+    # the camera's focal length / the image side (the fits' default, 1.6, is a ~50 mm full-frame lens; a phone's
+    # main camera is ~0.8 here, 24-26 mm equivalent): the camera moves closer with a shorter one, so that the face
+    # fills the same share of the image and is seen in stronger perspective
+    focal_factor: float = DEFAULT_FOCAL_FACTOR
     landmark_noise: float = 0.0  # px, Gaussian noise added to the landmark file
     supersample: int = 2  # render at this factor, then area-downscale (1 = no antialiasing)
     image_noise: float = 0.01  # Gaussian sensor noise (std, [0, 1] scale)
@@ -456,7 +461,7 @@ def render_case(model, index: int, seed: int, cfg: SyntheticConfig) -> Case:
         vm = vm + detail_displacement(model, vm, np.random.default_rng([int(seed), int(index), 1]), cfg.detail_mm)
     lid = default_landmark_vertices(model)
     W = H = int(cfg.size)
-    K = Intrinsics.default(W, H)
+    K = Intrinsics.default(W, H, cfg.focal_factor * max(W, H))
     R = pose_rotation(euler_to_r(P["yaw"], P["pitch"], P["roll"], dtype=torch.float64)[None])[0].numpy()
     known = lid >= 0
     jaw_w = float(np.linalg.norm(vm[lid[0]] - vm[lid[16]])) if known[0] and known[16] else float(np.ptp(vm[:, 0]))
@@ -760,13 +765,13 @@ def write_cases(cases, out_dir) -> Path:
     back to the same cases (and scores to the same numbers). Returns the manifest's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth,scan_landmarks"]
+    rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth,scan_landmarks,focal"]
     for c in cases:
         d = write_case(c, out)
         nose = " ".join(f"{x:.4f}" for x in c.nose_tip) if c.nose_tip is not None else ""
         parsing = f"{d.name}/parsing.png" if c.parsing is not None else ""
         depth = f"{d.name}/depth.png" if c.depth is not None else ""
         rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm,"
-                    f"{parsing},{depth},{d.name}/landmarks_3d.npy")
+                    f"{parsing},{depth},{d.name}/landmarks_3d.npy,{c.intrinsics.fx:.6g}px")
     (out / "manifest.csv").write_text("\n".join(rows) + "\n")
     return out / "manifest.csv"

@@ -12,6 +12,7 @@ import numpy as np
 
 from redafit.errors import InputError, LandmarkFileError
 from redafit.fit.config import FitConfig
+from redafit.render.camera import FocalSpec
 
 log = logging.getLogger("redafit")
 
@@ -26,11 +27,14 @@ class InputOptions:
         detector: ``dlib`` (HOG), ``dlib-cnn`` or ``fan``.
         face_index: which detected face (left to right); None = the largest.
         max_side: images larger than this are downscaled first (outputs are in the downscaled frame).
+        focal: how the camera's focal length is chosen (:class:`~redafit.render.camera.FocalSpec`; by default the
+            photo's EXIF 35 mm-equivalent focal length when it was not cropped since, else 1.6 x the longer side).
     """
 
     detector: str = "dlib"
     face_index: int | None = None
     max_side: int = 4096
+    focal: FocalSpec = FocalSpec()
 
 
 @dataclass
@@ -41,6 +45,8 @@ class LoadedInput:
     landmarks: np.ndarray  # [68|5, 2] pixels in the loaded image's frame
     landmark_source: str  # "file:<path>" or "detector:<name>"
     seconds_detect: float = 0.0
+    intrinsics: object = None  # redafit.render.camera.Intrinsics of the loaded image (InputOptions.focal)
+    focal_source: str = ""  # where its focal length came from (FocalSpec.resolve)
 
 
 def find_landmark_file(image: Path, folder: Path) -> Path | None:
@@ -59,13 +65,16 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
 
     ``landmarks``: None (detect), a file path, a folder holding ``<stem>.pts|.txt|.npy|.json``, or an array.
     Landmark files are in the pixel frame of the upright image as stored in the file (after EXIF rotation); when
-    the image is downscaled on load the landmarks are scaled with it.
+    the image is downscaled on load the landmarks are scaled with it. The camera (``intrinsics``) follows
+    ``opts.focal``, with the photo's EXIF for ``auto``.
     """
     from redafit.io.images import load_image, photo_stem
 
     opts = opts or InputOptions()
     path = Path(image_path)
     image, meta = load_image(path, max_side=opts.max_side)
+    K, focal_source = FocalSpec.parse(opts.focal).intrinsics(image.shape[1], image.shape[0], meta.scale, meta.camera)
+    log.info("%s: focal length %.0f px (%s)", path.name, K.fx, focal_source)
     t0 = time.perf_counter()
     if landmarks is None:
         from redafit.landmarks import detect_landmarks
@@ -73,7 +82,8 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
         lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index, name=path.name,
                               warn_many=True)
         source = f"detector:{opts.detector}"
-        return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0)
+        return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0, K,
+                           focal_source)
     if isinstance(landmarks, np.ndarray):
         lm, source = landmarks, "array"
     else:
@@ -96,14 +106,17 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
         if source.startswith("file:"):  # the landmark file of another photo, or of this one at another size
             raise LandmarkFileError(f"{source[5:]}: its landmarks lie outside {path.name} ({w}x{h})")
         raise InputError(f"{path.name}: the landmarks lie outside the image ({w}x{h})")
-    return LoadedInput(path, image, meta, lm, source)
+    return LoadedInput(path, image, meta, lm, source, intrinsics=K, focal_source=focal_source)
 
 
 def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=None, parsing=None):
     from redafit.fit.api import fit_image
 
     log.info("%s: %s landmarks from %s", inp.path.name, len(inp.landmarks), inp.landmark_source)
-    return fit_image(inp.image, inp.landmarks, model, config, progress=progress, depth=depth, parsing=parsing)
+    # the loaded camera (InputOptions.focal) unless the config names a focal length of its own
+    K = inp.intrinsics if config.focal is None else None
+    return fit_image(inp.image, inp.landmarks, model, config, intrinsics=K, progress=progress,
+                     depth=depth, parsing=parsing)
 
 
 def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,
@@ -125,7 +138,9 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
         if params_path is not None:
             extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
                      "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source,
-                     "mesh_frame": frame, "mesh_expression": "neutral" if neutral else "fitted"}
+                     "focal_source": inp.focal_source if result.intrinsics == inp.intrinsics else "FitConfig.focal",
+                     "mesh_frame": frame,
+                     "mesh_expression": "neutral" if neutral else "fitted"}
             written.append(outputs.save_params(params_path, result, extra))
         if overlay_path is not None:
             written.append(outputs.save_overlay(overlay_path, inp.image, result, model))

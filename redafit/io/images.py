@@ -45,7 +45,8 @@ DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels (a 10000 x 10000 image); decoding would need > 1 GB
 
 __all__ = ["ImageMeta", "load_image", "STDIN", "read_stdin_bytes", "photo_stem", "save_image", "probe_size",
-           "exif_orientation", "apply_orientation", "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS", "MAX_IMAGE_BYTES"]
+           "exif_orientation", "exif_camera", "ExifCamera", "apply_orientation", "DEFAULT_MAX_SIDE",
+           "DEFAULT_MAX_PIXELS", "MAX_IMAGE_BYTES"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ImageMeta:
     ``original_size`` is (width, height) of the upright image before any downscaling (after EXIF orientation);
     ``stored_size`` is (width, height) as stored in the file; ``loaded_size`` that of the returned array.
     ``scale`` = loaded size / original size (along the larger side; the other side is rounded to whole pixels).
+    ``camera``: what the file's EXIF says about the camera (:class:`ExifCamera`), None without it.
     """
 
     path: str
@@ -66,6 +68,7 @@ class ImageMeta:
     bit_depth: int = 8
     channels: int = 3
     had_alpha: bool = False
+    camera: "ExifCamera | None" = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -80,7 +83,7 @@ class ImageMeta:
         return {"path": self.path, "original_size": list(self.original_size),
                 "stored_size": list(self.stored_size), "loaded_size": list(self.loaded_size), "scale": self.scale,
                 "orientation": self.orientation, "bit_depth": self.bit_depth, "channels": self.channels,
-                "had_alpha": self.had_alpha}
+                "had_alpha": self.had_alpha, "camera": self.camera.to_dict() if self.camera else None}
 
 
 # -- headers ----------------------------------------------------------------------------------------------------
@@ -138,41 +141,120 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _tiff_orientation(tiff: bytes) -> int:
-    """Orientation tag (0x0112) of IFD0 of a TIFF structure (the EXIF payload); 1 if absent."""
-    if tiff[:2] == b"II":
-        e = "<"
-    elif tiff[:2] == b"MM":
-        e = ">"
-    else:
-        return 1
-    if struct.unpack(e + "H", tiff[2:4])[0] != 42:
-        return 1
-    ifd = struct.unpack(e + "I", tiff[4:8])[0]
-    count = struct.unpack(e + "H", tiff[ifd:ifd + 2])[0]
+# -- EXIF -------------------------------------------------------------------------------------------------------
+_TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 7: 1, 9: 4, 10: 8}  # bytes per value of each TIFF field type
+
+
+def _jpeg_exif(data: bytes) -> bytes | None:
+    """The TIFF structure of a JPEG's EXIF segment (APP1 ``Exif\\0\\0``); None when there is none."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    for marker, payload in _jpeg_segments(data):
+        if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
+            return payload[6:]
+    return None
+
+
+def _tiff_ifd(tiff: bytes, offset: int, e: str) -> dict:
+    """The entries of the TIFF directory at ``offset``: tag -> its value (the first for SHORT, LONG, their signed
+    kinds and RATIONALs, as a float for the latter; the whole text for ASCII); entries that do not fit are left
+    out."""
+    out = {}
+    count = struct.unpack(e + "H", tiff[offset:offset + 2])[0]
     for k in range(count):
-        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
-        tag, typ, _n = struct.unpack(e + "HHI", entry[:8])
-        if tag == 0x0112:
-            if typ == 3:  # SHORT, stored left-justified in the value field
-                value = struct.unpack(e + "H", entry[8:10])[0]
-            else:
-                value = struct.unpack(e + "I", entry[8:12])[0]
-            return int(value) if 1 <= value <= 8 else 1
-    return 1
+        entry = tiff[offset + 2 + 12 * k: offset + 14 + 12 * k]
+        if len(entry) < 12:
+            break
+        tag, typ, n = struct.unpack(e + "HHI", entry[:8])
+        size = _TIFF_SIZES.get(typ, 0) * n
+        if not size:
+            continue
+        if size <= 4:
+            raw = entry[8:8 + size]
+        else:
+            at = struct.unpack(e + "I", entry[8:12])[0]
+            raw = tiff[at:at + size]
+            if len(raw) < size:
+                continue
+        if typ == 2:
+            out[tag] = raw.split(b"\x00", 1)[0].decode("latin-1").strip()
+        elif typ in (3, 4, 9):
+            out[tag] = struct.unpack(e + {3: "H", 4: "I", 9: "i"}[typ], raw[:_TIFF_SIZES[typ]])[0]
+        elif typ in (5, 10):
+            num, den = struct.unpack(e + ("II" if typ == 5 else "ii"), raw[:8])
+            out[tag] = num / den if den else None
+    return out
+
+
+def _exif_directories(tiff: bytes | None) -> tuple[dict, dict]:
+    """(IFD0, the EXIF sub-directory) of an EXIF TIFF structure; empty ones when it cannot be read."""
+    if not tiff or tiff[:2] not in (b"II", b"MM"):
+        return {}, {}
+    e = "<" if tiff[:2] == b"II" else ">"
+    try:
+        if struct.unpack(e + "H", tiff[2:4])[0] != 42:
+            return {}, {}
+        ifd0 = _tiff_ifd(tiff, struct.unpack(e + "I", tiff[4:8])[0], e)
+        sub = ifd0.get(0x8769)
+        return ifd0, (_tiff_ifd(tiff, sub, e) if isinstance(sub, int) and 8 <= sub < len(tiff) else {})
+    except (struct.error, IndexError, ValueError):
+        return {}, {}
+
+
+@dataclass(frozen=True)
+class ExifCamera:
+    """What a photo's EXIF says about the camera that took it (``None`` where a tag is absent or unusable).
+
+    ``focal_35mm``: the lens's 35 mm-equivalent focal length (FocalLengthIn35mmFilm: phones and most compact
+    cameras write it), which with the image's diagonal gives the focal length in pixels; ``focal_mm``: the lens's
+    own (FocalLength; without the sensor's size it says nothing about the field of view); ``pixel_size``: the
+    image (width, height) the camera wrote, as stored (PixelXDimension, PixelYDimension): a photo whose shape
+    differs was cropped since, and its field of view is no longer the lens's.
+    """
+
+    make: str = ""
+    model: str = ""
+    focal_mm: float | None = None
+    focal_35mm: float | None = None
+    pixel_size: tuple[int, int] | None = None
+
+    @property
+    def name(self) -> str:
+        """"Make Model" (the model alone when it repeats the make), or ""."""
+        if self.model.lower().startswith(self.make.lower()):
+            return self.model
+        return f"{self.make} {self.model}".strip()
+
+    def to_dict(self) -> dict:
+        return {"make": self.make, "model": self.model, "focal_mm": self.focal_mm, "focal_35mm": self.focal_35mm,
+                "pixel_size": list(self.pixel_size) if self.pixel_size else None}
+
+
+def _positive(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and v > 0 and v == v and v != float("inf") else None
+
+
+def exif_camera(data: bytes) -> ExifCamera | None:
+    """The camera data of a JPEG file's EXIF (:class:`ExifCamera`); None when it has no EXIF or no such tag."""
+    try:
+        ifd0, sub = _exif_directories(_jpeg_exif(data))
+    except (struct.error, IndexError):
+        return None
+    w, h = _positive(sub.get(0xA002)), _positive(sub.get(0xA003))
+    cam = ExifCamera(make=str(ifd0.get(0x010F, "")) if isinstance(ifd0.get(0x010F), str) else "",
+                     model=str(ifd0.get(0x0110, "")) if isinstance(ifd0.get(0x0110), str) else "",
+                     focal_mm=_positive(sub.get(0x920A)), focal_35mm=_positive(sub.get(0xA405)),
+                     pixel_size=(int(w), int(h)) if w and h else None)
+    return None if cam == ExifCamera() else cam
 
 
 def exif_orientation(data: bytes) -> int:
     """EXIF orientation (1-8) of a JPEG file's bytes; 1 when absent, unreadable or not a JPEG."""
-    if data[:2] != b"\xff\xd8":
-        return 1
     try:
-        for marker, payload in _jpeg_segments(data):
-            if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
-                return _tiff_orientation(payload[6:])
+        value = _exif_directories(_jpeg_exif(data))[0].get(0x0112, 1)
     except (struct.error, IndexError):
         return 1
-    return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -360,7 +442,8 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
     rgb = np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
     meta = ImageMeta(path=str(path), original_size=(W, H), stored_size=stored_size,
                      loaded_size=(int(rgb.shape[1]), int(rgb.shape[0])), scale=scale,
-                     orientation=orientation, bit_depth=depth, channels=channels, had_alpha=had_alpha)
+                     orientation=orientation, bit_depth=depth, channels=channels, had_alpha=had_alpha,
+                     camera=exif_camera(data))
     return rgb, meta
 
 

@@ -73,6 +73,94 @@ class Intrinsics:
                 "height": self.height}
 
 
+# The diagonal of a 35 mm film frame (36 x 24 mm): a 35 mm-equivalent focal length f (EXIF's FocalLengthIn35mmFilm)
+# gives the same diagonal field of view on any image as f on that frame, so in pixels it is f x the image's
+# diagonal / this (the equivalence by the diagonal, as camera makers compute it)
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+# a 35 mm-equivalent focal length outside this range is a wrong tag, not a lens (fisheyes start at ~8 mm; the longest
+# phone and compact zooms reach ~2000 mm)
+EXIF_FOCAL_RANGE_MM = (8.0, 2400.0)
+# a photo whose aspect ratio differs from the image the camera wrote by more than this was cropped since
+CROP_ASPECT_TOLERANCE = 0.02
+FOCAL_KINDS = ("auto", "px", "mm", "x")
+
+
+@dataclass(frozen=True)
+class FocalSpec:
+    """How a photo's focal length is chosen (``redafit fit --focal``).
+
+    ``kind``:
+
+    * ``"auto"``: the photo's EXIF 35 mm-equivalent focal length when it has one and was not cropped since (its
+      shape is the one the camera wrote), else ``DEFAULT_FOCAL_FACTOR`` x the longer side;
+    * ``"px"``: ``value`` pixels of the photo as stored (scaled with the image when it is downscaled on load);
+    * ``"mm"``: a 35 mm-equivalent focal length of ``value`` mm (a phone's main camera: 24-28);
+    * ``"x"``: ``value`` x the image's longer side (``1.6x``: the default, ignoring EXIF).
+
+    The text forms (:meth:`parse`): ``auto``, ``1200`` or ``1200px``, ``26mm``, ``1.6x``.
+    """
+
+    kind: str = "auto"
+    value: float = 0.0
+
+    @staticmethod
+    def parse(text) -> "FocalSpec":
+        """``auto``, ``<pixels>[px]``, ``<mm>mm`` or ``<factor>x`` -> FocalSpec; a :class:`UsageError` naming the
+        forms otherwise."""
+        from redafit.errors import UsageError
+
+        if isinstance(text, FocalSpec):
+            return text
+        t = str(text).strip().lower().replace(" ", "")
+        if t == "auto":
+            return FocalSpec()
+        for suffix, kind in (("px", "px"), ("mm", "mm"), ("x", "x"), ("", "px")):
+            if suffix and not t.endswith(suffix):
+                continue
+            try:
+                v = float(t[:len(t) - len(suffix)])
+            except ValueError:
+                break
+            if not (math.isfinite(v) and v > 0):
+                break
+            return FocalSpec(kind, v)
+        raise UsageError(f"--focal: expected auto, a focal length in pixels (1200 or 1200px), a 35 mm-equivalent "
+                         f"one (26mm) or a multiple of the longer image side (1.6x); got {text!r}")
+
+    def __str__(self) -> str:
+        return "auto" if self.kind == "auto" else f"{self.value:g}{self.kind}"
+
+    def resolve(self, width: int, height: int, scale: float = 1.0, camera=None) -> tuple[float, str]:
+        """(the focal length in pixels of the image of ``width`` x ``height`` as loaded, a note on where it came
+        from). ``scale``: loaded size / the photo's own (:class:`~redafit.io.images.ImageMeta`); ``camera``: its
+        EXIF (:class:`~redafit.io.images.ExifCamera`), for ``auto``."""
+        diag = math.hypot(width, height)
+        if self.kind == "px":
+            return self.value * scale, f"--focal {self.value:g} px"
+        if self.kind == "mm":
+            return self.value * diag / FULL_FRAME_DIAGONAL_MM, f"--focal {self.value:g} mm (35 mm equivalent)"
+        if self.kind == "x":
+            return self.value * max(width, height), f"--focal {self.value:g} x the longer side"
+        default = DEFAULT_FOCAL_FACTOR * max(width, height)
+        f35 = getattr(camera, "focal_35mm", None)
+        if not f35:
+            return default, "default"
+        if not EXIF_FOCAL_RANGE_MM[0] <= f35 <= EXIF_FOCAL_RANGE_MM[1]:
+            return default, f"default (EXIF's {f35:g} mm equivalent is no lens's)"
+        shot = getattr(camera, "pixel_size", None)
+        if shot:
+            aspect, shot_aspect = min(width, height) / max(width, height), min(shot) / max(shot)
+            if abs(aspect / shot_aspect - 1) > CROP_ASPECT_TOLERANCE:
+                return default, (f"default (EXIF's {f35:g} mm equivalent left aside: the photo, {width}x{height}, "
+                                 f"is cropped from the camera's {shot[0]}x{shot[1]})")
+        return f35 * diag / FULL_FRAME_DIAGONAL_MM, f"EXIF: {f35:g} mm (35 mm equivalent)"
+
+    def intrinsics(self, width: int, height: int, scale: float = 1.0, camera=None) -> tuple["Intrinsics", str]:
+        """(:class:`Intrinsics` of the image as loaded, principal point at its centre; the focal's source)."""
+        f, source = self.resolve(width, height, scale, camera)
+        return Intrinsics.default(width, height, f), source
+
+
 def rodrigues(r: torch.Tensor) -> torch.Tensor:
     """Axis-angle [B, 3] -> rotation matrices [B, 3, 3]; smooth (and differentiable) at r = 0."""
     theta2 = (r * r).sum(-1, keepdim=True)  # [B, 1]

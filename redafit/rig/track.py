@@ -243,16 +243,22 @@ class TrackResult:
     expression_names: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     parsing_maps: int = 0  # frames a parsing map was given for (track --parsing; the cache's identity fits use them)
+    # the camera of the first tracked frame (Intrinsics.to_dict: the frames' poses are in its frame), None when none
+    camera: dict | None = None
 
 
 class Tracker:
     """Stateful per-frame tracker; feed frames with :meth:`step`."""
 
     def __init__(self, model, config=None, cache_size: int = 5, id_every: int = 10, detector: str = "dlib",
-                 face_index: int | None = None, progress=None, parsing_for=None):
+                 face_index: int | None = None, progress=None, parsing_for=None, focal=None):
         from redafit.fit.config import FitConfig
 
         self.model = model
+        # the frames' focal length (a redafit.render.camera.FocalSpec, resolved on each frame's size: "auto" is the
+        # default, frames carry no EXIF); None: the config's focal
+        self.focal = focal
+        self.first_camera = None  # the first tracked frame's Intrinsics
         self.config = config or FitConfig.preset("landmarks")
         self.frame_cfg = frame_config(self.config)
         self.cache = FrameCache(cache_size)
@@ -271,6 +277,17 @@ class Tracker:
         self.t_frame = 0.0
         self.t_detect = 0.0
 
+    def camera(self, image):
+        """The :class:`~redafit.render.camera.Intrinsics` of a frame (``focal``, else the config's focal): ``auto``
+        is the default factor (video frames carry no EXIF; frame images are taken as one camera), and pixels are
+        those of the frames as tracked (after ``--max-side``)."""
+        from redafit.render.camera import FocalSpec, Intrinsics
+
+        h, w = image.shape[:2]
+        if self.focal is None:
+            return Intrinsics.default(w, h, self.config.focal)
+        return FocalSpec.parse(self.focal).intrinsics(w, h)[0]
+
     def _fit_identity(self):
         from redafit.fit.api import fit_batch
 
@@ -279,7 +296,8 @@ class Tracker:
         init = {"id": self.identity} if self.identity is not None else None
         parsings = [e.parsing for e in self.cache.entries]
         t0 = time.perf_counter()
-        res = fit_batch(ims, lms, self.model, self.config, shared_id=True, init=init, progress=self.progress,
+        res = fit_batch(ims, lms, self.model, self.config, [self.camera(im) for im in ims], shared_id=True,
+                        init=init, progress=self.progress,
                         parsings=parsings if any(m is not None for m in parsings) else None)
         self.t_id += time.perf_counter() - t0
         r0 = res[0]
@@ -300,7 +318,7 @@ class Tracker:
     def step(self, index: int, t: float, image, landmarks=None) -> dict:
         """Track one frame; returns its record (``ok`` False with ``error`` when it cannot be tracked)."""
         from redafit.fit.api import _check_image, _check_landmarks, fit_batch, init_pose
-        from redafit.render.camera import Intrinsics, pose_rotation, rotation_to_euler
+        from redafit.render.camera import pose_rotation, rotation_to_euler
 
         self.count += 1
         rec = {"frame": int(index), "time_s": round(float(t), 4)}
@@ -316,7 +334,8 @@ class Tracker:
                 landmarks = detect_landmarks(image, detector=self.detector, face_index=self.face_index)
                 self.t_detect += time.perf_counter() - t0
             landmarks = _check_landmarks(landmarks)
-            K = Intrinsics.default(image.shape[1], image.shape[0], self.config.focal)
+            K = self.camera(image)
+            self.first_camera = self.first_camera or K
             import torch
 
             r, _ = init_pose(landmarks, self.model, K)
@@ -358,16 +377,17 @@ def _pose_record(rot, trans, exp, names) -> dict:
 
 def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id_every: int = 10,
           smooth: float = 0.0, detector: str = "dlib", face_index: int | None = None, landmarks=None,
-          progress=None, on_frame=None, parsing_for=None, files=None) -> TrackResult:
+          progress=None, on_frame=None, parsing_for=None, files=None, focal=None) -> TrackResult:
     """Track ``frames`` (an iterable of (index, time_s, image)); ``landmarks`` optionally gives them per frame
     (a list aligned with the frames) instead of detecting. ``smooth`` > 0: Gaussian temporal smoothing (sigma in
     frames) of expression, rotation and translation. ``on_frame(record)`` is called after each frame.
     ``parsing_for(index, image)`` gives a frame's parsing map made elsewhere (:func:`frame_parsing_maps`) or None
     (the frame is parsed itself); only the identity fits on the cache use it, with a preset that has the mask
     attribute. ``files``: the image files the frames were read from (frame index -> file); each record then names
-    its ``file``."""
+    its ``file``. ``focal``: the frames' focal length (:class:`~redafit.render.camera.FocalSpec` or its text;
+    ``auto`` is the default factor: frames carry no EXIF), else the config's."""
     t0 = time.perf_counter()
-    tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for)
+    tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for, focal)
     records = []
     for k, (index, t, image) in enumerate(frames):
         lm = landmarks[k] if landmarks is not None else None
@@ -394,7 +414,8 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
                "identity_fit_s_total": round(tr.t_id, 3)}
     return TrackResult(records, None if tr.identity is None else tr.identity[0],
                        None if tr.disp is None else tr.disp[0], tr.cache.frames, tr.identity_fits, fps,
-                       time.perf_counter() - t0, model.name, list(model.expression_names), timings, tr.parsing_maps)
+                       time.perf_counter() - t0, model.name, list(model.expression_names), timings, tr.parsing_maps,
+                       None if tr.first_camera is None else tr.first_camera.to_dict())
 
 
 def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -455,7 +476,7 @@ def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
             "identity": None if result.identity is None else np.round(result.identity, 6).tolist(),
             "expression_names": result.expression_names, "seconds": round(result.seconds, 3),
             "seconds_per_frame": round(result.seconds / max(1, len(result.records)), 4), "timings": result.timings,
-            "parsing_maps": result.parsing_maps}
+            "parsing_maps": result.parsing_maps, "camera": result.camera}
     with atomic_write(out / "track.json", "w", encoding="utf-8") as fh:
         jsonsafe.dump(meta, fh, indent=1)
     return [out / "params.jsonl", out / "track.json"]

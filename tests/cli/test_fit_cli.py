@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from redafit.cli import main
+from tests.conftest import read_photo
 
 FAST = ["--preset", "landmarks", "--texture-size", "256"]
 
@@ -467,7 +468,8 @@ def test_loss_weights_on_the_command_line(use_models, faces_dir, tmp_path):
 
 
 @pytest.mark.parametrize("option, value", [("--focal", "-5"), ("--focal", "0"), ("--focal", "nan"),
-                                           ("--focal", "inf"), ("--landmark-sigma", "nan"),
+                                           ("--focal", "inf"), ("--focal", "0mm"), ("--focal", "26cm"),
+                                           ("--landmark-sigma", "nan"),
                                            ("--iters-scale", "nan")])
 def test_a_number_option_refuses_what_is_not_a_finite_number_in_range(faces_dir, tmp_path, option, value):
     """A negative --focal hung in the texture's crop for minutes, NaN passes every range check (``--focal nan``
@@ -476,6 +478,42 @@ def test_a_number_option_refuses_what_is_not_a_finite_number_in_range(faces_dir,
             "landmarks", option, value, "-o", tmp_path / "x.ply")
     assert r.exit_code == 2 and len(one_error_line(r)) == 1 and option in r.stderr, r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_focal_length_comes_from_exif_or_focal(use_models, faces_dir, tmp_path):
+    """A phone photo's EXIF 35 mm-equivalent focal length sets the camera (the face then sits at the distance that
+    lens puts it: the landmark fit's depth scales with the focal length); a crop of the camera's frame, ``--focal``
+    in any form, and the downscale on load each behave as documented, and --params says where the focal came from."""
+    import math
+
+    from tests.conftest import write_jpeg_with_exif
+
+    img, _ = read_photo(faces_dir, "eos_image_0010.jpg")  # 1280 x 1024
+    lm = faces_dir / "eos_image_0010.pts"
+    diag = math.hypot(1280, 1024)
+
+    def fit(photo, *extra):
+        r = run("fit", photo, "--landmarks", lm, "-o", tmp_path / "f.ply", "--params", tmp_path / "f.json",
+                "--preset", "landmarks", *extra)
+        assert r.exit_code == 0, r.stderr
+        d = json.loads((tmp_path / "f.json").read_text())
+        return d["camera"]["fx"], d["focal_source"], d["pose"]["translation_mm"][2]
+
+    phone = write_jpeg_with_exif(tmp_path / "phone.jpg", img, make="Google", model="Pixel 8", focal_35mm=24,
+                                 pixel_size=(1280, 1024))
+    fx, source, z_phone = fit(phone)
+    assert fx == pytest.approx(24 * diag / math.hypot(36, 24), rel=1e-4) and source.startswith("EXIF: 24 mm")
+    fx, source, z_default = fit(phone, "--focal", "1.6x")  # EXIF ignored
+    assert fx == pytest.approx(1.6 * 1280) and source == "--focal 1.6 x the longer side"
+    ratio = 1.6 * 1280 / (24 * diag / math.hypot(36, 24))
+    assert z_default / z_phone == pytest.approx(ratio, rel=0.15)  # the same face, farther through a longer lens
+    cropped = write_jpeg_with_exif(tmp_path / "crop.jpg", img, focal_35mm=24, pixel_size=(4000, 3000))
+    fx, source, _ = fit(cropped)
+    assert fx == pytest.approx(1.6 * 1280) and "cropped" in source
+    fx, source, _ = fit(cropped, "--focal", "28mm")
+    assert fx == pytest.approx(28 * diag / math.hypot(36, 24), rel=1e-4) and "28 mm" in source
+    fx, source, _ = fit(cropped, "--focal", "3000px", "--max-side", "640")  # pixels of the photo as stored
+    assert fx == pytest.approx(1500.0) and source == "--focal 3000 px"
 
 
 def test_the_camera_refuses_a_focal_length_that_is_not_positive():

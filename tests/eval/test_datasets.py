@@ -200,6 +200,29 @@ def test_manifest_parsing_and_depth_columns(tmp_path):
         open_dataset("x", manifest=tmp_path / "bad4.csv").cases()
 
 
+def test_manifest_focal_column(tmp_path):
+    """The focal column takes ``redafit fit --focal``'s forms; empty is auto: the photo's EXIF 35 mm-equivalent
+    focal length, else the default; a bad one is the manifest's error, with its line."""
+    import math
+
+    from tests.conftest import write_jpeg_with_exif
+
+    _obj(tmp_path / "m" / "scan.obj")
+    _img(tmp_path / "m" / "a.png")  # 8 x 8
+    write_jpeg_with_exif(tmp_path / "m" / "phone.jpg", np.full((20, 40, 3), 128, np.uint8), focal_35mm=26,
+                         pixel_size=(40, 20))
+    (tmp_path / "cases.csv").write_text("image,scan,focal\nm/a.png,m/scan.obj,26mm\nm/a.png,m/scan.obj,\n"
+                                        "m/phone.jpg,m/scan.obj,\nm/phone.jpg,m/scan.obj,1.6x\n"
+                                        "m/a.png,m/scan.obj,1000px\n")
+    cases = open_dataset("micc", manifest=tmp_path / "cases.csv").cases()
+    fx = [c.load_image_camera()[1].fx for c in cases]
+    diag = math.hypot(36, 24)
+    assert fx == pytest.approx([26 * math.hypot(8, 8) / diag, 12.8, 26 * math.hypot(40, 20) / diag, 64.0, 1000.0])
+    (tmp_path / "bad.csv").write_text("image,scan,focal\nm/a.png,m/scan.obj,26\nm/a.png,m/scan.obj,wide\n")
+    with pytest.raises(DatasetError, match="line 3: bad focal 'wide'"):
+        open_dataset("x", manifest=tmp_path / "bad.csv").cases()
+
+
 @pytest.mark.parametrize("name", ["micc", "now", "bu3dfe"])
 def test_bad_roots(tmp_path, name):
     with pytest.raises(DatasetError) as e:

@@ -370,3 +370,20 @@ def test_detection_is_run_once_per_case_across_methods(faces_dir, monkeypatch):
         with pytest.raises(NoFaceError, match="no face"):
             runner.detect_cached(blank, "dlib", name="blank")
     assert calls == ["dlib", "dlib"]
+
+
+def test_fits_take_the_cases_camera_and_unknown_focal_the_default(face_model):
+    """Faces seen through a phone's short lens (``focal_factor`` 0.8): the fit takes each case's camera, and the
+    default focal length (``eval --unknown-focal``, what a photo without EXIF gets) measures worse, as it does in
+    the README's table (+41 % landmark-fit error over 10 faces)."""
+    from redafit.eval.runner import FitMethod, run_case
+    from redafit.render.camera import DEFAULT_FOCAL_FACTOR
+
+    near = generate_synthetic(face_model, 3, seed=0, size=256, landmark_noise=1.5, focal_factor=0.8)
+    known = [run_case(c, "landmarks", FitMethod("landmarks"), face_model) for c in near]
+    unknown = [run_case(c, "landmarks", FitMethod("landmarks", unknown_focal=True), face_model) for c in near]
+    assert all(r.error is None for r in known + unknown)
+    assert {r.info["focal_px"] for r in known} == {0.8 * 256}
+    assert {r.info["focal_px"] for r in unknown} == {DEFAULT_FOCAL_FACTOR * 256}
+    assert np.mean([r.point_to_plane for r in known]) < 0.9 * np.mean([r.point_to_plane for r in unknown])
+    assert make_methods(["landmarks", "full"], ablation="raster", unknown_focal=True)["full[ReDA]"].unknown_focal

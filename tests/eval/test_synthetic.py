@@ -102,6 +102,26 @@ def test_written_files_and_manifest(face_model, tmp_path):
     np.testing.assert_array_equal(again[0].load_depth(), cases[0].depth)  # its depth column (16-bit mm PNG)
 
 
+def test_focal_factor_sets_the_camera_and_its_distance(face_model, tmp_path):
+    """``focal_factor`` 0.8 (a phone's ~25 mm lens) against the default 1.6: the same face, filling about the same
+    share of the image from about half the distance; the manifest's focal column carries the camera back."""
+    from redafit.render.camera import DEFAULT_FOCAL_FACTOR
+
+    near = generate_synthetic(face_model, 1, seed=5, size=SIZE, supersample=1, focal_factor=0.8,
+                              out_dir=tmp_path)[0]
+    far = generate_synthetic(face_model, 1, seed=5, size=SIZE, supersample=1)[0]
+    assert near.intrinsics.fx == pytest.approx(0.8 * SIZE) and far.intrinsics.fx == DEFAULT_FOCAL_FACTOR * SIZE
+    np.testing.assert_array_equal(near.scan_vertices, far.scan_vertices)
+    z_near, z_far = (np.median(c.meta["vertices_camera"][:, 2]) for c in (near, far))
+    assert z_near / z_far == pytest.approx(0.5, abs=0.08)
+    assert near.meta["mask_fraction"] == pytest.approx(far.meta["mask_fraction"], rel=0.25)
+    again = open_dataset("manifest", manifest=tmp_path / "manifest.csv").cases()[0]
+    assert again.focal == f"{0.8 * SIZE:g}px" and again.intrinsics is None
+    image, K = again.load_image_camera()
+    assert image.shape == (SIZE, SIZE, 3) and K.fx == pytest.approx(near.intrinsics.fx)
+    assert (K.cx, K.cy) == (near.intrinsics.cx, near.intrinsics.cy)
+
+
 def test_true_depth_is_the_camera_z_of_the_surface(face_model, cases):
     """The true depth map: 0 off the mesh, the camera-frame z (mm) of the visible surface on it - at the projected
     nose tip the nose tip's own z, nearer than the cheeks' - with 1 mm sensor noise rounded to whole mm."""

