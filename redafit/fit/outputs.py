@@ -20,6 +20,7 @@ fill it).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -516,7 +517,8 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
 
     glTF is y-up in metres: a ``.glb`` holds the camera-frame mesh with OpenGL camera axes (x right, y up, z towards
     the viewer), i.e. y and z negated, scaled to metres by the writer, so it opens upright in any viewer (the head
-    frame is y-up already: written as it is).
+    frame is y-up already: written as it is). It also holds the photo's camera (:func:`glb_camera`): looking
+    through it, a viewer shows the mesh where it lies on the photo.
 
     ``neutral``: the head without its fitted expression (:func:`neutral_vertices`), in ``frame`` (posed as the
     photo in the camera frame); the texture is still the photo's, unwrapped on the fitted head. A ``.glb`` then
@@ -560,6 +562,8 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
             kw["vertex_colors"] = vertex_colours(image, result, cam)
     to_gl = np.array([1.0, -1.0, -1.0]) if ext == ".glb" and frame == "camera" else np.ones(3)
     verts = verts * to_gl
+    if ext == ".glb":
+        kw["camera"] = glb_camera(result, frame)
     if neutral and ext == ".glb" and model.n_exp:
         from redafit.io.meshes import write_glb
         from redafit.model.caps import morph_targets
@@ -571,6 +575,25 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
         return write_glb(path, verts, tris, morph_targets=morphs, name="face",
                          extras={"model": result.model_name, "units": "morph targets: the model's expressions"}, **kw)
     return write_mesh(path, verts, tris, **kw)
+
+
+def glb_camera(result, frame: str = "camera") -> dict:
+    """The photo's camera for :func:`redafit.io.meshes.write_glb`, in the frame :func:`save_mesh` writes a ``.glb``
+    in: at the origin looking down -z for ``"camera"`` (the mesh is in OpenGL camera axes there), at the camera's
+    place and turn in the head's frame for ``"head"`` (its OpenGL axes are R^T diag(1, -1, -1), its centre -R^T t).
+    glTF's camera has its principal point at the image centre, as the fit's; ``extras`` keeps the intrinsics in
+    pixels."""
+    from scipy.spatial.transform import Rotation
+
+    K = result.intrinsics
+    cam = {"name": "photo", "yfov": 2.0 * math.atan(K.height / 2.0 / K.fy),
+           "aspectRatio": (K.width / K.fx) / (K.height / K.fy), "znear": 0.01,
+           "extras": {"intrinsics_px": K.to_dict()}}
+    if frame == "head":
+        R, t = np.asarray(result.rotation, np.float64), np.asarray(result.trans, np.float64)
+        cam["rotation"] = Rotation.from_matrix(R.T @ np.diag([1.0, -1.0, -1.0])).as_quat().tolist()  # x, y, z, w
+        cam["translation"] = (-R.T @ t).tolist()  # mm, as the mesh
+    return cam
 
 
 PLY_TEXTURE = 512  # the side of the texture a PLY's vertex colours are read from (a vertex is ~1 mm, 10 texels)

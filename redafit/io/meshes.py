@@ -378,7 +378,7 @@ class _GlbBuilder:
 
 def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=None, uv_triangles=None,
               texture=None, animation=None, fps: float = 30.0, vertex_colors=None, unit_scale: float = 1e-3,
-              name: str = "face", extras: dict | None = None, times=None) -> list[Path]:
+              name: str = "face", extras: dict | None = None, times=None, camera: dict | None = None) -> list[Path]:
     """Binary glTF 2.0 (``.glb``) of one mesh with morph targets, an embedded PNG texture and an optional
     weights animation.
 
@@ -388,6 +388,10 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
     animation [Tf, M] morph weights per frame played at ``fps``, or at ``times`` [Tf] (seconds, increasing: frames
     that are not evenly spaced, e.g. a track with failed frames), vertex_colors [V, 3] in [0, 1].
     ``unit_scale`` multiplies positions and deltas (default 1e-3: millimetres -> metres, glTF's unit).
+    ``camera``: a perspective camera added to the scene (a viewer's "view through camera"): ``yfov`` (radians),
+    ``aspectRatio``, ``znear`` (metres), optional ``name``, ``rotation`` (quaternion x, y, z, w) and
+    ``translation`` (in the mesh's units, scaled by ``unit_scale``) of its node, and ``extras``; glTF cameras look
+    down their -z axis with y up.
 
     Vertices on UV seams are split (one glTF vertex per distinct vertex/UV pair); normals are computed on the
     unsplit mesh so seams stay smooth.
@@ -457,6 +461,22 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
         gltf["animations"] = [{"name": f"{name}_weights",
                                "samplers": [{"input": t_acc, "output": w_acc, "interpolation": "LINEAR"}],
                                "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]}]
+    if camera is not None:
+        persp = {k: float(camera[k]) for k in ("yfov", "aspectRatio", "znear")}
+        if not all(np.isfinite(v) and v > 0 for v in persp.values()) or persp["yfov"] >= np.pi:
+            raise InputError(f"camera: yfov in (0, pi), aspectRatio and znear must be positive, got {persp}")
+        cam_name = str(camera.get("name", "camera"))
+        cam = {"type": "perspective", "name": cam_name, "perspective": persp}
+        if camera.get("extras"):
+            cam["extras"] = camera["extras"]
+        gltf["cameras"] = [cam]
+        node = {"camera": 0, "name": cam_name}
+        if camera.get("rotation") is not None:
+            node["rotation"] = [float(x) for x in camera["rotation"]]
+        if camera.get("translation") is not None:
+            node["translation"] = [float(x) * unit_scale for x in camera["translation"]]
+        gltf["nodes"].append(node)
+        gltf["scenes"][0]["nodes"].append(len(gltf["nodes"]) - 1)
     if extras:
         gltf["asset"]["extras"] = extras
 

