@@ -342,9 +342,9 @@ for _p in track_cmd.params:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
               help="Output folder: frame_<source frame>.obj ... or anim.glb.")
 @click.option("--format", "fmt", type=click.Choice(["obj", "ply", "glb"]), default="obj", show_default=True,
-              help="Per-frame meshes (obj, ply) or one animated glTF with morph-target weights (glb).")
+              help="Per-frame meshes (obj, ply) or one animated glTF: morph-target weights and head motion (glb).")
 @click.option("--pose", type=click.Choice(["rotation", "full", "none"]), default="rotation", show_default=True,
-              help="Head motion on the meshes: rotation, rotation + translation, or none.")
+              help="Head motion on the meshes or in the glTF: rotation, rotation + translation, or none.")
 @click.option("--fps", type=FiniteRange(0.1, 1000), default=None,
               help="Play the tracked frames at this rate (default: the track's own; the glTF keys each frame at "
                    "its own time, so failed frames leave gaps of their length).")

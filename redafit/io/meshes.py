@@ -376,9 +376,13 @@ class _GlbBuilder:
         return len(self.accessors) - 1
 
 
+_VEC = {3: "VEC3", 4: "VEC4"}
+
+
 def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=None, uv_triangles=None,
               texture=None, animation=None, fps: float = 30.0, vertex_colors=None, unit_scale: float = 1e-3,
-              name: str = "face", extras: dict | None = None, times=None, camera: dict | None = None) -> list[Path]:
+              name: str = "face", extras: dict | None = None, times=None, camera: dict | None = None,
+              motion: dict | None = None) -> list[Path]:
     """Binary glTF 2.0 (``.glb``) of one mesh with morph targets, an embedded PNG texture and an optional
     weights animation.
 
@@ -388,6 +392,10 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
     animation [Tf, M] morph weights per frame played at ``fps``, or at ``times`` [Tf] (seconds, increasing: frames
     that are not evenly spaced, e.g. a track with failed frames), vertex_colors [V, 3] in [0, 1].
     ``unit_scale`` multiplies positions and deltas (default 1e-3: millimetres -> metres, glTF's unit).
+    ``motion``: the mesh node's ``rest_translation`` [3] and its animated ``rotation`` [Tf, 4] (unit quaternions
+    x, y, z, w) and/or ``translation`` [Tf, 3] per frame of ``animation``, keyed at the same times (translations in
+    the mesh's units, scaled by ``unit_scale``; glTF rotates a node about its origin, so a head turning about its
+    centre is written with the vertices relative to that centre and the centre as the translation).
     ``camera``: a perspective camera added to the scene (a viewer's "view through camera"): ``yfov`` (radians),
     ``aspectRatio``, ``znear`` (metres), optional ``name``, ``rotation`` (quaternion x, y, z, w) and
     ``translation`` (in the mesh's units, scaled by ``unit_scale``) of its node, and ``extras``; glTF cameras look
@@ -458,9 +466,32 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
         times = times.astype(np.float32)
         t_acc = b.accessor(times, "SCALAR", minmax=True)
         w_acc = b.accessor(w.astype(np.float32).reshape(-1), "SCALAR")
-        gltf["animations"] = [{"name": f"{name}_weights",
-                               "samplers": [{"input": t_acc, "output": w_acc, "interpolation": "LINEAR"}],
-                               "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]}]
+        samplers = [{"input": t_acc, "output": w_acc, "interpolation": "LINEAR"}]
+        channels = [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]
+        for path_, cols, scale in (("rotation", 4, 1.0), ("translation", 3, unit_scale)):
+            keys = (motion or {}).get(path_)
+            if keys is None:
+                continue
+            keys = np.asarray(keys, np.float64)
+            if keys.shape != (w.shape[0], cols) or not np.isfinite(keys).all():
+                raise InputError(f"animation: {path_} must be [{w.shape[0]}, {cols}] finite numbers, "
+                                 f"got {list(keys.shape)}")
+            if path_ == "rotation":
+                norm = np.linalg.norm(keys, axis=1, keepdims=True)
+                if (norm < 1e-6).any():
+                    raise InputError("animation: a rotation quaternion is zero")
+                keys = keys / norm
+                for k in range(1, len(keys)):  # the shorter way round between keys (q and -q are one rotation)
+                    if keys[k] @ keys[k - 1] < 0:
+                        keys[k] = -keys[k]
+            samplers.append({"input": t_acc, "output": b.accessor((keys * scale).astype(np.float32), _VEC[cols]),
+                             "interpolation": "LINEAR"})
+            channels.append({"sampler": len(samplers) - 1, "target": {"node": 0, "path": path_}})
+        gltf["animations"] = [{"name": f"{name}_animation", "samplers": samplers, "channels": channels}]
+    elif motion and any(motion.get(k) is not None for k in ("rotation", "translation")):
+        raise InputError("animation: head motion needs the weights animation it is keyed with")
+    if motion and motion.get("rest_translation") is not None:
+        gltf["nodes"][0]["translation"] = [float(x) * unit_scale for x in motion["rest_translation"]]
     if camera is not None:
         persp = {k: float(camera[k]) for k in ("yfov", "aspectRatio", "znear")}
         if not all(np.isfinite(v) and v > 0 for v in persp.values()) or persp["yfov"] >= np.pi:

@@ -8,8 +8,9 @@ expressed in the model frame (y up, +z towards the viewer): ``R_model = R_FLIP @
 Outputs: one mesh per tracked frame, named by the frame's index in the source (``frame_00012.obj|ply``, model
 frame, mm; a frame that failed to track leaves a gap in the numbering, so each file maps to its source frame; with
 the rig's texture, ``rig.png``, through ``rig.mtl`` for OBJ), or
-one animated glTF (``anim.glb``: the rig's morph targets and a morph-weight animation that follows the frames' own
-times ``time_s``; the glTF carries the expression animation only, not the head pose). The files appear together
+one animated glTF (``anim.glb``: the rig's morph targets, a morph-weight animation that follows the frames' own
+times ``time_s``, and the head pose as the mesh node's rotation and translation keyed at the same times, the
+vertices about the neutral's centre). The files appear together
 or not at all (:func:`redafit.io.atomic.atomic_group`).
 """
 
@@ -127,13 +128,11 @@ def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotat
     if not (np.isfinite(fps) and fps > 0):
         raise InputError(f"retarget: the frame rate must be positive, got {fps}")
     W = expression_weights(records, rig.expression_names)
+    R, t = head_poses(records, pose)
     if fmt == "glb":
-        if pose != "none":
-            log.info("retarget: the glTF animation carries the expressions; head pose is not animated")
-        R = t = names = None
+        names = None
         times = frame_times(records, fps) * time_scale
     else:
-        R, t = head_poses(records, pose)
         names = frame_numbers(records)
         times = None
     out = Path(out)
@@ -156,11 +155,18 @@ def _write_files(rig, out: Path, fmt: str, W, R, t, names, times) -> list[Path]:
     from redafit.io.images import save_image
     from redafit.io.meshes import shared_texture, write_glb, write_mesh
 
-    if fmt == "glb":
-        v, tris, uvkw = rig.mesh(rig.neutral)
-        return write_glb(out / "anim.glb", v, tris, morph_targets=rig.morph_targets(), animation=W, times=times,
-                         texture=rig.texture if uvkw else None, name="rig", **uvkw)
     centre = rig.neutral.mean(0)
+    if fmt == "glb":
+        # the head turns about the neutral's centre, as on the per-frame meshes: the vertices relative to it, the
+        # node at it (plus the track's translation); no motion for --pose none
+        from scipy.spatial.transform import Rotation
+
+        still = np.allclose(R, np.eye(3)) and not np.any(t)
+        v, tris, uvkw = rig.mesh(rig.neutral if still else rig.neutral - centre)
+        motion = None if still else {"rest_translation": centre, "rotation": Rotation.from_matrix(R).as_quat(),
+                                     "translation": centre + t}
+        return write_glb(out / "anim.glb", v, tris, morph_targets=rig.morph_targets(), animation=W, times=times,
+                         texture=rig.texture if uvkw else None, name="rig", motion=motion, **uvkw)
     written, shared = [], {}
     if rig.textured:  # every frame wears one copy of the rig's texture
         save_image(out / TEXTURE_FILE, rig.texture)

@@ -397,3 +397,40 @@ def test_glb_camera_node(tmp_path, cube):
         with pytest.raises(InputError, match="camera"):
             write_glb(tmp_path / "bad.glb", v, f, camera={**cam, **bad})
     assert not (tmp_path / "bad.glb").exists()
+
+
+def test_glb_node_motion(tmp_path, cube):
+    """Rotation and translation keys of the mesh node ride on the weights animation's times: quaternions
+    normalised and kept on one hemisphere (q and -q are one rotation; LINEAR slerps the short way between keys),
+    translations scaled like the positions; a wrong shape, a zero quaternion or motion without the weights
+    animation is refused."""
+    v, f, uv, ft, tex = cube
+    targets = {"a": np.ones_like(v)}
+    anim = np.array([[0.0], [0.5], [1.0]])
+    quats = np.array([[0.0, 0.0, 0.0, 2.0], [0.0, -0.1, 0.0, -0.995], [0.0, 0.2, 0.0, 0.98]])
+    moves = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [20.0, 0.0, 0.0]])
+    write_glb(tmp_path / "m.glb", v, f, targets, animation=anim, fps=10,
+              motion={"rest_translation": [1.0, 2.0, 3.0], "rotation": quats, "translation": moves})
+    doc, blob = _glb_parts(tmp_path / "m.glb")
+    assert doc["nodes"][0]["translation"] == pytest.approx([1e-3, 2e-3, 3e-3])
+    anim_doc = doc["animations"][0]
+    assert [c["target"] for c in anim_doc["channels"]] == [{"node": 0, "path": p}
+                                                          for p in ("weights", "rotation", "translation")]
+    assert len({s["input"] for s in anim_doc["samplers"]}) == 1  # one time axis
+
+    def read(acc_id, cols):
+        acc = doc["accessors"][acc_id]
+        bv = doc["bufferViews"][acc["bufferView"]]
+        return np.frombuffer(blob, np.float32, acc["count"] * cols, bv.get("byteOffset", 0)).reshape(-1, cols)
+
+    q = read(anim_doc["samplers"][1]["output"], 4)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-6)
+    assert (np.sum(q[1:] * q[:-1], axis=1) > 0).all() and q[1, 3] > 0  # the second key flipped to -q
+    np.testing.assert_allclose(read(anim_doc["samplers"][2]["output"], 3), moves * 1e-3, atol=1e-7)
+    for bad, says in (({"rotation": quats[:2]}, "rotation must be"), ({"translation": moves[:, :2]}, "translation"),
+                      ({"rotation": np.zeros((3, 4))}, "zero"), ({"rotation": quats * np.nan}, "rotation must be")):
+        with pytest.raises(InputError, match=says):
+            write_glb(tmp_path / "bad.glb", v, f, targets, animation=anim, motion=bad)
+    with pytest.raises(InputError, match="needs the weights animation"):
+        write_glb(tmp_path / "bad.glb", v, f, targets, motion={"rotation": quats})
+    assert not (tmp_path / "bad.glb").exists()
