@@ -234,10 +234,22 @@ def _positive(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and v > 0 and v == v and v != float("inf") else None
 
 
+def _exif_tiff(data: bytes) -> bytes | None:
+    """The EXIF TIFF structure of a JPEG file's bytes, or of an EXIF block as a HEIF file carries it (``Exif\\0\\0``
+    and the TIFF structure, perhaps after the 4-byte offset of the HEIF item); None when there is none."""
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_exif(data)
+    for at in (0, 4):
+        if data[at:at + 6] == b"Exif\x00\x00":
+            return data[at + 6:]
+    return None
+
+
 def exif_camera(data: bytes) -> ExifCamera | None:
-    """The camera data of a JPEG file's EXIF (:class:`ExifCamera`); None when it has no EXIF or no such tag."""
+    """The camera data of a JPEG file's EXIF, or of a HEIF photo's EXIF block (:class:`ExifCamera`); None when it has
+    no EXIF or no such tag."""
     try:
-        ifd0, sub = _exif_directories(_jpeg_exif(data))
+        ifd0, sub = _exif_directories(_exif_tiff(data))
     except (struct.error, IndexError):
         return None
     w, h = _positive(sub.get(0xA002)), _positive(sub.get(0xA003))
@@ -249,9 +261,10 @@ def exif_camera(data: bytes) -> ExifCamera | None:
 
 
 def exif_orientation(data: bytes) -> int:
-    """EXIF orientation (1-8) of a JPEG file's bytes; 1 when absent, unreadable or not a JPEG."""
+    """EXIF orientation (1-8) of a JPEG file's bytes (or of an EXIF block, :func:`exif_camera`); 1 when absent,
+    unreadable or not a JPEG."""
     try:
-        value = _exif_directories(_jpeg_exif(data))[0].get(0x0112, 1)
+        value = _exif_directories(_exif_tiff(data))[0].get(0x0112, 1)
     except (struct.error, IndexError):
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -311,7 +324,8 @@ def read_stdin_bytes() -> bytes:
     return _stdin_read[1]
 
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # a folder's images (folder_images)
+# a folder's images (folder_images); HEIC/HEIF (an iPhone's photos) through the optional pillow-heif
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".heic", ".heif")
 
 
 def folder_images(folder) -> list[Path]:
@@ -368,6 +382,47 @@ def _decode(cv2, buf: np.ndarray, flags: int | None = None):
             return None
 
 
+# ISO base media file brands of HEIF still images and sequences coded with HEVC (what phones write), and the
+# generic HEIF ones (an AVIF file also carries mif1 but names avif: OpenCV reads those itself)
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+
+
+def is_heif(data: bytes) -> bool:
+    """Whether the bytes are a HEIC/HEIF file (an ``ftyp`` box naming a HEIF brand, not AVIF)."""
+    if len(data) < 16 or data[4:8] != b"ftyp":
+        return False
+    end = min(max(int.from_bytes(data[:4], "big"), 16), len(data), 1024)
+    brands = {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
+    return bool(brands & _HEIF_BRANDS) and not brands & {b"avif", b"avis"}
+
+
+def _decode_heif(path, data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes | None]:
+    """A HEIC/HEIF photo -> (BGR or BGRA array, uint8 or uint16, upright: libheif applies the file's rotation and
+    mirroring, which a phone also writes as EXIF orientation; its EXIF block or None), with the optional
+    ``pillow-heif``; an :class:`ImageError` saying how to read it without."""
+    import io
+
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageError(f"cannot decode image {path}: it is a HEIC/HEIF photo (an iPhone's default format), which "
+                         f"OpenCV does not read: pip install pillow-heif (or redafit[heif]), or convert it to JPEG "
+                         f"(heif-convert, sips, ImageMagick)") from None
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False, bgr_mode=True)
+        w, h = heif.size
+        if w * h > max_pixels:
+            raise ImageError(f"image {path} is too large: {w} x {h} pixels (limit {max_pixels / 1e6:.0f} megapixels)")
+        img = np.asarray(heif)
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - libheif's errors (corrupt or unsupported file) have many types
+        raise ImageError(f"cannot decode image {path}: the HEIF file is corrupt or unsupported "
+                         f"({' '.join(str(e).split())[:200]})") from None
+    exif = heif.info.get("exif")
+    return img, (bytes(exif) if exif else None)
+
+
 def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = MAX_IMAGE_BYTES) -> tuple[np.ndarray, ImageMeta]:
     """Read an image file -> (float32 RGB [H, W, 3] in [0, 1], :class:`ImageMeta`).
@@ -387,14 +442,20 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
                          f"(limit {max_pixels / 1e6:.0f} megapixels)")
     if size is not None and (size[0] == 0 or size[1] == 0):
         raise ImageError(f"cannot decode image {path}: it has zero width or height")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    img = _decode(cv2, buf)
+    heif = is_heif(data)
+    if heif:  # decoded upright; the EXIF comes as a block of its own
+        img, exif = _decode_heif(path, data, max_pixels)
+    else:
+        img, exif = _decode(cv2, np.frombuffer(data, dtype=np.uint8)), data
     if img is None or img.size == 0:
         raise ImageError(f"cannot decode image {path}: the file is corrupt or not an image format OpenCV reads")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageError(f"image {path} is too large: {img.shape[1]} x {img.shape[0]} pixels "
                          f"(limit {max_pixels / 1e6:.0f} megapixels)")
     stored_size = (int(img.shape[1]), int(img.shape[0]))
+    orientation = exif_orientation(exif) if exif else 1
+    if heif and orientation >= 5:  # stored across: the decoder turned it
+        stored_size = stored_size[::-1]
 
     # Bit depth -> float in [0, 1].
     if img.dtype == np.uint8:
@@ -428,8 +489,8 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
     else:
         raise ImageError(f"cannot use image {path}: {channels} channels (expected gray, RGB or RGBA)")
 
-    orientation = exif_orientation(data)
-    rgb = apply_orientation(rgb, orientation)
+    if not heif:
+        rgb = apply_orientation(rgb, orientation)
     H, W = rgb.shape[:2]
 
     scale = 1.0
@@ -443,7 +504,7 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
     meta = ImageMeta(path=str(path), original_size=(W, H), stored_size=stored_size,
                      loaded_size=(int(rgb.shape[1]), int(rgb.shape[0])), scale=scale,
                      orientation=orientation, bit_depth=depth, channels=channels, had_alpha=had_alpha,
-                     camera=exif_camera(data))
+                     camera=exif_camera(exif) if exif else None)
     return rgb, meta
 
 

