@@ -245,7 +245,14 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
     import torch
 
     from redafit.model.store import load_model
-    from redafit.rig.track import frame_files, frame_parsing_maps, open_frames, track, write_track
+    from redafit.rig.track import (
+        frame_files,
+        frame_parsing_maps,
+        frames_focal,
+        open_frames,
+        track,
+        write_track,
+    )
 
     if parsing is not None and not parsing.is_dir():
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
@@ -281,7 +288,7 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         prog.start("frame 0")
         result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
                        smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
-                       parsing_for=parsing_for, files=files, focal=focal)
+                       parsing_for=parsing_for, files=files, focal=frames_focal(focal, files))
     write_track(result, output, source=label)
     ok = sum(1 for r in result.records if r.get("ok"))
     if not quiet:

@@ -215,6 +215,30 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
     return gen_video(), fps
 
 
+def frames_focal(focal, files: list | None):
+    """The frames' :class:`~redafit.render.camera.FocalSpec`: ``focal`` itself unless it is ``auto`` and the frames
+    are image files whose first one's EXIF gives a 35 mm-equivalent focal length (a phone's burst or time-lapse,
+    not cropped since: :meth:`FocalSpec.resolve`), which then holds for every frame; a video's frames carry no
+    EXIF (``auto`` is then the default factor)."""
+    from redafit.errors import RedafitError
+    from redafit.io.images import load_image
+    from redafit.render.camera import FocalSpec
+
+    spec = FocalSpec.parse(focal if focal is not None else "auto")
+    if spec.kind != "auto" or not files:
+        return spec
+    try:
+        image, meta = load_image(files[0])
+    except RedafitError:  # the frame fails on its own when tracked
+        return spec
+    _, source = spec.resolve(image.shape[1], image.shape[0], meta.scale, meta.camera)
+    if not source.startswith("EXIF"):
+        return spec
+    log.info("track: focal length from %s's EXIF, %g mm (35 mm equivalent), for every frame", Path(files[0]).name,
+             meta.camera.focal_35mm)
+    return FocalSpec("mm", float(meta.camera.focal_35mm))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # tracking
 # ----------------------------------------------------------------------------------------------------------------
@@ -279,8 +303,8 @@ class Tracker:
 
     def camera(self, image):
         """The :class:`~redafit.render.camera.Intrinsics` of a frame (``focal``, else the config's focal): ``auto``
-        is the default factor (video frames carry no EXIF; frame images are taken as one camera), and pixels are
-        those of the frames as tracked (after ``--max-side``)."""
+        is the default factor here (:func:`frames_focal` turns a first frame's EXIF into a 35 mm equivalent for
+        all), and pixels are those of the frames as tracked (after ``--max-side``)."""
         from redafit.render.camera import FocalSpec, Intrinsics
 
         h, w = image.shape[:2]
@@ -385,7 +409,8 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
     (the frame is parsed itself); only the identity fits on the cache use it, with a preset that has the mask
     attribute. ``files``: the image files the frames were read from (frame index -> file); each record then names
     its ``file``. ``focal``: the frames' focal length (:class:`~redafit.render.camera.FocalSpec` or its text;
-    ``auto`` is the default factor: frames carry no EXIF), else the config's."""
+    ``auto`` is the default factor here: :func:`frames_focal` reads a first frame image's EXIF), else the
+    config's."""
     t0 = time.perf_counter()
     tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for, focal)
     records = []

@@ -284,6 +284,25 @@ def test_track_parsing_maps(rig_case1, model_home, tmp_path, monkeypatch, video)
     assert np.array_equal(look(1, np.zeros((128, 128, 3), np.float32)), given[1][::2, ::2])
 
 
+def test_track_takes_the_first_frames_exif_lens(rig_case1, model_home, tmp_path):
+    """Frame images from a phone (a burst): the first one's EXIF 35 mm-equivalent focal length holds for every
+    frame (track.json's camera); frames cropped since keep the default; --focal wins over EXIF."""
+    from redafit.io.images import load_image
+    from tests.conftest import write_jpeg_with_exif
+
+    images, _ = rig_case1
+    img = [load_image(p)[0] for p in images[:2]]
+    h, w = img[0].shape[:2]
+    lens = 26 * np.hypot(w, h) / np.hypot(36, 24)
+    for kind, size, extra, fx in (("phone", (w, h), [], lens), ("crop", (4 * w, 3 * h), [], 1.6 * max(w, h)),
+                                  ("given", (w, h), ["--focal", "1.2x"], 1.2 * max(w, h))):
+        frames = [write_jpeg_with_exif(tmp_path / f"{kind}{k}.jpg", im, focal_35mm=26, pixel_size=size)
+                  for k, im in enumerate(img)]
+        res = run_cli(["track", *frames, "-o", tmp_path / kind, *extra], model_home)
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / kind / "track.json").read_text())["camera"]["fx"] == pytest.approx(fx), kind
+
+
 def test_track_frame_images_in_order(rig_case1, model_home, tmp_path):
     """A folder's frames in natural name order (f9 before f10); frame images on the command line and through
     --files-from (stdin) in the order given, each record naming its file; --fps sets the frames' times."""
