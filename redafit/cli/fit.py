@@ -801,7 +801,9 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
     return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),
             "landmark_error_px": round(result.landmark_error_px, 3),
             "landmark_error_iod": round(result.landmark_error_iod, 5),
-            "pose_deg": [round(float(a), 2) for a in result.euler_deg], "failure": result.failure}
+            "pose_deg": [round(float(a), 2) for a in result.euler_deg], "focal_px": round(result.intrinsics.fx, 2),
+            "focal_source": inp.focal_source if result.intrinsics == inp.intrinsics else "FitConfig.focal",
+            "failure": result.failure}
 
 
 def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):

@@ -243,6 +243,8 @@ def test_json_line_and_detection(use_models, faces_dir, tmp_path):
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0]["ok"] and lines[0]["landmark_error_px"] < 5
+    # the camera beside the pose: the Canon's EXIF names no 35 mm equivalent, so the default (1.6 x 1137 px)
+    assert lines[0]["focal_px"] == pytest.approx(1.6 * 1137, abs=0.01) and lines[0]["focal_source"] == "default"
     d = np.load(tmp_path / "o.npz")
     assert d["vertices"].shape == (9409, 3)
 
