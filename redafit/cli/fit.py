@@ -774,7 +774,7 @@ class _PhotoSettings:
 def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> dict:
     """Fit one photo and write its outputs; the ``--json`` record of the result (less ``image`` and ``ok``), or
     ``{"error", "exit_code", "exception"}`` for a :class:`~redafit.errors.RedafitError`."""
-    from redafit.fit.pipeline import fit_loaded, load_input, write_outputs
+    from redafit.fit.pipeline import fit_loaded, focal_source, load_input, write_outputs
 
     t0 = time.perf_counter()
     try:
@@ -802,7 +802,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             "landmark_error_px": round(result.landmark_error_px, 3),
             "landmark_error_iod": round(result.landmark_error_iod, 5),
             "pose_deg": [round(float(a), 2) for a in result.euler_deg], "focal_px": round(result.intrinsics.fx, 2),
-            "focal_source": inp.focal_source if result.intrinsics == inp.intrinsics else "FitConfig.focal",
+            "focal_source": focal_source(inp, result),
             "failure": result.failure}
 
 

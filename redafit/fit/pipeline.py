@@ -109,6 +109,12 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
     return LoadedInput(path, image, meta, lm, source, intrinsics=K, focal_source=focal_source)
 
 
+def focal_source(inp: LoadedInput, result) -> str:
+    """Where the focal length of ``result`` (a fit of ``inp``) came from: the input's camera
+    (:attr:`LoadedInput.focal_source`), or ``FitConfig.focal`` when the config named its own."""
+    return inp.focal_source if result.intrinsics == inp.intrinsics else "FitConfig.focal"
+
+
 def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=None, parsing=None):
     from redafit.fit.api import fit_image
 
@@ -138,7 +144,7 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
         if params_path is not None:
             extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
                      "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source,
-                     "focal_source": inp.focal_source if result.intrinsics == inp.intrinsics else "FitConfig.focal",
+                     "focal_source": focal_source(inp, result),
                      "mesh_frame": frame,
                      "mesh_expression": "neutral" if neutral else "fitted"}
             written.append(outputs.save_params(params_path, result, extra))
