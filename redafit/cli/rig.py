@@ -350,8 +350,11 @@ for _p in track_cmd.params:
               help="Output folder: frame_<source frame>.obj ... or anim.glb.")
 @click.option("--format", "fmt", type=click.Choice(["obj", "ply", "glb"]), default="obj", show_default=True,
               help="Per-frame meshes (obj, ply) or one animated glTF: morph-target weights and head motion (glb).")
-@click.option("--pose", type=click.Choice(["rotation", "full", "none"]), default="rotation", show_default=True,
-              help="Head motion on the meshes or in the glTF: rotation, rotation + translation, or none.")
+@click.option("--pose", type=click.Choice(["rotation", "full", "camera", "none"]), default="rotation",
+              show_default=True,
+              help="Head motion on the meshes or in the glTF: rotation, rotation + translation, none, or camera: "
+                   "the head where the track saw it, in the video camera's frame (the glTF with that camera: "
+                   "looking through it the animation lies over the video).")
 @click.option("--fps", type=FiniteRange(0.1, 1000), default=None,
               help="Play the tracked frames at this rate (default: the track's own; the glTF keys each frame at "
                    "its own time, so failed frames leave gaps of their length).")
@@ -363,10 +366,11 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     Examples:
       redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
       redafit retarget rig/ --params track/params.jsonl -o meshes/ --format ply --pose full
+      redafit retarget rig/ --params track/ -o matchmove/ --format glb --pose camera
     """
     from redafit.rig.fit import load_rig, rig_files
     from redafit.rig.retarget import retarget_files, write_retarget
-    from redafit.rig.track import params_file, read_params
+    from redafit.rig.track import params_file, read_params, track_camera
 
     check_output_folder(output)  # a file in the way or a read-only place: exit 10 before the rig is read
     r = load_rig(rig)
@@ -379,7 +383,7 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
                               + [(f, f"the rig's file {f}") for f in rig_files(rig)])
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
     written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps,
-                             time_scale=track_fps / fps if fps else 1.0)
+                             time_scale=track_fps / fps if fps else 1.0, camera=track_camera(params))
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
         files = f"{len(written)} file" + ("s" if len(written) != 1 else "")
         click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {files} to {output}/", err=True)

@@ -392,7 +392,8 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
     animation [Tf, M] morph weights per frame played at ``fps``, or at ``times`` [Tf] (seconds, increasing: frames
     that are not evenly spaced, e.g. a track with failed frames), vertex_colors [V, 3] in [0, 1].
     ``unit_scale`` multiplies positions and deltas (default 1e-3: millimetres -> metres, glTF's unit).
-    ``motion``: the mesh node's ``rest_translation`` [3] and its animated ``rotation`` [Tf, 4] (unit quaternions
+    ``motion``: the mesh node's ``rest_translation`` [3] and ``rest_rotation`` [4] (where a viewer that does not
+    play the animation shows it) and its animated ``rotation`` [Tf, 4] (unit quaternions
     x, y, z, w) and/or ``translation`` [Tf, 3] per frame of ``animation``, keyed at the same times (translations in
     the mesh's units, scaled by ``unit_scale``; glTF rotates a node about its origin, so a head turning about its
     centre is written with the vertices relative to that centre and the centre as the translation).
@@ -492,6 +493,11 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
         raise InputError("animation: head motion needs the weights animation it is keyed with")
     if motion and motion.get("rest_translation") is not None:
         gltf["nodes"][0]["translation"] = [float(x) * unit_scale for x in motion["rest_translation"]]
+    if motion and motion.get("rest_rotation") is not None:
+        q = np.asarray(motion["rest_rotation"], np.float64)
+        if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
+            raise InputError(f"rest_rotation must be a non-zero quaternion (x, y, z, w), got {q.tolist()}")
+        gltf["nodes"][0]["rotation"] = (q / np.linalg.norm(q)).tolist()
     if camera is not None:
         persp = {k: float(camera[k]) for k in ("yfov", "aspectRatio", "znear")}
         if not all(np.isfinite(v) and v > 0 for v in persp.values()) or persp["yfov"] >= np.pi:

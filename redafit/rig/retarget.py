@@ -4,6 +4,8 @@ Expression weights are matched by name (the tracked model's names against the ri
 match). Head pose (``pose``): ``"rotation"`` applies the tracked head rotation about the centre of the neutral mesh,
 ``"full"`` adds the translation relative to the first frame, ``"none"`` keeps the head still. Rotations are
 expressed in the model frame (y up, +z towards the viewer): ``R_model = R_FLIP @ rodrigues(r) @ R_FLIP``.
+``"camera"`` puts the head where the track saw it, in the video camera's frame (``rodrigues(r) @ R_FLIP`` and the
+tracked translation; the glTF in OpenGL camera axes with the track's camera as a node at the origin).
 
 Outputs: one mesh per tracked frame, named by the frame's index in the source (``frame_00012.obj|ply``, model
 frame, mm; a frame that failed to track leaves a gap in the numbering, so each file maps to its source frame; with
@@ -26,7 +28,7 @@ from redafit.io.atomic import atomic_group, make_folder
 
 log = logging.getLogger("redafit")
 
-POSE_MODES = ("rotation", "full", "none")
+POSE_MODES = ("rotation", "full", "camera", "none")
 FORMATS = ("obj", "ply", "glb")
 MATERIAL = "rig"  # the frames' shared material (OBJ: rig.mtl) and texture, a copy of the rig's
 TEXTURE_FILE = "rig.png"
@@ -56,7 +58,9 @@ def expression_weights(records: list, names: list) -> np.ndarray:
 
 
 def head_poses(records: list, mode: str = "rotation") -> tuple[np.ndarray, np.ndarray]:
-    """Model-frame head rotations [T, 3, 3] and translations [T, 3] (mm) for ``mode`` (rotation|full|none)."""
+    """Head rotations [T, 3, 3] and translations [T, 3] (mm) for ``mode``: model-frame motion about the neutral's
+    centre for rotation|full|none (``v' = (v - c) R^T + c + t``), the tracked model-to-camera pose itself for
+    ``camera`` (``v' = v R^T + t``: the OpenCV camera frame, where the head was in the video)."""
     import torch
 
     from redafit.render.camera import R_FLIP, rodrigues
@@ -73,8 +77,11 @@ def head_poses(records: list, mode: str = "rotation") -> tuple[np.ndarray, np.nd
         raise InputError(f"retarget: malformed pose in the params ({e})") from None
     F = R_FLIP.double()
     with np.errstate(over="ignore", invalid="ignore"):  # finite but huge numbers (1e308) overflow: refused below
-        R = (F @ rodrigues(r) @ F).numpy()
-        tm = (t - t[0]) @ F.numpy().T if mode == "full" else np.zeros((T, 3))
+        if mode == "camera":
+            R, tm = (rodrigues(r) @ F).numpy(), t
+        else:
+            R = (F @ rodrigues(r) @ F).numpy()
+            tm = (t - t[0]) @ F.numpy().T if mode == "full" else np.zeros((T, 3))
         if not (np.isfinite(R).all() and (np.abs(tm) <= 1e6).all()):  # a head moving over 1 km: not a track
             raise InputError("retarget: the tracked head poses are out of range (rotation overflows or the head "
                              "moves by more than 1 km)")
@@ -117,12 +124,32 @@ def frame_times(records: list, fps: float) -> np.ndarray:
     return np.arange(len(records)) / fps
 
 
+def glb_track_camera(camera: dict | None) -> dict | None:
+    """The glTF camera (:func:`redafit.io.meshes.write_glb`) of a track's camera (``track.json``'s ``camera``,
+    :meth:`~redafit.render.camera.Intrinsics.to_dict`), at the origin looking down -z; None when it has none or a
+    malformed one."""
+    import math
+
+    try:
+        fx, fy, w, h = (float(camera[k]) for k in ("fx", "fy", "width", "height"))
+    except (TypeError, KeyError, ValueError):
+        return None
+    if not all(math.isfinite(x) and x > 0 for x in (fx, fy, w, h)):
+        return None
+    return {"name": "video", "yfov": 2.0 * math.atan(h / 2.0 / fy), "aspectRatio": (w / fx) / (h / fy),
+            "znear": 0.01, "extras": {"intrinsics_px": dict(camera)}}
+
+
 def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotation", fps: float = 30.0,
-                   time_scale: float = 1.0) -> list[Path]:
+                   time_scale: float = 1.0, camera: dict | None = None) -> list[Path]:
     """Write the retargeted animation into folder ``out``; returns the files written. The glTF keys each record
     at its own time (:func:`frame_times`) times ``time_scale`` (a playback speed-up or slow-down). Everything is checked
     before the folder is made; the files appear together or, on an error or Ctrl-C part-way, not at all (a
-    folder made here is removed again), so a failed run leaves no partial animation."""
+    folder made here is removed again), so a failed run leaves no partial animation.
+
+    ``pose="camera"`` puts the head where the track saw it: the meshes in the video camera's frame (OpenCV axes,
+    mm, as ``redafit fit`` writes), the glTF in OpenGL camera axes with the track's ``camera`` (``track.json``) as
+    a camera node at the origin, so that looking through it the animation lies over the video."""
     if fmt not in FORMATS:
         raise InputError(f"retarget: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not (np.isfinite(fps) and fps > 0):
@@ -135,11 +162,17 @@ def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotat
     else:
         names = frame_numbers(records)
         times = None
+    glb_camera = None
+    if pose == "camera" and fmt == "glb":
+        glb_camera = glb_track_camera(camera)
+        if glb_camera is None:
+            log.warning("retarget: the track names no camera (track.json from an older redafit): the glTF has no "
+                        "camera node")
     out = Path(out)
     made = not out.exists()
     make_folder(out)
     try:
-        return _write_files(rig, out, fmt, W, R, t, names, times)
+        return _write_files(rig, out, fmt, W, R, t, names, times, pose == "camera", glb_camera)
     except BaseException:
         if made:
             try:
@@ -150,23 +183,30 @@ def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotat
 
 
 @atomic_group()
-def _write_files(rig, out: Path, fmt: str, W, R, t, names, times) -> list[Path]:
-    """The ``anim.glb``, or one mesh per frame (named by ``names``), all in one atomic group."""
+def _write_files(rig, out: Path, fmt: str, W, R, t, names, times, in_camera: bool = False,
+                 camera: dict | None = None) -> list[Path]:
+    """The ``anim.glb``, or one mesh per frame (named by ``names``), all in one atomic group. ``in_camera``: R, t
+    are the model-to-camera poses (no pivot); ``camera``: the glTF's camera node."""
     from redafit.io.images import save_image
     from redafit.io.meshes import shared_texture, write_glb, write_mesh
 
-    centre = rig.neutral.mean(0)
+    centre = np.zeros(3) if in_camera else rig.neutral.mean(0)
     if fmt == "glb":
         # the head turns about the neutral's centre, as on the per-frame meshes: the vertices relative to it, the
-        # node at it (plus the track's translation); no motion for --pose none
+        # node at it (plus the track's translation); no motion for --pose none. In the camera's frame: the head
+        # model-to-camera, then to OpenGL's camera axes (y and z negated), the node resting at the first pose
         from scipy.spatial.transform import Rotation
 
         still = np.allclose(R, np.eye(3)) and not np.any(t)
         v, tris, uvkw = rig.mesh(rig.neutral if still else rig.neutral - centre)
-        motion = None if still else {"rest_translation": centre, "rotation": Rotation.from_matrix(R).as_quat(),
-                                     "translation": centre + t}
+        to_gl = np.diag([1.0, -1.0, -1.0]) if in_camera else np.eye(3)
+        rot, move = to_gl @ R, (centre + t) @ to_gl.T
+        quats = Rotation.from_matrix(rot).as_quat()
+        motion = None if still else {"rest_translation": move[0] if in_camera else centre,
+                                     "rest_rotation": quats[0] if in_camera else None,
+                                     "rotation": quats, "translation": move}
         return write_glb(out / "anim.glb", v, tris, morph_targets=rig.morph_targets(), animation=W, times=times,
-                         texture=rig.texture if uvkw else None, name="rig", motion=motion, **uvkw)
+                         texture=rig.texture if uvkw else None, name="rig", motion=motion, camera=camera, **uvkw)
     written, shared = [], {}
     if rig.textured:  # every frame wears one copy of the rig's texture
         save_image(out / TEXTURE_FILE, rig.texture)

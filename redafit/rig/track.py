@@ -549,6 +549,18 @@ def params_file(path) -> Path:
     return path / "params.jsonl" if path.is_dir() else path
 
 
+def track_camera(path) -> dict | None:
+    """The camera of the track whose ``params.jsonl`` ``path`` names (``track.json``'s ``camera`` beside it:
+    :meth:`~redafit.render.camera.Intrinsics.to_dict`); None when there is none (an older track) or it cannot be
+    read."""
+    meta = params_file(path).parent / "track.json"
+    try:
+        cam = json.loads(meta.read_text()).get("camera") if meta.is_file() else None
+    except (ValueError, OSError, AttributeError):
+        return None
+    return cam if isinstance(cam, dict) else None
+
+
 def read_params(path) -> tuple[list, float]:
     """The tracked frames of a ``params.jsonl`` (ok records only) and their frame rate (from ``track.json``
     beside it, else 30). Every tracked record is checked here (the one place), so that a malformed one is an

@@ -205,6 +205,67 @@ def test_retarget_glb_moves_the_head_as_the_meshes_do(small_rig, track_dir, tmp_
             assert err[n:].max() < 1e-4
 
 
+def test_retarget_pose_camera_lies_over_the_video(small_rig, video, rig_case1, tmp_path, model_home, ict):
+    """--pose camera: each frame's mesh stands where the track saw the head, in the video camera's frame: its
+    landmark vertices project (through track.json's camera) onto the frame's own dlib landmarks, though the rig is
+    another face; the glTF's animation, played in its camera node's frame, is those meshes in OpenGL axes."""
+    import pygltflib
+    from scipy.spatial import cKDTree
+    from scipy.spatial.transform import Rotation
+
+    from redafit.io.meshes import read_obj
+
+    images, lms = rig_case1
+    # unsmoothed: the clip's frames are seven different photos (track_dir's --smooth 1 blurs their poses together)
+    track_dir = tmp_path / "track"
+    res = run_cli(["track", video, "-o", track_dir], model_home)
+    assert res.exit_code == 0, res.output
+    objs, glb = tmp_path / "o", tmp_path / "g"
+    for out, fmt in ((objs, "obj"), (glb, "glb")):
+        res = run_cli(["retarget", small_rig, "--params", track_dir, "-o", out, "--format", fmt, "--pose", "camera"],
+                      model_home)
+        assert res.exit_code == 0, res.output
+    K = json.loads((track_dir / "track.json").read_text())["camera"]
+    frames = sorted(objs.glob("frame_*.obj"))
+    assert len(frames) == 8  # the video's frames 0-7 (8 has no face): 0-6 the photos, 7 the first again
+    lid = ict.landmark_ids.numpy()
+    err, other = [], []
+    for k, f in enumerate(frames[:7]):
+        v = read_obj(f).vertices[lid[17:]]  # brows, eyes, nose, mouth
+        uv = np.c_[K["fx"] * v[:, 0] / v[:, 2] + K["cx"], K["fy"] * v[:, 1] / v[:, 2] + K["cy"]]
+        err.append(np.linalg.norm(uv - np.load(lms / f"{images[k].stem}.npy")[17:], axis=1).mean())
+        other.append(np.linalg.norm(uv - np.load(lms / f"{images[(k + 1) % 7].stem}.npy")[17:], axis=1).mean())
+    # pixels of 256: 6.5 (the rig is another, synthetic face; the tracked face's own lands within ~3), against 45
+    # for the next photo's landmarks
+    assert np.mean(err) < 9.0 and np.mean(err) < 0.5 * np.mean(other), (err, other)
+
+    g = pygltflib.GLTF2().load(str(glb / "anim.glb"))
+    cam_node = next(n for n in g.nodes if n.camera == 0)
+    assert cam_node.rotation is None and cam_node.translation is None  # at the origin: the video's camera
+    assert g.cameras[0].perspective.yfov == pytest.approx(2 * np.arctan(K["height"] / 2 / K["fy"]))
+    blob = g.binary_blob()
+
+    def read(acc_id, cols):
+        acc = g.accessors[acc_id]
+        bv = g.bufferViews[acc.bufferView]
+        a = np.frombuffer(blob, np.float32, acc.count * cols, bv.byteOffset + (acc.byteOffset or 0))
+        return a.reshape(acc.count, cols).astype(np.float64)
+
+    prim = g.meshes[0].primitives[0]
+    rest = read(prim.attributes.POSITION, 3)
+    deltas = np.stack([read(tg["POSITION"], 3) for tg in prim.targets])
+    ch = {c.target.path: g.animations[0].samplers[c.sampler].output for c in g.animations[0].channels}
+    weights = read(ch["weights"], 1).reshape(-1, len(deltas))
+    quats, moves = read(ch["rotation"], 4), read(ch["translation"], 3)
+    assert g.nodes[0].rotation == pytest.approx(quats[0].tolist(), abs=1e-6)  # resting at the first frame's pose
+    n = ict.n_vertices  # the model's vertices (the caps follow as morph targets: within 0.03 mm, tested above)
+    for k in (0, 4):
+        world = (rest + np.tensordot(weights[k], deltas, axes=1)) @ Rotation.from_quat(quats[k]).as_matrix().T
+        world += moves[k]
+        mesh = read_obj(frames[k]).vertices * np.array([1e-3, -1e-3, -1e-3])  # OpenCV mm -> OpenGL m
+        assert cKDTree(world).query(mesh[:n])[0].max() < 1e-6
+
+
 def test_retarget_bad_inputs(small_rig, tmp_path, model_home):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
