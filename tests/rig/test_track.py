@@ -160,13 +160,39 @@ def test_retarget_glb_animation(small_rig, track_dir, tmp_path, model_home):
     assert [c["target"]["path"] for c in _glb_json(still / "anim.glb")["animations"][0]["channels"]] == ["weights"]
 
 
+def _glb_playback(path):
+    """(the glTF, its animation: ``weights`` [T, M], ``quats`` [T, 4], ``moves`` [T, 3] and ``frame(k)``, the mesh
+    node's vertices at key k - rest positions plus the weighted morph targets, rotated and moved - in metres)."""
+    from types import SimpleNamespace
+
+    import pygltflib
+    from scipy.spatial.transform import Rotation
+
+    g = pygltflib.GLTF2().load(str(path))
+    blob = g.binary_blob()
+
+    def read(acc_id, cols):
+        acc = g.accessors[acc_id]
+        bv = g.bufferViews[acc.bufferView]
+        a = np.frombuffer(blob, np.float32, acc.count * cols, bv.byteOffset + (acc.byteOffset or 0))
+        return a.reshape(acc.count, cols).astype(np.float64)
+
+    prim = g.meshes[0].primitives[0]
+    rest = read(prim.attributes.POSITION, 3)
+    deltas = np.stack([read(tg["POSITION"], 3) for tg in prim.targets])
+    ch = {c.target.path: g.animations[0].samplers[c.sampler].output for c in g.animations[0].channels}
+    out = SimpleNamespace(weights=read(ch["weights"], 1).reshape(-1, len(deltas)), quats=read(ch["rotation"], 4),
+                          moves=read(ch["translation"], 3))
+    out.frame = lambda k: ((rest + np.tensordot(out.weights[k], deltas, axes=1))
+                           @ Rotation.from_quat(out.quats[k]).as_matrix().T + out.moves[k])
+    return g, out
+
+
 def test_retarget_glb_moves_the_head_as_the_meshes_do(small_rig, track_dir, tmp_path, model_home):
     """The glTF's head motion (node rotation and translation keyed per frame, the vertices about the neutral's
     centre), applied to its rest mesh plus the frame's morph weights, gives each per-frame OBJ of the same pose
     mode: the animation plays what the meshes show."""
-    import pygltflib
     from scipy.spatial import cKDTree
-    from scipy.spatial.transform import Rotation
 
     from redafit.io.meshes import read_obj
     from redafit.rig.fit import load_rig
@@ -177,26 +203,12 @@ def test_retarget_glb_moves_the_head_as_the_meshes_do(small_rig, track_dir, tmp_
             res = run_cli(["retarget", small_rig, "--params", track_dir, "-o", out, "--format", fmt, "--pose", pose],
                           model_home)
             assert res.exit_code == 0, res.output
-        g = pygltflib.GLTF2().load(str(glb / "anim.glb"))
-        blob = g.binary_blob()
-
-        def read(acc_id, cols, g=g, blob=blob):
-            acc = g.accessors[acc_id]
-            bv = g.bufferViews[acc.bufferView]
-            a = np.frombuffer(blob, np.float32, acc.count * cols, bv.byteOffset + (acc.byteOffset or 0))
-            return a.reshape(acc.count, cols).astype(np.float64)
-
-        prim = g.meshes[0].primitives[0]
-        rest = read(prim.attributes.POSITION, 3)
-        deltas = [read(tg["POSITION"], 3) for tg in prim.targets]
-        ch = {c.target.path: g.animations[0].samplers[c.sampler].output for c in g.animations[0].channels}
-        weights = read(ch["weights"], 1).reshape(-1, len(deltas))
-        quats, moves = read(ch["rotation"], 4), read(ch["translation"], 3)
+        g, played = _glb_playback(glb / "anim.glb")
+        weights, quats = played.weights, played.quats
         frames = sorted(objs.glob("frame_*.obj"))
         assert len(frames) == len(weights) == len(quats) == 8
         for k in (0, 3, 7):
-            local = rest + np.tensordot(weights[k], np.stack(deltas), axes=1)
-            world = local @ Rotation.from_quat(quats[k]).as_matrix().T + moves[k]
+            world = played.frame(k)
             mesh = read_obj(frames[k]).vertices * 1e-3  # mm -> m
             err = cKDTree(world).query(mesh)[0]  # the OBJ: the model's vertices, then the caps'
             n = len(load_rig(small_rig).neutral)
@@ -209,9 +221,7 @@ def test_retarget_pose_camera_lies_over_the_video(small_rig, video, rig_case1, t
     """--pose camera: each frame's mesh stands where the track saw the head, in the video camera's frame: its
     landmark vertices project (through track.json's camera) onto the frame's own dlib landmarks, though the rig is
     another face; the glTF's animation, played in its camera node's frame, is those meshes in OpenGL axes."""
-    import pygltflib
     from scipy.spatial import cKDTree
-    from scipy.spatial.transform import Rotation
 
     from redafit.io.meshes import read_obj
 
@@ -239,29 +249,14 @@ def test_retarget_pose_camera_lies_over_the_video(small_rig, video, rig_case1, t
     # for the next photo's landmarks
     assert np.mean(err) < 9.0 and np.mean(err) < 0.5 * np.mean(other), (err, other)
 
-    g = pygltflib.GLTF2().load(str(glb / "anim.glb"))
+    g, played = _glb_playback(glb / "anim.glb")
     cam_node = next(n for n in g.nodes if n.camera == 0)
     assert cam_node.rotation is None and cam_node.translation is None  # at the origin: the video's camera
     assert g.cameras[0].perspective.yfov == pytest.approx(2 * np.arctan(K["height"] / 2 / K["fy"]))
-    blob = g.binary_blob()
-
-    def read(acc_id, cols):
-        acc = g.accessors[acc_id]
-        bv = g.bufferViews[acc.bufferView]
-        a = np.frombuffer(blob, np.float32, acc.count * cols, bv.byteOffset + (acc.byteOffset or 0))
-        return a.reshape(acc.count, cols).astype(np.float64)
-
-    prim = g.meshes[0].primitives[0]
-    rest = read(prim.attributes.POSITION, 3)
-    deltas = np.stack([read(tg["POSITION"], 3) for tg in prim.targets])
-    ch = {c.target.path: g.animations[0].samplers[c.sampler].output for c in g.animations[0].channels}
-    weights = read(ch["weights"], 1).reshape(-1, len(deltas))
-    quats, moves = read(ch["rotation"], 4), read(ch["translation"], 3)
-    assert g.nodes[0].rotation == pytest.approx(quats[0].tolist(), abs=1e-6)  # resting at the first frame's pose
+    assert g.nodes[0].rotation == pytest.approx(played.quats[0].tolist(), abs=1e-6)  # resting at the first pose
     n = ict.n_vertices  # the model's vertices (the caps follow as morph targets: within 0.03 mm, tested above)
     for k in (0, 4):
-        world = (rest + np.tensordot(weights[k], deltas, axes=1)) @ Rotation.from_quat(quats[k]).as_matrix().T
-        world += moves[k]
+        world = played.frame(k)
         mesh = read_obj(frames[k]).vertices * np.array([1e-3, -1e-3, -1e-3])  # OpenCV mm -> OpenGL m
         assert cKDTree(world).query(mesh[:n])[0].max() < 1e-6
 
