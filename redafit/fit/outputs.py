@@ -577,16 +577,17 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     return write_mesh(path, verts, tris, **kw)
 
 
-def glb_camera(result, frame: str = "camera") -> dict:
+def glb_camera(result, frame: str = "camera", name: str = "photo") -> dict:
     """The photo's camera for :func:`redafit.io.meshes.write_glb`, in the frame :func:`save_mesh` writes a ``.glb``
     in: at the origin looking down -z for ``"camera"`` (the mesh is in OpenGL camera axes there), at the camera's
     place and turn in the head's frame for ``"head"`` (its OpenGL axes are R^T diag(1, -1, -1), its centre -R^T t).
     glTF's camera has its principal point at the image centre, as the fit's; ``extras`` keeps the intrinsics in
-    pixels."""
+    pixels. ``result``: anything with ``intrinsics``, ``rotation`` (model to camera) and ``trans`` (mm), a fit's
+    result or a rig's frame."""
     from scipy.spatial.transform import Rotation
 
     K = result.intrinsics
-    cam = {"name": "photo", "yfov": 2.0 * math.atan(K.height / 2.0 / K.fy),
+    cam = {"name": name, "yfov": 2.0 * math.atan(K.height / 2.0 / K.fy),
            "aspectRatio": (K.width / K.fx) / (K.height / K.fy), "znear": 0.01,
            "extras": {"intrinsics_px": K.to_dict()}}
     if frame == "head":

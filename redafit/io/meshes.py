@@ -381,7 +381,7 @@ _VEC = {3: "VEC3", 4: "VEC4"}
 
 def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=None, uv_triangles=None,
               texture=None, animation=None, fps: float = 30.0, vertex_colors=None, unit_scale: float = 1e-3,
-              name: str = "face", extras: dict | None = None, times=None, camera: dict | None = None,
+              name: str = "face", extras: dict | None = None, times=None, camera: dict | list | None = None,
               motion: dict | None = None) -> list[Path]:
     """Binary glTF 2.0 (``.glb``) of one mesh with morph targets, an embedded PNG texture and an optional
     weights animation.
@@ -397,7 +397,8 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
     x, y, z, w) and/or ``translation`` [Tf, 3] per frame of ``animation``, keyed at the same times (translations in
     the mesh's units, scaled by ``unit_scale``; glTF rotates a node about its origin, so a head turning about its
     centre is written with the vertices relative to that centre and the centre as the translation).
-    ``camera``: a perspective camera added to the scene (a viewer's "view through camera"): ``yfov`` (radians),
+    ``camera``: a perspective camera added to the scene, or a list of them (a viewer's "view through camera"):
+    ``yfov`` (radians),
     ``aspectRatio``, ``znear`` (metres), optional ``name``, ``rotation`` (quaternion x, y, z, w) and
     ``translation`` (in the mesh's units, scaled by ``unit_scale``) of its node, and ``extras``; glTF cameras look
     down their -z axis with y up.
@@ -498,20 +499,20 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
         if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
             raise InputError(f"rest_rotation must be a non-zero quaternion (x, y, z, w), got {q.tolist()}")
         gltf["nodes"][0]["rotation"] = (q / np.linalg.norm(q)).tolist()
-    if camera is not None:
-        persp = {k: float(camera[k]) for k in ("yfov", "aspectRatio", "znear")}
+    for cam_in in ([camera] if isinstance(camera, dict) else list(camera or [])):
+        persp = {k: float(cam_in[k]) for k in ("yfov", "aspectRatio", "znear")}
         if not all(np.isfinite(v) and v > 0 for v in persp.values()) or persp["yfov"] >= np.pi:
             raise InputError(f"camera: yfov in (0, pi), aspectRatio and znear must be positive, got {persp}")
-        cam_name = str(camera.get("name", "camera"))
+        cam_name = str(cam_in.get("name", "camera"))
         cam = {"type": "perspective", "name": cam_name, "perspective": persp}
-        if camera.get("extras"):
-            cam["extras"] = camera["extras"]
-        gltf["cameras"] = [cam]
-        node = {"camera": 0, "name": cam_name}
-        if camera.get("rotation") is not None:
-            node["rotation"] = [float(x) for x in camera["rotation"]]
-        if camera.get("translation") is not None:
-            node["translation"] = [float(x) * unit_scale for x in camera["translation"]]
+        if cam_in.get("extras"):
+            cam["extras"] = cam_in["extras"]
+        gltf.setdefault("cameras", []).append(cam)
+        node = {"camera": len(gltf["cameras"]) - 1, "name": cam_name}
+        if cam_in.get("rotation") is not None:
+            node["rotation"] = [float(x) for x in cam_in["rotation"]]
+        if cam_in.get("translation") is not None:
+            node["translation"] = [float(x) * unit_scale for x in cam_in["translation"]]
         gltf["nodes"].append(node)
         gltf["scenes"][0]["nodes"].append(len(gltf["nodes"]) - 1)
     if extras:

@@ -406,10 +406,13 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     with atomic_write(out / "params.json", "w", encoding="utf-8") as fh:
         jsonsafe.dump(meta, fh, indent=1)
     written.append(out / "params.json")
+    from redafit.fit.outputs import glb_camera
+
+    # each photo's camera where it stood in the head's frame (the neutral seen from each photo's viewpoint)
     written += write_glb(out / "rig.glb", v, f, morph_targets=rig.morph_targets(),
                          texture=rig.texture if uvkw else None, name="rig",
                          extras={"model": rig.model_name, "units": "morph targets: the model's expressions"},
-                         **uvkw)
+                         camera=[glb_camera(fr, "head", name=fr.name) for fr in rig.frames], **uvkw)
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
         shared = {}

@@ -150,6 +150,41 @@ def test_glb_loads_with_named_morph_targets(rig_dir, ict):
     assert "jawOpen" in gl["meshes"][0]["extras"]["targetNames"]
 
 
+def test_glb_holds_each_photos_camera(rig_dir, ict):
+    """rig.glb carries one camera per photo, where it stood in the head's frame: the rig at a photo's expression
+    (its morph weights), seen through that photo's camera node, is that photo's posed mesh (meshes/, camera frame)
+    in OpenGL camera axes."""
+    import pygltflib
+    from scipy.spatial import cKDTree
+    from scipy.spatial.transform import Rotation
+
+    from redafit.io.meshes import read_obj
+
+    g = pygltflib.GLTF2().load(str(rig_dir / "rig.glb"))
+    blob = g.binary_blob()
+
+    def read(acc_id):
+        acc = g.accessors[acc_id]
+        bv = g.bufferViews[acc.bufferView]
+        return np.frombuffer(blob, np.float32, acc.count * 3, bv.byteOffset + (acc.byteOffset or 0)).reshape(-1, 3)
+
+    prim = g.meshes[0].primitives[0]
+    rest = read(prim.attributes.POSITION).astype(np.float64)
+    deltas = np.stack([read(t["POSITION"]) for t in prim.targets]).astype(np.float64)
+    params = json.loads((rig_dir / "params.json").read_text())
+    assert [c.name for c in g.cameras] == [im["name"] for im in params["images"]]
+    for k, im in enumerate(params["images"][:3]):
+        node = next(n for n in g.nodes if n.camera == k)
+        w = np.array([im["expression"][n] for n in ict.expression_names])
+        head = rest + np.tensordot(w, deltas, axes=1)  # metres, the head's frame
+        M = Rotation.from_quat(node.rotation).as_matrix()
+        gl = (head - np.asarray(node.translation)) @ M  # into the camera node's frame
+        cam = read_obj(rig_dir / "meshes" / f"{im['name']}.obj").vertices[:ict.n_vertices]
+        assert cKDTree(gl).query(cam * np.array([1e-3, -1e-3, -1e-3]))[0].max() < 1e-5  # 0.01 mm
+        assert g.cameras[k].perspective.yfov == pytest.approx(2 * np.arctan(im["camera"]["height"] / 2
+                                                                             / im["camera"]["fy"]))
+
+
 def test_neutral_is_shared_identity(rig_dir, ict):
     """Each per-image mesh = the neutral + its own expression, posed: undoing the pose gives back the neutral
     up to the expression deltas."""
