@@ -228,12 +228,7 @@ class Case:
         takes): the case's own ``intrinsics`` where known (the synthetic cases), else chosen by ``focal`` as
         ``redafit fit`` chooses it for the photo (None where the fitter is not installed)."""
         if self.image is not None:
-            if self.intrinsics is not None:
-                return self.image, self.intrinsics
-            from redafit.render.camera import FocalSpec
-
-            h, w = self.image.shape[:2]
-            return self.image, FocalSpec.parse(self.focal or "auto").intrinsics(w, h)[0]
+            return self.image, self._camera(self.image)
         if self.image_path is None or not Path(self.image_path).is_file():
             raise DatasetError(f"case {self.id}: image not found: {self.image_path}")
         try:
@@ -242,12 +237,7 @@ class Case:
             load_image = None
         if load_image is not None:
             image, meta = load_image(self.image_path)
-            if self.intrinsics is not None:
-                return image, self.intrinsics
-            from redafit.render.camera import FocalSpec
-
-            K = FocalSpec.parse(self.focal or "auto").intrinsics(*meta.size, meta.scale, meta.camera)[0]
-            return image, K
+            return image, self._camera(image, meta)
         import cv2
 
         from redafit.io.images import read_image_file
@@ -256,6 +246,17 @@ class Case:
         if im is None:
             raise DatasetError(f"case {self.id}: cannot decode image {self.image_path}")
         return cv2.cvtColor(im, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0, self.intrinsics
+
+    def _camera(self, image: np.ndarray, meta=None):
+        """The case's ``intrinsics``, else those ``focal`` gives ``image`` (with its
+        :class:`~redafit.io.images.ImageMeta`'s scale and EXIF camera when read from a file)."""
+        if self.intrinsics is not None:
+            return self.intrinsics
+        from redafit.render.camera import FocalSpec
+
+        h, w = image.shape[:2]
+        scale, camera = (meta.scale, meta.camera) if meta is not None else (1.0, None)
+        return FocalSpec.parse(self.focal or "auto").intrinsics(w, h, scale, camera)[0]
 
     def load_parsing(self, size: tuple[int, int] | None = None) -> np.ndarray | None:
         """[H, W] parsing class ids of the image (:mod:`redafit.parsing.maps`), or None when the case has none;

@@ -577,19 +577,24 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     return write_mesh(path, verts, tris, **kw)
 
 
+def glb_perspective(K: Intrinsics, name: str) -> dict:
+    """The glTF perspective camera of intrinsics ``K`` (:func:`redafit.io.meshes.write_glb`'s ``camera``), at its
+    node's origin looking down -z: the vertical field of view and aspect of the image, the pixel intrinsics kept in
+    ``extras`` (glTF's principal point is the image centre, as the fit's)."""
+    return {"name": name, "yfov": 2.0 * math.atan(K.height / 2.0 / K.fy),
+            "aspectRatio": (K.width / K.fx) / (K.height / K.fy), "znear": 0.01,
+            "extras": {"intrinsics_px": K.to_dict()}}
+
+
 def glb_camera(result, frame: str = "camera", name: str = "photo") -> dict:
     """The photo's camera for :func:`redafit.io.meshes.write_glb`, in the frame :func:`save_mesh` writes a ``.glb``
     in: at the origin looking down -z for ``"camera"`` (the mesh is in OpenGL camera axes there), at the camera's
-    place and turn in the head's frame for ``"head"`` (its OpenGL axes are R^T diag(1, -1, -1), its centre -R^T t).
-    glTF's camera has its principal point at the image centre, as the fit's; ``extras`` keeps the intrinsics in
-    pixels. ``result``: anything with ``intrinsics``, ``rotation`` (model to camera) and ``trans`` (mm), a fit's
-    result or a rig's frame."""
+    place and turn in the head's frame for ``"head"`` (its OpenGL axes are R^T diag(1, -1, -1), its centre -R^T t)
+    (:func:`glb_perspective`). ``result``: anything with ``intrinsics``, ``rotation`` (model to camera) and
+    ``trans`` (mm), a fit's result or a rig's frame."""
     from scipy.spatial.transform import Rotation
 
-    K = result.intrinsics
-    cam = {"name": name, "yfov": 2.0 * math.atan(K.height / 2.0 / K.fy),
-           "aspectRatio": (K.width / K.fx) / (K.height / K.fy), "znear": 0.01,
-           "extras": {"intrinsics_px": K.to_dict()}}
+    cam = glb_perspective(result.intrinsics, name)
     if frame == "head":
         R, t = np.asarray(result.rotation, np.float64), np.asarray(result.trans, np.float64)
         cam["rotation"] = Rotation.from_matrix(R.T @ np.diag([1.0, -1.0, -1.0])).as_quat().tolist()  # x, y, z, w

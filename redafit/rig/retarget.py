@@ -125,19 +125,19 @@ def frame_times(records: list, fps: float) -> np.ndarray:
 
 
 def glb_track_camera(camera: dict | None) -> dict | None:
-    """The glTF camera (:func:`redafit.io.meshes.write_glb`) of a track's camera (``track.json``'s ``camera``,
-    :meth:`~redafit.render.camera.Intrinsics.to_dict`), at the origin looking down -z; None when it has none or a
-    malformed one."""
-    import math
+    """The glTF camera (:func:`redafit.fit.outputs.glb_perspective`) of a track's camera (``track.json``'s
+    ``camera``, :meth:`~redafit.render.camera.Intrinsics.to_dict`), at the origin looking down -z; None when it has
+    none or a malformed one."""
+    from redafit.errors import RedafitError
+    from redafit.fit.outputs import glb_perspective
+    from redafit.render.camera import Intrinsics
 
     try:
-        fx, fy, w, h = (float(camera[k]) for k in ("fx", "fy", "width", "height"))
-    except (TypeError, KeyError, ValueError):
+        K = Intrinsics(*(float(camera[k]) for k in ("fx", "fy", "cx", "cy")), int(camera["width"]),
+                       int(camera["height"]))
+    except (TypeError, KeyError, ValueError, OverflowError, RedafitError):
         return None
-    if not all(math.isfinite(x) and x > 0 for x in (fx, fy, w, h)):
-        return None
-    return {"name": "video", "yfov": 2.0 * math.atan(h / 2.0 / fy), "aspectRatio": (w / fx) / (h / fy),
-            "znear": 0.01, "extras": {"intrinsics_px": dict(camera)}}
+    return glb_perspective(K, "video")
 
 
 def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotation", fps: float = 30.0,

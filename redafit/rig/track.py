@@ -280,7 +280,7 @@ class Tracker:
 
         self.model = model
         # the frames' focal length (a redafit.render.camera.FocalSpec, resolved on each frame's size: "auto" is the
-        # default, frames carry no EXIF); None: the config's focal
+        # default factor here, frames_focal having read any EXIF); None: the config's focal
         self.focal = focal
         self.first_camera = None  # the first tracked frame's Intrinsics
         self.config = config or FitConfig.preset("landmarks")
