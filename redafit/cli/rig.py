@@ -203,7 +203,7 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @click.command("track")
 @click.argument("sources", metavar="[SOURCE]...", nargs=-1, required=False, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
-              help="Folder for params.jsonl (one line per frame) and track.json.")
+              help="Folder for params.jsonl (one line per frame), track.json and livelink.csv (ARKit curves).")
 @click.option("--every", type=click.IntRange(1, 10000), default=1, show_default=True, help="Use every N-th frame.")
 @click.option("--max-frames", type=click.IntRange(1, 10 ** 7), default=None, help="Stop after this many frames.")
 @click.option("--fps", type=FiniteRange(0, 10000, min_open=True), default=None,
@@ -235,6 +235,8 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
     (in the order given, then those of --files-from).
     The identity is fitted jointly on a cache of frames covering the widest yaw range; each frame gets its own
     expression and pose (landmark stages). --preset sets how the identity is fitted (default: landmarks).
+    Writes params.jsonl, track.json and, for a model with ARKit-named expressions (ICT), livelink.csv: the
+    frames' 52 ARKit blendshapes and head angles in Live Link Face's CSV layout, for characters rigged for ARKit.
     Examples:
       redafit track clip.mp4 -o track/
       redafit track frames/ -o track/ --every 2 --smooth 1.5 --fps 25
@@ -262,8 +264,8 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
     if source is not None and not Path(source).is_dir():
         inputs.append((Path(source), f"the input video {source}"))
     refuse_overwriting_inputs(
-        "track", [(output / "params.jsonl", "the track's parameters"), (output / "track.json", "the track's summary")],
-        inputs)
+        "track", [(output / "params.jsonl", "the track's parameters"), (output / "track.json", "the track's summary"),
+                  (output / "livelink.csv", "the track's ARKit curves")], inputs)
     if source is not None and Path(source).is_dir():
         files = frame_files(source)  # listed once, for the frames and their maps
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files, fps=fps)
@@ -289,12 +291,12 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
                        smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
                        parsing_for=parsing_for, files=files, focal=frames_focal(focal, files))
-    write_track(result, output, source=label)
+    written = write_track(result, output, source=label)
     ok = sum(1 for r in result.records if r.get("ok"))
     if not quiet:
         click.echo(f"track: {ok} of {len(result.records)} frames tracked, {result.identity_fits} identity fits, "
-                   f"{result.seconds / max(1, len(result.records)):.2f} s per frame; wrote {output}/params.jsonl",
-                   err=True)
+                   f"{result.seconds / max(1, len(result.records)):.2f} s per frame; wrote "
+                   f"{', '.join(f.name for f in written)} to {output}/", err=True)
     # as fit and rig: exit 1 when an input failed (an unreadable frame file, a bad parsing map; each reported above
     # and in params.jsonl); a frame with no face in it is part of a video, reported but not an error
     if any(not r.get("ok") and r.get("exit_code") != NoFaceError.exit_code for r in result.records):

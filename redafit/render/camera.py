@@ -184,7 +184,8 @@ def pose_rotation(r: torch.Tensor) -> torch.Tensor:
 def rotation_to_euler(R: torch.Tensor) -> torch.Tensor:
     """Yaw, pitch, roll in degrees [B, 3] of ``R @ R_FLIP^T`` (y-x-z order: yaw about y, pitch x, roll z).
 
-    Positive yaw turns the face towards the image's right.
+    Positive yaw turns the face towards the image's left (the person's own right), positive pitch makes it look
+    down, positive roll turns it clockwise in the image.
     """
     M = R @ R_FLIP.to(R).T
     yaw = torch.atan2(M[..., 0, 2], M[..., 2, 2])

@@ -14,7 +14,9 @@ mean face (:func:`redafit.fit.api.init_pose`), available before any fit.
 
 Output (:func:`write_track`): ``params.jsonl`` (one JSON object per frame: frame index, time, expression by
 name, pose, landmark error; ``"ok": false`` with the error for frames without a usable face) and
-``track.json`` (source, fps, model, final identity, cache, timings).
+``track.json`` (source, fps, model, final identity, cache, timings); with ARKit-named expressions (ICT's),
+``livelink.csv``: the same frames as ARKit blendshape curves in Live Link Face's CSV layout
+(:mod:`redafit.rig.livelink`), for characters rigged for ARKit.
 """
 
 from __future__ import annotations
@@ -486,9 +488,11 @@ def smooth_records(records: list, sigma: float, unit_exp: bool = True) -> list:
 
 @atomic_group()
 def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
-    """``params.jsonl`` (one line per frame) and ``track.json`` (summary), both or neither
-    (:func:`redafit.io.atomic.atomic_group`)."""
+    """``params.jsonl`` (one line per frame), ``track.json`` (summary) and, for a model with ARKit-named
+    expressions, ``livelink.csv`` (the frames' ARKit curves in Live Link Face's layout: :mod:`redafit.rig.livelink`),
+    all or none (:func:`redafit.io.atomic.atomic_group`)."""
     from redafit.io.atomic import atomic_write
+    from redafit.rig import livelink
 
     out = Path(folder)
     make_folder(out)
@@ -504,7 +508,16 @@ def write_track(result: TrackResult, folder, source: str = "") -> list[Path]:
             "parsing_maps": result.parsing_maps, "camera": result.camera}
     with atomic_write(out / "track.json", "w", encoding="utf-8") as fh:
         jsonsafe.dump(meta, fh, indent=1)
-    return [out / "params.jsonl", out / "track.json"]
+    written = [out / "params.jsonl", out / "track.json"]
+    if livelink.drives_arkit(result.expression_names):
+        with atomic_write(out / livelink.FILE, "w", encoding="utf-8") as fh:
+            fh.write(livelink.livelink_csv(result.records, result.expression_names, result.fps))
+        written.append(out / livelink.FILE)
+    elif (out / livelink.FILE).is_file():  # an earlier track's curves would not be this one's
+        (out / livelink.FILE).unlink()
+        log.warning("track: removed %s of an earlier track: this model's expressions are not ARKit-named",
+                    out / livelink.FILE)
+    return written
 
 
 def _vector(x, shape: tuple) -> bool:

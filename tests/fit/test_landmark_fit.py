@@ -60,11 +60,26 @@ def test_recovers_known_pose(ict_model, yaw):
     assert res.landmark_error_px < 1.5
 
 
-def test_euler_sign_convention():
-    # positive yaw turns the face towards the image's right: the nose tip moves right of the eyes' midpoint
-    r = euler_to_r(30, 0, 0)[None]
-    e = rotation_to_euler(pose_rotation(r))[0]
-    assert torch.allclose(e, torch.tensor([30.0, 0.0, 0.0]), atol=1e-3)
+def test_euler_sign_convention(ict_model):
+    """Positive yaw turns the face towards the image's left (the nose tip moves left of the eyes' midpoint),
+    positive pitch makes it look down (the nose tip moves down from the eyes), positive roll turns it clockwise in
+    the image (the eye on the image's right drops below the other), as rotation_to_euler's docstring says."""
+    V = torch.as_tensor(np.asarray(ict_model.mean), dtype=torch.float64).reshape(-1, 3)
+    ids = np.asarray(ict_model.landmark_ids)
+
+    def landmarks(yaw, pitch, roll):
+        r = euler_to_r(yaw, pitch, roll, dtype=torch.float64)[None]
+        e = rotation_to_euler(pose_rotation(r))[0]
+        assert torch.allclose(e, torch.tensor([yaw, pitch, roll], dtype=e.dtype), atol=1e-3)
+        P = V @ pose_rotation(r)[0].T + torch.tensor([0.0, 0.0, 600.0], dtype=torch.float64)
+        return (P[:, :2] / P[:, 2:]).numpy()[ids]
+
+    nose_from_eyes = lambda L: L[30] - (L[36] + L[45]) / 2  # noqa: E731
+    base = nose_from_eyes(landmarks(0, 0, 0))
+    assert nose_from_eyes(landmarks(30, 0, 0))[0] < base[0] - 0.02
+    assert nose_from_eyes(landmarks(0, 20, 0))[1] > base[1] + 0.02
+    L = landmarks(0, 0, 20)
+    assert L[45, 1] > L[36, 1] + 0.02
 
 
 @pytest.mark.parametrize("yaw", [35.0, -35.0, 0.0])

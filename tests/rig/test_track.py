@@ -47,6 +47,33 @@ def test_track_writes_jsonl(track_dir, ict):
     assert len(meta["identity"]) == ict.n_id
 
 
+def test_track_writes_livelink_csv(track_dir):
+    """The CLI's track of 8 photos and a frame without a face (10 fps): one row per frame, the tracked weights
+    mapped to ARKit's shapes, the head angles in radians, the untracked last frame holding the last tracked one."""
+    from redafit.rig import livelink as ll
+
+    recs = [json.loads(x) for x in (track_dir / "params.jsonl").read_text().splitlines()]
+    codes, curves = ll.read_livelink_csv(track_dir / "livelink.csv")
+    header = (track_dir / "livelink.csv").read_text().splitlines()[0].split(",")
+    assert tuple(header) == ll.HEADER
+    assert codes == [f"00:00:00:{k:02d}.000" for k in range(9)]
+    assert all(line.split(",")[1] == "61" for line in (track_dir / "livelink.csv").read_text().splitlines()[1:])
+    for k in range(8):
+        e = recs[k]["expression"]
+        assert curves["EyeBlinkLeft"][k] == pytest.approx(np.clip(e["eyeBlink_L"], 0, 1), abs=1e-6)
+        assert curves["JawOpen"][k] == pytest.approx(np.clip(e["jawOpen"], 0, 1), abs=1e-6)
+        assert curves["BrowInnerUp"][k] == pytest.approx(
+            np.clip((e["browInnerUp_L"] + e["browInnerUp_R"]) / 2, 0, 1), abs=1e-6)
+        for a in ("yaw", "pitch", "roll"):
+            assert curves[f"Head{a.title()}"][k] == pytest.approx(np.radians(recs[k]["pose"][f"{a}_deg"]), abs=1e-6)
+    assert np.ptp(curves["HeadYaw"][:8]) > np.radians(10)  # the photos turn the head
+    assert not recs[8]["ok"]
+    for name, c in curves.items():
+        assert c[8] == c[7], name  # held past the last tracked frame
+        assert ((c >= 0) & (c <= 1)).all() or name.startswith(("Head", "Left", "Right")), name
+    assert not curves["TongueOut"].any() and not curves["LeftEyeYaw"].any()
+
+
 def test_track_every_and_max_frames(video, model_home, tmp_path):
     out = tmp_path / "t"
     res = run_cli(["track", video, "-o", out, "--every", "2", "--max-frames", "3", "--fps", "20"], model_home)
