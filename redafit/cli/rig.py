@@ -347,7 +347,8 @@ for _p in track_cmd.params:
 @click.command("retarget")
 @click.argument("rig", type=click.Path(path_type=Path))
 @click.option("--params", "params", required=True, type=click.Path(path_type=Path),
-              help="params.jsonl from `redafit track` (or its folder).")
+              help="params.jsonl from `redafit track` (or its folder), or a Live Link Face CSV (the app's take, or "
+                   "a track's livelink.csv): ARKit curves and head rotation.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
               help="Output folder: frame_<source frame>.obj ... or anim.glb.")
 @click.option("--format", "fmt", type=click.Choice(["obj", "ply", "glb"]), default="obj", show_default=True,
@@ -358,8 +359,9 @@ for _p in track_cmd.params:
                    "the head where the track saw it, in the video camera's frame (the glTF with that camera: "
                    "looking through it the animation lies over the video).")
 @click.option("--fps", type=FiniteRange(0.1, 1000), default=None,
-              help="Play the tracked frames at this rate (default: the track's own; the glTF keys each frame at "
-                   "its own time, so failed frames leave gaps of their length).")
+              help="Play the tracked frames at this rate (default: the track's own; a Live Link Face CSV's is its "
+                   "highest frame number + 1, or 60 for a take under a second; the glTF keys each frame at its own "
+                   "time, so failed frames leave gaps of their length).")
 @click.pass_context
 def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
     """Drive a rig (from `redafit rig`) with the expressions and head poses tracked by `redafit track`.
@@ -369,15 +371,20 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
       redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
       redafit retarget rig/ --params track/params.jsonl -o meshes/ --format ply --pose full
       redafit retarget rig/ --params track/ -o matchmove/ --format glb --pose camera
+      redafit retarget rig/ --params take.csv -o anim/ --format glb   # a Live Link Face recording
     """
     from redafit.rig.fit import load_rig, rig_files
     from redafit.rig.retarget import retarget_files, write_retarget
     from redafit.rig.track import params_file, read_params, track_camera
 
     check_output_folder(output)  # a file in the way or a read-only place: exit 10 before the rig is read
-    r = load_rig(rig)
-    records, track_fps = read_params(params)
     track = params_file(params)
+    take = track.suffix.lower() == ".csv"  # a Live Link Face take: head rotation, no head position
+    if take and pose == "camera":
+        raise UsageError(f"--pose camera: {track} (a Live Link Face CSV) has no head position or camera; use a "
+                         "track's params.jsonl")
+    r = load_rig(rig)
+    records, track_fps = read_params(params, names=r.expression_names)
     outputs = retarget_files(records, output, fmt, textured=r.textured)
     refuse_overwriting_inputs("retarget", [(f, "the output") for f in outputs],
                               [(track, f"the --params file {track}"),
@@ -385,7 +392,7 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
                               + [(f, f"the rig's file {f}") for f in rig_files(rig)])
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
     written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps,
-                             time_scale=track_fps / fps if fps else 1.0, camera=track_camera(params))
+                             time_scale=track_fps / fps if fps else 1.0, camera=None if take else track_camera(params))
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
         files = f"{len(written)} file" + ("s" if len(written) != 1 else "")
         click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {files} to {output}/", err=True)

@@ -140,6 +140,78 @@ def livelink_csv(records: list, names, fps: float) -> str:
     return buf.getvalue()
 
 
+DEFAULT_RATE = 60.0  # Live Link Face's recording rate, for a take too short to tell its own
+
+
+def _parse_timecode(code: str) -> tuple[int, float]:
+    """(whole seconds, frame within the second + its fraction) of ``HH:MM:SS:FF[.mmm]``; ValueError if malformed."""
+    parts = code.strip().split(":")
+    if len(parts) != 4:
+        raise ValueError(f"timecode {code!r} is not HH:MM:SS:FF.mmm")
+    h, m, sec = (int(x) for x in parts[:3])
+    ff = float(parts[3])
+    if min(h, m, sec) < 0 or m > 59 or sec > 59 or not (0 <= ff < 1000):
+        raise ValueError(f"timecode {code!r} is out of range")
+    return h * 3600 + m * 60 + sec, ff
+
+
+def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
+    """The frames of a Live Link Face CSV (the app's recording, or a track's ``livelink.csv``) as tracked records
+    for a model with expression ``names`` (each driven by its ARKit shape, both sides of a one-sided pair by the
+    one curve), and their frame rate. Head rotation from ``HeadYaw/Pitch/Roll`` (radians, as written here); no
+    head position (translation 0). The rate the timecodes count frames at is the largest frame number + 1 when
+    the take crosses a second, else :data:`DEFAULT_RATE`. Malformed input: :class:`InputError` naming the line."""
+    import torch
+
+    from redafit.io.inputs import read_text_file
+    from redafit.render.camera import euler_to_r
+
+    text = read_text_file(path, "Live Link Face CSV", max_bytes)
+    rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text)), 1) if any(c.strip() for c in r)]
+    if not rows or rows[0][1][0].strip().lower() != "timecode":
+        raise InputError(f"{path}: not a Live Link Face CSV (expected a header starting Timecode,BlendShapeCount)")
+    known = {c.lower(): c for c in (*SHAPES, *ROTATIONS)}
+    head = [known.get(c.strip().lower()) for c in rows[0][1]]
+    if not any(h in SHAPES for h in head):
+        raise InputError(f"{path}: none of the header's columns is an ARKit blendshape (EyeBlinkLeft, JawOpen, ...)")
+    cols = {h: i for i, h in enumerate(head) if h is not None}
+    stamps, values = [], []
+    for n, r in rows[1:]:
+        if len(r) != len(head):
+            raise InputError(f"{path}:{n}: {len(r)} values, the header has {len(head)}")
+        try:
+            stamps.append(_parse_timecode(r[0]))
+            v = {h: float(r[i]) for h, i in cols.items()}
+        except ValueError as e:
+            raise InputError(f"{path}:{n}: {e}") from None
+        bad = [h for h, x in v.items() if not math.isfinite(x)]
+        if bad:
+            raise InputError(f"{path}:{n}: {bad[0]} is {r[cols[bad[0]]]!r}, expected a finite number")
+        values.append((n, v))
+    if not values:
+        raise InputError(f"{path}: no frames in the file")
+    whole = [s for s, _ in stamps]
+    rate = max(int(ff) for _, ff in stamps) + 1.0 if max(whole) > min(whole) else DEFAULT_RATE
+    t = np.array([s + ff / rate for s, ff in stamps])
+    t -= t[0]
+    for k in range(1, len(t)):
+        if t[k] <= t[k - 1]:
+            raise InputError(f"{path}:{values[k][0]}: timecode {rows[k + 1][1][0]} does not follow the previous "
+                             "frame's")
+    drive = [(name, hit[0]) for name, hit in ((n, shape_of(n)) for n in names) if hit is not None and hit[0] in cols]
+    if not drive:
+        raise InputError(f"{path}: none of its ARKit curves drives the rig's expressions (e.g. {list(names)[:3]})")
+    records = []
+    for k, (_, v) in enumerate(values):
+        yaw, pitch, roll = (math.degrees(v.get(f"Head{a}", 0.0)) for a in ("Yaw", "Pitch", "Roll"))
+        r = euler_to_r(yaw, pitch, roll, dtype=torch.float64).numpy()
+        records.append({"frame": k, "time_s": float(t[k]), "ok": True,
+                        "expression": {name: v[shape] for name, shape in drive},
+                        "pose": {"axis_angle": r.tolist(), "translation_mm": [0.0, 0.0, 0.0], "yaw_deg": yaw,
+                                 "pitch_deg": pitch, "roll_deg": roll}})
+    return records, rate
+
+
 def read_livelink_csv(path) -> tuple[list[str], dict[str, np.ndarray]]:
     """(timecodes, curve name -> [T] values) of a Live Link Face CSV (for checks and scripts)."""
     with open(path, newline="", encoding="utf-8") as fh:

@@ -7,6 +7,9 @@ expressed in the model frame (y up, +z towards the viewer): ``R_model = R_FLIP @
 ``"camera"`` puts the head where the track saw it, in the video camera's frame (``rodrigues(r) @ R_FLIP`` and the
 tracked translation; the glTF in OpenGL camera axes with the track's camera as a node at the origin).
 
+The tracked records come from a track's ``params.jsonl`` or from a Live Link Face CSV
+(:func:`redafit.rig.livelink.read_take`: ARKit curves and head rotation, no head position).
+
 Outputs: one mesh per tracked frame, named by the frame's index in the source (``frame_00012.obj|ply``, model
 frame, mm; a frame that failed to track leaves a gap in the numbering, so each file maps to its source frame; with
 the rig's texture, ``rig.png``, through ``rig.mtl`` for OBJ), or

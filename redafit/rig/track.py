@@ -574,13 +574,20 @@ def track_camera(path) -> dict | None:
     return cam if isinstance(cam, dict) else None
 
 
-def read_params(path) -> tuple[list, float]:
+def read_params(path, names=None) -> tuple[list, float]:
     """The tracked frames of a ``params.jsonl`` (ok records only) and their frame rate (from ``track.json``
     beside it, else 30). Every tracked record is checked here (the one place), so that a malformed one is an
-    :class:`InputError` naming its line rather than a crash in the retargeting."""
+    :class:`InputError` naming its line rather than a crash in the retargeting. A ``.csv`` is read as a Live Link
+    Face take (:func:`redafit.rig.livelink.read_take`) for a rig with expression ``names``."""
     from redafit.io.inputs import read_text_file
 
     path = params_file(path)
+    if path.suffix.lower() == ".csv":
+        from redafit.rig.livelink import read_take
+
+        if names is None:
+            raise InputError(f"{path}: a Live Link Face CSV is read for a rig's expression names")
+        return read_take(path, names, MAX_PARAMS_BYTES)
     text = read_text_file(path, "track params file", MAX_PARAMS_BYTES)
     recs = []
     for n, line in enumerate(text.splitlines(), 1):

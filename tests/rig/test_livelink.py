@@ -76,3 +76,80 @@ def test_write_track_writes_the_csv_only_for_arkit_names(tmp_path, caplog):
     assert [f.name for f in written] == ["params.jsonl", "track.json"]
     assert not (tmp_path / "livelink.csv").exists()
     assert "removed" in caplog.text
+
+
+def _take(rows, header=livelink.HEADER) -> str:
+    return "\n".join([",".join(header)] + [",".join(map(str, r)) for r in rows]) + "\n"
+
+
+def test_read_take_of_the_app(tmp_path):
+    """A take as the app records it: time-of-day timecodes at 25 fps crossing seconds, camelCase names read as
+    well, head angles in radians; the rig's one-sided pairs both take ARKit's one curve."""
+    n = 30
+    rows = []
+    for k in range(n):
+        s, ff = divmod(10 + k, 25)
+        vals = np.zeros(61)
+        vals[livelink.SHAPES.index("JawOpen")] = k / n
+        vals[livelink.SHAPES.index("BrowInnerUp")] = 0.25
+        vals[52:55] = [np.radians(20.0), np.radians(-5.0), 0.1]
+        rows.append([f"14:03:{52 + s:02d}:{ff:02d}.{k * 7 % 1000:03d}", 61, *(f"{v:.8f}" for v in vals)])
+    header = list(livelink.HEADER)
+    header[2] = "eyeBlinkLeft"
+    path = tmp_path / "take.csv"
+    path.write_text(_take(rows, header))
+    names = ["jawOpen", "browInnerUp_L", "browInnerUp_R", "eyeBlink_L", "smile"]
+    recs, rate = livelink.read_take(path, names)
+    assert rate == 25 and len(recs) == n
+    t = np.array([r["time_s"] for r in recs])
+    k = np.arange(n)
+    np.testing.assert_allclose(t, (k + k * 7 % 1000 / 1000) / 25, atol=1e-6)  # from the first frame's time
+    assert recs[12]["expression"] == {"jawOpen": pytest.approx(0.4), "browInnerUp_L": 0.25, "browInnerUp_R": 0.25,
+                                      "eyeBlink_L": 0.0}
+    pose = recs[0]["pose"]
+    assert pose["yaw_deg"] == pytest.approx(20.0) and pose["pitch_deg"] == pytest.approx(-5.0)
+    import torch
+
+    from redafit.render.camera import pose_rotation, rotation_to_euler
+
+    e = rotation_to_euler(pose_rotation(torch.tensor([pose["axis_angle"]], dtype=torch.float64)))[0]
+    np.testing.assert_allclose(e.numpy(), [20.0, -5.0, np.degrees(0.1)], atol=1e-6)
+    assert pose["translation_mm"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b\n1,2\n", "not a Live Link Face CSV"),
+    ("Timecode,BlendShapeCount,Foo\n00:00:00:00.000,1,0.5\n", "none of the header's columns"),
+    ("Timecode,BlendShapeCount,JawOpen\n", "no frames"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1\n", ":2: 2 values, the header has 3"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00.000,1,0.5\n", ":2: timecode '00:00:00.000' is not"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,nan\n", ":2: JawOpen is 'nan'"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,x\n", ":2: could not convert"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:01.000,1,0\n00:00:00:01.000,1,0\n", ":3: timecode 00:00:00:01.000 "
+     "does not follow"),
+    ("Timecode,BlendShapeCount,TongueOut\n00:00:00:00.000,1,0.5\n", "drives the rig's expressions"),
+])
+def test_read_take_refuses_malformed_files(tmp_path, text, message):
+    from redafit.errors import InputError
+
+    path = tmp_path / "take.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        livelink.read_take(path, ["jawOpen"])
+
+
+def test_a_written_track_reads_back(tmp_path):
+    """livelink_csv then read_take: the curves and the times come back (a take over a second: its own rate)."""
+    names = ["jawOpen", "eyeBlink_L", "cheekPuff_L", "cheekPuff_R"]
+    recs = [{"frame": k, "time_s": round(k / 12, 4), "ok": True,
+             "expression": {"jawOpen": k / 40, "eyeBlink_L": 0.5, "cheekPuff_L": 0.2, "cheekPuff_R": 0.4},
+             "pose": {"yaw_deg": 30.0 - k, "pitch_deg": 4.0, "roll_deg": -2.0}} for k in range(30)]
+    path = tmp_path / "livelink.csv"
+    path.write_text(livelink.livelink_csv(recs, names, fps=12))
+    back, rate = livelink.read_take(path, names)
+    assert rate == 12
+    np.testing.assert_allclose([r["time_s"] for r in back], np.arange(30) / 12, atol=1e-9)
+    for a, b in zip(recs, back):
+        assert b["expression"]["jawOpen"] == pytest.approx(a["expression"]["jawOpen"], abs=1e-6)
+        assert b["expression"]["cheekPuff_L"] == b["expression"]["cheekPuff_R"] == pytest.approx(0.3)
+        assert b["pose"]["yaw_deg"] == pytest.approx(a["pose"]["yaw_deg"], abs=1e-4)

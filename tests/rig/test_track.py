@@ -215,6 +215,37 @@ def _glb_playback(path):
     return g, out
 
 
+def test_retarget_plays_a_live_link_face_take(small_rig, track_dir, tmp_path, model_home):
+    """The track's livelink.csv, read back as a Live Link Face take, drives the rig as its params.jsonl does: the
+    same morph weights (to the CSV's 6 decimals) and head rotations; 9 rows within one second are timed at the
+    app's 60 fps unless --fps says otherwise. A take has no head position: --pose camera is refused (exit 2)."""
+    from redafit.rig import livelink as ll
+    from redafit.rig.fit import load_rig
+
+    runs = {}
+    for name, params, extra in (("jsonl", track_dir, []), ("csv", track_dir / "livelink.csv", []),
+                                ("csv10", track_dir / "livelink.csv", ["--fps", "10"])):
+        out = tmp_path / name
+        res = run_cli(["retarget", small_rig, "--params", params, "-o", out, "--format", "glb", *extra], model_home)
+        assert res.exit_code == 0, res.output
+        gl, play = _glb_playback(out / "anim.glb")
+        times = np.frombuffer(gl.binary_blob(), np.float32, gl.accessors[gl.animations[0].samplers[0].input].count,
+                              gl.bufferViews[gl.accessors[gl.animations[0].samplers[0].input].bufferView].byteOffset)
+        runs[name] = play, times
+    (ref, t_ref), (csv, t_csv), (_, t_10) = runs["jsonl"], runs["csv"], runs["csv10"]
+    assert len(t_ref) == 8 and len(t_csv) == 9  # the CSV has a row for the untracked last frame too
+    np.testing.assert_allclose(t_csv, np.arange(9) / 60, atol=1e-6)
+    np.testing.assert_allclose(t_10, np.arange(9) / 10, atol=1e-6)
+    rig = load_rig(small_rig)
+    M = ll.shape_matrix(rig.expression_names)  # ARKit's one BrowInnerUp and CheekPuff: both sides get their mean
+    np.testing.assert_allclose(csv.weights[:8], ref.weights @ M.T @ (M > 0), atol=2e-6)
+    assert csv.weights[:8].max() > 0.1
+    np.testing.assert_allclose(np.abs((csv.quats[:8] * ref.quats).sum(1)), 1.0, atol=1e-6)  # the same rotations
+    res = run_cli(["retarget", small_rig, "--params", track_dir / "livelink.csv", "-o", tmp_path / "cam",
+                   "--pose", "camera"], model_home)
+    assert res.exit_code == 2 and "no head position" in res.output
+
+
 def test_retarget_glb_moves_the_head_as_the_meshes_do(small_rig, track_dir, tmp_path, model_home):
     """The glTF's head motion (node rotation and translation keyed per frame, the vertices about the neutral's
     centre), applied to its rest mesh plus the frame's morph weights, gives each per-frame OBJ of the same pose
