@@ -215,6 +215,9 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @click.option("--id-every", type=click.IntRange(1, 100000), default=10, show_default=True,
               help="Re-fit the identity on the cache at most every N frames (when the cache changed).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per frame on stdout.")
+@click.option("--overlay", default=None, type=click.Path(path_type=Path),
+              help="Also draw the tracked mesh over the frames, as params.jsonl has it (after --smooth): a video "
+                   "(.mp4, .avi) at the track's rate, or a folder of frame_<N>.png.")
 @click.option("--parsing", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of per-frame parsing maps computed elsewhere (CelebAMask-HQ class ids): <frame stem> for "
                    "a folder of frames, the 6-digit 0-based frame index (000042.png) for a video; a frame without "
@@ -225,7 +228,7 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, id_every, as_json, parsing,
+def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, id_every, as_json, overlay, parsing,
               files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Track expression and head pose through a video, a folder of frames or a list of frame images, with a
     shared identity.
@@ -241,12 +244,16 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
       redafit track clip.mp4 -o track/
       redafit track frames/ -o track/ --every 2 --smooth 1.5 --fps 25
       redafit track frames/ -o track/ --preset full --parsing parsings/
+      redafit track clip.mp4 -o track/ --smooth 1.5 --overlay track/overlay.mp4
       ls -v shoot/*.png | redafit track --files-from - -o track/
       redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
     """
     import torch
 
+    from redafit.io.atomic import atomic_group
+    from redafit.io.video import VIDEO_CODECS
     from redafit.model.store import load_model
+    from redafit.rig.overlay import frame_file, is_video, write_overlay
     from redafit.rig.track import (
         frame_files,
         frame_parsing_maps,
@@ -260,14 +267,21 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         raise UsageError(f"--parsing {parsing}: expected a folder of per-frame parsing maps")
     source, files, label = _track_source(sources, files_from)
     check_output_folder(output)  # before the frames are tracked
+    if overlay is not None:
+        if overlay.suffix and not is_video(overlay):
+            raise UsageError(f"--overlay {overlay}: a video ({', '.join(VIDEO_CODECS)}) or a folder of PNGs")
+        check_output_folder(overlay.parent if is_video(overlay) else overlay)
+    if source is not None and Path(source).is_dir():
+        files = frame_files(source)  # listed once, for the frames and their maps
     inputs = [(Path(f), f"the input frame {f}") for f in files or []] + _common_inputs(files_from, model_name)
     if source is not None and not Path(source).is_dir():
         inputs.append((Path(source), f"the input video {source}"))
-    refuse_overwriting_inputs(
-        "track", [(output / "params.jsonl", "the track's parameters"), (output / "track.json", "the track's summary"),
-                  (output / "livelink.csv", "the track's ARKit curves")], inputs)
-    if source is not None and Path(source).is_dir():
-        files = frame_files(source)  # listed once, for the frames and their maps
+    outputs = [(output / "params.jsonl", "the track's parameters"), (output / "track.json", "the track's summary"),
+               (output / "livelink.csv", "the track's ARKit curves")]
+    if overlay is not None:  # a folder's frames are named by their index in the source
+        outputs += ([(overlay, "the overlay video")] if is_video(overlay) else
+                    [(frame_file(overlay, i), "an overlay frame") for i in range(len(files or []))])
+    refuse_overwriting_inputs("track", outputs, inputs)
     frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files, fps=fps)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
@@ -291,12 +305,21 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
                        smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
                        parsing_for=parsing_for, files=files, focal=frames_focal(focal, files))
-    written = write_track(result, output, source=label)
+    with atomic_group():  # the overlay (a second pass over the frames) and the track appear together
+        written = write_track(result, output, source=label)
+        if overlay is not None:
+            again, _ = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files,
+                                   fps=fps)
+            with _Progress(show_progress(ctx)) as prog:
+                prog.start(f"drawing {overlay}")
+                drawn = write_overlay(result, model, again, overlay)
     ok = sum(1 for r in result.records if r.get("ok"))
     if not quiet:
+        also = "" if overlay is None else (f" and {overlay}" if is_video(overlay) else
+                                           f" and {len(drawn)} overlay frames to {overlay}/")
         click.echo(f"track: {ok} of {len(result.records)} frames tracked, {result.identity_fits} identity fits, "
                    f"{result.seconds / max(1, len(result.records)):.2f} s per frame; wrote "
-                   f"{', '.join(f.name for f in written)} to {output}/", err=True)
+                   f"{', '.join(f.name for f in written)} to {output}/{also}", err=True)
     # as fit and rig: exit 1 when an input failed (an unreadable frame file, a bad parsing map; each reported above
     # and in params.jsonl); a frame with no face in it is part of a video, reported but not an error
     if any(not r.get("ok") and r.get("exit_code") != NoFaceError.exit_code for r in result.records):

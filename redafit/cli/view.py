@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from redafit.errors import RedafitError, UsageError
+from redafit.io.video import VIDEO_CODECS
 
 log = logging.getLogger("redafit")
 
@@ -17,7 +18,6 @@ log = logging.getLogger("redafit")
 VIEW_FRAME_CHOICES = ("auto", "camera", "head")
 MAX_VIEWS = 12  # views side by side in an image
 MAX_FRAMES = 3600  # yaws of a video (a turntable)
-VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # a video output's extension -> the FourCC OpenCV writes it with
 
 
 def _angles(ctx, param, value: str) -> tuple:
@@ -171,33 +171,16 @@ def _write_image(output: Path, loaded: list, yaws, **kw) -> int:
 def _write_video(output: Path, loaded: list, yaws, fps: float, **kw) -> int:
     """A frame per mesh and yaw (the meshes in order, each turned through the yaws), all in one framing: the
     sphere around every mesh. Written to a temporary file that replaces ``output`` once complete."""
-    import cv2
-    import numpy as np
-
-    from redafit.errors import OutputError
-    from redafit.io.atomic import atomic_path
+    from redafit.io.video import video_writer
     from redafit.render.preview import render_views, view_bounds
 
     bounds = view_bounds([m for _, m in loaded], kw["frame"])
     n = 0
-    with atomic_path(output) as tmp:
-        writer = None
-        try:
-            for _, m in loaded:
-                for yaw in yaws:
-                    img = (np.clip(render_views(m, (yaw,), bounds=bounds, **kw), 0, 1) * 255 + 0.5).astype(np.uint8)
-                    if writer is None:
-                        h, w = img.shape[:2]
-                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_CODECS[output.suffix.lower()]),
-                                                 float(fps), (w, h))
-                        if not writer.isOpened():
-                            raise OutputError(f"cannot write video {output}: OpenCV cannot encode "
-                                              f"{output.suffix} here")
-                    writer.write(np.ascontiguousarray(img[:, :, ::-1]))
-                    n += 1
-        finally:
-            if writer is not None:
-                writer.release()
+    with video_writer(output, fps) as write:
+        for _, m in loaded:
+            for yaw in yaws:
+                write(render_views(m, (yaw,), bounds=bounds, **kw))
+                n += 1
     return n
 
 

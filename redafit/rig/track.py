@@ -271,6 +271,8 @@ class TrackResult:
     parsing_maps: int = 0  # frames a parsing map was given for (track --parsing; the cache's identity fits use them)
     # the camera of the first tracked frame (Intrinsics.to_dict: the frames' poses are in its frame), None when none
     camera: dict | None = None
+    # each record's target landmarks [68, 2] (detected or given; None where there were none), for overlays only
+    landmarks: list = field(default_factory=list, repr=False)
 
 
 class Tracker:
@@ -285,6 +287,7 @@ class Tracker:
         # default factor here, frames_focal having read any EXIF); None: the config's focal
         self.focal = focal
         self.first_camera = None  # the first tracked frame's Intrinsics
+        self.last_landmarks = None  # the last frame's target landmarks (None when it had none)
         self.config = config or FitConfig.preset("landmarks")
         self.frame_cfg = frame_config(self.config)
         self.cache = FrameCache(cache_size)
@@ -347,6 +350,7 @@ class Tracker:
         from redafit.render.camera import pose_rotation, rotation_to_euler
 
         self.count += 1
+        self.last_landmarks = None
         rec = {"frame": int(index), "time_s": round(float(t), 4)}
         try:
             if isinstance(image, Exception):
@@ -360,6 +364,7 @@ class Tracker:
                 landmarks = detect_landmarks(image, detector=self.detector, face_index=self.face_index)
                 self.t_detect += time.perf_counter() - t0
             landmarks = _check_landmarks(landmarks)
+            self.last_landmarks = np.asarray(landmarks, np.float32)
             K = self.camera(image)
             self.first_camera = self.first_camera or K
             import torch
@@ -415,10 +420,11 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
     config's."""
     t0 = time.perf_counter()
     tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for, focal)
-    records = []
+    records, targets = [], []
     for k, (index, t, image) in enumerate(frames):
         lm = landmarks[k] if landmarks is not None else None
         rec = tr.step(index, t, image, lm)
+        targets.append(tr.last_landmarks)
         if files is not None:
             rec = {"frame": rec.pop("frame"), "file": str(files[index]), **rec}
         records.append(rec)
@@ -442,7 +448,7 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
     return TrackResult(records, None if tr.identity is None else tr.identity[0],
                        None if tr.disp is None else tr.disp[0], tr.cache.frames, tr.identity_fits, fps,
                        time.perf_counter() - t0, model.name, list(model.expression_names), timings, tr.parsing_maps,
-                       None if tr.first_camera is None else tr.first_camera.to_dict())
+                       None if tr.first_camera is None else tr.first_camera.to_dict(), targets)
 
 
 def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:

@@ -109,6 +109,69 @@ def test_tracker_follows_synthetic_head_turn(ict):
     assert res.identity_fits >= 2
 
 
+def test_overlay_draws_the_records_as_written(ict):
+    """The overlay draws each record's mesh (the track's final identity, the record's expression and pose): its
+    inner landmark points project within a pixel of the frame's own landmarks (128 px frames, true landmarks), as
+    close as the tracker's own fits came; drawn over the frame, the mesh covers the face."""
+    import torch
+
+    from redafit.render.camera import Intrinsics, project
+    from redafit.rig.overlay import INNER, draw_record, record_camera_vertices
+    from redafit.rig.synthetic import render_sequence
+    from redafit.rig.track import track
+
+    seq = render_sequence(ict, n_frames=6, seed=1, size=128, yaw=35.0)
+    res = track([(i, i / 30, im) for i, im in enumerate(seq.images)], ict, landmarks=seq.landmarks, id_every=3)
+    ids = np.asarray(ict.landmark_ids)
+    for r, lm in zip(res.records, res.landmarks):
+        np.testing.assert_allclose(lm, seq.landmarks[r["frame"]], atol=1e-4)
+        v = record_camera_vertices(r, ict, res.identity, res.displacement)
+        p = project(torch.as_tensor(v[ids[INNER]])[None], Intrinsics(**r["camera"]))[0].numpy()
+        assert np.linalg.norm(p - lm[INNER], axis=1).mean() < max(1.0, 2 * r["landmark_error_px"])
+    img = seq.images[2]
+    out = draw_record(img, res.records[2], res.landmarks[2], ict, res.identity, res.displacement)
+    changed = np.abs(out - img).max(-1) > 0.05
+    x0, y0 = seq.landmarks[2].min(0).astype(int)
+    x1, y1 = seq.landmarks[2].max(0).astype(int)
+    assert changed[y0:y1, x0:x1].mean() > 0.8 and changed[:8, :8].mean() == 0  # the face, not the corner
+
+
+def test_track_overlay_video_and_folder(video, model_home, tmp_path):
+    """--overlay: a video of every frame (the frame without a face captioned, not drawn) beside the track's files,
+    or a folder of PNGs named by source frame; refused before any work for an image name or the input video."""
+    import cv2
+
+    out = tmp_path / "t"
+    res = run_cli(["track", video, "-o", out, "--overlay", out / "overlay.avi"], model_home)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["livelink.csv", "overlay.avi", "params.jsonl", "track.json"]
+    cap = cv2.VideoCapture(str(out / "overlay.avi"))
+    src = cv2.VideoCapture(str(video))
+    drawn, raw = [], []
+    while True:
+        ok, f = cap.read()
+        ok2, g = src.read()
+        if not (ok and ok2):
+            assert ok == ok2  # as many frames as the video
+            break
+        drawn.append(f.astype(np.float32) / 255)
+        raw.append(g.astype(np.float32) / 255)
+    assert len(drawn) == 9 and drawn[0].shape == (256, 256, 3)
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
+    diff = [np.abs(a - b).max(-1) for a, b in zip(drawn, raw)]
+    assert all((d[64:192, 64:192] > 0.1).mean() > 0.5 for d in diff[:8])  # the mesh over the face
+    assert (diff[8][40:] > 0.1).mean() < 0.01 and diff[8][:10].mean() > 0.1  # as it was, captioned
+    folder = tmp_path / "ov"
+    res = run_cli(["track", video, "-o", tmp_path / "t2", "--every", "2", "--max-frames", "3", "--overlay", folder],
+                  model_home)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in folder.iterdir()) == ["frame_00000.png", "frame_00002.png", "frame_00004.png"]
+    for bad, message in ((tmp_path / "o.png", "a video (.mp4, .avi) or a folder"), (video, "the input video")):
+        res = run_cli(["track", video, "-o", tmp_path / "t3", "--overlay", bad], model_home, quiet=False)
+        assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "t3").exists()
+
+
 def test_tracker_takes_the_focal_length(ict):
     """Frames seen through a lens of half the focal length put the same head at about half the distance."""
     from redafit.rig.synthetic import render_sequence
