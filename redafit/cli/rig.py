@@ -74,6 +74,8 @@ def _common_inputs(files_from, model_name) -> list:
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes in the rig's meshes (new vertices after the model's; "
                    "expressions.npz keeps the model's topology and stores the caps).")
+@click.option("--views", type=click.IntRange(2, 30), default=7, show_default=True,
+              help="From a video: how many frames to fit, chosen to cover the widest range of yaw.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 @files_from_option
 @model_option
@@ -81,19 +83,21 @@ def _common_inputs(files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, texture_size, caps, as_json,
-            files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
+def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, texture_size, caps, views,
+            as_json, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
 
     \b
     A folder stands for the images in it (not its subfolders). Bad images (unreadable, no face) are reported and
-    left out; at least 2 must remain.
+    left out; at least 2 must remain. One video instead: --views frames of it (default 7) covering the widest range
+    of yaw, as the tracker's cache chooses them, named frame_<N> after their index.
     The photo - is read from standard input (named stdin in the rig's outputs).
     Exit codes: 0 all images used; 1 some left out (the rig is still written); the error's own code otherwise.
     Examples:
       redafit rig imgs/*.jpg -o rig/
       redafit rig shoot/ -o rig/
+      redafit rig head_turn.mp4 -o rig/ --views 7
       redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --frame head --overlays
       redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
       redafit rig imgs/*.jpg -o rig/ --parsing parsings/
@@ -113,14 +117,20 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
         raise UsageError(f"--parsing {parsing}: expected a folder of <stem>.png|.npy parsing maps")
     if frame != "camera" and not meshes:
         log.warning("--frame %s sets the frame of --meshes' meshes; ignored without --meshes", frame)
-    images = distinct_photos(gather_photos(images, files_from, "rig", folders=True), "rig")
-    if len(images) < 2:
-        raise UsageError("rig: give at least 2 images of the person")
+    video = _rig_video(images, files_from, landmarks, parsing)
+    if video is None:
+        images = distinct_photos(gather_photos(images, files_from, "rig", folders=True), "rig")
+        if len(images) < 2:
+            raise UsageError("rig: give at least 2 images of the person")
     check_output_folder(output)
-    names = output_names(images)
-    refuse_overwriting_inputs("rig", _rig_files(output, names, meshes, overlays, texture_size),
-                              _rig_inputs(images, landmarks, parsing, files_from, model_name),
-                              stdin_photo=any(str(p) == STDIN for p in images))
+    if video is None:
+        names = output_names(images)
+        refuse_overwriting_inputs("rig", _rig_files(output, names, meshes, overlays, texture_size),
+                                  _rig_inputs(images, landmarks, parsing, files_from, model_name),
+                                  stdin_photo=any(str(p) == STDIN for p in images))
+    else:  # the frames' names are known once they are chosen; frame_<N> cannot be the video or the model
+        refuse_overwriting_inputs("rig", _rig_files(output, [], meshes, overlays, texture_size),
+                                  [(video, f"the input video {video}")] + _common_inputs(files_from, model_name))
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=None, **fit_kw)
@@ -131,17 +141,25 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     loaded, parsings, failures = [], [], []
     with _Progress(show_progress(ctx)) as prog:
-        for p, name in zip(images, names):
-            try:
-                inp = load_input(p, landmarks, opts)
-                if parsing is not None:
-                    from redafit.parsing.maps import parsing_map_for
+        if video is not None:
+            from redafit.rig.views import pick_video_views
 
-                    parsings.append(parsing_map_for(p, parsing, inp.image))
-                loaded.append((name, inp))
-            except RedafitError as e:
-                failures.append((p, e))
-                prog.log(f"redafit: error: {p}: {e} (left out)")
+            loaded = [(v.name, v) for v in pick_video_views(video, model, views, detector=detector,
+                                                             face_index=face_index, max_side=max_side, focal=focal,
+                                                             progress=prog)]
+            images = [video] * len(loaded)
+        else:
+            for p, name in zip(images, names):
+                try:
+                    inp = load_input(p, landmarks, opts)
+                    if parsing is not None:
+                        from redafit.parsing.maps import parsing_map_for
+
+                        parsings.append(parsing_map_for(p, parsing, inp.image))
+                    loaded.append((name, inp))
+                except RedafitError as e:
+                    failures.append((p, e))
+                    prog.log(f"redafit: error: {p}: {e} (left out)")
         if len(loaded) < 2:
             raise _batch_error(failures, len(images), "rig")
         prog.start(f"rig ({len(loaded)} images)")
@@ -163,11 +181,28 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
                                "files": [str(p) for p in written]}))
     elif not quiet:
         err = np.mean([f.landmark_error_px for f in rig.frames])
-        click.echo(f"rig: {len(loaded)} of {len(images)} images, init {rig.init}, mean landmark error "
-                   f"{err:.2f} px, {rig.seconds:.1f} s; wrote {output}/", err=True)
+        used = f"{len(loaded)} of {len(images)} images" if video is None else f"{len(loaded)} frames of {video.name}"
+        click.echo(f"rig: {used}, init {rig.init}, mean landmark error {err:.2f} px, {rig.seconds:.1f} s; wrote "
+                   f"{output}/", err=True)
     if failures:
         click.echo(f"redafit: {len(failures)} of {len(images)} images left out", err=True)
         sys.exit(1)
+
+
+def _rig_video(images, files_from, landmarks, parsing) -> Path | None:
+    """The video of ``redafit rig clip.mp4`` (one video file, nothing else), else None (photos)."""
+    from redafit.rig.track import VIDEO_EXTS
+
+    videos = [p for p in images if Path(p).suffix.lower() in VIDEO_EXTS]
+    if not videos:
+        return None
+    if len(images) > 1 or files_from:
+        raise UsageError(f"rig: {videos[0]} is a video; give one video alone, or photos")
+    if landmarks is not None or parsing is not None:
+        raise UsageError("rig: --landmarks and --parsing are for photos; a video's frames are detected and parsed")
+    if not Path(videos[0]).is_file():
+        raise UsageError(f"rig: {videos[0]}: no such video file")
+    return Path(videos[0])
 
 
 def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_size: int) -> list:

@@ -74,6 +74,41 @@ def test_track_writes_livelink_csv(track_dir):
     assert not curves["TongueOut"].any() and not curves["LeftEyeYaw"].any()
 
 
+def test_rig_from_a_video(video, model_home, tmp_path, ict):
+    """`redafit rig clip.avi --views 5`: five frames with a face, the most turned either way among them, named by
+    their index in the video; the frame without a face is never one. Mixing a video with photos, or giving it
+    landmark files, is a usage error; a video with one face in it is exit 5."""
+    import cv2
+
+    from redafit.rig.views import pick_video_views
+
+    out = tmp_path / "rig"
+    res = run_cli(["rig", video, "-o", out, "--views", "5", "--preset", "landmarks", "--texture-size", "64"],
+                  model_home)
+    assert res.exit_code == 0, res.output
+    names = [f["name"] for f in json.loads((out / "params.json").read_text())["images"]]
+    assert len(names) == 5 and all(n.startswith("frame_") for n in names) and "frame_00008" not in names
+    picked = pick_video_views(video, ict, views=9)  # every frame with a face, with its yaw
+    assert [v.frame for v in picked] == list(range(8))
+    yaw = {v.name: v.yaw for v in picked}
+    assert min(yaw, key=yaw.get) in names and max(yaw, key=yaw.get) in names
+    assert (out / "rig.glb").is_file()
+    photo = tmp_path / "photo.png"
+    cap = cv2.VideoCapture(str(video))
+    cv2.imwrite(str(photo), cap.read()[1])
+    for args in (["rig", video, photo, "-o", tmp_path / "r2"], ["rig", video, "--landmarks", tmp_path, "-o", out]):
+        res = run_cli(args, model_home, quiet=False)
+        assert res.exit_code == 2, res.output
+    one = tmp_path / "one.avi"
+    w = cv2.VideoWriter(str(one), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    w.write(cap.read()[1])
+    for _ in range(3):
+        w.write(np.full((256, 256, 3), 90, np.uint8))
+    w.release()
+    res = run_cli(["rig", one, "-o", tmp_path / "r3"], model_home, quiet=False)
+    assert res.exit_code == 5 and "a face in 1 of the 4 frames" in res.output, res.output
+
+
 def test_track_every_and_max_frames(video, model_home, tmp_path):
     out = tmp_path / "t"
     res = run_cli(["track", video, "-o", out, "--every", "2", "--max-frames", "3", "--fps", "20"], model_home)
