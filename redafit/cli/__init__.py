@@ -23,7 +23,8 @@ LOG_FORMAT = "redafit: %(levelname)s: %(message)s"  # every log line on stderr (
 
 # Sub-command modules, each defining one or more Click commands registered below. Importing them is cheap:
 # heavy imports (torch, cv2, dlib) happen inside the command functions.
-_COMMAND_MODULES = ["redafit.cli.models", "redafit.cli.fit", "redafit.cli.eval", "redafit.cli.rig", "redafit.cli.view"]
+_COMMAND_MODULES = ["redafit.cli.models", "redafit.cli.fit", "redafit.cli.eval", "redafit.cli.rig", "redafit.cli.view",
+                    "redafit.cli.doctor"]
 
 
 class _OneLineError(click.ClickException):
@@ -129,6 +130,7 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
       redafit rig imgs/*.jpg -o rig/
       redafit eval --dataset synthetic --n 20
       redafit models install ict --from ../shared/data/models
+      redafit doctor
     """
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = -1 if quiet else verbose
