@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 
 import numpy as np
 
 from redafit.errors import InputError
+
+log = logging.getLogger("redafit")
 
 #: the 52 ARKit blendshapes in Live Link Face's column order
 SHAPES = (
@@ -158,9 +161,12 @@ def _parse_timecode(code: str) -> tuple[int, float]:
 def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
     """The frames of a Live Link Face CSV (the app's recording, or a track's ``livelink.csv``) as tracked records
     for a model with expression ``names`` (each driven by its ARKit shape, both sides of a one-sided pair by the
-    one curve), and their frame rate. Head rotation from ``HeadYaw/Pitch/Roll`` (radians, as written here); no
-    head position (translation 0). The rate the timecodes count frames at is the largest frame number + 1 when
-    the take crosses a second, else :data:`DEFAULT_RATE`. Malformed input: :class:`InputError` naming the line."""
+    one curve), and their frame rate. Head rotation from ``HeadYaw/Pitch/Roll`` (radians, as written here; a
+    take whose angles go beyond pi is in degrees, as some versions of the app write them); no head position
+    (translation 0). The rate the timecodes count frames at is the largest frame number + 1 when the take crosses
+    a second, else :data:`DEFAULT_RATE`. A row the app wrote without values (``BlendShapeCount`` 0, the values
+    missing: no face) is left out, a gap in the frames (``frame`` is the row's index). Malformed input:
+    :class:`InputError` naming the line."""
     import torch
 
     from redafit.io.inputs import read_text_file
@@ -175,40 +181,52 @@ def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
     if not any(h in SHAPES for h in head):
         raise InputError(f"{path}: none of the header's columns is an ARKit blendshape (EyeBlinkLeft, JawOpen, ...)")
     cols = {h: i for i, h in enumerate(head) if h is not None}
-    stamps, values = [], []
+    stamps, values, empty = [], [], 0  # every row's (line, timecode, parsed); the rows with curves' values
     for n, r in rows[1:]:
-        if len(r) != len(head):
-            raise InputError(f"{path}:{n}: {len(r)} values, the header has {len(head)}")
+        cells = [c.strip() for c in r]
         try:
-            stamps.append(_parse_timecode(r[0]))
-            v = {h: float(r[i]) for h, i in cols.items()}
+            stamps.append((n, cells[0], _parse_timecode(cells[0])))
+        except ValueError as e:
+            raise InputError(f"{path}:{n}: {e}") from None
+        if len(cells) <= 2 or cells[1] in ("0", "") or not any(cells[2:]):
+            empty += 1  # a frame the app recorded without a face (BlendShapeCount 0, its values missing)
+            continue
+        if len(cells) != len(head):
+            raise InputError(f"{path}:{n}: {len(cells)} values, the header has {len(head)}")
+        try:
+            v = {h: float(cells[i]) for h, i in cols.items()}
         except ValueError as e:
             raise InputError(f"{path}:{n}: {e}") from None
         bad = [h for h, x in v.items() if not math.isfinite(x)]
         if bad:
-            raise InputError(f"{path}:{n}: {bad[0]} is {r[cols[bad[0]]]!r}, expected a finite number")
-        values.append((n, v))
+            raise InputError(f"{path}:{n}: {bad[0]} is {cells[cols[bad[0]]]!r}, expected a finite number")
+        values.append((len(stamps) - 1, v))
     if not values:
-        raise InputError(f"{path}: no frames in the file")
-    whole = [s for s, _ in stamps]
-    rate = max(int(ff) for _, ff in stamps) + 1.0 if max(whole) > min(whole) else DEFAULT_RATE
-    t = np.array([s + ff / rate for s, ff in stamps])
+        raise InputError(f"{path}: no frames in the file" if not stamps else f"{path}: none of its {len(stamps)} "
+                         "frames has the curves' values")
+    whole = [s for _, _, (s, _) in stamps]
+    rate = max(int(ff) for _, _, (_, ff) in stamps) + 1.0 if max(whole) > min(whole) else DEFAULT_RATE
+    t = np.array([s + ff / rate for _, _, (s, ff) in stamps])
     t -= t[0]
     for k in range(1, len(t)):
         if t[k] <= t[k - 1]:
-            raise InputError(f"{path}:{values[k][0]}: timecode {rows[k + 1][1][0]} does not follow the previous "
-                             "frame's")
+            raise InputError(f"{path}:{stamps[k][0]}: timecode {stamps[k][1]} does not follow the previous frame's")
+    if empty:
+        log.warning("%s: %d of %d frames have no values (no face tracked): left out", path, empty, len(stamps))
     drive = [(name, hit[0]) for name, hit in ((n, shape_of(n)) for n in names) if hit is not None and hit[0] in cols]
     if not drive:
         raise InputError(f"{path}: none of its ARKit curves drives the rig's expressions (e.g. {list(names)[:3]})")
+    angles = np.array([[v.get(f"Head{a}", 0.0) for a in ("Yaw", "Pitch", "Roll")] for _, v in values])
+    to_deg = 1.0 if np.abs(angles).max() > math.pi else 180.0 / math.pi  # beyond pi: the take is in degrees
+    if to_deg == 1.0:
+        log.info("%s: head angles beyond pi: read as degrees", path)
     records = []
-    for k, (_, v) in enumerate(values):
-        yaw, pitch, roll = (math.degrees(v.get(f"Head{a}", 0.0)) for a in ("Yaw", "Pitch", "Roll"))
-        r = euler_to_r(yaw, pitch, roll, dtype=torch.float64).numpy()
+    for (k, v), (yaw, pitch, roll) in zip(values, angles * to_deg):
+        r = euler_to_r(float(yaw), float(pitch), float(roll), dtype=torch.float64).numpy()
         records.append({"frame": k, "time_s": float(t[k]), "ok": True,
                         "expression": {name: v[shape] for name, shape in drive},
-                        "pose": {"axis_angle": r.tolist(), "translation_mm": [0.0, 0.0, 0.0], "yaw_deg": yaw,
-                                 "pitch_deg": pitch, "roll_deg": roll}})
+                        "pose": {"axis_angle": r.tolist(), "translation_mm": [0.0, 0.0, 0.0], "yaw_deg": float(yaw),
+                                 "pitch_deg": float(pitch), "roll_deg": float(roll)}})
     return records, rate
 
 

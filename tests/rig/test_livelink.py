@@ -124,7 +124,8 @@ def test_read_take_of_the_app(tmp_path):
     ("a,b\n1,2\n", "not a Live Link Face CSV"),
     ("Timecode,BlendShapeCount,Foo\n00:00:00:00.000,1,0.5\n", "none of the header's columns"),
     ("Timecode,BlendShapeCount,JawOpen\n", "no frames"),
-    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1\n", ":2: 2 values, the header has 3"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,0.5,0.7\n", ":2: 4 values, the header has 3"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,0\n", "none of its 1 frames has the curves' values"),
     ("Timecode,BlendShapeCount,JawOpen\n00:00:00.000,1,0.5\n", ":2: timecode '00:00:00.000' is not"),
     ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,nan\n", ":2: JawOpen is 'nan'"),
     ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,x\n", ":2: could not convert"),
@@ -156,3 +157,19 @@ def test_a_written_track_reads_back(tmp_path):
         assert b["expression"]["jawOpen"] == pytest.approx(a["expression"]["jawOpen"], abs=1e-6)
         assert b["expression"]["cheekPuff_L"] == b["expression"]["cheekPuff_R"] == pytest.approx(0.3)
         assert b["pose"]["yaw_deg"] == pytest.approx(a["pose"]["yaw_deg"], abs=1e-4)
+
+
+def test_read_take_leaves_out_rows_without_values_and_reads_degrees(tmp_path, caplog):
+    """Rows the app wrote without a face (BlendShapeCount 0, no values) are left out, the others keep their row
+    index and time; head angles beyond pi are a take written in degrees."""
+    rows = ["00:00:00:00.000,3,0.1,20.0,-4.0", "00:00:00:01.000,0", "00:00:00:02.000,0,,,",
+            "00:00:00:03.000,3,0.4,-30.0,2.0"]
+    path = tmp_path / "take.csv"
+    path.write_text("Timecode,BlendShapeCount,JawOpen,HeadYaw,HeadPitch\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        recs, rate = livelink.read_take(path, ["jawOpen"])
+    assert "2 of 4 frames have no values" in caplog.text
+    assert rate == livelink.DEFAULT_RATE and [r["frame"] for r in recs] == [0, 3]
+    np.testing.assert_allclose([r["time_s"] for r in recs], [0, 3 / 60])
+    assert [r["expression"]["jawOpen"] for r in recs] == [0.1, 0.4]
+    assert recs[1]["pose"]["yaw_deg"] == -30.0 and recs[0]["pose"]["pitch_deg"] == -4.0
