@@ -9,13 +9,17 @@ The model's expressions are matched by name, case aside: ``eyeBlink_L`` or ``eye
 a model that splits one ARKit shape into sides (ICT's ``browInnerUp_L``/``_R``, ``cheekPuff_L``/``_R``) gives it
 the sides' mean; a shape the model lacks (ICT: ``TongueOut``) stays 0. Weights are clipped to ARKit's 0-1.
 
-Head angles are in radians, the track's ``yaw_deg``, ``pitch_deg`` and ``roll_deg`` (the head's rotation from
-facing the camera, :func:`redafit.render.camera.rotation_to_euler`: yaw about the vertical, positive turning the
-face towards the image's left, the person's own right; pitch positive looking down; roll positive turning the face
-clockwise in the image); an importer that reads the other way negates them. The eyes' rotations are 0: the gaze,
-as far as a fit sees it, is in the ``EyeLook*`` shapes. A frame that failed to track gets its neighbours' curves
-interpolated linearly (held before the first and after the last tracked frame), so that every frame has a row;
-``params.jsonl`` still says which frames were tracked.
+Head angles are in Unreal's Live Link units, the ARKit face support's: degrees / 180, so -1 to 1 spans a whole
+turn (a head turned 30 degrees reads 0.167). Their axes are ARKit's face frame (x to the face's own left, y up,
+z out of the face towards the camera; the model frame here, :mod:`redafit.render.camera`), their signs
+right-handed about them: ``HeadYaw`` positive turns the face to its own left (the image's right), ``HeadPitch``
+positive makes it look down, ``HeadRoll`` positive lifts its left side (anticlockwise in the image). So they are
+``-yaw_deg / 180``, ``pitch_deg / 180`` and ``-roll_deg / 180`` of the track's records
+(:func:`redafit.render.camera.rotation_to_euler`'s angles, which turn the other way about yaw and roll). An
+importer that reads the other way negates them. The eyes' rotations are 0: the gaze, as far as a fit sees it, is
+in the ``EyeLook*`` shapes. A frame that failed to track gets its neighbours' curves interpolated linearly (held
+before the first and after the last tracked frame), so that every frame has a row; ``params.jsonl`` still says
+which frames were tracked.
 
 ``Timecode`` is ``HH:MM:SS:FF.mmm``: hours, minutes, seconds, the frame within the second at the track's rate
 (rounded to a whole number: 29.97 counts as 30) and the thousandths of a frame, from each frame's ``time_s``.
@@ -46,10 +50,12 @@ SHAPES = (
     "BrowDownRight", "BrowInnerUp", "BrowOuterUpLeft", "BrowOuterUpRight", "CheekPuff", "CheekSquintLeft",
     "CheekSquintRight", "NoseSneerLeft", "NoseSneerRight", "TongueOut",
 )
-#: the head's and the eyes' rotations (radians) after the shapes
+#: the head's and the eyes' rotations (degrees / 180, :data:`SIGNS`) after the shapes
 ROTATIONS = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw",
              "RightEyePitch", "RightEyeRoll")
 HEADER = ("Timecode", "BlendShapeCount", *SHAPES, *ROTATIONS)
+SIGNS = np.array([-1.0, 1.0, -1.0])  # HeadYaw, HeadPitch, HeadRoll against the records' yaw_deg, pitch_deg, roll_deg
+UNIT_DEG = 180.0  # degrees per unit of a Live Link head angle
 FILE = "livelink.csv"
 MIN_SHAPES = 26  # a model whose names give fewer of the 52 is not ARKit-named: no file
 
@@ -127,7 +133,7 @@ def curves(records: list, names, fps: float) -> tuple[list[str], np.ndarray]:
     for k, r in enumerate(records):
         if ok[k]:
             E[k] = [float(r["expression"].get(n, 0.0)) for n in names]
-            H[k] = [math.radians(float(r["pose"][a])) for a in ("yaw_deg", "pitch_deg", "roll_deg")]
+            H[k] = SIGNS * [float(r["pose"][a]) for a in ("yaw_deg", "pitch_deg", "roll_deg")] / UNIT_DEG
     X = np.concatenate([np.clip(E @ M.T, 0.0, 1.0), H, np.zeros((len(records), 6))], 1)
     return [timecode(x, fps) for x in t], _fill_untracked(X, ok, t)
 
@@ -161,12 +167,12 @@ def _parse_timecode(code: str) -> tuple[int, float]:
 def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
     """The frames of a Live Link Face CSV (the app's recording, or a track's ``livelink.csv``) as tracked records
     for a model with expression ``names`` (each driven by its ARKit shape, both sides of a one-sided pair by the
-    one curve), and their frame rate. Head rotation from ``HeadYaw/Pitch/Roll`` (radians, as written here; a
-    take whose angles go beyond pi is in degrees, as some versions of the app write them); no head position
-    (translation 0). The rate the timecodes count frames at is the largest frame number + 1 when the take crosses
-    a second, else :data:`DEFAULT_RATE`. A row the app wrote without values (``BlendShapeCount`` 0, the values
-    missing: no face) is left out, a gap in the frames (``frame`` is the row's index). Malformed input:
-    :class:`InputError` naming the line."""
+    one curve), and their frame rate. Head rotation from ``HeadYaw/Pitch/Roll`` (degrees / 180 with
+    :data:`SIGNS`, as written here; a take with an angle beyond 1 is read as written in degrees); no head
+    position (translation 0). The rate the timecodes count frames at is the largest frame number + 1 when the
+    take crosses a second, else :data:`DEFAULT_RATE`. A row the app wrote without values (``BlendShapeCount``
+    0, the values missing: no face) is left out, a gap in the frames (``frame`` is the row's index). Malformed
+    input: :class:`InputError` naming the line."""
     import torch
 
     from redafit.io.inputs import read_text_file
@@ -217,11 +223,11 @@ def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
     if not drive:
         raise InputError(f"{path}: none of its ARKit curves drives the rig's expressions (e.g. {list(names)[:3]})")
     angles = np.array([[v.get(f"Head{a}", 0.0) for a in ("Yaw", "Pitch", "Roll")] for _, v in values])
-    to_deg = 1.0 if np.abs(angles).max() > math.pi else 180.0 / math.pi  # beyond pi: the take is in degrees
+    to_deg = 1.0 if np.abs(angles).max() > 1.0 else UNIT_DEG  # beyond a half turn: the take is in degrees
     if to_deg == 1.0:
-        log.info("%s: head angles beyond pi: read as degrees", path)
+        log.info("%s: head angles beyond 1: read as degrees", path)
     records = []
-    for (k, v), (yaw, pitch, roll) in zip(values, angles * to_deg):
+    for (k, v), (yaw, pitch, roll) in zip(values, angles * to_deg * SIGNS):
         r = euler_to_r(float(yaw), float(pitch), float(roll), dtype=torch.float64).numpy()
         records.append({"frame": k, "time_s": float(t[k]), "ok": True,
                         "expression": {name: v[shape] for name, shape in drive},

@@ -51,7 +51,7 @@ def test_untracked_frames_are_interpolated():
     jaw = X[:, livelink.SHAPES.index("JawOpen")]
     np.testing.assert_allclose(jaw, [0.2, 0.2, 0.4, 0.6, 0.8], atol=1e-9)
     np.testing.assert_allclose(X[:, livelink.SHAPES.index("EyeBlinkLeft")], [1, 1, 2 / 3, 1 / 3, 0], atol=1e-9)
-    np.testing.assert_allclose(np.degrees(X[:, 52]), [10, 10, 0, -10, -20], atol=1e-9)
+    np.testing.assert_allclose(X[:, 52] * 180, [-10, -10, 0, 10, 20], atol=1e-9)  # HeadYaw: -yaw / 180
     assert codes[3] == "00:00:00:03.000"
     with pytest.raises(Exception, match="no tracked frame"):
         livelink.curves(recs[:1], names, fps=10)
@@ -87,7 +87,8 @@ def _take(rows, header=livelink.HEADER) -> str:
 
 def test_read_take_of_the_app(tmp_path):
     """A take as the app records it: time-of-day timecodes at 25 fps crossing seconds, camelCase names read as
-    well, head angles in radians; the rig's one-sided pairs both take ARKit's one curve."""
+    well, head angles in degrees / 180 about ARKit's face axes (yaw and roll the other way round from the
+    records'); the rig's one-sided pairs both take ARKit's one curve."""
     n = 30
     rows = []
     for k in range(n):
@@ -95,7 +96,7 @@ def test_read_take_of_the_app(tmp_path):
         vals = np.zeros(61)
         vals[livelink.SHAPES.index("JawOpen")] = k / n
         vals[livelink.SHAPES.index("BrowInnerUp")] = 0.25
-        vals[52:55] = [np.radians(20.0), np.radians(-5.0), 0.1]
+        vals[52:55] = [-20.0 / 180, -5.0 / 180, -6.0 / 180]  # degrees / 180, ARKit's signs
         rows.append([f"14:03:{52 + s:02d}:{ff:02d}.{k * 7 % 1000:03d}", 61, *(f"{v:.8f}" for v in vals)])
     header = list(livelink.HEADER)
     header[2] = "eyeBlinkLeft"
@@ -116,7 +117,7 @@ def test_read_take_of_the_app(tmp_path):
     from redafit.render.camera import pose_rotation, rotation_to_euler
 
     e = rotation_to_euler(pose_rotation(torch.tensor([pose["axis_angle"]], dtype=torch.float64)))[0]
-    np.testing.assert_allclose(e.numpy(), [20.0, -5.0, np.degrees(0.1)], atol=1e-6)
+    np.testing.assert_allclose(e.numpy(), [20.0, -5.0, 6.0], atol=1e-6)
     assert pose["translation_mm"] == [0.0, 0.0, 0.0]
 
 
@@ -161,7 +162,7 @@ def test_a_written_track_reads_back(tmp_path):
 
 def test_read_take_leaves_out_rows_without_values_and_reads_degrees(tmp_path, caplog):
     """Rows the app wrote without a face (BlendShapeCount 0, no values) are left out, the others keep their row
-    index and time; head angles beyond pi are a take written in degrees."""
+    index and time; head angles beyond 1 (a half turn) are a take written in degrees."""
     rows = ["00:00:00:00.000,3,0.1,20.0,-4.0", "00:00:00:01.000,0", "00:00:00:02.000,0,,,",
             "00:00:00:03.000,3,0.4,-30.0,2.0"]
     path = tmp_path / "take.csv"
@@ -172,4 +173,4 @@ def test_read_take_leaves_out_rows_without_values_and_reads_degrees(tmp_path, ca
     assert rate == livelink.DEFAULT_RATE and [r["frame"] for r in recs] == [0, 3]
     np.testing.assert_allclose([r["time_s"] for r in recs], [0, 3 / 60])
     assert [r["expression"]["jawOpen"] for r in recs] == [0.1, 0.4]
-    assert recs[1]["pose"]["yaw_deg"] == -30.0 and recs[0]["pose"]["pitch_deg"] == -4.0
+    assert recs[1]["pose"]["yaw_deg"] == 30.0 and recs[0]["pose"]["pitch_deg"] == -4.0  # HeadYaw -30 degrees

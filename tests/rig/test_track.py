@@ -49,7 +49,8 @@ def test_track_writes_jsonl(track_dir, ict):
 
 def test_track_writes_livelink_csv(track_dir):
     """The CLI's track of 8 photos and a frame without a face (10 fps): one row per frame, the tracked weights
-    mapped to ARKit's shapes, the head angles in radians, the untracked last frame holding the last tracked one."""
+    mapped to ARKit's shapes, the head angles in degrees / 180, the untracked last frame holding the last tracked
+    one."""
     from redafit.rig import livelink as ll
 
     recs = [json.loads(x) for x in (track_dir / "params.jsonl").read_text().splitlines()]
@@ -64,9 +65,9 @@ def test_track_writes_livelink_csv(track_dir):
         assert curves["JawOpen"][k] == pytest.approx(np.clip(e["jawOpen"], 0, 1), abs=1e-6)
         assert curves["BrowInnerUp"][k] == pytest.approx(
             np.clip((e["browInnerUp_L"] + e["browInnerUp_R"]) / 2, 0, 1), abs=1e-6)
-        for a in ("yaw", "pitch", "roll"):
-            assert curves[f"Head{a.title()}"][k] == pytest.approx(np.radians(recs[k]["pose"][f"{a}_deg"]), abs=1e-6)
-    assert np.ptp(curves["HeadYaw"][:8]) > np.radians(10)  # the photos turn the head
+        for a, sign in zip(("yaw", "pitch", "roll"), ll.SIGNS):  # degrees / 180 about ARKit's face axes
+            assert curves[f"Head{a.title()}"][k] == pytest.approx(sign * recs[k]["pose"][f"{a}_deg"] / 180, abs=1e-6)
+    assert np.ptp(curves["HeadYaw"][:8]) > 10 / 180  # the photos turn the head
     assert not recs[8]["ok"]
     for name, c in curves.items():
         assert c[8] == c[7], name  # held past the last tracked frame
