@@ -4,7 +4,11 @@ The video is sampled at up to ``candidates`` evenly spaced frames; each gets its
 yaw (the landmark PnP estimate on the mean face, :func:`redafit.fit.api.init_pose`), and the frames pass through
 the tracker's cache rule (:class:`redafit.rig.track.FrameCache`, size ``views``): a new frame joins, and when that
 makes one too many the interior one closest in yaw to a neighbour leaves - so the most turned frames either way
-stay and the others spread between them, as the paper's video cache keeps them. Frames without a face are skipped.
+stay and the others spread between them, as the paper's video cache keeps them. Frames without a face are skipped,
+and so are blurred ones: a frame whose face is less than half as sharp as the median sampled face (the variance of
+the Laplacian of the face's box scaled to 128 px: motion blur in a head turn) is not a candidate, unless that
+would leave fewer than 2. The candidates are found in one pass (landmarks, yaw and sharpness, no images kept) and
+the chosen frames decoded in a second, so a long HD video does not fill the memory.
 """
 
 from __future__ import annotations
@@ -44,6 +48,25 @@ def frame_count(source) -> int:
     return max(0, n)
 
 
+def face_sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """The variance of the Laplacian of the face's box (the landmarks' bounds, 10 % wider), grey, scaled to 128 px
+    wide: comparable between frames whatever the face's size; low for a blurred face."""
+    import cv2
+
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    pad = 0.1 * (hi - lo)
+    h, w = image.shape[:2]
+    x0, y0 = (int(max(0, v)) for v in lo - pad)
+    x1, y1 = int(min(w, hi[0] + pad[0])), int(min(h, hi[1] + pad[1]))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return 0.0
+    grey = cv2.cvtColor((np.clip(image[y0:y1, x0:x1], 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    s = 128 / (x1 - x0)
+    grey = cv2.resize(grey, (128, max(4, round((y1 - y0) * s))), interpolation=cv2.INTER_AREA if s < 1 else
+                      cv2.INTER_LINEAR)
+    return float(cv2.Laplacian(grey.astype(np.float32), cv2.CV_32F).var())
+
+
 def pick_video_views(source, model, views: int = 7, candidates: int = 60, detector: str = "dlib",
                      face_index: int | None = None, max_side: int = 4096, focal=None, progress=None) -> list:
     """The :class:`VideoView` s of ``source`` (a video file) covering the widest yaw range, in frame order (see the
@@ -59,7 +82,7 @@ def pick_video_views(source, model, views: int = 7, candidates: int = 60, detect
     every = max(1, math.ceil(n / candidates)) if n else 1
     frames, _ = open_frames(source, every=every, max_frames=candidates, max_side=max_side)
     spec = FocalSpec.parse(focal if focal is not None else "auto")
-    cache, cameras, seen, faces = FrameCache(views), {}, 0, 0
+    found, seen = [], 0  # (frame, yaw, landmarks, camera, sharpness) of the frames with a face
     for index, _, image in frames:
         seen += 1
         if progress is not None:
@@ -69,17 +92,32 @@ def pick_video_views(source, model, views: int = 7, candidates: int = 60, detect
         except RedafitError as e:  # a frame without a face (or an unusable one) is skipped
             log.debug("rig: frame %d: %s", index, e)
             continue
-        faces += 1
         K, _ = spec.intrinsics(image.shape[1], image.shape[0], 1.0, None)
         r, _ = init_pose(lm, model, K)
         yaw = float(rotation_to_euler(pose_rotation(torch.as_tensor(r)[None]))[0, 0])
-        cache.add(CacheEntry(int(index), yaw, image, lm))
-        cameras[int(index)] = K
-    if faces < 2:
-        raise NoFaceError(f"rig: {Path(source).name}: a face in {faces} of the {seen} frames sampled; a rig needs "
-                          "at least 2")
-    chosen = sorted(cache.entries, key=lambda e: e.frame)
-    log.info("rig: %d views of %s (a face in %d of %d frames sampled, every %d-th), yaws %s", len(chosen),
-             Path(source).name, faces, seen, every, ", ".join(f"{e.yaw:.0f}" for e in chosen))
-    return [VideoView(f"frame_{e.frame:05d}", e.frame, e.image, e.landmarks, cameras[e.frame], e.yaw)
-            for e in chosen]
+        found.append((int(index), yaw, lm, K, face_sharpness(image, lm)))
+    if len(found) < 2:
+        raise NoFaceError(f"rig: {Path(source).name}: a face in {len(found)} of the {seen} frames sampled; a rig "
+                          "needs at least 2")
+    floor = 0.5 * float(np.median([f[4] for f in found]))
+    sharp = [f for f in found if f[4] >= floor]
+    if len(sharp) < 2:  # two faces, one blurred: a rig needs both
+        sharp = found
+    cache = FrameCache(views)
+    for index, yaw, lm, _, _ in sharp:
+        cache.add(CacheEntry(index, yaw, None, lm))
+    chosen = {e.frame for e in cache.entries}
+    images = {}
+    again, _ = open_frames(source, every=every, max_frames=candidates, max_side=max_side)
+    for index, _, image in again:
+        if index in chosen:
+            images[index] = image
+        if len(images) == len(chosen):
+            again.close()  # the video released now, not when the generator is collected
+            break
+    picked = [f for f in found if f[0] in chosen and f[0] in images]
+    log.info("rig: %d views of %s (a face in %d of %d frames sampled, every %d-th; %d blurred left aside), yaws %s",
+             len(picked), Path(source).name, len(found), seen, every, len(found) - len(sharp),
+             ", ".join(f"{f[1]:.0f}" for f in picked))
+    return [VideoView(f"frame_{index:05d}", index, images[index], lm, K, yaw)
+            for index, yaw, lm, K, _ in picked]

@@ -110,6 +110,38 @@ def test_rig_from_a_video(video, model_home, tmp_path, ict):
     assert res.exit_code == 5 and "a face in 1 of the 4 frames" in res.output, res.output
 
 
+def test_rig_views_leave_blurred_frames_aside(rig_case1, ict, tmp_path):
+    """In a video where each photo appears twice, once sharp and once motion-blurred, the views picked are the sharp
+    copies; the yaw coverage is that of the sharp frames alone."""
+    import cv2
+
+    from redafit.rig.views import face_sharpness, pick_video_views
+
+    images, _ = rig_case1
+    path = tmp_path / "blur.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    kernel = np.zeros((15, 15), np.float32)
+    kernel[7] = 1 / 15  # a horizontal smear: a head turning
+    blurred = set()
+    for k, p in enumerate(images):
+        im = cv2.imread(str(p))
+        pair = [im, cv2.filter2D(im, -1, kernel)]
+        if k % 2:
+            pair.reverse()
+        for j, frame in enumerate(pair):
+            if frame is not im:
+                blurred.add(2 * k + j)
+            w.write(frame)
+    w.release()
+    views = pick_video_views(path, ict, views=5)
+    assert len(views) == 5 and not {v.frame for v in views} & blurred
+    sharp = pick_video_views(path, ict, views=14)  # room for all: every sharp frame, no blurred one
+    assert sorted(v.frame for v in sharp) == sorted(set(range(14)) - blurred)
+    v0 = sharp[0]
+    assert face_sharpness(v0.image, v0.landmarks) > 2 * face_sharpness(
+        cv2.filter2D(v0.image, -1, kernel), v0.landmarks)
+
+
 def test_track_every_and_max_frames(video, model_home, tmp_path):
     out = tmp_path / "t"
     res = run_cli(["track", video, "-o", out, "--every", "2", "--max-frames", "3", "--fps", "20"], model_home)
