@@ -250,6 +250,9 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @click.option("--id-every", type=click.IntRange(1, 100000), default=10, show_default=True,
               help="Re-fit the identity on the cache at most every N frames (when the cache changed).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per frame on stdout.")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Look for each frame's face near the previous frame's (fast, the same person followed; the "
+                   "whole frame when it is not there), or in the whole of every frame.")
 @click.option("--overlay", default=None, type=click.Path(path_type=Path),
               help="Also draw the tracked mesh over the frames, as params.jsonl has it (after --smooth): a video "
                    "(.mp4, .avi) at the track's rate, or a folder of frame_<N>.png.")
@@ -263,8 +266,8 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, id_every, as_json, overlay, parsing,
-              files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
+def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, id_every, as_json, follow, overlay,
+              parsing, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Track expression and head pose through a video, a folder of frames or a list of frame images, with a
     shared identity.
 
@@ -339,7 +342,7 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         prog.start("frame 0")
         result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
                        smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
-                       parsing_for=parsing_for, files=files, focal=frames_focal(focal, files))
+                       parsing_for=parsing_for, files=files, focal=frames_focal(focal, files), follow=follow)
     with atomic_group():  # the overlay (a second pass over the frames) and the track appear together
         written = write_track(result, output, source=label)
         if overlay is not None:

@@ -294,6 +294,13 @@ def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int |
     """
     det = _resolve(detector)
     img = _as_u8(image)
+    box = _pick_face(det, img, face_index, upsample, name, warn_many)
+    return det.landmarks(img, box)
+
+
+def _pick_face(det: Detector, img: np.ndarray, face_index: int | None, upsample: int = 1, name: str | None = None,
+               warn_many: bool = False) -> FaceBox:
+    """The box :func:`detect_landmarks` fits: the largest face, or face ``face_index`` left to right."""
     boxes = sorted(det.faces(img, upsample=upsample), key=lambda b: (b.center[0], b.center[1]))
     where = f" in {name}" if name else " in the image"
     if not boxes:
@@ -303,9 +310,62 @@ def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int |
         if warn_many and len(boxes) > 1:
             log.warning("%d faces found%s; fitting the largest (face %d of 0..%d, left to right; --face-index picks "
                         "another)", len(boxes), where, boxes.index(box), len(boxes) - 1)
-    else:
-        if not -len(boxes) <= int(face_index) < len(boxes):
-            raise NoFaceError(f"face index {face_index} asked for, but {len(boxes)} face(s) found{where} "
-                              f"(indices 0..{len(boxes) - 1}, left to right)")
-        box = boxes[int(face_index)]
-    return det.landmarks(img, box)
+        return box
+    if not -len(boxes) <= int(face_index) < len(boxes):
+        raise NoFaceError(f"face index {face_index} asked for, but {len(boxes)} face(s) found{where} "
+                          f"(indices 0..{len(boxes) - 1}, left to right)")
+    return boxes[int(face_index)]
+
+
+class FaceFollower:
+    """One face's landmarks through the frames of a video: the detector looks for the face only in the region
+    around the previous frame's box (twice its size), scaled so that the face is ``face_px`` wide, without
+    upsampling - a fraction of a whole HD frame's cost - and keeps the box that overlaps the previous one most, so
+    the same person is followed; the whole frame is searched (as :func:`detect_landmarks` does, ``face_index``
+    picking the face) on the first frame and whenever the face is not found near the last one. The boxes are the
+    detector's own, so the landmark predictor sees what it was trained on and nothing drifts from frame to frame
+    (a box made from the previous landmarks did: on synthetic head turns the mean landmark error more than
+    doubled). ``whole``/``near`` count the two kinds of search."""
+
+    def __init__(self, detector: str | Detector = "dlib", face_index: int | None = None, grow: float = 2.0,
+                 face_px: int = 120):
+        self.detector, self.face_index, self.grow, self.face_px = detector, face_index, grow, face_px
+        self.box: FaceBox | None = None
+        self.whole = self.near = 0
+
+    def reset(self) -> None:
+        """Search the whole of the next frame (a cut, a lost face)."""
+        self.box = None
+
+    def _near(self, det: Detector, img: np.ndarray) -> FaceBox | None:
+        import cv2
+
+        prev = self.box
+        H, W = img.shape[:2]
+        (cx, cy), w, h = prev.center, prev.width * self.grow, prev.height * self.grow
+        x0, y0 = int(max(0, cx - w / 2)), int(max(0, cy - h / 2))
+        x1, y1 = int(min(W, cx + w / 2)), int(min(H, cy + h / 2))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return None
+        s = self.face_px / max(prev.width, 1.0)
+        crop = cv2.resize(img[y0:y1, x0:x1], (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s))),
+                          interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        found = [FaceBox(b.left / s + x0, b.top / s + y0, b.right / s + x0, b.bottom / s + y0, b.score)
+                 for b in det.faces(crop, upsample=0)]
+        best = max(found, key=lambda b: b.iou(prev), default=None)
+        return best if best is not None and best.iou(prev) > 0 else None
+
+    def __call__(self, image, name: str | None = None) -> np.ndarray:
+        """The face's 68 landmarks [68, 2] in ``image`` (as :func:`detect_landmarks`); :class:`NoFaceError` when
+        it is in neither place (the next frame is then searched whole)."""
+        det = _resolve(self.detector)
+        img = _as_u8(image)
+        box = self._near(det, img) if self.box is not None else None
+        if box is None:
+            self.box = None
+            box = _pick_face(det, img, self.face_index, 1, name)
+            self.whole += 1
+        else:
+            self.near += 1
+        self.box = box
+        return det.landmarks(img, box)

