@@ -56,3 +56,30 @@ def machine() -> str:
     dev = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
            f"{torch.get_num_threads()} threads, {dev}"
+
+
+def moving_clip(image, landmarks, n: int = 16, size=(960, 720)):
+    """A clip of the annotated face of a photo drifting and zooming across a grey frame (``n`` frames of ``size``)
+    and its ``landmarks`` moved with it in each frame: a video with known landmarks, for following a face from frame
+    to frame (``bench_landmarks``, ``tests/landmarks/test_follow.py``). The photo is first cut to a square 2.5 times
+    the landmarks' extent around them (grey beyond the photo), so that other faces stay out and the face in."""
+    import cv2
+    import numpy as np
+
+    W, H = size
+    lo, hi = np.nanmin(landmarks, 0), np.nanmax(landmarks, 0)
+    side = int(round(2.5 * float(max(hi - lo))))
+    x0, y0 = (int(round(v)) for v in (lo + hi) / 2 - side / 2)
+    grey = np.full((side, side, 3), 0.5, np.float32)  # the square, grey where it leaves the photo
+    h, w = image.shape[:2]
+    ys, xs = slice(max(0, y0), min(h, y0 + side)), slice(max(0, x0), min(w, x0 + side))
+    grey[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = image[ys, xs]
+    landmarks = np.asarray(landmarks, np.float64) - [x0, y0]
+    frames, truth = [], []
+    for k in range(n):
+        s = 0.8 * H / side * (1 + 0.15 * np.sin(k / 3))
+        tx, ty = 20 + 7 * k, 10 + 10 * np.sin(k / 2)
+        A = np.array([[s, 0, tx], [0, s, ty]], np.float32)
+        frames.append(cv2.warpAffine(grey, A, (W, H), flags=cv2.INTER_LINEAR, borderValue=(0.5, 0.5, 0.5)))
+        truth.append(landmarks * s + [tx, ty])
+    return frames, truth

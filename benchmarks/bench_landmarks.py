@@ -70,9 +70,37 @@ def main(argv=None):
               f"{100 * e / iod:.2f} | {iod:.1f} |")
     if errs:
         print(f"\nMean error over {len(errs)} photos: {np.mean(errs):.2f} % of the inter-ocular distance.")
+    _follow_table(faces, det, label)
     return 0
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    sys.exit(main(sys.argv[1:]))
+def _follow_table(faces, det, label, n: int = 16, size=(960, 720)):
+    """A video's face followed from frame to frame (``track --follow``, FaceFollower) against the whole of every
+    frame searched: each annotated photo drifting and zooming across a 960 x 720 frame, its annotations moved with
+    it (benchmarks._common.moving_clip); mean error over the frames (% of the eye distance) and seconds a frame."""
+    from benchmarks._common import moving_clip
+    from redafit.errors import NoFaceError
+    from redafit.io.images import load_image
+    from redafit.landmarks import FaceFollower, detect_landmarks, inter_ocular, read_landmarks
+
+    print(f"\nFollowing a face through a clip ({n} frames of {size[0]}x{size[1]}: each photo drifting and zooming, "
+          f"{label}; seconds a frame for the 68 landmarks)\n")
+    print("| photo | whole frames: error (% IOD) | s/frame | missed | followed: error (% IOD) | s/frame | missed | "
+          "whole searches |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fname in PHOTOS:
+        path = faces / fname
+        frames, truth = moving_clip(load_image(path)[0], read_landmarks(path.with_suffix(".pts")), n, size)
+        follow = FaceFollower(det)
+        rows = []
+        for find in (lambda f: detect_landmarks(f, det), follow):
+            errs, missed = [], 0
+            t = time.perf_counter()
+            for f, g in zip(frames, truth):
+                try:
+                    errs.append(np.linalg.norm(find(f) - g, axis=1).mean() / inter_ocular(g))
+                except NoFaceError:  # the frame is left out of the error; the follower searches the next whole
+                    missed += 1
+            dt = (time.perf_counter() - t) / n
+            rows.append(f"{100 * np.mean(errs):.2f} | {dt:.3f} | {missed}" if errs else f"- | {dt:.3f} | {missed}")
+        print(f"| {fname} | {rows[0]} | {rows[1]} | {follow.whole} |")

@@ -352,7 +352,7 @@ class FaceFollower:
     doubled). ``whole``/``near`` count the two kinds of search."""
 
     def __init__(self, detector: str | Detector = "dlib", face_index: int | None = None, grow: float = 2.0,
-                 face_px: int = 120):
+                 face_px: int = 160):
         self.detector, self.face_index, self.grow, self.face_px = detector, face_index, grow, face_px
         self.box: FaceBox | None = None
         self.whole = self.near = 0

