@@ -184,6 +184,7 @@ def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
         raise InputError(f"{path}: not a Live Link Face CSV (expected a header starting Timecode,BlendShapeCount)")
     known = {c.lower(): c for c in (*SHAPES, *ROTATIONS)}
     head = [known.get(c.strip().lower()) for c in rows[0][1]]
+    first = 2 if len(rows[0][1]) > 1 and rows[0][1][1].strip().lower() == "blendshapecount" else 1  # values from
     if not any(h in SHAPES for h in head):
         raise InputError(f"{path}: none of the header's columns is an ARKit blendshape (EyeBlinkLeft, JawOpen, ...)")
     cols = {h: i for i, h in enumerate(head) if h is not None}
@@ -194,7 +195,7 @@ def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
             stamps.append((n, cells[0], _parse_timecode(cells[0])))
         except ValueError as e:
             raise InputError(f"{path}:{n}: {e}") from None
-        if len(cells) <= 2 or cells[1] in ("0", "") or not any(cells[2:]):
+        if len(cells) <= first or (first == 2 and cells[1] in ("0", "")) or not any(cells[first:]):
             empty += 1  # a frame the app recorded without a face (BlendShapeCount 0, its values missing)
             continue
         if len(cells) != len(head):

@@ -174,3 +174,13 @@ def test_read_take_leaves_out_rows_without_values_and_reads_degrees(tmp_path, ca
     np.testing.assert_allclose([r["time_s"] for r in recs], [0, 3 / 60])
     assert [r["expression"]["jawOpen"] for r in recs] == [0.1, 0.4]
     assert recs[1]["pose"]["yaw_deg"] == 30.0 and recs[0]["pose"]["pitch_deg"] == -4.0  # HeadYaw -30 degrees
+
+
+def test_read_take_without_a_count_column(tmp_path):
+    """Some tools write the layout without BlendShapeCount: a first curve of 0 is then a value, not a missing
+    frame."""
+    path = tmp_path / "take.csv"
+    path.write_text("Timecode,JawOpen,EyeBlinkLeft\n00:00:00:00.000,0,0.5\n00:00:00:01.000,0.25,0\n")
+    recs, _ = livelink.read_take(path, ["jawOpen", "eyeBlink_L"])
+    assert [r["expression"] for r in recs] == [{"jawOpen": 0.0, "eyeBlink_L": 0.5},
+                                               {"jawOpen": 0.25, "eyeBlink_L": 0.0}]
