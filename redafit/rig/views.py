@@ -37,6 +37,9 @@ class VideoView:
 
 def frame_count(source) -> int:
     """The video's frame count as its container states it (0 when it does not)."""
+    import os
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet, as open_frames has it (before a capture)
     import cv2
 
     from redafit.io.images import quiet_opencv
