@@ -108,6 +108,10 @@ def test_rig_from_a_video(video, model_home, tmp_path, ict):
     w.release()
     res = run_cli(["rig", one, "-o", tmp_path / "r3"], model_home, quiet=False)
     assert res.exit_code == 5 and "a face in 1 of the 4 frames" in res.output, res.output
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    res = run_cli(["rig", broken, "-o", tmp_path / "r4"], model_home, quiet=False)
+    assert res.exit_code == 4 and "cannot read a frame" in res.output, res.output
 
 
 def test_rig_views_leave_blurred_frames_aside(rig_case1, ict, tmp_path):
