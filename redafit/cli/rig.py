@@ -76,6 +76,10 @@ def _common_inputs(files_from, model_name) -> list:
                    "expressions.npz keeps the model's topology and stores the caps).")
 @click.option("--views", type=click.IntRange(2, 30), default=7, show_default=True,
               help="From a video: how many frames to fit, chosen to cover the widest range of yaw.")
+@click.option("--start", type=FiniteRange(0, 10 ** 7), default=0.0, metavar="SECONDS",
+              help="From a video: its frames from this time on.")
+@click.option("--end", type=FiniteRange(0, 10 ** 7, min_open=True), default=None, metavar="SECONDS",
+              help="From a video: its frames before this time.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 @files_from_option
 @model_option
@@ -83,8 +87,8 @@ def _common_inputs(files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, texture_size, caps, views,
-            as_json, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
+def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, texture_size, caps, views, start,
+            end, as_json, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
 
@@ -118,6 +122,10 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     if frame != "camera" and not meshes:
         log.warning("--frame %s sets the frame of --meshes' meshes; ignored without --meshes", frame)
     video = _rig_video(images, files_from, landmarks, parsing)
+    if video is None and (start or end is not None):
+        raise UsageError("rig: --start and --end choose a video's frames; photos are given")
+    if end is not None and end <= start:
+        raise UsageError(f"--end {end} must come after --start {start}")
     if video is None:
         images = distinct_photos(gather_photos(images, files_from, "rig", folders=True), "rig")
         if len(images) < 2:
@@ -146,7 +154,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
 
             loaded = [(v.name, v) for v in pick_video_views(video, model, views, detector=detector,
                                                              face_index=face_index, max_side=max_side, focal=focal,
-                                                             progress=prog)]
+                                                             progress=prog, start=start, end=end)]
             images = [video] * len(loaded)
         else:
             for p, name in zip(images, names):
@@ -241,6 +249,10 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
               help="Folder for params.jsonl (one line per frame), track.json and livelink.csv (ARKit curves).")
 @click.option("--every", type=click.IntRange(1, 10000), default=1, show_default=True, help="Use every N-th frame.")
 @click.option("--max-frames", type=click.IntRange(1, 10 ** 7), default=None, help="Stop after this many frames.")
+@click.option("--start", type=FiniteRange(0, 10 ** 7), default=0.0, metavar="SECONDS",
+              help="Begin at this time of the video (or of the frames at --fps).")
+@click.option("--end", type=FiniteRange(0, 10 ** 7, min_open=True), default=None, metavar="SECONDS",
+              help="Stop at this time (the frame at it not included).")
 @click.option("--fps", type=FiniteRange(0, 10000, min_open=True), default=None,
               help="Frame rate of the frames: an image sequence's (default 30), or a video's instead of its own.")
 @click.option("--smooth", type=FiniteRange(0, 100), default=0.0, show_default=True,
@@ -266,8 +278,8 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, id_every, as_json, follow, overlay,
-              parsing, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
+def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, cache_size, id_every, as_json, follow,
+              overlay, parsing, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Track expression and head pose through a video, a folder of frames or a list of frame images, with a
     shared identity.
 
@@ -320,7 +332,10 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
         outputs += ([(overlay, "the overlay video")] if is_video(overlay) else
                     [(frame_file(overlay, i), "an overlay frame") for i in range(len(files or []))])
     refuse_overwriting_inputs("track", outputs, inputs)
-    frames, fps = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files, fps=fps)
+    if end is not None and end <= start:
+        raise UsageError(f"--end {end} must come after --start {start}")
+    span = {"every": every, "max_frames": max_frames, "max_side": max_side, "files": files, "start": start, "end": end}
+    frames, frames_fps = open_frames(source, fps=fps, **span)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=None, **fit_kw)
@@ -340,14 +355,13 @@ def track_cmd(ctx, sources, output, every, max_frames, fps, smooth, cache_size, 
             prog.start(f"frame {rec['frame'] + every}")
 
         prog.start("frame 0")
-        result = track(frames, model, config, fps=fps / every, cache_size=cache_size, id_every=id_every,
+        result = track(frames, model, config, fps=frames_fps / every, cache_size=cache_size, id_every=id_every,
                        smooth=smooth, detector=detector, face_index=face_index, progress=prog, on_frame=on_frame,
                        parsing_for=parsing_for, files=files, focal=frames_focal(focal, files), follow=follow)
     with atomic_group():  # the overlay (a second pass over the frames) and the track appear together
         written = write_track(result, output, source=label)
         if overlay is not None:
-            again, _ = open_frames(source, every=every, max_frames=max_frames, max_side=max_side, files=files,
-                                   fps=fps)
+            again, _ = open_frames(source, fps=fps, **span)
             with _Progress(show_progress(ctx)) as prog:
                 prog.start(f"drawing {overlay}")
                 drawn = write_overlay(result, model, again, overlay)

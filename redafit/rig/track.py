@@ -140,18 +140,28 @@ def frame_parsing_maps(source, folder, files: list | None = None):
 
 
 def open_frames(source, every: int = 1, max_frames: int | None = None, max_side: int = 4096,
-                files: list | None = None, fps: float | None = None):
+                files: list | None = None, fps: float | None = None, start: float = 0.0, end: float | None = None):
     """(frames iterator, fps) for a video file (OpenCV), a folder of images (:func:`frame_files`' order) or a list
     of image files (``source`` None, ``files`` the frames in order: ``redafit track --files-from``).
 
     The iterator yields (frame index in the source, time in seconds, float32 RGB [H, W, 3]); ``every`` keeps every
-    N-th frame, ``max_frames`` stops after that many kept frames. ``fps``: the frames' rate (an image sequence's
-    default 30; a video's own rate unless given). A frame file that cannot be read is yielded as its error (the
-    frame fails alone).
+    N-th frame, ``max_frames`` stops after that many kept frames. ``start`` and ``end`` (seconds, the source's
+    own time: index / fps) keep the frames from ``start`` up to, not including, ``end``; ``every`` counts from the
+    first of them. ``fps``: the frames' rate (an image sequence's default 30; a video's own rate unless given). A
+    frame file that cannot be read is yielded as its error (the frame fails alone). A video's frames that are not
+    kept are only grabbed, not converted.
     """
     if fps is not None and not (np.isfinite(fps) and fps > 0):
         raise InputError(f"frame rate must be positive, got {fps}")
+    if not (np.isfinite(start) and start >= 0) or (end is not None and not (np.isfinite(end) and end > start)):
+        raise InputError(f"the frames' time span must have 0 <= start < end, got start {start}, end {end}")
     every = max(1, int(every))
+
+    def span(fps: float):
+        """(the first frame index kept, a test of whether index i is past the end)."""
+        first = int(np.ceil(start * fps - 1e-9))
+        return first, (lambda i: end is not None and i / fps >= end - 1e-9)
+
     src = None if source is None else Path(source)
     if src is None or src.is_dir():
         if src is not None and files is None:
@@ -159,15 +169,16 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
         if not files:
             raise InputError("track: no frames given")
         fps = float(fps or 30.0)
+        first, past = span(fps)
 
         def gen_dir():
             from redafit.io.images import load_image
 
             kept = 0
             for i, p in enumerate(files):
-                if i % every:
+                if i < first or (i - first) % every:
                     continue
-                if max_frames is not None and kept >= max_frames:
+                if past(i) or (max_frames is not None and kept >= max_frames):
                     return
                 kept += 1
                 try:
@@ -189,31 +200,32 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
 
     with quiet_opencv():
         cap = cv2.VideoCapture(str(src))
-        first = cap.read() if cap.isOpened() else (False, None)
-    if not first[0]:  # a file OpenCV opens but cannot decode a frame of is as unreadable as one it cannot open
+        first_frame = cap.read() if cap.isOpened() else (False, None)
+    if not first_frame[0]:  # a file OpenCV opens but cannot decode a frame of is as unreadable as one it cannot open
         cap.release()
         raise ImageError(f"{src}: OpenCV cannot read a frame of this video (unsupported codec or not a video)")
     fps = float(fps or cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+    first, past = span(fps)
 
     def gen_video():
-        kept, i = 0, -1
+        kept, i = 0, 0
         try:
-            while True:
-                ok, frame = first if i < 0 else cap.read()
-                if not ok:
+            ok, frame = first_frame
+            while ok:
+                if past(i) or (max_frames is not None and kept >= max_frames):
                     return
+                if i >= first and not (i - first) % every:
+                    kept += 1
+                    img = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+                    h, w = img.shape[:2]
+                    if max(h, w) > max_side:
+                        s = max_side / max(h, w)
+                        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                                         interpolation=cv2.INTER_AREA)
+                    yield i, i / fps, img
                 i += 1
-                if i % every:
-                    continue
-                if max_frames is not None and kept >= max_frames:
-                    return
-                kept += 1
-                img = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-                h, w = img.shape[:2]
-                if max(h, w) > max_side:
-                    s = max_side / max(h, w)
-                    img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-                yield i, i / fps, img
+                nxt = i >= first and not (i - first) % every  # the next frame is kept: decode it, else grab only
+                ok, frame = cap.read() if nxt else (cap.grab(), None)
         finally:
             cap.release()
 
@@ -444,7 +456,8 @@ def track(frames, model, config=None, fps: float = 30.0, cache_size: int = 5, id
             on_frame(rec)
     if not any(r.get("ok") for r in records):
         if not records:
-            raise InputError("track: the video has no frames")
+            raise InputError("track: no frames to track (the source has none, or --start, --end and --every "
+                             "leave none)")
         codes = {r.get("exit_code", 1) for r in records}
         err = records[0].get("error", "no usable frame")
         from redafit import errors

@@ -35,8 +35,8 @@ class VideoView:
     yaw: float  # estimated, degrees
 
 
-def frame_count(source) -> int:
-    """The video's frame count as its container states it (0 when it does not)."""
+def frame_count(source) -> tuple[int, float]:
+    """The video's frame count and rate as its container states them (0 and 30 when it does not)."""
     import os
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet, as open_frames has it (before a capture)
@@ -47,8 +47,9 @@ def frame_count(source) -> int:
     with quiet_opencv():
         cap = cv2.VideoCapture(str(source))
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
         cap.release()
-    return max(0, n)
+    return max(0, n), fps if fps > 0 else 30.0
 
 
 def face_sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
@@ -71,9 +72,11 @@ def face_sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
 
 
 def pick_video_views(source, model, views: int = 7, candidates: int = 60, detector: str = "dlib",
-                     face_index: int | None = None, max_side: int = 4096, focal=None, progress=None) -> list:
-    """The :class:`VideoView` s of ``source`` (a video file) covering the widest yaw range, in frame order (see the
-    module's description). A :class:`NoFaceError` when fewer than 2 frames show a face."""
+                     face_index: int | None = None, max_side: int = 4096, focal=None, progress=None,
+                     start: float = 0.0, end: float | None = None) -> list:
+    """The :class:`VideoView` s of ``source`` (a video file; its frames from ``start`` to ``end`` seconds) covering
+    the widest yaw range, in frame order (see the module's description). A :class:`NoFaceError` when fewer than 2
+    frames show a face."""
     import torch
 
     from redafit.fit.api import init_pose
@@ -81,9 +84,11 @@ def pick_video_views(source, model, views: int = 7, candidates: int = 60, detect
     from redafit.render.camera import FocalSpec, pose_rotation, rotation_to_euler
     from redafit.rig.track import CacheEntry, FrameCache, open_frames
 
-    n = frame_count(source)
-    every = max(1, math.ceil(n / candidates)) if n else 1
-    frames, _ = open_frames(source, every=every, max_frames=candidates, max_side=max_side)
+    n, rate = frame_count(source)
+    n = max(0, min(n, math.ceil(end * rate)) if end is not None else n) - math.ceil(start * rate)
+    every = max(1, math.ceil(n / candidates)) if n > 0 else 1
+    span = {"every": every, "max_frames": candidates, "max_side": max_side, "start": start, "end": end}
+    frames, _ = open_frames(source, **span)
     spec = FocalSpec.parse(focal if focal is not None else "auto")
     found, seen = [], 0  # (frame, yaw, landmarks, camera, sharpness) of the frames with a face
     for index, _, image in frames:
@@ -111,7 +116,7 @@ def pick_video_views(source, model, views: int = 7, candidates: int = 60, detect
         cache.add(CacheEntry(index, yaw, None, lm))
     chosen = {e.frame for e in cache.entries}
     images = {}
-    again, _ = open_frames(source, every=every, max_frames=candidates, max_side=max_side)
+    again, _ = open_frames(source, **span)
     for index, _, image in again:
         if index in chosen:
             images[index] = image

@@ -94,10 +94,17 @@ def test_rig_from_a_video(video, model_home, tmp_path, ict):
     yaw = {v.name: v.yaw for v in picked}
     assert min(yaw, key=yaw.get) in names and max(yaw, key=yaw.get) in names
     assert (out / "rig.glb").is_file()
+    part = tmp_path / "part"
+    res = run_cli(["rig", video, "-o", part, "--views", "3", "--start", "0.2", "--end", "0.7", "--preset", "landmarks",
+                   "--texture-size", "64"], model_home)
+    assert res.exit_code == 0, res.output
+    names = [f["name"] for f in json.loads((part / "params.json").read_text())["images"]]
+    assert len(names) == 3 and all(2 <= int(n[6:]) <= 6 for n in names)  # 10 fps: frames 2-6
     photo = tmp_path / "photo.png"
     cap = cv2.VideoCapture(str(video))
     cv2.imwrite(str(photo), cap.read()[1])
-    for args in (["rig", video, photo, "-o", tmp_path / "r2"], ["rig", video, "--landmarks", tmp_path, "-o", out]):
+    for args in (["rig", video, photo, "-o", tmp_path / "r2"], ["rig", video, "--landmarks", tmp_path, "-o", out],
+                 ["rig", photo, photo, "--start", "1", "-o", tmp_path / "r2"]):
         res = run_cli(args, model_home, quiet=False)
         assert res.exit_code == 2, res.output
     one = tmp_path / "one.avi"
@@ -155,6 +162,13 @@ def test_track_every_and_max_frames(video, model_home, tmp_path):
     assert [r["time_s"] for r in lines] == [0.0, 0.1, 0.2] and "file" not in lines[0]  # --fps over the video's 10
     meta = json.loads((out / "track.json").read_text())
     assert meta["fps"] == 10.0  # 20 per second, every 2nd frame kept
+    res = run_cli(["track", video, "-o", tmp_path / "span", "--start", "0.2", "--end", "0.6"], model_home)
+    assert res.exit_code == 0, res.output
+    span = [json.loads(x) for x in (tmp_path / "span" / "params.jsonl").read_text().splitlines()]
+    assert [(r["frame"], r["time_s"]) for r in span] == [(2, 0.2), (3, 0.3), (4, 0.4), (5, 0.5)]  # 10 fps
+    for args, code in ((["--start", "5"], 3), (["--start", "0.5", "--end", "0.2"], 2)):
+        res = run_cli(["track", video, "-o", tmp_path / "none", *args], model_home, quiet=False)
+        assert res.exit_code == code and res.output.count("\n") == 1, res.output
     assert meta["camera"] == {"fx": 409.6, "fy": 409.6, "cx": 128.0, "cy": 128.0, "width": 256, "height": 256}
     res = run_cli(["track", video, "-o", out, "--max-frames", "2", "--focal", "26mm"], model_home)
     assert res.exit_code == 0, res.output
