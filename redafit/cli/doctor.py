@@ -97,6 +97,31 @@ def _detectors() -> list[Check]:
     return checks
 
 
+def _video() -> list[Check]:
+    """Whether OpenCV writes and reads back an .mp4 here (track, rig from a video, view's and track's videos)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from redafit.errors import RedafitError
+    from redafit.io.video import video_writer
+    from redafit.rig.track import open_frames
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "check.mp4"
+        try:
+            with video_writer(path, 10.0) as write:
+                for k in range(3):
+                    write(np.full((64, 64, 3), 40 * k, np.uint8))
+            frames, _ = open_frames(path)
+            n = sum(1 for _ in frames)
+        except RedafitError as e:
+            return [Check("video (.mp4)", False, f"{e} (track and rig read videos through OpenCV's FFmpeg; frame "
+                          "images work without it)", required=False)]
+    return [Check("video (.mp4)", n == 3, f"OpenCV wrote and read back {n} of 3 frames", required=False)]
+
+
 def _models(model_name: str) -> list[Check]:
     from redafit.errors import ModelError
     from redafit.model.store import TRAINED_FILES, installed_models, model_dir
@@ -185,7 +210,7 @@ def doctor_cmd(model_name, no_render, as_json):
     checks = _packages()
     if checks[0].ok:  # torch
         checks += _devices()
-    checks += _detectors() + _models(model_name)
+    checks += _detectors() + (_video() if checks[0].ok else []) + _models(model_name)
     if not no_render and checks[0].ok:
         checks += _render_test(model_name)
     failed = [c for c in checks if c.required and not c.ok]

@@ -19,6 +19,7 @@ def test_doctor_reports_a_working_installation(model_home):
     out = json.loads(res.output)
     checks = {c["name"]: c for c in out["checks"]}
     assert out["ok"] and all(c["ok"] for c in checks.values() if c["required"])
+    assert checks["video (.mp4)"]["ok"] and "3 of 3 frames" in checks["video (.mp4)"]["detail"]
     for name in ("torch", "numpy", "OpenCV", "dlib", "dlib models", "model ict", "render cpu/torch", "CUDA",
                  "nvdiffrast"):
         assert name in checks, name
