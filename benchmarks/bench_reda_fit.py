@@ -309,6 +309,25 @@ def error_budget(model, n: int, seed: int, jobs: int, noise: float = 1.5, shadin
             + table(["terms (attribute stage, 1.5 px landmark noise)", "point-to-plane mm"], rows))
 
 
+def gpu_fit_tables(model, names) -> list[tuple[str, str]]:
+    """The photo table's full fits on the GPU when there is one (issue 4's second time target: median <= 2 s on one
+    H100), once per rasterizer there: the torch reference and nvdiffrast when it imports; each after an untimed
+    warm-up fit. None without CUDA: [] (the CPU table above is then the only one)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    from benchmarks.bench_fit import full_fit
+    from redafit.model.store import copy_model
+    from redafit.render import raster_nvdiffrast
+
+    gpu = copy_model(model, "cuda")
+    name = torch.cuda.get_device_name()
+    backends = ["torch"] + (["nvdiffrast"] if raster_nvdiffrast._load() is not None else [])
+    return [(f"The same fits on {name}, raster backend {b} (target: median <= 2 s on one H100)",
+             full_fit(gpu, names, raster_backend=b, warmup=True)) for b in backends]
+
+
 def main(argv=None):
     from redafit.eval.synthetic import HIGHLIGHTS, SHADINGS
 
@@ -363,6 +382,9 @@ def main(argv=None):
         print("\n#### The fast preset (the same stages and weights through the z-buffer), the same photos\n")
         print(full_fit(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS, landmark_sigma=args.landmark_sigma,
                        preset="fast"))
+        for title, table_text in gpu_fit_tables(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS):
+            print(f"\n#### {title}\n")
+            print(table_text)
         print("\n### Fitted landmarks vs the annotations, from dlib's detections (% of the eye distance)\n")
         print(detected_fit(model, PTS_PHOTOS[:2] if args.quick else PTS_PHOTOS))
         print()
