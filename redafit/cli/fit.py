@@ -585,8 +585,8 @@ def _every_face(images, detector: str, max_side: int) -> tuple[list, list, list]
         try:
             image = load_image(p, max_side=max_side)[0]
             found = detect_faces(image, detector)
-            keep = [k for k, b in enumerate(found) if b in confirm_faces(image, found)] if detector == "dlib" else (
-                list(range(len(found))))
+            confirmed = confirm_faces(image, found) if detector == "dlib" else found  # the CNN once a face
+            keep = [k for k, b in enumerate(found) if b in confirmed]
             if len(keep) < len(found):
                 log.warning("%s: %d of the %d faces dlib's HOG detector found are not confirmed by its CNN "
                             "detector; left out", Path(p).name, len(found) - len(keep), len(found))
