@@ -72,6 +72,12 @@ class Intrinsics:
         return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width,
                 "height": self.height}
 
+    @staticmethod
+    def from_dict(d: dict) -> "Intrinsics":
+        """The camera :meth:`to_dict` wrote (a KeyError, TypeError or ValueError when ``d`` is not such a dict; an
+        InputError when its values are out of range)."""
+        return Intrinsics(*(float(d[k]) for k in ("fx", "fy", "cx", "cy")), int(d["width"]), int(d["height"]))
+
 
 # The diagonal of a 35 mm film frame (36 x 24 mm): a 35 mm-equivalent focal length f (EXIF's FocalLengthIn35mmFilm)
 # gives the same diagonal field of view on any image as f on that frame, so in pixels it is f x the image's

@@ -57,8 +57,7 @@ def draw_record(image: np.ndarray, record: dict, landmarks, model, identity, dis
     from redafit.fit.outputs import render_overlay
     from redafit.render.camera import Intrinsics, project
 
-    cam = record["camera"]
-    K = Intrinsics(*(float(cam[k]) for k in ("fx", "fy", "cx", "cy")), int(cam["width"]), int(cam["height"]))
+    K = Intrinsics.from_dict(record["camera"])
     v = record_camera_vertices(record, model, identity, displacement)
     ids = np.asarray(model.landmark_ids.cpu() if hasattr(model.landmark_ids, "cpu") else model.landmark_ids)
     fit = np.full((len(ids), 2), np.nan)

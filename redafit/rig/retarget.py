@@ -136,8 +136,7 @@ def glb_track_camera(camera: dict | None) -> dict | None:
     from redafit.render.camera import Intrinsics
 
     try:
-        K = Intrinsics(*(float(camera[k]) for k in ("fx", "fy", "cx", "cy")), int(camera["width"]),
-                       int(camera["height"]))
+        K = Intrinsics.from_dict(camera)
     except (TypeError, KeyError, ValueError, OverflowError, RedafitError):
         return None
     return glb_perspective(K, "video")
