@@ -316,6 +316,15 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
     --save-stages x.obj``: the stage images went into a folder ``x.obj/`` and the mesh could not be written) or
     when a stage image it will write (``<stage>_render.png``, ``_mask``, ``_error``; in a subfolder per photo for
     several) is an input or another output."""
+    names = [f"{stage.name}_{kind}.png" for stage in config.stages for kind in ("render", "mask", "error")] \
+        if config.attributes else []  # the landmark stages write no images
+    _check_folder_files(folder, "--save-stages", names, jobs, inputs)
+
+
+def _check_folder_files(folder, option: str, names, jobs, inputs=()) -> None:
+    """A usage error, before any fit, when an option's output folder (``--save-stages``, ``--maps``) is one of the
+    command's other outputs or inputs, or when a file ``names`` it will write there (in a subfolder per photo for
+    several, named as the photo's mesh) is."""
     folder = Path(folder)
     taken = _named_inputs(jobs, inputs)
     for _, mesh, par, ov in jobs:
@@ -323,18 +332,13 @@ def _check_stage_images(folder, jobs, config, inputs=()) -> None:
             taken.add(f, what)
     other = taken.get(folder)
     if other is not None:
-        raise UsageError(f"--save-stages {folder}: that is also {other}; choose another folder")
-    if not config.attributes:  # the landmark stages write no images
-        return
+        raise UsageError(f"{option} {folder}: that is also {other}; choose another folder")
     subfolders = [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]
     for sub in subfolders:
-        for stage in config.stages:
-            for kind in ("render", "mask", "error"):
-                f = sub / f"{stage.name}_{kind}.png"
-                other = taken.get(f)
-                if other is not None:
-                    raise UsageError(f"--save-stages {folder}: its stage image {f} would be {other}; "
-                                     f"choose another folder")
+        for name in names:
+            other = taken.get(sub / name)
+            if other is not None:
+                raise UsageError(f"{option} {folder}: its file {sub / name} would be {other}; choose another folder")
 
 
 def stdin_file():
@@ -672,6 +676,11 @@ def _make_folders(*outputs) -> None:
 @click.option("--save-stages", default=None, type=click.Path(path_type=Path),
               help="Write each stage's render, mask and error image into this folder (for several images, a "
                    "subfolder per photo, named as its outputs).")
+@click.option("--maps", default=None, type=click.Path(path_type=Path),
+              help="Also write maps of the fitted face on the photo's pixel grid into this folder: depth.png "
+                   "(16-bit mm, the layout --depth reads), depth.npy (float metres), normals.png (camera frame, "
+                   "OpenGL axes), parsing.png (CelebAMask-HQ class ids, the layout --parsing reads) and mask.png; "
+                   "for several images, a subfolder per photo, named as its outputs.")
 @click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Depth map for RGB-D input, registered to the photo (16-bit PNG in mm, or float .npy/.exr in "
                    "metres; 0 = unknown); adds the depth attribute (weight 64; --weight depth=16 for a noisy "
@@ -707,7 +716,7 @@ def _make_folders(*outputs) -> None:
 @fit_options
 @device_option
 @click.pass_context
-def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, depth, parsing, texture_size, caps,
+def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, maps, depth, parsing, texture_size, caps,
             frame, neutral, all_faces, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, focal,
             device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
@@ -726,6 +735,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
       redafit fit photo.jpg --frame head -o upright.obj
       redafit fit photo.jpg --neutral --frame head -o avatar.glb
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
+      redafit fit photo.jpg -o face.obj --maps face_maps/
       redafit fit group.jpg --all-faces -o faces/
       redafit fit cropped_selfie.jpg --focal 26mm -o face.obj
       curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
@@ -771,11 +781,16 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, d
         _check_stage_images(save_stages, jobs, config, inputs)
         check_output_folder(save_stages)  # a file in the way or a read-only place: exit 10 before any fit
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
+    if maps is not None:
+        from redafit.render.maps import MAP_FILES
+
+        _check_folder_files(maps, "--maps", MAP_FILES, jobs, inputs)
+        check_output_folder(maps)
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side, focal=focal),
                               config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1,
-                              faces=faces)
+                              faces=faces, maps=maps)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
     with _Progress(show_progress(ctx)) as prog:
@@ -817,6 +832,7 @@ class _PhotoSettings:
     neutral: bool = False  # the mesh without its fitted expression (redafit.fit.outputs.save_mesh)
     stages_per_photo: bool = False  # --save-stages DIR/<the photo's output name>/ (a batch)
     faces: dict | None = None  # --all-faces: str(mesh path) -> the face (left to right) its job fits
+    maps: Path | None = None  # --maps DIR (DIR/<the photo's output name>/ in a batch)
 
 
 def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> dict:
@@ -848,7 +864,9 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             config = replace(config, save_stages=str(Path(config.save_stages) / Path(mesh).stem))
         result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
         _make_folders(mesh, par, ov)
-        written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame, s.neutral)
+        maps = None if s.maps is None else Path(s.maps) / Path(mesh).stem if s.stages_per_photo else Path(s.maps)
+        written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame, s.neutral,
+                                maps_dir=maps)
     except RedafitError as e:
         return {"error": str(e), "exit_code": e.exit_code, "exception": e}
     return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),

@@ -54,6 +54,7 @@ from redafit.fit.correspondence import (  # noqa: F401 - default_landmark_vertic
     outline_jaw_ids,
 )
 from redafit.render.camera import DEFAULT_FOCAL_FACTOR
+from redafit.render.maps import render_depth, render_parsing  # noqa: F401 - also this module's API (bench, tests)
 from redafit.render.occlusion import ambient_occlusion, shadow_visibility  # noqa: F401 - also this module's API
 from redafit.io import jsonsafe
 
@@ -556,77 +557,10 @@ def write_case(case: Case, out_dir) -> Path:
     return d
 
 
-# the parsing class (assets/regions.json's CelebAMask-HQ order) that stands for each of our regions in a true map
-_REGION_CLASS = {"skin": "skin", "brows": "l_brow", "eyes": "l_eye", "nose": "nose", "upper_lip": "u_lip",
-                 "lower_lip": "l_lip", "mouth_interior": "mouth"}
-_OUTSIDE_FACE_CLASS = "neck"  # the model's surface outside its face area (neck, ears, scalp): seen, not face
-
-
 def true_parsing(case: Case, model) -> np.ndarray:
-    """The true parsing map of a synthetic case (see :func:`render_parsing`)."""
+    """The true parsing map of a synthetic case (:func:`redafit.render.maps.render_parsing`)."""
     return render_parsing(model, np.asarray(case.meta["vertices_camera"]), np.asarray(case.scan_faces),
                           case.intrinsics, case.image.shape[:2])
-
-
-def render_parsing(model, vertices_camera: np.ndarray, triangles: np.ndarray, K, size) -> np.ndarray:
-    """The parsing map a perfect parser would give an image of the model: [H, W] int64 class ids (the class order of
-    ``assets/regions.json``) at the image's pixel centres. The visible surface of the true mesh takes the region
-    of the nearest corner of its triangle (:func:`redafit.parsing.model_labels.vertex_region_index`) where the
-    triangle lies in the model's face area (:func:`~redafit.parsing.model_labels.vertex_face_area`), and the
-    class "neck" elsewhere on the model (not face, not an occluder); background is class 0.
-
-    It is an upper bound on what a parsing network gives: its face area ends where the model's does, which no
-    photo shows (a real parser's skin runs on to the ears and the hairline). For :meth:`write_case` and the
-    benchmark's oracle-parsing rows (``redafit fit --parsing``). ``vertices_camera`` [V, 3] mm of the model's
-    topology, ``K`` the camera's :class:`~redafit.render.camera.Intrinsics`, ``size`` (H, W)."""
-    import torch
-
-    from redafit.parsing.model_labels import vertex_face_area, vertex_region_index
-    from redafit.parsing.regions import REGION_NAMES, load_region_spec
-    from redafit.render import rasterize
-    from redafit.render.camera import to_clip
-
-    names = load_region_spec()["network_classes"]["names"]
-    region_class = np.array([names.index(_REGION_CLASS[r]) for r in REGION_NAMES], np.int64)
-    H, W = (int(x) for x in size)
-    tris = torch.as_tensor(np.asarray(triangles), dtype=torch.long)
-    vc = torch.as_tensor(np.asarray(vertices_camera), dtype=torch.float32)[None]
-    frags = rasterize(to_clip(vc, K), tris, (H, W))
-    tid = frags.tri_id[0].cpu().numpy()
-    corner = frags.bary[0].argmax(-1).cpu().numpy()
-    vreg = vertex_region_index(model).cpu().numpy()
-    face_v = vertex_face_area(model).cpu().numpy()
-    t = tris.numpy()
-    hit = tid >= 0
-    tt = t[np.clip(tid, 0, None)]  # [H, W, 3]
-    vid = np.take_along_axis(tt, corner[..., None], -1)[..., 0]
-    in_face = face_v[tt].all(-1)
-    out = np.zeros((H, W), np.int64)
-    out[hit & in_face] = region_class[vreg[vid[hit & in_face]]]
-    out[hit & ~in_face] = names.index(_OUTSIDE_FACE_CLASS)
-    return out
-
-
-def render_depth(vertices_camera: np.ndarray, triangles: np.ndarray, K, size, noise_mm: float = 0.0,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
-    """What an RGB-D sensor registered to the image would measure of the mesh: [H, W] float32 camera-frame depth
-    (z, mm) of the visible surface at the pixel centres, 0 where the mesh does not cover the pixel (the background
-    is unknown, as beyond a sensor's range); with ``noise_mm`` > 0, Gaussian noise of that std from ``rng`` and
-    rounding to whole millimetres (a 16-bit mm depth image). ``K`` the camera's
-    :class:`~redafit.render.camera.Intrinsics`, ``size`` (H, W)."""
-    from redafit.render import interpolate, rasterize
-    from redafit.render.camera import to_clip
-
-    H, W = (int(x) for x in size)
-    tris = torch.as_tensor(np.asarray(triangles), dtype=torch.long)
-    clip = to_clip(torch.as_tensor(np.asarray(vertices_camera), dtype=torch.float32)[None], K)
-    frags = rasterize(clip, tris, (H, W))
-    hit = frags.mask[0].cpu().numpy() > 0
-    z = np.where(hit, interpolate(clip[..., 3:4], frags, tris)[0, ..., 0].cpu().numpy(), 0.0)
-    if noise_mm > 0:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        z = np.where(hit, np.round(z + rng.normal(0.0, noise_mm, z.shape)), 0.0)
-    return z.astype(np.float32)
 
 
 def true_parameters(case: Case, model) -> dict:

@@ -127,12 +127,13 @@ def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=
 
 def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,
                   texture_size: int = 1024, caps: bool = True, frame: str = "camera",
-                  neutral: bool = False) -> list[Path]:
+                  neutral: bool = False, maps_dir=None) -> list[Path]:
     """Write the requested outputs, all or none: they replace their targets together once every one is written
     (:func:`redafit.io.atomic.atomic_group`), so an error or an interrupt leaves no file half-written and no
     incomplete set (a mesh without its parameters). ``frame`` and ``neutral``: the mesh's
     (:func:`redafit.fit.outputs.save_mesh`), also recorded in the parameters as ``mesh_frame`` and
-    ``mesh_expression`` (``"fitted"`` or ``"neutral"``)."""
+    ``mesh_expression`` (``"fitted"`` or ``"neutral"``). ``maps_dir``: the photo-aligned maps of the fitted face
+    (:func:`redafit.render.maps.save_maps`, the mesh with its caps as ``caps`` says, fitted expression)."""
     from redafit.fit import outputs
     from redafit.io.atomic import atomic_group
 
@@ -150,4 +151,8 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
             written.append(outputs.save_params(params_path, result, extra))
         if overlay_path is not None:
             written.append(outputs.save_overlay(overlay_path, inp.image, result, model))
+        if maps_dir is not None:
+            from redafit.render.maps import render_maps, save_maps
+
+            written += save_maps(maps_dir, render_maps(result, model, caps=caps))
     return written
