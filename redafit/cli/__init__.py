@@ -141,9 +141,11 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
 
     tune_allocator()
     n = choose_threads(threads)
-    if n is not None:
+    try:
         import torch
-
+    except ImportError:  # the commands that need it say so (exit 8); doctor reports it
+        n = None
+    if n is not None:
         if not threads and n < torch.get_num_threads():
             log.info("other processes are busy on this machine: using %d CPU thread(s) (--threads sets it)", n)
         if threads or n < torch.get_num_threads():

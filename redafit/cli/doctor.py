@@ -41,10 +41,10 @@ def _packages() -> list[Check]:
     from redafit.errors import DependencyError
 
     out = []
-    for label, module in (("torch", "torch"), ("numpy", "numpy"), ("scipy", "scipy"), ("OpenCV", "cv2"),
-                          ("trimesh", "trimesh")):
+    for label, module, dist in (("torch", "torch", "torch"), ("numpy", "numpy", "numpy"), ("scipy", "scipy", "scipy"),
+                                ("OpenCV", "cv2", "opencv-python"), ("trimesh", "trimesh", "trimesh")):
         v = _version(module)
-        out.append(Check(label, v is not None, v or f"not installed: pip install {label.lower()}",
+        out.append(Check(label, v is not None, v or f"not installed: pip install {dist}",
                          exit_code=DependencyError.exit_code))
     return out
 
@@ -122,15 +122,31 @@ def _video() -> list[Check]:
     return [Check("video (.mp4)", n == 3, f"OpenCV wrote and read back {n} of 3 frames", required=False)]
 
 
+def _guarded(checks, name: str, required: bool = True, exit_code: int = 8) -> list[Check]:
+    """``checks()``, or one failed check ``name`` saying what went wrong when it raised (a broken install is
+    reported, not a crash that hides the rest of the report)."""
+    try:
+        return checks()
+    except Exception as e:  # noqa: BLE001 - every failure is a finding here
+        detail = (str(e).splitlines() or [""])[0] or type(e).__name__
+        return [Check(name, False, f"could not be checked: {detail}", required=required, exit_code=exit_code)]
+
+
 def _models(model_name: str) -> list[Check]:
-    from redafit.errors import ModelError
-    from redafit.model.store import TRAINED_FILES, installed_models, model_dir
+    from redafit.errors import ModelError, RedafitError
+    from redafit.model.store import TRAINED_FILES, installed_models, load_model, model_dir
 
     installed = installed_models()
     folder = model_dir()
-    checks = [Check(f"model {model_name}", model_name in installed,
-                    f"{folder / model_name}" if model_name in installed else
-                    f"not installed in {folder}: redafit models install {model_name}", exit_code=ModelError.exit_code)]
+    detail = f"not installed in {folder}: redafit models install {model_name}"
+    ok = model_name in installed
+    if ok:
+        try:
+            m = load_model(model_name)
+            detail = f"{folder / model_name} ({m.n_vertices} vertices, {m.n_id} identity, {m.n_exp} expression modes)"
+        except RedafitError as e:
+            ok, detail = False, f"{e} (reinstall: redafit models install {model_name})"
+    checks = [Check(f"model {model_name}", ok, detail, exit_code=ModelError.exit_code)]
     others = sorted(set(installed) - {model_name})
     if others:
         checks.append(Check("other models", True, ", ".join(others), required=False))
@@ -208,11 +224,18 @@ def doctor_cmd(model_name, no_render, as_json):
     from redafit import __version__
 
     checks = _packages()
-    if checks[0].ok:  # torch
-        checks += _devices()
-    checks += _detectors() + (_video() if checks[0].ok else []) + _models(model_name)
-    if not no_render and checks[0].ok:
-        checks += _render_test(model_name)
+    have = {c.name for c in checks if c.ok}
+    if "torch" in have:
+        checks += _guarded(_devices, "devices")
+    checks += _guarded(_detectors, "landmark detectors")
+    if {"torch", "OpenCV"} <= have:
+        checks += _guarded(_video, "video (.mp4)", required=False)
+    if "torch" in have:
+        checks += _guarded(lambda: _models(model_name), f"model {model_name}", exit_code=7)
+    else:  # the model store reads models through torch
+        checks.append(Check(f"model {model_name}", False, "not checked: it needs torch", exit_code=7))
+    if not no_render and "torch" in have and all(c.ok for c in checks if c.name == f"model {model_name}"):
+        checks += _guarded(lambda: _render_test(model_name), "render", exit_code=1)
     failed = [c for c in checks if c.required and not c.ok]
     code = failed[0].exit_code if failed else 0
     header = f"redafit {__version__}, Python {platform.python_version()} on {platform.system()} {platform.machine()}"

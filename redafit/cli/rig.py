@@ -435,7 +435,8 @@ for _p in track_cmd.params:
                    "looking through it the animation lies over the video).")
 @click.option("--fps", type=FiniteRange(0.1, 1000), default=None,
               help="Play the tracked frames at this rate (default: the track's own; a Live Link Face CSV's is its "
-                   "highest frame number + 1, or 60 for a take under a second; the glTF keys each frame at its own "
+                   "frames a second as its timecodes count them, or the track's for a short livelink.csv, or 60 for a "
+                   "take under a second; the glTF keys each frame at its own "
                    "time, so failed frames leave gaps of their length).")
 @click.pass_context
 def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):

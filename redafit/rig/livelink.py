@@ -31,6 +31,9 @@ import csv
 import io
 import logging
 import math
+import re
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -150,71 +153,120 @@ def livelink_csv(records: list, names, fps: float) -> str:
 
 
 DEFAULT_RATE = 60.0  # Live Link Face's recording rate, for a take too short to tell its own
+MAX_DEGREES = 360.0  # a head angle beyond this (in degrees, or 2 Live Link units) is not an angle
+_TIMECODE = re.compile(r"(\d+):(\d+):(\d+):(\d+(?:\.\d*)?)")
 
 
 def _parse_timecode(code: str) -> tuple[int, float]:
     """(whole seconds, frame within the second + its fraction) of ``HH:MM:SS:FF[.mmm]``; ValueError if malformed."""
-    parts = code.strip().split(":")
-    if len(parts) != 4:
+    m = _TIMECODE.fullmatch(code.strip())
+    if m is None:
         raise ValueError(f"timecode {code!r} is not HH:MM:SS:FF.mmm")
-    h, m, sec = (int(x) for x in parts[:3])
-    ff = float(parts[3])
-    if min(h, m, sec) < 0 or m > 59 or sec > 59 or not (0 <= ff < 1000):
+    h, mi, sec = (int(x) for x in m.groups()[:3])
+    ff = float(m.group(4))
+    if mi > 59 or sec > 59 or ff >= 1000:
         raise ValueError(f"timecode {code!r} is out of range")
-    return h * 3600 + m * 60 + sec, ff
+    return h * 3600 + mi * 60 + sec, ff
+
+
+def _take_rate(seconds: np.ndarray, frames: np.ndarray, hint: float | None) -> tuple[float, str]:
+    """The rate the timecodes count frames at, and how it was found: the most common number of frames in the
+    take's whole seconds (neither its first nor its last, which it may fill only in part; a dropped frame leaves
+    one second short, a mistyped frame number changes none), the larger on a tie; for a take over at most two
+    seconds its largest frame number + 1 when it crosses a second; else ``hint`` (``track.json``'s rate beside a
+    track's ``livelink.csv``) or :data:`DEFAULT_RATE`."""
+    counts = Counter(seconds.tolist())
+    inner = sorted(counts)[1:-1]
+    if inner:
+        per = Counter(counts[s] for s in inner)
+        return float(max(per, key=lambda r: (per[r], r))), "counted in its whole seconds"
+    if hint:
+        return float(hint), "track.json"
+    if len(counts) > 1:
+        return float(frames.max() // 1 + 1), "its largest frame number"
+    return DEFAULT_RATE, "Live Link Face's default (the take is under a second)"
+
+
+def _track_rate(path) -> float | None:
+    """The rate of the track a ``livelink.csv`` was written with (``track.json`` beside it), else None."""
+    import json
+
+    meta = Path(path).parent / "track.json"
+    try:
+        fps = float(json.loads(meta.read_text())["fps"]) if meta.is_file() else None
+    except (ValueError, OSError, KeyError, TypeError):
+        return None
+    return round(fps) if fps and math.isfinite(fps) and fps > 0 else None
 
 
 def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
     """The frames of a Live Link Face CSV (the app's recording, or a track's ``livelink.csv``) as tracked records
     for a model with expression ``names`` (each driven by its ARKit shape, both sides of a one-sided pair by the
     one curve), and their frame rate. Head rotation from ``HeadYaw/Pitch/Roll`` (degrees / 180 with
-    :data:`SIGNS`, as written here; a take with an angle beyond 1 is read as written in degrees); no head
-    position (translation 0). The rate the timecodes count frames at is the largest frame number + 1 when the
-    take crosses a second, else :data:`DEFAULT_RATE`. A row the app wrote without values (``BlendShapeCount``
-    0, the values missing: no face) is left out, a gap in the frames (``frame`` is the row's index). Malformed
-    input: :class:`InputError` naming the line."""
+    :data:`SIGNS`, as written here; a take with an angle beyond 1 is read as written in degrees; one beyond
+    :data:`MAX_DEGREES` is an error); no head position (translation 0). Blendshape weights are clipped to 0-1
+    (with a warning). The rate the timecodes count frames at: :func:`_take_rate` (a frame number at or beyond it
+    is an error). A row the app wrote without values (``BlendShapeCount`` 0, the values missing: no face) is left
+    out, a gap in the frames (``frame`` is the row's index). Lines may end in LF, CRLF or CR. Malformed input:
+    :class:`InputError` naming the line."""
     import torch
 
     from redafit.io.inputs import read_text_file
     from redafit.render.camera import euler_to_r
 
     text = read_text_file(path, "Live Link Face CSV", max_bytes)
-    rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text)), 1) if any(c.strip() for c in r)]
-    if not rows or rows[0][1][0].strip().lower() != "timecode":
+    lines = text.splitlines()  # LF, CRLF and the old Macs' CR alike
+    del text
+    reader = csv.reader(lines)
+    header = None
+    stamps, rows, empty = [], [], 0  # every row's (line, timecode, seconds, frame); the rows with curves' values
+    try:
+        for r in reader:
+            n = reader.line_num
+            if not any(c.strip() for c in r):
+                continue
+            if header is None:
+                header = _take_header(path, r)
+                head, first, cols = header
+                idx = np.array(list(cols.values()))
+                continue
+            cells = [c.strip() for c in r]
+            try:
+                sec, ff = _parse_timecode(cells[0])
+            except ValueError as e:
+                raise InputError(f"{path}:{n}: {e}") from None
+            stamps.append((n, cells[0], sec, ff))
+            if len(cells) <= first or (first == 2 and cells[1] in ("0", "")) or not any(cells[first:]):
+                empty += 1  # a frame the app recorded without a face (BlendShapeCount 0, its values missing)
+                continue
+            if len(cells) != len(head):
+                raise InputError(f"{path}:{n}: {len(cells)} values, the header has {len(head)}")
+            try:
+                v = np.array([float(cells[i]) for i in idx])
+            except ValueError as e:
+                raise InputError(f"{path}:{n}: {e}") from None
+            if not np.isfinite(v).all():
+                k = int(np.argmin(np.isfinite(v)))
+                raise InputError(f"{path}:{n}: {list(cols)[k]} is {cells[idx[k]]!r}, expected a finite number")
+            rows.append((len(stamps) - 1, v))
+    except csv.Error as e:
+        raise InputError(f"{path}:{reader.line_num}: {e}") from None
+    if header is None:
         raise InputError(f"{path}: not a Live Link Face CSV (expected a header starting Timecode,BlendShapeCount)")
-    known = {c.lower(): c for c in (*SHAPES, *ROTATIONS)}
-    head = [known.get(c.strip().lower()) for c in rows[0][1]]
-    first = 2 if len(rows[0][1]) > 1 and rows[0][1][1].strip().lower() == "blendshapecount" else 1  # values from
-    if not any(h in SHAPES for h in head):
-        raise InputError(f"{path}: none of the header's columns is an ARKit blendshape (EyeBlinkLeft, JawOpen, ...)")
-    cols = {h: i for i, h in enumerate(head) if h is not None}
-    stamps, values, empty = [], [], 0  # every row's (line, timecode, parsed); the rows with curves' values
-    for n, r in rows[1:]:
-        cells = [c.strip() for c in r]
-        try:
-            stamps.append((n, cells[0], _parse_timecode(cells[0])))
-        except ValueError as e:
-            raise InputError(f"{path}:{n}: {e}") from None
-        if len(cells) <= first or (first == 2 and cells[1] in ("0", "")) or not any(cells[first:]):
-            empty += 1  # a frame the app recorded without a face (BlendShapeCount 0, its values missing)
-            continue
-        if len(cells) != len(head):
-            raise InputError(f"{path}:{n}: {len(cells)} values, the header has {len(head)}")
-        try:
-            v = {h: float(cells[i]) for h, i in cols.items()}
-        except ValueError as e:
-            raise InputError(f"{path}:{n}: {e}") from None
-        bad = [h for h, x in v.items() if not math.isfinite(x)]
-        if bad:
-            raise InputError(f"{path}:{n}: {bad[0]} is {cells[cols[bad[0]]]!r}, expected a finite number")
-        values.append((len(stamps) - 1, v))
-    if not values:
+    if not rows:
         raise InputError(f"{path}: no frames in the file" if not stamps else f"{path}: none of its {len(stamps)} "
                          "frames has the curves' values")
-    whole = [s for _, _, (s, _) in stamps]
-    rate = max(int(ff) for _, _, (_, ff) in stamps) + 1.0 if max(whole) > min(whole) else DEFAULT_RATE
-    t = np.array([s + ff / rate for _, _, (s, ff) in stamps])
-    t -= t[0]
+    seconds = np.array([s for _, _, s, _ in stamps], np.int64)
+    frames = np.array([ff for *_, ff in stamps])
+    rate, how = _take_rate(seconds, frames, _track_rate(path) if Path(path).name == FILE else None)
+    beyond = np.flatnonzero(frames >= rate)
+    if len(beyond):
+        n, code = stamps[beyond[0]][:2]
+        raise InputError(f"{path}:{n}: timecode {code} counts frame {int(frames[beyond[0]])}, but the take has "
+                         f"{rate:g} frames a second ({how})")
+    log.info("%s: %g frames a second (%s)", path, rate, how)
+    t = seconds + frames / rate
+    t = t - t[0]
     for k in range(1, len(t)):
         if t[k] <= t[k - 1]:
             raise InputError(f"{path}:{stamps[k][0]}: timecode {stamps[k][1]} does not follow the previous frame's")
@@ -223,18 +275,46 @@ def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:
     drive = [(name, hit[0]) for name, hit in ((n, shape_of(n)) for n in names) if hit is not None and hit[0] in cols]
     if not drive:
         raise InputError(f"{path}: none of its ARKit curves drives the rig's expressions (e.g. {list(names)[:3]})")
-    angles = np.array([[v.get(f"Head{a}", 0.0) for a in ("Yaw", "Pitch", "Roll")] for _, v in values])
+    at = {c: k for k, c in enumerate(cols)}
+    V = np.stack([v for _, v in rows])  # [T, columns]
+    angles = np.stack([V[:, at[c]] if c in at else np.zeros(len(V)) for c in ("HeadYaw", "HeadPitch", "HeadRoll")],
+                      1)
+    wild = np.flatnonzero(np.abs(angles).max(1) > MAX_DEGREES)
+    if len(wild):
+        n = stamps[rows[wild[0]][0]][0]
+        raise InputError(f"{path}:{n}: a head angle of {angles[wild[0]][np.abs(angles[wild[0]]).argmax()]:g} is "
+                         f"beyond {MAX_DEGREES:g} degrees")
     to_deg = 1.0 if np.abs(angles).max() > 1.0 else UNIT_DEG  # beyond a half turn: the take is in degrees
     if to_deg == 1.0:
         log.info("%s: head angles beyond 1: read as degrees", path)
+    shape_cols = [at[shape] for _, shape in drive]
+    W = V[:, shape_cols]
+    off = int(((W < -1e-6) | (W > 1 + 1e-6)).sum())
+    if off:
+        log.warning("%s: %d blendshape weights outside 0-1 (as far as %.3g): clipped", path, off,
+                    float(np.abs(W - W.clip(0, 1)).max()))
+    W = W.clip(0.0, 1.0)
     records = []
-    for (k, v), (yaw, pitch, roll) in zip(values, angles * to_deg * SIGNS):
+    for (k, _), w, (yaw, pitch, roll) in zip(rows, W, angles * to_deg * SIGNS):
         r = euler_to_r(float(yaw), float(pitch), float(roll), dtype=torch.float64).numpy()
         records.append({"frame": k, "time_s": float(t[k]), "ok": True,
-                        "expression": {name: v[shape] for name, shape in drive},
+                        "expression": {name: float(x) for (name, _), x in zip(drive, w)},
                         "pose": {"axis_angle": r.tolist(), "translation_mm": [0.0, 0.0, 0.0], "yaw_deg": float(yaw),
                                  "pitch_deg": float(pitch), "roll_deg": float(roll)}})
     return records, rate
+
+
+def _take_header(path, r: list) -> tuple[list, int, dict]:
+    """(the header's columns as known names or None, the first value column, known name -> column) of a Live
+    Link Face CSV's first row; InputError if it is not one."""
+    if r[0].strip().lower() != "timecode":
+        raise InputError(f"{path}: not a Live Link Face CSV (expected a header starting Timecode,BlendShapeCount)")
+    known = {c.lower(): c for c in (*SHAPES, *ROTATIONS)}
+    head = [known.get(c.strip().lower()) for c in r]
+    first = 2 if len(r) > 1 and r[1].strip().lower() == "blendshapecount" else 1  # values from
+    if not any(h in SHAPES for h in head):
+        raise InputError(f"{path}: none of the header's columns is an ARKit blendshape (EyeBlinkLeft, JawOpen, ...)")
+    return head, first, {h: i for i, h in enumerate(head) if h is not None}
 
 
 def read_livelink_csv(path) -> tuple[list[str], dict[str, np.ndarray]]:

@@ -42,3 +42,36 @@ def test_doctor_names_what_is_missing(tmp_path, model_home):
     res = _doctor({"REDAFIT_MODEL_DIR": str(model_home), "REDAFIT_DLIB_MODELS": str(empty)}, "--no-render")
     assert res.exit_code == 8, res.output
     assert "FAIL  dlib models" in res.output and "shape_predictor_68_face_landmarks.dat" in res.output
+
+
+def test_doctor_reports_a_broken_model_and_missing_packages(tmp_path, model_home):
+    """A damaged model file: the report with a FAIL line naming it, exit 7 (the command stopped with only the
+    model's error, no report). Without torch or OpenCV - where doctor is most needed - the whole report, valid
+    JSON, exit 8 (it crashed: "unexpected ModuleNotFoundError", exit 1, nothing on stdout)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    bad = tmp_path / "models"
+    shutil.copytree(model_home / "ict", bad / "ict")
+    (bad / "ict" / "model.npz").write_bytes(b"not a model" * 50)
+    res = _doctor({"REDAFIT_MODEL_DIR": str(bad)}, "--json")
+    assert res.exit_code == 7, res.output
+    checks = {c["name"]: c for c in json.loads(res.output)["checks"]}
+    assert not checks["model ict"]["ok"] and "model.npz" in checks["model ict"]["detail"]
+    assert "render cpu/torch" not in checks
+    for module in ("torch", "cv2"):
+        fake = tmp_path / f"without_{module}" / module
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text(f"raise ImportError('No module named {module}')\n")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]),
+               "REDAFIT_MODEL_DIR": str(model_home)}
+        r = subprocess.run([sys.executable, "-m", "redafit", "doctor", "--json", "--no-render"], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 8, r.stderr
+        out = json.loads(r.stdout)
+        checks = {c["name"]: c for c in out["checks"]}
+        name = "torch" if module == "torch" else "OpenCV"
+        assert not out["ok"] and not checks[name]["ok"] and "pip install" in checks[name]["detail"]
+        assert checks["dlib"]["ok"] and "Traceback" not in r.stderr

@@ -2,6 +2,7 @@
 
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -133,13 +134,17 @@ def test_read_take_of_the_app(tmp_path):
     ("Timecode,BlendShapeCount,JawOpen\n00:00:00:01.000,1,0\n00:00:00:01.000,1,0\n", ":3: timecode 00:00:00:01.000 "
      "does not follow"),
     ("Timecode,BlendShapeCount,TongueOut\n00:00:00:00.000,1,0.5\n", "drives the rig's expressions"),
+    ("Timecode,BlendShapeCount,JawOpen\n0_0:00:00:00.000,1,0.5\n", ":2: timecode '0_0:00:00:00.000' is not"),
+    ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1," + "1" * 200_000 + "\n", ":2: field larger"),
+    ("Timecode,BlendShapeCount,JawOpen,HeadYaw\n00:00:00:00.000,2,0.5,0\n00:00:00:01.000,2,0.5,1e300\n",
+     ":3: a head angle of 1e+300 is beyond 360 degrees"),
 ])
 def test_read_take_refuses_malformed_files(tmp_path, text, message):
     from redafit.errors import InputError
 
     path = tmp_path / "take.csv"
     path.write_text(text)
-    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(InputError, match=re.escape(message)):
         livelink.read_take(path, ["jawOpen"])
 
 
@@ -184,3 +189,62 @@ def test_read_take_without_a_count_column(tmp_path):
     recs, _ = livelink.read_take(path, ["jawOpen", "eyeBlink_L"])
     assert [r["expression"] for r in recs] == [{"jawOpen": 0.0, "eyeBlink_L": 0.5},
                                                {"jawOpen": 0.25, "eyeBlink_L": 0.0}]
+
+
+def test_read_take_lines_may_end_in_a_carriage_return(tmp_path):
+    """Old Mac line endings (CR only) read as LF and CRLF do (csv refused them: "new-line character seen in
+    unquoted field", an unexpected error, exit 1)."""
+    text = "Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,0.5\n00:00:00:01.000,1,0.25\n"
+    for ending in ("\r", "\r\n"):
+        path = tmp_path / "take.csv"
+        path.write_bytes(text.replace("\n", ending).encode())
+        recs, _ = livelink.read_take(path, ["jawOpen"])
+        assert [r["expression"]["jawOpen"] for r in recs] == [0.5, 0.25]
+
+
+def _seconds(n: int, rate: int, typo_at: int | None = None) -> list[str]:
+    rows = []
+    for k in range(n):
+        s, ff = divmod(k, rate)
+        rows.append(f"00:00:{s:02d}:{99 if k == typo_at else ff:02d}.000,1,{k / n:.4f}")
+    return rows
+
+
+def test_the_takes_rate_is_its_whole_seconds_and_a_frame_number_beyond_it_is_an_error(tmp_path):
+    """The rate is counted in the take's whole seconds, so one mistyped frame number (99 in a 30 fps take) is an
+    error naming its own line, not a 100 fps take (nor an error blamed on the next line)."""
+    from redafit.errors import InputError
+
+    path = tmp_path / "take.csv"
+    path.write_text("Timecode,BlendShapeCount,JawOpen\n" + "\n".join(_seconds(100, 30)) + "\n")
+    assert livelink.read_take(path, ["jawOpen"])[1] == 30
+    for typo in (40, 99):  # mid-take; the last row
+        path.write_text("Timecode,BlendShapeCount,JawOpen\n" + "\n".join(_seconds(100, 30, typo)) + "\n")
+        with pytest.raises(InputError, match=f":{typo + 2}: timecode 00:00:0{typo // 30}:99.000 counts frame 99, "
+                                             "but the take has 30 frames a second"):
+            livelink.read_take(path, ["jawOpen"])
+
+
+def test_a_short_tracks_csv_plays_at_the_tracks_rate(tmp_path):
+    """A track under a second (6 frames at 10 fps) cannot tell its rate from its timecodes: its livelink.csv was
+    read at Live Link Face's 60 fps, 6 times too fast; track.json beside it gives the track's."""
+    names = ["jawOpen"]
+    recs = [{"frame": k, "time_s": k / 10, "ok": True, "expression": {"jawOpen": k / 6},
+             "pose": {"yaw_deg": 0.0, "pitch_deg": 0.0, "roll_deg": 0.0}} for k in range(6)]
+    path = tmp_path / livelink.FILE
+    path.write_text(livelink.livelink_csv(recs, names, fps=10))
+    (tmp_path / "track.json").write_text('{"fps": 10.0}')
+    back, rate = livelink.read_take(path, names)
+    assert rate == 10 and back[-1]["time_s"] == pytest.approx(0.5)
+    (tmp_path / "track.json").unlink()
+    assert livelink.read_take(path, names)[1] == livelink.DEFAULT_RATE  # the app's own take: its default
+
+
+def test_weights_outside_0_1_are_clipped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "take.csv"
+    path.write_text("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,-5\n00:00:00:01.000,1,1e300\n"
+                    "00:00:00:02.000,1,0.5\n")
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        recs, _ = livelink.read_take(path, ["jawOpen"])
+    assert [r["expression"]["jawOpen"] for r in recs] == [0.0, 1.0, 0.5]
+    assert "2 blendshape weights outside 0-1" in caplog.text
