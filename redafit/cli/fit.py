@@ -846,7 +846,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
         if s.faces is not None:
             from dataclasses import replace
 
-            opts = replace(opts, face_index=s.faces[str(mesh)])
+            opts = replace(opts, face_index=s.faces[str(mesh)], confirmed=True)
         inp = load_input(img, s.landmarks, opts)
         depth_map = parsing_map = None
         if s.depth is not None:

@@ -320,6 +320,13 @@ def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, 
     if overlay is not None:
         if overlay.suffix and not is_video(overlay):
             raise UsageError(f"--overlay {overlay}: a video ({', '.join(VIDEO_CODECS)}) or a folder of PNGs")
+        same = lambda a, b: Path(a).resolve() == Path(b).resolve()  # noqa: E731
+        if is_video(overlay) and (overlay.is_dir() or same(overlay, output)):
+            raise UsageError(f"--overlay {overlay}: that is a folder{' (-o)' if same(overlay, output) else ''}; "
+                             "give the video a file name of its own (e.g. track/overlay.mp4)")
+        if not is_video(overlay) and source is not None and Path(source).is_dir() and same(overlay, source):
+            raise UsageError(f"--overlay {overlay}: that is the folder of the input frames (a later track of it would "
+                             "take the overlay's frames for its own); choose another folder")
         check_output_folder(overlay.parent if is_video(overlay) else overlay)
     if source is not None and Path(source).is_dir():
         files = frame_files(source)  # listed once, for the frames and their maps

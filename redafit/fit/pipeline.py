@@ -27,6 +27,8 @@ class InputOptions:
         detector: ``dlib`` (HOG), ``dlib-cnn`` or ``fan``.
         face_index: which detected face (left to right); None = the largest.
         max_side: images larger than this are downscaled first (outputs are in the downscaled frame).
+        confirmed: ``face_index`` is a face already confirmed (``fit --all-faces``): no warnings about the photo's
+            faces (the detector's other faces, an unconfirmed face picked).
         focal: how the camera's focal length is chosen (:class:`~redafit.render.camera.FocalSpec`; by default the
             photo's EXIF 35 mm-equivalent focal length when it was not cropped since, else 1.6 x the longer side).
     """
@@ -35,6 +37,7 @@ class InputOptions:
     face_index: int | None = None
     max_side: int = 4096
     focal: FocalSpec = FocalSpec()
+    confirmed: bool = False  # face_index names a face already confirmed by the CNN detector (fit --all-faces)
 
 
 @dataclass
@@ -80,7 +83,7 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
         from redafit.landmarks import detect_landmarks
 
         lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index, name=path.name,
-                              warn_many=True)
+                              warn_many=not opts.confirmed)
         source = f"detector:{opts.detector}"
         return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0, K,
                            focal_source)

@@ -345,7 +345,11 @@ def _pick_face(det: Detector, img: np.ndarray, face_index: int | None, upsample:
     if not -len(boxes) <= int(face_index) < len(boxes):
         raise NoFaceError(f"face index {face_index} asked for, but {len(boxes)} face(s) found{where} "
                           f"(indices 0..{len(boxes) - 1}, left to right)")
-    return boxes[int(face_index)]
+    box = boxes[int(face_index)]
+    if warn_many and len(boxes) > 1 and det.name == "dlib" and not confirm_faces(img, [box]):
+        log.warning("face %d%s is not confirmed by dlib's CNN detector: it may be a false face in a texture "
+                    "(check the overlay; --all-faces leaves such faces out)", int(face_index) % len(boxes), where)
+    return box
 
 
 class FaceFollower:

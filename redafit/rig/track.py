@@ -226,6 +226,10 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
                 i += 1
                 nxt = i >= first and not (i - first) % every  # the next frame is kept: decode it, else grab only
                 ok, frame = cap.read() if nxt else (cap.grab(), None)
+            declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # an estimate in some containers: a margin
+            if declared - i > max(2, 0.02 * declared):
+                log.warning("%s: the video stopped decoding at frame %d of the %d it declares (damaged or cut "
+                            "short?): the rest is left out", src, i, declared)
         finally:
             cap.release()
 

