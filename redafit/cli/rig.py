@@ -268,6 +268,9 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @click.option("--overlay", default=None, type=click.Path(path_type=Path),
               help="Also draw the tracked mesh over the frames, as params.jsonl has it (after --smooth): a video "
                    "(.mp4, .avi) at the track's rate, or a folder of frame_<N>.png.")
+@click.option("--maps", default=None, type=click.Path(path_type=Path),
+              help="Also write each tracked frame's maps (as fit --maps: depth.png, depth.npy, normals.png, "
+                   "parsing.png, mask.png on the frame's pixels) into this folder's frame_<N>/.")
 @click.option("--parsing", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of per-frame parsing maps computed elsewhere (CelebAMask-HQ class ids): <frame stem> for "
                    "a folder of frames, the 6-digit 0-based frame index (000042.png) for a video; a frame without "
@@ -279,7 +282,7 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
 @device_option
 @click.pass_context
 def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, cache_size, id_every, as_json, follow,
-              overlay, parsing, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
+              overlay, maps, parsing, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Track expression and head pose through a video, a folder of frames or a list of frame images, with a
     shared identity.
 
@@ -295,6 +298,7 @@ def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, 
       redafit track frames/ -o track/ --every 2 --smooth 1.5 --fps 25
       redafit track frames/ -o track/ --preset full --parsing parsings/
       redafit track clip.mp4 -o track/ --smooth 1.5 --overlay track/overlay.mp4
+      redafit track clip.mp4 -o track/ --maps track/maps/
       ls -v shoot/*.png | redafit track --files-from - -o track/
       redafit retarget rig/ --params track/params.jsonl -o anim/ --format glb
     """
@@ -328,6 +332,8 @@ def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, 
             raise UsageError(f"--overlay {overlay}: that is the folder of the input frames (a later track of it would "
                              "take the overlay's frames for its own); choose another folder")
         check_output_folder(overlay.parent if is_video(overlay) else overlay)
+    if maps is not None:
+        check_output_folder(maps)
     if source is not None and Path(source).is_dir():
         files = frame_files(source)  # listed once, for the frames and their maps
     inputs = [(Path(f), f"the input frame {f}") for f in files or []] + _common_inputs(files_from, model_name)
@@ -372,10 +378,17 @@ def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, 
             with _Progress(show_progress(ctx)) as prog:
                 prog.start(f"drawing {overlay}")
                 drawn = write_overlay(result, model, again, overlay)
+        if maps is not None:
+            from redafit.rig.overlay import write_track_maps
+
+            with _Progress(show_progress(ctx)) as prog:
+                prog.start(f"maps into {maps}")
+                write_track_maps(result, model, maps)
     ok = sum(1 for r in result.records if r.get("ok"))
     if not quiet:
         also = "" if overlay is None else (f" and {overlay}" if is_video(overlay) else
                                            f" and {len(drawn)} overlay frames to {overlay}/")
+        also += "" if maps is None else f" and {ok} frames' maps to {maps}/"
         click.echo(f"track: {ok} of {len(result.records)} frames tracked, {result.identity_fits} identity fits, "
                    f"{result.seconds / max(1, len(result.records)):.2f} s per frame; wrote "
                    f"{', '.join(f.name for f in written)} to {output}/{also}", err=True)

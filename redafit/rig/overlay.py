@@ -9,6 +9,10 @@ so that the overlay follows the smoothed records rather than the raw per-frame f
 
 Output: a video (:data:`redafit.io.video.VIDEO_CODECS`) at the track's rate, the size of the first frame, or a
 folder of ``frame_<source frame>.png``. Either appears whole or not at all.
+
+``redafit track --maps DIR`` writes each tracked frame's maps (:mod:`redafit.render.maps`: depth, normals,
+parsing, mask on the frame's pixel grid) of the same mesh into ``DIR/frame_<source frame>/``
+(:func:`write_track_maps`); they need the records only, not the frames.
 """
 
 from __future__ import annotations
@@ -113,4 +117,24 @@ def write_overlay(result, model, frames, path) -> list[Path]:
         for index, img in overlay_frames(result, model, frames):
             save_image(frame_file(path, index), img)
             written.append(frame_file(path, index))
+    return written
+
+
+def write_track_maps(result, model, folder, caps: bool = True) -> list[Path]:
+    """Write every tracked frame's maps (:func:`redafit.render.maps.save_maps`) of the mesh :func:`draw_record`
+    draws (with the eye and mouth caps unless ``caps`` is False) into ``folder/frame_<source frame>/``; a frame
+    without a face gets none. Part of the caller's :func:`~redafit.io.atomic.atomic_group` when there is one."""
+    from redafit.io.atomic import atomic_group
+    from redafit.render.camera import Intrinsics
+    from redafit.render.maps import render_maps, save_maps
+
+    tris = model.triangles.cpu().numpy()
+    written = []
+    with atomic_group():
+        for rec in result.records:
+            if not rec.get("ok"):
+                continue
+            v = record_camera_vertices(rec, model, result.identity, result.displacement)
+            res = SimpleNamespace(intrinsics=Intrinsics.from_dict(rec["camera"]), vertices_camera=v, triangles=tris)
+            written += save_maps(frame_file(folder, rec["frame"]).with_suffix(""), render_maps(res, model, caps))
     return written

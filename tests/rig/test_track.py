@@ -381,14 +381,15 @@ def _glb_playback(path):
 
 def test_retarget_plays_a_live_link_face_take(small_rig, track_dir, tmp_path, model_home):
     """The track's livelink.csv, read back as a Live Link Face take, drives the rig as its params.jsonl does: the
-    same morph weights (to the CSV's 6 decimals) and head rotations; 9 rows within one second are timed at the
-    app's 60 fps unless --fps says otherwise. A take has no head position: --pose camera is refused (exit 2)."""
+    same morph weights (to the CSV's 6 decimals) and head rotations; its 9 rows within one second are timed at the
+    track's 10 fps (track.json beside it; they were played at the app's 60, six times too fast) unless --fps says
+    otherwise. A take has no head position: --pose camera is refused (exit 2)."""
     from redafit.rig import livelink as ll
     from redafit.rig.fit import load_rig
 
     runs = {}
     for name, params, extra in (("jsonl", track_dir, []), ("csv", track_dir / "livelink.csv", []),
-                                ("csv10", track_dir / "livelink.csv", ["--fps", "10"])):
+                                ("csv20", track_dir / "livelink.csv", ["--fps", "20"])):
         out = tmp_path / name
         res = run_cli(["retarget", small_rig, "--params", params, "-o", out, "--format", "glb", *extra], model_home)
         assert res.exit_code == 0, res.output
@@ -396,10 +397,11 @@ def test_retarget_plays_a_live_link_face_take(small_rig, track_dir, tmp_path, mo
         times = np.frombuffer(gl.binary_blob(), np.float32, gl.accessors[gl.animations[0].samplers[0].input].count,
                               gl.bufferViews[gl.accessors[gl.animations[0].samplers[0].input].bufferView].byteOffset)
         runs[name] = play, times
-    (ref, t_ref), (csv, t_csv), (_, t_10) = runs["jsonl"], runs["csv"], runs["csv10"]
+    (ref, t_ref), (csv, t_csv), (_, t_20) = runs["jsonl"], runs["csv"], runs["csv20"]
     assert len(t_ref) == 8 and len(t_csv) == 9  # the CSV has a row for the untracked last frame too
-    np.testing.assert_allclose(t_csv, np.arange(9) / 60, atol=1e-6)
-    np.testing.assert_allclose(t_10, np.arange(9) / 10, atol=1e-6)
+    np.testing.assert_allclose(t_csv, np.arange(9) / 10, atol=1e-6)
+    np.testing.assert_allclose(t_csv[:8], t_ref, atol=1e-6)
+    np.testing.assert_allclose(t_20, np.arange(9) / 20, atol=1e-6)
     rig = load_rig(small_rig)
     M = ll.shape_matrix(rig.expression_names)  # ARKit's one BrowInnerUp and CheekPuff: both sides get their mean
     np.testing.assert_allclose(csv.weights[:8], ref.weights @ M.T @ (M > 0), atol=2e-6)
@@ -673,3 +675,34 @@ def test_a_video_damaged_part_way_says_so(video, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="redafit"):
         frames, _ = open_frames(video)
         assert sum(1 for _ in frames) == 9 and "stopped decoding" not in caplog.text
+
+
+def test_track_maps_lie_on_each_frames_face(video, rig_case1, model_home, tmp_path):
+    """--maps: a folder of maps per tracked frame (none for the frame without a face), each on its frame's own
+    face: the frame's inner landmarks on the mask, each eye's centre on the eye class, the nose's landmarks mostly
+    on the nose class (a turned nose's edge is the cheek's), the depth that of a surface in front of the tracked
+    head's origin."""
+    import cv2
+
+    images, lm_dir = rig_case1
+    out = tmp_path / "t"
+    res = run_cli(["track", video, "-o", out, "--maps", out / "maps"], model_home)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "maps").iterdir()) == [f"frame_{k:05d}" for k in range(8)]
+    records = {r["frame"]: r for r in map(json.loads, (out / "params.jsonl").read_text().splitlines())}
+    nose = []
+    for k in range(8):
+        folder = out / "maps" / f"frame_{k:05d}"
+        mask = cv2.imread(str(folder / "mask.png"), -1) > 0
+        parsing = cv2.imread(str(folder / "parsing.png"), -1)
+        depth = np.load(folder / "depth.npy") * 1000.0
+        lm = np.load(lm_dir / f"{images[k % 7].stem}.npy")
+        x, y = np.round(lm - 0.5).astype(int).T
+        assert mask.shape == (256, 256) and mask[y[17:], x[17:]].mean() > 0.95
+        nose += list(parsing[y[28:35], x[28:35]] == 10)
+        for eye in (slice(36, 42), slice(42, 48)):
+            cx, cy = np.round(lm[eye].mean(0) - 0.5).astype(int)
+            assert parsing[cy, cx] == 4
+        z = records[k]["pose"]["translation_mm"][2]  # the model's origin, inside the head
+        assert z - 150 < np.median(depth[mask]) < z
+    assert np.mean(nose) > 0.7
