@@ -679,7 +679,8 @@ def _make_folders(*outputs) -> None:
 @click.option("--maps", default=None, type=click.Path(path_type=Path),
               help="Also write maps of the fitted face on the photo's pixel grid into this folder: depth.png "
                    "(16-bit mm, the layout --depth reads), depth.npy (float metres), normals.png (camera frame, "
-                   "OpenGL axes), parsing.png (CelebAMask-HQ class ids, the layout --parsing reads) and mask.png; "
+                   "OpenGL axes), parsing.png (CelebAMask-HQ class ids, the layout --parsing reads), mask.png and "
+                   "uv.png (each pixel's texture coordinates, 16-bit); "
                    "for several images, a subfolder per photo, named as its outputs.")
 @click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Depth map for RGB-D input, registered to the photo (16-bit PNG in mm, or float .npy/.exr in "

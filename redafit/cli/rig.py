@@ -270,7 +270,7 @@ def _rig_inputs(images, landmarks, parsing, files_from, model_name) -> list:
                    "(.mp4, .avi) at the track's rate, or a folder of frame_<N>.png.")
 @click.option("--maps", default=None, type=click.Path(path_type=Path),
               help="Also write each tracked frame's maps (as fit --maps: depth.png, depth.npy, normals.png, "
-                   "parsing.png, mask.png on the frame's pixels) into this folder's frame_<N>/.")
+                   "parsing.png, mask.png, uv.png on the frame's pixels) into this folder's frame_<N>/.")
 @click.option("--parsing", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of per-frame parsing maps computed elsewhere (CelebAMask-HQ class ids): <frame stem> for "
                    "a folder of frames, the 6-digit 0-based frame index (000042.png) for a video; a frame without "

@@ -157,5 +157,5 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
         if maps_dir is not None:
             from redafit.render.maps import render_maps, save_maps
 
-            written += save_maps(maps_dir, render_maps(result, model, caps=caps))
+            written += save_maps(maps_dir, render_maps(result, model, caps=caps, texture_size=texture_size))
     return written

@@ -21,7 +21,12 @@ Conventions of the files :func:`save_maps` writes (``DIR/``):
   reads: the model's face area by region (skin, brows, eyes, nose, lips, mouth; both eyes ``l_eye``, both brows
   ``l_brow``: the model's regions do not tell the sides), the eye caps ``l_eye``, the mouth's cap ``mouth``, the
   model's surface outside its face area (the neck, the ears, the scalp) ``neck``, 0 off the mesh;
-* ``mask.png``: 8-bit grey, 255 where the mesh covers the pixel.
+* ``mask.png``: 8-bit grey, 255 where the mesh covers the pixel;
+* ``uv.png`` (a model with texture coordinates): 16-bit RGB, the texture coordinates of the mesh's texture (the
+  OBJ's or glTF's ``-o`` writes beside it: the atlas with caps) at the pixel, ``R = u``, ``G = v`` (v up, as OBJ
+  and glTF count it: the texel is column ``u W``, row ``(1 - v) H``) scaled to 0-65535, ``B`` 65535 on the mesh:
+  each photo pixel's place in the texture, to carry an edit of the texture back onto the photo or the photo's
+  pixels into it.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import torch
 
 from redafit.render.camera import Intrinsics, to_clip
 
-MAP_FILES = ("depth.png", "depth.npy", "normals.png", "parsing.png", "mask.png")  # what save_maps writes
+MAP_FILES = ("depth.png", "depth.npy", "normals.png", "parsing.png", "mask.png", "uv.png")  # what save_maps writes
 
 # the parsing class (assets/regions.json's CelebAMask-HQ order) that stands for each of the model's regions
 REGION_CLASS = {"skin": "skin", "brows": "l_brow", "eyes": "l_eye", "nose": "nose", "upper_lip": "u_lip",
@@ -191,6 +196,7 @@ class FaceMaps:
     depth: np.ndarray  # [H, W] float32 camera-frame z, mm; 0 off the mesh
     normals: np.ndarray  # [H, W, 3] float32 unit normals, OpenCV camera axes; 0 off the mesh
     parsing: np.ndarray  # [H, W] int64 CelebAMask-HQ class ids; 0 off the mesh
+    uv: np.ndarray | None = None  # [H, W, 2] float32 texture coordinates (u, v up); 0 off the mesh; None: no UVs
 
     @property
     def mask(self) -> np.ndarray:
@@ -198,10 +204,12 @@ class FaceMaps:
         return self.depth > 0
 
 
-def render_maps(result, model, caps: bool = True) -> FaceMaps:
+def render_maps(result, model, caps: bool = True, texture_size: int = 1024) -> FaceMaps:
     """The maps of a fit (:class:`~redafit.fit.FitResult`) at its photo's size: the mesh as ``redafit fit`` writes
     it in the camera frame (with the eye and mouth caps unless ``caps`` is False, :mod:`redafit.model.caps`),
-    rasterized once over its window (:func:`face_window`)."""
+    rasterized once over its window (:func:`face_window`). ``uv``: the texture coordinates of the texture
+    :func:`redafit.fit.outputs.save_mesh` writes at ``texture_size`` (with caps, an atlas whose layout depends on
+    it)."""
     from redafit.model.caps import hole_caps
     from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
@@ -209,26 +217,32 @@ def render_maps(result, model, caps: bool = True) -> FaceMaps:
     K = result.intrinsics
     size = (K.height, K.width)
     verts, tris = np.asarray(result.vertices_camera), np.asarray(result.triangles)
+    uv, uvt = (model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy()) if model.has_uv else (None, None)
     hc = hole_caps(model) if caps else None
     if hc is not None:
-        verts, tris = hc.extend(verts, tris)[:2]
+        verts, tris, uv, uvt = hc.extend(verts, tris, uv, uvt, texture_size)
     classes = triangle_classes(model, hc)
     clip, t, frags, box = _rasterized(verts, tris, K, size, window=True)
     if frags is None:
-        return FaceMaps(np.zeros(size, np.float32), np.zeros(size + (3,), np.float32), np.zeros(size, np.int64))
+        return FaceMaps(np.zeros(size, np.float32), np.zeros(size + (3,), np.float32), np.zeros(size, np.int64),
+                        None if uv is None else np.zeros(size + (2,), np.float32))
     hit = frags.mask[0].cpu().numpy() > 0
     depth = np.where(hit, interpolate(clip[..., 3:4], frags, t)[0, ..., 0].cpu().numpy(), 0.0)
     v = torch.as_tensor(verts, dtype=torch.float32)[None]
     n = torch.nn.functional.normalize(interpolate(vertex_normals(v, t), frags, t)[0], dim=-1).cpu().numpy()
     n = np.where(hit[..., None], n, 0.0)
     parsing = _pixel_classes(model, frags, tris, classes)
+    texcoords = None
+    if uv is not None:
+        u = interpolate(torch.as_tensor(uv, dtype=torch.float32), frags, torch.as_tensor(uvt, dtype=torch.long))
+        texcoords = _paste(np.where(hit[..., None], u[0].cpu().numpy(), 0.0), box, size, np.float32)
     return FaceMaps(_paste(depth, box, size, np.float32), _paste(n, box, size, np.float32),
-                    _paste(parsing, box, size, np.int64))
+                    _paste(parsing, box, size, np.int64), texcoords)
 
 
 def save_maps(folder, maps: FaceMaps) -> list[Path]:
-    """Write :data:`MAP_FILES` into ``folder`` (made if missing), each atomically (see the module docstring for
-    their conventions); the paths written."""
+    """Write :data:`MAP_FILES` into ``folder`` (made if missing; ``uv.png`` only for a model with UVs), each
+    atomically (see the module docstring for their conventions); the paths written."""
     from redafit.io.atomic import atomic_write, make_folder
     from redafit.io.images import write_image_file
     from redafit.parsing.maps import save_parsing_map
@@ -244,4 +258,8 @@ def save_maps(folder, maps: FaceMaps) -> list[Path]:
     write_image_file(paths[2], np.ascontiguousarray(rgb[..., ::-1]))  # cv2 writes BGR
     save_parsing_map(paths[3], maps.parsing)
     write_image_file(paths[4], (mask * 255).astype(np.uint8))
+    if maps.uv is None:
+        return paths[:5]
+    rgb = np.concatenate([np.clip(maps.uv, 0, 1), mask[..., None]], -1) * mask[..., None]
+    write_image_file(paths[5], np.ascontiguousarray(np.round(rgb * 65535).astype(np.uint16)[..., ::-1]))
     return paths

