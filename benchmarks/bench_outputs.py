@@ -3,8 +3,9 @@
 Fits Obama's photo once (910 x 1137 px; landmark preset, dlib's landmarks), then writes the textured OBJ (with
 the caps' atlas) at each texture size in a fresh process, timing ``save_mesh`` and reading the process's peak
 memory; a PLY (vertex colours read from a 512 px texture) and the overlay for comparison, and what ``redafit
-view`` does with the 1024 px OBJ (read it, draw three 384 px views, save them). Prints a markdown table. About a
-minute on 2 cores.
+view`` does with the 1024 px OBJ (read it, draw three 384 px views, save them), and ``fit --maps`` at the photo's
+size and at 4x it each way (3640 x 4548: the face's window, rasterized alone, grows 16-fold). Prints a markdown
+table. About a minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ elif sys.argv[3].startswith("view:"):  # redafit view's work: read an OBJ writte
     from redafit.io.images import save_image
     from redafit.render.preview import read_view_mesh, render_views
     save_image(sys.argv[2], render_views(read_view_mesh(sys.argv[3][5:]), size=384))
+elif sys.argv[3].startswith("maps:"):  # fit --maps; maps:4 - the photo 4x larger each way (the face too)
+    import dataclasses
+    from redafit.render.maps import render_maps, save_maps
+    k, K = int(sys.argv[3][5:]), res.intrinsics
+    res = dataclasses.replace(res, intrinsics=K.scaled(K.width * k, K.height * k))
+    save_maps(sys.argv[2], render_maps(res, model))
 else:
     save_mesh(sys.argv[2], res, model, inp.image, int(sys.argv[3]))
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -53,7 +60,9 @@ def main(argv=None) -> None:
         for what, name, arg in ([(f"OBJ, texture {s} px", f"face{s}.obj", str(s)) for s in SIZES]
                                 + [("PLY, vertex colours", "face.ply", "0"), ("overlay PNG", "ov.png", "overlay"),
                                    ("view PNG (the 1024 px OBJ read, 3 views of 384 px)", "views.png",
-                                    f"view:{obj1024}")]):
+                                    f"view:{obj1024}"),
+                                   ("--maps (depth, normals, parsing, mask, uv)", "maps", "maps:1"),
+                                   ("--maps, the photo 4x larger each way", "maps4", "maps:4")]):
             r = subprocess.run([sys.executable, "-c", WRITE, str(pk), str(Path(tmp) / name), arg],
                                capture_output=True, text=True)
             if r.returncode != 0:
