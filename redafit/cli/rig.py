@@ -442,8 +442,9 @@ for _p in track_cmd.params:
 @click.command("retarget")
 @click.argument("rig", type=click.Path(path_type=Path))
 @click.option("--params", "params", required=True, type=click.Path(path_type=Path),
-              help="params.jsonl from `redafit track` (or its folder), or a Live Link Face CSV (the app's take, or "
-                   "a track's livelink.csv): ARKit curves and head rotation.")
+              help="params.jsonl from `redafit track` (or its folder), a Live Link Face CSV (the app's take, or "
+                   "a track's livelink.csv: ARKit curves and head rotation), or the --params JSON of `redafit fit` "
+                   "(one frame: a photo's expression and pose).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),  # a file there: exit 10
               help="Output folder: frame_<source frame>.obj ... or anim.glb.")
 @click.option("--format", "fmt", type=click.Choice(["obj", "ply", "glb"]), default="obj", show_default=True,
@@ -460,7 +461,8 @@ for _p in track_cmd.params:
                    "time, so failed frames leave gaps of their length).")
 @click.pass_context
 def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
-    """Drive a rig (from `redafit rig`) with the expressions and head poses tracked by `redafit track`.
+    """Drive a rig (from `redafit rig`) with the expressions and head poses tracked by `redafit track` (or fitted to
+    a photo by `redafit fit`).
 
     \b
     Examples:
@@ -468,6 +470,7 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
       redafit retarget rig/ --params track/params.jsonl -o meshes/ --format ply --pose full
       redafit retarget rig/ --params track/ -o matchmove/ --format glb --pose camera
       redafit retarget rig/ --params take.csv -o anim/ --format glb   # a Live Link Face recording
+      redafit retarget rig/ --params smile.json -o smile/ --pose camera   # a photo's expression (fit --params)
     """
     from redafit.rig.fit import load_rig, rig_files
     from redafit.rig.retarget import retarget_files, write_retarget

@@ -590,6 +590,29 @@ def _record_error(r: dict, prev: dict | None) -> str | None:
     return None
 
 
+def read_fit_params(path) -> dict:
+    """The ``--params`` JSON of ``redafit fit`` as one tracked frame (frame 0 at time 0, with the fit's expression,
+    pose and camera): a photo's expression and head pose to drive a rig with. :class:`InputError` when it is not
+    such a file."""
+    from redafit.io.inputs import read_text_file
+
+    text = read_text_file(path, "fit params file", 64 << 20)
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: not JSON ({e.msg})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("expression"), dict) or "pose" not in d:
+        raise InputError(f"{path}: not the --params JSON of redafit fit (expected 'expression' (name -> weight) and "
+                         "'pose')")
+    rec = {"frame": 0, "time_s": 0.0, "ok": True, "expression": d["expression"], "pose": d["pose"]}
+    err = _record_error(rec, None)
+    if err:
+        raise InputError(f"{path}: {err}")
+    if isinstance(d.get("camera"), dict):
+        rec["camera"] = d["camera"]
+    return rec
+
+
 MAX_PARAMS_BYTES = 4 << 30  # a track's params.jsonl (about 2 KB a frame: 4 GB is a day at 25 fps), unread beyond
 
 
@@ -601,9 +624,10 @@ def params_file(path) -> Path:
 
 def track_camera(path) -> dict | None:
     """The camera of the track whose ``params.jsonl`` ``path`` names (``track.json``'s ``camera`` beside it:
-    :meth:`~redafit.render.camera.Intrinsics.to_dict`); None when there is none (an older track) or it cannot be
-    read."""
-    meta = params_file(path).parent / "track.json"
+    :meth:`~redafit.render.camera.Intrinsics.to_dict`), or of a fit's ``--params`` JSON (its own ``camera``); None
+    when there is none (an older track) or it cannot be read."""
+    meta = params_file(path)
+    meta = meta if meta.suffix.lower() == ".json" else meta.parent / "track.json"  # a fit's JSON holds its own
     try:
         cam = json.loads(meta.read_text()).get("camera") if meta.is_file() else None
     except (ValueError, OSError, AttributeError):
@@ -615,7 +639,8 @@ def read_params(path, names=None) -> tuple[list, float]:
     """The tracked frames of a ``params.jsonl`` (ok records only) and their frame rate (from ``track.json``
     beside it, else 30). Every tracked record is checked here (the one place), so that a malformed one is an
     :class:`InputError` naming its line rather than a crash in the retargeting. A ``.csv`` is read as a Live Link
-    Face take (:func:`redafit.rig.livelink.read_take`) for a rig with expression ``names``."""
+    Face take (:func:`redafit.rig.livelink.read_take`) for a rig with expression ``names``; a ``.json`` as the
+    one frame of a photo's fit (:func:`read_fit_params`)."""
     from redafit.io.inputs import read_text_file
 
     path = params_file(path)
@@ -625,6 +650,8 @@ def read_params(path, names=None) -> tuple[list, float]:
         if names is None:
             raise InputError(f"{path}: a Live Link Face CSV is read for a rig's expression names")
         return read_take(path, names, MAX_PARAMS_BYTES)
+    if path.suffix.lower() == ".json":
+        return [read_fit_params(path)], 30.0
     text = read_text_file(path, "track params file", MAX_PARAMS_BYTES)
     recs = []
     for n, line in enumerate(text.splitlines(), 1):

@@ -706,3 +706,39 @@ def test_track_maps_lie_on_each_frames_face(video, rig_case1, model_home, tmp_pa
         z = records[k]["pose"]["translation_mm"][2]  # the model's origin, inside the head
         assert z - 150 < np.median(depth[mask]) < z
     assert np.mean(nose) > 0.7
+
+
+def test_retarget_a_photos_fit(small_rig, rig_case1, tmp_path, model_home, ict):
+    """--params takes a fit's --params JSON as one frame: the rig wears the photo's expression, and with --pose
+    camera stands where the photo's head was, its landmark vertices projecting (through the JSON's camera) onto the
+    photo's landmarks though the rig is another face; the glTF carries that camera. A JSON that is not a fit's
+    (the rig's own params.json) is exit 3 naming what it lacks."""
+    from redafit.io.meshes import read_obj
+    from redafit.rig.fit import load_rig
+
+    images, lms = rig_case1
+    fit_json = tmp_path / "photo.json"
+    res = run_cli(["fit", images[2], "--landmarks", lms / f"{images[2].stem}.npy", "--preset", "landmarks",
+                   "-o", tmp_path / "photo.ply", "--params", fit_json], model_home)
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(fit_json.read_text())
+    for fmt in ("obj", "glb"):
+        res = run_cli(["retarget", small_rig, "--params", fit_json, "-o", tmp_path / fmt, "--format", fmt,
+                       "--pose", "camera"], model_home)
+        assert res.exit_code == 0, res.output
+    v = read_obj(tmp_path / "obj" / "frame_00000.obj").vertices
+    K = fitted["camera"]
+    lid = ict.landmark_ids.numpy()[17:]
+    uv = np.c_[K["fx"] * v[lid, 0] / v[lid, 2] + K["cx"], K["fy"] * v[lid, 1] / v[lid, 2] + K["cy"]]
+    assert np.linalg.norm(uv - np.load(lms / f"{images[2].stem}.npy")[17:], axis=1).mean() < 9.0
+    rig = load_rig(small_rig)
+    weights = [fitted["expression"][n] for n in rig.expression_names]
+    R, t = np.array(fitted["pose"]["rotation"]), np.array(fitted["pose"]["translation_mm"])
+    np.testing.assert_allclose(v[: ict.n_vertices], rig.shape(weights) @ R.T + t, atol=0.01)
+    import pygltflib
+
+    g = pygltflib.GLTF2().load(str(tmp_path / "glb" / "anim.glb"))
+    assert g.cameras[0].perspective.yfov == pytest.approx(2 * np.arctan(K["height"] / 2 / K["fy"]))
+    res = run_cli(["retarget", small_rig, "--params", small_rig / "params.json", "-o", tmp_path / "x"], model_home,
+                  quiet=False)
+    assert res.exit_code == 3 and "not the --params JSON of redafit fit" in res.output, res.output
