@@ -511,12 +511,12 @@ def refuse_stdout(value, opt: str = "-o") -> None:
                          "results on stdout)")
 
 
-def check_output_folder(output) -> None:
-    """Before any work: ``-o`` is not ``-``, and the output folder exists writable or could be made (a file in the
-    way or a read-only place fails now, exit 10, not after the fits); nothing is created."""
+def check_output_folder(output, opt: str = "-o") -> None:
+    """Before any work: the output folder (option ``opt``) is not ``-``, and exists writable or could be made (a
+    file in the way or a read-only place fails now, exit 10, not after the fits); nothing is created."""
     from redafit.io.atomic import check_can_create
 
-    refuse_stdout(output)
+    refuse_stdout(output, opt)
     check_can_create(output)
 
 
@@ -651,14 +651,6 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
     return jobs
 
 
-def _make_folders(*outputs) -> None:
-    from redafit.io.atomic import make_folder
-
-    for f in outputs:
-        if f is not None:
-            make_folder(Path(f).parent)
-
-
 @click.command("fit")
 @click.argument("images", nargs=-1, required=False, type=click.Path(path_type=str))
 @click.option("-o", "--output", default=None,
@@ -780,13 +772,13 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
                         "nothing to write here")
 
         _check_stage_images(save_stages, jobs, config, inputs)
-        check_output_folder(save_stages)  # a file in the way or a read-only place: exit 10 before any fit
+        check_output_folder(save_stages, "--save-stages")  # a file in the way, a read-only place: exit 10 now
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     if maps is not None:
         from redafit.render.maps import MAP_FILES
 
+        check_output_folder(maps, "--maps")
         _check_folder_files(maps, "--maps", MAP_FILES, jobs, inputs)
-        check_output_folder(maps)
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side, focal=focal),
@@ -864,7 +856,6 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
 
             config = replace(config, save_stages=str(Path(config.save_stages) / Path(mesh).stem))
         result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
-        _make_folders(mesh, par, ov)
         maps = None if s.maps is None else Path(s.maps) / Path(mesh).stem if s.stages_per_photo else Path(s.maps)
         written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame, s.neutral,
                                 maps_dir=maps)

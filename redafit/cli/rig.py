@@ -12,6 +12,7 @@ import click
 from redafit.cli import FiniteRange, device_option, resolve_device, show_progress
 from redafit.cli.fit import (
     MESH_FRAME_CHOICES,
+    NamedFiles,
     _Progress,
     build_config,
     check_output_folder,
@@ -333,7 +334,7 @@ def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, 
                              "take the overlay's frames for its own); choose another folder")
         check_output_folder(overlay.parent if is_video(overlay) else overlay)
     if maps is not None:
-        check_output_folder(maps)
+        check_output_folder(maps, "--maps")
     if source is not None and Path(source).is_dir():
         files = frame_files(source)  # listed once, for the frames and their maps
     inputs = [(Path(f), f"the input frame {f}") for f in files or []] + _common_inputs(files_from, model_name)
@@ -345,6 +346,10 @@ def track_cmd(ctx, sources, output, every, max_frames, start, end, fps, smooth, 
         outputs += ([(overlay, "the overlay video")] if is_video(overlay) else
                     [(frame_file(overlay, i), "an overlay frame") for i in range(len(files or []))])
     refuse_overwriting_inputs("track", outputs, inputs)
+    if maps is not None:  # its frame_<N>/ folders go where none of the track's files is
+        other = NamedFiles(outputs + inputs).get(maps)
+        if other is not None:
+            raise UsageError(f"--maps {maps}: that is also {other}; choose another folder")
     if end is not None and end <= start:
         raise UsageError(f"--end {end} must come after --start {start}")
     span = {"every": every, "max_frames": max_frames, "max_side": max_side, "files": files, "start": start, "end": end}

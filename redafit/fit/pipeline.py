@@ -138,10 +138,13 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
     ``mesh_expression`` (``"fitted"`` or ``"neutral"``). ``maps_dir``: the photo-aligned maps of the fitted face
     (:func:`redafit.render.maps.save_maps`, the mesh with its caps as ``caps`` says, fitted expression)."""
     from redafit.fit import outputs
-    from redafit.io.atomic import atomic_group
+    from redafit.io.atomic import atomic_group, make_folder
 
     written: list[Path] = []
-    with atomic_group():
+    with atomic_group():  # the folders made here go again if the group fails
+        for f in (mesh_path, params_path, overlay_path):
+            if f is not None:
+                make_folder(Path(f).parent)
         if mesh_path is not None:
             written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size, caps=caps, frame=frame,
                                          neutral=neutral)

@@ -85,6 +85,17 @@ class _Group:
     def __init__(self):
         self.pending: list[tuple[Path, Path]] = []
         self.closed = False
+        self.made: list[Path] = []  # folders make_folder created in the group (removed again if it fails, if empty)
+
+
+def _remove_made(made: list) -> None:
+    """Remove the folders of ``made`` that are empty, the deepest first (a folder a failed group created for its
+    files is not left behind; one that something else filled meanwhile stays)."""
+    for folder in sorted(set(made), key=lambda f: len(f.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 _GROUP: ContextVar[_Group | None] = ContextVar("redafit_atomic_group", default=None)
@@ -143,21 +154,24 @@ def _replace_all(pending: list) -> None:
 @contextmanager
 def atomic_group() -> Iterator[None]:
     """All :func:`atomic_write` / :func:`atomic_path` files of the block replace their targets together when the
-    block ends cleanly; on any exception (an error, a full disk, Ctrl-C) every temporary file is removed and no
-    target is touched, and if one of the final renames fails the targets already renamed get their old files
-    back. Groups nest: an inner group's files wait for the outermost group, and an inner group that fails drops
-    its own files even when the caller catches the error. One thread, no ``yield`` inside the block: a write
+    block ends cleanly; on any exception (an error, a full disk, Ctrl-C) every temporary file is removed, no
+    target is touched and the folders :func:`make_folder` created in the block are removed again where empty, and
+    if one of the final renames fails the targets already renamed get their old files back. Groups nest: an inner
+    group's files wait for the outermost group, and an inner group that fails drops its own files even when the
+    caller catches the error. One thread, no ``yield`` inside the block: a write
     from another thread does not join the group, and one after the group's end is an error. Also a decorator
     (``@atomic_group()``) for a function that writes several files."""
     group = _GROUP.get()
     if group is not None:  # nested
-        start = len(group.pending)
+        start, made = len(group.pending), len(group.made)
         try:
             yield
         except BaseException:
             for tmp, _ in group.pending[start:]:
                 _remove(tmp)
             del group.pending[start:]
+            _remove_made(group.made[made:])
+            del group.made[made:]
             raise
         return
     group = _Group()
@@ -169,6 +183,7 @@ def atomic_group() -> Iterator[None]:
         _GROUP.reset(token)
         for tmp, _ in group.pending:
             _remove(tmp)
+        _remove_made(group.made)
         raise
     group.closed = True
     _GROUP.reset(token)
@@ -179,13 +194,24 @@ def atomic_group() -> Iterator[None]:
 
 def make_folder(folder) -> Path:
     """Create ``folder`` (and its parents) if needed; an :class:`OutputError` naming it when that fails (a file in
-    the way, no permission)."""
+    the way, no permission). Inside an :func:`atomic_group` the folders it creates are removed again (when empty)
+    if the group fails."""
     folder = Path(folder)
+    group = _GROUP.get()
+    new = []  # the folders this call creates, when an atomic_group is open: removed again if it fails
+    if group is not None and not group.closed:
+        p = folder.absolute()
+        while not p.exists() and p != p.parent:
+            new.append(p)
+            p = p.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as e:  # FileExistsError / NotADirectoryError when a file is in the way
+        _remove_made(new)
         reason = getattr(e, "strerror", None) or str(e)
         raise OutputError(f"cannot create the folder {folder}: {reason}") from None
+    if new:
+        group.made.extend(new)
     return folder
 
 

@@ -23,8 +23,9 @@ Conventions of the files :func:`save_maps` writes (``DIR/``):
   model's surface outside its face area (the neck, the ears, the scalp) ``neck``, 0 off the mesh;
 * ``mask.png``: 8-bit grey, 255 where the mesh covers the pixel;
 * ``uv.png`` (a model with texture coordinates): 16-bit RGB, the texture coordinates of the mesh's texture (the
-  OBJ's or glTF's ``-o`` writes beside it: the atlas with caps) at the pixel, ``R = u``, ``G = v`` (v up, as OBJ
-  and glTF count it: the texel is column ``u W``, row ``(1 - v) H``) scaled to 0-65535, ``B`` 65535 on the mesh:
+  OBJ's or glTF's ``-o`` writes: the atlas with caps; for a PLY or NPZ, which have none, the OBJ's at
+  ``--texture-size``) at the pixel, ``R = u``, ``G = v`` (v up, as OBJ counts it; a glTF's ``TEXCOORD_0`` is
+  ``(u, 1 - v)``: the texel is column ``u W``, row ``(1 - v) H``) scaled to 0-65535, ``B`` 65535 on the mesh:
   each photo pixel's place in the texture, to carry an edit of the texture back onto the photo or the photo's
   pixels into it.
 """

@@ -127,7 +127,7 @@ def frame_times(records: list, fps: float) -> np.ndarray:
     return np.arange(len(records)) / fps
 
 
-def glb_track_camera(camera: dict | None) -> dict | None:
+def glb_track_camera(camera: dict | None, name: str = "video") -> dict | None:
     """The glTF camera (:func:`redafit.fit.outputs.glb_perspective`) of a track's camera (``track.json``'s
     ``camera``, :meth:`~redafit.render.camera.Intrinsics.to_dict`), at the origin looking down -z; None when it has
     none or a malformed one."""
@@ -139,7 +139,7 @@ def glb_track_camera(camera: dict | None) -> dict | None:
         K = Intrinsics.from_dict(camera)
     except (TypeError, KeyError, ValueError, OverflowError, RedafitError):
         return None
-    return glb_perspective(K, "video")
+    return glb_perspective(K, name)
 
 
 def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotation", fps: float = 30.0,
@@ -166,7 +166,7 @@ def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotat
         times = None
     glb_camera = None
     if pose == "camera" and fmt == "glb":
-        glb_camera = glb_track_camera(camera)
+        glb_camera = glb_track_camera(camera, "photo" if len(records) == 1 and "camera" in records[0] else "video")
         if glb_camera is None:
             log.warning("retarget: the track names no camera (track.json from an older redafit): the glTF has no "
                         "camera node")

@@ -567,12 +567,19 @@ def _vector(x, shape: tuple) -> bool:
     return isinstance(x, list) and len(x) == shape[0] and all(_vector(v, shape[1:]) for v in x)
 
 
+MAX_WEIGHT = 100.0  # an expression weight beyond this (a blendshape's 0-1, a PCA mode's few std) is not one
+
+
 def _record_error(r: dict, prev: dict | None) -> str | None:
-    """What is wrong with a tracked record (None when nothing): finite numeric weights, a pose with a 3-vector
-    axis-angle and translation (and a 3x3 rotation when given), frame indices and times increasing."""
+    """What is wrong with a tracked record (None when nothing): finite numeric weights within ±:data:`MAX_WEIGHT`,
+    a pose with a 3-vector axis-angle and translation (and a 3x3 rotation when given), frame indices and times
+    increasing."""
     bad = [k for k, v in r["expression"].items() if not _vector(v, ())]
     if bad:
         return f"expression weight {bad[0]!r} is {r['expression'][bad[0]]!r}, expected a finite number"
+    wild = [k for k, v in r["expression"].items() if abs(v) > MAX_WEIGHT]
+    if wild:
+        return f"expression weight {wild[0]!r} is {r['expression'][wild[0]]!r}, beyond ±{MAX_WEIGHT:g}"
     pose = r["pose"]
     if not isinstance(pose, dict):
         return "'pose' must be an object"
@@ -608,7 +615,14 @@ def read_fit_params(path) -> dict:
     err = _record_error(rec, None)
     if err:
         raise InputError(f"{path}: {err}")
-    if isinstance(d.get("camera"), dict):
+    if "camera" in d:
+        from redafit.render.camera import Intrinsics
+
+        try:
+            Intrinsics.from_dict(d["camera"])
+        except (TypeError, KeyError, ValueError, OverflowError, RedafitError) as e:
+            raise InputError(f"{path}: 'camera' is not a camera ({str(e) or type(e).__name__}); expected fx, fy, cx, "
+                             "cy, width, height") from None
         rec["camera"] = d["camera"]
     return rec
 

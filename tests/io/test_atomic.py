@@ -205,3 +205,38 @@ def test_write_after_the_group_ended_is_refused(tmp_path):
     with pytest.raises(OutputError, match="already ended"):
         ctx.run(late_write)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_group_removes_the_folders_it_made(tmp_path):
+    """The folders make_folder created inside a group that fails go with its files (a failed track left empty
+    frame_<N>/ folders of its maps); a folder that was there, or that something else filled meanwhile, stays; a
+    group that succeeds keeps its folders."""
+    from redafit.io.atomic import atomic_group, atomic_write, make_folder
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_group():
+            make_folder(tmp_path / "a" / "b")
+            with atomic_write(tmp_path / "a" / "b" / "f.txt", "w") as fh:
+                fh.write("x")
+            make_folder(kept / "c")
+            make_folder(tmp_path / "filled")
+            (tmp_path / "filled" / "other.txt").write_text("not the group's")
+            with atomic_group():  # a nested group's folders go too
+                make_folder(tmp_path / "inner")
+            raise RuntimeError("stop")
+    assert sorted(os.listdir(tmp_path)) == ["filled", "kept"] and os.listdir(kept) == []
+    with pytest.raises(RuntimeError):  # an inner group that fails, its error caught: its own folders go
+        with atomic_group():
+            make_folder(tmp_path / "outer")
+            try:
+                with atomic_group():
+                    make_folder(tmp_path / "inner2" / "deep")
+                    raise ValueError("inner")
+            except ValueError:
+                assert not (tmp_path / "inner2").exists() and (tmp_path / "outer").is_dir()
+            raise RuntimeError("outer")
+    with atomic_group():
+        make_folder(tmp_path / "made")
+    assert (tmp_path / "made").is_dir()

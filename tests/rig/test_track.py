@@ -706,6 +706,21 @@ def test_track_maps_lie_on_each_frames_face(video, rig_case1, model_home, tmp_pa
         z = records[k]["pose"]["translation_mm"][2]  # the model's origin, inside the head
         assert z - 150 < np.median(depth[mask]) < z
     assert np.mean(nose) > 0.7
+    for maps, says in ((out / "again" / "params.jsonl", "that is also the track's parameters"),
+                       (out / "again" / "o.mp4", "that is also the overlay video")):
+        # found after the whole track (exit 10), empty frame folders left behind: now before any frame
+        res = run_cli(["track", video, "-o", out / "again", "--overlay", out / "again" / "o.mp4", "--maps", maps],
+                      model_home, quiet=False)
+        assert res.exit_code == 2 and says in res.output, res.output
+        assert not (out / "again").exists()
+    res = run_cli(["track", video, "-o", out / "again", "--maps", "-"], model_home, quiet=False)
+    assert res.exit_code == 2 and "--maps -: writing to stdout" in res.output, res.output
+    blocked = tmp_path / "blocked"
+    (blocked / "frame_00001" / "mask.png").mkdir(parents=True)  # a folder where a map goes: the write fails
+    res = run_cli(["track", video, "-o", tmp_path / "t5", "--maps", blocked, "--max-frames", "3"], model_home,
+                  quiet=False)
+    assert res.exit_code == 10, res.output
+    assert sorted(p.name for p in blocked.iterdir()) == ["frame_00001"] and not (tmp_path / "t5").exists()
 
 
 def test_retarget_a_photos_fit(small_rig, rig_case1, tmp_path, model_home, ict):
@@ -742,3 +757,13 @@ def test_retarget_a_photos_fit(small_rig, rig_case1, tmp_path, model_home, ict):
     res = run_cli(["retarget", small_rig, "--params", small_rig / "params.json", "-o", tmp_path / "x"], model_home,
                   quiet=False)
     assert res.exit_code == 3 and "not the --params JSON of redafit fit" in res.output, res.output
+    assert g.cameras[0].name == "photo"
+    for key, value, says in (("camera", {"fx": 0, "fy": 0, "cx": 0, "cy": 0, "width": 0, "height": 0},
+                              "'camera' is not a camera"),
+                             ("expression", {**fitted["expression"], "jawOpen": 1e300}, "beyond ±100")):
+        bad = tmp_path / f"bad_{key}.json"
+        bad.write_text(json.dumps({**fitted, key: value}))
+        res = run_cli(["retarget", small_rig, "--params", bad, "-o", tmp_path / "y", "--pose", "camera", "--format",
+                       "glb"], model_home, quiet=False)
+        assert res.exit_code == 3 and says in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert not (tmp_path / "y").exists()
