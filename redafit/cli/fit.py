@@ -572,12 +572,13 @@ def output_names(images) -> list[str]:
 
 
 def _every_face(images, detector: str, max_side: int) -> tuple[list, list, list]:
-    """``fit --all-faces``: (image, output name, face index) for every face the detector finds in each photo,
-    left to right, named ``<stem>_face<N>`` (N: the face's ``--face-index``). dlib's HOG detector's faces are confirmed
-    by its CNN detector (:func:`redafit.landmarks.detect.confirm_faces`: HOG finds faces in textures too, and with
-    every face fitted a false one would become a mesh); a face it does not confirm is left out, said on stderr. A
-    photo that cannot be read or shows no face keeps one job, which then fails with the reason, as a photo does in
-    a batch."""
+    """``fit --all-faces``: (image, output name, (face index, its box)) for every face the detector finds in each
+    photo, left to right (the box is handed to the fit, which then does not detect again), named
+    ``<stem>_face<N>`` (N: the face's ``--face-index``). dlib's HOG detector's faces are confirmed by its CNN
+    detector (:func:`redafit.landmarks.detect.confirm_faces`: HOG finds faces in textures too, and with every face
+    fitted a false one would become a mesh); a face it does not confirm is left out, said on stderr. A photo that
+    cannot be read or shows no face keeps one job, which then fails with the reason, as a photo does in a
+    batch."""
     from redafit.errors import RedafitError
     from redafit.io.images import load_image
     from redafit.landmarks import detect_faces
@@ -599,7 +600,7 @@ def _every_face(images, detector: str, max_side: int) -> tuple[list, list, list]
         for k in keep or list(range(len(found))) or [0]:  # none confirmed: the detector's own, as fit takes them
             out_images.append(p)
             names.append(f"{stem}_face{k}")
-            faces.append(k)
+            faces.append((k, found[k] if k < len(found) else None))
     return out_images, names, faces
 
 
@@ -824,7 +825,7 @@ class _PhotoSettings:
     frame: str = "camera"  # the mesh's (redafit.fit.outputs.MESH_FRAMES)
     neutral: bool = False  # the mesh without its fitted expression (redafit.fit.outputs.save_mesh)
     stages_per_photo: bool = False  # --save-stages DIR/<the photo's output name>/ (a batch)
-    faces: dict | None = None  # --all-faces: str(mesh path) -> the face (left to right) its job fits
+    faces: dict | None = None  # --all-faces: str(mesh path) -> (the face (left to right) its job fits, its box)
     maps: Path | None = None  # --maps DIR (DIR/<the photo's output name>/ in a batch)
 
 
@@ -839,7 +840,8 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
         if s.faces is not None:
             from dataclasses import replace
 
-            opts = replace(opts, face_index=s.faces[str(mesh)], confirmed=True)
+            k, box = s.faces[str(mesh)]
+            opts = replace(opts, face_index=k, confirmed=True, box=box)
         inp = load_input(img, s.landmarks, opts)
         depth_map = parsing_map = None
         if s.depth is not None:
@@ -866,7 +868,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             "landmark_error_iod": round(result.landmark_error_iod, 5),
             "pose_deg": [round(float(a), 2) for a in result.euler_deg], "focal_px": round(result.intrinsics.fx, 2),
             "focal_source": focal_source(inp, result),
-            "failure": result.failure, **({"face": s.faces[str(mesh)]} if s.faces is not None else {})}
+            "failure": result.failure, **({"face": s.faces[str(mesh)][0]} if s.faces is not None else {})}
 
 
 def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):

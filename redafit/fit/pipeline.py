@@ -29,6 +29,8 @@ class InputOptions:
         max_side: images larger than this are downscaled first (outputs are in the downscaled frame).
         confirmed: ``face_index`` is a face already confirmed (``fit --all-faces``): no warnings about the photo's
             faces (the detector's other faces, an unconfirmed face picked).
+        box: the face's box in the loaded image when it was found already (``fit --all-faces``): its landmarks are
+            predicted in it, without detecting the faces again.
         focal: how the camera's focal length is chosen (:class:`~redafit.render.camera.FocalSpec`; by default the
             photo's EXIF 35 mm-equivalent focal length when it was not cropped since, else 1.6 x the longer side).
     """
@@ -38,6 +40,7 @@ class InputOptions:
     max_side: int = 4096
     focal: FocalSpec = FocalSpec()
     confirmed: bool = False  # face_index names a face already confirmed by the CNN detector (fit --all-faces)
+    box: object = None  # redafit.landmarks.FaceBox of face_index, found already (fit --all-faces): not detected again
 
 
 @dataclass
@@ -81,9 +84,13 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
     t0 = time.perf_counter()
     if landmarks is None:
         from redafit.landmarks import detect_landmarks
+        from redafit.landmarks.detect import landmarks_in_box
 
-        lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index, name=path.name,
-                              warn_many=not opts.confirmed)
+        if opts.box is not None:
+            lm = landmarks_in_box(image, opts.box, opts.detector)
+        else:
+            lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index, name=path.name,
+                                  warn_many=not opts.confirmed)
         source = f"detector:{opts.detector}"
         return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0, K,
                            focal_source)
