@@ -70,6 +70,9 @@ def _common_inputs(files_from, model_name) -> list:
               help="The frame of --meshes' meshes: camera - each lying over its photo (OpenCV axes); head - the "
                    "neutral's frame without the image's pose (y up, z out of the face), the meshes lined up.")
 @click.option("--overlays", is_flag=True, help="Also write each photo with the fitted mesh over it into overlays/.")
+@click.option("--maps", "maps", is_flag=True,
+              help="Also write each photo's maps (as fit --maps: depth, normals, parsing, mask, uv in the rig's "
+                   "texture) into maps/<name>/.")
 @click.option("--texture-size", type=click.IntRange(0, 4096), default=1024, show_default=True,
               help="Side of the merged texture (0: no texture; with caps a quarter taller: the caps' strip).")
 @click.option("--caps/--no-caps", default=True, show_default=True,
@@ -88,7 +91,8 @@ def _common_inputs(files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, texture_size, caps, views, start,
+def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, maps, texture_size, caps, views,
+            start,
             end, as_json, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
@@ -104,6 +108,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
       redafit rig shoot/ -o rig/
       redafit rig head_turn.mp4 -o rig/ --views 7
       redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --frame head --overlays
+      redafit rig imgs/*.jpg -o rig/ --maps
       redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
       redafit rig imgs/*.jpg -o rig/ --parsing parsings/
       ls shoot/*.jpg | redafit rig --files-from - -o rig/
@@ -134,11 +139,11 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     check_output_folder(output)
     if video is None:
         names = output_names(images)
-        refuse_overwriting_inputs("rig", _rig_files(output, names, meshes, overlays, texture_size),
+        refuse_overwriting_inputs("rig", _rig_files(output, names, meshes, overlays, texture_size, maps),
                                   _rig_inputs(images, landmarks, parsing, files_from, model_name),
                                   stdin_photo=any(str(p) == STDIN for p in images))
     else:  # the frames' names are known once they are chosen; frame_<N> cannot be the video or the model
-        refuse_overwriting_inputs("rig", _rig_files(output, [], meshes, overlays, texture_size),
+        refuse_overwriting_inputs("rig", _rig_files(output, [], meshes, overlays, texture_size, maps),
                                   [(video, f"the input video {video}")] + _common_inputs(files_from, model_name))
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
@@ -178,7 +183,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
                       parsings=parsings if parsing is not None else None, caps=caps)
         rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
         written = save_rig(rig, output, meshes=meshes, model=model, frame=frame,
-                           overlays={n: x.image for n, x in loaded} if overlays else None)
+                           overlays={n: x.image for n, x in loaded} if overlays else None, maps=maps)
     flagged = [f for f in rig.frames if f.failure]
     for f in flagged:
         log.warning("rig: %s looks implausible: %s", f.name, f.failure)
@@ -214,7 +219,7 @@ def _rig_video(images, files_from, landmarks, parsing) -> Path | None:
     return Path(videos[0])
 
 
-def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_size: int) -> list:
+def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_size: int, maps: bool = False) -> list:
     """(path, what) of the files :func:`redafit.rig.fit.save_rig` writes into the rig folder ``output``."""
     from redafit.io.meshes import mesh_files
 
@@ -231,6 +236,10 @@ def _rig_files(output: Path, names: list, meshes: bool, overlays: bool, texture_
             files += [(f, "the meshes' material") for f in shared_texture_files(output / "meshes", ".obj",
                                                                                  MESHES_MATERIAL)]
     files += [(output / "overlays" / f"{n}.png", f"the overlay of {n}") for n in names if overlays]
+    if maps:
+        from redafit.render.maps import MAP_FILES
+
+        files += [(output / "maps" / n / f, f"a map of {n}") for n in names for f in MAP_FILES]
     return files
 
 

@@ -367,12 +367,13 @@ MAX_META_BYTES = 1 << 30  # a rig's params.json (a few KB per image) larger than
 
 @atomic_group()
 def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None,
-             frame: str = "camera") -> list[Path]:
+             frame: str = "camera", maps: bool = False) -> list[Path]:
     """Write the rig folder (see the module docstring), all files or none (they replace their targets together,
     :func:`redafit.io.atomic.atomic_group`). ``meshes`` writes each image's mesh in ``frame`` (one of
     :data:`redafit.fit.outputs.MESH_FRAMES`: ``"camera"``, aligned with its photo, or ``"head"``, the model's frame
-    without the image's pose). ``overlays`` {frame name: image} writes ``overlays/<name>.png`` (needs ``model`` and
-    the rig's fit results)."""
+    without the image's pose). ``overlays`` {frame name: image} writes ``overlays/<name>.png``, ``maps`` each image's
+    maps (:func:`redafit.render.maps.save_maps`, the texture coordinates in the rig's texture) into
+    ``maps/<name>/`` (both need ``model`` and the rig's fit results)."""
     from redafit.fit.outputs import MESH_FRAMES
     from redafit.io.atomic import atomic_path, atomic_write
     from redafit.io.meshes import shared_texture, write_glb, write_mesh
@@ -431,6 +432,12 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
                 p = out / "overlays" / f"{fr.name}.png"
                 save_image(p, render_overlay(overlays[fr.name], res, model))
                 written.append(p)
+    if maps and model is not None:
+        from redafit.render.maps import render_maps, save_maps
+
+        size = rig.texture.shape[1] if rig.textured else 1024
+        for fr, res in zip(rig.frames, rig.results):
+            written += save_maps(out / "maps" / fr.name, render_maps(res, model, rig.caps is not None, size))
     return written
 
 

@@ -27,7 +27,7 @@ def _glb_json(path):
 def rig_dir(rig_case1, model_home, tmp_path_factory):
     images, lms = rig_case1
     out = tmp_path_factory.mktemp("rig") / "rig"
-    res = run_cli(["rig", images[0].parent, "-o", out, "--landmarks", lms, "--meshes", "--overlays", *FAST],
+    res = run_cli(["rig", images[0].parent, "-o", out, "--landmarks", lms, "--meshes", "--overlays", "--maps", *FAST],
                   model_home)  # the folder stands for its 7 photos
     assert res.exit_code == 0, res.output
     return out
@@ -52,6 +52,37 @@ def test_rig_folder_complete(rig_dir, ict):
         assert abs(im["pose"]["yaw_deg"]) < 40
     yaws = [im["pose"]["yaw_deg"] for im in meta["images"]]
     assert max(yaws) - min(yaws) > 15  # the photos turn both ways
+
+
+def test_rig_maps_lie_on_each_photo(rig_dir, rig_case1):
+    """--maps: each photo's maps in maps/<name>/, on its own face (its inner landmarks on the mask, each eye's
+    centre on the eye class), uv.png in the rig's texture: neutral.png sampled there gives the photo back on the
+    face's skin about as well as a 128 px texture merged from 7 views can."""
+    import cv2
+
+    from redafit.render.maps import MAP_FILES
+
+    images, lms = rig_case1
+    assert sorted(p.name for p in (rig_dir / "maps").iterdir()) == sorted(p.stem for p in images)
+    tex = cv2.imread(str(rig_dir / "neutral.png")).astype(np.float32) / 255
+    H, W = tex.shape[:2]
+    errs = []
+    for p in images:
+        folder = rig_dir / "maps" / p.stem
+        assert sorted(f.name for f in folder.iterdir()) == sorted(MAP_FILES)
+        mask = cv2.imread(str(folder / "mask.png"), -1) > 0
+        parsing = cv2.imread(str(folder / "parsing.png"), -1)
+        lm = np.load(lms / f"{p.stem}.npy")
+        x, y = np.round(lm - 0.5).astype(int).T
+        assert mask[y[17:], x[17:]].mean() > 0.95
+        for eye in (slice(36, 42), slice(42, 48)):
+            cx, cy = np.round(lm[eye].mean(0) - 0.5).astype(int)
+            assert parsing[cy, cx] == 4
+        uv = cv2.imread(str(folder / "uv.png"), -1)[..., ::-1].astype(np.float32) / 65535
+        back = cv2.remap(tex, uv[..., 0] * W - 0.5, (1 - uv[..., 1]) * H - 0.5, cv2.INTER_LINEAR)
+        photo = cv2.imread(str(p)).astype(np.float32) / 255
+        errs.append(np.median(np.abs(back - photo).max(-1)[parsing == 1]))
+    assert np.median(errs) < 0.08, errs
 
 
 def test_rig_meshes_close_the_eyes(rig_dir, ict, tmp_path):
