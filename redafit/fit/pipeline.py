@@ -90,7 +90,7 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
             lm = landmarks_in_box(image, opts.box, opts.detector)
         else:
             lm = detect_landmarks(image, detector=opts.detector, face_index=opts.face_index, name=path.name,
-                                  warn_many=not opts.confirmed)
+                                  warn_many=not opts.confirmed, turned=True)
         source = f"detector:{opts.detector}"
         return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0, K,
                            focal_source)

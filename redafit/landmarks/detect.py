@@ -315,18 +315,103 @@ def landmarks_in_box(image, box: FaceBox, detector: str | Detector = "dlib") -> 
 
 
 def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int | None = None, upsample: int = 1,
-                     name: str | None = None, warn_many: bool = False) -> np.ndarray:
+                     name: str | None = None, warn_many: bool = False, turned: bool = False) -> np.ndarray:
     """Detect one face and return its 68 landmarks, float64 [68, 2], corner-convention pixels.
 
     image: RGB float [H, W, 3] in [0, 1] (or uint8). The largest face unless ``face_index`` is given (faces
     sorted left to right). ``name`` (e.g. the file name) goes into error messages. ``warn_many``: log a warning
-    when the largest face was picked among several (a photo a user fits; not the frames of a video). Raises
-    :class:`~redafit.errors.NoFaceError` when there is no face (or no face ``face_index``).
+    when the largest face was picked among several (a photo a user fits; not the frames of a video). ``turned``:
+    when no upright face is found (and no ``face_index`` is asked for), look for one in the image turned by
+    :data:`TURNS` (:func:`turned_face`: a head tilted past what the detector takes, or a photo stored sideways
+    without its EXIF orientation), with a warning. Raises :class:`~redafit.errors.NoFaceError` when there is no
+    face (or no face ``face_index``).
     """
     det = _resolve(detector)
     img = _as_u8(image)
-    box = _pick_face(det, img, face_index, upsample, name, warn_many)
-    return det.landmarks(img, box)
+    try:
+        box = _pick_face(det, img, face_index, upsample, name, warn_many)
+    except NoFaceError:
+        if not turned or face_index is not None:
+            raise
+        found = turned_face(det, img, upsample)
+        if found is None:
+            raise
+        angle, lm = found
+        log.warning("no upright face found%s; found one turned %d degrees (its landmarks turned back). A photo "
+                    "stored sideways is better turned upright first", f" in {name}" if name else "", angle)
+        return levelled(det, img, lm, upsample)
+    lm = det.landmarks(img, box)
+    return levelled(det, img, lm, upsample) if turned else lm
+
+
+# a face the detectors take upright within about +-30 degrees of roll: the turns tried, nearest first
+TURNS = (45, -45, 90, -90, 135, -135, 180)
+LEVEL_ROLL = 35.0  # degrees: a face tilted more than this (by its eye line) has its landmarks found again levelled
+
+
+def _turn(img: np.ndarray, angle: float, center=None):
+    """(``img`` turned ``angle`` degrees anticlockwise about ``center`` (default its middle) on a canvas that holds
+    all of it, the 2x3 map from ``img``'s pixel indices to the turned image's)."""
+    import cv2
+
+    H, W = img.shape[:2]
+    M = cv2.getRotationMatrix2D((W / 2.0, H / 2.0), float(angle), 1.0)
+    c, s = abs(M[0, 0]), abs(M[0, 1])
+    w, h = int(round(H * s + W * c)), int(round(H * c + W * s))
+    M[0, 2] += w / 2.0 - W / 2.0
+    M[1, 2] += h / 2.0 - H / 2.0
+    return cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT), M
+
+
+def _back(lm: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Corner-convention points of a turned image (:func:`_turn`'s map ``M``) in the original image's."""
+    import cv2
+
+    back = cv2.invertAffineTransform(M)
+    return (lm - 0.5) @ back[:, :2].T + back[:, 2] + 0.5  # cv2 maps pixel indices (centres at integers)
+
+
+def turned_face(det: Detector, img: np.ndarray, upsample: int = 1) -> tuple[int, np.ndarray] | None:
+    """(angle, landmarks [68, 2] in ``img``'s corner-convention pixels) of the face the detector is surest of in
+    ``img`` turned by each angle of :data:`TURNS` (degrees, anticlockwise, on a canvas that holds the whole turned
+    image): the face upright scores higher than what the detector takes for a face at the other turns (eos's
+    face turned 180 degrees was taken, turned by 90, in a false face of its hair), or None when it finds none at
+    any."""
+    best = None
+    for angle in TURNS:
+        turned, M = _turn(img, angle)
+        for b in det.faces(turned, upsample=upsample):
+            if best is None or b.score > best[0].score:
+                best = (b, angle, turned, M)
+    if best is None:
+        return None
+    box, angle, turned, M = best
+    return angle, _back(det.landmarks(turned, box), M)
+
+
+def eye_roll(lm: np.ndarray) -> float:
+    """The tilt of 68 landmarks' eye line in degrees (the image's y down: positive when the face's left eye, on the
+    image's right, is lower)."""
+    v = np.asarray(lm)[42:48].mean(0) - np.asarray(lm)[36:42].mean(0)
+    return float(np.degrees(np.arctan2(v[1], v[0])))
+
+
+def levelled(det: Detector, img: np.ndarray, lm: np.ndarray, upsample: int = 1) -> np.ndarray:
+    """``lm`` (68 landmarks of a face in ``img``), found again in ``img`` turned so that their eye line is level
+    when it tilts more than :data:`LEVEL_ROLL` degrees: the 68-point predictor, trained on upright faces, places
+    a tilted face's landmarks worse (dlib's, on takeo turned 50 degrees: 16.8 % of the eye distance against 4.8 %
+    upright). The box the detector finds around the landmarks' centre in the levelled image is used; ``lm`` as it
+    is when there is none."""
+    roll = eye_roll(lm)
+    if abs(roll) <= LEVEL_ROLL:
+        return lm
+    turned, M = _turn(img, roll)
+    c = np.r_[np.asarray(lm).mean(0) - 0.5, 1.0] @ M.T + 0.5  # the face's centre in the turned image
+    boxes = [b for b in det.faces(turned, upsample=upsample)
+             if b.left <= c[0] <= b.right and b.top <= c[1] <= b.bottom]
+    if not boxes:
+        return lm
+    return _back(det.landmarks(turned, max(boxes, key=lambda b: b.area)), M)
 
 
 def _pick_face(det: Detector, img: np.ndarray, face_index: int | None, upsample: int = 1, name: str | None = None,
