@@ -20,6 +20,11 @@ def main(argv=None):
     tune_allocator()  # as the CLI does
     here = Path(__file__).parent
     names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    if "-h" in argv or "--help" in argv:  # not handed to every benchmark (which would start them all)
+        print(f"usage: python -m benchmarks.run [NAME ...] [--options of the named benchmarks]\n"
+              f"runs the named benchmarks (default: all) and prints their markdown tables; names: {', '.join(names)}"
+              f"\n(each benchmark's own options: python -m benchmarks.bench_NAME --help)")
+        return 0
     chosen = [a for a in argv if not a.startswith("-")] or names
     for name in chosen:
         if name not in names:

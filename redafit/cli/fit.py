@@ -769,7 +769,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
         from dataclasses import replace
 
         if not config.attributes:
-            log.warning("--save-stages writes the images of the attribute stages of --preset full or fast; "
+            log.warning("--save-stages writes each stage's images when --preset full or fast fits the attributes; "
                         "nothing to write here")
 
         _check_stage_images(save_stages, jobs, config, inputs)

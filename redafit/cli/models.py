@@ -87,7 +87,8 @@ def info_cmd(model: str, as_json: bool):
 def install_cmd(name: str, src: str | None, force: bool):
     """Install a known model (ict, sfm, bfm2009, bfm2017, flame) into the model folder.
 
-    ict and sfm download from their public upstream sources (checksums verified); the Basel and FLAME models
+    ict and sfm download from their public upstream sources (a pinned checksum is verified; an unpinned one is
+    logged, REDAFIT_REQUIRE_CHECKSUM=1 refuses it); the Basel and FLAME models
     need a registration with their authors: download them there, then use --from DIR.
     """
     from redafit.model.store import install_model, is_installed

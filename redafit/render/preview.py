@@ -145,7 +145,12 @@ def _read_npz(path: Path, textures: dict) -> ViewMesh:
 def _read_trimesh(path: Path, textures: dict) -> ViewMesh:
     """A PLY or glTF through trimesh's parsers, geometry and colours only: trimesh loads a texture with Pillow,
     which redafit does not need, so the texture is read here (:func:`_ply_texture`, :func:`_glb_texture`)."""
+    import logging
+
     ext = path.suffix.lower()
+    quiet = logging.getLogger("trimesh")  # it logs a traceback when it cannot open a PLY's TextureFile itself
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         with open(path, "rb") as fh:
             if ext == ".ply":
@@ -158,6 +163,8 @@ def _read_trimesh(path: Path, textures: dict) -> ViewMesh:
                 kw = _glb_kwargs(trimesh.load(fh, file_type="glb", process=False, force="mesh"))
     except Exception as e:  # noqa: BLE001 - trimesh's parsers raise anything on a malformed file
         raise InputError(f"mesh {path}: cannot be read ({type(e).__name__}: {e})") from None
+    finally:
+        quiet.setLevel(level)
     v = np.asarray(kw["vertices"], np.float64).reshape(-1, 3)
     f = np.asarray(kw["faces"], np.int64).reshape(-1, 3)
     uv = colors = tex = None
