@@ -351,9 +351,9 @@ TURN_FULL_SIDE = 800  # px: photos this large are searched turned without upsamp
 LEVEL_ROLL = 35.0  # degrees: a face tilted more than this (by its eye line) has its landmarks found again levelled
 
 
-def _turn(img: np.ndarray, angle: float, center=None):
-    """(``img`` turned ``angle`` degrees anticlockwise about ``center`` (default its middle) on a canvas that holds
-    all of it, the 2x3 map from ``img``'s pixel indices to the turned image's)."""
+def _turn(img: np.ndarray, angle: float):
+    """(``img`` turned ``angle`` degrees anticlockwise about its middle on a canvas that holds all of it, the 2x3
+    map from ``img``'s pixel indices to the turned image's)."""
     import cv2
 
     H, W = img.shape[:2]

@@ -98,6 +98,14 @@ def _paste(values: np.ndarray, box, size, dtype) -> np.ndarray:
     return out
 
 
+def _depth(clip, frags, tris) -> np.ndarray:
+    """[h, w] camera-frame z (mm, the clip coordinates' w) of the fragments' surface, 0 where none."""
+    from redafit.render import interpolate
+
+    hit = frags.mask[0].cpu().numpy() > 0
+    return np.where(hit, interpolate(clip[..., 3:4], frags, tris)[0, ..., 0].cpu().numpy(), 0.0)
+
+
 def render_depth(vertices_camera: np.ndarray, triangles: np.ndarray, K: Intrinsics, size, noise_mm: float = 0.0,
                  rng: np.random.Generator | None = None, window: bool = False) -> np.ndarray:
     """What an RGB-D sensor registered to the image would measure of the mesh: [H, W] float32 camera-frame depth
@@ -107,14 +115,10 @@ def render_depth(vertices_camera: np.ndarray, triangles: np.ndarray, K: Intrinsi
     :class:`~redafit.render.camera.Intrinsics`, ``size`` (H, W); ``window``: rasterize the mesh's window only
     (:func:`face_window`; the same map but for a rare edge pixel, as the window's clip coordinates round
     differently)."""
-    from redafit.render import interpolate
-
     clip, tris, frags, box = _rasterized(vertices_camera, triangles, K, size, window)
     if frags is None:
         return np.zeros(tuple(int(x) for x in size), np.float32)
-    hit = frags.mask[0].cpu().numpy() > 0
-    z = np.where(hit, interpolate(clip[..., 3:4], frags, tris)[0, ..., 0].cpu().numpy(), 0.0)
-    z = _paste(z, box, size, np.float64)
+    z = _paste(_depth(clip, frags, tris), box, size, np.float64)
     if noise_mm > 0:
         rng = rng if rng is not None else np.random.default_rng(0)
         z = np.where(z > 0, np.round(z + rng.normal(0.0, noise_mm, z.shape)), 0.0)
@@ -228,7 +232,7 @@ def render_maps(result, model, caps: bool = True, texture_size: int = 1024) -> F
         return FaceMaps(np.zeros(size, np.float32), np.zeros(size + (3,), np.float32), np.zeros(size, np.int64),
                         None if uv is None else np.zeros(size + (2,), np.float32))
     hit = frags.mask[0].cpu().numpy() > 0
-    depth = np.where(hit, interpolate(clip[..., 3:4], frags, t)[0, ..., 0].cpu().numpy(), 0.0)
+    depth = _depth(clip, frags, t)
     v = torch.as_tensor(verts, dtype=torch.float32)[None]
     n = torch.nn.functional.normalize(interpolate(vertex_normals(v, t), frags, t)[0], dim=-1).cpu().numpy()
     n = np.where(hit[..., None], n, 0.0)
