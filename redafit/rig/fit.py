@@ -414,7 +414,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
                          extras={"model": rig.model_name, "units": "morph targets: the model's expressions"},
                          camera=[glb_camera(fr, "head", name=fr.name) for fr in rig.frames], **uvkw)
     if meshes:
-        (out / "meshes").mkdir(exist_ok=True)
+        make_folder(out / "meshes")
         shared = {}
         if rig.textured:  # the meshes wear neutral.png (the same UVs), through meshes/rig.mtl
             files, shared = shared_texture(out / "meshes", ".obj", "../neutral.png", MESHES_MATERIAL)
@@ -426,7 +426,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
         from redafit.fit.outputs import render_overlay
         from redafit.io.images import save_image
 
-        (out / "overlays").mkdir(exist_ok=True)
+        make_folder(out / "overlays")
         for fr, res in zip(rig.frames, rig.results):
             if fr.name in overlays and model is not None:
                 p = out / "overlays" / f"{fr.name}.png"

@@ -170,18 +170,7 @@ def write_retarget(rig, records: list, out, fmt: str = "obj", pose: str = "rotat
         if glb_camera is None:
             log.warning("retarget: the track names no camera (track.json from an older redafit): the glTF has no "
                         "camera node")
-    out = Path(out)
-    made = not out.exists()
-    make_folder(out)
-    try:
-        return _write_files(rig, out, fmt, W, R, t, names, times, pose == "camera", glb_camera)
-    except BaseException:
-        if made:
-            try:
-                out.rmdir()  # only if empty: the group left nothing of ours in it
-            except OSError:
-                pass
-        raise
+    return _write_files(rig, Path(out), fmt, W, R, t, names, times, pose == "camera", glb_camera)
 
 
 @atomic_group()
@@ -192,6 +181,7 @@ def _write_files(rig, out: Path, fmt: str, W, R, t, names, times, in_camera: boo
     from redafit.io.images import save_image
     from redafit.io.meshes import shared_texture, write_glb, write_mesh
 
+    make_folder(out)  # in the group: removed again if the writing fails
     centre = np.zeros(3) if in_camera else rig.neutral.mean(0)
     if fmt == "glb":
         # the head turns about the neutral's centre, as on the per-frame meshes: the vertices relative to it, the
