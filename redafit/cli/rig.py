@@ -504,8 +504,9 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
                                (track.parent / "track.json", f"the track summary {track.parent / 'track.json'}")]
                               + [(f, f"the rig's file {f}") for f in rig_files(rig)])
     # --fps F plays the tracked frames as if recorded at F per second (their own times scaled by track_fps / F)
+    camera = None if take else records[0].get("camera") if track.suffix.lower() == ".json" else track_camera(params)
     written = write_retarget(r, records, output, fmt=fmt, pose=pose, fps=fps or track_fps,
-                             time_scale=track_fps / fps if fps else 1.0, camera=None if take else track_camera(params))
+                             time_scale=track_fps / fps if fps else 1.0, camera=camera)
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
         files = f"{len(written)} file" + ("s" if len(written) != 1 else "")
         click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {files} to {output}/", err=True)

@@ -188,15 +188,12 @@ def _take_rate(seconds: np.ndarray, frames: np.ndarray, hint: float | None) -> t
 
 
 def _track_rate(path) -> float | None:
-    """The rate of the track a ``livelink.csv`` was written with (``track.json`` beside it), else None."""
-    import json
+    """The rate of the track a ``livelink.csv`` was written with (``track.json`` beside it; rounded, as its
+    timecodes count frames), else None."""
+    from redafit.rig.track import track_fps
 
-    meta = Path(path).parent / "track.json"
-    try:
-        fps = float(json.loads(meta.read_text())["fps"]) if meta.is_file() else None
-    except (ValueError, OSError, KeyError, TypeError):
-        return None
-    return round(fps) if fps and math.isfinite(fps) and fps > 0 else None
+    fps = track_fps(Path(path).parent)
+    return round(fps) if fps else None
 
 
 def read_take(path, names, max_bytes: int = 4 << 30) -> tuple[list, float]:

@@ -638,10 +638,9 @@ def params_file(path) -> Path:
 
 def track_camera(path) -> dict | None:
     """The camera of the track whose ``params.jsonl`` ``path`` names (``track.json``'s ``camera`` beside it:
-    :meth:`~redafit.render.camera.Intrinsics.to_dict`), or of a fit's ``--params`` JSON (its own ``camera``); None
-    when there is none (an older track) or it cannot be read."""
-    meta = params_file(path)
-    meta = meta if meta.suffix.lower() == ".json" else meta.parent / "track.json"  # a fit's JSON holds its own
+    :meth:`~redafit.render.camera.Intrinsics.to_dict`); None when there is none (an older track) or it cannot be
+    read. (A fit's ``--params`` JSON carries its camera in its one record: :func:`read_fit_params`.)"""
+    meta = params_file(path).parent / "track.json"
     try:
         cam = json.loads(meta.read_text()).get("camera") if meta.is_file() else None
     except (ValueError, OSError, AttributeError):
@@ -686,10 +685,15 @@ def read_params(path, names=None) -> tuple[list, float]:
             recs.append(r)
     if not recs:
         raise InputError(f"{path}: no tracked frames in the file")
-    fps = 30.0
-    meta = path.parent / "track.json"
+    return recs, track_fps(path.parent) or 30.0
+
+
+def track_fps(folder) -> float | None:
+    """The frame rate ``track.json`` in ``folder`` records (a finite positive number), else None (none there, or
+    unreadable)."""
+    meta = Path(folder) / "track.json"
     try:
-        fps = float(json.loads(meta.read_text())["fps"]) if meta.is_file() else fps
-    except (ValueError, KeyError, TypeError, OSError):
-        pass
-    return recs, (fps if np.isfinite(fps) and fps > 0 else 30.0)
+        fps = float(json.loads(meta.read_text())["fps"]) if meta.is_file() else None
+    except (ValueError, KeyError, TypeError, OSError, OverflowError):
+        return None
+    return fps if fps is not None and np.isfinite(fps) and fps > 0 else None
