@@ -191,15 +191,12 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
         return gen_dir(), fps
     if not src.is_file():
         raise InputError(f"{src}: no such video file or folder")
-    # FFmpeg's own messages ("moov atom not found") would print beside the one-line error; read before the first
-    # capture opens, and a user's own setting wins
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     import cv2
 
     from redafit.io.images import quiet_opencv
 
+    cap = video_capture(src)
     with quiet_opencv():
-        cap = cv2.VideoCapture(str(src))
         first_frame = cap.read() if cap.isOpened() else (False, None)
     if not first_frame[0]:  # a file OpenCV opens but cannot decode a frame of is as unreadable as one it cannot open
         cap.release()
@@ -234,6 +231,19 @@ def open_frames(source, every: int = 1, max_frames: int | None = None, max_side:
             cap.release()
 
     return gen_video(), fps
+
+
+def video_capture(src):
+    """An OpenCV capture of the video ``src`` (check ``isOpened``), opened without FFmpeg's own messages ("moov
+    atom not found" beside a one-line error): its log level is read before the first capture opens, and a user's
+    own setting wins."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    import cv2
+
+    from redafit.io.images import quiet_opencv
+
+    with quiet_opencv():
+        return cv2.VideoCapture(str(src))
 
 
 def frames_focal(focal, files: list | None):

@@ -37,18 +37,14 @@ class VideoView:
 
 def frame_count(source) -> tuple[int, float]:
     """The video's frame count and rate as its container states them (0 and 30 when it does not)."""
-    import os
-
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet, as open_frames has it (before a capture)
     import cv2
 
-    from redafit.io.images import quiet_opencv
+    from redafit.rig.track import video_capture
 
-    with quiet_opencv():
-        cap = cv2.VideoCapture(str(source))
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
-        cap.release()
+    cap = video_capture(source)
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
+    cap.release()
     return max(0, n), fps if fps > 0 else 30.0
 
 
