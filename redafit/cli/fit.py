@@ -370,8 +370,18 @@ def input_files(images, landmarks, depth, parsing) -> list:
     return [(f, opt) for f, opt in files if f is not None]
 
 
-# redafit.fit.outputs.MESH_FRAMES, spelled out so that the CLI does not import torch to start (a test compares them)
+# redafit.fit.outputs.MESH_FRAMES and TEXTURE_KINDS, spelled out so that the CLI does not import torch to start (a
+# test compares them)
 MESH_FRAME_CHOICES = ("camera", "head")
+TEXTURE_CHOICES = ("photo", "albedo")
+
+
+def check_texture_kind(kind: str, config) -> None:
+    """``--texture albedo`` divides the photo by the fitted lighting: a :class:`UsageError` before any fitting when
+    ``config`` fits none (the landmarks preset, attributes without colour)."""
+    if kind == "albedo" and "color" not in (config.attributes or ()):
+        raise UsageError("--texture albedo divides out the lighting fitted to the photo's colours: it needs the "
+                         "colour attribute (--preset full or fast)")
 
 
 def files_from_option(f=None, *, noun: str = "photos"):
@@ -685,6 +695,11 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
 @click.option("--texture-size", type=click.IntRange(64, 4096), default=1024, show_default=True,
               help="Side of the model's texture tile (with caps the PNG is a quarter taller: the caps' strip); "
                    "1024 takes ~1.5 s and 0.7 GB to write, 4096 ~25 s and 3 GB.")
+@click.option("--texture", "texture_kind", type=click.Choice(TEXTURE_CHOICES), default="photo", show_default=True,
+              help="What the texture (a .ply's colours) holds: photo - the photo's colours, lit as in the photo; "
+                   "albedo - the fitted lighting divided out (shading, shadows the fit explains and the fitted "
+                   "highlight): the skin's own colour, for a renderer with its own lights (needs --preset full or "
+                   "fast).")
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")
@@ -710,9 +725,9 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
 @fit_options
 @device_option
 @click.pass_context
-def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, maps, depth, parsing, texture_size, caps,
-            frame, neutral, all_faces, as_json, n_jobs, files_from, model_name, detector, face_index, max_side, focal,
-            device, **fit_kw):
+def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, maps, depth, parsing, texture_size,
+            texture_kind, caps, frame, neutral, all_faces, as_json, n_jobs, files_from, model_name, detector,
+            face_index, max_side, focal, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
     The photo - is read from standard input (its outputs are named stdin.* unless -o names them). A folder stands
@@ -728,6 +743,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
       redafit fit photo.jpg --preset landmarks -o quick.ply
       redafit fit photo.jpg --frame head -o upright.obj
       redafit fit photo.jpg --neutral --frame head -o avatar.glb
+      redafit fit photo.jpg --neutral --texture albedo -o relightable.glb
       redafit fit photo.jpg --parsing photo_parsing.png -o face.obj
       redafit fit photo.jpg -o face.obj --maps face_maps/
       redafit fit group.jpg --all-faces -o faces/
@@ -761,6 +777,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
+    check_texture_kind(texture_kind, config)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     if depth is not None and not config.attributes:
@@ -784,7 +801,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side, focal=focal),
                               config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1,
-                              faces=faces, maps=maps)
+                              faces=faces, maps=maps, texture=texture_kind)
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
     with _Progress(show_progress(ctx)) as prog:
@@ -827,6 +844,7 @@ class _PhotoSettings:
     stages_per_photo: bool = False  # --save-stages DIR/<the photo's output name>/ (a batch)
     faces: dict | None = None  # --all-faces: str(mesh path) -> (the face (left to right) its job fits, its box)
     maps: Path | None = None  # --maps DIR (DIR/<the photo's output name>/ in a batch)
+    texture: str = "photo"  # --texture: what the texture holds (redafit.fit.outputs.TEXTURE_KINDS)
 
 
 def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> dict:
@@ -860,7 +878,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
         result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
         maps = None if s.maps is None else Path(s.maps) / Path(mesh).stem if s.stages_per_photo else Path(s.maps)
         written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame, s.neutral,
-                                maps_dir=maps)
+                                maps_dir=maps, texture=s.texture)
     except RedafitError as e:
         return {"error": str(e), "exit_code": e.exit_code, "exception": e}
     return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),

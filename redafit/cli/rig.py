@@ -12,9 +12,11 @@ import click
 from redafit.cli import FiniteRange, device_option, resolve_device, show_progress
 from redafit.cli.fit import (
     MESH_FRAME_CHOICES,
+    TEXTURE_CHOICES,
     NamedFiles,
     _Progress,
     build_config,
+    check_texture_kind,
     check_output_folder,
     distinct_photos,
     files_from_option,
@@ -75,6 +77,10 @@ def _common_inputs(files_from, model_name) -> list:
                    "texture) into maps/<name>/.")
 @click.option("--texture-size", type=click.IntRange(0, 4096), default=1024, show_default=True,
               help="Side of the merged texture (0: no texture; with caps a quarter taller: the caps' strip).")
+@click.option("--texture", "texture_kind", type=click.Choice(TEXTURE_CHOICES), default="photo", show_default=True,
+              help="What the merged texture holds: photo - the photos' colours, lit as in each; albedo - each "
+                   "photo's fitted lighting divided out before merging: views lit differently agree, and the rig "
+                   "carries no lighting (needs --preset full or fast).")
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes in the rig's meshes (new vertices after the model's; "
                    "expressions.npz keeps the model's topology and stores the caps).")
@@ -91,9 +97,9 @@ def _common_inputs(files_from, model_name) -> list:
 @fit_options
 @device_option
 @click.pass_context
-def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, maps, texture_size, caps, views,
-            start,
-            end, as_json, files_from, model_name, detector, face_index, max_side, focal, device, **fit_kw):
+def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overlays, maps, texture_size, texture_kind,
+            caps, views, start, end, as_json, files_from, model_name, detector, face_index, max_side, focal, device,
+            **fit_kw):
     """Fit one personalised rig (shared identity and texture, per-image expression, pose and lighting) to
     several photos of a person.
 
@@ -109,6 +115,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
       redafit rig head_turn.mp4 -o rig/ --views 7
       redafit rig imgs/*.jpg -o rig/ --landmarks lms/ --preset landmarks --meshes --frame head --overlays
       redafit rig imgs/*.jpg -o rig/ --maps
+      redafit rig imgs/*.jpg -o rig/ --texture albedo
       redafit rig imgs/*.jpg -o rig/ --init mean --iters-scale 0.5
       redafit rig imgs/*.jpg -o rig/ --parsing parsings/
       ls shoot/*.jpg | redafit rig --files-from - -o rig/
@@ -148,6 +155,8 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=None, **fit_kw)
+    if texture_size:
+        check_texture_kind(texture_kind, config)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     model = load_model(model_name, device=dev)
@@ -180,7 +189,7 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
         rig = fit_rig([x.image for _, x in loaded], [x.landmarks for _, x in loaded], model, config,
                       intrinsics=[x.intrinsics for _, x in loaded], names=[n for n, _ in loaded], init=init,
                       texture_size=texture_size, progress=prog,
-                      parsings=parsings if parsing is not None else None, caps=caps)
+                      parsings=parsings if parsing is not None else None, caps=caps, texture=texture_kind)
         rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
         written = save_rig(rig, output, meshes=meshes, model=model, frame=frame,
                            overlays={n: x.image for n, x in loaded} if overlays else None, maps=maps)

@@ -257,6 +257,16 @@ def point_to_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     return closest_points_on_mesh(points, vertices, faces).distances
 
 
+def albedo_error(colours: np.ndarray, albedo: np.ndarray) -> float:
+    """Relative error of colours [N, 3] (e.g. a texture read at the vertices) against a true albedo [N, 3]:
+    ``rms(s * colours - albedo) / rms(albedo)`` after the best scale ``s`` per channel, since a fit's albedo and
+    lighting share a scale (only their product is seen). Shading left in the colours counts in it; the albedo's
+    own variation does not."""
+    c, a = np.asarray(colours, np.float64), np.asarray(albedo, np.float64)
+    s = (c * a).sum(0) / np.maximum((c * c).sum(0), 1e-12)
+    return float(np.sqrt(((s * c - a) ** 2).mean()) / max(np.sqrt((a ** 2).mean()), 1e-12))
+
+
 def summarize(values) -> dict:
     """{"mean", "std", "median", "n"} of the finite values (NaN when there are none)."""
     a = np.asarray(values, np.float64).reshape(-1)

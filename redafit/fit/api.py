@@ -46,6 +46,8 @@ class FitResult:
     failure: str | None = None  # reason, when the fit looks implausible
     specular: float = 0.0  # strength of the fitted Blinn-Phong highlight (0: none fitted; FitConfig.specular)
     specular_exponent: float = 0.0  # its exponent (0 when no highlight was fitted)
+    lighting_fitted: bool = False  # sh was fitted to the photo's colours (else it is the default lighting)
+    occlusion: bool = False  # the fitted shading's ambient part was scaled by the mean shape's ambient occlusion
 
     @property
     def euler_deg(self) -> np.ndarray:
@@ -64,6 +66,7 @@ class FitResult:
             "identity": f(self.id_coeffs),
             "expression": dict(zip(self.expression_names, f(self.exp_coeffs))),
             "lighting_sh": f(self.sh),
+            "lighting_fitted": bool(self.lighting_fitted),
             "specular": {"strength": round(float(self.specular), 6), "exponent": float(self.specular_exponent)},
             "landmarks": {"target": [[None if not np.isfinite(v) else float(v) for v in p] for p in lt],
                           "fit": f(self.landmarks_fit)},

@@ -214,8 +214,88 @@ def outline_distance(zbuf: np.ndarray) -> tuple[np.ndarray, float]:
     return dist.astype(np.float32), float(np.sqrt(solid.sum()))
 
 
-def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False):
+TEXTURE_KINDS = ("photo", "albedo")
+DELIT_FLOOR = 0.5  # an albedo texture divides by at least this share of the face's median irradiance
+DELIT_TRUST = (0.5, 0.9)  # ... and trusts its samples fully above the second share of it, not at all below the first
+
+
+class Shading(NamedTuple):
+    """The fitted image formation an albedo texture's samples are divided by (:func:`fitted_shading`): the
+    colour a fit draws is ``albedo * irradiance(n) + highlight(n, view)`` (:mod:`redafit.render.shading`)."""
+
+    sh: torch.Tensor  # [9, 3] the fitted SH lighting
+    strength: float  # the fitted Blinn-Phong highlight's strength (0: none)
+    exponent: float
+    occlusion: np.ndarray | None  # [V] per model vertex: the ambient occlusion the fit's shading used, or None
+    reference: torch.Tensor  # [3] the median irradiance over the face's vertices seen in the photo
+    uniform: bool = False  # divide by the reference alone (surfaces the fit did not shade: the caps)
+
+
+def fitted_shading(result, model) -> Shading:
+    """The shading ``result``'s fit drew its colours with; :class:`OutputError` when the fit did not fit a lighting
+    (the landmarks preset, or attributes without colour): without one, an albedo texture would only be the photo
+    divided by a guess."""
+    from redafit.errors import ModelError
+    from redafit.parsing.model_labels import vertex_face_area
+    from redafit.render.occlusion import mean_shape_occlusion
+    from redafit.render.shading import occluded_basis, vertex_normals
+
+    if not getattr(result, "lighting_fitted", False):
+        raise OutputError("an albedo texture needs the lighting fitted to the photo's colours: fit with the colour "
+                          "attribute (--preset full or fast)")
+    occ = mean_shape_occlusion(model).cpu().numpy().astype(np.float32) if result.occlusion else None
+    sh = torch.as_tensor(np.asarray(result.sh), dtype=torch.float32)
+    vc = torch.as_tensor(np.asarray(result.vertices_camera), dtype=torch.float32)
+    n = vertex_normals(vc[None], torch.as_tensor(np.asarray(result.triangles)))[0]
+    seen = (n * -torch.nn.functional.normalize(vc, dim=-1)).sum(-1) > 0.3
+    try:
+        seen &= vertex_face_area(model).cpu()
+    except ModelError:  # no face area: every vertex seen
+        pass
+    if not bool(seen.any()):
+        seen[:] = True
+    irr = (occluded_basis(n, None if occ is None else torch.as_tensor(occ))[..., None] * sh).sum(-2)[seen]
+    return Shading(sh, float(result.specular), float(result.specular_exponent), occ,
+                   irr.median(0).values.clamp_min(1e-3))
+
+
+def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
+           shading: Shading) -> tuple[np.ndarray, np.ndarray]:
+    """The albedo under the photo's colours ``col`` [..., 3] and the trust in it [...] in [0, 1]: the fitted
+    highlight taken away and the rest divided by the fitted irradiance at the unit ``normals`` (camera frame;
+    ``view``: unit, surface to camera). Where the irradiance is low against the face's median (shadowed or
+    grazing surface: the photo holds little of the albedo there, and the fit's normals on the lips', lids' and
+    ears' rims are least sure), the trust falls from 1 to 0 between :data:`DELIT_TRUST` shares of it, so the
+    mirror's sample or the fill takes over, and the sample is divided by the median instead, in the same measure
+    (the division never goes below :data:`DELIT_FLOOR` of it)."""
+    from redafit.render.shading import occluded_basis, specular
+
+    if shading.uniform:
+        plain = torch.as_tensor(col) / shading.reference
+        return plain.numpy().astype(np.float32), np.ones(col.shape[:-1], np.float32)
+    sh = shading.sh
+    irr = (occluded_basis(normals, occ)[..., None] * sh).sum(-2)  # [..., 3]
+    rel = (irr / shading.reference).min(-1).values.numpy()
+    irr = torch.maximum(irr, DELIT_FLOOR * shading.reference)
+    lit = torch.as_tensor(col)
+    if shading.strength > 0 and shading.exponent > 0:
+        hl = specular(normals[None], view[None], sh, torch.tensor([shading.strength]), shading.exponent)[0]
+        lit = lit - hl
+    trust = torch.as_tensor(_smoothstep(rel, *DELIT_TRUST), dtype=torch.float32)[..., None]
+    # an untrusted sample is divided by the face's median irradiance alone: never brightened past what it shows
+    albedo = lit.clamp_min(0) * (trust / irr + (1 - trust) / shading.reference)
+    return albedo.numpy().astype(np.float32), trust[..., 0].numpy()
+
+
+def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False,
+                   kind: str = "photo"):
     """Texture [size, size, 3] float in [0, 1] (row 0 = v 1, as in an OBJ texture) sampled from ``image``.
+
+    ``kind``: ``"photo"`` - the photo's colours as they are, lit as in the photo; ``"albedo"`` - each sample
+    divided by the shading the fit drew it with (:func:`fitted_shading`: the fitted SH irradiance at its normal,
+    with the fit's ambient occlusion, after taking away the fitted highlight), so the texture holds the surface's
+    own colour, lit by nothing: a relightable texture for a renderer with its own lights (values above 1
+    clipped). The mirror's samples are divided by the shading at the mirrored point, where they were seen.
 
     With ``return_weights`` also returns the per-texel :class:`TexelWeights` [size, size] (used to merge textures
     from several views): the confidence in [0, 1] (the facing-weighted visibility of a direct sample,
@@ -232,34 +312,50 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
     except ModelError:  # no landmark vertex ids to find the face area with: every texel sampled alike
         face = None
     tris = model.triangles.cpu()
+    shading = _shading_of(kind, result, model)
     return _unwrap(image, result, result.vertices_camera, result.vertices_model, tris, tris, model.uv.cpu(),
-                   model.uv_triangles.cpu(), (size, size), return_weights, face_vertices=face)
+                   model.uv_triangles.cpu(), (size, size), return_weights, face_vertices=face, shading=shading)
 
 
-def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, return_weights: bool = False):
+def _shading_of(kind: str, result, model) -> Shading | None:
+    if kind not in TEXTURE_KINDS:
+        raise ValueError(f"texture kind must be one of {TEXTURE_KINDS}, not {kind!r}")
+    return fitted_shading(result, model) if kind == "albedo" else None
+
+
+def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, return_weights: bool = False,
+                 kind: str = "photo"):
     """The texture of a mesh with caps (:mod:`redafit.model.caps`): the model's tile
     (:func:`unwrap_texture`) on top of the strip holding the caps, [size + strip_rows(size), size, 3]; with
-    ``return_weights`` also the per-texel :class:`TexelWeights`, as :func:`unwrap_texture` gives them."""
+    ``return_weights`` also the per-texel :class:`TexelWeights`, as :func:`unwrap_texture` gives them. ``kind``
+    as there; but the fit never drew the caps (eyes, mouth), so its shading says nothing of them: in an albedo
+    texture they are divided by the face's median irradiance alone, which keeps them as bright against the skin as
+    in the photo."""
     from redafit.model.caps import strip_rows
 
-    tile = unwrap_texture(image, result, model, size, return_weights)
+    tile = unwrap_texture(image, result, model, size, return_weights, kind=kind)
     vc = np.concatenate([result.vertices_camera, caps.vertices(result.vertices_camera)])
     vm = np.concatenate([result.vertices_model, caps.vertices(result.vertices_model)])
     face = model.triangles.cpu()
     every = torch.cat([face, torch.as_tensor(caps.triangles)])  # normals of the loop vertices see both sides
+    shading = _shading_of(kind, result, model)
+    if shading is not None:
+        shading = shading._replace(uniform=True, occlusion=None)
     strip = _unwrap(image, result, vc, vm, torch.as_tensor(caps.triangles), every, torch.as_tensor(caps.uv),
-                    torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), return_weights, occluders=face)
+                    torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), return_weights, occluders=face,
+                    shading=shading)
     if return_weights:
         return np.concatenate([tile[0], strip[0]]), TexelWeights(*map(np.concatenate, zip(tile[1], strip[1])))
     return np.concatenate([tile, strip])
 
 
 def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, hw, return_weights, occluders=None,
-            face_vertices=None):
+            face_vertices=None, shading: Shading | None = None):
     """Sample ``image`` into an [H, W] texture of the triangles ``tris`` laid out by ``uv``/``uvt`` (see
     :func:`unwrap_texture`); vertex normals come from ``normal_tris``, the depth test from ``occluders`` (default
     ``tris``). ``face_vertices`` ([V] bool, the model's face area): their texels, and the neck's below them
-    (:func:`neck_flag`), never take a sample from what is not the face in the photo (:func:`photo_off_face`)."""
+    (:func:`neck_flag`), never take a sample from what is not the face in the photo (:func:`photo_off_face`).
+    ``shading`` (per vertex of ``verts_cam``): each sample is divided by it where it was seen (:func:`_delit`)."""
     import cv2
 
     from redafit.render import interpolate, rasterize
@@ -279,8 +375,10 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     n_cam = vertex_normals(vc[None], normal_tris)[0]
     fv = torch.zeros(len(vc)) if face_vertices is None else face_flag(face_vertices, tris)
     nv = torch.zeros(len(vc)) if face_vertices is None else neck_flag(vm, face_vertices, fv)
-    attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None], nv[corner_v, None]],
-                      -1)[None]  # [1, T, 11]
+    occ = torch.ones(len(vc)) if shading is None or shading.occlusion is None else \
+        torch.as_tensor(shading.occlusion, dtype=torch.float32)
+    attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None], nv[corner_v, None],
+                       occ[corner_v, None]], -1)[None]  # [1, T, 12]
 
     occ = tris if occluders is None else occluders
     frags, Ks = _raster_cam(verts_cam, occ.numpy(), K)
@@ -332,7 +430,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         fr = rasterize(torch.stack([clip_uv[..., 0], y, clip_uv[..., 2], clip_uv[..., 3]], -1), uvt, (r1 - r0, W),
                        backend="torch")
         ins = fr.mask[0].numpy()
-        tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 11]
+        tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 12]
         p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
         ft = tex_attr[..., 9].numpy()
         nt = tex_attr[..., 10].numpy()
@@ -347,6 +445,14 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
         col_m[rows], b[rows], keep_m[rows], _ = sample(p_mir, facing_m, ins, fw)
+        if shading is not None:  # each sample divided by the shading where it was seen, trusted where well lit
+            o = None if shading.occlusion is None else tex_attr[..., 11]
+            col[rows], sure = _delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading)
+            col_m[rows], sure_m = _delit(col_m[rows], torch.nn.functional.normalize(n_mir, dim=-1), view_m, o,
+                                          shading)
+            a[rows] *= sure
+            quality[rows] *= sure
+            b[rows] *= sure_m
         inside[rows], face_texel[rows], neck_texel[rows] = ins, ft, nt
     # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
     direct = a * keep
@@ -501,7 +607,7 @@ def neutral_vertices(result, model) -> np.ndarray:
 
 
 def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size: int = 1024,
-              caps: bool = True, frame: str = "camera", neutral: bool = False) -> list[Path]:
+              caps: bool = True, frame: str = "camera", neutral: bool = False, texture: str = "photo") -> list[Path]:
     """Write the fitted mesh (mm). ``.obj``/``.glb`` get a texture unwrapped from ``image``, ``.ply`` vertex colours
     read from such a texture (:data:`PLY_TEXTURE`; sampled from the photo directly for a model without UVs).
 
@@ -524,6 +630,9 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     photo in the camera frame); the texture is still the photo's, unwrapped on the fitted head. A ``.glb`` then
     carries the model's expressions as morph targets (the caps moving with the lids and lips), named as the
     model names them: the head animates, and at the fitted weights (``--params``' ``expression``) it is the fit.
+
+    ``texture``: ``"photo"`` (the photo's colours, lit as in the photo) or ``"albedo"`` (the fitted shading divided
+    out, :func:`unwrap_texture`; needs a fit that fitted the lighting), for the texture and a PLY's colours alike.
     """
     from redafit.io.meshes import write_mesh
     from redafit.model.caps import hole_caps
@@ -548,18 +657,20 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
         verts, tris, uv, uvt = hc.extend(verts, tris, uv, uvt, texture_size)
     kw = {} if uv is None else {"uv": uv, "uv_triangles": uvt}
     if ext in (".obj", ".glb") and image is not None and model.has_uv:
-        kw["texture"] = unwrap_texture(image, result, model, texture_size) if hc is None else \
-            unwrap_atlas(image, result, model, hc, texture_size)
+        kw["texture"] = unwrap_texture(image, result, model, texture_size, kind=texture) if hc is None else \
+            unwrap_atlas(image, result, model, hc, texture_size, kind=texture)
     elif ext == ".ply" and image is not None:
         # the colours of the texture at each vertex (the hidden side's from its mirror, as in a texture), and no
         # per-face texture coordinates without a texture file: readers then drop the vertex colours
         if model.has_uv:
-            tex = unwrap_texture(image, result, model, texture_size) if hc is None else \
-                unwrap_atlas(image, result, model, hc, texture_size)
+            tex = unwrap_texture(image, result, model, texture_size, kind=texture) if hc is None else \
+                unwrap_atlas(image, result, model, hc, texture_size, kind=texture)
             kw = {"vertex_colors": texture_at_vertices(tex, uv, uvt, tris, len(verts))}
         else:  # sampled where the camera-frame vertices project, whatever the frame written
             cam = result.vertices_camera if hc is None else hc.extend(result.vertices_camera, result.triangles)[0]
             kw["vertex_colors"] = vertex_colours(image, result, cam)
+            if texture == "albedo":
+                kw["vertex_colors"] = _delit_vertices(kw["vertex_colors"], cam, tris, result, model)
     to_gl = np.array([1.0, -1.0, -1.0]) if ext == ".glb" and frame == "camera" else np.ones(3)
     verts = verts * to_gl
     if ext == ".glb":
@@ -603,6 +714,24 @@ def glb_camera(result, frame: str = "camera", name: str = "photo") -> dict:
 
 
 PLY_TEXTURE = 512  # the side of the texture a PLY's vertex colours are read from (a vertex is ~1 mm, 10 texels)
+
+
+def _delit_vertices(colours: np.ndarray, cam: np.ndarray, tris: np.ndarray, result, model) -> np.ndarray:
+    """Per-vertex colours [N, 3] of the camera-frame vertices ``cam`` [N, 3] (the model's, then any caps', which
+    are divided by the median irradiance alone, as in :func:`unwrap_atlas`) with the fitted shading divided out
+    (:func:`_delit`; a model without UVs has no texture to do it in)."""
+    from redafit.render.shading import vertex_normals
+
+    shading = fitted_shading(result, model)
+    nm = len(result.vertices_camera)
+    vc = torch.as_tensor(np.asarray(cam), dtype=torch.float32)
+    n = vertex_normals(vc[None], torch.as_tensor(np.asarray(tris)).long())[0][:nm]
+    view = -torch.nn.functional.normalize(vc[:nm], dim=-1)
+    occ = None if shading.occlusion is None else torch.as_tensor(shading.occlusion)
+    col = np.asarray(colours, np.float32)
+    out = np.concatenate([_delit(col[:nm], n, view, occ, shading)[0],
+                          _delit(col[nm:], n[:0], view[:0], None, shading._replace(uniform=True))[0]])
+    return np.clip(out, 0, 1)
 
 
 def texture_at_vertices(tex: np.ndarray, uv: np.ndarray, uvt: np.ndarray, tris: np.ndarray, n: int) -> np.ndarray:

@@ -137,13 +137,14 @@ def fit_loaded(inp: LoadedInput, model, config: FitConfig, progress=None, depth=
 
 def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=None, overlay_path=None,
                   texture_size: int = 1024, caps: bool = True, frame: str = "camera",
-                  neutral: bool = False, maps_dir=None) -> list[Path]:
+                  neutral: bool = False, maps_dir=None, texture: str = "photo") -> list[Path]:
     """Write the requested outputs, all or none: they replace their targets together once every one is written
     (:func:`redafit.io.atomic.atomic_group`), so an error or an interrupt leaves no file half-written and no
     incomplete set (a mesh without its parameters). ``frame`` and ``neutral``: the mesh's
     (:func:`redafit.fit.outputs.save_mesh`), also recorded in the parameters as ``mesh_frame`` and
     ``mesh_expression`` (``"fitted"`` or ``"neutral"``). ``maps_dir``: the photo-aligned maps of the fitted face
-    (:func:`redafit.render.maps.save_maps`, the mesh with its caps as ``caps`` says, fitted expression)."""
+    (:func:`redafit.render.maps.save_maps`, the mesh with its caps as ``caps`` says, fitted expression).
+    ``texture``: ``"photo"`` or ``"albedo"`` (the fitted shading divided out; recorded as ``mesh_texture``)."""
     from redafit.fit import outputs
     from redafit.io.atomic import atomic_group, make_folder
 
@@ -154,13 +155,14 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
                 make_folder(Path(f).parent)
         if mesh_path is not None:
             written += outputs.save_mesh(mesh_path, result, model, inp.image, texture_size, caps=caps, frame=frame,
-                                         neutral=neutral)
+                                         neutral=neutral, texture=texture)
         if params_path is not None:
             extra = {"image": str(inp.path), "image_size": [int(inp.image.shape[1]), int(inp.image.shape[0])],
                      "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source,
                      "focal_source": focal_source(inp, result),
                      "mesh_frame": frame,
-                     "mesh_expression": "neutral" if neutral else "fitted"}
+                     "mesh_expression": "neutral" if neutral else "fitted",
+                     "mesh_texture": texture}
             written.append(outputs.save_params(params_path, result, extra))
         if overlay_path is not None:
             written.append(outputs.save_overlay(overlay_path, inp.image, result, model))

