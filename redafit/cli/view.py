@@ -67,13 +67,16 @@ def _angles(ctx, param, value: str) -> tuple:
 @click.option("--rows", type=click.Choice(["both", "colour", "shaded"]), default="both", show_default=True,
               help="What to draw: the mesh's colours (texture or vertex colours, unlit: they hold the photo's "
                    "light), grey shading (the shape alone), or both.")
+@click.option("--lit", is_flag=True,
+              help="Shade the colour row by the grey row's light: for colours that hold no light of their own "
+                   "(fit --texture albedo), which drawn unlit look flat.")
 @click.option("--expressions", default="", metavar="LIST",
               help="For a rig folder: also draw its neutral with each of these expressions at weight 1 "
                    "(comma-separated names, e.g. jawOpen,mouthSmile_L,eyeBlink_L).")
 @click.option("--fps", type=click.FloatRange(1, 240), default=25.0, show_default=True,
               help="A video's frame rate.")
 @click.pass_context
-def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions, fps):
+def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, lit, expressions, fps):
     """Draw meshes (.obj with its texture, .ply, .glb, .npz) or rig folders from several angles into one image or a
     video: a look at a fit's shape and texture without a 3D viewer.
 
@@ -88,6 +91,7 @@ def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions, f
       redafit view a.obj b.obj --yaw -60,-30,0,30,60 --rows shaded -o compare.png
       redafit view rig/ --expressions jawOpen,eyeBlink_L --pitch 15 --size 512 -o rig_views.jpg
       redafit view face.obj --yaw -90:90:3 -o turntable.mp4
+      redafit view relightable.glb --lit -o lit_views.png
       redafit view anim/ --yaw 0 --fps 30 -o anim.mp4
     """
     from redafit.cli.fit import refuse_overwriting_inputs
@@ -110,7 +114,10 @@ def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, expressions, f
     from redafit.io.atomic import make_folder
 
     make_folder(output.parent)
-    kw = {"pitch": pitch, "size": size, "frame": frame, "shaded": rows != "colour", "coloured": rows != "shaded"}
+    if lit and rows == "shaded":
+        log.warning("--lit shades the colour row; --rows shaded draws none")
+    kw = {"pitch": pitch, "size": size, "frame": frame, "shaded": rows != "colour", "coloured": rows != "shaded",
+          "lit": lit}
     n = _write_video(output, loaded, yaws, fps, **kw) if video else _write_image(output, loaded, yaws, **kw)
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
         what = f"{n} frame(s)" if video else f"{len(yaws)} view(s) each"

@@ -450,9 +450,13 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
             col[rows], sure = _delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading)
             col_m[rows], sure_m = _delit(col_m[rows], torch.nn.functional.normalize(n_mir, dim=-1), view_m, o,
                                           shading)
-            a[rows] *= sure
+            # on the face, a sample the light barely reaches gives way to its mirror or the fill (the skin around
+            # it: a shadow the fit cannot draw is not the albedo); off it (scalp, ears, neck), only to a mirror lit
+            # better, since the fill would paint hair or an ear with the skin's colour
+            ar, br, off = a[rows], b[rows], 1 - np.clip(ft, 0, 1)
+            a[rows] = ar * (sure + (1 - sure) * off * (1 - br * sure_m))
+            b[rows] = br * (sure_m + (1 - sure_m) * off * (1 - ar * sure))
             quality[rows] *= sure
-            b[rows] *= sure_m
         inside[rows], face_texel[rows], neck_texel[rows] = ins, ft, nt
     # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
     direct = a * keep

@@ -5,8 +5,9 @@ look at a fit's shape and texture without one - in a batch's report, on a machin
 texture (``map_Kd``) or per-vertex colours, a PLY with vertex colours or texture coordinates and its
 ``TextureFile``, a binary glTF (``.glb``) with its embedded texture, an ``.npz`` of the mesh's arrays.
 :func:`render_views` draws it with the torch rasterizer: one row of the colours as stored (a texture carries the
-photo's light already: no shading is added) and one of grey Lambert shading, which shows the shape alone; back
-faces (an open mesh's inside) darker.
+photo's light already: no shading is added; ``lit`` shades them as the grey row is, for colours that hold no light,
+such as ``fit --texture albedo``'s) and one of grey Lambert shading, which shows the shape alone; back faces (an
+open mesh's inside) darker.
 
 Frames (``frame``): ``"camera"`` - OpenCV camera axes (x right, y down, z forward), how ``redafit fit`` writes a
 mesh by default, seen from where the photo was taken; ``"head"`` - y up, the face towards +z (``fit --frame head``,
@@ -278,11 +279,13 @@ def view_bounds(meshes, frame: str = "auto") -> tuple[np.ndarray, float]:
 
 
 def render_views(mesh: ViewMesh, yaws=(-40.0, 0.0, 40.0), pitch: float = 0.0, size: int = 512,
-                 frame: str = "auto", shaded: bool = True, coloured: bool = True, bounds=None) -> np.ndarray:
+                 frame: str = "auto", shaded: bool = True, coloured: bool = True, bounds=None,
+                 lit: bool = False) -> np.ndarray:
     """One image [rows x size, len(yaws) x size, 3] float RGB: the mesh from each yaw (degrees) at ``pitch``, a row
     of its colours (``coloured``; grey where it has none) and a row of grey shading (``shaded``); see the module
     docstring for ``frame``. The mesh is fitted to the frame by its bounding sphere (``bounds``: another sphere,
-    :func:`view_bounds`), seen in perspective; the views turn about the sphere's centre."""
+    :func:`view_bounds`), seen in perspective; the views turn about the sphere's centre. ``lit``: the colours
+    shaded by the grey row's light (white), for colours that hold no light of their own."""
     import cv2
 
     from redafit.render import interpolate, rasterize, texture
@@ -310,6 +313,7 @@ def render_views(mesh: ViewMesh, yaws=(-40.0, 0.0, 40.0), pitch: float = 0.0, si
         n = torch.nn.functional.normalize(interpolate(vertex_normals(pt, tris), frags, tris)[0], dim=-1).numpy()
         ray = interpolate(pt, frags, tris)[0].numpy()
         dim = np.where(((n * ray).sum(-1) > 0)[..., None], BACK_DIM, 1.0)
+        lam = np.abs(n @ (_LIGHT / np.linalg.norm(_LIGHT)))[..., None] * 0.75 + 0.2
         if coloured:
             if mesh.texture is not None and mesh.uv is not None:
                 uvi = interpolate(torch.as_tensor(mesh.uv, dtype=torch.float32)[None], frags,
@@ -319,9 +323,10 @@ def render_views(mesh: ViewMesh, yaws=(-40.0, 0.0, 40.0), pitch: float = 0.0, si
                 col = interpolate(torch.as_tensor(mesh.colors, dtype=torch.float32)[None], frags, tris)[0].numpy()
             else:
                 col = np.full((big, big, 3), 0.7, np.float32)
+            if lit:
+                col = col * lam
             rows_c.append(col * dim * cover + BACKGROUND * (1 - cover))
         if shaded:
-            lam = np.abs(n @ (_LIGHT / np.linalg.norm(_LIGHT)))[..., None] * 0.75 + 0.2
             rows_s.append(lam * np.array([0.85, 0.87, 0.9]) * dim * cover + BACKGROUND * (1 - cover))
     rows = [np.hstack(r) for r in (rows_c, rows_s) if r]
     out = np.vstack(rows).astype(np.float32)

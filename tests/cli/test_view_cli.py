@@ -63,6 +63,23 @@ def test_views_of_a_fit(turned_fits, tmp_path):
     assert asymmetry(face) < 0.12 and asymmetry(cam) > 2 * asymmetry(face)
 
 
+def test_lit_shades_the_colour_row_as_the_grey_one(turned_fits, tmp_path, caplog):
+    """--lit multiplies the colours by the grey row's light (for an albedo texture, which holds none): the colour
+    row's brightness then follows the grey row's across the face, which unlit it does not."""
+    r = run("view", turned_fits / "head.obj", "-o", tmp_path / "lit.png", "--size", "96", "--yaw", "0", "--lit")
+    assert r.exit_code == 0, r.stderr
+    lit = cv2.imread(str(tmp_path / "lit.png")).astype(float)
+    r = run("view", turned_fits / "head.obj", "-o", tmp_path / "unlit.png", "--size", "96", "--yaw", "0")
+    unlit = cv2.imread(str(tmp_path / "unlit.png")).astype(float)
+    shade, face = unlit[96:].mean(-1), _silhouette(unlit[96:])
+    assert np.array_equal(lit[96:], unlit[96:])  # the grey row is the same
+    ratio = lit[:96].mean(-1)[face] / np.maximum(unlit[:96].mean(-1)[face], 1)
+    assert np.corrcoef(ratio, shade[face])[0, 1] > 0.9  # the colours scaled by the light
+    assert ratio.max() <= 1.02
+    r = run("view", turned_fits / "head.obj", "-o", tmp_path / "s.png", "--size", "64", "--lit", "--rows", "shaded")
+    assert r.exit_code == 0 and "--lit shades the colour row" in caplog.text
+
+
 def test_several_meshes_labelled_and_a_bad_one_left_out(turned_fits, tmp_path):
     bad = tmp_path / "bad.obj"
     bad.write_text("v 0 0 x\n")

@@ -70,7 +70,7 @@ def _at_vertices(tex, model):
 def test_dividing_by_the_true_shading_gives_back_the_true_albedo(ict_model, model_case):
     """At the true shape and lighting, the albedo texture read at the seen face's vertices is the drawn albedo:
     half of them within 0.005 (8-bit photo, sensor noise), the relative error 0.053 against the photo texture's
-    0.153, which keeps the shading (what remains: the texels' blur of the albedo's edges at brows and lips, and
+    0.138, which keeps the shading (what remains: the texels' blur of the albedo's edges at brows and lips, and
     the samples below 0.9 of the median irradiance, divided partly by the median)."""
     from redafit.eval.metrics import albedo_error
     from redafit.fit.outputs import unwrap_texture
