@@ -778,6 +778,8 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
     check_texture_kind(texture_kind, config)
+    if texture_kind != "photo" and all(Path(mesh).suffix.lower() == ".npz" for _, mesh, _, _ in jobs):
+        log.warning("--texture %s sets the texture's colours; a .npz holds none: ignored", texture_kind)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     if depth is not None and not config.attributes:

@@ -157,6 +157,9 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     config = build_config(has_depth=None, **fit_kw)
     if texture_size:
         check_texture_kind(texture_kind, config)
+    elif texture_kind != "photo":
+        log.warning("--texture %s sets the merged texture's colours; --texture-size 0 writes none: ignored",
+                    texture_kind)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     model = load_model(model_name, device=dev)
