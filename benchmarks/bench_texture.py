@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     print(table(["texture", "seen", "hidden side", "unwrap s (256 px)"],
                 [["--texture photo (lit as in the photo)", cell(("photo", "seen")), cell(("photo", "hidden side")),
                   f"{statistics.median(per[('photo', 'seconds')]):.2f}"],
-                 ["--texture albedo (fitted shading divided out)", cell(("albedo", "seen")),
+                 ["--texture albedo (the fitted shading evened out)", cell(("albedo", "seen")),
                   cell(("albedo", "hidden side")), f"{statistics.median(per[('albedo', 'seconds')]):.2f}"]]))
     print(f"\nalbedo texture closer to the true albedo than the photo texture on the seen face: "
           f"{sum(better)}/{len(better)} faces")

@@ -377,11 +377,11 @@ TEXTURE_CHOICES = ("photo", "albedo")
 
 
 def check_texture_kind(kind: str, config) -> None:
-    """``--texture albedo`` divides the photo by the fitted lighting: a :class:`UsageError` before any fitting when
+    """``--texture albedo`` evens out the fitted lighting: a :class:`UsageError` before any fitting when
     ``config`` fits none (the landmarks preset, attributes without colour)."""
     if kind == "albedo" and "color" not in (config.attributes or ()):
-        raise UsageError("--texture albedo divides out the lighting fitted to the photo's colours: it needs the "
-                         "colour attribute (--preset full or fast)")
+        raise UsageError("--texture albedo evens out the lighting fitted to the photo's colours: it needs the "
+                         "colour attribute (--preset full or fast, with color in --attributes)")
 
 
 def files_from_option(f=None, *, noun: str = "photos"):
@@ -697,9 +697,9 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
                    "1024 takes ~1.5 s and 0.7 GB to write, 4096 ~25 s and 3 GB.")
 @click.option("--texture", "texture_kind", type=click.Choice(TEXTURE_CHOICES), default="photo", show_default=True,
               help="What the texture (a .ply's colours) holds: photo - the photo's colours, lit as in the photo; "
-                   "albedo - the fitted lighting divided out (shading, shadows the fit explains and the fitted "
-                   "highlight): the skin's own colour, for a renderer with its own lights (needs --preset full or "
-                   "fast).")
+                   "albedo - the fitted lighting evened out (its shading, the shadows it draws and its highlight; "
+                   "the photo's exposure and white balance kept): the skin's own colour, for a renderer with its "
+                   "own lights (needs --preset full or fast).")
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes with textured caps (new vertices after the model's; "
                    ".npz never).")
@@ -709,7 +709,8 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
                    "upright and frontal in any viewer, several photos' meshes lined up.")
 @click.option("--neutral", is_flag=True,
               help="Write the head without its fitted expression (the identity and its detail, the mouth closed, "
-                   "the eyes open; the texture still the photo's). A .glb then carries the model's expressions as "
+                   "the eyes open; the texture still unwrapped from the photo). A .glb then carries the model's "
+                   "expressions as "
                    "morph targets: an animatable head from one photo.")
 @click.option("--all-faces", is_flag=True,
               help="Fit every face the detector finds in each photo, named <stem>_face<N> (N: its --face-index, "
@@ -777,9 +778,10 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
-    check_texture_kind(texture_kind, config)
     if texture_kind != "photo" and all(Path(mesh).suffix.lower() == ".npz" for _, mesh, _, _ in jobs):
         log.warning("--texture %s sets the texture's colours; a .npz holds none: ignored", texture_kind)
+        texture_kind = "photo"
+    check_texture_kind(texture_kind, config)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     if depth is not None and not config.attributes:

@@ -79,7 +79,7 @@ def _common_inputs(files_from, model_name) -> list:
               help="Side of the merged texture (0: no texture; with caps a quarter taller: the caps' strip).")
 @click.option("--texture", "texture_kind", type=click.Choice(TEXTURE_CHOICES), default="photo", show_default=True,
               help="What the merged texture holds: photo - the photos' colours, lit as in each; albedo - each "
-                   "photo's fitted lighting divided out before merging: views lit differently agree, and the rig "
+                   "photo's fitted lighting evened out before merging: views lit differently agree, and the rig "
                    "carries no lighting (needs --preset full or fast).")
 @click.option("--caps/--no-caps", default=True, show_default=True,
               help="Close the model's eye and mouth holes in the rig's meshes (new vertices after the model's; "

@@ -215,12 +215,13 @@ def outline_distance(zbuf: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 TEXTURE_KINDS = ("photo", "albedo")
-DELIT_FLOOR = 0.5  # an albedo texture divides by at least this share of the face's median irradiance
-DELIT_TRUST = (0.5, 0.9)  # ... and trusts its samples fully above the second share of it, not at all below the first
+DELIT_FLOOR = 0.5  # an albedo texture's samples are brightened at most 1 / this (their irradiance floored here)
+DELIT_TRUST = (0.5, 0.9)  # shares of the face's median irradiance: a sample lit less than the first keeps the
+# photo's colour, one lit more than the second is evened out in full (a smooth ramp between)
 
 
 class Shading(NamedTuple):
-    """The fitted image formation an albedo texture's samples are divided by (:func:`fitted_shading`): the
+    """The fitted image formation an albedo texture's samples are evened out by (:func:`fitted_shading`): the
     colour a fit draws is ``albedo * irradiance(n) + highlight(n, view)`` (:mod:`redafit.render.shading`)."""
 
     sh: torch.Tensor  # [9, 3] the fitted SH lighting
@@ -228,7 +229,7 @@ class Shading(NamedTuple):
     exponent: float
     occlusion: np.ndarray | None  # [V] per model vertex: the ambient occlusion the fit's shading used, or None
     reference: torch.Tensor  # [3] the median irradiance over the face's vertices seen in the photo
-    uniform: bool = False  # divide by the reference alone (surfaces the fit did not shade: the caps)
+    uniform: bool = False  # keep the photo's colours (surfaces the fit did not shade: the caps)
 
 
 def fitted_shading(result, model) -> Shading:
@@ -261,18 +262,19 @@ def fitted_shading(result, model) -> Shading:
 
 def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
            shading: Shading) -> tuple[np.ndarray, np.ndarray]:
-    """The albedo under the photo's colours ``col`` [..., 3] and the trust in it [...] in [0, 1]: the fitted
-    highlight taken away and the rest divided by the fitted irradiance at the unit ``normals`` (camera frame;
-    ``view``: unit, surface to camera). Where the irradiance is low against the face's median (shadowed or
-    grazing surface: the photo holds little of the albedo there, and the fit's normals on the lips', lids' and
-    ears' rims are least sure), the trust falls from 1 to 0 between :data:`DELIT_TRUST` shares of it, so the
-    mirror's sample or the fill takes over, and the sample is divided by the median instead, in the same measure
-    (the division never goes below :data:`DELIT_FLOOR` of it)."""
+    """The photo's colours ``col`` [..., 3] evenly lit, and the trust in that [...] in [0, 1]: the fitted
+    highlight taken away and the rest scaled by ``median / irradiance``, the fitted irradiance at the unit
+    ``normals`` (camera frame; ``view``: unit, surface to camera) against the face's median - the albedo times
+    the median light, so the texture keeps the photo's exposure and white balance. Where the irradiance is low
+    against the median (a shadowed or grazing surface: the photo holds little of the albedo there, and the fit's
+    normals on the lips', lids', nostrils' and ears' rims are least sure), the trust falls from 1 to 0 between
+    :data:`DELIT_TRUST` shares of it and the scale towards 1 with it: such a sample keeps its colour, and gives
+    way to a better-lit mirror sample (:func:`_unwrap`); no sample is brightened more than 1 /
+    :data:`DELIT_FLOOR`."""
     from redafit.render.shading import occluded_basis, specular
 
     if shading.uniform:
-        plain = torch.as_tensor(col) / shading.reference
-        return plain.numpy().astype(np.float32), np.ones(col.shape[:-1], np.float32)
+        return np.asarray(col, np.float32), np.ones(col.shape[:-1], np.float32)
     sh = shading.sh
     irr = (occluded_basis(normals, occ)[..., None] * sh).sum(-2)  # [..., 3]
     rel = (irr / shading.reference).min(-1).values.numpy()
@@ -282,20 +284,20 @@ def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torc
         hl = specular(normals[None], view[None], sh, torch.tensor([shading.strength]), shading.exponent)[0]
         lit = lit - hl
     trust = torch.as_tensor(_smoothstep(rel, *DELIT_TRUST), dtype=torch.float32)[..., None]
-    # an untrusted sample is divided by the face's median irradiance alone: never brightened past what it shows
-    albedo = lit.clamp_min(0) * (trust / irr + (1 - trust) / shading.reference)
-    return albedo.numpy().astype(np.float32), trust[..., 0].numpy()
+    gain = 1 + trust * (shading.reference / irr - 1)
+    return (lit.clamp_min(0) * gain).numpy().astype(np.float32), trust[..., 0].numpy()
 
 
 def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False,
                    kind: str = "photo"):
     """Texture [size, size, 3] float in [0, 1] (row 0 = v 1, as in an OBJ texture) sampled from ``image``.
 
-    ``kind``: ``"photo"`` - the photo's colours as they are, lit as in the photo; ``"albedo"`` - each sample
-    divided by the shading the fit drew it with (:func:`fitted_shading`: the fitted SH irradiance at its normal,
-    with the fit's ambient occlusion, after taking away the fitted highlight), so the texture holds the surface's
-    own colour, lit by nothing: a relightable texture for a renderer with its own lights (values above 1
-    clipped). The mirror's samples are divided by the shading at the mirrored point, where they were seen.
+    ``kind``: ``"photo"`` - the photo's colours as they are, lit as in the photo; ``"albedo"`` - each sample, less
+    the fitted highlight, scaled by the face's median irradiance over the fitted irradiance at its normal (with the
+    fit's ambient occlusion; :func:`fitted_shading`, :func:`_delit`), so the texture holds the surface's own colour
+    as if every point received the face's median light: the photo's shading, its highlight and the shadows the fit
+    draws evened out, its exposure and white balance kept - a texture for a renderer with its own lights. The
+    mirror's samples are scaled by the shading at the mirrored point, where they were seen.
 
     With ``return_weights`` also returns the per-texel :class:`TexelWeights` [size, size] (used to merge textures
     from several views): the confidence in [0, 1] (the facing-weighted visibility of a direct sample,
@@ -328,9 +330,8 @@ def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, retur
     """The texture of a mesh with caps (:mod:`redafit.model.caps`): the model's tile
     (:func:`unwrap_texture`) on top of the strip holding the caps, [size + strip_rows(size), size, 3]; with
     ``return_weights`` also the per-texel :class:`TexelWeights`, as :func:`unwrap_texture` gives them. ``kind``
-    as there; but the fit never drew the caps (eyes, mouth), so its shading says nothing of them: in an albedo
-    texture they are divided by the face's median irradiance alone, which keeps them as bright against the skin as
-    in the photo."""
+    as there; but the fit never drew the caps (eyes, mouth), so its shading says nothing of them: an albedo
+    texture keeps the photo's colours there."""
     from redafit.model.caps import strip_rows
 
     tile = unwrap_texture(image, result, model, size, return_weights, kind=kind)
@@ -355,7 +356,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     :func:`unwrap_texture`); vertex normals come from ``normal_tris``, the depth test from ``occluders`` (default
     ``tris``). ``face_vertices`` ([V] bool, the model's face area): their texels, and the neck's below them
     (:func:`neck_flag`), never take a sample from what is not the face in the photo (:func:`photo_off_face`).
-    ``shading`` (per vertex of ``verts_cam``): each sample is divided by it where it was seen (:func:`_delit`)."""
+    ``shading`` (per vertex of ``verts_cam``): each sample is evened out by it where it was seen (:func:`_delit`)."""
     import cv2
 
     from redafit.render import interpolate, rasterize
@@ -445,17 +446,17 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         view_m = -p_mir / p_mir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         facing_m = (torch.nn.functional.normalize(n_mir, dim=-1) * view_m).sum(-1).numpy()
         col_m[rows], b[rows], keep_m[rows], _ = sample(p_mir, facing_m, ins, fw)
-        if shading is not None:  # each sample divided by the shading where it was seen, trusted where well lit
+        if shading is not None:  # each sample evened out by the shading where it was seen, trusted where well lit
             o = None if shading.occlusion is None else tex_attr[..., 11]
             col[rows], sure = _delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading)
             col_m[rows], sure_m = _delit(col_m[rows], torch.nn.functional.normalize(n_mir, dim=-1), view_m, o,
                                           shading)
-            # on the face, a sample the light barely reaches gives way to its mirror or the fill (the skin around
-            # it: a shadow the fit cannot draw is not the albedo); off it (scalp, ears, neck), only to a mirror lit
-            # better, since the fill would paint hair or an ear with the skin's colour
-            ar, br, off = a[rows], b[rows], 1 - np.clip(ft, 0, 1)
-            a[rows] = ar * (sure + (1 - sure) * off * (1 - br * sure_m))
-            b[rows] = br * (sure_m + (1 - sure_m) * off * (1 - ar * sure))
+            # a sample the light barely reaches gives way to its mirror where that is better lit (a shadowed cheek
+            # to the lit one), and otherwise keeps its weight (a fill from the texels around would paint nostrils,
+            # lip rims or hair in shadow with the colours beside them)
+            ar, br = a[rows], b[rows]
+            a[rows] = ar * (sure + (1 - sure) * (1 - br * sure_m))
+            b[rows] = br * (sure_m + (1 - sure_m) * (1 - ar * sure))
             quality[rows] *= sure
         inside[rows], face_texel[rows], neck_texel[rows] = ins, ft, nt
     # smooth weights: trust direct samples where well seen, blend towards the mirror where grazing
@@ -631,11 +632,11 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     through it, a viewer shows the mesh where it lies on the photo.
 
     ``neutral``: the head without its fitted expression (:func:`neutral_vertices`), in ``frame`` (posed as the
-    photo in the camera frame); the texture is still the photo's, unwrapped on the fitted head. A ``.glb`` then
+    photo in the camera frame); the texture is still unwrapped from the photo on the fitted head. A ``.glb`` then
     carries the model's expressions as morph targets (the caps moving with the lids and lips), named as the
     model names them: the head animates, and at the fitted weights (``--params``' ``expression``) it is the fit.
 
-    ``texture``: ``"photo"`` (the photo's colours, lit as in the photo) or ``"albedo"`` (the fitted shading divided
+    ``texture``: ``"photo"`` (the photo's colours, lit as in the photo) or ``"albedo"`` (the fitted shading evened
     out, :func:`unwrap_texture`; needs a fit that fitted the lighting), for the texture and a PLY's colours alike.
     """
     from redafit.io.meshes import write_mesh
@@ -643,6 +644,8 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
 
     if frame not in MESH_FRAMES:
         raise ValueError(f"frame must be one of {MESH_FRAMES}, not {frame!r}")
+    if texture not in TEXTURE_KINDS:
+        raise ValueError(f"texture must be one of {TEXTURE_KINDS}, not {texture!r}")
     path = Path(path)
     ext = path.suffix.lower()
     hc = hole_caps(model) if caps and ext != ".npz" else None
@@ -722,8 +725,8 @@ PLY_TEXTURE = 512  # the side of the texture a PLY's vertex colours are read fro
 
 def _delit_vertices(colours: np.ndarray, cam: np.ndarray, tris: np.ndarray, result, model) -> np.ndarray:
     """Per-vertex colours [N, 3] of the camera-frame vertices ``cam`` [N, 3] (the model's, then any caps', which
-    are divided by the median irradiance alone, as in :func:`unwrap_atlas`) with the fitted shading divided out
-    (:func:`_delit`; a model without UVs has no texture to do it in)."""
+    keep their colours, as in :func:`unwrap_atlas`) with the fitted shading evened out (:func:`_delit`; a model
+    without UVs has no texture to do it in)."""
     from redafit.render.shading import vertex_normals
 
     shading = fitted_shading(result, model)

@@ -144,7 +144,8 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
     (:func:`redafit.fit.outputs.save_mesh`), also recorded in the parameters as ``mesh_frame`` and
     ``mesh_expression`` (``"fitted"`` or ``"neutral"``). ``maps_dir``: the photo-aligned maps of the fitted face
     (:func:`redafit.render.maps.save_maps`, the mesh with its caps as ``caps`` says, fitted expression).
-    ``texture``: ``"photo"`` or ``"albedo"`` (the fitted shading divided out; recorded as ``mesh_texture``)."""
+    ``texture``: ``"photo"`` or ``"albedo"`` (the fitted shading evened out; recorded as ``mesh_texture`` unless the
+    mesh is a ``.npz``, which holds no colours)."""
     from redafit.fit import outputs
     from redafit.io.atomic import atomic_group, make_folder
 
@@ -161,8 +162,9 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
                      "image_scale": float(inp.meta.scale), "landmark_source": inp.landmark_source,
                      "focal_source": focal_source(inp, result),
                      "mesh_frame": frame,
-                     "mesh_expression": "neutral" if neutral else "fitted",
-                     "mesh_texture": texture}
+                     "mesh_expression": "neutral" if neutral else "fitted"}
+            if mesh_path is not None and Path(mesh_path).suffix.lower() != ".npz":  # a .npz holds no colours
+                extra["mesh_texture"] = texture
             written.append(outputs.save_params(params_path, result, extra))
         if overlay_path is not None:
             written.append(outputs.save_overlay(overlay_path, inp.image, result, model))

@@ -183,7 +183,7 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
     ``"mean"``, or an already loaded :class:`~redafit.rig.initnet.InitNet`. ``texture_size`` 0 skips the texture.
     ``caps``: close the model's eye and mouth holes in the rig's meshes (:mod:`redafit.model.caps`; the texture is then
     the atlas of :func:`redafit.fit.outputs.unwrap_atlas`). ``texture``: ``"photo"`` or ``"albedo"`` (each view's
-    fitted shading divided out before the views are merged: :func:`merge_textures`).
+    fitted shading evened out before the views are merged: :func:`merge_textures`).
     """
     from redafit.fit.api import fit_batch
     from redafit.fit.config import FitConfig
@@ -316,7 +316,7 @@ def merge_textures(images: list, results: list, model, size: int = 1024, caps=No
     so a switch between views is sharp in the fine detail and gradual in the colour, and shows no seam. Texels no
     view sees directly (a guarded neck, the hidden side in every view) take the mean of the views' fills, weighted
     by their confidence. A view whose fit looks implausible (``failure``) gives only what no other view can.
-    ``kind`` ``"albedo"``: each view's texture has its own fitted shading divided out
+    ``kind`` ``"albedo"``: each view's texture has its own fitted shading evened out
     (:func:`redafit.fit.outputs.unwrap_texture`), so views lit differently agree and the merge shows no lighting.
     """
     import cv2

@@ -267,8 +267,9 @@ def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_pa
                  ["rig", photo, faces_dir / "eos_image_0010.jpg", "-o", tmp_path / "rig", "--preset", "landmarks"]):
         r = run(*args, "--texture", "albedo")
         assert r.exit_code == 2, r.stderr
-        assert one_error_line(r) == ["redafit: error: --texture albedo divides out the lighting fitted to the "
-                                     "photo's colours: it needs the colour attribute (--preset full or fast)"]
+        assert one_error_line(r) == ["redafit: error: --texture albedo evens out the lighting fitted to the "
+                                     "photo's colours: it needs the colour attribute (--preset full or fast, "
+                                     "with color in --attributes)"]
     assert not list(tmp_path.iterdir())
 
 

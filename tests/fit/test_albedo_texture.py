@@ -67,13 +67,14 @@ def _at_vertices(tex, model):
                                model.triangles.cpu().numpy(), model.n_vertices)
 
 
-def test_dividing_by_the_true_shading_gives_back_the_true_albedo(ict_model, model_case):
-    """At the true shape and lighting, the albedo texture read at the seen face's vertices is the drawn albedo:
-    half of them within 0.005 (8-bit photo, sensor noise), the relative error 0.053 against the photo texture's
-    0.138, which keeps the shading (what remains: the texels' blur of the albedo's edges at brows and lips, and
-    the samples below 0.9 of the median irradiance, divided partly by the median)."""
+def test_evening_out_the_true_shading_gives_back_the_true_albedo(ict_model, model_case):
+    """At the true shape and lighting, the albedo texture read at the seen face's vertices is the drawn albedo
+    times the face's median irradiance (the light it is evened out to): half of them within 0.005 (8-bit photo,
+    sensor noise), the relative error 0.054 against the photo texture's 0.138, which keeps the shading (what
+    remains: the texels' blur of the albedo's edges at brows and lips, and the samples lit below 0.9 of the median,
+    evened out only in part)."""
     from redafit.eval.metrics import albedo_error
-    from redafit.fit.outputs import unwrap_texture
+    from redafit.fit.outputs import fitted_shading, unwrap_texture
 
     case = model_case
     res = _true_result(case, ict_model, case.meta["params"]["sh"])
@@ -84,8 +85,9 @@ def test_dividing_by_the_true_shading_gives_back_the_true_albedo(ict_model, mode
                                        ict_model)[seen], truth)
     assert photo > 0.1, photo
     assert albedo < 0.4 * photo, (albedo, photo)
-    # and the level too: the true lighting's scale is the albedo's, so no scale is needed
+    # and the level too: the true lighting's scale is the albedo's, so no other scale is needed
     raw = _at_vertices(unwrap_texture(case.image, res, ict_model, 256, kind="albedo"), ict_model)[seen]
+    raw = raw / fitted_shading(res, ict_model).reference.numpy()
     assert np.median(np.abs(raw - truth)) < 0.01
     assert np.abs(np.median(raw / np.maximum(truth, 1e-3), 0) - 1).max() < 0.02
 
@@ -93,9 +95,9 @@ def test_dividing_by_the_true_shading_gives_back_the_true_albedo(ict_model, mode
 def test_the_albedo_textures_of_two_lightings_agree(ict_model, model_case):
     """The same face lit from the left and from the right: the photo textures differ where the light does, the
     albedo textures (each divided by its own lighting) agree - what lets `rig --texture albedo` merge photos lit
-    differently (measured: a mean difference of 0.091 between the photo textures, 0.018 between the albedo
-    ones)."""
-    from redafit.fit.outputs import unwrap_texture
+    differently (measured: a mean difference of 0.091 between the photo textures, 0.029 between the albedo ones,
+    which keep each photo's exposure: 0.018 once each is taken to the same median light)."""
+    from redafit.fit.outputs import fitted_shading, unwrap_texture
     from redafit.render.shading import directional_sh
 
     case = model_case
@@ -107,15 +109,17 @@ def test_the_albedo_textures_of_two_lightings_agree(ict_model, model_case):
         res = _true_result(case, ict_model, sh)
         tex[side] = {k: _at_vertices(unwrap_texture(img, res, ict_model, 256, kind=k), ict_model)[seen]
                      for k in ("photo", "albedo")}
-    diff = {k: float(np.abs(tex[-1.0][k] - tex[1.0][k]).mean()) for k in ("photo", "albedo")}
+        tex[side]["level"] = tex[side]["albedo"] / fitted_shading(res, ict_model).reference.numpy()
+    diff = {k: float(np.abs(tex[-1.0][k] - tex[1.0][k]).mean()) for k in ("photo", "albedo", "level")}
     assert diff["photo"] > 0.07, diff
-    assert diff["albedo"] < 0.2 * diff["photo"], diff
+    assert diff["albedo"] < 0.4 * diff["photo"], diff
+    assert diff["level"] < 0.25 * diff["photo"], diff
 
 
 def test_a_full_fit_albedo_texture_is_nearer_the_true_albedo(ict_model):
     """On a physically shaded face (a directional light with cast shadows, ambient occlusion, a microfacet
     highlight: not the fit's image formation), fitted from noisy landmarks with the full preset, the albedo
-    texture is nearer the true albedo than the photo texture (measured 0.244 -> 0.117 on this face; the
+    texture is nearer the true albedo than the photo texture (measured 0.244 -> 0.158 on this face; the
     benchmark's 10 faces: benchmarks/bench_texture.py)."""
     from redafit.eval.metrics import albedo_error
     from redafit.eval.synthetic import SyntheticConfig, render_case
@@ -129,7 +133,7 @@ def test_a_full_fit_albedo_texture_is_nearer_the_true_albedo(ict_model):
     truth = case.meta["albedo_vertex"][seen]
     err = {k: albedo_error(_at_vertices(unwrap_texture(case.image, res, ict_model, 256, kind=k), ict_model)[seen],
                            truth) for k in ("photo", "albedo")}
-    assert err["albedo"] < 0.7 * err["photo"], err
+    assert err["albedo"] < 0.8 * err["photo"], err
 
 
 def test_a_landmark_fit_has_no_lighting_to_divide_out(ict_model, faces_dir):
