@@ -57,6 +57,9 @@ class RigFrame:
     landmark_error_iod: float = float("nan")
     euler_deg: np.ndarray = field(default_factory=lambda: np.zeros(3))
     failure: str | None = None
+    lighting_fitted: bool = False  # sh fitted to the photo's colours (FitResult.lighting_fitted)
+    specular: float = 0.0  # the fitted highlight's strength and exponent (FitResult.specular*)
+    specular_exponent: float = 0.0
 
     def to_json(self, names: list) -> dict:
         f = lambda a: np.round(np.asarray(a, np.float64), 6).tolist()  # noqa: E731
@@ -65,6 +68,8 @@ class RigFrame:
                          "yaw_deg": float(self.euler_deg[0]), "pitch_deg": float(self.euler_deg[1]),
                          "roll_deg": float(self.euler_deg[2])},
                 "expression": dict(zip(names, f(self.expression))), "lighting_sh": f(self.sh),
+                "lighting_fitted": bool(self.lighting_fitted),
+                "specular": {"strength": round(float(self.specular), 6), "exponent": float(self.specular_exponent)},
                 "landmark_error_px": _num(self.landmark_error_px), "landmark_error_iod": _num(self.landmark_error_iod),
                 "failure": self.failure}
 
@@ -72,6 +77,7 @@ class RigFrame:
     def from_json(d: dict, names: list) -> "RigFrame":
         pose = d["pose"]
         cam = d["camera"]
+        spec = d.get("specular") if isinstance(d.get("specular"), dict) else {}
         return RigFrame(name=d["name"], expression=np.array([d["expression"].get(n, 0.0) for n in names]),
                         rot=np.asarray(pose["axis_angle"], np.float64), rotation=np.asarray(pose["rotation"]),
                         trans=np.asarray(pose["translation_mm"]), sh=np.asarray(d.get("lighting_sh", np.zeros((9, 3)))),
@@ -80,7 +86,8 @@ class RigFrame:
                         landmark_error_iod=_num(d.get("landmark_error_iod"), np.nan),
                         euler_deg=np.array([pose.get("yaw_deg", 0.0), pose.get("pitch_deg", 0.0),
                                             pose.get("roll_deg", 0.0)]),
-                        failure=d.get("failure"))
+                        failure=d.get("failure"), lighting_fitted=d.get("lighting_fitted") is True,
+                        specular=_num(spec.get("strength"), 0.0), specular_exponent=_num(spec.get("exponent"), 0.0))
 
 
 def _num(x, default=None):
@@ -243,7 +250,8 @@ def rig_from_results(results: list, model, names: list) -> Rig:
                        trans=np.asarray(r.trans, np.float64), sh=np.asarray(r.sh, np.float64),
                        intrinsics=r.intrinsics, landmark_error_px=r.landmark_error_px,
                        landmark_error_iod=r.landmark_error_iod, euler_deg=np.asarray(r.euler_deg, np.float64),
-                       failure=r.failure) for n, r in zip(names, results)]
+                       failure=r.failure, lighting_fitted=bool(r.lighting_fitted), specular=float(r.specular),
+                       specular_exponent=float(r.specular_exponent)) for n, r in zip(names, results)]
     return Rig(model_name=model.name, neutral=neutral, triangles=model.triangles.cpu().numpy(),
                expression_basis=basis[:ke], expression_names=list(model.expression_names[:ke]),
                identity=np.asarray(r0.id_coeffs, np.float64), displacement=neutral - base, frames=frames,

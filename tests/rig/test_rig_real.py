@@ -132,6 +132,32 @@ def test_rig_without_caps(rig_case1, model_home, tmp_path):
         assert K.fx == pytest.approx(26 * np.hypot(K.width, K.height) / np.hypot(36, 24), rel=1e-5)
 
 
+def test_rig_albedo_texture(rig_case1, model_home, tmp_path):
+    """rig --texture albedo (a full-preset fit, kept short): each view's lighting is evened out before the merge,
+    params.json says what the texture holds, load_rig reads it back; the merged texture differs from the photos'
+    where the views' shading was."""
+    from redafit.io.images import load_image
+    from redafit.rig.fit import load_rig
+
+    images, lms = rig_case1
+    quick = ["--preset", "full", "--fit-size", "96", "--iters-scale", "0.1", "--texture-size", "128", "--init",
+             "mean"]
+    for kind in ("photo", "albedo"):
+        res = run_cli(["rig", *images[:2], "-o", tmp_path / kind, "--landmarks", lms, "--texture", kind, *quick],
+                      model_home)
+        assert res.exit_code == 0, res.output
+        meta = json.loads((tmp_path / kind / "params.json").read_text())
+        assert meta["texture"] == kind
+        assert all(im["lighting_fitted"] is True and {"strength", "exponent"} <= set(im["specular"])
+                   for im in meta["images"])
+        rig = load_rig(tmp_path / kind)
+        assert rig.texture_kind == kind and all(fr.lighting_fitted for fr in rig.frames)
+        assert [fr.specular for fr in rig.frames] == [im["specular"]["strength"] for im in meta["images"]]
+    photo, albedo = (load_image(tmp_path / k / "neutral.png")[0] for k in ("photo", "albedo"))
+    assert photo.shape == albedo.shape and np.isfinite(albedo).all()
+    assert np.abs(photo - albedo).mean() > 0.005
+
+
 def test_rig_meshes_in_the_head_frame(rig_case1, model_home, ict, tmp_path, caplog):
     """--meshes --frame head writes each image's mesh in the neutral's frame (its expression, no pose): upright,
     facing +z, lined up with the neutral; the camera-frame mesh is it moved by params.json's pose. --frame without
