@@ -42,6 +42,7 @@ class FitResult:
     model_name: str = ""
     expression_names: list = field(default_factory=list)
     albedo: np.ndarray | None = None  # [Ha, Wa, 3] UV albedo when the colour attribute was fitted
+    albedo_regions: np.ndarray | None = None  # [7, 3] its region offsets (attribute_stages.ALBEDO_REGIONS)
     quality: dict = field(default_factory=dict)  # per-stage quality report (attribute fits)
     failure: str | None = None  # reason, when the fit looks implausible
     specular: float = 0.0  # strength of the fitted Blinn-Phong highlight (0: none fitted; FitConfig.specular)

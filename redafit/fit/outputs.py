@@ -229,6 +229,9 @@ class Shading(NamedTuple):
     exponent: float
     occlusion: np.ndarray | None  # [V] per model vertex: the ambient occlusion the fit's shading used, or None
     reference: torch.Tensor  # [3] the median irradiance over the face's vertices seen in the photo
+    # [V, 4]: the fit's own albedo (its UV map and region offsets) x the reference, and the skin's share of each
+    # vertex (1 - its region weights): what a dim sample on the face's skin is evened out towards
+    prior: np.ndarray | None = None
     uniform: bool = False  # keep the photo's colours (surfaces the fit did not shade: the caps)
 
 
@@ -256,21 +259,33 @@ def fitted_shading(result, model) -> Shading:
     if not bool(seen.any()):
         seen[:] = True
     irr = (occluded_basis(n, None if occ is None else torch.as_tensor(occ))[..., None] * sh).sum(-2)[seen]
-    return Shading(sh, float(result.specular), float(result.specular_exponent), occ,
-                   irr.median(0).values.clamp_min(1e-3))
+    ref = irr.median(0).values.clamp_min(1e-3)
+    prior = None
+    if getattr(result, "albedo", None) is not None and getattr(result, "albedo_regions", None) is not None:
+        from redafit.fit.attribute_stages import _vertex_uv, albedo_basis, sample_albedo
+
+        basis = albedo_basis(model).cpu().float()
+        va = sample_albedo(torch.as_tensor(result.albedo)[None].float(),
+                           torch.as_tensor(result.albedo_regions)[None].float(), _vertex_uv(model).cpu().float(),
+                           basis)[0]
+        skin = (1 - basis.sum(1)).clamp(0, 1)[:, None]  # the skin's share: lips, eyes, brows, mouth not guessed
+        prior = torch.cat([va * ref, skin], 1).numpy().astype(np.float32)
+    return Shading(sh, float(result.specular), float(result.specular_exponent), occ, ref, prior=prior)
 
 
 def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
-           shading: Shading) -> tuple[np.ndarray, np.ndarray]:
+           shading: Shading, prior=None, face=None) -> tuple[np.ndarray, np.ndarray]:
     """The photo's colours ``col`` [..., 3] evenly lit, and the trust in that [...] in [0, 1]: the fitted
     highlight taken away and the rest scaled by ``median / irradiance``, the fitted irradiance at the unit
     ``normals`` (camera frame; ``view``: unit, surface to camera) against the face's median - the albedo times
     the median light, so the texture keeps the photo's exposure and white balance. Where the irradiance is low
     against the median (a shadowed or grazing surface: the photo holds little of the albedo there, and the fit's
     normals on the lips', lids', nostrils' and ears' rims are least sure), the trust falls from 1 to 0 between
-    :data:`DELIT_TRUST` shares of it and the scale towards 1 with it: such a sample keeps its colour, and gives
-    way to a better-lit mirror sample (:func:`_unwrap`); no sample is brightened more than 1 /
-    :data:`DELIT_FLOOR`."""
+    :data:`DELIT_TRUST` shares of it, and so does the scaling: such a sample gives way to a better-lit mirror
+    sample (:func:`_unwrap`), and on the face's skin (``face`` [...]: the face-area flag times the skin's share)
+    takes the fit's own albedo there (``prior`` [..., 3], times the median light) in the measure it is not
+    trusted, elsewhere (lips, eyes, brows, scalp, ears, neck, whose albedo the fit does not hold or guess) keeps
+    its colour; no sample is brightened more than 1 / :data:`DELIT_FLOOR`."""
     from redafit.render.shading import occluded_basis, specular
 
     if shading.uniform:
@@ -285,7 +300,11 @@ def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torc
         lit = lit - hl
     trust = torch.as_tensor(_smoothstep(rel, *DELIT_TRUST), dtype=torch.float32)[..., None]
     gain = 1 + trust * (shading.reference / irr - 1)
-    return (lit.clamp_min(0) * gain).numpy().astype(np.float32), trust[..., 0].numpy()
+    out = lit.clamp_min(0) * gain
+    if prior is not None:
+        w = (1 - trust) * torch.as_tensor(face, dtype=torch.float32)[..., None]
+        out = (1 - w) * out + w * torch.as_tensor(prior)
+    return out.numpy().astype(np.float32), trust[..., 0].numpy()
 
 
 def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False,
@@ -378,8 +397,10 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     nv = torch.zeros(len(vc)) if face_vertices is None else neck_flag(vm, face_vertices, fv)
     occ = torch.ones(len(vc)) if shading is None or shading.occlusion is None else \
         torch.as_tensor(shading.occlusion, dtype=torch.float32)
+    pri = torch.zeros(len(vc), 4) if shading is None or shading.prior is None or len(shading.prior) != len(vc) \
+        else torch.as_tensor(shading.prior)
     attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None], nv[corner_v, None],
-                       occ[corner_v, None]], -1)[None]  # [1, T, 12]
+                       occ[corner_v, None], pri[corner_v]], -1)[None]  # [1, T, 15]
 
     occ = tris if occluders is None else occluders
     frags, Ks = _raster_cam(verts_cam, occ.numpy(), K)
@@ -431,7 +452,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         fr = rasterize(torch.stack([clip_uv[..., 0], y, clip_uv[..., 2], clip_uv[..., 3]], -1), uvt, (r1 - r0, W),
                        backend="torch")
         ins = fr.mask[0].numpy()
-        tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 12]
+        tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 16]
         p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
         ft = tex_attr[..., 9].numpy()
         nt = tex_attr[..., 10].numpy()
@@ -448,12 +469,16 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         col_m[rows], b[rows], keep_m[rows], _ = sample(p_mir, facing_m, ins, fw)
         if shading is not None:  # each sample evened out by the shading where it was seen, trusted where well lit
             o = None if shading.occlusion is None else tex_attr[..., 11]
-            col[rows], sure = _delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading)
+            pr = None if shading.prior is None or len(shading.prior) != len(vc) else tex_attr[..., 12:15]
+            pw = None if pr is None else np.clip(ft, 0, 1) * tex_attr[..., 15].numpy()
+            col[rows], sure = _delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading,
+                                     pr, pw)
             col_m[rows], sure_m = _delit(col_m[rows], torch.nn.functional.normalize(n_mir, dim=-1), view_m, o,
-                                          shading)
+                                          shading, pr, pw)
             # a sample the light barely reaches gives way to its mirror where that is better lit (a shadowed cheek
-            # to the lit one), and otherwise keeps its weight (a fill from the texels around would paint nostrils,
-            # lip rims or hair in shadow with the colours beside them)
+            # to the lit one), and otherwise keeps its weight, its colour evened towards the fit's albedo on the
+            # skin (a fill from the texels around painted nostrils and lip rims with the lit colours beside them,
+            # and hair in shadow with skin)
             ar, br = a[rows], b[rows]
             a[rows] = ar * (sure + (1 - sure) * (1 - br * sure_m))
             b[rows] = br * (sure_m + (1 - sure_m) * (1 - ar * sure))
