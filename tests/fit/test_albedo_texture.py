@@ -119,7 +119,7 @@ def test_the_albedo_textures_of_two_lightings_agree(ict_model, model_case):
 def test_a_full_fit_albedo_texture_is_nearer_the_true_albedo(ict_model):
     """On a physically shaded face (a directional light with cast shadows, ambient occlusion, a microfacet
     highlight: not the fit's image formation), fitted from noisy landmarks with the full preset, the albedo
-    texture is nearer the true albedo than the photo texture (measured 0.244 -> 0.158 on this face; the
+    texture is nearer the true albedo than the photo texture (measured 0.244 -> 0.095 on this face; the
     benchmark's 10 faces: benchmarks/bench_texture.py)."""
     from redafit.eval.metrics import albedo_error
     from redafit.eval.synthetic import SyntheticConfig, render_case
