@@ -25,16 +25,11 @@ from benchmarks._common import table
 
 def evaluate(case, res, model, size: int = 256) -> dict:
     """{(kind, part): relative error} for the textures of ``res`` (fitted to ``case``), plus ``seconds``."""
-    import torch
-
     from redafit.eval.metrics import albedo_error
-    from redafit.fit.outputs import texture_at_vertices, unwrap_texture
+    from redafit.fit.outputs import seen_face_vertices, texture_at_vertices, unwrap_texture
     from redafit.parsing.model_labels import vertex_face_area
-    from redafit.render.shading import vertex_normals
 
-    vc = torch.as_tensor(np.asarray(case.meta["vertices_camera"]), dtype=torch.float32)
-    n = vertex_normals(vc[None], model.triangles.cpu())[0]
-    facing = ((n * -torch.nn.functional.normalize(vc, dim=-1)).sum(-1) > 0.3).numpy()
+    seen = seen_face_vertices(case.meta["vertices_camera"], model)
     face = vertex_face_area(model).cpu().numpy()
     albedo = np.asarray(case.meta["albedo_vertex"], np.float64)
     uv, uvt, tris = model.uv.cpu().numpy(), model.uv_triangles.cpu().numpy(), model.triangles.cpu().numpy()
@@ -44,7 +39,7 @@ def evaluate(case, res, model, size: int = 256) -> dict:
         tex = unwrap_texture(case.image, res, model, size, kind=kind)
         out[(kind, "seconds")] = time.perf_counter() - t0
         col = texture_at_vertices(tex, uv, uvt, tris, model.n_vertices).astype(np.float64)
-        for part, sel in (("seen", face & facing), ("hidden side", face & ~facing)):
+        for part, sel in (("seen", seen), ("hidden side", face & ~seen)):
             if sel.sum() >= 50:
                 out[(kind, part)] = albedo_error(col[sel], albedo[sel])
     return out

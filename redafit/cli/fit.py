@@ -382,7 +382,7 @@ def check_texture_kind(kind: str, config) -> None:
     if kind == "albedo" and "color" not in (config.attributes or ()):
         raise UsageError("--texture albedo evens out the lighting fitted to the photo's colours: it needs the "
                          "colour attribute (--preset full or fast, with color in --attributes)")
-    if kind == "albedo" and not any("sh" in s.params and s.losses.get("color", 0) > 0 for s in config.stages):
+    if kind == "albedo" and not config.fits_lighting():
         raise UsageError("--texture albedo evens out the lighting fitted to the photo's colours: the colour "
                          "attribute's weight is 0 in every stage that fits the lighting (--weight color=...)")
 

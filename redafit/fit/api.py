@@ -19,6 +19,11 @@ from redafit.render.camera import R_FLIP, Intrinsics, matrix_to_axis_angle, rota
 ATTRIBUTE_LOSSES = {"color", "mask", "depth", "arap", "albedo_smooth", "albedo_sym", "albedo_skin", "sh_prior"}
 
 
+def specular_record(strength: float, exponent: float) -> dict:
+    """The fitted highlight as the parameter JSONs write it (a fit's ``--params``, a rig's ``params.json``)."""
+    return {"strength": round(float(strength), 6), "exponent": float(exponent)}
+
+
 @dataclass
 class FitResult:
     """The outcome of fitting one image (numpy arrays, CPU)."""
@@ -68,7 +73,7 @@ class FitResult:
             "expression": dict(zip(self.expression_names, f(self.exp_coeffs))),
             "lighting_sh": f(self.sh),
             "lighting_fitted": bool(self.lighting_fitted),
-            "specular": {"strength": round(float(self.specular), 6), "exponent": float(self.specular_exponent)},
+            "specular": specular_record(self.specular, self.specular_exponent),
             "landmarks": {"target": [[None if not np.isfinite(v) else float(v) for v in p] for p in lt],
                           "fit": f(self.landmarks_fit)},
             "landmark_error_px": float(self.landmark_error_px),

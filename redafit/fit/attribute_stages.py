@@ -826,7 +826,7 @@ def finish(ctx, result, b: int, config) -> None:
     bi = 0 if ctx.params.shared_id else b
     result.albedo = ctx.params.albedo[bi].detach().cpu().numpy()
     result.albedo_regions = ctx.params.albedo_reg[bi].detach().cpu().numpy()
-    result.lighting_fitted = any("sh" in s.params and s.losses.get("color", 0) > 0 for s in config.stages)
+    result.lighting_fitted = config.fits_lighting()
     result.occlusion = result.lighting_fitted and ctx.extras.get("occlusion") is not None
     if ctx.extras.get("specular_exponent") and any("spec" in s.params for s in config.stages):
         result.specular = float(ctx.params.spec[b, 0].detach())

@@ -216,6 +216,11 @@ class FitConfig:
         stage_name, _, term = key.rpartition(".")
         return [i for i, s in enumerate(self.stages) if term in s.losses and stage_name in ("", s.name)]
 
+    def fits_lighting(self) -> bool:
+        """Whether a stage trains the SH lighting with the colour attribute weighted above 0: only then is the
+        lighting fitted to the photo (``FitResult.lighting_fitted``, what ``--texture albedo`` needs)."""
+        return any("sh" in s.params and s.losses.get("color", 0) > 0 for s in self.stages)
+
     def has_loss(self, key: str) -> bool:
         """Whether :meth:`with_loss_weights` accepts ``key`` for this configuration."""
         return bool(self.loss_stages(key))

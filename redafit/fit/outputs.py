@@ -232,36 +232,44 @@ class Shading(NamedTuple):
     # [V, 4]: the fit's own albedo (its UV map and region offsets) x the reference, and the skin's share of each
     # vertex (1 - its region weights): what a dim sample on the face's skin is evened out towards
     prior: np.ndarray | None = None
-    uniform: bool = False  # keep the photo's colours (surfaces the fit did not shade: the caps)
+
+
+def seen_face_vertices(vertices_camera: np.ndarray, model, min_cos: float = 0.3) -> np.ndarray:
+    """[V] bool: the model's face-area vertices (every vertex of a model without one) whose normal, at the
+    camera-frame vertices [V, 3], faces the camera by a cosine above ``min_cos`` (all of them when none does)."""
+    from redafit.errors import ModelError
+    from redafit.parsing.model_labels import vertex_face_area
+    from redafit.render.shading import vertex_normals
+
+    vc = torch.as_tensor(np.asarray(vertices_camera), dtype=torch.float32)
+    n = vertex_normals(vc[None], model.triangles.cpu())[0]
+    seen = ((n * -torch.nn.functional.normalize(vc, dim=-1)).sum(-1) > min_cos).numpy()
+    try:
+        seen &= vertex_face_area(model).cpu().numpy()
+    except ModelError:  # no face area: every vertex counts
+        pass
+    return seen if seen.any() else np.ones_like(seen)
 
 
 def fitted_shading(result, model) -> Shading:
     """The shading ``result``'s fit drew its colours with; :class:`OutputError` when the fit did not fit a lighting
     (the landmarks preset, or attributes without colour): without one, an albedo texture would only be the photo
     divided by a guess."""
-    from redafit.errors import ModelError
-    from redafit.parsing.model_labels import vertex_face_area
     from redafit.render.occlusion import mean_shape_occlusion
     from redafit.render.shading import occluded_basis, vertex_normals
 
-    if not getattr(result, "lighting_fitted", False):
+    if not result.lighting_fitted:
         raise OutputError("an albedo texture needs the lighting fitted to the photo's colours: fit with the colour "
                           "attribute (--preset full or fast)")
     occ = mean_shape_occlusion(model).cpu().numpy().astype(np.float32) if result.occlusion else None
     sh = torch.as_tensor(np.asarray(result.sh), dtype=torch.float32)
     vc = torch.as_tensor(np.asarray(result.vertices_camera), dtype=torch.float32)
-    n = vertex_normals(vc[None], torch.as_tensor(np.asarray(result.triangles)))[0]
-    seen = (n * -torch.nn.functional.normalize(vc, dim=-1)).sum(-1) > 0.3
-    try:
-        seen &= vertex_face_area(model).cpu()
-    except ModelError:  # no face area: every vertex seen
-        pass
-    if not bool(seen.any()):
-        seen[:] = True
+    n = vertex_normals(vc[None], model.triangles.cpu())[0]
+    seen = torch.as_tensor(seen_face_vertices(result.vertices_camera, model))
     irr = (occluded_basis(n, None if occ is None else torch.as_tensor(occ))[..., None] * sh).sum(-2)[seen]
     ref = irr.median(0).values.clamp_min(1e-3)
     prior = None
-    if getattr(result, "albedo", None) is not None and getattr(result, "albedo_regions", None) is not None:
+    if result.albedo is not None and result.albedo_regions is not None:
         from redafit.fit.attribute_stages import _vertex_uv, albedo_basis, sample_albedo
 
         basis = albedo_basis(model).cpu().float()
@@ -288,8 +296,6 @@ def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torc
     its colour; no sample is brightened more than 1 / :data:`DELIT_FLOOR`."""
     from redafit.render.shading import occluded_basis, specular
 
-    if shading.uniform:
-        return np.asarray(col, np.float32), np.ones(col.shape[:-1], np.float32)
     sh = shading.sh
     irr = (occluded_basis(normals, occ)[..., None] * sh).sum(-2)  # [..., 3]
     rel = (irr / shading.reference).min(-1).values.numpy()
@@ -358,12 +364,8 @@ def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, retur
     vm = np.concatenate([result.vertices_model, caps.vertices(result.vertices_model)])
     face = model.triangles.cpu()
     every = torch.cat([face, torch.as_tensor(caps.triangles)])  # normals of the loop vertices see both sides
-    shading = _shading_of(kind, result, model)
-    if shading is not None:
-        shading = shading._replace(uniform=True, occlusion=None)
     strip = _unwrap(image, result, vc, vm, torch.as_tensor(caps.triangles), every, torch.as_tensor(caps.uv),
-                    torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), return_weights, occluders=face,
-                    shading=shading)
+                    torch.as_tensor(caps.uv_triangles), (strip_rows(size), size), return_weights, occluders=face)
     if return_weights:
         return np.concatenate([tile[0], strip[0]]), TexelWeights(*map(np.concatenate, zip(tile[1], strip[1])))
     return np.concatenate([tile, strip])
@@ -375,7 +377,8 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     :func:`unwrap_texture`); vertex normals come from ``normal_tris``, the depth test from ``occluders`` (default
     ``tris``). ``face_vertices`` ([V] bool, the model's face area): their texels, and the neck's below them
     (:func:`neck_flag`), never take a sample from what is not the face in the photo (:func:`photo_off_face`).
-    ``shading`` (per vertex of ``verts_cam``): each sample is evened out by it where it was seen (:func:`_delit`)."""
+    ``shading`` (per vertex of ``verts_cam``, the model's): each sample is evened out by it where it was seen
+    (:func:`_delit`)."""
     import cv2
 
     from redafit.render import interpolate, rasterize
@@ -395,12 +398,11 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     n_cam = vertex_normals(vc[None], normal_tris)[0]
     fv = torch.zeros(len(vc)) if face_vertices is None else face_flag(face_vertices, tris)
     nv = torch.zeros(len(vc)) if face_vertices is None else neck_flag(vm, face_vertices, fv)
-    occ = torch.ones(len(vc)) if shading is None or shading.occlusion is None else \
+    ao = torch.ones(len(vc)) if shading is None or shading.occlusion is None else \
         torch.as_tensor(shading.occlusion, dtype=torch.float32)
-    pri = torch.zeros(len(vc), 4) if shading is None or shading.prior is None or len(shading.prior) != len(vc) \
-        else torch.as_tensor(shading.prior)
+    prior = torch.zeros(len(vc), 4) if shading is None or shading.prior is None else torch.as_tensor(shading.prior)
     attrs = torch.cat([vc[corner_v], n_cam[corner_v], vm[corner_v], fv[corner_v, None], nv[corner_v, None],
-                       occ[corner_v, None], pri[corner_v]], -1)[None]  # [1, T, 15]
+                       ao[corner_v, None], prior[corner_v]], -1)[None]  # [1, T, 16]
 
     occ = tris if occluders is None else occluders
     frags, Ks = _raster_cam(verts_cam, occ.numpy(), K)
@@ -469,7 +471,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         col_m[rows], b[rows], keep_m[rows], _ = sample(p_mir, facing_m, ins, fw)
         if shading is not None:  # each sample evened out by the shading where it was seen, trusted where well lit
             o = None if shading.occlusion is None else tex_attr[..., 11]
-            pr = None if shading.prior is None or len(shading.prior) != len(vc) else tex_attr[..., 12:15]
+            pr = None if shading.prior is None else tex_attr[..., 12:15]
             pw = None if pr is None else np.clip(ft, 0, 1) * tex_attr[..., 15].numpy()
             col[rows], sure = _delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading,
                                      pr, pw)
@@ -761,9 +763,7 @@ def _delit_vertices(colours: np.ndarray, cam: np.ndarray, tris: np.ndarray, resu
     view = -torch.nn.functional.normalize(vc[:nm], dim=-1)
     occ = None if shading.occlusion is None else torch.as_tensor(shading.occlusion)
     col = np.asarray(colours, np.float32)
-    out = np.concatenate([_delit(col[:nm], n, view, occ, shading)[0],
-                          _delit(col[nm:], n[:0], view[:0], None, shading._replace(uniform=True))[0]])
-    return np.clip(out, 0, 1)
+    return np.clip(np.concatenate([_delit(col[:nm], n, view, occ, shading)[0], col[nm:]]), 0, 1)
 
 
 def texture_at_vertices(tex: np.ndarray, uv: np.ndarray, uvt: np.ndarray, tris: np.ndarray, n: int) -> np.ndarray:

@@ -62,6 +62,8 @@ class RigFrame:
     specular_exponent: float = 0.0
 
     def to_json(self, names: list) -> dict:
+        from redafit.fit.api import specular_record
+
         f = lambda a: np.round(np.asarray(a, np.float64), 6).tolist()  # noqa: E731
         return {"name": self.name, "camera": self.intrinsics.to_dict(),
                 "pose": {"rotation": f(self.rotation), "axis_angle": f(self.rot), "translation_mm": f(self.trans),
@@ -69,7 +71,7 @@ class RigFrame:
                          "roll_deg": float(self.euler_deg[2])},
                 "expression": dict(zip(names, f(self.expression))), "lighting_sh": f(self.sh),
                 "lighting_fitted": bool(self.lighting_fitted),
-                "specular": {"strength": round(float(self.specular), 6), "exponent": float(self.specular_exponent)},
+                "specular": specular_record(self.specular, self.specular_exponent),
                 "landmark_error_px": _num(self.landmark_error_px), "landmark_error_iod": _num(self.landmark_error_iod),
                 "failure": self.failure}
 

@@ -51,13 +51,9 @@ def _relit(case, model, sh) -> np.ndarray:
 
 def _seen_face(case, model) -> np.ndarray:
     """[V] bool: the model's face-area vertices facing the camera (cosine > 0.3) in the case's true pose."""
-    from redafit.parsing.model_labels import vertex_face_area
-    from redafit.render.shading import vertex_normals
+    from redafit.fit.outputs import seen_face_vertices
 
-    vc = torch.as_tensor(np.asarray(case.meta["vertices_camera"]), dtype=torch.float32)
-    n = vertex_normals(vc[None], model.triangles.cpu())[0]
-    facing = ((n * -torch.nn.functional.normalize(vc, dim=-1)).sum(-1) > 0.3).numpy()
-    return vertex_face_area(model).cpu().numpy() & facing
+    return seen_face_vertices(case.meta["vertices_camera"], model)
 
 
 def _at_vertices(tex, model):
