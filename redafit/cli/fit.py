@@ -686,8 +686,9 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
               help="Also write maps of the fitted face on the photo's pixel grid into this folder: depth.png "
                    "(16-bit mm, the layout --depth reads), depth.npy (float metres), normals.png (camera frame, "
                    "OpenGL axes), parsing.png (CelebAMask-HQ class ids, the layout --parsing reads), mask.png and "
-                   "uv.png (each pixel's texture coordinates, 16-bit); "
-                   "for several images, a subfolder per photo, named as its outputs.")
+                   "uv.png (each pixel's texture coordinates, 16-bit); with a fitted lighting (--preset full or "
+                   "fast) also the photo split as albedo.png x shading.png (16-bit, 16384 = the face's median "
+                   "light) + specular.png; for several images, a subfolder per photo, named as its outputs.")
 @click.option("--depth", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Depth map for RGB-D input, registered to the photo (16-bit PNG in mm, or float .npy/.exr in "
                    "metres; 0 = unknown); adds the depth attribute (weight 64; --weight depth=16 for a noisy "

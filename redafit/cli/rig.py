@@ -74,7 +74,7 @@ def _common_inputs(files_from, model_name) -> list:
 @click.option("--overlays", is_flag=True, help="Also write each photo with the fitted mesh over it into overlays/.")
 @click.option("--maps", "maps", is_flag=True,
               help="Also write each photo's maps (as fit --maps: depth, normals, parsing, mask, uv in the rig's "
-                   "texture) into maps/<name>/.")
+                   "texture; albedo, shading, specular with --preset full or fast) into maps/<name>/.")
 @click.option("--texture-size", type=click.IntRange(0, 4096), default=1024, show_default=True,
               help="Side of the merged texture (0: no texture; with caps a quarter taller: the caps' strip).")
 @click.option("--texture", "texture_kind", type=click.Choice(TEXTURE_CHOICES), default="photo", show_default=True,
@@ -195,7 +195,8 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
                       parsings=parsings if parsing is not None else None, caps=caps, texture=texture_kind)
         rig.excluded = [{"image": str(p), "error": str(e), "exit_code": e.exit_code} for p, e in failures]
         written = save_rig(rig, output, meshes=meshes, model=model, frame=frame,
-                           overlays={n: x.image for n, x in loaded} if overlays else None, maps=maps)
+                           overlays={n: x.image for n, x in loaded} if overlays else None, maps=maps,
+                           images={n: x.image for n, x in loaded} if maps else None)
     flagged = [f for f in rig.frames if f.failure]
     for f in flagged:
         log.warning("rig: %s looks implausible: %s", f.name, f.failure)

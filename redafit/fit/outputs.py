@@ -281,6 +281,21 @@ def fitted_shading(result, model) -> Shading:
     return Shading(sh, float(result.specular), float(result.specular_exponent), occ, ref, prior=prior)
 
 
+def shading_terms(normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
+                  shading: Shading) -> tuple[torch.Tensor, torch.Tensor]:
+    """(irradiance, highlight), each [..., 3], of the fitted image formation (:class:`Shading`) at the unit
+    ``normals`` [..., 3] (camera frame; ``view``: unit, surface to camera; ``occ`` [...]: the ambient occlusion,
+    None for none): the colour the fit draws there is ``albedo * irradiance + highlight``."""
+    from redafit.render.shading import occluded_basis, specular
+
+    irr = (occluded_basis(normals, occ)[..., None] * shading.sh).sum(-2)
+    if shading.strength > 0 and shading.exponent > 0:
+        hl = specular(normals[None], view[None], shading.sh, torch.tensor([shading.strength]), shading.exponent)[0]
+    else:
+        hl = torch.zeros_like(irr)
+    return irr, hl
+
+
 def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
            shading: Shading, prior=None, face=None) -> tuple[np.ndarray, np.ndarray]:
     """The photo's colours ``col`` [..., 3] evenly lit, and the trust in that [...] in [0, 1]: the fitted
@@ -294,16 +309,10 @@ def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torc
     takes the fit's own albedo there (``prior`` [..., 3], times the median light) in the measure it is not
     trusted, elsewhere (lips, eyes, brows, scalp, ears, neck, whose albedo the fit does not hold or guess) keeps
     its colour; no sample is brightened more than 1 / :data:`DELIT_FLOOR`."""
-    from redafit.render.shading import occluded_basis, specular
-
-    sh = shading.sh
-    irr = (occluded_basis(normals, occ)[..., None] * sh).sum(-2)  # [..., 3]
+    irr, hl = shading_terms(normals, view, occ, shading)
     rel = (irr / shading.reference).min(-1).values.numpy()
     irr = torch.maximum(irr, DELIT_FLOOR * shading.reference)
-    lit = torch.as_tensor(col)
-    if shading.strength > 0 and shading.exponent > 0:
-        hl = specular(normals[None], view[None], sh, torch.tensor([shading.strength]), shading.exponent)[0]
-        lit = lit - hl
+    lit = torch.as_tensor(col) - hl
     trust = torch.as_tensor(_smoothstep(rel, *DELIT_TRUST), dtype=torch.float32)[..., None]
     gain = 1 + trust * (shading.reference / irr - 1)
     out = lit.clamp_min(0) * gain

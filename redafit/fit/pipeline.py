@@ -171,5 +171,6 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
         if maps_dir is not None:
             from redafit.render.maps import render_maps, save_maps
 
-            written += save_maps(maps_dir, render_maps(result, model, caps=caps, texture_size=texture_size))
+            written += save_maps(maps_dir, render_maps(result, model, caps=caps, texture_size=texture_size,
+                                                       image=inp.image))
     return written

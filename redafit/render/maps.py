@@ -27,7 +27,11 @@ Conventions of the files :func:`save_maps` writes (``DIR/``):
   ``--texture-size``) at the pixel, ``R = u``, ``G = v`` (v up, as OBJ counts it; a glTF's ``TEXCOORD_0`` is
   ``(u, 1 - v)``: the texel is column ``u W``, row ``(1 - v) H``) scaled to 0-65535, ``B`` 65535 on the mesh:
   each photo pixel's place in the texture, to carry an edit of the texture back onto the photo or the photo's
-  pixels into it.
+  pixels into it;
+* with the fit's photo and a fitted lighting (:func:`intrinsic_maps`), the photo split by the fitted image
+  formation: ``albedo.png`` (8-bit RGB, what ``fit --texture albedo`` holds at the pixel), ``shading.png`` (16-bit
+  RGB, the fitted irradiance over the face's median, :data:`SHADING_SCALE` = 1) and ``specular.png`` (8-bit RGB,
+  the fitted highlight): photo = albedo x shading + specular where the fitted light is trusted.
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ import torch
 
 from redafit.render.camera import Intrinsics, to_clip
 
-MAP_FILES = ("depth.png", "depth.npy", "normals.png", "parsing.png", "mask.png", "uv.png")  # what save_maps writes
+# what save_maps writes: the geometry's maps, then (a fit that fitted a lighting, given its photo) its intrinsic ones
+GEOMETRY_FILES = ("depth.png", "depth.npy", "normals.png", "parsing.png", "mask.png", "uv.png")
+INTRINSIC_FILES = ("albedo.png", "shading.png", "specular.png")
+MAP_FILES = GEOMETRY_FILES + INTRINSIC_FILES
+SHADING_SCALE = 16384  # shading.png's (16-bit) value of the face's median light (1.0): up to 4x it is representable
 
 # the parsing class (assets/regions.json's CelebAMask-HQ order) that stands for each of the model's regions
 REGION_CLASS = {"skin": "skin", "brows": "l_brow", "eyes": "l_eye", "nose": "nose", "upper_lip": "u_lip",
@@ -202,6 +210,11 @@ class FaceMaps:
     normals: np.ndarray  # [H, W, 3] float32 unit normals, OpenCV camera axes; 0 off the mesh
     parsing: np.ndarray  # [H, W] int64 CelebAMask-HQ class ids; 0 off the mesh
     uv: np.ndarray | None = None  # [H, W, 2] float32 texture coordinates (u, v up); 0 off the mesh; None: no UVs
+    # the photo split by the fitted image formation (photo ~ albedo * shading + specular), [H, W, 3] float32, 0 off
+    # the mesh; None when the fit fitted no lighting or no photo was given (:func:`intrinsic_maps`)
+    albedo: np.ndarray | None = None  # the albedo texture's colour (fit --texture albedo) at the pixel
+    shading: np.ndarray | None = None  # the fitted irradiance over the face's median irradiance (1: median light)
+    specular: np.ndarray | None = None  # the fitted highlight, in the photo's colour units
 
     @property
     def mask(self) -> np.ndarray:
@@ -209,12 +222,14 @@ class FaceMaps:
         return self.depth > 0
 
 
-def render_maps(result, model, caps: bool = True, texture_size: int = 1024) -> FaceMaps:
+def render_maps(result, model, caps: bool = True, texture_size: int = 1024,
+                image: np.ndarray | None = None) -> FaceMaps:
     """The maps of a fit (:class:`~redafit.fit.FitResult`) at its photo's size: the mesh as ``redafit fit`` writes
     it in the camera frame (with the eye and mouth caps unless ``caps`` is False, :mod:`redafit.model.caps`),
     rasterized once over its window (:func:`face_window`). ``uv``: the texture coordinates of the texture
     :func:`redafit.fit.outputs.save_mesh` writes at ``texture_size`` (with caps, an atlas whose layout depends on
-    it)."""
+    it). With the fit's photo ``image`` ([H, W, 3] RGB in [0, 1], the fit's size) and a fit that fitted a lighting
+    (``result.lighting_fitted``), also its ``albedo``, ``shading`` and ``specular`` (:func:`intrinsic_maps`)."""
     from redafit.model.caps import hole_caps
     from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
@@ -241,8 +256,75 @@ def render_maps(result, model, caps: bool = True, texture_size: int = 1024) -> F
     if uv is not None:
         u = interpolate(torch.as_tensor(uv, dtype=torch.float32), frags, torch.as_tensor(uvt, dtype=torch.long))
         texcoords = _paste(np.where(hit[..., None], u[0].cpu().numpy(), 0.0), box, size, np.float32)
-    return FaceMaps(_paste(depth, box, size, np.float32), _paste(n, box, size, np.float32),
+    maps = FaceMaps(_paste(depth, box, size, np.float32), _paste(n, box, size, np.float32),
                     _paste(parsing, box, size, np.int64), texcoords)
+    if image is not None and getattr(result, "lighting_fitted", False):
+        parts = intrinsic_maps(image, result, model, verts, t, frags, box)
+        maps.albedo, maps.shading, maps.specular = (_paste(x, box, size, np.float32) for x in parts)
+    return maps
+
+
+def intrinsic_maps(image: np.ndarray, result, model, verts: np.ndarray, tris: torch.Tensor, frags, box):
+    """(albedo, shading, specular), each [h, w, 3] float32 over the window ``box`` (x0, y0, x1, y1) of the fit's
+    photo ``image`` that ``frags`` rasterized of the mesh ``verts`` / ``tris`` (the model's vertices and triangles
+    first, then any caps'): the photo split by the fitted image formation
+    (:func:`redafit.fit.outputs.fitted_shading`), 0 off the mesh.
+
+    ``shading`` is the fitted irradiance (with the fit's ambient occlusion) over the face's median irradiance, and
+    ``specular`` the fitted highlight. ``albedo`` is what ``fit --texture albedo`` holds at the pixel's surface
+    point (:func:`redafit.fit.outputs._delit`): the photo less the highlight, over the shading, where the light is
+    trusted; a dim sample on the face's skin is taken towards the fit's own albedo. So photo = albedo * shading +
+    specular (times the face's median light, which the albedo keeps) wherever the fitted light is trusted. The
+    caps (eyes, mouth), which the fit never drew, keep the photo's colours, with shading 1 and no highlight."""
+    import cv2
+
+    from redafit.errors import ModelError
+    from redafit.fit.outputs import _delit, face_flag, fitted_shading, shading_terms
+    from redafit.parsing.model_labels import vertex_face_area
+    from redafit.render import interpolate
+    from redafit.render.shading import vertex_normals
+
+    shading = fitted_shading(result, model)
+    K = result.intrinsics
+    img = np.asarray(image, np.float32)
+    if img.shape[:2] != (K.height, K.width):
+        img = cv2.resize(img, (K.width, K.height), interpolation=cv2.INTER_AREA)
+    x0, y0, x1, y1 = box
+    col = img[y0:y1, x0:x1, :3]
+    nm, fm = len(result.vertices_camera), len(model.triangles)
+    vc = torch.as_tensor(np.asarray(verts), dtype=torch.float32)
+    nv = len(vc)
+    n = vertex_normals(vc[None], tris)[0]  # a cap's from its triangles and the face's around it, as the texture's
+    n[:nm] = vertex_normals(vc[None, :nm], model.triangles.cpu())[0]  # the fit's own (the rims not bent by the caps)
+    occ = torch.ones(nv)
+    if shading.occlusion is not None:
+        occ[:nm] = torch.as_tensor(shading.occlusion)
+    prior = torch.zeros(nv, 4)
+    if shading.prior is not None:
+        prior[:nm] = torch.as_tensor(shading.prior)
+    face = torch.zeros(nv)
+    try:
+        face[:nm] = face_flag(vertex_face_area(model).cpu(), model.triangles.cpu())
+    except ModelError:  # no face area: no sample is taken towards the fit's albedo
+        pass
+    attrs = torch.cat([vc, n, occ[:, None], prior, face[:, None]], -1)[None]  # [1, V, 12]
+    px = interpolate(attrs, frags, tris)[0]
+    hit = frags.mask[0].cpu().numpy() > 0
+    fitted = hit & (frags.tri_id[0].cpu().numpy() < fm)  # the model's own surface, not a cap
+    p = px[..., :3]
+    normals = torch.nn.functional.normalize(px[..., 3:6], dim=-1)
+    view = -p / p.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    o = None if shading.occlusion is None else px[..., 6]
+    pr = None if shading.prior is None else px[..., 7:10]
+    pw = None if pr is None else np.clip(px[..., 11].numpy(), 0, 1) * px[..., 10].numpy()
+    albedo = np.clip(_delit(col, normals, view, o, shading, pr, pw)[0], 0, 1)
+    irr, hl = shading_terms(normals, view, o, shading)
+    shade = (irr / shading.reference).numpy()
+    on, fit = hit[..., None], fitted[..., None]
+    albedo = np.where(fit, albedo, np.where(on, col, 0.0))
+    shade = np.where(fit, shade, np.where(on, 1.0, 0.0))
+    spec = np.where(fit, hl.numpy(), 0.0)
+    return albedo.astype(np.float32), shade.astype(np.float32), spec.astype(np.float32)
 
 
 def save_maps(folder, maps: FaceMaps) -> list[Path]:
@@ -263,8 +345,17 @@ def save_maps(folder, maps: FaceMaps) -> list[Path]:
     write_image_file(paths[2], np.ascontiguousarray(rgb[..., ::-1]))  # cv2 writes BGR
     save_parsing_map(paths[3], maps.parsing)
     write_image_file(paths[4], (mask * 255).astype(np.uint8))
-    if maps.uv is None:
-        return paths[:5]
-    rgb = np.concatenate([np.clip(maps.uv, 0, 1), mask[..., None]], -1) * mask[..., None]
-    write_image_file(paths[5], np.ascontiguousarray(np.round(rgb * 65535).astype(np.uint16)[..., ::-1]))
-    return paths
+    written = paths[:5]
+    if maps.uv is not None:
+        rgb = np.concatenate([np.clip(maps.uv, 0, 1), mask[..., None]], -1) * mask[..., None]
+        write_image_file(paths[5], np.ascontiguousarray(np.round(rgb * 65535).astype(np.uint16)[..., ::-1]))
+        written.append(paths[5])
+    if maps.albedo is not None:
+        for name, x, scale, dtype in (("albedo.png", maps.albedo, 255, np.uint8),
+                                      ("shading.png", maps.shading, SHADING_SCALE, np.uint16),
+                                      ("specular.png", maps.specular, 255, np.uint8)):
+            top = np.iinfo(dtype).max
+            rgb = np.where(mask[..., None], np.clip(np.round(x * scale), 0, top), 0).astype(dtype)
+            write_image_file(folder / name, np.ascontiguousarray(rgb[..., ::-1]))  # cv2 writes BGR
+            written.append(folder / name)
+    return written

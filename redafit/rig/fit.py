@@ -382,13 +382,14 @@ MAX_META_BYTES = 1 << 30  # a rig's params.json (a few KB per image) larger than
 
 @atomic_group()
 def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None,
-             frame: str = "camera", maps: bool = False) -> list[Path]:
+             frame: str = "camera", maps: bool = False, images: dict | None = None) -> list[Path]:
     """Write the rig folder (see the module docstring), all files or none (they replace their targets together,
     :func:`redafit.io.atomic.atomic_group`). ``meshes`` writes each image's mesh in ``frame`` (one of
     :data:`redafit.fit.outputs.MESH_FRAMES`: ``"camera"``, aligned with its photo, or ``"head"``, the model's frame
     without the image's pose). ``overlays`` {frame name: image} writes ``overlays/<name>.png``, ``maps`` each image's
     maps (:func:`redafit.render.maps.save_maps`, the texture coordinates in the rig's texture) into
-    ``maps/<name>/`` (both need ``model`` and the rig's fit results)."""
+    ``maps/<name>/`` (both need ``model`` and the rig's fit results), with its albedo, shading and highlight where
+    ``images`` {frame name: image} gives its photo and its fit fitted a lighting."""
     from redafit.fit.outputs import MESH_FRAMES
     from redafit.io.atomic import atomic_path, atomic_write
     from redafit.io.meshes import shared_texture, write_glb, write_mesh
@@ -454,7 +455,8 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
 
         size = rig.texture.shape[1] if rig.textured else 1024
         for fr, res in zip(rig.frames, rig.results):
-            written += save_maps(out / "maps" / fr.name, render_maps(res, model, rig.caps is not None, size))
+            written += save_maps(out / "maps" / fr.name, render_maps(res, model, rig.caps is not None, size,
+                                                                      image=(images or {}).get(fr.name)))
     return written
 
 

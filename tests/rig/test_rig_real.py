@@ -60,7 +60,7 @@ def test_rig_maps_lie_on_each_photo(rig_dir, rig_case1):
     face's skin about as well as a 128 px texture merged from 7 views can."""
     import cv2
 
-    from redafit.render.maps import MAP_FILES
+    from redafit.render.maps import GEOMETRY_FILES
 
     images, lms = rig_case1
     assert sorted(p.name for p in (rig_dir / "maps").iterdir()) == sorted(p.stem for p in images)
@@ -69,7 +69,7 @@ def test_rig_maps_lie_on_each_photo(rig_dir, rig_case1):
     errs = []
     for p in images:
         folder = rig_dir / "maps" / p.stem
-        assert sorted(f.name for f in folder.iterdir()) == sorted(MAP_FILES)
+        assert sorted(f.name for f in folder.iterdir()) == sorted(GEOMETRY_FILES)
         mask = cv2.imread(str(folder / "mask.png"), -1) > 0
         parsing = cv2.imread(str(folder / "parsing.png"), -1)
         lm = np.load(lms / f"{p.stem}.npy")
@@ -135,16 +135,18 @@ def test_rig_without_caps(rig_case1, model_home, tmp_path):
 def test_rig_albedo_texture(rig_case1, model_home, tmp_path):
     """rig --texture albedo (a full-preset fit, kept short): each view's lighting is evened out before the merge,
     params.json says what the texture holds, load_rig reads it back; the merged texture differs from the photos'
-    where the views' shading was."""
+    where the views' shading was. With --maps, each photo's maps include its albedo, shading and highlight."""
     from redafit.io.images import load_image
+    from redafit.render.maps import MAP_FILES
     from redafit.rig.fit import load_rig
 
     images, lms = rig_case1
     quick = ["--preset", "full", "--fit-size", "96", "--iters-scale", "0.1", "--texture-size", "128", "--init",
              "mean"]
     for kind in ("photo", "albedo"):
-        res = run_cli(["rig", *images[:2], "-o", tmp_path / kind, "--landmarks", lms, "--texture", kind, *quick],
-                      model_home)
+        maps = ["--maps"] if kind == "albedo" else []
+        res = run_cli(["rig", *images[:2], "-o", tmp_path / kind, "--landmarks", lms, "--texture", kind, *quick,
+                       *maps], model_home)
         assert res.exit_code == 0, res.output
         meta = json.loads((tmp_path / kind / "params.json").read_text())
         assert meta["texture"] == kind
@@ -153,6 +155,8 @@ def test_rig_albedo_texture(rig_case1, model_home, tmp_path):
         rig = load_rig(tmp_path / kind)
         assert rig.texture_kind == kind and all(fr.lighting_fitted for fr in rig.frames)
         assert [fr.specular for fr in rig.frames] == [im["specular"]["strength"] for im in meta["images"]]
+    for p in images[:2]:
+        assert sorted(f.name for f in (tmp_path / "albedo" / "maps" / p.stem).iterdir()) == sorted(MAP_FILES)
     photo, albedo = (load_image(tmp_path / k / "neutral.png")[0] for k in ("photo", "albedo"))
     assert photo.shape == albedo.shape and np.isfinite(albedo).all()
     assert np.abs(photo - albedo).mean() > 0.005
