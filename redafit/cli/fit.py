@@ -387,6 +387,24 @@ def check_texture_kind(kind: str, config) -> None:
                          "attribute's weight is 0 in every stage that fits the lighting (--weight color=...)")
 
 
+def check_landmark_count(landmarks, config) -> None:
+    """A :class:`UsageError` before any fitting when ``--landmarks`` names one file of 5 points and ``config`` fits
+    the attributes, whose parsing mask and colour region need the 68 (a file that does not read is left to the
+    fit's own error; a folder's files are read per photo)."""
+    if landmarks is None or not config.attributes or Path(landmarks).is_dir():
+        return
+    from redafit.errors import RedafitError
+    from redafit.landmarks import read_landmarks
+
+    try:
+        n = len(read_landmarks(landmarks))
+    except (RedafitError, OSError, ValueError):
+        return
+    if n != 68:
+        raise UsageError(f"--landmarks {landmarks}: {n} points; the attribute stages of --preset full and fast need "
+                         "68: use --preset landmarks")
+
+
 def files_from_option(f=None, *, noun: str = "photos"):
     """``--files-from FILE`` (:func:`gather_photos` reads it); ``noun``: what the list names in the help."""
     if f is None:
@@ -657,11 +675,15 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
         ov = Path(overlay) / f"{name}_overlay.png" if ov_dir else Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
     _check_distinct(jobs, inputs)
-    from redafit.io.atomic import check_can_create
+    from redafit.io.atomic import check_can_create, check_replaceable
 
     folders = sorted({f.parent for _, *outs in jobs for f in outs if f is not None}, key=str)
     for d in folders:  # checked now, made when a fit has something to write (a failed one leaves no empty folder)
         check_can_create(d)
+    for _, *outs in jobs:  # a read-only file in the way fails now too (its texture and material when written)
+        for f in outs:
+            if f is not None:
+                check_replaceable(f)
     return jobs
 
 
@@ -786,6 +808,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
         log.warning("--texture %s sets the texture's colours; a .npz holds none: ignored", texture_kind)
         texture_kind = "photo"
     check_texture_kind(texture_kind, config)
+    check_landmark_count(landmarks, config)
     if parsing is not None and not config.attributes:
         log.warning("--parsing is used by the attribute stages of --preset full or fast; ignored here")
     if depth is not None and not config.attributes:

@@ -522,7 +522,8 @@ def retarget_cmd(ctx, rig, params, output, fmt, pose, fps):
                              time_scale=track_fps / fps if fps else 1.0, camera=camera)
     if (ctx.obj or {}).get("verbosity", 0) >= 0:
         files = f"{len(written)} file" + ("s" if len(written) != 1 else "")
-        click.echo(f"retarget: {len(records)} frames onto {rig}; wrote {files} to {output}/", err=True)
+        frames = f"{len(records)} frame{'s' if len(records) != 1 else ''}"
+        click.echo(f"retarget: {frames} onto {rig}; wrote {files} to {output}/", err=True)
 
 
 # ---------------------------------------------------------------------------------------------- models train-init

