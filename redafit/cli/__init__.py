@@ -137,6 +137,8 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     log.setLevel(level)
+    if ctx.resilient_parsing or _asks_for_help(sys.argv[1:]):
+        return  # help or completion only: no torch to load (a second of start-up) and no threads to set
     from redafit._runtime import choose_threads, tune_allocator
 
     tune_allocator()
@@ -150,6 +152,17 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
             log.info("other processes are busy on this machine: using %d CPU thread(s) (--threads sets it)", n)
         if threads or n < torch.get_num_threads():
             torch.set_num_threads(n)
+
+
+def _asks_for_help(args) -> bool:
+    """Whether the command line asks for a command's help (``redafit fit --help``), which the command's own
+    parsing, after this group's, answers without running it."""
+    for a in args:
+        if a == "--":
+            return False
+        if a in ("-h", "--help"):
+            return True
+    return False
 
 
 class FiniteRange(click.FloatRange):
