@@ -86,6 +86,9 @@ class FitResult:
         }
 
 
+ROLL_GUESS_DEG = 30.0  # a face rolled more than this also starts PnP turned by its eye line
+
+
 def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
     """Rigid initialisation from 2-D landmarks: PnP on the mean face's fixed landmark vertices.
 
@@ -120,16 +123,31 @@ def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[n
     objc = np.nanmean(obj[use], 0) if use.any() else np.zeros(3)
     objc_cam = R_FLIP.numpy().astype(np.float64) @ objc
     t0 = np.array([(c[0] - K.cx) * z / K.fx, (c[1] - K.cy) * z / K.fy, z]) - objc_cam
-    r_cv0 = cv2.Rodrigues(R_FLIP.numpy().astype(np.float64))[0]
+    flip = R_FLIP.numpy().astype(np.float64)
     r, t = np.zeros(3), t0
     if use.sum() >= 4:
-        ok, rv, tv = cv2.solvePnP(obj[use], lm[use], Kmat, None, rvec=r_cv0.copy(), tvec=t0.reshape(3, 1).copy(),
-                                  useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
-        if ok and np.isfinite(tv).all() and tv[2, 0] > 0:
-            R_cv = cv2.Rodrigues(rv)[0]
-            Rm = R_cv @ R_FLIP.numpy().astype(np.float64).T
-            r = matrix_to_axis_angle(torch.tensor(Rm)).numpy()
-            t = tv.reshape(3)
+        # PnP from an upright frontal guess and, for a face turned in the image plane by more than
+        # ROLL_GUESS_DEG, from one turned by the eye line's roll (upside down, from the upright guess the
+        # iteration ends in a wrong minimum, the head tens of metres away); the solution that reprojects best
+        from redafit.landmarks.detect import eye_roll
+
+        tilt = np.radians(eye_roll(lm))
+        best = np.inf
+        for a in (0.0, tilt) if abs(tilt) > np.radians(ROLL_GUESS_DEG) else (0.0,):
+            Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+            R0 = Rz @ flip
+            tg = t0 + objc_cam - R0 @ objc
+            ok, rv, tv = cv2.solvePnP(obj[use], lm[use], Kmat, None, rvec=cv2.Rodrigues(R0)[0],
+                                      tvec=tg.reshape(3, 1).copy(), useExtrinsicGuess=True,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+            if not (ok and np.isfinite(tv).all() and tv[2, 0] > 0):
+                continue
+            err = np.linalg.norm(cv2.projectPoints(obj[use], rv, tv, Kmat, None)[0][:, 0] - lm[use], axis=1).mean()
+            if err < best - 1e-6:
+                best = err
+                Rm = cv2.Rodrigues(rv)[0] @ flip.T
+                r = matrix_to_axis_angle(torch.tensor(Rm)).numpy()
+                t = tv.reshape(3)
     return r.astype(np.float32), t.astype(np.float32)
 
 

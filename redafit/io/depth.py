@@ -21,6 +21,9 @@ import numpy as np
 from redafit.errors import InputError
 
 
+MAX_MEDIAN_DEPTH_MM = 20000.0  # a depth map whose median is beyond 20 m is in the wrong unit, not of a face
+
+
 def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a depth map -> float32 [H, W] millimetres (0 = unknown); resampled (nearest) to ``size`` (W, H)."""
     path = Path(path)
@@ -32,6 +35,8 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
             d = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as e:
             raise InputError(f"cannot read depth map {path}: {e}") from None
+        if d.dtype.kind not in "fiu":  # complex, bool, strings: no depth in metres
+            raise InputError(f"depth map {path}: expected a real array in metres, got {d.dtype}")
         d = np.asarray(d, np.float32) * 1000.0
     elif ext in (".png", ".tif", ".tiff", ".exr"):
         if ext == ".exr":
@@ -43,8 +48,12 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
         d = read_image_file(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
         if d is None:
             raise InputError(f"cannot read depth map {path}: not a readable image")
-        if d.ndim == 3:
-            d = d[..., 0]
+        if d.ndim == 3:  # a grey map stored as colour, every channel alike, is taken; a colour image is not
+            if d.shape[2] == 1 or (d.shape[2] in (3, 4) and (d[..., 1:3] == d[..., :1]).all()):
+                d = d[..., 0]
+            else:
+                raise InputError(f"depth map {path}: expected a single-channel image, got {d.shape[2]} channels "
+                                 "that differ")
         if ext == ".exr":
             d = d.astype(np.float32) * 1000.0
         elif d.dtype == np.uint16:
@@ -59,6 +68,11 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
     d = np.where(np.isfinite(d) & (d > 0), d, 0).astype(np.float32)
     if not (d > 0).any():
         raise InputError(f"depth map {path}: no valid depth values")
+    far = float(np.median(d[d > 0]))
+    if far > MAX_MEDIAN_DEPTH_MM:  # a face seen from tens of metres is no RGB-D capture: the unit is wrong
+        unit = "metres" if ext in (".npy", ".exr") else "millimetres"
+        raise InputError(f"depth map {path}: its median depth is {far / 1000:.4g} m; a {ext} depth map holds "
+                         f"{unit} (a map in millimetres saved as .npy? divide it by 1000)")
     if size is not None and (d.shape[1], d.shape[0]) != tuple(size):
         import cv2
 

@@ -423,6 +423,9 @@ def _decode_heif(path, data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes 
     return img, (bytes(exif) if exif else None)
 
 
+FLOAT_IMAGE_MAX = 1.5  # a float image's 99th percentile above this is on another scale than [0, 1]
+
+
 def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = MAX_IMAGE_BYTES) -> tuple[np.ndarray, ImageMeta]:
     """Read an image file -> (float32 RGB [H, W, 3] in [0, 1], :class:`ImageMeta`).
@@ -463,6 +466,12 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
     elif img.dtype == np.uint16:
         depth, x = 16, img.astype(np.float32) / 65535.0
     elif img.dtype in (np.float32, np.float64):
+        sample = img[::4, ::4] if img.ndim == 2 else img[::4, ::4, :3]
+        finite = sample[np.isfinite(sample)]
+        high = float(np.percentile(finite, 99)) if finite.size else 0.0
+        if high > FLOAT_IMAGE_MAX:  # not a [0, 1] image with a few highlights above: another scale, clipped white
+            raise ImageError(f"cannot use image {path}: its float pixel values reach {high:.4g} (99th percentile); "
+                             "expected [0, 1] (8-bit values stored as float? divide them by 255)")
         depth, x = 32, np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0)
     elif img.dtype in (np.int8, np.int16, np.int32, np.uint32):
         info = np.iinfo(img.dtype)

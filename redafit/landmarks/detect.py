@@ -394,9 +394,15 @@ def turned_face(det: Detector, img: np.ndarray, upsample: int = 1) -> tuple[int,
 
 def eye_roll(lm: np.ndarray) -> float:
     """The tilt of 68 landmarks' eye line in degrees (the image's y down: positive when the face's left eye, on the
-    image's right, is lower)."""
-    v = np.asarray(lm)[42:48].mean(0) - np.asarray(lm)[36:42].mean(0)
-    return float(np.degrees(np.arctan2(v[1], v[0])))
+    image's right, is lower); of 5 landmarks', their first two (the eyes); unknown (NaN) points left out, 0 when
+    an eye has none."""
+    import warnings
+
+    p = np.asarray(lm, np.float64)
+    with warnings.catch_warnings():  # an eye with no known point: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        v = np.nanmean(p[42:48], 0) - np.nanmean(p[36:42], 0) if len(p) == 68 else p[1] - p[0]
+    return float(np.degrees(np.arctan2(v[1], v[0]))) if np.isfinite(v).all() and np.hypot(*v) > 0 else 0.0
 
 
 def levelled(det: Detector, img: np.ndarray, lm: np.ndarray, upsample: int = 1) -> np.ndarray:

@@ -117,6 +117,24 @@ def test_contour_follows_the_annotation_rule(ict_model, yaw):
     assert targets.w[0, 0:17, 1:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("roll", [90.0, 150.0, 180.0, -170.0])
+def test_recovers_a_face_rolled_far_or_upside_down(ict_model, roll):
+    """A head on its side or upside down (a photo stored turned, a person lying down): the pose starts from the eye
+    line's roll as well as upright, so the fit finds the face at its distance and roll rather than a wrong minimum
+    tens of metres away (from the upright start alone, a face turned 180 degrees ended at 57 % of the eye distance,
+    63 m away)."""
+    from redafit.fit.api import init_pose
+
+    lm, K, v_true, r_true, t_true = synthetic_landmarks(ict_model, 20.0, pitch=5.0, roll=roll)
+    img = np.full((K.height, K.width, 3), 0.5, np.float32)
+    res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"), intrinsics=K)
+    assert res.landmark_error_px < 1.5 and res.failure is None, (res.landmark_error_px, res.failure)
+    assert abs(float(res.trans[2]) - 700.0) < 70.0, res.trans
+    assert abs((res.euler_deg[2] - roll + 180) % 360 - 180) < 4.0, res.euler_deg
+    _, t0 = init_pose(lm, ict_model, K)
+    assert abs(float(t0[2]) - 700.0) < 140.0, t0
+
+
 def test_five_point_landmarks(ict_model, faces_dir):
     from redafit.landmarks import five_from_68
 

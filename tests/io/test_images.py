@@ -302,6 +302,26 @@ def test_unreadable_file(tmp_path, faces_dir):
         p.chmod(0o644)
 
 
+def test_a_float_image_on_another_scale_is_refused(tmp_path):
+    """A float TIFF holding 8-bit values (0-255) would be clipped to a white photo: refused (exit 4) with the fix.
+    A float image in [0, 1], NaNs and a few highlights above 1 (an HDR photo) included, reads as it is, clipped."""
+    import cv2
+
+    from redafit.errors import ImageError
+
+    rgb = _pattern().astype(np.float32)
+    cv2.imwrite(str(tmp_path / "f255.tif"), rgb)
+    with pytest.raises(ImageError, match=r"float pixel values reach .*; expected \[0, 1\] .*divide them by 255") as e:
+        load_image(tmp_path / "f255.tif")
+    assert e.value.exit_code == 4
+    unit = rgb / 255
+    unit[0, :3] = [4.0, np.nan, 2.0]  # a highlight and a hole
+    cv2.imwrite(str(tmp_path / "f1.tif"), unit)
+    back, _ = load_image(tmp_path / "f1.tif")
+    assert back.min() >= 0 and back.max() <= 1 and np.isfinite(back).all()
+    assert np.allclose(back[1:], unit[1:, :, ::-1], atol=1e-6)
+
+
 # -- saving -----------------------------------------------------------------------------------------------------
 def test_save_png_round_trip(tmp_path):
     rgb = _pattern().astype(np.float32) / 255
