@@ -297,7 +297,7 @@ def shading_terms(normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor |
 
 
 def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
-           shading: Shading, prior=None, face=None) -> tuple[np.ndarray, np.ndarray]:
+           shading: Shading, prior=None, face=None, terms=None) -> tuple[np.ndarray, np.ndarray]:
     """The photo's colours ``col`` [..., 3] evenly lit, and the trust in that [...] in [0, 1]: the fitted
     highlight taken away and the rest scaled by ``median / irradiance``, the fitted irradiance at the unit
     ``normals`` (camera frame; ``view``: unit, surface to camera) against the face's median - the albedo times
@@ -308,8 +308,9 @@ def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torc
     sample (:func:`_unwrap`), and on the face's skin (``face`` [...]: the face-area flag times the skin's share)
     takes the fit's own albedo there (``prior`` [..., 3], times the median light) in the measure it is not
     trusted, elsewhere (lips, eyes, brows, scalp, ears, neck, whose albedo the fit does not hold or guess) keeps
-    its colour; no sample is brightened more than 1 / :data:`DELIT_FLOOR`."""
-    irr, hl = shading_terms(normals, view, occ, shading)
+    its colour; no sample is brightened more than 1 / :data:`DELIT_FLOOR`. ``terms``: :func:`shading_terms` there,
+    when the caller has them."""
+    irr, hl = shading_terms(normals, view, occ, shading) if terms is None else terms
     rel = (irr / shading.reference).min(-1).values.numpy()
     irr = torch.maximum(irr, DELIT_FLOOR * shading.reference)
     lit = torch.as_tensor(col) - hl

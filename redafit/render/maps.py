@@ -317,8 +317,8 @@ def intrinsic_maps(image: np.ndarray, result, model, verts: np.ndarray, tris: to
     o = None if shading.occlusion is None else px[..., 6]
     pr = None if shading.prior is None else px[..., 7:10]
     pw = None if pr is None else np.clip(px[..., 11].numpy(), 0, 1) * px[..., 10].numpy()
-    albedo = np.clip(_delit(col, normals, view, o, shading, pr, pw)[0], 0, 1)
     irr, hl = shading_terms(normals, view, o, shading)
+    albedo = np.clip(_delit(col, normals, view, o, shading, pr, pw, terms=(irr, hl))[0], 0, 1)
     shade = (irr / shading.reference).numpy()
     on, fit = hit[..., None], fitted[..., None]
     albedo = np.where(fit, albedo, np.where(on, col, 0.0))
