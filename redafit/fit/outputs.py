@@ -719,6 +719,8 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     verts = verts * to_gl
     if ext == ".glb":
         kw["camera"] = glb_camera(result, frame)
+        # the photo's colours hold its lighting: shown as they are; an albedo texture is for the viewer's lights
+        kw["unlit"] = image is not None and texture == "photo"
     if neutral and ext == ".glb" and model.n_exp:
         from redafit.io.meshes import write_glb
         from redafit.model.caps import morph_targets

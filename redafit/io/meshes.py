@@ -382,7 +382,7 @@ _VEC = {3: "VEC3", 4: "VEC4"}
 def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=None, uv_triangles=None,
               texture=None, animation=None, fps: float = 30.0, vertex_colors=None, unit_scale: float = 1e-3,
               name: str = "face", extras: dict | None = None, times=None, camera: dict | list | None = None,
-              motion: dict | None = None) -> list[Path]:
+              motion: dict | None = None, unlit: bool = False) -> list[Path]:
     """Binary glTF 2.0 (``.glb``) of one mesh with morph targets, an embedded PNG texture and an optional
     weights animation.
 
@@ -397,6 +397,9 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
     x, y, z, w) and/or ``translation`` [Tf, 3] per frame of ``animation``, keyed at the same times (translations in
     the mesh's units, scaled by ``unit_scale``; glTF rotates a node about its origin, so a head turning about its
     centre is written with the vertices relative to that centre and the centre as the translation).
+    ``unlit``: the material is marked ``KHR_materials_unlit`` (its colours already hold the lighting, as a photo's
+    do: a viewer that knows the extension shows them as they are instead of lighting them again; one that does not
+    falls back to the PBR material).
     ``camera``: a perspective camera added to the scene, or a list of them (a viewer's "view through camera"):
     ``yfov`` (radians),
     ``aspectRatio``, ``znear`` (metres), optional ``name``, ``rotation`` (quaternion x, y, z, w) and
@@ -445,6 +448,9 @@ def write_glb(path, neutral, triangles, morph_targets: dict | None = None, uv=No
         gltf["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
         gltf["textures"] = [{"sampler": 0, "source": 0}]
         material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0, "texCoord": 0}
+    if unlit:
+        material["extensions"] = {"KHR_materials_unlit": {}}
+        gltf["extensionsUsed"] = ["KHR_materials_unlit"]
     gltf["materials"] = [material]
     prim["material"] = 0
     mesh = {"name": name, "primitives": [prim]}

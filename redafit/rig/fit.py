@@ -429,6 +429,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     # each photo's camera where it stood in the head's frame (the neutral seen from each photo's viewpoint)
     written += write_glb(out / "rig.glb", v, f, morph_targets=rig.morph_targets(),
                          texture=rig.texture if uvkw else None, name="rig",
+                         unlit=bool(uvkw) and rig.textured and rig.texture_kind == "photo",
                          extras={"model": rig.model_name, "units": "morph targets: the model's expressions"},
                          camera=[glb_camera(fr, "head", name=fr.name) for fr in rig.frames], **uvkw)
     if meshes:

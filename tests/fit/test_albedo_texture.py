@@ -187,3 +187,22 @@ def test_maps_split_the_photo_into_albedo_shading_and_highlight(ict_model, model
     same = (np.abs(maps.albedo - case.image).max(-1) < 1e-6) & (maps.shading == 1).all(-1)
     assert same[caps].mean() > 0.95  # (a pixel on the mesh's edge may fall otherwise in the maps' window raster)
     assert not maps.mask[~(maps.depth > 0)].any() and not maps.albedo[~maps.mask].any()
+
+
+def test_a_glb_of_the_photo_s_colours_is_unlit_and_one_of_the_albedo_is_lit(ict_model, model_case, tmp_path):
+    """The photo's colours hold its lighting: a .glb of them marks its material KHR_materials_unlit, so a glTF
+    viewer shows them as the photo did instead of lighting them a second time; an albedo texture is for the
+    viewer's lights (a plain PBR material), as is a mesh without colours."""
+    import pygltflib
+
+    from redafit.fit.outputs import save_mesh
+
+    res = _true_result(model_case, ict_model, model_case.meta["params"]["sh"])
+    for kind, image, unlit in (("photo", model_case.image, True), ("albedo", model_case.image, False),
+                               ("photo", None, False)):
+        out = tmp_path / f"{kind}_{image is None}.glb"
+        save_mesh(out, res, ict_model, image, 64, texture=kind)
+        g = pygltflib.GLTF2().load(str(out))
+        ext = g.materials[0].extensions or {}
+        assert ("KHR_materials_unlit" in ext) == unlit and ("KHR_materials_unlit" in (g.extensionsUsed or [])) == unlit
+        assert g.materials[0].pbrMetallicRoughness.metallicFactor == 0.0  # the fallback for viewers without it

@@ -136,6 +136,8 @@ def test_rig_albedo_texture(rig_case1, model_home, tmp_path):
     """rig --texture albedo (a full-preset fit, kept short): each view's lighting is evened out before the merge,
     params.json says what the texture holds, load_rig reads it back; the merged texture differs from the photos'
     where the views' shading was. With --maps, each photo's maps include its albedo, shading and highlight."""
+    import pygltflib
+
     from redafit.io.images import load_image
     from redafit.render.maps import MAP_FILES
     from redafit.rig.fit import load_rig
@@ -154,6 +156,8 @@ def test_rig_albedo_texture(rig_case1, model_home, tmp_path):
                    for im in meta["images"])
         rig = load_rig(tmp_path / kind)
         assert rig.texture_kind == kind and all(fr.lighting_fitted for fr in rig.frames)
+        g = pygltflib.GLTF2().load(str(tmp_path / kind / "rig.glb"))  # the photos' colours shown as they are
+        assert ("KHR_materials_unlit" in (g.materials[0].extensions or {})) == (kind == "photo")
         assert [fr.specular for fr in rig.frames] == [im["specular"]["strength"] for im in meta["images"]]
     for p in images[:2]:
         assert sorted(f.name for f in (tmp_path / "albedo" / "maps" / p.stem).iterdir()) == sorted(MAP_FILES)
