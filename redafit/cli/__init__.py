@@ -53,8 +53,11 @@ def interruption(terminated: bool) -> tuple[str, int]:
 
 class _Group(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+            ctx.meta["redafit.help"] = _asks_for_help(self, argv)  # before the command parses its own options
+            return ctx
         except click.UsageError as e:  # `redafit --threads 0 ...`, `redafit --bogus ...`
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `redafit`: Click shows the help itself
                 raise
@@ -137,7 +140,7 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     log.setLevel(level)
-    if ctx.resilient_parsing or _asks_for_help(sys.argv[1:]):
+    if ctx.resilient_parsing or ctx.meta.get("redafit.help"):
         return  # help or completion only: no torch to load (a second of start-up) and no threads to set
     from redafit._runtime import choose_threads, tune_allocator
 
@@ -154,14 +157,26 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
             torch.set_num_threads(n)
 
 
-def _asks_for_help(args) -> bool:
-    """Whether the command line asks for a command's help (``redafit fit --help``), which the command's own
-    parsing, after this group's, answers without running it."""
-    for a in args:
+def _asks_for_help(command: click.Command, args) -> bool:
+    """Whether the command line ``args`` of ``command`` (a group: its options, a sub-command and its arguments)
+    asks for a command's help (``redafit fit --help``), which the command's own parsing, after this group's,
+    answers without running it. An option's value (``-o -h``) and what follows ``--`` are not asking."""
+    args = list(args)
+    i = 0
+    while i < len(args):
+        a = args[i]
         if a == "--":
             return False
         if a in ("-h", "--help"):
             return True
+        if a.startswith("-") and a != "-":
+            name = a.split("=", 1)[0]
+            opt = next((p for p in command.params if isinstance(p, click.Option) and name in p.opts), None)
+            if opt is not None and not opt.is_flag and not opt.count and "=" not in a:
+                i += max(opt.nargs, 1)  # its value(s)
+        elif isinstance(command, click.Group) and a in command.commands:
+            command = command.commands[a]
+        i += 1
     return False
 
 

@@ -341,6 +341,18 @@ def _check_folder_files(folder, option: str, names, jobs, inputs=()) -> None:
                 raise UsageError(f"{option} {folder}: its file {sub / name} would be {other}; choose another folder")
 
 
+def _refuse_read_only_maps(folder, jobs) -> None:
+    """An :class:`~redafit.errors.OutputError` before any fit when a map ``--maps`` would write or remove
+    (:data:`redafit.render.maps.MAP_FILES`, in a subfolder per photo for several) is a read-only file."""
+    from redafit.io.atomic import check_replaceable
+    from redafit.render.maps import MAP_FILES
+
+    folder = Path(folder)
+    for sub in [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]:
+        for name in MAP_FILES:
+            check_replaceable(sub / name)
+
+
 def stdin_file():
     """(device, inode) of the file standard input reads (``redafit fit - < me.png``), None for a pipe or a
     terminal."""
@@ -680,10 +692,9 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
     folders = sorted({f.parent for _, *outs in jobs for f in outs if f is not None}, key=str)
     for d in folders:  # checked now, made when a fit has something to write (a failed one leaves no empty folder)
         check_can_create(d)
-    for _, *outs in jobs:  # a read-only file in the way fails now too (its texture and material when written)
-        for f in outs:
-            if f is not None:
-                check_replaceable(f)
+    for _, mesh, par, ov in jobs:  # a read-only file in the way fails now too: the mesh's, its texture, ...
+        for f, _ in _named_outputs(mesh, par, ov):
+            check_replaceable(f)
     return jobs
 
 
@@ -824,10 +835,12 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
         check_output_folder(save_stages, "--save-stages")  # a file in the way, a read-only place: exit 10 now
         config = replace(config, save_stages=str(save_stages)) if hasattr(config, "save_stages") else config
     if maps is not None:
-        from redafit.render.maps import MAP_FILES
+        from redafit.render.maps import GEOMETRY_FILES, MAP_FILES
 
         check_output_folder(maps, "--maps")
-        _check_folder_files(maps, "--maps", MAP_FILES, jobs, inputs)
+        # the intrinsic maps are written only by a fit with a lighting (and removed otherwise: read-only, refused)
+        _check_folder_files(maps, "--maps", MAP_FILES if config.fits_lighting() else GEOMETRY_FILES, jobs, inputs)
+        _refuse_read_only_maps(maps, jobs)
     model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side, focal=focal),

@@ -146,12 +146,17 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     check_output_folder(output)
     if video is None:
         names = output_names(images)
-        refuse_overwriting_inputs("rig", _rig_files(output, names, meshes, overlays, texture_size, maps),
-                                  _rig_inputs(images, landmarks, parsing, files_from, model_name),
+        outputs = _rig_files(output, names, meshes, overlays, texture_size, maps)
+        refuse_overwriting_inputs("rig", outputs, _rig_inputs(images, landmarks, parsing, files_from, model_name),
                                   stdin_photo=any(str(p) == STDIN for p in images))
     else:  # the frames' names are known once they are chosen; frame_<N> cannot be the video or the model
-        refuse_overwriting_inputs("rig", _rig_files(output, [], meshes, overlays, texture_size, maps),
+        outputs = _rig_files(output, [], meshes, overlays, texture_size, maps)
+        refuse_overwriting_inputs("rig", outputs,
                                   [(video, f"the input video {video}")] + _common_inputs(files_from, model_name))
+    from redafit.io.atomic import check_replaceable
+
+    for f, _ in outputs:  # a read-only file in the way: now, not after the fits
+        check_replaceable(f)
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=None, **fit_kw)

@@ -380,7 +380,9 @@ def _face_area(model) -> np.ndarray | None:
 
 
 def _write_obj(path: Path, v: np.ndarray, f: np.ndarray) -> None:
-    with open(path, "w") as fh:
+    from redafit.io.atomic import atomic_write
+
+    with atomic_write(path, "w") as fh:
         fh.write("# redafit synthetic ground truth (mm)\n")
         np.savetxt(fh, v, fmt="v %.5f %.5f %.5f")
         np.savetxt(fh, f + 1, fmt="f %d %d %d")
@@ -532,12 +534,20 @@ def write_case(case: Case, out_dir) -> Path:
     landmarks_gt.pts, parsing.png (the true parsing, :func:`true_parsing`), depth.png (the true depth, 16-bit mm,
     :func:`render_depth`), mesh_model.obj (ground truth, model frame, mm), landmarks_3d.npy (its 68 landmarks, the
     scoring's ICP start), gt.npz (model and camera frame meshes,
-    triangles, 2D/3D landmarks) and params.json. Returns the folder."""
+    triangles, 2D/3D landmarks) and params.json, all or none (:func:`redafit.io.atomic.atomic_group`). Returns the
+    folder."""
+    from redafit.io.atomic import atomic_group
+
+    with atomic_group():
+        return _write_case(case, out_dir)
+
+
+def _write_case(case: Case, out_dir) -> Path:
+    from redafit.io.atomic import atomic_path, atomic_write, make_folder
     from redafit.io.images import save_image, write_image_file
     from redafit.landmarks.files import write_landmarks
 
-    d = Path(out_dir) / case.id
-    d.mkdir(parents=True, exist_ok=True)
+    d = make_folder(Path(out_dir) / case.id)
     save_image(d / "image.png", (np.clip(case.image, 0, 1) * 255 + 0.5).astype(np.uint8))
     write_landmarks(d / "landmarks.pts", case.landmarks)
     write_landmarks(d / "landmarks_gt.pts", case.meta["landmarks_gt"])
@@ -548,12 +558,15 @@ def write_case(case: Case, out_dir) -> Path:
     if case.depth is not None:  # 16-bit mm
         write_image_file(d / "depth.png", np.clip(np.round(case.depth), 0, 65535).astype(np.uint16))
     _write_obj(d / "mesh_model.obj", case.scan_vertices, case.scan_faces)
-    np.save(d / "landmarks_3d.npy", np.asarray(case.scan_landmarks, np.float64))  # the ICP start, as in memory
-    np.savez_compressed(d / "gt.npz", vertices_model=case.scan_vertices.astype(np.float32),
-                        vertices_camera=case.meta["vertices_camera"].astype(np.float32),
-                        triangles=case.scan_faces.astype(np.int32), landmarks_2d=case.meta["landmarks_gt"],
-                        landmarks_3d=case.scan_landmarks)
-    (d / "params.json").write_text(jsonsafe.dumps(case.meta["params"], indent=1))
+    with atomic_write(d / "landmarks_3d.npy") as fh:  # the ICP start, as in memory
+        np.save(fh, np.asarray(case.scan_landmarks, np.float64), allow_pickle=False)
+    with atomic_path(d / "gt.npz") as tmp:
+        np.savez_compressed(tmp, vertices_model=case.scan_vertices.astype(np.float32),
+                            vertices_camera=case.meta["vertices_camera"].astype(np.float32),
+                            triangles=case.scan_faces.astype(np.int32), landmarks_2d=case.meta["landmarks_gt"],
+                            landmarks_3d=case.scan_landmarks)
+    with atomic_write(d / "params.json", "w") as fh:
+        fh.write(jsonsafe.dumps(case.meta["params"], indent=1))
     return d
 
 
@@ -696,9 +709,16 @@ def generate_synthetic(model, n: int, seed: int = 0, out_dir=None, size: int = 2
 
 def write_cases(cases, out_dir) -> Path:
     """Write each synthetic case (:func:`write_case`) and a ``manifest.csv`` that ``redafit eval --manifest`` reads
-    back to the same cases (and scores to the same numbers). Returns the manifest's path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    back to the same cases (and scores to the same numbers), all or none. Returns the manifest's path."""
+    from redafit.io.atomic import atomic_group, make_folder
+
+    with atomic_group():
+        return _write_cases(cases, make_folder(out_dir))
+
+
+def _write_cases(cases, out: Path) -> Path:
+    from redafit.io.atomic import atomic_write
+
     rows = ["id,image,scan,landmarks,nose_tip,unit,parsing,depth,scan_landmarks,focal"]
     for c in cases:
         d = write_case(c, out)
@@ -707,5 +727,6 @@ def write_cases(cases, out_dir) -> Path:
         depth = f"{d.name}/depth.png" if c.depth is not None else ""
         rows.append(f"{c.id},{d.name}/image.png,{d.name}/mesh_model.obj,{d.name}/landmarks.pts,{nose},mm,"
                     f"{parsing},{depth},{d.name}/landmarks_3d.npy,{c.intrinsics.fx:.6g}px")
-    (out / "manifest.csv").write_text("\n".join(rows) + "\n")
+    with atomic_write(out / "manifest.csv", "w") as fh:
+        fh.write("\n".join(rows) + "\n")
     return out / "manifest.csv"

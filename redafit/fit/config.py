@@ -233,7 +233,8 @@ class FitConfig:
         where = f"stage {stage_name!r} has no" if stage_name else "no stage has the"
         known = sorted({k for s in self.stages if stage_name in ("", s.name) for k in s.losses})
         if term == "depth" and "depth" not in (self.attributes or ()) and self.attributes:
-            return f"loss weight {key}: the depth term compares with a depth map: give one with --depth"
+            return (f"loss weight {key}: the depth term compares with a depth map, which this fit has none of "
+                    "(fit --depth, eval --given-depth)")
         return f"loss weight {key}: {where} term {term!r} (terms: {', '.join(known)})"
 
     def with_loss_weights(self, weights: dict) -> "FitConfig":

@@ -296,7 +296,7 @@ def shading_terms(normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor |
     return irr, hl
 
 
-def _delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
+def delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch.Tensor | None,
            shading: Shading, prior=None, face=None, terms=None) -> tuple[np.ndarray, np.ndarray]:
     """The photo's colours ``col`` [..., 3] evenly lit, and the trust in that [...] in [0, 1]: the fitted
     highlight taken away and the rest scaled by ``median / irradiance``, the fitted irradiance at the unit
@@ -329,7 +329,7 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
 
     ``kind``: ``"photo"`` - the photo's colours as they are, lit as in the photo; ``"albedo"`` - each sample, less
     the fitted highlight, scaled by the face's median irradiance over the fitted irradiance at its normal (with the
-    fit's ambient occlusion; :func:`fitted_shading`, :func:`_delit`), so the texture holds the surface's own colour
+    fit's ambient occlusion; :func:`fitted_shading`, :func:`delit`), so the texture holds the surface's own colour
     as if every point received the face's median light: the photo's shading, its highlight and the shadows the fit
     draws evened out, its exposure and white balance kept - a texture for a renderer with its own lights. The
     mirror's samples are scaled by the shading at the mirrored point, where they were seen.
@@ -388,7 +388,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     ``tris``). ``face_vertices`` ([V] bool, the model's face area): their texels, and the neck's below them
     (:func:`neck_flag`), never take a sample from what is not the face in the photo (:func:`photo_off_face`).
     ``shading`` (per vertex of ``verts_cam``, the model's): each sample is evened out by it where it was seen
-    (:func:`_delit`)."""
+    (:func:`delit`)."""
     import cv2
 
     from redafit.render import interpolate, rasterize
@@ -483,9 +483,9 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
             o = None if shading.occlusion is None else tex_attr[..., 11]
             pr = None if shading.prior is None else tex_attr[..., 12:15]
             pw = None if pr is None else np.clip(ft, 0, 1) * tex_attr[..., 15].numpy()
-            col[rows], sure = _delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading,
+            col[rows], sure = delit(col[rows], torch.nn.functional.normalize(n_tex, dim=-1), view, o, shading,
                                      pr, pw)
-            col_m[rows], sure_m = _delit(col_m[rows], torch.nn.functional.normalize(n_mir, dim=-1), view_m, o,
+            col_m[rows], sure_m = delit(col_m[rows], torch.nn.functional.normalize(n_mir, dim=-1), view_m, o,
                                           shading, pr, pw)
             # a sample the light barely reaches gives way to its mirror where that is better lit (a shadowed cheek
             # to the lit one), and otherwise keeps its weight, its colour evened towards the fit's albedo on the
@@ -720,7 +720,7 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     if ext == ".glb":
         kw["camera"] = glb_camera(result, frame)
         # the photo's colours hold its lighting: shown as they are; an albedo texture is for the viewer's lights
-        kw["unlit"] = image is not None and texture == "photo"
+        kw["unlit"] = texture == "photo" and ("texture" in kw or "vertex_colors" in kw)
     if neutral and ext == ".glb" and model.n_exp:
         from redafit.io.meshes import write_glb
         from redafit.model.caps import morph_targets
@@ -764,7 +764,7 @@ PLY_TEXTURE = 512  # the side of the texture a PLY's vertex colours are read fro
 
 def _delit_vertices(colours: np.ndarray, cam: np.ndarray, tris: np.ndarray, result, model) -> np.ndarray:
     """Per-vertex colours [N, 3] of the camera-frame vertices ``cam`` [N, 3] (the model's, then any caps', which
-    keep their colours, as in :func:`unwrap_atlas`) with the fitted shading evened out (:func:`_delit`; a model
+    keep their colours, as in :func:`unwrap_atlas`) with the fitted shading evened out (:func:`delit`; a model
     without UVs has no texture to do it in)."""
     from redafit.render.shading import vertex_normals
 
@@ -775,7 +775,7 @@ def _delit_vertices(colours: np.ndarray, cam: np.ndarray, tris: np.ndarray, resu
     view = -torch.nn.functional.normalize(vc[:nm], dim=-1)
     occ = None if shading.occlusion is None else torch.as_tensor(shading.occlusion)
     col = np.asarray(colours, np.float32)
-    return np.clip(np.concatenate([_delit(col[:nm], n, view, occ, shading)[0], col[nm:]]), 0, 1)
+    return np.clip(np.concatenate([delit(col[:nm], n, view, occ, shading)[0], col[nm:]]), 0, 1)
 
 
 def texture_at_vertices(tex: np.ndarray, uv: np.ndarray, uvt: np.ndarray, tris: np.ndarray, n: int) -> np.ndarray:

@@ -54,11 +54,12 @@ def _prepare(path) -> Path:
 def check_replaceable(path) -> None:
     """An :class:`OutputError` when ``path`` is an existing file that nobody may write (no write permission bit:
     ``chmod a-w``, a dataset's annotations): it is kept from being replaced, as ``rm`` asks first, and even for
-    root, whom the permission itself does not stop (a rename over a file needs only its folder writable)."""
+    root, whom the permission itself does not stop (a rename over a file needs only its folder writable). A
+    symbolic link is replaced itself, never its target: not refused."""
     import stat
 
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except (OSError, ValueError):
         return
     if stat.S_ISREG(st.st_mode) and not st.st_mode & 0o222:
@@ -88,7 +89,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _remove(p: str | Path) -> None:
+def _remove(p: str | Path | None) -> None:
+    if p is None:  # a removal's pending entry (atomic_remove) has no temporary file
+        return
     try:
         os.unlink(p)
     except OSError:
@@ -143,11 +146,12 @@ def _replace_all(pending: list) -> None:
     try:
         for tmp, path in pending:
             backup = None
-            if path.is_file():
+            if path.is_file() or path.is_symlink():
                 backup = _backup_name(path)
                 os.replace(path, backup)
             done.append((path, backup))
-            os.replace(tmp, path)
+            if tmp is not None:  # None: the target is only removed (atomic_remove)
+                os.replace(tmp, path)
     except BaseException as exc:
         for path, backup in reversed(done):
             try:
@@ -259,6 +263,26 @@ def check_can_create(folder) -> None:
 def _os_error(path: Path, exc: OSError) -> OutputError:
     reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}")
+
+
+def atomic_remove(path) -> None:
+    """Remove the file ``path`` (a stale output of an earlier run that this one does not write again), if there is
+    one: at the end of the open :func:`atomic_group`, together with its files (and put back if the group fails),
+    or now outside one. A read-only file is refused as a replaced one is (:func:`check_replaceable`)."""
+    path = Path(path)
+    if not path.is_file() and not path.is_symlink():
+        return
+    check_replaceable(path)
+    group = _GROUP.get()
+    if group is None:
+        try:
+            os.unlink(path)
+        except OSError as e:
+            raise _os_error(path, e) from e
+        return
+    if group.closed:
+        raise OutputError(f"cannot remove {path}: its atomic_group has already ended")
+    group.pending.append((None, path))
 
 
 @contextmanager

@@ -3,8 +3,8 @@
 Accepted files (the depth map must be registered to the colour image: same camera, same pixel grid, or the
 same aspect so that it can be resampled onto it):
 
-* ``.png`` / ``.tif`` 16-bit single channel: depth in **millimetres** (0 = no measurement), the common layout of
-  Kinect / RealSense / Azure exports;
+* ``.png`` / ``.tif`` 16-bit single channel: depth in **millimetres** (0 = no measurement, as is 65535, the
+  top of the range some sensors write beyond it), the common layout of Kinect / RealSense / Azure exports;
 * ``.npy``: float array [H, W] in **metres** (0, negative or NaN = no measurement);
 * ``.exr``: float single channel in **metres** (read through OpenCV's OpenEXR codec).
 
@@ -56,8 +56,8 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
                                  "that differ")
         if ext == ".exr":
             d = d.astype(np.float32) * 1000.0
-        elif d.dtype == np.uint16:
-            d = d.astype(np.float32)
+        elif d.dtype == np.uint16:  # 65535, the format's top, is a sensor's "beyond range": no measurement
+            d = np.where(d == 65535, 0, d).astype(np.float32)
         else:
             raise InputError(f"depth map {path}: expected a 16-bit single-channel image in mm, got {d.dtype}")
     else:
@@ -70,9 +70,10 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
         raise InputError(f"depth map {path}: no valid depth values")
     far = float(np.median(d[d > 0]))
     if far > MAX_MEDIAN_DEPTH_MM:  # a face seen from tens of metres is no RGB-D capture: the unit is wrong
-        unit = "metres" if ext in (".npy", ".exr") else "millimetres"
+        hint = ("metres (a map in millimetres saved so? divide it by 1000)" if ext in (".npy", ".exr") else
+                "whole millimetres (0 and 65535: no measurement)")
         raise InputError(f"depth map {path}: its median depth is {far / 1000:.4g} m; a {ext} depth map holds "
-                         f"{unit} (a map in millimetres saved as .npy? divide it by 1000)")
+                         f"{hint}")
     if size is not None and (d.shape[1], d.shape[0]) != tuple(size):
         import cv2
 

@@ -423,7 +423,7 @@ def _decode_heif(path, data: bytes, max_pixels: int) -> tuple[np.ndarray, bytes 
     return img, (bytes(exif) if exif else None)
 
 
-FLOAT_IMAGE_MAX = 1.5  # a float image's 99th percentile above this is on another scale than [0, 1]
+FLOAT_IMAGE_MAX = 20.0  # a float image's 99th percentile above this is on another scale than [0, 1] (not HDR)
 
 
 def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -469,9 +469,17 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
         sample = img[::4, ::4] if img.ndim == 2 else img[::4, ::4, :3]
         finite = sample[np.isfinite(sample)]
         high = float(np.percentile(finite, 99)) if finite.size else 0.0
-        if high > FLOAT_IMAGE_MAX:  # not a [0, 1] image with a few highlights above: another scale, clipped white
+        if high > FLOAT_IMAGE_MAX:  # not a [0, 1] image with highlights above: another scale, clipped to white
+            hint = ("8-bit values stored as float? divide them by 255" if high <= 255.5 else
+                    "16-bit values stored as float? divide them by 65535" if high <= 65535.5 else "scale it")
             raise ImageError(f"cannot use image {path}: its float pixel values reach {high:.4g} (99th percentile); "
-                             "expected [0, 1] (8-bit values stored as float? divide them by 255)")
+                             f"expected [0, 1] ({hint})")
+        if high > 1.0:
+            import logging
+
+            logging.getLogger("redafit").warning(
+                "%s: %.1f %% of its float pixel values are above 1 (an HDR image?): clipped to 1; tone-map it to "
+                "[0, 1] to keep its highlights", Path(str(path)).name, 100 * float((finite > 1).mean()))
         depth, x = 32, np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0)
     elif img.dtype in (np.int8, np.int16, np.int32, np.uint32):
         info = np.iinfo(img.dtype)

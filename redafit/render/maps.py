@@ -272,14 +272,14 @@ def intrinsic_maps(image: np.ndarray, result, model, verts: np.ndarray, tris: to
 
     ``shading`` is the fitted irradiance (with the fit's ambient occlusion) over the face's median irradiance, and
     ``specular`` the fitted highlight. ``albedo`` is what ``fit --texture albedo`` holds at the pixel's surface
-    point (:func:`redafit.fit.outputs._delit`): the photo less the highlight, over the shading, where the light is
+    point (:func:`redafit.fit.outputs.delit`): the photo less the highlight, over the shading, where the light is
     trusted; a dim sample on the face's skin is taken towards the fit's own albedo. So photo = albedo * shading +
     specular (times the face's median light, which the albedo keeps) wherever the fitted light is trusted. The
     caps (eyes, mouth), which the fit never drew, keep the photo's colours, with shading 1 and no highlight."""
     import cv2
 
     from redafit.errors import ModelError
-    from redafit.fit.outputs import _delit, face_flag, fitted_shading, shading_terms
+    from redafit.fit.outputs import delit, face_flag, fitted_shading, shading_terms
     from redafit.parsing.model_labels import vertex_face_area
     from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
@@ -318,7 +318,7 @@ def intrinsic_maps(image: np.ndarray, result, model, verts: np.ndarray, tris: to
     pr = None if shading.prior is None else px[..., 7:10]
     pw = None if pr is None else np.clip(px[..., 11].numpy(), 0, 1) * px[..., 10].numpy()
     irr, hl = shading_terms(normals, view, o, shading)
-    albedo = np.clip(_delit(col, normals, view, o, shading, pr, pw, terms=(irr, hl))[0], 0, 1)
+    albedo = np.clip(delit(col, normals, view, o, shading, pr, pw, terms=(irr, hl))[0], 0, 1)
     shade = (irr / shading.reference).numpy()
     on, fit = hit[..., None], fitted[..., None]
     albedo = np.where(fit, albedo, np.where(on, col, 0.0))
@@ -328,9 +328,11 @@ def intrinsic_maps(image: np.ndarray, result, model, verts: np.ndarray, tris: to
 
 
 def save_maps(folder, maps: FaceMaps) -> list[Path]:
-    """Write :data:`MAP_FILES` into ``folder`` (made if missing; ``uv.png`` only for a model with UVs), each
-    atomically (see the module docstring for their conventions); the paths written."""
-    from redafit.io.atomic import atomic_write, make_folder
+    """Write :data:`MAP_FILES` into ``folder`` (made if missing; ``uv.png`` only for a model with UVs, the
+    intrinsic maps only when ``maps`` has them), each atomically (see the module docstring for their conventions);
+    the paths written. A map of :data:`MAP_FILES` not written this time that an earlier run left in the folder is
+    removed with them (:func:`redafit.io.atomic.atomic_remove`): the folder never mixes two fits."""
+    from redafit.io.atomic import atomic_remove, atomic_write, make_folder
     from redafit.io.images import write_image_file
     from redafit.parsing.maps import save_parsing_map
 
@@ -358,4 +360,7 @@ def save_maps(folder, maps: FaceMaps) -> list[Path]:
             rgb = np.where(mask[..., None], np.clip(np.round(x * scale), 0, top), 0).astype(dtype)
             write_image_file(folder / name, np.ascontiguousarray(rgb[..., ::-1]))  # cv2 writes BGR
             written.append(folder / name)
+    for name in MAP_FILES:
+        if folder / name not in written:
+            atomic_remove(folder / name)
     return written

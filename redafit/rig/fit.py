@@ -149,6 +149,12 @@ class Rig:
         """Whether the rig's meshes wear a texture: it has one, and UVs to lay it on."""
         return self.texture is not None and self.uv is not None and len(self.uv) > 0
 
+    @property
+    def photo_textured(self) -> bool:
+        """Whether the rig wears its photos' colours, lit as they were (a glTF material marked unlit shows them so),
+        not an albedo texture (:attr:`texture_kind`)."""
+        return self.textured and self.texture_kind == "photo"
+
     def morph_targets(self) -> dict:
         """{expression name: delta [V (+ the caps' vertices), 3]} for the glTF, in the model's order."""
         from redafit.model.caps import morph_targets
@@ -429,7 +435,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     # each photo's camera where it stood in the head's frame (the neutral seen from each photo's viewpoint)
     written += write_glb(out / "rig.glb", v, f, morph_targets=rig.morph_targets(),
                          texture=rig.texture if uvkw else None, name="rig",
-                         unlit=bool(uvkw) and rig.textured and rig.texture_kind == "photo",
+                         unlit=bool(uvkw) and rig.photo_textured,
                          extras={"model": rig.model_name, "units": "morph targets: the model's expressions"},
                          camera=[glb_camera(fr, "head", name=fr.name) for fr in rig.frames], **uvkw)
     if meshes:

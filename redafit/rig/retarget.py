@@ -199,7 +199,7 @@ def _write_files(rig, out: Path, fmt: str, W, R, t, names, times, in_camera: boo
                                      "rotation": quats, "translation": move}
         return write_glb(out / "anim.glb", v, tris, morph_targets=rig.morph_targets(), animation=W, times=times,
                          texture=rig.texture if uvkw else None, name="rig", motion=motion, camera=camera,
-                         unlit=bool(uvkw) and rig.textured and rig.texture_kind == "photo", **uvkw)
+                         unlit=bool(uvkw) and rig.photo_textured, **uvkw)
     written, shared = [], {}
     if rig.textured:  # every frame wears one copy of the rig's texture
         save_image(out / TEXTURE_FILE, rig.texture)

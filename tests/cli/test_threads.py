@@ -45,13 +45,17 @@ def test_choose_threads_rules(monkeypatch):
 
 
 def test_a_command_s_help_loads_no_torch():
-    """`redafit fit --help` (and -h, after the group's options) is answered without loading torch, whose import is
-    most of a second's start-up; a command that runs sets its threads (and loads torch) as before."""
+    """`redafit fit --help` (and -h, after the group's options, or a sub-group's command's) is answered without
+    loading torch, whose import is most of a second's start-up; a command that runs sets its threads (and loads
+    torch) as before, also when an option's value is "-h" or one follows `--`."""
     code = ("import sys; from redafit.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules, file=sys.stderr)")
     for args, loaded in ((["fit", "--help"], "False"), (["-v", "view", "-h"], "False"),
-                         (["--threads", "1", "models", "list"], "True")):
+                         (["models", "install", "-h"], "False"),
+                         (["--threads", "1", "models", "list"], "True"),
+                         (["--threads", "1", "fit", "-o", "-h", "missing.jpg"], "True"),
+                         (["fit", "--", "-h"], "True")):
         r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
         assert r.stderr.strip().splitlines()[-1] == loaded, (args, r.stderr)
-        assert "Usage:" in r.stdout or args[-1] == "list", r.stdout
+        assert ("Usage:" in r.stdout) == (loaded == "False"), (args, r.stdout)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from redafit.errors import OutputError
-from redafit.io.atomic import atomic_group, atomic_path, atomic_write
+from redafit.io.atomic import atomic_group, atomic_path, atomic_remove, atomic_write
 
 
 def test_atomic_write_creates_and_replaces(tmp_path):
@@ -89,6 +89,37 @@ def test_a_read_only_file_is_not_replaced_even_by_root(tmp_path):
     with atomic_write(ro, "w") as f:
         f.write("{}")
     assert ro.read_text() == "{}" and ro.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_stale_output_is_removed_with_the_group_or_kept_when_it_fails(tmp_path):
+    """atomic_remove: a stale file goes when its group's files are written, and stays when the group fails; a
+    read-only one is refused; a symbolic link is replaced or removed itself, never its read-only target."""
+    old, new = tmp_path / "albedo.png", tmp_path / "depth.png"
+    old.write_text("stale")
+    with pytest.raises(RuntimeError):
+        with atomic_group():
+            with atomic_write(new, "w") as f:
+                f.write("new")
+            atomic_remove(old)
+            raise RuntimeError("fails")
+    assert old.read_text() == "stale" and not new.exists()
+    with atomic_group():
+        with atomic_write(new, "w") as f:
+            f.write("new")
+        atomic_remove(old)
+        atomic_remove(tmp_path / "missing.png")  # nothing there: nothing to do
+        assert old.exists()  # until the group ends
+    assert not old.exists() and new.read_text() == "new"
+    ro = tmp_path / "ro.png"
+    ro.write_text("keep")
+    ro.chmod(0o444)
+    with pytest.raises(OutputError, match="read-only"):
+        atomic_remove(ro)
+    link = tmp_path / "link.txt"
+    link.symlink_to(ro)
+    with atomic_write(link, "w") as f:
+        f.write("replaces the link")
+    assert not link.is_symlink() and link.read_text() == "replaces the link" and ro.read_text() == "keep"
 
 
 def test_os_error_inside_block_becomes_output_error(tmp_path):

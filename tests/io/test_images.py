@@ -302,18 +302,27 @@ def test_unreadable_file(tmp_path, faces_dir):
         p.chmod(0o644)
 
 
-def test_a_float_image_on_another_scale_is_refused(tmp_path):
-    """A float TIFF holding 8-bit values (0-255) would be clipped to a white photo: refused (exit 4) with the fix.
-    A float image in [0, 1], NaNs and a few highlights above 1 (an HDR photo) included, reads as it is, clipped."""
+def test_a_float_image_on_another_scale_is_refused(tmp_path, caplog):
+    """A float TIFF holding 8-bit values (0-255) or 16-bit ones would be clipped to a white photo: refused (exit 4)
+    with the fix. A float image in [0, 1], NaNs and highlights above 1 (an HDR photo, warned of: clipped) included,
+    reads as it is, clipped."""
+    import logging
+
     import cv2
 
     from redafit.errors import ImageError
 
     rgb = _pattern().astype(np.float32)
-    cv2.imwrite(str(tmp_path / "f255.tif"), rgb)
-    with pytest.raises(ImageError, match=r"float pixel values reach .*; expected \[0, 1\] .*divide them by 255") as e:
-        load_image(tmp_path / "f255.tif")
-    assert e.value.exit_code == 4
+    for scale, says in ((1, "divide them by 255"), (257, "divide them by 65535")):
+        cv2.imwrite(str(tmp_path / "f.tif"), rgb * scale)
+        with pytest.raises(ImageError, match=r"float pixel values reach .*; expected \[0, 1\] \(.*" + says) as e:
+            load_image(tmp_path / "f.tif")
+        assert e.value.exit_code == 4
+    hdr = rgb / 255 * 3.0  # a linear HDR photo, a third of it above 1
+    cv2.imwrite(str(tmp_path / "hdr.tif"), hdr)
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        back, _ = load_image(tmp_path / "hdr.tif")
+    assert back.max() == 1.0 and "above 1 (an HDR image?): clipped" in caplog.text
     unit = rgb / 255
     unit[0, :3] = [4.0, np.nan, 2.0]  # a highlight and a hole
     cv2.imwrite(str(tmp_path / "f1.tif"), unit)

@@ -187,3 +187,27 @@ def test_uv_map_carries_the_photo_into_the_texture_and_back(use_models, faces_di
         back = cv2.remap(tex, x + shift, y, cv2.INTER_LINEAR)
         err = np.abs(back - photo).max(-1)[(parsing == 1) | (parsing == 4)]
         assert (np.median(err) < bound) if bound else (np.median(err) > 0.03), np.median(err)
+
+
+def test_maps_an_earlier_run_left_that_this_one_does_not_write_are_removed(tmp_path):
+    """A --maps folder never mixes two fits: written again without a lighting (or without UVs), the intrinsic maps
+    (and uv.png) an earlier run left go, together with the new files; a read-only one is refused."""
+    from redafit.errors import OutputError
+    from redafit.render.maps import GEOMETRY_FILES, MAP_FILES, FaceMaps, save_maps
+
+    depth = np.zeros((8, 8), np.float32)
+    depth[2:6, 2:6] = 600.0
+    rgb = np.full((8, 8, 3), 0.5, np.float32)
+    lit = FaceMaps(depth, np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.int64), np.zeros((8, 8, 2), np.float32),
+                   albedo=rgb, shading=rgb * 2, specular=rgb * 0)
+    save_maps(tmp_path, lit)
+    assert sorted(os.listdir(tmp_path)) == sorted(MAP_FILES)
+    save_maps(tmp_path, FaceMaps(depth, lit.normals, lit.parsing, lit.uv))
+    assert sorted(os.listdir(tmp_path)) == sorted(GEOMETRY_FILES)
+    save_maps(tmp_path, FaceMaps(depth, lit.normals, lit.parsing))
+    assert sorted(os.listdir(tmp_path)) == sorted(set(GEOMETRY_FILES) - {"uv.png"})
+    save_maps(tmp_path, lit)
+    (tmp_path / "albedo.png").chmod(0o444)
+    with pytest.raises(OutputError, match="albedo.png: the file is read-only"):
+        save_maps(tmp_path, FaceMaps(depth, lit.normals, lit.parsing, lit.uv))
+    assert sorted(os.listdir(tmp_path)) == sorted(MAP_FILES)
