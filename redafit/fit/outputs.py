@@ -21,6 +21,7 @@ fill it).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -391,7 +392,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
     (:func:`delit`)."""
     import cv2
 
-    from redafit.render import interpolate, rasterize
+    from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
 
     K = result.intrinsics
@@ -461,8 +462,7 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         r1 = min(H, r0 + UNWRAP_BAND)
         # rows r0..r1 span clip y -1 + 2 r0 / H .. -1 + 2 r1 / H: stretched to the band's own viewport
         y = (clip_uv[..., 1] - (-1 + (r0 + r1) / H)) / ((r1 - r0) / H)
-        fr = rasterize(torch.stack([clip_uv[..., 0], y, clip_uv[..., 2], clip_uv[..., 3]], -1), uvt, (r1 - r0, W),
-                       backend="torch")
+        fr = _uv_band(torch.stack([clip_uv[..., 0], y, clip_uv[..., 2], clip_uv[..., 3]], -1), uvt, (r1 - r0, W))
         ins = fr.mask[0].numpy()
         tex_attr = interpolate(attrs, fr, uvt)[0]  # [h, W, 16]
         p_cam, n_tex, p_mod = tex_attr[..., :3], tex_attr[..., 3:6], tex_attr[..., 6:9]
@@ -525,6 +525,31 @@ def _unwrap(image, result, verts_cam, verts_model, tris, normal_tris, uv, uvt, h
         conf = (direct + MIRROR_WEIGHT * mirror) * inside * alpha[..., 0]
         return tex, TexelWeights(conf.astype(np.float32), (quality * inside).astype(np.float32))
     return tex
+
+
+_UV_BANDS: OrderedDict = OrderedDict()  # the UV layout's rasterized bands, which depend on no fit: kept for reuse
+UV_BAND_CACHE = 8  # bands kept (a 1024 px texture with caps: 3; about 8 MB each)
+
+
+def _uv_band(clip: torch.Tensor, uvt: torch.Tensor, hw: tuple[int, int]):
+    """The fragments of the texture-space band ``clip`` [1, T, 4] of the triangles ``uvt`` at (h, w), rasterized
+    once per layout, band and size (the model's UVs, the caps' strip) and reused by every later texture of a
+    process: a batch, a rig's views, each save of the same size. Read-only: the fragments are shared."""
+    import hashlib
+
+    key = (hashlib.sha1(clip.detach().cpu().numpy().tobytes()).hexdigest(),
+           hashlib.sha1(uvt.cpu().numpy().tobytes()).hexdigest(), tuple(hw))
+    hit = _UV_BANDS.get(key)
+    if hit is not None:
+        _UV_BANDS.move_to_end(key)
+        return hit
+    from redafit.render import rasterize
+
+    fr = rasterize(clip, uvt, hw, backend="torch")
+    _UV_BANDS[key] = fr
+    while len(_UV_BANDS) > UV_BAND_CACHE:
+        _UV_BANDS.popitem(last=False)
+    return fr
 
 
 FACE_FLAG_SMOOTHING = 5  # one-ring averages of the face-area flag: its 0.5 level a smooth curve over the mesh

