@@ -268,9 +268,13 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
 MIN_KNOWN_68 = 20  # fewer known points of a 68-point set leave identity and pose to the priors
 
 
+FACE_BRIGHTNESS = (0.02, 0.98)  # the photo's face's mean outside this: black or blown out, nothing to fit colour to
+
+
 def flag_implausible(res: FitResult) -> None:
     """Set ``res.failure`` to the reasons a fit looks implausible, or None: the fitted landmarks more than 10 % of
-    the eye distance from their targets, a face-skin IoU below 0.4 in the last quality report (attribute fits), a
+    the eye distance from their targets, a face-skin IoU below 0.4 or the photo's face black or white
+    (:data:`FACE_BRIGHTNESS`) in the last quality report (attribute fits), a
     pose no photo of a face shows (|yaw| > 80 or |pitch| > 60 degrees), or too few known landmarks to pin the
     face (fewer than :data:`MIN_KNOWN_68` of 68, any of a 5-point set unknown)."""
     reasons = []
@@ -284,6 +288,10 @@ def flag_implausible(res: FitResult) -> None:
     skin = last.get("parsing_iou", {}).get("skin")
     if skin is not None and skin < 0.4:
         reasons.append(f"skin IoU {skin:.2f}")
+    bright = last.get("face_brightness")
+    if bright is not None and not FACE_BRIGHTNESS[0] <= bright <= FACE_BRIGHTNESS[1]:
+        reasons.append(f"the face is {'black' if bright < FACE_BRIGHTNESS[0] else 'white'} in the photo (mean "
+                       f"{bright:.3f}): no colour to fit the lighting and albedo to")
     yaw, pitch, _ = res.euler_deg
     if abs(yaw) > 80 or abs(pitch) > 60:
         reasons.append(f"implausible pose (yaw {yaw:.0f}, pitch {pitch:.0f} deg)")

@@ -775,6 +775,8 @@ def stage_quality(ctx) -> list[dict]:
              "landmark_error_iod": round(float(err[i] / ctx.targets.scale[i]), 5),
              "parsing_iou": ious, "photometric_l21": round(l21, 5) if math.isfinite(l21) else None,
              "psnr_db": round(psnr, 3) if math.isfinite(psnr) else None}
+        seen = ex["image_fit"][i][facepx]
+        q["face_brightness"] = round(float(seen.mean()), 4) if len(seen) else None  # the photo's face, mean in [0, 1]
         if "depth" in layout and "obs_depth" in ex:  # RGB-D: mean |rendered - measured| depth where both exist
             a, b = layout["depth"]
             dpx = (ex["depth_ok"][i, ..., 0] > 0.5) & (soft.alpha[i, ..., 0] > 0.5)

