@@ -161,7 +161,6 @@ def _asks_for_help(command: click.Command, args) -> bool:
     """Whether the command line ``args`` of ``command`` (a group: its options, a sub-command and its arguments)
     asks for a command's help (``redafit fit --help``), which the command's own parsing, after this group's,
     answers without running it. An option's value (``-o -h``) and what follows ``--`` are not asking."""
-    args = list(args)
     i = 0
     while i < len(args):
         a = args[i]

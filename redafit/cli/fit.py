@@ -333,8 +333,7 @@ def _check_folder_files(folder, option: str, names, jobs, inputs=()) -> None:
     other = taken.get(folder)
     if other is not None:
         raise UsageError(f"{option} {folder}: that is also {other}; choose another folder")
-    subfolders = [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]
-    for sub in subfolders:
+    for sub in _photo_folders(folder, jobs):
         for name in names:
             other = taken.get(sub / name)
             if other is not None:
@@ -347,10 +346,16 @@ def _refuse_read_only_maps(folder, jobs) -> None:
     from redafit.io.atomic import check_replaceable
     from redafit.render.maps import MAP_FILES
 
-    folder = Path(folder)
-    for sub in [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]:
+    for sub in _photo_folders(folder, jobs):
         for name in MAP_FILES:
             check_replaceable(sub / name)
+
+
+def _photo_folders(folder, jobs) -> list:
+    """Where an output-folder option (``--save-stages``, ``--maps``) puts each photo's files: the folder itself for
+    one photo, a subfolder named as its mesh for several."""
+    folder = Path(folder)
+    return [folder / Path(mesh).stem for _, mesh, *_ in jobs] if len(jobs) > 1 else [folder]
 
 
 def stdin_file():

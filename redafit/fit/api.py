@@ -89,6 +89,22 @@ class FitResult:
 ROLL_GUESS_DEG = 30.0  # a face rolled more than this also starts PnP turned by its eye line
 
 
+def steep_roll(landmarks: np.ndarray) -> float:
+    """The eye line's roll in the image (radians, :func:`redafit.landmarks.detect.eye_roll`) when it exceeds
+    :data:`ROLL_GUESS_DEG` (a head on its side, upside down: the starts made for upright faces fail there), else 0."""
+    from redafit.landmarks.detect import eye_roll
+
+    a = np.radians(eye_roll(landmarks))
+    return float(a) if abs(a) > np.radians(ROLL_GUESS_DEG) else 0.0
+
+
+def about_optical_axis(a: float) -> np.ndarray:
+    """[3, 3] the turn by ``a`` radians about the camera's optical axis (OpenCV axes: x right, y down), which turns
+    the image by ``a`` (from x towards y), as a roll does."""
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
     """Rigid initialisation from 2-D landmarks: PnP on the mean face's fixed landmark vertices.
 
@@ -129,13 +145,10 @@ def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[n
         # PnP from an upright frontal guess and, for a face turned in the image plane by more than
         # ROLL_GUESS_DEG, from one turned by the eye line's roll (upside down, from the upright guess the
         # iteration ends in a wrong minimum, the head tens of metres away); the solution that reprojects best
-        from redafit.landmarks.detect import eye_roll
-
-        tilt = np.radians(eye_roll(lm))
+        tilt = steep_roll(lm)
         best = np.inf
-        for a in (0.0, tilt) if abs(tilt) > np.radians(ROLL_GUESS_DEG) else (0.0,):
-            Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-            R0 = Rz @ flip
+        for a in (0.0, tilt) if tilt else (0.0,):
+            R0 = about_optical_axis(a) @ flip
             tg = t0 + objc_cam - R0 @ objc
             ok, rv, tv = cv2.solvePnP(obj[use], lm[use], Kmat, None, rvec=cv2.Rodrigues(R0)[0],
                                       tvec=tg.reshape(3, 1).copy(), useExtrinsicGuess=True,

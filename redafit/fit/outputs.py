@@ -725,21 +725,20 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
     if hc is not None:
         verts, tris, uv, uvt = hc.extend(verts, tris, uv, uvt, texture_size)
     kw = {} if uv is None else {"uv": uv, "uv_triangles": uvt}
-    if ext in (".obj", ".glb") and image is not None and model.has_uv:
-        kw["texture"] = unwrap_texture(image, result, model, texture_size, kind=texture) if hc is None else \
+    if ext in (".obj", ".glb", ".ply") and image is not None and model.has_uv:
+        tex = unwrap_texture(image, result, model, texture_size, kind=texture) if hc is None else \
             unwrap_atlas(image, result, model, hc, texture_size, kind=texture)
-    elif ext == ".ply" and image is not None:
-        # the colours of the texture at each vertex (the hidden side's from its mirror, as in a texture), and no
-        # per-face texture coordinates without a texture file: readers then drop the vertex colours
-        if model.has_uv:
-            tex = unwrap_texture(image, result, model, texture_size, kind=texture) if hc is None else \
-                unwrap_atlas(image, result, model, hc, texture_size, kind=texture)
+        if ext == ".ply":
+            # the colours of the texture at each vertex (the hidden side's from its mirror, as in a texture), and no
+            # per-face texture coordinates without a texture file: readers then drop the vertex colours
             kw = {"vertex_colors": texture_at_vertices(tex, uv, uvt, tris, len(verts))}
-        else:  # sampled where the camera-frame vertices project, whatever the frame written
-            cam = result.vertices_camera if hc is None else hc.extend(result.vertices_camera, result.triangles)[0]
-            kw["vertex_colors"] = vertex_colours(image, result, cam)
-            if texture == "albedo":
-                kw["vertex_colors"] = _delit_vertices(kw["vertex_colors"], cam, tris, result, model)
+        else:
+            kw["texture"] = tex
+    elif ext == ".ply" and image is not None:  # no UVs: where the camera-frame vertices project, in any frame
+        cam = result.vertices_camera if hc is None else hc.extend(result.vertices_camera, result.triangles)[0]
+        kw["vertex_colors"] = vertex_colours(image, result, cam)
+        if texture == "albedo":
+            kw["vertex_colors"] = _delit_vertices(kw["vertex_colors"], cam, tris, result, model)
     to_gl = np.array([1.0, -1.0, -1.0]) if ext == ".glb" and frame == "camera" else np.ones(3)
     verts = verts * to_gl
     if ext == ".glb":

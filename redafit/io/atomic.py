@@ -121,15 +121,19 @@ _GROUP: ContextVar[_Group | None] = ContextVar("redafit_atomic_group", default=N
 
 
 def _commit(tmp, path: Path) -> None:
-    """Rename ``tmp`` over ``path`` now, or at the end of the open :func:`atomic_group`."""
+    """Rename ``tmp`` over ``path`` now, or at the end of the open :func:`atomic_group`; ``tmp`` None: remove
+    ``path`` (:func:`atomic_remove`)."""
     group = _GROUP.get()
     if group is None:
-        os.replace(tmp, path)
+        if tmp is None:
+            os.unlink(path)
+        else:
+            os.replace(tmp, path)
         _fsync_dir(path.parent)
         return
     if group.closed:  # a write that outlived its group (a thread or generator it leaked into): refuse, not lose
         raise OutputError(f"cannot write {path}: its atomic_group has already ended")
-    group.pending.append((Path(tmp), path))
+    group.pending.append((None if tmp is None else Path(tmp), path))
 
 
 def _backup_name(path: Path) -> Path:
@@ -273,16 +277,10 @@ def atomic_remove(path) -> None:
     if not path.is_file() and not path.is_symlink():
         return
     check_replaceable(path)
-    group = _GROUP.get()
-    if group is None:
-        try:
-            os.unlink(path)
-        except OSError as e:
-            raise _os_error(path, e) from e
-        return
-    if group.closed:
-        raise OutputError(f"cannot remove {path}: its atomic_group has already ended")
-    group.pending.append((None, path))
+    try:
+        _commit(None, path)
+    except OSError as e:
+        raise _os_error(path, e) from e
 
 
 @contextmanager

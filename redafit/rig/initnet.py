@@ -308,33 +308,26 @@ def solve_translation(points: np.ndarray, pixels: np.ndarray, R: np.ndarray, K) 
     return t
 
 
-def _about_axis(a: float) -> np.ndarray:
-    """[3, 3] the turn by ``a`` radians about the camera's optical axis (OpenCV axes: x right, y down), which turns
-    the image by ``a`` (from x towards y)."""
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def _turned(lm: np.ndarray, a: float) -> np.ndarray:
     """Landmarks [N, 2] turned by ``a`` radians in the image about their centre (unknown points stay NaN)."""
+    from redafit.fit.api import about_optical_axis
+
     if not a:
         return lm
     c = np.nanmean(lm, 0)
-    return (lm - c) @ _about_axis(a)[:2, :2].T + c
+    return (lm - c) @ about_optical_axis(a)[:2, :2].T + c
 
 
 @torch.no_grad()
 def predict_init(net: InitNet, landmarks: list, model, intrinsics: list) -> dict:
     """Fit initialisation for :func:`redafit.fit.api.fit_batch` (``init=``) from the images' 68 landmarks:
     {"id" [1, Ki], "exp" [B, Ke], "rot" [B, 3], "trans" [B, 3]} (translation solved for the predicted shape)."""
-    from redafit.fit.api import ROLL_GUESS_DEG
-    from redafit.landmarks.detect import eye_roll
+    from redafit.fit.api import about_optical_axis, steep_roll
     from redafit.render.camera import R_FLIP, euler_to_r, matrix_to_axis_angle, pose_rotation
 
     # a view rolled past ROLL_GUESS_DEG (a head on its side, upside down: the network trained on rolls within
     # 12 degrees) is shown to the network levelled, and its roll put back into the predicted pose
-    rolls = [np.radians(eye_roll(x)) for x in landmarks]
-    rolls = [a if abs(a) > np.radians(ROLL_GUESS_DEG) else 0.0 for a in rolls]
+    rolls = [steep_roll(x) for x in landmarks]
     shown = [_turned(np.asarray(x, np.float64), -a) for x, a in zip(landmarks, rolls)]
     lm = torch.as_tensor(np.stack([np.asarray(x, np.float32) for x in shown]))[None]  # [1, B, 68, 2]
     idc, exp, euler = net(normalize_landmarks(lm))
@@ -348,7 +341,7 @@ def predict_init(net: InitNet, landmarks: list, model, intrinsics: list) -> dict
         r = euler_to_r(*(float(a) for a in euler[b]))
         R = pose_rotation(r[None])[0].numpy()
         if rolls[b]:  # the image's roll is a turn about the camera's axis (r: the rotation before the flip)
-            R = _about_axis(rolls[b]) @ R
+            R = about_optical_axis(rolls[b]) @ R
             r = matrix_to_axis_angle(torch.as_tensor(R @ R_FLIP.double().numpy().T)).float()
         inner = np.arange(17, 68)
         inner = inner[lid[inner] >= 0]
