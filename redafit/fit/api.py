@@ -284,6 +284,16 @@ MIN_KNOWN_68 = 20  # fewer known points of a 68-point set leave identity and pos
 FACE_BRIGHTNESS = (0.02, 0.98)  # the photo's face's mean outside this: black or blown out, nothing to fit colour to
 
 
+def colourless_face(res) -> float | None:
+    """The photo's face's mean brightness when it lies outside :data:`FACE_BRIGHTNESS` (black or blown out: the
+    fitted lighting and albedo mean nothing there), else None; None also for a fit without a colour report."""
+    last = res.quality[list(res.quality)[-1]] if getattr(res, "quality", None) else {}
+    bright = last.get("face_brightness")
+    if bright is not None and not FACE_BRIGHTNESS[0] <= bright <= FACE_BRIGHTNESS[1]:
+        return float(bright)
+    return None
+
+
 def flag_implausible(res: FitResult) -> None:
     """Set ``res.failure`` to the reasons a fit looks implausible, or None: the fitted landmarks more than 10 % of
     the eye distance from their targets, a face-skin IoU below 0.4 or the photo's face black or white
@@ -301,8 +311,8 @@ def flag_implausible(res: FitResult) -> None:
     skin = last.get("parsing_iou", {}).get("skin")
     if skin is not None and skin < 0.4:
         reasons.append(f"skin IoU {skin:.2f}")
-    bright = last.get("face_brightness")
-    if bright is not None and not FACE_BRIGHTNESS[0] <= bright <= FACE_BRIGHTNESS[1]:
+    bright = colourless_face(res)
+    if bright is not None:
         reasons.append(f"the face is {'black' if bright < FACE_BRIGHTNESS[0] else 'white'} in the photo (mean "
                        f"{bright:.3f}): no colour to fit the lighting and albedo to")
     yaw, pitch, _ = res.euler_deg

@@ -323,8 +323,9 @@ def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int |
     when the largest face was picked among several (a photo a user fits; not the frames of a video). ``turned``:
     when no upright face is found (and no ``face_index`` is asked for), look for one in the image turned by
     :data:`TURNS` (:func:`turned_face`: a head tilted past what the detector takes, or a photo stored sideways
-    without its EXIF orientation), with a warning. Raises :class:`~redafit.errors.NoFaceError` when there is no
-    face (or no face ``face_index``).
+    without its EXIF orientation), with a warning; also when dlib's upright face is doubtful (scores below
+    :data:`DOUBT_SCORE`) and a face turned around it scores :data:`TURN_MARGIN` more. Raises
+    :class:`~redafit.errors.NoFaceError` when there is no face (or no face ``face_index``).
     """
     det = _resolve(detector)
     img = _as_u8(image)
@@ -336,10 +337,21 @@ def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int |
         found = turned_face(det, img, upsample)
         if found is None:
             raise
-        angle, lm = found
+        angle, lm, _ = found
         log.warning("no upright face found%s; found one turned %d degrees (its landmarks turned back). A photo "
                     "stored sideways is better turned upright first", f" in {name}" if name else "", angle)
         return levelled(det, img, lm, upsample)
+    if turned and face_index is None and det.name == "dlib" and box.score < DOUBT_SCORE:
+        # a face rolled far (eos at -120 degrees: 0.20) or a false face in its hair (at 90: 0.04) scores low upright,
+        # and the predictor then lays an upright face's landmarks over it; an upright face scores 1.4-2.5 (a few
+        # real ones lower: einstein 0.07, breakingbad 0.21, whose turns find nothing surer there)
+        found = turned_face(det, img, upsample, near=box, above=box.score + TURN_MARGIN)
+        if found is not None:
+            angle, lm, score = found
+            log.warning("the face found upright%s is doubtful (detector score %.2f); it scores %.2f turned %d "
+                        "degrees, and its landmarks are found there", f" in {name}" if name else "", box.score,
+                        score, angle)
+            return levelled(det, img, lm, upsample)
     lm = det.landmarks(img, box)
     return levelled(det, img, lm, upsample) if turned else lm
 
@@ -348,6 +360,8 @@ def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int |
 TURNS = (45, -45, 90, -90, 135, -135, 180)
 TURN_FULL_SIDE = 800  # px: photos this large are searched turned without upsampling (4x cheaper; their faces are
 #                       large enough); a photo with no face costs seven such searches before its exit 5
+DOUBT_SCORE = 0.5  # an upright face scoring less (dlib's HOG) is also looked for turned, around its box
+TURN_MARGIN = 0.5  # ... and a turned face there replaces it when it scores this much more
 LEVEL_ROLL = 35.0  # degrees: a face tilted more than this (by its eye line) has its landmarks found again levelled
 
 
@@ -373,23 +387,30 @@ def _back(lm: np.ndarray, M: np.ndarray) -> np.ndarray:
     return (lm - 0.5) @ back[:, :2].T + back[:, 2] + 0.5  # cv2 maps pixel indices (centres at integers)
 
 
-def turned_face(det: Detector, img: np.ndarray, upsample: int = 1) -> tuple[int, np.ndarray] | None:
-    """(angle, landmarks [68, 2] in ``img``'s corner-convention pixels) of the face the detector is surest of in
-    ``img`` turned by each angle of :data:`TURNS` (degrees, anticlockwise, on a canvas that holds the whole turned
-    image; without upsampling from :data:`TURN_FULL_SIDE` px): the face upright scores higher than what the
+def turned_face(det: Detector, img: np.ndarray, upsample: int = 1, near: FaceBox | None = None,
+                above: float = -np.inf) -> tuple[int, np.ndarray, float] | None:
+    """(angle, landmarks [68, 2] in ``img``'s corner-convention pixels, score) of the face the detector is surest
+    of in ``img`` turned by each angle of :data:`TURNS` (degrees, anticlockwise, on a canvas that holds the whole
+    turned image; without upsampling from :data:`TURN_FULL_SIDE` px): the face upright scores higher than what the
     detector takes for a face at the other turns (eos's face turned 180 degrees was taken, turned by 90, in a false
-    face of its hair), or None when it finds none at any."""
+    face of its hair), or None when it finds none at any. ``near``: only a face around that box of ``img``'s (its
+    centre within half the larger box's width of the other's); ``above``: only a face scoring more."""
     best = None
     up = upsample if max(img.shape[:2]) < TURN_FULL_SIDE else 0  # a large photo's faces are large enough
     for angle in TURNS:
         turned, M = _turn(img, angle)
         for b in det.faces(turned, upsample=up):
-            if best is None or b.score > best[0].score:
-                best = (b, angle, turned, M)
+            if b.score <= above or (best is not None and b.score <= best[0].score):
+                continue
+            if near is not None:
+                c = _back(np.array([b.center]), M)[0]
+                if np.hypot(*(c - near.center)) > max(b.width, near.width) / 2:
+                    continue
+            best = (b, angle, turned, M)
     if best is None:
         return None
     box, angle, turned, M = best
-    return angle, _back(det.landmarks(turned, box), M)
+    return angle, _back(det.landmarks(turned, box), M), box.score
 
 
 def eye_roll(lm: np.ndarray) -> float:

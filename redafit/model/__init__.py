@@ -5,7 +5,6 @@
 :mod:`redafit.model.formats`.
 """
 
-from redafit.model.face_model import FaceModel, ModelInfo, blend  # noqa: F401
 from redafit.model.store import (  # noqa: F401
     KNOWN_MODELS,
     install_model,
@@ -13,3 +12,13 @@ from redafit.model.store import (  # noqa: F401
     load_model,
     model_dir,
 )
+
+
+def __getattr__(name: str):
+    """:class:`FaceModel`, :class:`ModelInfo` and :func:`blend` on first use: the store alone (``redafit models
+    list``) does not import torch."""
+    if name in ("FaceModel", "ModelInfo", "blend"):
+        from redafit.model import face_model
+
+        return getattr(face_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

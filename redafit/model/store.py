@@ -33,10 +33,13 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redafit.errors import ModelError, OutputError
-from redafit.model.face_model import FaceModel
 from redafit.io import jsonsafe
+
+if TYPE_CHECKING:  # torch is imported by the functions that load a model, not by `redafit models list`
+    from redafit.model.face_model import FaceModel
 
 log = logging.getLogger("redafit")
 
@@ -222,6 +225,8 @@ def copy_model(model: FaceModel, device=None) -> FaceModel:
     model's device)."""
     import torch
 
+    from redafit.model.face_model import FaceModel
+
     dev = torch.device(device) if device is not None else model.mean.device
     t = lambda x: x.detach().cpu().clone()  # the constructor takes CPU arrays
     return FaceModel(
@@ -258,6 +263,8 @@ def load_model(name_or_path, device=None) -> FaceModel:
     Returns a fresh :class:`FaceModel` each call (its own buffers), on ``device`` (default CPU); the parsed file is
     cached in-process. Raises :class:`ModelError` (exit code 7) when the model is missing or malformed.
     """
+    from redafit.model.face_model import FaceModel
+
     if isinstance(name_or_path, FaceModel):
         return name_or_path.to(device) if device is not None else name_or_path
     path = resolve_model_path(name_or_path)

