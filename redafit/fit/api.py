@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from redafit.errors import InputError, LandmarkFileError
+from redafit.errors import InputError, LandmarkFileError, ModelError
 from redafit.fit.config import FitConfig
 from redafit.fit.correspondence import build_targets, gather_points
 from redafit.fit.fitter import FitContext, StageReport, landmark_error_px, landmark_subset, run_stage
@@ -164,7 +164,8 @@ def init_pose(landmarks: np.ndarray, model: FaceModel, K: Intrinsics) -> tuple[n
     return r.astype(np.float32), t.astype(np.float32)
 
 
-def _check_image(image: np.ndarray) -> None:
+def check_image(image: np.ndarray) -> None:
+    """An :class:`InputError` unless ``image`` is a photo as the fit takes it: float RGB [H, W, 3] in [0, 1]."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         raise InputError(f"image: expected an array [H, W, 3], got {getattr(image, 'shape', type(image))}")
     if not np.issubdtype(image.dtype, np.floating):  # uint8 straight from cv2.imread / PIL
@@ -190,6 +191,49 @@ def _check_landmarks(landmarks) -> np.ndarray:
     return lm
 
 
+def _check_intrinsics(intrinsics, images: list, focal: float | None) -> list[Intrinsics]:
+    """One :class:`Intrinsics` per image, of its size: ``intrinsics`` (None: the default camera; an OpenCV 3x3
+    matrix per image is taken as :meth:`Intrinsics.from_matrix`), checked rather than failing inside the fit."""
+    if intrinsics is None:
+        return [Intrinsics.default(im.shape[1], im.shape[0], focal) for im in images]
+    if isinstance(intrinsics, Intrinsics) or (isinstance(intrinsics, np.ndarray) and intrinsics.ndim == 2):
+        intrinsics = [intrinsics]
+    if len(intrinsics) != len(images):
+        raise InputError(f"intrinsics: {len(intrinsics)} given for {len(images)} image(s): one per image")
+    out = []
+    for K, im in zip(intrinsics, images):
+        h, w = im.shape[:2]
+        if not isinstance(K, Intrinsics):
+            if np.shape(K) != (3, 3):
+                raise InputError(f"intrinsics: expected redafit.render.camera.Intrinsics or a 3x3 matrix per image, "
+                                 f"got {type(K).__name__}")
+            K = Intrinsics.from_matrix(K, w, h)
+        if (K.width, K.height) != (w, h):
+            raise InputError(f"intrinsics: a camera of a {K.width} x {K.height} image given for an image of "
+                             f"{w} x {h} (Intrinsics.scaled({w}, {h}) is the same camera at its size)")
+        out.append(K)
+    return out
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, FaceModel):
+        raise ModelError(f"model: expected a FaceModel (redafit.model.load_model), got {type(model).__name__}")
+    if model.mean.dtype != torch.float32:
+        raise ModelError(f"model: the fit runs in float32, the model's buffers are {model.mean.dtype} "
+                         "(model.float() converts them)")
+
+
+def _check_config(config) -> FitConfig:
+    """``config`` as a :class:`FitConfig`: None is the landmarks preset, a name any preset."""
+    if config is None:
+        return FitConfig.preset("landmarks")
+    if isinstance(config, str):
+        return FitConfig.preset(config)
+    if not isinstance(config, FitConfig):
+        raise InputError(f"config: expected a FitConfig or a preset name, got {type(config).__name__}")
+    return config
+
+
 def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: FaceModel,
               config: FitConfig | None = None, intrinsics: list[Intrinsics] | None = None,
               shared_id: bool = False, progress=None, depths: list | None = None,
@@ -205,17 +249,31 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     ``depths`` and ``parsings`` optionally give per image (None entries allowed) a registered depth map in mm
     (:func:`redafit.io.depth.load_depth`) and a parsing map of class ids (:mod:`redafit.parsing.maps`), the latter
     replacing the attribute stages' own parsing of that photo.
+
+    ``config``: a :class:`FitConfig` or a preset's name (default ``"landmarks"``). ``intrinsics``: one
+    :class:`Intrinsics` per image, of its size, or an OpenCV 3x3 matrix each (:meth:`Intrinsics.from_matrix`);
+    default, 1.6 x the longer side (``config.focal`` when set). The fit seeds its own random numbers
+    (``config.seed``) and leaves torch's global generator as it found it.
     """
-    config = config or FitConfig.preset("landmarks")
-    t_start = time.perf_counter()
-    torch.manual_seed(config.seed)
+    config = _check_config(config)
+    _check_model(model)
+    if images is None or not len(images):
+        raise InputError("fit: no image given")
     for im in images:
-        _check_image(im)
-    if landmarks is None or len(images) != len(landmarks) or not images:
+        check_image(im)
+    if landmarks is None or len(images) != len(landmarks):
         raise InputError("fit: need one landmark set per image")
     landmarks = [_check_landmarks(lm) for lm in landmarks]
+    Ks = _check_intrinsics(intrinsics, images, config.focal)
     dev = model.mean.device
-    Ks = intrinsics or [Intrinsics.default(im.shape[1], im.shape[0], config.focal) for im in images]
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        return _fit_batch(images, landmarks, model, config, Ks, shared_id, progress, depths, init, parsings)
+
+
+def _fit_batch(images, landmarks, model, config, Ks, shared_id, progress, depths, init, parsings) -> list[FitResult]:
+    t_start = time.perf_counter()
+    dev = model.mean.device
     targets = build_targets(list(landmarks), model).to(dev)
     params = FitParams(model, len(images), config.n_id, config.n_exp, shared_id=shared_id,
                        albedo_size=config.albedo_size)
@@ -325,6 +383,6 @@ def fit_image(image: np.ndarray, landmarks: np.ndarray, model: FaceModel, config
               intrinsics: Intrinsics | None = None, progress=None, depth=None, parsing=None) -> FitResult:
     """Fit the model to one image [H, W, 3] (float RGB in [0, 1]) given its landmarks [68|5, 2] (pixels); optional
     registered ``depth`` (mm) and ``parsing`` (class ids) maps as in :func:`fit_batch`."""
-    return fit_batch([image], [landmarks], model, config, [intrinsics] if intrinsics else None,
+    return fit_batch([image], [landmarks], model, config, None if intrinsics is None else [intrinsics],
                      progress=progress, depths=[depth] if depth is not None else None,
                      parsings=[parsing] if parsing is not None else None)[0]

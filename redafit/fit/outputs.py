@@ -324,6 +324,28 @@ def delit(col: np.ndarray, normals: torch.Tensor, view: torch.Tensor, occ: torch
     return out.numpy().astype(np.float32), trust[..., 0].numpy()
 
 
+def photo_of_fit(image: np.ndarray, result) -> np.ndarray:
+    """``image`` as the photo of ``result``'s fit, for its outputs: float RGB [H, W, 3] in [0, 1] as the fit takes it
+    (:func:`redafit.fit.api.check_image`), of the fit's size, or of its aspect at another size (the photo before
+    ``--max-side``'s downscaling, say), resampled to the fit's; anything else is an :class:`InputError` rather than
+    a texture sampled from the wrong pixels."""
+    import cv2
+
+    from redafit.errors import InputError
+    from redafit.fit.api import check_image
+
+    check_image(image)
+    K = result.intrinsics
+    h, w = image.shape[:2]
+    if (w, h) == (K.width, K.height):
+        return image
+    if abs(w * K.height - h * K.width) > 0.01 * w * K.height:
+        raise InputError(f"image: {w} x {h}, but the fit was of a {K.width} x {K.height} photo: give the photo that "
+                         "was fitted")
+    return cv2.resize(np.asarray(image, np.float32), (K.width, K.height),
+                      interpolation=cv2.INTER_AREA if w > K.width else cv2.INTER_LINEAR)
+
+
 def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_weights: bool = False,
                    kind: str = "photo"):
     """Texture [size, size, 3] float in [0, 1] (row 0 = v 1, as in an OBJ texture) sampled from ``image``.
@@ -351,6 +373,7 @@ def unwrap_texture(image: np.ndarray, result, model, size: int = 1024, return_we
         face = None
     tris = model.triangles.cpu()
     shading = _shading_of(kind, result, model)
+    image = photo_of_fit(image, result)
     return _unwrap(image, result, result.vertices_camera, result.vertices_model, tris, tris, model.uv.cpu(),
                    model.uv_triangles.cpu(), (size, size), return_weights, face_vertices=face, shading=shading)
 
@@ -370,6 +393,7 @@ def unwrap_atlas(image: np.ndarray, result, model, caps, size: int = 1024, retur
     texture keeps the photo's colours there."""
     from redafit.model.caps import strip_rows
 
+    image = photo_of_fit(image, result)
     tile = unwrap_texture(image, result, model, size, return_weights, kind=kind)
     vc = np.concatenate([result.vertices_camera, caps.vertices(result.vertices_camera)])
     vm = np.concatenate([result.vertices_model, caps.vertices(result.vertices_model)])
@@ -635,6 +659,7 @@ def render_overlay(image: np.ndarray, result, model, alpha: float = 0.55, draw_l
     from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
 
+    image = photo_of_fit(image, result)
     K = result.intrinsics
     frags, Ks = _raster_cam(result.vertices_camera, model.triangles.cpu().numpy(), K)
     v = torch.as_tensor(result.vertices_camera, dtype=torch.float32)[None]
@@ -710,6 +735,8 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
         raise ValueError(f"texture must be one of {TEXTURE_KINDS}, not {texture!r}")
     path = Path(path)
     ext = path.suffix.lower()
+    if image is not None:
+        image = photo_of_fit(image, result)
     hc = hole_caps(model) if caps and ext != ".npz" else None
     R, t = np.asarray(result.rotation, np.float64), np.asarray(result.trans, np.float64)
     if neutral:

@@ -259,11 +259,20 @@ def _as_u8(image) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim == 3 and a.shape[2] == 1:  # [H, W, 1]: grey
+        a = np.repeat(a, 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
         raise InputError(f"image: expected shape [H, W, 3], got {list(np.asarray(image).shape)}")
     a = a[:, :, :3]
     if a.dtype != np.uint8:
-        a = (np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        if not (np.issubdtype(a.dtype, np.floating) or a.dtype == bool):
+            raise InputError(f"image: expected uint8 or float RGB in [0, 1], got {a.dtype} (divide 16-bit values by "
+                             "65535, or read it with redafit.io.images.load_image)")
+        f = np.nan_to_num(a.astype(np.float32))
+        if float(f.max(initial=0.0)) > 1.5:  # 8-bit values stored as float: all would clip to white
+            raise InputError(f"image: expected float RGB values in [0, 1], got values up to {float(f.max()):g} "
+                             "(divide 8-bit values by 255)")
+        a = (np.clip(f, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(a)
 
 

@@ -59,6 +59,21 @@ class Intrinsics:
         f = float(focal) if focal else DEFAULT_FOCAL_FACTOR * max(width, height)
         return Intrinsics(f, f, width / 2.0, height / 2.0, int(width), int(height))
 
+    @staticmethod
+    def from_matrix(K, width: int, height: int) -> "Intrinsics":
+        """From an OpenCV 3x3 camera matrix ``K`` (pixel centres at integer coordinates, as ``cv2.calibrateCamera``
+        gives) of an image of ``width`` x ``height``: its principal point moved half a pixel into the corner
+        convention redafit's pixels use (the image's centre at ``width / 2``)."""
+        import numpy as np
+
+        from redafit.errors import InputError
+
+        k = np.asarray(K, dtype=np.float64)
+        if k.shape != (3, 3) or not np.isfinite(k).all():
+            raise InputError(f"camera: expected a finite 3x3 matrix K, got {getattr(K, 'shape', type(K))}")
+        return Intrinsics(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]) + 0.5, float(k[1, 2]) + 0.5, int(width),
+                          int(height))
+
     def scaled(self, width: int, height: int) -> "Intrinsics":
         """The same camera for the image resampled to ``width`` x ``height``."""
         sx, sy = width / self.width, height / self.height

@@ -238,6 +238,10 @@ def render_maps(result, model, caps: bool = True, texture_size: int = 1024,
     from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
 
+    if image is not None:
+        from redafit.fit.outputs import photo_of_fit
+
+        image = photo_of_fit(image, result)  # checked (and resampled) before any work
     K = result.intrinsics
     size = (K.height, K.width)
     verts, tris = np.asarray(result.vertices_camera), np.asarray(result.triangles)

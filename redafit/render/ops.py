@@ -20,8 +20,11 @@ BACKENDS = ("auto", "torch", "nvdiffrast")
 def _check_resolution(resolution) -> tuple[int, int]:
     try:
         H, W = (int(r) for r in resolution)
+        whole = all(float(r) == int(r) for r in resolution)
     except (TypeError, ValueError):
         raise InputError(f"resolution: expected (H, W), got {resolution!r}") from None
+    if not whole:
+        raise InputError(f"resolution: expected whole numbers of pixels (H, W), got {tuple(resolution)!r}")
     if H < 1 or W < 1:
         raise InputError(f"resolution: expected positive (H, W), got {(H, W)}")
     return H, W

@@ -406,8 +406,18 @@ def reda_loss(rendered_pyramid: Sequence[torch.Tensor], observed_pyramid: Sequen
     level-0 resolution (area-resampled to each level); each level is then the weighted mean.
     ``level_weights``: optional weight of each level's term (default 1 each; levels weighted 0 are skipped).
     """
+    if isinstance(rendered_pyramid, torch.Tensor) or isinstance(observed_pyramid, torch.Tensor):
+        raise InputError("reda_loss: expected two pyramids (lists of [B, H, W, C] levels: "
+                         "redafit.render.reda.pyramid), got a tensor")
     if len(rendered_pyramid) != len(observed_pyramid) or not len(rendered_pyramid):
         raise InputError(f"reda_loss: pyramids have {len(rendered_pyramid)} and {len(observed_pyramid)} levels")
+    if mask is not None and not isinstance(mask, torch.Tensor) and not isinstance(mask, (list, tuple)):
+        raise InputError(f"reda_loss: mask must be a tensor [B, H, W, 1] or a pyramid of them, got "
+                         f"{type(mask).__name__}")
+    if isinstance(mask, torch.Tensor) and (mask.ndim != 4 or mask.shape[-1] != 1
+                                           or mask.shape[:3] != rendered_pyramid[0].shape[:3]):
+        raise InputError(f"reda_loss: mask must be [B, H, W, 1] at level 0's size "
+                         f"{list(rendered_pyramid[0].shape[:3]) + [1]}, got {list(mask.shape)}")
     if level_weights is not None and len(level_weights) != len(rendered_pyramid):
         raise InputError(f"reda_loss: {len(level_weights)} level weights for {len(rendered_pyramid)} levels")
     total = rendered_pyramid[0].new_zeros(())

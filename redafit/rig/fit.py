@@ -186,6 +186,22 @@ def resolve_initnet(model, init: str = "auto"):
     return net
 
 
+def _check_names(names, n: int) -> list[str]:
+    """The views' names (default image000, image001, ...): one per image, distinct, each usable as a file name
+    (the rig's meshes/<name>.obj, maps/<name>/)."""
+    if names is None:
+        return [f"image{i:03d}" for i in range(n)]
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise InputError(f"rig: {len(names)} names given for {n} images: one per image")
+    if len(set(names)) != n:
+        raise InputError("rig: the images' names must differ (each names the view's files)")
+    bad = [x for x in names if not x or x in (".", "..") or "/" in x or "\\" in x or "\0" in x]
+    if bad:
+        raise InputError(f"rig: {bad[0]!r} cannot name a view's files (no path separators, not empty)")
+    return names
+
+
 def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list | None = None,
             names: list | None = None, init="auto", texture_size: int = 1024, progress=None,
             parsings: list | None = None, caps: bool = True, texture: str = "photo") -> Rig:
@@ -200,17 +216,24 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
     the atlas of :func:`redafit.fit.outputs.unwrap_atlas`). ``texture``: ``"photo"`` or ``"albedo"`` (each view's
     fitted shading evened out before the views are merged: :func:`merge_textures`).
     """
-    from redafit.fit.api import fit_batch
-    from redafit.fit.config import FitConfig
+    from redafit.fit.api import _check_config, _check_intrinsics, check_image, fit_batch
+    from redafit.fit.outputs import TEXTURE_KINDS
 
     t0 = time.perf_counter()
     if len(images) < 2:
         raise InputError(f"rig: need at least 2 images of the person, got {len(images)}")
     if len(landmarks) != len(images):
         raise InputError("rig: need one landmark set per image")
-    config = config or FitConfig.preset("landmarks")
-    names = list(names) if names is not None else [f"image{i:03d}" for i in range(len(images))]
-    Ks = intrinsics or [Intrinsics.default(im.shape[1], im.shape[0], config.focal) for im in images]
+    config = _check_config(config)
+    for im in images:
+        check_image(im)
+    names = _check_names(names, len(images))
+    if texture not in TEXTURE_KINDS:
+        raise InputError(f"rig: texture must be one of {', '.join(TEXTURE_KINDS)}, not {texture!r}")
+    if texture == "albedo" and texture_size and not config.fits_lighting():
+        raise InputError("rig: an albedo texture needs the lighting fitted to the photos' colours: a config with the "
+                         "colour attribute (the full or fast preset)")
+    Ks = _check_intrinsics(intrinsics, images, config.focal)
     net = init if hasattr(init, "cfg") else resolve_initnet(model, init)
     start = None
     if net is not None and all(len(lm) == 68 for lm in landmarks):
@@ -402,6 +425,9 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
 
     if frame not in MESH_FRAMES:
         raise ValueError(f"frame must be one of {MESH_FRAMES}, not {frame!r}")
+    if (overlays or maps) and (model is None or len(rig.results) != len(rig.frames)):
+        raise InputError("save_rig: overlays and maps need the model and the rig's fit results (a rig fit_rig "
+                         "returns; load_rig reads none)")
 
     out = Path(folder)
     make_folder(out)
@@ -453,11 +479,11 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
 
         make_folder(out / "overlays")
         for fr, res in zip(rig.frames, rig.results):
-            if fr.name in overlays and model is not None:
+            if fr.name in overlays:
                 p = out / "overlays" / f"{fr.name}.png"
                 save_image(p, render_overlay(overlays[fr.name], res, model))
                 written.append(p)
-    if maps and model is not None:
+    if maps:
         from redafit.render.maps import render_maps, save_maps
 
         size = rig.texture.shape[1] if rig.textured else 1024

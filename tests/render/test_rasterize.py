@@ -153,6 +153,7 @@ def test_tri_mask_selects_per_batch_entry():
     lambda c, t: rasterize(c[None], t + 10, (4, 4)),
     lambda c, t: rasterize(c[None], t, (0, 4)),
     lambda c, t: rasterize(c[None], t, "big"),
+    lambda c, t: rasterize(c[None], t, (3.9, 4)),  # truncated to 3 rows before
     lambda c, t: rasterize(c[None], t, (4, 4), tri_mask=torch.ones(3, dtype=torch.bool)),
     lambda c, t: interpolate(torch.ones(2, 4, 3), rasterize(c[None], t, (4, 4)), t),
     lambda c, t: interpolate(torch.ones(5), rasterize(c[None], t, (4, 4)), t),

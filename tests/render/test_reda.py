@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -306,6 +307,21 @@ def test_reda_loss_level_weights():
                                                                                        rel=1e-6)
     with pytest.raises(InputError, match="level weights"):
         reda_loss(a, b, level_weights=[1.0, 1.0])
+
+
+def test_reda_loss_says_what_it_takes():
+    """Two plain tensors were read as pyramids of their batch items (a plausible number); a mask [B, H, W] or of
+    another size failed in torch's permute or broadcasting, a NumPy mask with an AttributeError."""
+    cfg = RenderConfig(pyramid_levels=2)
+    x, y = torch.rand(2, 16, 16, 3), torch.rand(2, 16, 16, 3)
+    a, b = pyramid(x, cfg), pyramid(y, cfg)
+    with pytest.raises(InputError, match="got a tensor"):
+        reda_loss(x, y)
+    for mask, words in ((torch.ones(2, 16, 16), "mask must be"), (torch.ones(2, 8, 8, 1), "mask must be"),
+                        (np.ones((2, 16, 16, 1)), "mask must be a tensor")):
+        with pytest.raises(InputError, match=words):
+            reda_loss(a, b, mask=mask)
+    assert reda_loss(a, b, mask=torch.ones(2, 16, 16, 1)).item() == pytest.approx(reda_loss(a, b).item(), rel=1e-6)
 
 
 def _grid(n=40, x0=-0.5, x1=0.5, w=500.0, jitter=0.004, seed=0):

