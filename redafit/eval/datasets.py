@@ -310,9 +310,15 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
+DATASET_TITLES = {"micc": "the MICC Florence 2D/3D Face Dataset", "now": "the NoW benchmark's final_release_version",
+                  "bu3dfe": "BU-3DFE"}
+
+
 def _check_root(name: str, root) -> Path:
     if root is None:
-        raise DatasetError(f"--dataset {name} needs --root DIR")
+        raise DatasetError(f"--dataset {name} needs --root DIR: the folder of {DATASET_TITLES.get(name, name)}, "
+                           "which its authors license on request and redafit cannot download (the layout it reads: "
+                           "README, redafit eval; --dataset synthetic needs no files)")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{name} dataset root not found: {root}")

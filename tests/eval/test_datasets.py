@@ -228,6 +228,8 @@ def test_bad_roots(tmp_path, name):
     with pytest.raises(DatasetError) as e:
         open_dataset(name, root=tmp_path / "nope").cases()
     assert e.value.exit_code == 11 and "\n" not in str(e.value)
+    with pytest.raises(DatasetError, match=f"--dataset {name} needs --root DIR: the folder of .*cannot download"):
+        open_dataset(name).cases()  # no root: what the folder is and that it is not fetched
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError):
         open_dataset(name, root=tmp_path / "empty").cases()
