@@ -371,6 +371,7 @@ TURN_FULL_SIDE = 800  # px: photos this large are searched turned without upsamp
 #                       large enough); a photo with no face costs seven such searches before its exit 5
 DOUBT_SCORE = 0.5  # an upright face scoring less (dlib's HOG) is also looked for turned, around its box
 TURN_MARGIN = 0.5  # ... and a turned face there replaces it when it scores this much more
+FOLLOW_TURN_SEARCHES = 5  # FaceFollower: whole-frame searches that also try the turns before any face is found
 LEVEL_ROLL = 35.0  # degrees: a face tilted more than this (by its eye line) has its landmarks found again levelled
 
 
@@ -404,6 +405,17 @@ def turned_face(det: Detector, img: np.ndarray, upsample: int = 1, near: FaceBox
     detector takes for a face at the other turns (eos's face turned 180 degrees was taken, turned by 90, in a false
     face of its hair), or None when it finds none at any. ``near``: only a face around that box of ``img``'s (its
     centre within half the larger box's width of the other's); ``above``: only a face scoring more."""
+    found = _best_turned(det, img, upsample, near, above)
+    if found is None:
+        return None
+    angle, box, turned, M = found
+    return angle, _back(det.landmarks(turned, box), M), box.score
+
+
+def _best_turned(det: Detector, img: np.ndarray, upsample: int = 1, near: FaceBox | None = None,
+                 above: float = -np.inf):
+    """(angle, the face's box in the turned image, the turned image, :func:`_turn`'s map) of :func:`turned_face`'s
+    face, or None."""
     best = None
     up = upsample if max(img.shape[:2]) < TURN_FULL_SIDE else 0  # a large photo's faces are large enough
     for angle in TURNS:
@@ -419,7 +431,7 @@ def turned_face(det: Detector, img: np.ndarray, upsample: int = 1, near: FaceBox
     if best is None:
         return None
     box, angle, turned, M = best
-    return angle, _back(det.landmarks(turned, box), M), box.score
+    return angle, box, turned, M
 
 
 def eye_roll(lm: np.ndarray) -> float:
@@ -484,13 +496,17 @@ class FaceFollower:
     picking the face) on the first frame and whenever the face is not found near the last one. The boxes are the
     detector's own, so the landmark predictor sees what it was trained on and nothing drifts from frame to frame
     (a box made from the previous landmarks did: on synthetic head turns the mean landmark error more than
-    doubled). ``whole``/``near`` count the two kinds of search."""
+    doubled). ``whole``/``near`` count the two kinds of search. A video whose face lies on its side (a phone held
+    sideways without its rotation flag, a person lying down) is searched turned by the 45-degree step its first
+    face was found at (:meth:`_whole`), its landmarks turned back."""
 
     def __init__(self, detector: str | Detector = "dlib", face_index: int | None = None, grow: float = 2.0,
                  face_px: int = 160):
         self.detector, self.face_index, self.grow, self.face_px = detector, face_index, grow, face_px
         self.box: FaceBox | None = None
         self.whole = self.near = 0
+        self.turn = 0  # degrees the frames are turned before the search (a video whose face lies on its side)
+        self.found = False  # a face was found in some frame: the video's turn is settled
 
     def reset(self) -> None:
         """Search the whole of the next frame (a cut, a lost face)."""
@@ -501,17 +517,47 @@ class FaceFollower:
         best = max(found, key=lambda b: b.iou(self.box), default=None)
         return best if best is not None and best.iou(self.box) > 0 else None
 
+    def _whole(self, det: Detector, img: np.ndarray, name: str | None):
+        """(the frame as searched, :func:`_turn`'s map or None, the face's box in it): the whole frame at the
+        video's turn; until a face has been found (at most :data:`FOLLOW_TURN_SEARCHES` whole searches, as a frame
+        with no face costs seven more detections), a frame with no upright face, or a doubtful one (as in
+        :func:`detect_landmarks`), is also searched turned (:func:`turned_face`), and the turn its face is found at
+        is kept for the frames after it."""
+        view, M = _turn(img, self.turn) if self.turn else (img, None)
+        settled = self.found or self.face_index is not None or self.whole > FOLLOW_TURN_SEARCHES
+        try:
+            box = _pick_face(det, view, self.face_index, 1, name)
+        except NoFaceError:
+            if settled:
+                raise
+            found = _best_turned(det, img, 1)
+            if found is None:
+                raise
+        else:
+            if settled or self.turn or det.name != "dlib" or box.score >= DOUBT_SCORE:
+                return view, M, box
+            # a doubtful upright face (detect_landmarks' rule): an upside-down takeo scores 0.18 upright
+            found = _best_turned(det, img, 1, near=box, above=box.score + TURN_MARGIN)
+            if found is None:
+                return view, M, box
+        self.turn, box, view, M = found
+        log.warning("the face%s was found turned %d degrees, not upright: the video's frames are searched turned so "
+                    "(their landmarks turned back)", f" in {name}" if name else "", self.turn)
+        return view, M, box
+
     def __call__(self, image, name: str | None = None) -> np.ndarray:
         """The face's 68 landmarks [68, 2] in ``image`` (as :func:`detect_landmarks`); :class:`NoFaceError` when
         it is in neither place (the next frame is then searched whole)."""
         det = _resolve(self.detector)
         img = _as_u8(image)
-        box = self._near(det, img) if self.box is not None else None
+        view, M = _turn(img, self.turn) if self.turn else (img, None)
+        box = self._near(det, view) if self.box is not None else None
         if box is None:
             self.box = None
-            box = _pick_face(det, img, self.face_index, 1, name)
             self.whole += 1
+            view, M, box = self._whole(det, img, name)
         else:
             self.near += 1
-        self.box = box
-        return det.landmarks(img, box)
+        self.box, self.found = box, True
+        lm = det.landmarks(view, box)
+        return lm if M is None else _back(lm, M)
