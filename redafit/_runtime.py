@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 
+log = logging.getLogger("redafit")
 _DONE = False
 
 
@@ -84,3 +86,23 @@ def choose_threads(explicit: int | None = None) -> int | None:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return max(1, cpus - others)
+
+
+def set_threads(explicit: int | None = None) -> int | None:
+    """Set PyTorch's CPU threads as the command line does (:func:`choose_threads`: ``explicit``, or the CPUs that
+    other busy processes leave free) and return the count set, or None when PyTorch's own choice stands (a quiet
+    machine, or an OpenMP setting of the user's). ``redafit.set_threads()`` for library use; PyTorch missing:
+    None."""
+    n = choose_threads(explicit)
+    if n is None:
+        return None
+    try:
+        import torch
+    except ImportError:  # the commands that need it say so (exit 8); doctor reports it
+        return None
+    if not explicit and n >= torch.get_num_threads():
+        return None  # more free CPUs than PyTorch's own choice: its choice stands
+    if not explicit:
+        log.info("other processes are busy on this machine: using %d CPU thread(s) (--threads sets it)", n)
+    torch.set_num_threads(n)
+    return n

@@ -144,19 +144,10 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
         return  # help or completion only: no torch to load (a second of start-up) and no threads to set
     if ctx.invoked_subcommand == "models":
         return  # files and metadata (list: no torch at all); a model's loading is a second of one thread's work
-    from redafit._runtime import choose_threads, tune_allocator
+    from redafit._runtime import set_threads, tune_allocator
 
     tune_allocator()
-    n = choose_threads(threads)
-    try:
-        import torch
-    except ImportError:  # the commands that need it say so (exit 8); doctor reports it
-        n = None
-    if n is not None:
-        if not threads and n < torch.get_num_threads():
-            log.info("other processes are busy on this machine: using %d CPU thread(s) (--threads sets it)", n)
-        if threads or n < torch.get_num_threads():
-            torch.set_num_threads(n)
+    set_threads(threads)
 
 
 def _asks_for_help(command: click.Command, args) -> bool:

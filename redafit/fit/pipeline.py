@@ -174,3 +174,55 @@ def write_outputs(inp: LoadedInput, result, model, mesh_path=None, params_path=N
             written += save_maps(maps_dir, render_maps(result, model, caps=caps, texture_size=texture_size,
                                                        image=inp.image))
     return written
+
+
+@dataclass
+class PhotoFit:
+    """A photo fitted by :func:`fit_photo`: what was read (``input``: the photo as fitted, its landmarks and
+    camera), the fit (``result``, a :class:`~redafit.fit.FitResult`) and the model it was fitted with."""
+
+    input: LoadedInput
+    result: object  # redafit.fit.FitResult
+    model: object  # redafit.model.FaceModel
+
+    def save(self, mesh=None, params=None, overlay=None, maps=None, texture_size: int = 1024, caps: bool = True,
+             frame: str = "camera", neutral: bool = False, texture: str = "photo") -> list[Path]:
+        """Write what ``redafit fit`` writes, all together or none (:func:`write_outputs`): the ``mesh``
+        (.obj/.ply/.glb/.npz; ``texture_size``, ``caps``, ``frame``, ``neutral``, ``texture`` as its options),
+        the ``params`` JSON, the ``overlay`` PNG and the ``maps`` folder. Returns the files written."""
+        return write_outputs(self.input, self.result, self.model, mesh, params, overlay, texture_size, caps, frame,
+                             neutral, maps_dir=maps, texture=texture)
+
+
+def fit_photo(photo, landmarks=None, model="ict", config="full", *, detector: str = "dlib",
+              face_index: int | None = None, focal="auto", max_side: int = 4096, depth=None, parsing=None,
+              device=None, progress=None) -> PhotoFit:
+    """Fit a photo file as ``redafit fit`` does, in one call: the photo read upright (EXIF) and downscaled beyond
+    ``max_side``, its landmarks from ``landmarks`` (a file, a folder of ``<stem>.*`` files or an array [68|5, 2];
+    None: detected, ``detector`` and ``face_index`` as the command's options), the camera from ``focal`` (``auto``:
+    the photo's EXIF lens, else 1.6 x the longer side; ``"26mm"``, ``"1200"`` px, ``"1.2x"``), then ``config``
+    (a preset's name or a :class:`FitConfig`) with ``model`` (an installed name, a path or a loaded model, on
+    ``device``). ``depth`` and ``parsing``: a registered depth map's or parsing map's file (or array: mm, class
+    ids). ``.save(...)`` writes the outputs::
+
+        fit = fit_photo("photo.jpg")
+        fit.save("face.obj", params="face.json", overlay="check.png")
+    """
+    from redafit.fit.api import _check_config
+    from redafit.model.store import load_model
+
+    config = _check_config(config)
+    face_model = load_model(model, device=device)
+    inp = load_input(photo, landmarks, InputOptions(detector=detector, face_index=face_index, max_side=max_side,
+                                                    focal=focal))
+    size = (inp.image.shape[1], inp.image.shape[0])
+    if depth is not None and not isinstance(depth, np.ndarray):
+        from redafit.io.depth import load_depth
+
+        depth = load_depth(depth, size=size)
+    if parsing is not None and not isinstance(parsing, np.ndarray):
+        from redafit.parsing.maps import parsing_map_for
+
+        parsing = parsing_map_for(inp.path, parsing, inp.image)
+    result = fit_loaded(inp, face_model, config, progress=progress, depth=depth, parsing=parsing)
+    return PhotoFit(inp, result, face_model)

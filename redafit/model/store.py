@@ -265,8 +265,12 @@ def load_model(name_or_path, device=None) -> FaceModel:
     """
     from redafit.model.face_model import FaceModel
 
-    if isinstance(name_or_path, FaceModel):
-        return name_or_path.to(device) if device is not None else name_or_path
+    if isinstance(name_or_path, FaceModel):  # itself, or a copy on another device (the caller's model not moved)
+        import torch
+
+        if device is None or name_or_path.mean.device == torch.device(device):
+            return name_or_path
+        return copy_model(name_or_path, device)
     path = resolve_model_path(name_or_path)
     try:
         stamp = _stamp(path)

