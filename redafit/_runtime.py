@@ -93,6 +93,8 @@ def set_threads(explicit: int | None = None) -> int | None:
     other busy processes leave free) and return the count set, or None when PyTorch's own choice stands (a quiet
     machine, or an OpenMP setting of the user's). ``redafit.set_threads()`` for library use; PyTorch missing:
     None."""
+    if explicit is not None and (isinstance(explicit, bool) or not isinstance(explicit, int) or explicit < 1):
+        raise ValueError(f"threads must be a whole number >= 1, got {explicit!r}")
     n = choose_threads(explicit)
     if n is None:
         return None

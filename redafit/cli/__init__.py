@@ -142,8 +142,9 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     log.setLevel(level)
     if ctx.resilient_parsing or ctx.meta.get("redafit.help"):
         return  # help or completion only: no torch to load (a second of start-up) and no threads to set
+    ctx.obj["threads"] = threads
     if ctx.invoked_subcommand == "models":
-        return  # files and metadata (list: no torch at all); a model's loading is a second of one thread's work
+        return  # its group sets the threads for every command but list, which reads files only (no torch)
     from redafit._runtime import set_threads, tune_allocator
 
     tune_allocator()

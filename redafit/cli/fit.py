@@ -340,14 +340,15 @@ def _check_folder_files(folder, option: str, names, jobs, inputs=()) -> None:
                 raise UsageError(f"{option} {folder}: its file {sub / name} would be {other}; choose another folder")
 
 
-def _refuse_read_only_maps(folder, jobs) -> None:
+def _refuse_read_only_maps(folder, jobs, skip=()) -> None:
     """An :class:`~redafit.errors.OutputError` before any fit when a map ``--maps`` would write or remove
-    (:data:`redafit.render.maps.MAP_FILES`, in a subfolder per photo for several) is a read-only file."""
+    (:data:`redafit.render.maps.MAP_FILES`, in a subfolder per photo for several) is a read-only file; the jobs
+    numbered in ``skip`` (left out by --skip-existing) write nothing."""
     from redafit.io.atomic import check_replaceable
     from redafit.render.maps import MAP_FILES
 
-    for sub in _photo_folders(folder, jobs):
-        for name in MAP_FILES:
+    for i, sub in enumerate(_photo_folders(folder, jobs)):
+        for name in MAP_FILES if i not in skip else ():
             check_replaceable(sub / name)
 
 
@@ -652,11 +653,14 @@ def _every_face(images, detector: str, max_side: int) -> tuple[list, list, list]
     return out_images, names, faces
 
 
-def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None, noun: str = "photos"):
+def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None, noun: str = "photos",
+                     check_files: bool = True):
     """Map every image to (mesh, params, overlay) paths; a folder output for several images. The output folders
     are created and checked to be writable before any fit (a read-only place fails now, not after minutes of
     fitting); ``inputs`` (see :func:`_check_distinct`) are never overwritten. ``names``: the outputs' names
-    (default: :func:`output_names` of the images); ``noun``: what the jobs are, in messages."""
+    (default: :func:`output_names` of the images); ``noun``: what the jobs are, in messages. ``check_files``:
+    refuse a read-only file in the way now (else the caller does, :func:`_refuse_read_only_outputs`, for the
+    jobs it will run)."""
     for value, opt in ((output, "-o"), (params, "--params"), (overlay, "--overlay")):
         refuse_stdout(value, opt)
     many = len(images) > 1
@@ -692,15 +696,24 @@ def _resolve_outputs(images, output, fmt, params, overlay, inputs=(), names=None
         ov = Path(overlay) / f"{name}_overlay.png" if ov_dir else Path(overlay) if overlay else None
         jobs.append((Path(p), mesh, par, ov))
     _check_distinct(jobs, inputs)
-    from redafit.io.atomic import check_can_create, check_replaceable
+    from redafit.io.atomic import check_can_create
 
     folders = sorted({f.parent for _, *outs in jobs for f in outs if f is not None}, key=str)
     for d in folders:  # checked now, made when a fit has something to write (a failed one leaves no empty folder)
         check_can_create(d)
-    for _, mesh, par, ov in jobs:  # a read-only file in the way fails now too: the mesh's, its texture, ...
+    if check_files:
+        _refuse_read_only_outputs(jobs)
+    return jobs
+
+
+def _refuse_read_only_outputs(jobs) -> None:
+    """An :class:`~redafit.errors.OutputError` now when a file the jobs would write is read-only: the mesh's, its
+    texture, ``--params``, ``--overlay``."""
+    from redafit.io.atomic import check_replaceable
+
+    for _, mesh, par, ov in jobs:
         for f, _ in _named_outputs(mesh, par, ov):
             check_replaceable(f)
-    return jobs
 
 
 @click.command("fit")
@@ -818,10 +831,16 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
         if landmarks is not None or face_index is not None:
             raise UsageError("--all-faces fits every detected face: not with --landmarks or --face-index")
         images, names, faces = _every_face(images, detector, max_side)
-        jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs, names=names, noun="faces")
+        jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs, names=names, noun="faces",
+                                check_files=not skip_existing)
         faces = {str(mesh): k for (_, mesh, _, _), k in zip(jobs, faces)}
     else:
-        jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs)
+        jobs = _resolve_outputs(images, output, fmt, params, overlay, inputs=inputs, check_files=not skip_existing)
+    # --skip-existing: the photos whose outputs are all there are left out, and their files are not checked
+    done = {i for i, (_, mesh, par, ov) in enumerate(jobs)
+            if skip_existing and _outputs_exist(mesh, par, ov, _maps_folder(maps, mesh, len(jobs) > 1))}
+    if skip_existing:
+        _refuse_read_only_outputs([job for i, job in enumerate(jobs) if i not in done])
     dev = resolve_device(device)
     torch.set_grad_enabled(True)
     config = build_config(has_depth=depth is not None, **fit_kw)
@@ -850,12 +869,11 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
         check_output_folder(maps, "--maps")
         # the intrinsic maps are written only by a fit with a lighting (and removed otherwise: read-only, refused)
         _check_folder_files(maps, "--maps", MAP_FILES if config.fits_lighting() else GEOMETRY_FILES, jobs, inputs)
-        _refuse_read_only_maps(maps, jobs)
+        _refuse_read_only_maps(maps, jobs, skip=done)
     settings = _PhotoSettings(landmarks, depth, parsing, InputOptions(detector=detector, face_index=face_index,
                                                                        max_side=max_side, focal=focal),
                               config, texture_size, caps, frame, neutral, stages_per_photo=len(jobs) > 1,
                               faces=faces, maps=maps, texture=texture_kind)
-    done = {i for i, job in enumerate(jobs) if skip_existing and _outputs_exist(settings, *job[1:])}
     todo = [job for i, job in enumerate(jobs) if i not in done]
     model = load_model(model_name, device=dev) if todo else None
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
@@ -865,7 +883,9 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
         for i, (img, mesh, *_) in enumerate(jobs):
             if i in done:  # in the photos' order, as the fitted ones
                 if as_json:
-                    click.echo(jsonsafe.dumps({"image": str(img), "ok": True, "skipped": True, "mesh": str(mesh)}))
+                    face = {"face": faces[str(mesh)][0]} if faces is not None else {}
+                    click.echo(jsonsafe.dumps({"image": str(img), "ok": True, "skipped": True, "mesh": str(mesh),
+                                               **face}))
                 elif verbose:
                     prog.log(f"{img.name}: skipped, its outputs exist (--skip-existing)")
                 continue
@@ -911,20 +931,22 @@ class _PhotoSettings:
     texture: str = "photo"  # --texture: what the texture holds (redafit.fit.outputs.TEXTURE_KINDS)
 
 
-def _maps_folder(s: _PhotoSettings, mesh) -> Path | None:
-    """The --maps folder of the photo whose mesh is ``mesh`` (a subfolder named as its outputs in a batch)."""
-    if s.maps is None:
+def _maps_folder(maps, mesh, many: bool) -> Path | None:
+    """The --maps folder ``maps`` of the photo whose mesh is ``mesh`` (a subfolder named as its outputs when
+    ``many`` photos are fitted)."""
+    if maps is None:
         return None
-    return Path(s.maps) / Path(mesh).stem if s.stages_per_photo else Path(s.maps)
+    return Path(maps) / Path(mesh).stem if many else Path(maps)
 
 
-def _outputs_exist(s: _PhotoSettings, mesh, par, ov) -> bool:
-    """Whether every output a photo's fit writes is there (--skip-existing): they are written together, all or
-    none (:func:`redafit.fit.pipeline.write_outputs`), so an interrupted fit leaves none of them."""
+def _outputs_exist(mesh, par, ov, maps) -> bool:
+    """Whether every output a photo's fit writes is there (--skip-existing): the mesh's files (its material and
+    texture), --params, --overlay and the --maps folder's depth map. They are written together, all or none
+    (:func:`redafit.fit.pipeline.write_outputs`), so an interrupted fit leaves none of them."""
+    from redafit.io.meshes import mesh_files
     from redafit.render.maps import GEOMETRY_FILES
 
-    maps = _maps_folder(s, mesh)
-    files = [mesh, par, ov] + ([maps / GEOMETRY_FILES[0]] if maps is not None else [])
+    files = [*mesh_files(mesh), par, ov] + ([maps / GEOMETRY_FILES[0]] if maps is not None else [])
     return all(Path(f).is_file() for f in files if f is not None)
 
 
@@ -958,7 +980,7 @@ def _fit_photo(model, s: _PhotoSettings, img, mesh, par, ov, progress=None) -> d
             config = replace(config, save_stages=str(Path(config.save_stages) / Path(mesh).stem))
         result = fit_loaded(inp, model, config, progress=progress, depth=depth_map, parsing=parsing_map)
         written = write_outputs(inp, result, model, mesh, par, ov, s.texture_size, s.caps, s.frame, s.neutral,
-                                maps_dir=_maps_folder(s, mesh), texture=s.texture)
+                                maps_dir=_maps_folder(s.maps, mesh, s.stages_per_photo), texture=s.texture)
     except RedafitError as e:
         return {"error": str(e), "exit_code": e.exit_code, "exception": e}
     return {"mesh": str(mesh), "outputs": [str(p) for p in written], "seconds": round(time.perf_counter() - t0, 3),

@@ -10,7 +10,8 @@ COMMANDS = []
 
 
 @click.group("models")
-def models():
+@click.pass_context
+def models(ctx):
     """List, inspect and install face models.
 
     \b
@@ -23,6 +24,12 @@ def models():
       redafit models info ict --json
       redafit models info path/to/01_MorphableModel.mat
     """
+    if ctx.invoked_subcommand != "list" and not ctx.resilient_parsing and not ctx.meta.get("redafit.help"):
+        # list reads files only: no torch
+        from redafit._runtime import set_threads, tune_allocator
+
+        tune_allocator()
+        set_threads((ctx.obj or {}).get("threads"))
 
 
 @models.command("list")

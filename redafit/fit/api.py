@@ -191,13 +191,14 @@ def _check_landmarks(landmarks) -> np.ndarray:
     return lm
 
 
-def _check_intrinsics(intrinsics, images: list, focal: float | None) -> list[Intrinsics]:
+def check_intrinsics(intrinsics, images: list, focal: float | None) -> list[Intrinsics]:
     """One :class:`Intrinsics` per image, of its size: ``intrinsics`` (None: the default camera; an OpenCV 3x3
     matrix per image is taken as :meth:`Intrinsics.from_matrix`), checked rather than failing inside the fit."""
     if intrinsics is None:
         return [Intrinsics.default(im.shape[1], im.shape[0], focal) for im in images]
-    if isinstance(intrinsics, Intrinsics) or (isinstance(intrinsics, np.ndarray) and intrinsics.ndim == 2):
-        intrinsics = [intrinsics]
+    if isinstance(intrinsics, Intrinsics) or (not isinstance(intrinsics, (list, tuple)) and np.ndim(intrinsics) == 2) \
+            or (isinstance(intrinsics, (list, tuple)) and len(intrinsics) == 3 and _matrix_rows(intrinsics)):
+        intrinsics = [intrinsics]  # one camera for the one image
     if len(intrinsics) != len(images):
         raise InputError(f"intrinsics: {len(intrinsics)} given for {len(images)} image(s): one per image")
     out = []
@@ -215,6 +216,14 @@ def _check_intrinsics(intrinsics, images: list, focal: float | None) -> list[Int
     return out
 
 
+def _matrix_rows(rows) -> bool:
+    """Whether ``rows`` (a list of 3) are a 3x3 matrix's rows (numbers each), not three cameras."""
+    try:
+        return np.shape(np.asarray(rows, dtype=np.float64)) == (3, 3)
+    except (TypeError, ValueError):
+        return False
+
+
 def _check_model(model) -> None:
     if not isinstance(model, FaceModel):
         raise ModelError(f"model: expected a FaceModel (redafit.model.load_model), got {type(model).__name__}")
@@ -223,7 +232,7 @@ def _check_model(model) -> None:
                          "(model.float() converts them)")
 
 
-def _check_config(config) -> FitConfig:
+def check_config(config) -> FitConfig:
     """``config`` as a :class:`FitConfig`: None is the landmarks preset, a name any preset."""
     if config is None:
         return FitConfig.preset("landmarks")
@@ -255,7 +264,7 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     default, 1.6 x the longer side (``config.focal`` when set). The fit seeds its own random numbers
     (``config.seed``) and leaves torch's global generator as it found it.
     """
-    config = _check_config(config)
+    config = check_config(config)
     _check_model(model)
     if images is None or not len(images):
         raise InputError("fit: no image given")
@@ -264,7 +273,7 @@ def fit_batch(images: list[np.ndarray], landmarks: list[np.ndarray], model: Face
     if landmarks is None or len(images) != len(landmarks):
         raise InputError("fit: need one landmark set per image")
     landmarks = [_check_landmarks(lm) for lm in landmarks]
-    Ks = _check_intrinsics(intrinsics, images, config.focal)
+    Ks = check_intrinsics(intrinsics, images, config.focal)
     dev = model.mean.device
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(config.seed)

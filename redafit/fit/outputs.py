@@ -762,6 +762,9 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
         raise ValueError(f"frame must be one of {MESH_FRAMES}, not {frame!r}")
     if texture not in TEXTURE_KINDS:
         raise ValueError(f"texture must be one of {TEXTURE_KINDS}, not {texture!r}")
+    if isinstance(texture_size, bool) or not isinstance(texture_size, (int, np.integer)) or \
+            not 16 <= texture_size <= 8192:
+        raise ValueError(f"texture_size must be a whole number of pixels from 16 to 8192, got {texture_size!r}")
     path = Path(path)
     ext = path.suffix.lower()
     if image is not None:

@@ -69,10 +69,10 @@ def find_landmark_file(image: Path, folder: Path) -> Path | None:
 def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> LoadedInput:
     """Read the image (EXIF-rotated, RGB float) and its landmarks.
 
-    ``landmarks``: None (detect), a file path, a folder holding ``<stem>.pts|.txt|.npy|.json``, or an array.
-    Landmark files are in the pixel frame of the upright image as stored in the file (after EXIF rotation); when
-    the image is downscaled on load the landmarks are scaled with it. The camera (``intrinsics``) follows
-    ``opts.focal``, with the photo's EXIF for ``auto``.
+    ``landmarks``: None (detect), a file path, a folder holding ``<stem>.pts|.txt|.npy|.json``, or an array
+    [68|5, 2]. Landmark files and arrays are in the pixel frame of the upright image as stored in the file (after
+    EXIF rotation); when the image is downscaled on load the landmarks are scaled with it. The camera
+    (``intrinsics``) follows ``opts.focal``, with the photo's EXIF for ``auto``.
     """
     from redafit.io.images import load_image, photo_stem
 
@@ -94,8 +94,13 @@ def load_input(image_path, landmarks=None, opts: InputOptions | None = None) -> 
         source = f"detector:{opts.detector}"
         return LoadedInput(path, image, meta, np.asarray(lm, np.float32), source, time.perf_counter() - t0, K,
                            focal_source)
-    if isinstance(landmarks, np.ndarray):
-        lm, source = landmarks, "array"
+    if not isinstance(landmarks, (str, Path)):  # an array (or nested list), in the file's pixels as a file's are
+        try:
+            lm = np.asarray(landmarks, np.float32)
+        except (TypeError, ValueError):
+            raise LandmarkFileError(f"landmarks: expected a file, a folder or an array [68|5, 2], got "
+                                    f"{type(landmarks).__name__}") from None
+        lm, source = lm * np.float32(meta.scale), "array"
     else:
         from redafit.landmarks import read_landmarks
 
@@ -190,6 +195,19 @@ class PhotoFit:
         """Write what ``redafit fit`` writes, all together or none (:func:`write_outputs`): the ``mesh``
         (.obj/.ply/.glb/.npz; ``texture_size``, ``caps``, ``frame``, ``neutral``, ``texture`` as its options),
         the ``params`` JSON, the ``overlay`` PNG and the ``maps`` folder. Returns the files written."""
+        from redafit.errors import UsageError
+        from redafit.io.meshes import mesh_files
+
+        files = [*(mesh_files(mesh) if mesh is not None else ()), params, overlay]
+        if maps is not None:
+            from redafit.render.maps import MAP_FILES
+
+            files += [Path(maps) / name for name in MAP_FILES]
+        files = [Path(f).resolve() for f in files if f is not None]
+        if len(set(files)) < len(files) or self.input.path.resolve() in files:
+            raise UsageError("PhotoFit.save: two outputs, or an output and the photo, are one file: "
+                             + ", ".join(sorted({str(f) for f in files if files.count(f) > 1
+                                                  or f == self.input.path.resolve()})))
         return write_outputs(self.input, self.result, self.model, mesh, params, overlay, texture_size, caps, frame,
                              neutral, maps_dir=maps, texture=texture)
 
@@ -202,27 +220,34 @@ def fit_photo(photo, landmarks=None, model="ict", config="full", *, detector: st
     None: detected, ``detector`` and ``face_index`` as the command's options), the camera from ``focal`` (``auto``:
     the photo's EXIF lens, else 1.6 x the longer side; ``"26mm"``, ``"1200"`` px, ``"1.2x"``), then ``config``
     (a preset's name or a :class:`FitConfig`) with ``model`` (an installed name, a path or a loaded model, on
-    ``device``). ``depth`` and ``parsing``: a registered depth map's or parsing map's file (or array: mm, class
-    ids). ``.save(...)`` writes the outputs::
+    ``device``). Landmark arrays, like files, are in the photo file's pixels (scaled with the photo when
+    ``max_side`` downscales it). ``depth`` and ``parsing``: a registered depth map's or parsing map's file, or
+    an array (depth in mm, registered to the photo at any resolution of its shape; class ids at the loaded
+    photo's size). ``.save(...)`` writes the outputs::
 
         fit = fit_photo("photo.jpg")
         fit.save("face.obj", params="face.json", overlay="check.png")
     """
-    from redafit.fit.api import _check_config
+    from redafit.fit.api import check_config
     from redafit.model.store import load_model
 
-    config = _check_config(config)
+    config = check_config(config)
     face_model = load_model(model, device=device)
     inp = load_input(photo, landmarks, InputOptions(detector=detector, face_index=face_index, max_side=max_side,
                                                     focal=focal))
     size = (inp.image.shape[1], inp.image.shape[0])
-    if depth is not None and not isinstance(depth, np.ndarray):
-        from redafit.io.depth import load_depth
+    if depth is not None:  # a file, or an array in mm registered to the photo (at any resolution of its shape)
+        from redafit.io.depth import load_depth, registered_depth
 
-        depth = load_depth(depth, size=size)
-    if parsing is not None and not isinstance(parsing, np.ndarray):
+        depth = registered_depth(depth, size, "depth") if isinstance(depth, np.ndarray) else \
+            load_depth(depth, size=size)
+    if parsing is not None:
         from redafit.parsing.maps import parsing_map_for
 
-        parsing = parsing_map_for(inp.path, parsing, inp.image)
+        if not isinstance(parsing, np.ndarray):
+            parsing = parsing_map_for(inp.path, parsing, inp.image)
+    if (depth is not None or parsing is not None) and not config.attributes:
+        log.warning("fit_photo: depth and parsing maps are used by the attribute stages (the full or fast "
+                    "preset); ignored here")
     result = fit_loaded(inp, face_model, config, progress=progress, depth=depth, parsing=parsing)
     return PhotoFit(inp, result, face_model)

@@ -63,24 +63,33 @@ def load_depth(path, size: tuple[int, int] | None = None) -> np.ndarray:
     else:
         raise InputError(f"depth map {path}: unsupported format {ext or '(none)'} (use .png 16-bit mm, .npy or "
                          f".exr metres)")
-    if d.ndim != 2 or d.size == 0:
-        raise InputError(f"depth map {path}: expected a 2-D array, got shape {list(d.shape)}")
+    hint = ("metres (a map in millimetres saved so? divide it by 1000)" if ext in (".npy", ".exr") else
+            "whole millimetres (0 and 65535: no measurement)")
+    return registered_depth(d, size, f"depth map {path}", f"a {ext} depth map holds {hint}")
+
+
+def registered_depth(depth, size: tuple[int, int] | None = None, name: str = "depth map",
+                     unit_hint: str = "a depth map array holds millimetres") -> np.ndarray:
+    """A depth map array in millimetres [H, W] (0, NaN or negative: unknown) checked as :func:`load_depth` checks
+    a file's (2-D, some depth, a median within :data:`MAX_MEDIAN_DEPTH_MM`) and resampled (nearest) to ``size``
+    (W, H) when it is the photo's shape at another resolution; ``name`` and ``unit_hint`` go into the errors."""
+    d = np.asarray(depth)
+    if d.dtype.kind not in "fiu" or d.ndim != 2 or d.size == 0:
+        raise InputError(f"{name}: expected a 2-D array of real numbers, got {d.dtype} shape {list(d.shape)}")
+    d = d.astype(np.float64)
     d = np.where(np.isfinite(d) & (d > 0), d, 0).astype(np.float32)
     if not (d > 0).any():
-        raise InputError(f"depth map {path}: no valid depth values")
+        raise InputError(f"{name}: no valid depth values")
     far = float(np.median(d[d > 0]))
     if far > MAX_MEDIAN_DEPTH_MM:  # a face seen from tens of metres is no RGB-D capture: the unit is wrong
-        hint = ("metres (a map in millimetres saved so? divide it by 1000)" if ext in (".npy", ".exr") else
-                "whole millimetres (0 and 65535: no measurement)")
-        raise InputError(f"depth map {path}: its median depth is {far / 1000:.4g} m; a {ext} depth map holds "
-                         f"{hint}")
+        raise InputError(f"{name}: its median depth is {far / 1000:.4g} m; {unit_hint}")
     if size is not None and (d.shape[1], d.shape[0]) != tuple(size):
         import cv2
 
         (w, h), (dw, dh) = size, (d.shape[1], d.shape[0])
         # registered at another resolution keeps the photo's aspect (up to a pixel's rounding on either side)
         if abs(dw / dh - w / h) > (w / h) * (1 / dh + 1 / h) + 1 / dh:
-            raise InputError(f"depth map {path}: {dw} x {dh} is not the photo's shape ({w} x {h}) at another "
+            raise InputError(f"{name}: {dw} x {dh} is not the photo's shape ({w} x {h}) at another "
                              f"resolution; it must be registered to the photo")
         d = cv2.resize(d, tuple(size), interpolation=cv2.INTER_NEAREST)
     return d

@@ -437,7 +437,8 @@ def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE, max_pixels: int = 
     """
     import cv2
 
-    if max_side is not None and (not isinstance(max_side, (int, np.integer)) or max_side < 0):
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer))
+                                 or max_side < 0):
         raise ValueError(f"max_side must be a whole number of pixels >= 0 (0 or None: never), got {max_side!r}")
     path = Path(path)
     data = _read_bytes(path, max_bytes)

@@ -519,12 +519,16 @@ class FaceFollower:
 
     def _whole(self, det: Detector, img: np.ndarray, name: str | None):
         """(the frame as searched, :func:`_turn`'s map or None, the face's box in it): the whole frame at the
-        video's turn; until a face has been found (at most :data:`FOLLOW_TURN_SEARCHES` whole searches, as a frame
-        with no face costs seven more detections), a frame with no upright face, or a doubtful one (as in
+        video's turn; until a face has been found (in the first :data:`FOLLOW_TURN_SEARCHES` whole searches, then
+        the 8th, 16th, 32nd ..., as a frame with no face costs seven more detections), a frame with no upright
+        face, or a doubtful one (as in
         :func:`detect_landmarks`), is also searched turned (:func:`turned_face`), and the turn its face is found at
         is kept for the frames after it."""
         view, M = _turn(img, self.turn) if self.turn else (img, None)
-        settled = self.found or self.face_index is not None or self.whole > FOLLOW_TURN_SEARCHES
+        # until a face is found: the first FOLLOW_TURN_SEARCHES whole searches, then the 8th, 16th, 32nd, ... (a
+        # fade-in or a title card is no face either; a faceless stretch costs the turns a few times, not per frame)
+        w = self.whole
+        settled = self.found or self.face_index is not None or (w > FOLLOW_TURN_SEARCHES and w & (w - 1))
         try:
             box = _pick_face(det, view, self.face_index, 1, name)
         except NoFaceError:

@@ -14,6 +14,10 @@ from redafit.model.store import (  # noqa: F401
 )
 
 
+__all__ = ["FaceModel", "ModelInfo", "blend", "KNOWN_MODELS", "install_model", "is_installed", "load_model",
+           "model_dir"]
+
+
 def __getattr__(name: str):
     """:class:`FaceModel`, :class:`ModelInfo` and :func:`blend` on first use: the store alone (``redafit models
     list``) does not import torch."""

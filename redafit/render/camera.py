@@ -68,9 +68,18 @@ class Intrinsics:
 
         from redafit.errors import InputError
 
-        k = np.asarray(K, dtype=np.float64)
+        try:
+            k = np.asarray(K, dtype=np.float64)
+        except (TypeError, ValueError):
+            k = np.zeros(0)
         if k.shape != (3, 3) or not np.isfinite(k).all():
-            raise InputError(f"camera: expected a finite 3x3 matrix K, got {getattr(K, 'shape', type(K))}")
+            raise InputError(f"camera: expected a finite 3x3 matrix K, got {getattr(K, 'shape', type(K).__name__)}")
+        tol = 1e-9 * max(abs(k[0, 0]), abs(k[1, 1]), 1.0)
+        if abs(k[1, 0]) > tol or abs(k[2, 0]) > tol or abs(k[2, 1]) > tol or abs(k[2, 2] - 1) > 1e-9:
+            raise InputError("camera: not a pinhole camera matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (transposed, "
+                             "or scaled?)")
+        if abs(k[0, 1]) > 1e-6 * abs(k[0, 0]):
+            raise InputError(f"camera: a skewed camera matrix (K[0, 1] = {k[0, 1]:g}) is not supported")
         return Intrinsics(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]) + 0.5, float(k[1, 2]) + 0.5, int(width),
                           int(height))
 
@@ -79,8 +88,16 @@ class Intrinsics:
         sx, sy = width / self.width, height / self.height
         return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, int(width), int(height))
 
+    def opencv_matrix(self):
+        """The OpenCV 3x3 camera matrix (NumPy, float64; pixel centres at integer coordinates): the inverse of
+        :meth:`from_matrix`."""
+        import numpy as np
+
+        return np.array([[self.fx, 0.0, self.cx - 0.5], [0.0, self.fy, self.cy - 0.5], [0.0, 0.0, 1.0]])
+
     def matrix(self) -> torch.Tensor:
-        """3x3 K."""
+        """3x3 K in redafit's corner convention (pixel centres at half-integers: :meth:`opencv_matrix` for
+        OpenCV's)."""
         return torch.tensor([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def to_dict(self) -> dict:

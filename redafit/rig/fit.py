@@ -216,7 +216,7 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
     the atlas of :func:`redafit.fit.outputs.unwrap_atlas`). ``texture``: ``"photo"`` or ``"albedo"`` (each view's
     fitted shading evened out before the views are merged: :func:`merge_textures`).
     """
-    from redafit.fit.api import _check_config, _check_intrinsics, check_image, fit_batch
+    from redafit.fit.api import check_config, check_intrinsics, check_image, fit_batch
     from redafit.fit.outputs import TEXTURE_KINDS
 
     t0 = time.perf_counter()
@@ -224,7 +224,7 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
         raise InputError(f"rig: need at least 2 images of the person, got {len(images)}")
     if len(landmarks) != len(images):
         raise InputError("rig: need one landmark set per image")
-    config = _check_config(config)
+    config = check_config(config)
     for im in images:
         check_image(im)
     names = _check_names(names, len(images))
@@ -233,7 +233,7 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
     if texture == "albedo" and texture_size and not config.fits_lighting():
         raise InputError("rig: an albedo texture needs the lighting fitted to the photos' colours: a config with the "
                          "colour attribute (the full or fast preset)")
-    Ks = _check_intrinsics(intrinsics, images, config.focal)
+    Ks = check_intrinsics(intrinsics, images, config.focal)
     net = init if hasattr(init, "cfg") else resolve_initnet(model, init)
     start = None
     if net is not None and all(len(lm) == 68 for lm in landmarks):

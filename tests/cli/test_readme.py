@@ -10,10 +10,26 @@ import pytest
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_library_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
+def _library_examples() -> list[str]:
     text = README.read_text()
-    section = text[text.index("## Library use"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", text[text.index("## Library use"):text.index("## Exit codes")], re.S)
+
+
+def test_library_one_call_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
+    """The first example: redafit.fit_photo and PhotoFit.save write what `redafit fit` would."""
+    code = _library_examples()[0]
+    assert "fit_photo" in code and "photo.jpg" in code
+    (tmp_path / "photo.jpg").write_bytes((faces_dir / "fr_obama.jpg").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(README), "exec"), {})
+    err, failure, source = capsys.readouterr().out.split()
+    assert float(err) < 10 and failure == "None" and source in ("default", "exif")
+    for name in ("face.obj", "face.png", "face.json", "check.png", "maps/depth.png", "maps/albedo.png"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_library_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
+    code = _library_examples()[1]
     assert "photo.jpg" in code and "face.obj" in code
     (tmp_path / "photo.jpg").write_bytes((faces_dir / "fr_obama.jpg").read_bytes())
     monkeypatch.chdir(tmp_path)
@@ -31,9 +47,7 @@ def test_library_example_runs(use_models, faces_dir, tmp_path, monkeypatch, caps
 
 def test_library_rig_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
     """The second example: a rig of the photos in shoot/ (two of rig_case1's here), written and read back."""
-    text = README.read_text()
-    section = text[text.index("## Library use"):text.index("## Exit codes")]
-    code = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    code = _library_examples()[2]
     assert "fit_rig" in code and "shoot/*.jpg" in code
     (tmp_path / "shoot").mkdir()
     pytest.importorskip("dlib")

@@ -83,3 +83,11 @@ def test_set_threads_is_the_command_s_choice_for_library_use(monkeypatch):
         assert redafit.set_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_set_threads_refuses_what_is_not_a_count():
+    import redafit
+
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="whole number"):
+            redafit.set_threads(bad)

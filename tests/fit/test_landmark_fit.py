@@ -230,7 +230,10 @@ def test_intrinsics_from_an_opencv_matrix_and_the_global_generator_kept(ict_mode
     h, w = img.shape[:2]
     K = Intrinsics(400.0, 400.0, w / 2 + 3, h / 2 - 2, w, h)
     cv = np.array([[400.0, 0, K.cx - 0.5], [0, 400.0, K.cy - 0.5], [0, 0, 1]])
-    assert Intrinsics.from_matrix(cv, w, h) == K
+    assert Intrinsics.from_matrix(cv, w, h) == K and np.allclose(K.opencv_matrix(), cv)
+    for bad in (cv.T, cv * 2, cv + [[0, 1, 0], [0, 0, 0], [0, 0, 0]]):  # transposed, scaled, skewed
+        with pytest.raises(InputError, match="camera:"):
+            Intrinsics.from_matrix(bad, w, h)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)

@@ -78,3 +78,21 @@ def test_a_video_on_its_side_is_followed_turned(clip, angle, caplog):
     assert follow.turn % 360 == -angle % 360 and follow.whole == 1 and follow.near == len(frames) - 1
     assert np.mean(errs) < upright + 0.01, (np.mean(errs), upright)
     assert caplog.text.count("was found turned") == 1
+
+
+def test_a_video_on_its_side_after_frames_without_a_face(clip):
+    """Six faceless frames first (a fade-in): the turns are still tried, at the 8th whole-frame search, and the
+    face turned 90 degrees is followed from there (before, the turns stopped after the first 5 searches)."""
+    from tests.landmarks.test_detect import _turned
+
+    frames, truth = clip
+    follow = FaceFollower()
+    turned = [_turned(f, t, 90) for f, t in zip(frames, truth)]
+    grey = np.full_like(turned[0][0], 0.5)
+    for _ in range(6):
+        with pytest.raises(NoFaceError):
+            follow(grey)
+    with pytest.raises(NoFaceError):
+        follow(turned[0][0])  # the 7th whole search: upright only
+    errs = [np.linalg.norm(follow(f) - t, axis=1).mean() / inter_ocular(t) for f, t in turned[1:]]
+    assert follow.turn == -90 and follow.whole == 8 and np.mean(errs) < 0.05
