@@ -786,8 +786,7 @@ def _refuse_read_only_outputs(jobs) -> None:
 @click.pass_context
 def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, maps, depth, parsing, texture_size,
             texture_kind, caps, frame, neutral, all_faces, as_json, skip_existing, n_jobs, files_from, model_name,
-            detector,
-            face_index, max_side, focal, device, **fit_kw):
+            detector, face_index, max_side, focal, device, **fit_kw):
     """Fit the face model to photos and write textured meshes.
 
     The photo - is read from standard input (its outputs are named stdin.* unless -o names them). A folder stands

@@ -350,10 +350,7 @@ def detect_landmarks(image, detector: str | Detector = "dlib", face_index: int |
         log.warning("no upright face found%s; found one turned %d degrees (its landmarks turned back). A photo "
                     "stored sideways is better turned upright first", f" in {name}" if name else "", angle)
         return levelled(det, img, lm, upsample)
-    if turned and face_index is None and det.name == "dlib" and box.score < DOUBT_SCORE:
-        # a face rolled far (eos at -120 degrees: 0.20) or a false face in its hair (at 90: 0.04) scores low upright,
-        # and the predictor then lays an upright face's landmarks over it; an upright face scores 1.4-2.5 (a few
-        # real ones lower: einstein 0.07, breakingbad 0.21, whose turns find nothing surer there)
+    if turned and face_index is None and _doubtful(det, box):
         found = turned_face(det, img, upsample, near=box, above=box.score + TURN_MARGIN)
         if found is not None:
             angle, lm, score = found
@@ -395,6 +392,14 @@ def _back(lm: np.ndarray, M: np.ndarray) -> np.ndarray:
 
     back = cv2.invertAffineTransform(M)
     return (lm - 0.5) @ back[:, :2].T + back[:, 2] + 0.5  # cv2 maps pixel indices (centres at integers)
+
+
+def _doubtful(det: Detector, box: FaceBox) -> bool:
+    """Whether dlib's upright face ``box`` scores below :data:`DOUBT_SCORE`: a face rolled far (eos at -120
+    degrees: 0.20) or a false face in its hair (at 90: 0.04), over which the predictor would lay an upright face's
+    landmarks; an upright face scores 1.4-2.5 (a few real ones lower: einstein 0.07, breakingbad 0.21, whose turns
+    find nothing surer there). Such a face is also looked for turned around its box."""
+    return det.name == "dlib" and box.score < DOUBT_SCORE
 
 
 def turned_face(det: Detector, img: np.ndarray, upsample: int = 1, near: FaceBox | None = None,
@@ -521,9 +526,8 @@ class FaceFollower:
         """(the frame as searched, :func:`_turn`'s map or None, the face's box in it): the whole frame at the
         video's turn; until a face has been found (in the first :data:`FOLLOW_TURN_SEARCHES` whole searches, then
         the 8th, 16th, 32nd ..., as a frame with no face costs seven more detections), a frame with no upright
-        face, or a doubtful one (as in
-        :func:`detect_landmarks`), is also searched turned (:func:`turned_face`), and the turn its face is found at
-        is kept for the frames after it."""
+        face, or a doubtful one (:func:`_doubtful`), is also searched turned (:func:`turned_face`), and the turn
+        its face is found at is kept for the frames after it."""
         view, M = _turn(img, self.turn) if self.turn else (img, None)
         # until a face is found: the first FOLLOW_TURN_SEARCHES whole searches, then the 8th, 16th, 32nd, ... (a
         # fade-in or a title card is no face either; a faceless stretch costs the turns a few times, not per frame)
@@ -538,9 +542,8 @@ class FaceFollower:
             if found is None:
                 raise
         else:
-            if settled or self.turn or det.name != "dlib" or box.score >= DOUBT_SCORE:
+            if settled or self.turn or not _doubtful(det, box):  # (an upside-down takeo scores 0.18 upright)
                 return view, M, box
-            # a doubtful upright face (detect_landmarks' rule): an upside-down takeo scores 0.18 upright
             found = _best_turned(det, img, 1, near=box, above=box.score + TURN_MARGIN)
             if found is None:
                 return view, M, box
