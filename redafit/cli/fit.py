@@ -905,6 +905,9 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
             elif verbose:
                 prog.log(f"{img.name}: wrote {', '.join(record['outputs'])} "
                          f"(landmark error {record['landmark_error_px']:.2f} px, {record['seconds']:.1f} s)")
+    if done and len(jobs) > 1 and verbose:  # a resumed batch's count (its lines went to stdout with --json)
+        click.echo(f"redafit: {len(done)} of {len(jobs)} images skipped: their outputs exist (--skip-existing)",
+                   err=True)
     if failures:
         codes = {code for _, code in failures}
         click.echo(f"redafit: {len(failures)} of {len(jobs)} images failed", err=True)

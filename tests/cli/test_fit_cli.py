@@ -413,6 +413,7 @@ def test_skip_existing_fits_only_the_photos_whose_outputs_are_missing(use_models
     assert run("fit", src, "-o", out, "--maps", maps, *FAST).exit_code == 0
     r = run("fit", src, "-o", out, "--maps", maps, "--skip-existing", "--json", *FAST)
     assert r.exit_code == 0 and all(json.loads(ln)["skipped"] for ln in r.stdout.splitlines()), r.stdout
+    assert "3 of 3 images skipped" in r.stderr
     assert run("fit", src / "a.png", "-o", out, "--params", par, *FAST).exit_code == 0  # a.json made
     shutil.rmtree(maps / "c")
     maps.joinpath("c").mkdir()
