@@ -15,26 +15,28 @@ def _library_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text[text.index("## Library use"):text.index("## Exit codes")], re.S)
 
 
-def test_library_one_call_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
-    """The first example: redafit.fit_photo and PhotoFit.save write what `redafit fit` would."""
-    code = _library_examples()[0]
-    assert "fit_photo" in code and "photo.jpg" in code
+def _run_photo_example(k: int, words, faces_dir, tmp_path, monkeypatch, capsys) -> str:
+    """Run the library section's example ``k`` (which must hold ``words``) on Obama's photo as photo.jpg in a
+    scratch folder; what it printed."""
+    code = _library_examples()[k]
+    assert all(w in code for w in words)
     (tmp_path / "photo.jpg").write_bytes((faces_dir / "fr_obama.jpg").read_bytes())
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(README), "exec"), {})
-    err, failure, source = capsys.readouterr().out.split()
+    return capsys.readouterr().out
+
+
+def test_library_one_call_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
+    """The first example: redafit.fit_photo and PhotoFit.save write what `redafit fit` would."""
+    printed = _run_photo_example(0, ("fit_photo", "photo.jpg"), faces_dir, tmp_path, monkeypatch, capsys)
+    err, failure, source = printed.split()
     assert float(err) < 10 and failure == "None" and source in ("default", "exif")
     for name in ("face.obj", "face.png", "face.json", "check.png", "maps/depth.png", "maps/albedo.png"):
         assert (tmp_path / name).is_file(), name
 
 
 def test_library_example_runs(use_models, faces_dir, tmp_path, monkeypatch, capsys):
-    code = _library_examples()[1]
-    assert "photo.jpg" in code and "face.obj" in code
-    (tmp_path / "photo.jpg").write_bytes((faces_dir / "fr_obama.jpg").read_bytes())
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, str(README), "exec"), {})
-    printed = capsys.readouterr().out
+    printed = _run_photo_example(1, ("photo.jpg", "face.obj"), faces_dir, tmp_path, monkeypatch, capsys)
     assert printed.strip()
     assert (tmp_path / "face.obj").is_file() and (tmp_path / "face.png").is_file()
     import trimesh
