@@ -522,13 +522,13 @@ class FaceFollower:
         best = max(found, key=lambda b: b.iou(self.box), default=None)
         return best if best is not None and best.iou(self.box) > 0 else None
 
-    def _whole(self, det: Detector, img: np.ndarray, name: str | None):
-        """(the frame as searched, :func:`_turn`'s map or None, the face's box in it): the whole frame at the
-        video's turn; until a face has been found (in the first :data:`FOLLOW_TURN_SEARCHES` whole searches, then
-        the 8th, 16th, 32nd ..., as a frame with no face costs seven more detections), a frame with no upright
-        face, or a doubtful one (:func:`_doubtful`), is also searched turned (:func:`turned_face`), and the turn
-        its face is found at is kept for the frames after it."""
-        view, M = _turn(img, self.turn) if self.turn else (img, None)
+    def _whole(self, det: Detector, img: np.ndarray, view: np.ndarray, M, name: str | None):
+        """(the frame as searched, :func:`_turn`'s map or None, the face's box in it): the whole frame ``img`` at
+        the video's turn (``view``, turned by ``M``; ``img`` and None when upright); until a face has been found (in
+        the first :data:`FOLLOW_TURN_SEARCHES` whole searches, then the 8th, 16th, 32nd ..., as a frame with no
+        face costs seven more detections), a frame with no upright face, or a doubtful one (:func:`_doubtful`), is
+        also searched turned (:func:`turned_face`), and the turn its face is found at is kept for the frames after
+        it."""
         # until a face is found: the first FOLLOW_TURN_SEARCHES whole searches, then the 8th, 16th, 32nd, ... (a
         # fade-in or a title card is no face either; a faceless stretch costs the turns a few times, not per frame)
         w = self.whole
@@ -562,7 +562,7 @@ class FaceFollower:
         if box is None:
             self.box = None
             self.whole += 1
-            view, M, box = self._whole(det, img, name)
+            view, M, box = self._whole(det, img, view, M, name)
         else:
             self.near += 1
         self.box, self.found = box, True

@@ -291,19 +291,14 @@ def intrinsic_maps(image: np.ndarray, result, model, verts: np.ndarray, tris: to
     trusted; a dim sample on the face's skin is taken towards the fit's own albedo. So photo = albedo * shading +
     specular (times the face's median light, which the albedo keeps) wherever the fitted light is trusted. The
     caps (eyes, mouth), which the fit never drew, keep the photo's colours, with shading 1 and no highlight."""
-    import cv2
-
     from redafit.errors import ModelError
-    from redafit.fit.outputs import delit, face_flag, fitted_shading, shading_terms
+    from redafit.fit.outputs import delit, face_flag, fitted_shading, photo_of_fit, shading_terms
     from redafit.parsing.model_labels import vertex_face_area
     from redafit.render import interpolate
     from redafit.render.shading import vertex_normals
 
     shading = fitted_shading(result, model)
-    K = result.intrinsics
-    img = np.asarray(image, np.float32)
-    if img.shape[:2] != (K.height, K.width):
-        img = cv2.resize(img, (K.width, K.height), interpolation=cv2.INTER_AREA)
+    img = np.asarray(photo_of_fit(image, result), np.float32)  # at the fit's size (render_maps has resampled it)
     x0, y0, x1, y1 = box
     col = img[y0:y1, x0:x1, :3]
     nm, fm = len(result.vertices_camera), len(model.triangles)

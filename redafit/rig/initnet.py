@@ -29,7 +29,7 @@ from torch import nn
 from redafit.errors import ModelError
 from redafit.io import jsonsafe
 from redafit.io.atomic import atomic_group
-from redafit.model.store import TRAINED_FILES, model_dir
+from redafit.model.store import TRAINED_FILES, load_model, model_dir
 
 log = logging.getLogger("redafit")
 
@@ -157,18 +157,9 @@ def train_initnet(model, cfg: InitNetConfig | None = None, progress=None, **over
     torch.set_num_threads(1)  # bit-identical results whatever the machine's core count (and no oversubscription)
     try:
         with torch.random.fork_rng(devices=[]):  # seeded here; the caller's generator left as it was
-            return _train(_on_cpu(model), cfg, progress)
+            return _train(load_model(model, "cpu"), cfg, progress)  # on the CPU: a copy, the caller's not moved
     finally:
         torch.set_num_threads(threads)
-
-
-def _on_cpu(model):
-    """``model`` itself on the CPU, or a CPU copy (a module's ``.to`` would move the caller's model)."""
-    if model.mean.device.type == "cpu":
-        return model
-    from redafit.model.store import copy_model
-
-    return copy_model(model, "cpu")
 
 
 def _train(model, cfg: InitNetConfig, progress):
@@ -224,7 +215,7 @@ def evaluate_initnet(net: InitNet, model, n_sets: int = 256, seed: int = 12345, 
     from dataclasses import replace
 
     c = replace(cfg, views=views or cfg.views, noise_iod=cfg.noise_iod)
-    model = _on_cpu(model)
+    model = load_model(model, "cpu")  # itself on the CPU, else a copy
     data = _make_data(model, c, n_sets, seed)
     data["mask"][:] = True
     bases = _loss_bases(model, 4000, seed)
