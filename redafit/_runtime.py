@@ -93,18 +93,25 @@ def set_threads(explicit: int | None = None) -> int | None:
     other busy processes leave free) and return the count set, or None when PyTorch's own choice stands (a quiet
     machine, or an OpenMP setting of the user's). ``redafit.set_threads()`` for library use; PyTorch missing:
     None."""
+    return apply_threads(explicit)[0]
+
+
+def apply_threads(explicit: int | None = None) -> tuple[int | None, int | None]:
+    """:func:`set_threads`, also returning PyTorch's count before it (None when nothing was set), for a caller that
+    puts it back afterwards (a command run inside another program's process)."""
     if explicit is not None and (isinstance(explicit, bool) or not isinstance(explicit, int) or explicit < 1):
         raise ValueError(f"threads must be a whole number >= 1, got {explicit!r}")
     n = choose_threads(explicit)
     if n is None:
-        return None
+        return None, None
     try:
         import torch
     except ImportError:  # the commands that need it say so (exit 8); doctor reports it
-        return None
-    if not explicit and n >= torch.get_num_threads():
-        return None  # more free CPUs than PyTorch's own choice: its choice stands
+        return None, None
+    previous = torch.get_num_threads()
+    if not explicit and n >= previous:
+        return None, None  # more free CPUs than PyTorch's own choice: its choice stands
     if not explicit:
         log.info("other processes are busy on this machine: using %d CPU thread(s) (--threads sets it)", n)
     torch.set_num_threads(n)
-    return n
+    return n, previous

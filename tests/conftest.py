@@ -28,11 +28,20 @@ def device(request):
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Each test starts from the same random state, and leaves PyTorch's threads and the ``redafit`` logger's
+    level as it found them (a test that changes them cannot change the ones after it)."""
+    import logging
+
     import numpy as np
     import torch
 
     torch.manual_seed(0)
     np.random.seed(0)
+    threads, level = torch.get_num_threads(), logging.getLogger("redafit").level
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    logging.getLogger("redafit").setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -139,16 +139,29 @@ def main(ctx, verbose: int, quiet: bool, threads: int | None):
     ctx.obj["verbosity"] = -1 if quiet else verbose
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    previous_level = log.level
     log.setLevel(level)
+    ctx.call_on_close(lambda: log.setLevel(previous_level))  # run inside a program, the command leaves it as found
     if ctx.resilient_parsing or ctx.meta.get("redafit.help"):
         return  # help or completion only: no torch to load (a second of start-up) and no threads to set
     ctx.obj["threads"] = threads
     if ctx.invoked_subcommand == "models":
         return  # its group sets the threads for every command but list, which reads files only (no torch)
-    from redafit._runtime import set_threads, tune_allocator
+    set_command_threads(ctx, threads)
+
+
+def set_command_threads(ctx: click.Context, explicit: int | None) -> None:
+    """Set PyTorch's CPU threads for a command (:func:`redafit._runtime.set_threads`: ``--threads``, or the CPUs
+    other busy processes leave free) and put PyTorch's count back when the command ends: a command run inside
+    another program's process (``main(args, standalone_mode=False)``, a test's ``CliRunner``) leaves it as it was."""
+    from redafit._runtime import apply_threads, tune_allocator
 
     tune_allocator()
-    set_threads(threads)
+    n, previous = apply_threads(explicit)
+    if n is not None and previous is not None:
+        import torch
+
+        ctx.find_root().call_on_close(lambda: torch.set_num_threads(previous))
 
 
 def _asks_for_help(command: click.Command, args) -> bool:

@@ -1026,8 +1026,9 @@ def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):
                              initializer=_init_fit_worker,
                              initargs=(model, str(device), settings, threads,
                                        logging.getLogger("redafit").level)) as ex:
-        futures = [(img, ex.submit(_fit_in_worker, img, mesh, par, ov)) for img, mesh, par, ov in jobs]
-        try:
+        futures = []
+        try:  # the submitting too: the first workers start fitting while the later photos are queued
+            futures.extend((img, ex.submit(_fit_in_worker, img, mesh, par, ov)) for img, mesh, par, ov in jobs)
             for i, (img, fut) in enumerate(futures):
                 prog.start(f"[{i + 1}/{len(jobs)}] {img.name} ({n_jobs} at a time)")
                 try:
@@ -1041,7 +1042,7 @@ def _fitted(model, settings: _PhotoSettings, jobs: list, n_jobs: int, prog):
             # pool's workers stop the photos they are fitting (a Ctrl-C reached them already; a signal to this
             # process alone did not) and start no other, the queued ones are cancelled. Only this pool's own
             # workers are told: another pool's (a later command's in the same process) are not this one's business.
-            if isinstance(e, KeyboardInterrupt) or any(not fut.done() for _, fut in futures):
+            if isinstance(e, KeyboardInterrupt) or len(futures) < len(jobs) or any(not f.done() for _, f in futures):
                 sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
                 for pid in _worker_pids(ex):
                     try:

@@ -26,10 +26,9 @@ def models(ctx):
     """
     if ctx.invoked_subcommand != "list" and not ctx.resilient_parsing and not ctx.meta.get("redafit.help"):
         # list reads files only: no torch
-        from redafit._runtime import set_threads, tune_allocator
+        from redafit.cli import set_command_threads
 
-        tune_allocator()
-        set_threads((ctx.obj or {}).get("threads"))
+        set_command_threads(ctx, (ctx.obj or {}).get("threads"))
 
 
 @models.command("list")

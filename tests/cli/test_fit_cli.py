@@ -1138,19 +1138,48 @@ def test_jobs_fit_a_batch_in_workers_in_the_photos_order(use_models, faces_dir, 
             assert two["pose_deg"] == pytest.approx(one["pose_deg"], abs=0.2)
 
 
-def _started(proc, marker: str, timeout: float = 120.0) -> list:
-    """stderr lines of ``proc`` up to the first that holds ``marker`` (a fit has begun)."""
-    import time as _time
+class _Stderr:
+    """A child process's stderr, read by a thread: :meth:`wait_for` a line has a real deadline (a silent child
+    fails the test rather than hanging it), and :meth:`text` is everything once the child has ended."""
 
-    lines, t0 = [], _time.monotonic()
-    while _time.monotonic() - t0 < timeout:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if marker in line:
-            return lines
-    raise AssertionError(f"no '{marker}' on stderr: {lines}")
+    def __init__(self, proc):
+        import queue
+        import threading
+
+        self.lines, self._queue = [], queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream):
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def _take(self, timeout: float):
+        line = self._queue.get(timeout=timeout)
+        if line is not None:
+            self.lines.append(line)
+        return line
+
+    def wait_for(self, marker: str, timeout: float = 120.0) -> None:
+        import queue
+        import time as _time
+
+        deadline = _time.monotonic() + timeout
+        while True:
+            try:
+                line = self._take(max(0.0, deadline - _time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise AssertionError(f"no '{marker}' on stderr: {self.lines}")
+            if marker in line:
+                return
+
+    def text(self, timeout: float = 30.0) -> str:
+        while self._take(timeout) is not None:
+            pass
+        return "".join(self.lines)
 
 
 @pytest.mark.parametrize("jobs,sig,code,word", [
@@ -1168,14 +1197,22 @@ def test_a_signal_stops_the_fits_and_leaves_no_file(use_models, faces_dir, tmp_p
     out.mkdir()
     args = [sys.executable, "-m", "redafit", "-v", "fit", *map(str, photos), "--landmarks", str(lms), "-o", str(out),
             "--jobs", str(jobs)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # a session of its own: should the test fail, the command's workers are killed with it, not left fitting
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        _started(proc, "landmarks from")
-        proc.send_signal(getattr(signal, sig))
-        _, err = proc.communicate(timeout=60)
+        stderr = _Stderr(proc)
+        stderr.wait_for("landmarks from")
+        proc.send_signal(getattr(signal, sig))  # the command alone, not its workers
+        proc.wait(timeout=60)
+        err = stderr.text()
     finally:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:  # all gone
+            pass
+        proc.wait()
     assert proc.returncode == code, err
     assert err.strip().splitlines()[-1] == f"redafit: error: {word}"
     assert os.listdir(out) == []
@@ -1298,9 +1335,13 @@ def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
     raised BrokenPipeError, reported as exit 1 "unexpected BrokenPipeError" plus Python's own "Exception ignored"
     lines at exit. It now ends like a shell tool killed by the closed pipe: exit 141, nothing on stderr."""
     env = {**os.environ, "REDAFIT_MODEL_DIR": str(tmp_path / "models")}
-    p = subprocess.Popen([sys.executable, "-m", "redafit", "models", "list"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
-    p.stdout.close()  # before the command writes anything
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command starts, however slowly this test's process runs
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "redafit", "models", "list"], stdout=write,
+                             stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(write)
     err = p.stderr.read()
     assert p.wait(timeout=120) == 141 and err == b"", err
 

@@ -91,3 +91,32 @@ def test_set_threads_refuses_what_is_not_a_count():
     for bad in (0, -1, 2.5, True, "4"):
         with pytest.raises(ValueError, match="whole number"):
             redafit.set_threads(bad)
+
+
+def test_a_command_run_inside_a_program_leaves_its_threads_and_log_level_as_found(tmp_path, monkeypatch):
+    """A command run in another program's process (here CliRunner; also ``main(args, standalone_mode=False)``)
+    puts PyTorch's thread count and the ``redafit`` logger's level back when it ends, on an error too. They stayed
+    lowered: one busy moment on the machine left the rest of a test session on one thread."""
+    import logging
+
+    import torch
+    from click.testing import CliRunner
+
+    from redafit.cli import main
+
+    before, level = torch.get_num_threads(), logging.getLogger("redafit").level
+    real = torch.set_num_threads
+    counts = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (counts.append(n), real(n))[1])
+    real(2)
+    try:
+        for args in (["-q", "--threads", "1", "fit", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "a.obj")],
+                     ["-vv", "--threads", "1", "models", "info", str(tmp_path / "missing.mat")]):
+            counts.clear()
+            r = CliRunner().invoke(main, args)
+            assert r.exit_code not in (0, 1), r.output  # the command's own error, after the threads were set
+            assert counts == [1, 2], (args, counts)  # set for the command, then put back
+            assert torch.get_num_threads() == 2, args
+            assert logging.getLogger("redafit").level == level, args
+    finally:
+        real(before)

@@ -156,7 +156,7 @@ def test_force_reinstall_keeps_the_init_network_of_the_same_model(mdir, models_s
     assert (d / "initnet.pt").read_bytes() == b"weights" and (d / "initnet.json").is_file()
     info = json.loads((d / "info.json").read_text())
     (d / "info.json").write_text(json.dumps({**info, "model_sha256": "0" * 64}))  # installed from another source
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="redafit"):
         install_model("sfm", src_dir=models_src, force=True)
     assert not (d / "initnet.pt").exists() and not (d / "initnet.json").exists()
     assert "retrain" in caplog.text and "train-init --model sfm" in caplog.text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -104,14 +103,23 @@ def test_uv_label_map(ict):
     assert agree > 0.97, agree
 
 
-def test_cached_and_device(ict):
-    vertex_labels(ict)
-    t = time.perf_counter()
-    for _ in range(10):
-        vertex_labels(ict)
-        uv_label_map(ict, 256)
-    assert time.perf_counter() - t < 0.5
-    assert uv_label_map(ict, 64).shape == (64, 64, 7)
+def test_cached_and_device(ict, monkeypatch):
+    """The labels and a map of each size are computed once per model (the fit asks for them every stage)."""
+    from redafit.parsing import model_labels
+
+    first = vertex_labels(ict), uv_label_map(ict, 256)
+
+    def again(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(model_labels, "_compute_vertex_labels", again)
+    monkeypatch.setattr(model_labels, "_paint_triangles", again)
+    for _ in range(3):
+        assert torch.equal(vertex_labels(ict), first[0]) and torch.equal(uv_label_map(ict, 256), first[1])
+    with pytest.raises(AssertionError, match="computed again"):  # another size is a new map
+        uv_label_map(ict, 41)
+    monkeypatch.undo()
+    assert uv_label_map(ict, 41).shape == (41, 41, 7)
 
 
 def test_model_errors(ict):
