@@ -288,10 +288,11 @@ def detect_faces(image, detector: str | Detector = "dlib", upsample: int = 1) ->
 
 
 def faces_near(image, box: FaceBox, detector: str | Detector = "dlib", grow: float = 2.0,
-               face_px: int = 160) -> list[FaceBox]:
+               face_px: int | None = 160) -> list[FaceBox]:
     """The faces ``detector`` finds in the region around ``box`` (``grow`` times its size, within the image),
-    scaled so that a face of the box's width is ``face_px`` wide, without upsampling: a look at one place at the
-    detector's own scale, a fraction of a whole large image's cost. Boxes in the image's pixels."""
+    scaled so that a face of the box's width is ``face_px`` wide (None: the image's own scale), without
+    upsampling: a look at one place at the detector's own scale, a fraction of a whole large image's cost. Boxes
+    in the image's pixels."""
     import cv2
 
     det = _resolve(detector)
@@ -302,6 +303,9 @@ def faces_near(image, box: FaceBox, detector: str | Detector = "dlib", grow: flo
     x1, y1 = int(min(W, cx + w / 2)), int(min(H, cy + h / 2))
     if x1 - x0 < 8 or y1 - y0 < 8:
         return []
+    if face_px is None:
+        return [FaceBox(b.left + x0, b.top + y0, b.right + x0, b.bottom + y0, b.score)
+                for b in det.faces(np.ascontiguousarray(img[y0:y1, x0:x1]), upsample=0)]
     s = face_px / max(box.width, 1.0)
     crop = cv2.resize(img[y0:y1, x0:x1], (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s))),
                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
@@ -369,6 +373,12 @@ TURN_FULL_SIDE = 800  # px: photos this large are searched turned without upsamp
 DOUBT_SCORE = 0.5  # an upright face scoring less (dlib's HOG) is also looked for turned, around its box
 TURN_MARGIN = 0.5  # ... and a turned face there replaces it when it scores this much more
 FOLLOW_TURN_SEARCHES = 5  # FaceFollower: whole-frame searches that also try the turns before any face is found
+# FaceFollower: a face found near the last one but this many times larger or smaller is looked for again at the
+# frame's own scale. At some scales of the near search dlib's HOG box jumps: on the shared rig_case1 photos (faces
+# turned ~25 degrees, 180 px) it came out 1.19-1.25 times the whole search's box, and its landmarks 10-29 % of the
+# eye distance off; at the other scales 0.84-1.08 times, 1-10 % off. A still head's landmarks jumped every other
+# frame (the next search, scaled by the wrong box, found the right one).
+NEAR_SIZE_JUMP = 1.15
 LEVEL_ROLL = 35.0  # degrees: a face tilted more than this (by its eye line) has its landmarks found again levelled
 
 
@@ -518,7 +528,14 @@ class FaceFollower:
         self.box = None
 
     def _near(self, det: Detector, img: np.ndarray) -> FaceBox | None:
-        found = faces_near(img, self.box, det, self.grow, self.face_px)
+        best = self._nearest(faces_near(img, self.box, det, self.grow, self.face_px))
+        if best is not None and not 1 / NEAR_SIZE_JUMP <= best.width / max(self.box.width, 1e-6) <= NEAR_SIZE_JUMP:
+            # the box jumped in size: looked for again at the frame's own scale (not the box's) (NEAR_SIZE_JUMP)
+            best = self._nearest(faces_near(img, self.box, det, self.grow, None))
+        return best
+
+    def _nearest(self, found: list[FaceBox]) -> FaceBox | None:
+        """The box of ``found`` that overlaps the last one most; None when none overlaps it."""
         best = max(found, key=lambda b: b.iou(self.box), default=None)
         return best if best is not None and best.iou(self.box) > 0 else None
 
