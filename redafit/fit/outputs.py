@@ -814,7 +814,7 @@ def save_mesh(path, result, model, image: np.ndarray | None = None, texture_size
                   for n, d in morph_targets(names, basis, head, hc).items()}
         return write_glb(path, verts, tris, morph_targets=morphs, name="face",
                          extras={"model": result.model_name, "units": "morph targets: the model's expressions"}, **kw)
-    return write_mesh(path, verts, tris, **kw)
+    return write_mesh(path, verts, tris, frame=frame, **kw)
 
 
 def glb_perspective(K: Intrinsics, name: str) -> dict:

@@ -17,6 +17,9 @@
 
 Shapes: V vertices, F triangles, T UV coordinates (v up, OBJ convention), Ht Wt texture size.
 Geometry is written as given (redafit's meshes are millimetres); only glTF converts units (metres by spec).
+A mesh's ``frame`` (:data:`FRAMES`), when the writer is told it, is recorded with it - an OBJ comment line
+``# frame: camera``, a PLY ``comment frame camera``, an npz ``frame`` array - so that a viewer draws it the right
+way up (:func:`read_frame`); glTF is y up by spec.
 """
 
 from __future__ import annotations
@@ -132,14 +135,49 @@ def _check_reference(what: str, name: str) -> None:
         raise InputError(f"{what} reference {name!r}: expected a file name without white space")
 
 
+FRAMES = {
+    "camera": "x right, y down, looking along +z from the camera at the origin",  # a fit's camera, a photo's pixels
+    "head": "x to the face's left, y up, the face towards +z",  # the face model's own
+}
+
+
+def _check_frame(frame: str | None) -> None:
+    if frame is not None and frame not in FRAMES:
+        raise ValueError(f"frame must be one of {tuple(FRAMES)} or None, not {frame!r}")
+
+
+def read_frame(path) -> str | None:
+    """The frame (:data:`FRAMES`) a mesh file written by redafit records (an OBJ's ``# frame:`` comment, a PLY's
+    ``comment frame``, an npz's ``frame`` array); None when it records none (another program's file, an older
+    redafit's) or cannot be read."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    try:
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                frame = str(z["frame"]) if "frame" in z.files else None
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(4096)
+            lines = head.split(b"end_header")[0].decode("utf-8", "replace").splitlines()
+            key = "# frame:" if ext == ".obj" else "comment frame "
+            frame = next((ln[len(key):].split()[0] for ln in lines if ln.startswith(key) and ln[len(key):].split()),
+                         None)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    return frame if frame in FRAMES else None
+
+
 @atomic_group()  # the mesh, its material and texture together or not at all
 def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
-              material_name: str = "face", material: str | None = None) -> list[Path]:
+              material_name: str = "face", material: str | None = None, frame: str | None = None) -> list[Path]:
     """Write ``path`` (.obj) and, with a texture, ``<stem>.mtl`` and ``<stem>.png`` (spaces in the stem made
     underscores: :func:`mesh_files`). ``material`` instead names an MTL file written elsewhere
     (:func:`write_material`, relative to ``path``'s folder) that the OBJ uses: meshes that share one texture
-    (a rig's, an animation's frames) refer to it rather than each carry a copy. Returns the paths written."""
+    (a rig's, an animation's frames) refer to it rather than each carry a copy. ``frame`` (:data:`FRAMES`) is
+    recorded in a comment. Returns the paths written."""
     path = Path(path)
+    _check_frame(frame)
     v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
     if material is not None and texture is not None:
         raise InputError("write_obj: give a texture or the name of a material file, not both")
@@ -152,6 +190,8 @@ def write_obj(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
             fh.write(data)
         written += [png] + write_material(mtl, png.name, material_name)
     lines = ["# redafit mesh", f"# {len(v)} vertices, {len(f)} triangles"]
+    if frame is not None:
+        lines.append(f"# frame: {frame} ({FRAMES[frame]}; millimetres)")
     if material is not None:
         _check_reference("material", material)
         lines.append(f"mtllib {material}")
@@ -250,15 +290,19 @@ def _obj_index(token: str, count: int) -> int:
 # -- PLY --------------------------------------------------------------------------------------------------------
 @atomic_group()  # the mesh and its texture together
 def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
-              texture_file: str | None = None) -> list[Path]:
+              texture_file: str | None = None, frame: str | None = None) -> list[Path]:
     """Binary little-endian PLY (see module docstring). ``texture_file`` instead of ``texture`` names a texture
-    written elsewhere (relative to ``path``'s folder) for the ``TextureFile`` comment. Returns the paths written."""
+    written elsewhere (relative to ``path``'s folder) for the ``TextureFile`` comment. ``frame`` (:data:`FRAMES`)
+    is recorded in a comment. Returns the paths written."""
     path = Path(path)
+    _check_frame(frame)
     v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
     if texture_file is not None and texture is not None:
         raise InputError("write_ply: give a texture or the name of a texture file, not both")
     written = []
     header = ["ply", "format binary_little_endian 1.0", "comment redafit mesh"]
+    if frame is not None:
+        header.append(f"comment frame {frame}")
     if texture_file is not None and t is not None:
         _check_reference("texture", texture_file)
         header.append(f"comment TextureFile {texture_file}")
@@ -300,11 +344,15 @@ def write_ply(path, vertices, triangles, uv=None, uv_triangles=None, texture=Non
 
 # -- NPZ --------------------------------------------------------------------------------------------------------
 def write_npz(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
-              **extra) -> list[Path]:
-    """All arrays in one ``.npz`` (float32 geometry, int32 indices, texture as given). Returns [path]."""
+              frame: str | None = None, **extra) -> list[Path]:
+    """All arrays in one ``.npz`` (float32 geometry, int32 indices, texture as given; ``frame``
+    (:data:`FRAMES`) as a string array). Returns [path]."""
     path = Path(path)
+    _check_frame(frame)
     v, f, t, ft, c = _check(vertices, triangles, uv, uv_triangles, vertex_colors)
     arrays = {"vertices": v.astype(np.float32), "triangles": f.astype(np.int32)}
+    if frame is not None:
+        arrays["frame"] = np.array(frame)
     if t is not None:
         arrays["uv"] = t.astype(np.float32)
         arrays["uv_triangles"] = ft.astype(np.int32)
@@ -546,19 +594,23 @@ _WRITERS = {".obj": write_obj, ".ply": write_ply, ".npz": write_npz, ".glb": wri
 
 
 def write_mesh(path, vertices, triangles, uv=None, uv_triangles=None, texture=None, vertex_colors=None,
-               **shared) -> list[Path]:
+               frame: str | None = None, **shared) -> list[Path]:
     """Write a mesh; the format comes from the extension (.obj, .ply, .npz, .glb). Returns the paths written.
 
     vertices [V, 3], triangles [F, 3] (0-based, counter-clockwise), uv [T, 2] (v up) with uv_triangles [F, 3]
     (defaults to ``triangles`` when uv has one entry per vertex), texture [Ht, Wt, 3] float in [0, 1],
     vertex_colors [V, 3] in [0, 1]. ``shared``: what :func:`shared_texture` returns for this format, so that the
-    mesh refers to a texture written once for many meshes.
+    mesh refers to a texture written once for many meshes. ``frame`` (:data:`FRAMES`): the vertices' frame,
+    recorded in the file (a glTF's is y up by spec: converting is the caller's).
     """
     path = Path(path)
     writer = _WRITERS.get(path.suffix.lower())
     if writer is None:
         raise OutputError(f"cannot write mesh {path}: unsupported extension {path.suffix or '(none)'} "
                           f"(use .obj, .ply, .npz or .glb)")
+    _check_frame(frame)
+    if path.suffix.lower() != ".glb":
+        shared["frame"] = frame
     return writer(path, vertices, triangles, uv=uv, uv_triangles=uv_triangles, texture=texture,
                   vertex_colors=vertex_colors, **shared)
 

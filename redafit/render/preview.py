@@ -49,7 +49,7 @@ class ViewMesh:
     uv_triangles: np.ndarray | None = None  # [F, 3]
     texture: np.ndarray | None = None  # [Ht, Wt, 3] float RGB in [0, 1]
     colors: np.ndarray | None = None  # [V, 3] in [0, 1]
-    y_up: bool | None = None  # the file's axes say so (glTF); None: the caller's frame decides
+    y_up: bool | None = None  # the file says so (glTF; the frame redafit records in its own); None: the caller decides
     files: tuple = ()  # the files read: the mesh's, its material's and texture's
 
 
@@ -68,6 +68,11 @@ def read_view_mesh(path, textures: dict | None = None) -> ViewMesh:
         raise InputError(f"mesh {path}: unsupported extension {path.suffix or '(none)'} (use .obj, .ply, .glb or "
                          ".npz)")
     mesh = reader(path, {} if textures is None else textures)
+    if mesh.y_up is None:  # the frame redafit recorded in its own mesh files
+        from redafit.io.meshes import read_frame
+
+        frame = read_frame(path)
+        mesh.y_up = None if frame is None else frame == "head"
     if not len(mesh.triangles):
         raise InputError(f"mesh {path}: no triangles in it")
     if not np.isfinite(mesh.vertices).all():
@@ -247,9 +252,10 @@ def rig_view_meshes(folder, expressions=()) -> list[tuple[str, ViewMesh]]:
 
 def camera_frame(vertices: np.ndarray) -> bool:
     """Whether ``vertices`` look like a camera-frame mesh: all in front of the origin (z > 0), their centre farther
-    than twice their own depth (a head-frame mesh lies about the origin)."""
+    than their own depth (a head-frame mesh lies about the origin; a whole head turned 35 cm from the camera is
+    18 cm deep). For a file that does not say (:func:`redafit.io.meshes.read_frame`: redafit's own do)."""
     z = np.asarray(vertices)[:, 2]
-    return bool(z.min() > 0 and z.mean() > 2 * np.ptp(z))
+    return bool(z.min() > 0 and z.mean() > np.ptp(z))
 
 
 def _rotation(yaw: float, pitch: float) -> np.ndarray:

@@ -433,7 +433,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     make_folder(out)
     written: list[Path] = []
     v, f, uvkw = rig.mesh(rig.neutral)
-    written += write_mesh(out / "neutral.obj", v, f, texture=rig.texture if uvkw else None, **uvkw)
+    written += write_mesh(out / "neutral.obj", v, f, texture=rig.texture if uvkw else None, frame="head", **uvkw)
     arrays = {"neutral": rig.neutral.astype(np.float32), "basis": rig.expression_basis.astype(np.float32),
               "names": np.array(rig.expression_names, dtype=str), "triangles": rig.triangles.astype(np.int32),
               "identity": rig.identity.astype(np.float32), "displacement": rig.displacement.astype(np.float32)}
@@ -472,7 +472,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
             written += files
         for i, fr in enumerate(rig.frames):
             pv, pf, _ = rig.mesh(rig.posed(i) if frame == "camera" else rig.shape(fr.expression))
-            written += write_mesh(out / "meshes" / f"{fr.name}.obj", pv, pf, **uvkw, **shared)
+            written += write_mesh(out / "meshes" / f"{fr.name}.obj", pv, pf, frame=frame, **uvkw, **shared)
     if overlays:
         from redafit.fit.outputs import render_overlay
         from redafit.io.images import save_image

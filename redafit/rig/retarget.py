@@ -208,5 +208,6 @@ def _write_files(rig, out: Path, fmt: str, W, R, t, names, times, in_camera: boo
     for k, f in enumerate(names):
         v = rig.shape(W[k])
         v, tris, uvkw = rig.mesh((v - centre) @ R[k].T + centre + t[k])
-        written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, tris, **uvkw, **shared)
+        written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, tris, frame="camera" if in_camera else "head", **uvkw,
+                              **shared)
     return written

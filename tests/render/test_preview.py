@@ -70,6 +70,35 @@ def test_pitch_shows_the_top_and_frames_agree():
     np.testing.assert_allclose(render_views(box, yaws=(0,), pitch=40, size=96, shaded=False), above, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("ext", [".obj", ".ply", ".npz"])
+def test_a_mesh_file_s_recorded_frame_decides_its_axes(tmp_path, ext):
+    """A deep mesh near the camera (a whole head turned, 35 cm away: 18 cm deep) was taken for a head-frame mesh
+    by "auto" and drawn upside down and from behind (`retarget --pose camera`, then `view`). redafit's own files
+    now record their frame, and the guess for other files asks only that the centre be farther than the depth."""
+    from redafit.io.meshes import read_frame
+
+    box = _box({"+z": RED, "+y": GREEN, "-y": BLUE})
+    deep = box.vertices * np.array([1.0, 1.0, 9.0])  # 180 mm deep
+    head = ViewMesh(deep, box.triangles, colors=box.colors)
+    cam_v = deep * np.array([1, -1, -1]) + np.array([0, 0, 150])  # its centre 150 mm away, its front 60 mm
+    assert not camera_frame(cam_v)  # nearer than it is deep: only the file can say
+    assert camera_frame(cam_v + np.array([0, 0, 200]))  # 350 mm away (the guess wanted 360 before)
+    for frame, v in (("camera", cam_v), ("head", deep), (None, deep)):
+        path = tmp_path / f"{frame}{ext}"
+        write_mesh(path, v, box.triangles, vertex_colors=box.colors if ext != ".npz" else None, frame=frame)
+        assert read_frame(path) == frame
+        got = read_view_mesh(path)
+        assert got.y_up is (None if frame is None else frame == "head")
+        if ext != ".npz":
+            want = render_views(head, yaws=(0,), pitch=40, size=96, frame="head", shaded=False)
+            np.testing.assert_allclose(render_views(got, yaws=(0,), pitch=40, size=96, shaded=False), want,
+                                       atol=2 / 255)
+    with pytest.raises(ValueError, match="frame must be"):
+        write_mesh(tmp_path / f"bad{ext}", deep, box.triangles, frame="model")
+    assert read_frame(tmp_path / "missing.obj") is None
+
+
 def test_shared_bounds_keep_a_moving_mesh_moving():
     """view_bounds: one framing for several meshes (an animation's frames) - a box moved 20 mm to the right is drawn
     to the right of the first, where each framed alone is drawn in the middle."""
