@@ -409,7 +409,6 @@ MESHES_MATERIAL = "rig"  # meshes/rig.mtl: the per-image meshes' material, neutr
 MAX_META_BYTES = 1 << 30  # a rig's params.json (a few KB per image) larger than this is refused unread
 
 
-@atomic_group()
 def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = None, model=None,
              frame: str = "camera", maps: bool = False, images: dict | None = None) -> list[Path]:
     """Write the rig folder (see the module docstring), all files or none (they replace their targets together,
@@ -419,6 +418,19 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
     maps (:func:`redafit.render.maps.save_maps`, the texture coordinates in the rig's texture) into
     ``maps/<name>/`` (both need ``model`` and the rig's fit results), with its albedo, shading and highlight where
     ``images`` {frame name: image} gives its photo and its fit fitted a lighting."""
+    earlier = _earlier_names(Path(folder))
+    written = _save_rig(rig, folder, meshes, overlays, model, frame, maps, images, earlier)
+    for sub in ("meshes", "overlays", *(f"maps/{n}" for n in earlier), "maps"):
+        try:  # a subfolder the files of an earlier rig were removed from (_remove_stale), now empty
+            (Path(folder) / sub).rmdir()
+        except OSError:  # not there, or not empty
+            pass
+    return written
+
+
+@atomic_group()
+def _save_rig(rig: Rig, folder, meshes: bool, overlays: dict | None, model, frame: str, maps: bool,
+              images: dict | None, earlier: list[str]) -> list[Path]:
     from redafit.fit.outputs import MESH_FRAMES
     from redafit.io.atomic import atomic_path, atomic_write
     from redafit.io.meshes import shared_texture, write_glb, write_mesh
@@ -431,6 +443,7 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
 
     out = Path(folder)
     make_folder(out)
+    _remove_stale(out, earlier, rig, meshes, overlays, maps)
     written: list[Path] = []
     v, f, uvkw = rig.mesh(rig.neutral)
     written += write_mesh(out / "neutral.obj", v, f, texture=rig.texture if uvkw else None, frame="head", **uvkw)
@@ -491,6 +504,53 @@ def save_rig(rig: Rig, folder, meshes: bool = False, overlays: dict | None = Non
             written += save_maps(out / "maps" / fr.name, render_maps(res, model, rig.caps is not None, size,
                                                                       image=(images or {}).get(fr.name)))
     return written
+
+
+def _earlier_names(out: Path) -> list[str]:
+    """The image names of the rig an earlier run saved in ``out`` (its params.json), those a rig's files can have;
+    none when there is no rig there, or none redafit can read."""
+    try:
+        if (out / "params.json").stat().st_size > MAX_META_BYTES:
+            return []
+        with open(out / "params.json", encoding="utf-8") as fh:
+            names = [im["name"] for im in json.load(fh)["images"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")]
+
+
+def _remove_stale(out: Path, earlier: list[str], rig: Rig, meshes: bool, overlays: dict | None, maps: bool) -> None:
+    """Remove, with the rig's files (:func:`redafit.io.atomic.atomic_remove`: put back if the writing fails), the
+    per-image files the earlier rig in ``out`` wrote (``earlier``: its images' names) that this one does not write
+    again: its meshes (which would wear the new neutral.png), overlays and maps. A folder holds one rig: the photos
+    of another run's rig, or its meshes without ``--meshes``, lay beside the new one's before."""
+    from redafit.io.atomic import atomic_remove
+    from redafit.render.maps import MAP_FILES
+
+    if not earlier:
+        return
+    names = {fr.name for fr in rig.frames}
+    stale = []
+    for name in earlier:
+        if not meshes or name not in names:
+            stale.append(out / "meshes" / f"{name}.obj")
+        if not overlays or name not in overlays:
+            stale.append(out / "overlays" / f"{name}.png")
+        if not maps or name not in names:
+            stale += [out / "maps" / name / m for m in MAP_FILES]
+    if not meshes or not rig.textured:
+        stale.append(out / "meshes" / f"{MESHES_MATERIAL}.mtl")
+    gone = [p for p in stale if p.is_file()]
+    kept = [p for p in gone if not p.is_symlink() and not p.stat().st_mode & 0o222]  # read-only: the user's to keep
+    gone = [p for p in gone if p not in kept]
+    for p in gone:
+        atomic_remove(p)
+    if kept:
+        log.warning("%s: %d read-only file(s) of the rig made there before are left as they are (%s)", out, len(kept),
+                    kept[0])
+    if gone:
+        log.info("%s: removed %d file(s) of the rig made there before that this one does not write again", out,
+                 len(gone))
 
 
 def _checked_caps(arrays: dict, npz: Path):

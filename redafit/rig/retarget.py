@@ -210,4 +210,19 @@ def _write_files(rig, out: Path, fmt: str, W, R, t, names, times, in_camera: boo
         v, tris, uvkw = rig.mesh((v - centre) @ R[k].T + centre + t[k])
         written += write_mesh(out / f"frame_{f:05d}.{fmt}", v, tris, frame="camera" if in_camera else "head", **uvkw,
                               **shared)
+    _warn_other_frames(out, written)
     return written
+
+
+def _warn_other_frames(out: Path, written: list) -> None:
+    """A warning when ``out`` holds frame meshes this run does not write (an earlier run's, or another part of the
+    same track's): they are left, but `view out/` plays them with these."""
+    import re
+
+    mine = {Path(p).name for p in written}
+    other = sorted(p.name for p in out.glob("frame_*") if re.fullmatch(r"frame_\d{5,}\.(obj|ply|npz)", p.name)
+                   and p.name not in mine)
+    if other:
+        log.warning("%s also holds %d frame mesh(es) this run does not write (%s%s), left as they are: `redafit view` "
+                    "of the folder plays them too (an empty folder for a new animation)", out, len(other), other[0],
+                    f" ... {other[-1]}" if len(other) > 1 else "")

@@ -258,3 +258,54 @@ def test_binary_params_file_is_input_error(small_rig, tmp_path, model_home):
     res = run_cli(["retarget", small_rig, "--params", params, "-o", tmp_path / "o"], model_home)
     assert res.exit_code == 3, res.output
     assert f"{params} is not UTF-8 text" in res.stderr and "unexpected" not in res.stderr
+
+
+def test_frames_of_another_run_in_the_folder_are_warned_of(small_rig, ict, tmp_path, caplog):
+    """Frames already in the folder that this run does not write (an earlier, longer run's) are left, with a warning
+    naming them: `view` of the folder would play them with the new ones."""
+    import logging
+
+    from redafit.rig.fit import load_rig
+    from redafit.rig.retarget import write_retarget
+
+    rig, out = load_rig(small_rig), tmp_path / "anim"
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        write_retarget(rig, [_record(i, ict.expression_names, 0.1 * i) for i in range(5)], out, fmt="obj")
+        assert "frame mesh" not in caplog.text
+        write_retarget(rig, [_record(i, ict.expression_names, 0.1 * i) for i in range(2)], out, fmt="obj")
+    assert "3 frame mesh(es) this run does not write (frame_00002.obj ... frame_00004.obj)" in caplog.text
+    assert (out / "frame_00004.obj").is_file()
+
+
+def test_a_rig_saved_over_another_removes_the_other_s_image_files(small_rig, ict, tmp_path, caplog):
+    """A rig folder holds one rig: saving a rig where another was removes the earlier one's per-image meshes,
+    overlays and maps that the new one does not write (they wore the new texture), but not a read-only one, and
+    not files it did not make."""
+    import json
+    import logging
+    import os
+    import shutil
+
+    from redafit.rig.fit import load_rig, save_rig
+
+    out = tmp_path / "rig"
+    shutil.copytree(small_rig, out)
+    rig = load_rig(out)
+    names = [fr.name for fr in rig.frames]
+    save_rig(rig, out, meshes=True)
+    meta = json.loads((out / "params.json").read_text())
+    meta["images"].append({**meta["images"][0], "name": "gone"})  # an earlier rig with a photo this one lacks
+    (out / "params.json").write_text(json.dumps(meta))
+    for f in ("meshes/gone.obj", "overlays/gone.png", "overlays/kept.png", "maps/gone/depth.png", "notes.txt"):
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        (out / f).write_text("earlier")
+    (out / "overlays" / "kept.png").rename(out / "overlays" / f"{names[0]}.png")
+    os.chmod(out / "overlays" / f"{names[0]}.png", 0o444)
+    with caplog.at_level(logging.WARNING, logger="redafit"):
+        save_rig(rig, out, meshes=True)
+    assert sorted(p.name for p in (out / "meshes").iterdir()) == sorted([f"{n}.obj" for n in names] + ["rig.mtl"])
+    assert not (out / "maps").exists() and (out / "notes.txt").is_file()
+    assert [p.name for p in (out / "overlays").iterdir()] == [f"{names[0]}.png"]  # read-only: kept, said
+    assert "1 read-only file(s)" in caplog.text
+    save_rig(rig, out)  # without --meshes: the meshes go too, and their folder
+    assert not (out / "meshes").exists() and (out / "neutral.obj").is_file()
