@@ -28,7 +28,7 @@ from redafit.cli.fit import (
     refuse_overwriting_inputs,
 )
 from redafit.cli.models import models as models_group
-from redafit.errors import NoFaceError, RedafitError, UsageError
+from redafit.errors import InputError, NoFaceError, RedafitError, UsageError
 from redafit.io import jsonsafe
 
 log = logging.getLogger("redafit")
@@ -142,6 +142,9 @@ def rig_cmd(ctx, images, output, landmarks, init, parsing, meshes, frame, overla
     if video is None:
         images = distinct_photos(gather_photos(images, files_from, "rig", folders=True), "rig")
         if len(images) < 2:
+            missing = [p for p in images if str(p) != STDIN and not Path(p).exists()]
+            if missing:  # a pattern the shell matched to nothing (`rig shoot/*.jpg` in an empty folder)
+                raise InputError(f"image not found: {missing[0]}")
             raise UsageError("rig: give at least 2 images of the person")
     check_output_folder(output)
     if video is None:

@@ -302,10 +302,12 @@ def test_too_few_usable_images(rig_case1, model_home, tmp_path):
     (["rig", "a.jpg", "./a.jpg", "-o", "out"], 2),  # one photo twice: used once, so fewer than 2 remain
     (["rig", "a.jpg", "b.jpg", "-o", "file.pts/rig"], 10),  # a file in the output's way: before reading photos
     (["rig", "a.jpg", "b.jpg", "-o", "-"], 2),  # not a folder named "-"
+    (["rig", "shoot/*.jpg", "-o", "out"], 3),  # a pattern the shell matched to nothing: not found, not "give 2"
 ])
 def test_cli_usage_errors(args, code, model_home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file.pts").write_text("x")
+    (tmp_path / "a.jpg").write_bytes(b"not read: the usage is refused first")
     res = run_cli(args, model_home)
     assert res.exit_code == code
     assert "Traceback" not in res.output
