@@ -234,6 +234,7 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
         raise InputError("rig: an albedo texture needs the lighting fitted to the photos' colours: a config with the "
                          "colour attribute (the full or fast preset)")
     Ks = check_intrinsics(intrinsics, images, config.focal)
+    _warn_other_people(images, landmarks, names)
     net = init if hasattr(init, "cfg") else resolve_initnet(model, init)
     start = None
     if net is not None and all(len(lm) == 68 for lm in landmarks):
@@ -263,6 +264,25 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
         rig.texture_kind = texture
     rig.seconds = time.perf_counter() - t0
     return rig
+
+
+def _warn_other_people(images: list, landmarks: list, names: list) -> None:
+    """A warning when the photos' faces do not look like one person's (:func:`redafit.landmarks.identity.other_people`):
+    the rig's one identity fitted to two people is neither, and its texture a patchwork of their faces."""
+    from redafit.landmarks.identity import SAME_PERSON, other_people
+
+    odd = other_people(images, landmarks)
+    if not odd:
+        return
+    if len(odd) == sum(np.shape(lm) == (68, 2) for lm in landmarks):
+        log.warning("rig: the photos may not show one person: their faces lie %.2f-%.2f apart by dlib's face "
+                    "recognition (one person's within %.1f); the rig's one identity is fitted to all of them",
+                    min(m for _, m in odd), max(m for _, m in odd), SAME_PERSON)
+        return
+    for i, m in odd:
+        log.warning("rig: %s may show another person than the other photos: its face lies %.2f from theirs by "
+                    "dlib's face recognition (one person's within %.1f); leave it out if so", names[i], m,
+                    SAME_PERSON)
 
 
 def rig_from_results(results: list, model, names: list) -> Rig:
