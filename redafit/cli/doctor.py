@@ -86,6 +86,13 @@ def _detectors() -> list[Check]:
                             exit_code=DependencyError.exit_code))
     except RedafitError as e:
         checks.append(Check("dlib models", False, str(e), exit_code=DependencyError.exit_code))
+    else:
+        from redafit.landmarks.identity import NETWORK_FILE
+
+        known = (folder / NETWORK_FILE).is_file()
+        checks.append(Check("face recognition", known, "dlib's network: rig warns of photos of another person" if known
+                            else f"{folder} lacks {NETWORK_FILE} (optional): rig does not check that its photos show "
+                            "one person", required=False))
     fan = _version("face_alignment")
     checks.append(Check("FAN detector", fan is not None, f"face-alignment {fan} (--detector fan; downloads its "
                         "weights on first use)" if fan else "not installed (optional): pip install 'redafit[fan]'",
