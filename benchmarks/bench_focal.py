@@ -20,6 +20,7 @@ import sys
 import time
 
 import numpy as np
+from benchmarks._common import parse_options
 
 
 def _floats(text: str) -> list[float]:
@@ -39,7 +40,7 @@ def main(argv=None):
     ap.add_argument("--full-factors", type=_floats, default=[0.8], help="those also measured with the full fit")
     ap.add_argument("--landmark-noise", type=float, default=1.5)
     ap.add_argument("--model", default="ict")
-    args, _ = ap.parse_known_args(argv or [])
+    args = parse_options(ap, argv, "bench_focal")
 
     from redafit.eval.runner import available_methods, load_cases, make_methods, markdown_table, run_eval
     from redafit.render.camera import DEFAULT_FOCAL_FACTOR, FULL_FRAME_DIAGONAL_MM

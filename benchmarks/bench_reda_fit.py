@@ -9,7 +9,7 @@ ground-truth points to the fitted mesh, mean ± SD in mm):
 
 1. mean face vs landmark-only fit vs the full fit (and the relative gain of the full fit);
 2. ReDA vs z-buffer rasterization with the same attributes (colour + mask), and the ``fast`` preset (the z-buffer
-   with its own, 8x heavier colour and mask weights);
+   with ReDA's own weights and stages);
 3. attribute subsets: colour, mask, colour + mask;
 4. free-form stage off / on;
 4b. the ambient occlusion of the model's mean shape in the colour shading off / on
@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import MODELS, PTS_PHOTOS, machine, table
+from benchmarks._common import MODELS, PTS_PHOTOS, machine, table, parse_options
 
 
 def _fmt(vals) -> str:
@@ -360,7 +360,7 @@ def main(argv=None):
                     help="skip the tables fitted with each synthetic case's true parsing map")
     ap.add_argument("--no-depth", action="store_true",
                     help="skip the RGB-D tables (fitted with each synthetic case's true depth map)")
-    args, _ = ap.parse_known_args(argv or [])
+    args = parse_options(ap, argv, "bench_reda_fit")
 
     from benchmarks.bench_fit import detected_fit, full_fit
     from redafit.model.store import load_model

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from benchmarks._common import FACES, table
+from benchmarks._common import FACES, table, parse_options
 
 
 def _model(name):
@@ -243,7 +243,7 @@ def main(argv=None):
     ap.add_argument("--full-sets", type=int, default=0, help="sets for the full ReDA preset (rendered; slow)")
     ap.add_argument("--track-frames", type=int, default=24)
     ap.add_argument("--model", default="ict")
-    args, _ = ap.parse_known_args(argv or [])
+    args = parse_options(ap, argv, "bench_rig")
 
     from redafit.fit.config import FitConfig
     from redafit.rig.initnet import load_initnet
