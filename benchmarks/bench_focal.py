@@ -57,13 +57,20 @@ def main(argv=None):
         unknown = run_eval(cases, make_methods(names, unknown_focal=True), model, jobs=args.jobs, heatmaps=0)
         lens_mm = f * FULL_FRAME_DIAGONAL_MM / math.sqrt(2)  # a square image's 35 mm equivalent
         for name in names:
-            a = np.array([r.point_to_plane for r in known.by_method(name)])
-            b = np.array([r.point_to_plane for r in unknown.by_method(name)])
+            # paired by case: a case that failed either way (no number) is left out of both means, and counted
+            a_of = {r.case_id: r.point_to_plane for r in known.by_method(name) if r.error is None}
+            b_of = {r.case_id: r.point_to_plane for r in unknown.by_method(name) if r.error is None}
+            both = [c for c in a_of if c in b_of and np.isfinite(a_of[c]) and np.isfinite(b_of[c])]
+            a, b = np.array([a_of[c] for c in both]), np.array([b_of[c] for c in both])
+            failed = len(known.by_method(name)) - len(both)
+            if not len(both):
+                rows.append([f"{f:g} (~{lens_mm:.0f} mm)", name, "-", "-", "-", "-", str(failed)])
+                continue
             rows.append([f"{f:g} (~{lens_mm:.0f} mm)", name, f"{a.mean():.3f}", f"{b.mean():.3f}",
-                         f"{100 * (b.mean() / a.mean() - 1):+.1f} %", f"{int((b > a).sum())}/{len(a)}"])
+                         f"{100 * (b.mean() / a.mean() - 1):+.1f} %", f"{int((b > a).sum())}/{len(a)}", str(failed)])
     print(markdown_table(
         ["lens: focal / side", "method", "true focal (mm)", f"default {DEFAULT_FOCAL_FACTOR:g}x (mm)",
-         "default vs true", "default worse"], rows,
+         "default vs true", "default worse", "failed"], rows,
         f"Focal length: {args.n} synthetic faces per lens, seed {args.seed}, {args.size}px, landmark noise "
         f"{args.landmark_noise:g} px, model {model.name} (mean point-to-plane error, MICC protocol)"))
     print(f"_{time.perf_counter() - t0:.0f} s, jobs {args.jobs}_")
