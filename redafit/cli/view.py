@@ -62,11 +62,13 @@ def _angles(ctx, param, value: str) -> tuple:
 @click.option("--size", type=click.IntRange(64, 1024), default=384, show_default=True, help="Side of each view (px).")
 @click.option("--frame", type=click.Choice(VIEW_FRAME_CHOICES), default="auto", show_default=True,
               help="The meshes' axes: camera - OpenCV camera axes (fit's default), the 0 view from the photo's "
-                   "camera; head - y up, the face towards +z; auto - camera for a mesh lying far in front of the "
-                   "origin, else head (.glb: always y up).")
+                   "camera; head - y up, the face towards +z; auto - the frame redafit's own mesh files record, "
+                   "else camera for a mesh in front of the origin (its centre farther than its depth), else head "
+                   "(.glb: always y up).")
 @click.option("--rows", type=click.Choice(["both", "colour", "shaded"]), default="both", show_default=True,
               help="What to draw: the mesh's colours (texture or vertex colours, unlit: they hold the photo's "
-                   "light), grey shading (the shape alone), or both.")
+                   "light), grey shading (the shape alone), or both (by default; the shading alone when no mesh "
+                   "has colours).")
 @click.option("--lit", is_flag=True,
               help="Shade the colour row by the grey row's light: for colours that hold no light of their own "
                    "(fit --texture albedo), which drawn unlit look flat.")
@@ -114,6 +116,12 @@ def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, lit, expressio
     from redafit.io.atomic import make_folder
 
     make_folder(output.parent)
+    from click.core import ParameterSource
+
+    if rows == "both" and ctx.get_parameter_source("rows") == ParameterSource.DEFAULT and \
+            not any(m.texture is not None or m.colors is not None for _, m in loaded):
+        rows = "shaded"  # a colour row would be one flat grey
+        log.info("no mesh has colours: the shaded row alone (--rows both draws a grey colour row too)")
     if lit and rows == "shaded":
         log.warning("--lit shades the colour row; --rows shaded draws none")
     kw = {"pitch": pitch, "size": size, "frame": frame, "shaded": rows != "colour", "coloured": rows != "shaded",

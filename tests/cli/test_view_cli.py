@@ -90,6 +90,27 @@ def test_several_meshes_labelled_and_a_bad_one_left_out(turned_fits, tmp_path):
     assert cv2.imread(str(tmp_path / "all.jpg")).shape == (4 * 64, 2 * 64, 3)  # two meshes, two rows each
 
 
+
+def test_a_mesh_without_colours_gets_the_shaded_row_alone(turned_fits, tmp_path):
+    """A mesh with no texture and no vertex colours (an .npz of the geometry, another program's mesh): its colour
+    row would be one flat grey, so by default only the shaded row is drawn; --rows both still draws both."""
+    from redafit.io.meshes import read_obj, write_mesh
+
+    m = read_obj(turned_fits / "head.obj")
+    write_mesh(tmp_path / "bare.ply", m.vertices, m.triangles)
+    r = run("view", tmp_path / "bare.ply", "-o", tmp_path / "bare.png", "--yaw", "-30,30", "--size", "64")
+    assert r.exit_code == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "bare.png")).shape == (64, 2 * 64, 3)
+    r = run("view", tmp_path / "bare.ply", "-o", tmp_path / "both.png", "--yaw", "-30,30", "--size", "64",
+            "--rows", "both")
+    assert r.exit_code == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "both.png")).shape == (2 * 64, 2 * 64, 3)
+    r = run("view", tmp_path / "bare.ply", turned_fits / "head.obj", "-o", tmp_path / "mixed.png", "--yaw", "0",
+            "--size", "64")  # one has colours: both rows for each, as before
+    assert r.exit_code == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "mixed.png")).shape[0] == 4 * 64
+
+
 def test_video_turntable_and_a_folder_of_meshes(turned_fits, tmp_path):
     """-o x.mp4: a frame per mesh and yaw (a range from:to:step); a folder of meshes (not a rig) is its meshes in
     natural name order, as retarget writes its frames."""
