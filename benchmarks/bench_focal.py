@@ -20,6 +20,7 @@ import sys
 import time
 
 import numpy as np
+
 from benchmarks._common import parse_options
 
 

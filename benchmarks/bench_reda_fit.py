@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import MODELS, PTS_PHOTOS, machine, table, parse_options
+from benchmarks._common import MODELS, PTS_PHOTOS, machine, parse_options, table
 
 
 def _fmt(vals) -> str:

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from benchmarks._common import FACES, table, parse_options
+from benchmarks._common import FACES, parse_options, table
 
 
 def _model(name):

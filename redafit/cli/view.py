@@ -116,9 +116,7 @@ def view_cmd(ctx, meshes, output, yaws, pitch, size, frame, rows, lit, expressio
     from redafit.io.atomic import make_folder
 
     make_folder(output.parent)
-    from click.core import ParameterSource
-
-    if rows == "both" and ctx.get_parameter_source("rows") == ParameterSource.DEFAULT and \
+    if rows == "both" and ctx.get_parameter_source("rows") == click.core.ParameterSource.DEFAULT and \
             not any(m.texture is not None or m.colors is not None for _, m in loaded):
         rows = "shaded"  # a colour row would be one flat grey
         log.info("no mesh has colours: the shaded row alone (--rows both draws a grey colour row too)")

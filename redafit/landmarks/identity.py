@@ -36,13 +36,12 @@ def face_descriptor(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     net = _network()  # first: a DependencyError without dlib or the file
     import dlib
 
+    from redafit.landmarks.detect import _as_u8
+
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (68, 2) or not np.isfinite(lm).all():
         raise ValueError(f"face_descriptor needs 68 finite landmarks, got {lm.shape}")
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    img = np.ascontiguousarray(img[..., :3])
+    img = _as_u8(image)  # as the detector takes it
     px = lm - 0.5  # corner convention -> the pixels' centres
     (x0, y0), (x1, y1) = np.floor(px.min(0)).astype(int), np.ceil(px.max(0)).astype(int)
     shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)),
@@ -50,12 +49,18 @@ def face_descriptor(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return np.asarray(net.compute_face_descriptor(img, shape), np.float64)
 
 
+def comparable(landmarks: list) -> list[int]:
+    """The indices of the landmark sets a face can be compared by: 68 finite points (the network aligns the face by
+    them)."""
+    return [i for i, lm in enumerate(landmarks) if np.shape(lm) == (68, 2) and np.isfinite(lm).all()]
+
+
 def other_people(images: list, landmarks: list) -> list[tuple[int, float]]:
     """(index, median distance to the other faces) of each image whose face lies farther than :data:`SAME_PERSON`
     from most of the others' (all of them when the photos show two people equally, or no one twice). Images
     without 68 landmarks are left out, and everything when dlib or its network is missing (an empty list, said
     at debug level)."""
-    keep = [i for i, lm in enumerate(landmarks) if np.shape(lm) == (68, 2) and np.isfinite(lm).all()]
+    keep = comparable(landmarks)
     if len(keep) < 2:
         return []
     try:

@@ -269,12 +269,12 @@ def fit_rig(images: list, landmarks: list, model, config=None, intrinsics: list 
 def _warn_other_people(images: list, landmarks: list, names: list) -> None:
     """A warning when the photos' faces do not look like one person's (:func:`redafit.landmarks.identity.other_people`):
     the rig's one identity fitted to two people is neither, and its texture a patchwork of their faces."""
-    from redafit.landmarks.identity import SAME_PERSON, other_people
+    from redafit.landmarks.identity import SAME_PERSON, comparable, other_people
 
     odd = other_people(images, landmarks)
     if not odd:
         return
-    if len(odd) == sum(np.shape(lm) == (68, 2) for lm in landmarks):
+    if len(odd) == len(comparable(landmarks)):
         log.warning("rig: the photos may not show one person: their faces lie %.2f-%.2f apart by dlib's face "
                     "recognition (one person's within %.1f); the rig's one identity is fitted to all of them",
                     min(m for _, m in odd), max(m for _, m in odd), SAME_PERSON)
